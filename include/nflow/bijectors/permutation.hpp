@@ -1,0 +1,82 @@
+#pragma once
+/// @file
+/// @brief Permutation: a fixed permutation of the features, given or drawn from a seed.
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/random.hpp"
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace nflow {
+
+/// @brief z_i = x_{p(i)} for a fixed permutation p of {0, …, Dim−1}; log|det| = 0 both ways.
+///
+/// inverse: x_{p(i)} = z_i. The permutation is a buffer, not a trainable parameter. Invariant:
+/// `p` is a permutation (the constructor throws ParameterError naming "permutation" otherwise).
+/// @tparam Scalar_ float or double. @tparam Dim_ fixed or Eigen::Dynamic.
+template <typename Scalar_, int Dim_ = Dynamic>
+class Permutation : public BijectorBase<Permutation<Scalar_, Dim_>> {
+ public:
+  using Scalar = Scalar_;
+  static constexpr int Dim = Dim_;
+  static constexpr bool IsConstantLogDet = true;
+
+  /// From explicit indices: output i takes input indices[i].
+  explicit Permutation(const Eigen::VectorXi& indices) : perm_(indices), inv_(indices.size()) {
+    const Index n = indices.size();
+    if (n <= 0 || (Dim_ != Dynamic && n != Dim_)) {
+      throw ParameterError("nflow::Permutation: parameter 'permutation' must have " +
+                           (Dim_ == Dynamic ? std::string("at least 1") : std::to_string(Dim_)) +
+                           " entries, got " + std::to_string(n));
+    }
+    std::vector<bool> seen(std::size_t(n), false);
+    for (Index i = 0; i < n; ++i) {
+      const int p = indices(i);
+      if (p < 0 || p >= n || seen[std::size_t(p)]) {
+        throw ParameterError("nflow::Permutation: parameter 'permutation' is not a permutation of 0.." +
+                             std::to_string(n - 1) + " (entry " + std::to_string(i) + " is " +
+                             std::to_string(p) + ")");
+      }
+      seen[std::size_t(p)] = true;
+      inv_(p) = int(i);
+    }
+  }
+  /// A uniformly random permutation of `dim` features drawn from `seed` (same seed, same
+  /// permutation, on any compiler).
+  static Permutation random(Index dim, std::uint64_t seed) {
+    std::mt19937_64 gen(seed);
+    return Permutation(random_permutation(dim, gen));
+  }
+
+  Index dim() const { return perm_.size(); }
+  const Eigen::VectorXi& indices() const { return perm_; }
+
+  template <typename X, typename C>
+  auto forward_impl(const X& x, const C&) const {
+    return detail::ResultFor<Scalar, Dim, X>{x(perm_, Eigen::all),
+                                             detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
+  }
+  template <typename Z, typename C>
+  auto inverse_impl(const Z& z, const C&) const {
+    return detail::ResultFor<Scalar, Dim, Z>{z(inv_, Eigen::all),
+                                             detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
+  }
+  template <typename X, typename GV, typename GL, typename C>
+  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
+    return detail::BatchFor<Scalar, Dim, X>(gv(inv_, Eigen::all));
+  }
+  template <typename Z, typename GV, typename GL, typename C>
+  auto inverse_vjp_impl(const Z&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
+    return detail::BatchFor<Scalar, Dim, Z>(gv(perm_, Eigen::all));
+  }
+
+ private:
+  Eigen::VectorXi perm_;
+  Eigen::VectorXi inv_;
+};
+
+}  // namespace nflow

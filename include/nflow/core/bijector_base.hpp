@@ -1,0 +1,191 @@
+#pragma once
+/// @file
+/// @brief BijectorBase: the CRTP base that turns a bijector's minimum API into the full one.
+///
+/// Minimum API, written by a derived class `D` (all `const`, all templates over the input type):
+/// | hook | returns |
+/// |---|---|
+/// | `Index dim() const` | the dimension |
+/// | `forward_impl(x, ctx)` | `ValueAndLogDet` of x → z (ctx is a context batch or NoContext) |
+/// | `inverse_impl(z, ctx)` | `ValueAndLogDet` of z → x |
+/// | `forward_vjp_impl(x, gv, gl, gp, ctx)` (optional) | ∂L/∂x; adds ∂L/∂θ into `gp` |
+/// | `inverse_vjp_impl(z, gv, gl, gp, ctx)` (optional) | ∂L/∂z; adds ∂L/∂θ into `gp` |
+/// | `parameter_count()`, `visit_parameters(f)` (optional) | the trainable tensors by name |
+/// | `context_dim()` (optional) | rows of the context; defaults to `D::ContextDim` (or 0) |
+///
+/// Deduced API, supplied here: `forward_and_log_det`, `inverse_and_log_det`, `forward`,
+/// `inverse`, `forward_log_det`, `inverse_log_det`, `forward_vjp`, `inverse_vjp`, each with an
+/// optional trailing context batch. Every deduced call checks shapes first and throws
+/// nflow::ShapeError naming expected and actual shapes; the hooks may then assume them.
+///
+/// The vector-Jacobian products implement reverse mode for a scalar loss L that depends on the
+/// output `value` and on `log_det`: given gv = ∂L/∂value (Dim × N) and gl = ∂L/∂log_det (1 × N),
+/// they return ∂L/∂input and *add* ∂L/∂θ into `gp`, a flat vector laid out in the order of
+/// `visit_parameters` (each tensor column-major). See docs/gradients.md.
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/traits.hpp"
+#include "nflow/core/types.hpp"
+
+#include <concepts>
+#include <type_traits>
+
+namespace nflow {
+
+/// A context argument: either nflow::NoContext or an Eigen matrix expression (ContextDim × N).
+template <typename C>
+concept ContextArg =
+    is_no_context_v<C> || std::derived_from<std::remove_cvref_t<C>, Eigen::MatrixBase<std::remove_cvref_t<C>>>;
+
+namespace detail {
+template <typename D, typename X, typename GV, typename GL, typename C>
+concept HasForwardVjpImpl = requires(const D& d, const X& x, const GV& gv, const GL& gl,
+                                     Eigen::Ref<Vector<typename D::Scalar>> gp, const C& c) {
+  d.forward_vjp_impl(x, gv, gl, gp, c);
+};
+template <typename D, typename X, typename GV, typename GL, typename C>
+concept HasInverseVjpImpl = requires(const D& d, const X& x, const GV& gv, const GL& gl,
+                                     Eigen::Ref<Vector<typename D::Scalar>> gp, const C& c) {
+  d.inverse_vjp_impl(x, gv, gl, gp, c);
+};
+template <typename D, typename X, typename C>
+using ContextRefT = std::conditional_t<
+    is_no_context_v<C>,
+    std::conditional_t<(context_dim_v<D> > 0),
+                       Eigen::Matrix<typename D::Scalar, context_dim_v<D>, X::ColsAtCompileTime>, NoContext>,
+    C>;
+}  // namespace detail
+
+template <typename Derived>
+class BijectorBase {
+ public:
+  // ---- forward: data x → latent z ----------------------------------------------------------
+  template <typename X, ContextArg C = NoContext>
+  auto forward_and_log_det(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+    check_call("forward_and_log_det", x, context);
+    return derived().forward_impl(x.derived(), context_or_placeholder(x, context));
+  }
+  template <typename X, ContextArg C = NoContext>
+  auto forward(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+    return forward_and_log_det(x, context).value;
+  }
+  template <typename X, ContextArg C = NoContext>
+  auto forward_log_det(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+    return forward_and_log_det(x, context).log_det;
+  }
+
+  // ---- inverse: latent z → data x ----------------------------------------------------------
+  template <typename Z, ContextArg C = NoContext>
+  auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+    check_call("inverse_and_log_det", z, context);
+    return derived().inverse_impl(z.derived(), context_or_placeholder(z, context));
+  }
+  template <typename Z, ContextArg C = NoContext>
+  auto inverse(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+    return inverse_and_log_det(z, context).value;
+  }
+  template <typename Z, ContextArg C = NoContext>
+  auto inverse_log_det(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+    return inverse_and_log_det(z, context).log_det;
+  }
+
+  // ---- reverse-mode gradients ----------------------------------------------------------------
+  /// ∂L/∂x for L(forward_and_log_det(x)); adds ∂L/∂θ into `grad_params`.
+  template <typename X, typename GV, typename GL, typename GP, ContextArg C = NoContext>
+  auto forward_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& grad_value,
+                   const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
+                   const C& context = C{}) const
+    requires detail::HasForwardVjpImpl<Derived, X, GV, GL, detail::ContextRefT<Derived, X, C>>
+  {
+    check_vjp("forward_vjp", x, grad_value, grad_log_det, grad_params, context);
+    Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
+    return derived().forward_vjp_impl(x.derived(), grad_value.derived(), grad_log_det.derived(),
+                                      gp, context_or_placeholder(x, context));
+  }
+  /// ∂L/∂z for L(inverse_and_log_det(z)); adds ∂L/∂θ into `grad_params`.
+  template <typename Z, typename GV, typename GL, typename GP, ContextArg C = NoContext>
+  auto inverse_vjp(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& grad_value,
+                   const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
+                   const C& context = C{}) const
+    requires detail::HasInverseVjpImpl<Derived, Z, GV, GL, detail::ContextRefT<Derived, Z, C>>
+  {
+    check_vjp("inverse_vjp", z, grad_value, grad_log_det, grad_params, context);
+    Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
+    return derived().inverse_vjp_impl(z.derived(), grad_value.derived(), grad_log_det.derived(),
+                                      gp, context_or_placeholder(z, context));
+  }
+
+  // ---- defaults for the optional hooks ---------------------------------------------------------
+  Index context_dim() const {
+    constexpr int cd = context_dim_v<Derived>;
+    return cd == Dynamic ? Index(0) : Index(cd);
+  }
+  Index parameter_count() const { return 0; }
+  template <typename F>
+  void visit_parameters(F&& /*visitor*/) {}
+  template <typename F>
+  void visit_parameters(F&& /*visitor*/) const {}
+
+ protected:
+  BijectorBase() = default;
+
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
+
+  /// What the hooks receive as context. A bijector whose ContextDim is fixed and positive never
+  /// sees NoContext: a call without a context has already thrown in check_call, and the hooks
+  /// are instantiated with a placeholder matrix only so that the call compiles. Bijectors with
+  /// ContextDim == 0 or Dynamic receive NoContext when no context is given.
+  template <typename X, typename C>
+  static decltype(auto) context_or_placeholder(const Eigen::MatrixBase<X>& x, const C& context) {
+    if constexpr (is_no_context_v<C> && (context_dim_v<Derived> > 0)) {
+      return Eigen::Matrix<typename Derived::Scalar, context_dim_v<Derived>, X::ColsAtCompileTime>(
+          context_dim_v<Derived>, x.cols());
+    } else if constexpr (is_no_context_v<C>) {
+      return NoContext{};
+    } else {
+      return (context);
+    }
+  }
+
+  template <typename X, typename C>
+  void check_call(const char* where, const Eigen::MatrixBase<X>& x, const C& context) const {
+    using S = typename Derived::Scalar;
+    static_assert(std::is_same_v<typename X::Scalar, S>,
+                  "nflow: the input's Scalar must match the bijector's Scalar (float or double); "
+                  "convert with .template cast<Scalar>() first");
+    static_assert(Derived::Dim == Dynamic || X::RowsAtCompileTime == Dynamic ||
+                      X::RowsAtCompileTime == Derived::Dim,
+                  "nflow: the input must have Dim rows (one sample per column)");
+    detail::check_rows(where, "input", derived().dim(), x.rows(), x.cols());
+    const Index cd = derived().context_dim();
+    if constexpr (is_no_context_v<C>) {
+      if (cd != 0) {
+        throw ShapeError(std::string("nflow: ") + where + ": this bijector is conditional and needs a context of " +
+                         std::to_string(cd) + " rows and one column per sample");
+      }
+    } else {
+      static_assert(std::is_same_v<typename C::Scalar, S>,
+                    "nflow: the context's Scalar must match the bijector's Scalar");
+      if (cd == 0) {
+        throw ShapeError(std::string("nflow: ") + where +
+                         ": this bijector takes no context, but a context of " +
+                         detail::shape_string(context.rows(), context.cols()) + " was given");
+      }
+      detail::check_rows(where, "context", cd, context.rows(), context.cols());
+      detail::check_cols(where, "context", x.cols(), context.rows(), context.cols());
+    }
+  }
+
+  template <typename X, typename GV, typename GL, typename GP, typename C>
+  void check_vjp(const char* where, const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& gv,
+                 const Eigen::MatrixBase<GL>& gl, const GP& gp, const C& context) const {
+    check_call(where, x, context);
+    detail::check_rows(where, "grad_value", x.rows(), gv.rows(), gv.cols());
+    detail::check_cols(where, "grad_value", x.cols(), gv.rows(), gv.cols());
+    detail::check_rows(where, "grad_log_det", 1, gl.rows(), gl.cols());
+    detail::check_cols(where, "grad_log_det", x.cols(), gl.rows(), gl.cols());
+    detail::check_size(where, "grad_params", derived().parameter_count(), gp.size());
+  }
+};
+
+}  // namespace nflow

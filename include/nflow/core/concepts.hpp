@@ -1,0 +1,58 @@
+#pragma once
+/// @file
+/// @brief The Bijector concept and its trainable refinements.
+
+#include "nflow/core/traits.hpp"
+#include "nflow/core/types.hpp"
+
+#include <concepts>
+#include <string>
+
+namespace nflow {
+
+/// @brief A Bijector is an invertible map of `Dim`-dimensional samples with a tractable log-det.
+///
+/// It names its `Scalar` and compile-time `Dim` (or Eigen::Dynamic, with `dim()` at run time), and
+/// maps a `Dim × N` batch both ways with `forward_and_log_det` and `inverse_and_log_det`, each
+/// returning `{value, log_det}` (see types.hpp). Deriving from nflow::BijectorBase supplies the
+/// rest of the API; any type with these members composes in a Flow.
+template <typename B>
+concept Bijector = requires {
+  typename B::Scalar;
+  { B::Dim } -> std::convertible_to<int>;
+} && requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x) {
+  { b.dim() } -> std::convertible_to<Index>;
+  b.forward_and_log_det(x);
+  b.inverse_and_log_det(x);
+};
+
+/// @brief A Bijector with parameters visited by name: `parameter_count()` and
+/// `visit_parameters(f)` calling `f(name, Eigen::Ref<ParameterMatrix<Scalar>>)` for each tensor.
+template <typename B>
+concept Parameterized = Bijector<B> && requires(B& b, const B& cb) {
+  { cb.parameter_count() } -> std::convertible_to<Index>;
+  b.visit_parameters([](const std::string&, Eigen::Ref<ParameterMatrix<typename B::Scalar>>) {});
+  cb.visit_parameters([](const std::string&, Eigen::Ref<const ParameterMatrix<typename B::Scalar>>) {});
+};
+
+/// @brief A Bijector with an exact reverse-mode gradient of its forward direction:
+/// `forward_vjp(x, grad_value, grad_log_det, grad_params)` returns ∂L/∂x and adds ∂L/∂θ into
+/// `grad_params` (laid out as the parameter visit order, each tensor column-major).
+template <typename B>
+concept ForwardDifferentiable =
+    Parameterized<B> && requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
+                                 const PerSample<typename B::Scalar, Dynamic>& g,
+                                 Vector<typename B::Scalar>& gp) {
+      b.forward_vjp(x, x, g, gp);
+    };
+
+/// @brief Like ForwardDifferentiable, for the inverse (sampling) direction.
+template <typename B>
+concept InverseDifferentiable =
+    Parameterized<B> && requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
+                                 const PerSample<typename B::Scalar, Dynamic>& g,
+                                 Vector<typename B::Scalar>& gp) {
+      b.inverse_vjp(x, x, g, gp);
+    };
+
+}  // namespace nflow

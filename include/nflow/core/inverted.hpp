@@ -1,0 +1,101 @@
+#pragma once
+/// @file
+/// @brief Inverted<B>: the bijector B used the other way round.
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/concepts.hpp"
+
+#include <utility>
+
+namespace nflow {
+
+/// @brief The inverse of a bijector as a bijector: forward = B's inverse, inverse = B's forward.
+///
+/// forward(x) = B⁻¹(x) with log-det log|det ∂B⁻¹/∂x|; inverse(z) = B(z). The costs swap (an
+/// inverted MAF layer is an IAF layer: one-pass sampling, Dim-pass density). Parameters keep
+/// B's names unchanged.
+/// @tparam B any nflow::Bijector.
+template <typename B>
+class Inverted : public BijectorBase<Inverted<B>> {
+  static_assert(Bijector<B>, "nflow::Inverted<B>: B must model nflow::Bijector");
+
+ public:
+  using Scalar = typename B::Scalar;
+  static constexpr int Dim = B::Dim;
+  static constexpr int ContextDim = context_dim_v<B>;
+  static constexpr bool IsConstantLogDet = is_constant_log_det_v<B>;
+  static constexpr Cost ForwardCost = inverse_cost_v<B>;
+  static constexpr Cost InverseCost = forward_cost_v<B>;
+
+  Inverted() requires std::default_initializable<B> = default;
+  explicit Inverted(B inner) : inner_(std::move(inner)) {}
+
+  const B& inner() const { return inner_; }
+  B& inner() { return inner_; }
+
+  Index dim() const { return inner_.dim(); }
+  Index context_dim() const {
+    if constexpr (is_conditional_v<B>) {
+      return inner_.context_dim();
+    } else {
+      return 0;
+    }
+  }
+  Index parameter_count() const {
+    if constexpr (requires { inner_.parameter_count(); }) {
+      return inner_.parameter_count();
+    } else {
+      return 0;
+    }
+  }
+  template <typename F>
+  void visit_parameters(F&& f) {
+    if constexpr (requires { inner_.visit_parameters(f); }) inner_.visit_parameters(f);
+  }
+  template <typename F>
+  void visit_parameters(F&& f) const {
+    if constexpr (requires { inner_.visit_parameters(f); }) inner_.visit_parameters(f);
+  }
+
+  template <typename X, typename C>
+  auto forward_impl(const X& x, const C& ctx) const {
+    if constexpr (is_no_context_v<C>) {
+      return inner_.inverse_and_log_det(x);
+    } else {
+      return inner_.inverse_and_log_det(x, ctx);
+    }
+  }
+  template <typename Z, typename C>
+  auto inverse_impl(const Z& z, const C& ctx) const {
+    if constexpr (is_no_context_v<C>) {
+      return inner_.forward_and_log_det(z);
+    } else {
+      return inner_.forward_and_log_det(z, ctx);
+    }
+  }
+  template <typename X, typename GV, typename GL, typename C>
+    requires InverseDifferentiable<B>
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
+    if constexpr (is_no_context_v<C>) {
+      return inner_.inverse_vjp(x, gv, gl, gp);
+    } else {
+      return inner_.inverse_vjp(x, gv, gl, gp, ctx);
+    }
+  }
+  template <typename Z, typename GV, typename GL, typename C>
+    requires ForwardDifferentiable<B>
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
+    if constexpr (is_no_context_v<C>) {
+      return inner_.forward_vjp(z, gv, gl, gp);
+    } else {
+      return inner_.forward_vjp(z, gv, gl, gp, ctx);
+    }
+  }
+
+ private:
+  B inner_;
+};
+
+}  // namespace nflow

@@ -1,0 +1,90 @@
+#pragma once
+/// @file
+/// @brief Parameters by name: the one mechanism that optimisers, gradients and file I/O share.
+///
+/// A parameterized object exposes `parameter_count()` and `visit_parameters(f)`, which calls
+/// `f(name, tensor)` once per trainable tensor, in a fixed order, with `tensor` an
+/// `Eigen::Ref<ParameterMatrix<Scalar>>` (or `Ref<const ...>` on a const object). The flat
+/// parameter vector — and the flat gradient that the `*_vjp` calls fill — concatenates the
+/// tensors in that order, each column-major. Names compose like PyTorch `state_dict` keys:
+/// a Flow prefixes its steps' names with `"<index>."`.
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/types.hpp"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace nflow {
+
+/// @brief Names of all tensors of `object`, in visit order.
+template <typename T>
+std::vector<std::string> parameter_names(const T& object) {
+  std::vector<std::string> names;
+  object.visit_parameters([&](const std::string& name, const auto&) { names.push_back(name); });
+  return names;
+}
+
+/// @brief All parameters of `object` as one flat vector (visit order, each tensor column-major).
+template <typename T>
+Vector<typename T::Scalar> get_parameters(const T& object) {
+  Vector<typename T::Scalar> flat(object.parameter_count());
+  Index offset = 0;
+  object.visit_parameters([&](const std::string&, const auto& tensor) {
+    flat.segment(offset, tensor.size()) = tensor.reshaped();
+    offset += tensor.size();
+  });
+  return flat;
+}
+
+/// @brief Sets all parameters of `object` from a flat vector laid out as get_parameters() returns.
+/// Throws ShapeError if the length differs from `object.parameter_count()`.
+template <typename T, typename Derived>
+void set_parameters(T& object, const Eigen::MatrixBase<Derived>& flat) {
+  detail::check_size("set_parameters", "the flat parameter vector", object.parameter_count(),
+                     flat.size());
+  Index offset = 0;
+  object.visit_parameters([&](const std::string&, auto tensor) {
+    tensor.reshaped() = flat.segment(offset, tensor.size());
+    offset += tensor.size();
+  });
+}
+
+namespace detail {
+
+/// Wraps a visitor so that every name it sees is prefixed with `prefix`.
+template <typename F>
+auto prefixed_visitor(std::string prefix, F& visitor) {
+  return [prefix = std::move(prefix), &visitor](const std::string& name, auto&& tensor) {
+    visitor(prefix + name, std::forward<decltype(tensor)>(tensor));
+  };
+}
+
+/// Hands out consecutive slices of a flat gradient vector, one per tensor, in visit order.
+/// Layers use it in their vjp hooks: `auto g = slicer.next(rows, cols); g += ...;`.
+template <typename Scalar>
+class GradientSlicer {
+ public:
+  explicit GradientSlicer(Eigen::Ref<Vector<Scalar>> flat) : flat_(flat) {}
+  /// The next rows × cols tensor of the flat vector, as a column-major map.
+  Eigen::Map<ParameterMatrix<Scalar>> next(Index rows, Index cols) {
+    Eigen::Map<ParameterMatrix<Scalar>> m(flat_.data() + offset_, rows, cols);
+    offset_ += rows * cols;
+    return m;
+  }
+  /// The next `n` entries as a vector.
+  Eigen::Map<Vector<Scalar>> next(Index n) {
+    Eigen::Map<Vector<Scalar>> v(flat_.data() + offset_, n);
+    offset_ += n;
+    return v;
+  }
+  Index offset() const { return offset_; }
+
+ private:
+  Eigen::Ref<Vector<Scalar>> flat_;
+  Index offset_ = 0;
+};
+
+}  // namespace detail
+}  // namespace nflow

@@ -1,0 +1,151 @@
+#pragma once
+/// @file
+/// @brief Density<Base, Transform>: a normalizing flow as a probability density.
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/concepts.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/types.hpp"
+
+#include <random>
+#include <string>
+#include <utility>
+
+namespace nflow {
+
+/// @brief Samples drawn from a density together with their log-densities.
+template <typename Scalar, int Dim>
+struct SamplesAndLogProb {
+  Batch<Scalar, Dim, Dynamic> samples;
+  PerSample<Scalar, Dynamic> log_prob;
+};
+
+/// @brief The density of x = T⁻¹(z), z ~ Base: log p(x) = log p_base(T(x)) + log|det ∂T/∂x|.
+///
+/// `log_prob(x)` evaluates the forward (normalizing) direction once; `sample(n, rng)` draws z from
+/// the base and maps it through the inverse. With a conditional transform every call takes a
+/// context: one column per sample, or for `sample` a single column shared by all n samples.
+/// Parameters are named "base.<name>" then "transform.<name>"; the flat gradient follows that
+/// order. NaN in a sample gives NaN for that sample's log-density only.
+/// @tparam Base a base distribution (StandardNormal, DiagonalNormal, or one of the same shape).
+/// @tparam Transform a nflow::Bijector in the data → latent direction.
+template <typename Base, typename Transform>
+class Density {
+  static_assert(Bijector<Transform>, "nflow::Density<Base, Transform>: Transform must model nflow::Bijector");
+  static_assert(std::is_same_v<typename Base::Scalar, typename Transform::Scalar>,
+                "nflow::Density<Base, Transform>: Base and Transform must use the same Scalar type");
+  static_assert(Base::Dim == Dynamic || Transform::Dim == Dynamic || Base::Dim == Transform::Dim,
+                "nflow::Density<Base, Transform>: Base and Transform must have the same dimension");
+
+ public:
+  using Scalar = typename Transform::Scalar;
+  static constexpr int Dim = Transform::Dim != Dynamic ? Transform::Dim : Base::Dim;
+  static constexpr int ContextDim = context_dim_v<Transform>;
+
+  Density(Base base, Transform transform) : base_(std::move(base)), transform_(std::move(transform)) {
+    if (base_.dim() != transform_.dim()) {
+      throw ShapeError("nflow::Density: the base has dimension " + std::to_string(base_.dim()) +
+                       " but the transform has dimension " + std::to_string(transform_.dim()));
+    }
+  }
+
+  Index dim() const { return transform_.dim(); }
+  const Base& base() const { return base_; }
+  Base& base() { return base_; }
+  const Transform& transform() const { return transform_; }
+  Transform& transform() { return transform_; }
+
+  /// log p(x) per column (a Scalar when `x` is a single point, `Dim × 1` at compile time).
+  template <typename X, ContextArg C = NoContext>
+  auto log_prob(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+    auto r = transform_.forward_and_log_det(x, context);
+    PerSample<Scalar, X::ColsAtCompileTime> lp = base_.log_prob(r.value) + r.log_det;
+    if constexpr (X::ColsAtCompileTime == 1) {
+      return lp(0);
+    } else {
+      return lp;
+    }
+  }
+
+  /// `n` samples, Dim × n. A context may have n columns or 1 (shared by every sample).
+  template <std::uniform_random_bit_generator G, ContextArg C = NoContext>
+  Batch<Scalar, Dim, Dynamic> sample(Index n, G& gen, const C& context = C{}) const {
+    return sample_and_log_prob(n, gen, context).samples;
+  }
+
+  /// `n` samples with their log-densities, from one pass: log p(x) = log p_base(z) − log|det ∂T⁻¹/∂z|.
+  template <std::uniform_random_bit_generator G, ContextArg C = NoContext>
+  SamplesAndLogProb<Scalar, Dim> sample_and_log_prob(Index n, G& gen, const C& context = C{}) const {
+    if (n < 0) throw ShapeError("nflow::Density::sample: n must be non-negative, got " + std::to_string(n));
+    Batch<Scalar, Dim, Dynamic> z = base_.sample(n, gen);
+    PerSample<Scalar, Dynamic> base_lp = base_.log_prob(z);
+    auto r = [&] {
+      if constexpr (is_no_context_v<C>) {
+        return transform_.inverse_and_log_det(z);
+      } else if (context.cols() == 1 && n != 1) {
+        const Eigen::Matrix<Scalar, Dynamic, Dynamic> shared = context.replicate(1, n);
+        return transform_.inverse_and_log_det(z, shared);
+      } else {
+        return transform_.inverse_and_log_det(z, context);
+      }
+    }();
+    return {std::move(r.value), base_lp - r.log_det};
+  }
+
+  /// ∇ₓ log p(x), the score, per column (Dim × N). Needs a ForwardDifferentiable transform.
+  template <typename X, ContextArg C = NoContext>
+  auto score(const Eigen::MatrixBase<X>& x, const C& context = C{}) const
+    requires ForwardDifferentiable<Transform>
+  {
+    Vector<Scalar> scratch = Vector<Scalar>::Zero(parameter_count());
+    PerSample<Scalar, X::ColsAtCompileTime> ones = PerSample<Scalar, X::ColsAtCompileTime>::Ones(1, x.cols());
+    return log_prob_vjp(x, ones, scratch, context);
+  }
+
+  /// Reverse mode of log_prob: given ∂L/∂log p(x) (1 × N) returns ∂L/∂x and adds ∂L/∂θ into
+  /// `grad_params` (base parameters first, then the transform's).
+  template <typename X, typename G, ContextArg C = NoContext>
+  auto log_prob_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<G>& grad_log_prob,
+                    Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const
+    requires ForwardDifferentiable<Transform>
+  {
+    detail::check_size("Density::log_prob_vjp", "grad_params", parameter_count(), grad_params.size());
+    detail::check_cols("Density::log_prob_vjp", "grad_log_prob", x.cols(), grad_log_prob.rows(),
+                       grad_log_prob.cols());
+    const Index nb = base_.parameter_count();
+    auto z = transform_.forward(x, context);
+    // log p = log p_base(z) + log_det: z's gradient comes from the base, log_det's is grad_log_prob.
+    auto gz = base_.log_prob_vjp(z, grad_log_prob, grad_params.head(nb));
+    return transform_.forward_vjp(x, gz, grad_log_prob, grad_params.tail(grad_params.size() - nb),
+                                  context);
+  }
+
+  Index parameter_count() const {
+    Index n = base_.parameter_count();
+    if constexpr (requires { transform_.parameter_count(); }) n += transform_.parameter_count();
+    return n;
+  }
+  template <typename F>
+  void visit_parameters(F&& f) {
+    visit_impl(*this, f);
+  }
+  template <typename F>
+  void visit_parameters(F&& f) const {
+    visit_impl(*this, f);
+  }
+
+ private:
+  template <typename Self, typename F>
+  static void visit_impl(Self& self, F& f) {
+    self.base_.visit_parameters(detail::prefixed_visitor("base.", f));
+    if constexpr (requires { self.transform_.visit_parameters(f); }) {
+      self.transform_.visit_parameters(detail::prefixed_visitor("transform.", f));
+    }
+  }
+
+  Base base_;
+  Transform transform_;
+};
+
+}  // namespace nflow

@@ -1,0 +1,29 @@
+#pragma once
+/// @file
+/// @brief nflow: normalizing flows for C++20 on Eigen. Include this header for everything.
+///
+/// Conventions (details in docs/conventions.md): `forward` maps data to latent, `Flow<B1, B2>`
+/// applies B1 first, batches are Dim × N with one sample per column, and log-dets are the natural
+/// log of |det J| of the map applied, one per column.
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/concepts.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/flow.hpp"
+#include "nflow/core/inverted.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/random.hpp"
+#include "nflow/core/traits.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/math/constants.hpp"
+#include "nflow/math/functions.hpp"
+
+#include "nflow/distributions/density.hpp"
+#include "nflow/distributions/diagonal_normal.hpp"
+#include "nflow/distributions/standard_normal.hpp"
+
+#include "nflow/bijectors/elementwise_affine.hpp"
+#include "nflow/bijectors/logit.hpp"
+#include "nflow/bijectors/permutation.hpp"
+#include "nflow/bijectors/reverse.hpp"
+#include "nflow/bijectors/sigmoid.hpp"
