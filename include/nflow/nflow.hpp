@@ -27,3 +27,8 @@
 #include "nflow/bijectors/permutation.hpp"
 #include "nflow/bijectors/reverse.hpp"
 #include "nflow/bijectors/sigmoid.hpp"
+
+#include "nflow/datasets/toy.hpp"
+#include "nflow/train/adam.hpp"
+#include "nflow/train/fit.hpp"
+#include "nflow/train/objectives.hpp"
