@@ -57,24 +57,31 @@ class Permutation : public BijectorBase<Permutation<Scalar_, Dim_>> {
 
   template <typename X, typename C>
   auto forward_impl(const X& x, const C&) const {
-    return detail::ResultFor<Scalar, Dim, X>{x(perm_, Eigen::all),
-                                             detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
+    return detail::ResultFor<Scalar, Dim, X>{gather<X>(x, perm_), detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
   }
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C&) const {
-    return detail::ResultFor<Scalar, Dim, Z>{z(inv_, Eigen::all),
-                                             detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
+    return detail::ResultFor<Scalar, Dim, Z>{gather<Z>(z, inv_), detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
   }
   template <typename X, typename GV, typename GL, typename C>
   auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
-    return detail::BatchFor<Scalar, Dim, X>(gv(inv_, Eigen::all));
+    return gather<X>(gv, inv_);
   }
   template <typename Z, typename GV, typename GL, typename C>
   auto inverse_vjp_impl(const Z&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
-    return detail::BatchFor<Scalar, Dim, Z>(gv(perm_, Eigen::all));
+    return gather<Z>(gv, perm_);
   }
 
  private:
+  /// out.row(i) = m.row(index(i)); a plain loop, since Eigen's indexed views copy the index array
+  /// (a heap allocation per call).
+  template <typename Like, typename M>
+  static detail::BatchFor<Scalar, Dim, Like> gather(const M& m, const Eigen::VectorXi& index) {
+    detail::BatchFor<Scalar, Dim, Like> out(m.rows(), m.cols());
+    for (Index i = 0; i < index.size(); ++i) out.row(i) = m.row(index(i));
+    return out;
+  }
+
   Eigen::VectorXi perm_;
   Eigen::VectorXi inv_;
 };
