@@ -46,7 +46,7 @@ void set_parameters(T& object, const Eigen::MatrixBase<Derived>& flat) {
                      flat.size());
   Index offset = 0;
   object.visit_parameters([&](const std::string&, auto tensor) {
-    tensor.reshaped() = flat.segment(offset, tensor.size());
+    tensor.reshaped() = flat.reshaped().segment(offset, tensor.size());
     offset += tensor.size();
   });
 }

@@ -1,0 +1,238 @@
+#pragma once
+/// @file
+/// @brief Conv1x1: Glow's invertible 1×1 convolution, the same LU-parameterised C × C matrix at
+/// every pixel of a C × H × W image.
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/detail/lu_param.hpp"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace nflow {
+
+/// @brief Invertible 1×1 convolution over the channels of an image: z_p = W x_p at every pixel p,
+/// W = P·L·(U + diag(sign ⊙ exp(log_s))) (C × C).
+///
+/// Layout: a sample is a C × (H·W) image flattened column-major into a vector of length D = C·H·W,
+/// channel fastest: pixel p (p = h·W + w, or any fixed order) occupies entries [p·C, (p+1)·C).
+/// A batch is D × N as usual; internally it is the C × (H·W·N) matrix of all its pixels, so a
+/// direction is one matrix product (forward) or two triangular solves (inverse).
+///
+/// forward:  z_p = W x_p,                          log|det| = H·W·Σᵢ log_sᵢ (constant in x)
+/// inverse:  x_p = U'⁻¹ L⁻¹ Pᵀ z_p,                log|det| = −H·W·Σᵢ log_sᵢ
+///
+/// No bias (Glow puts it in the ActNorm before). P and sign are fixed buffers. Parameters, in
+/// visit order: "lower" (C × C, strictly lower entries used), "upper" (C × C, strictly upper
+/// entries used), "log_s" (C × 1) — exactly as in nflow::LULinear (same invariant, validation,
+/// strong guarantee on rejected writes and thread-safe `const` evaluation), which equals Conv1x1
+/// with H = W = 1 and a zero bias.
+///
+/// References: Kingma & Dhariwal 2018, Glow: Generative Flow with Invertible 1×1 Convolutions,
+/// §3.2, arXiv:1807.03039.
+/// @tparam Scalar_ float or double. @tparam Channels_ C, fixed or Eigen::Dynamic (only checked
+/// at construction; the weight is dynamic-size). Dim is always Eigen::Dynamic (C·H·W, from the
+/// constructor).
+template <typename Scalar_, int Channels_ = Dynamic>
+class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
+  using LU = detail::LUParam<Scalar_>;
+
+ public:
+  using Scalar = Scalar_;
+  static constexpr int Dim = Dynamic;
+  static constexpr int Channels = Channels_;
+  static constexpr bool IsConstantLogDet = true;
+  using Weight = typename LU::Square;
+  using WeightColumn = typename LU::Column;
+
+  /// The identity on images of `channels` × `height` × `width`.
+  Conv1x1(Index channels, Index height, Index width)
+      : Conv1x1(LU::identity(checked(channels, height, width), kName), height, width) {}
+  /// The identity on images of Channels × `height` × `width`.
+  Conv1x1(Index height, Index width) requires(Channels_ != Dynamic) : Conv1x1(Channels_, height, width) {}
+
+  /// A Haar-random orthogonal C × C weight drawn reproducibly from `seed` (log|det| = 0).
+  static Conv1x1 random_orthogonal(Index channels, Index height, Index width, std::uint64_t seed) {
+    return Conv1x1(LU::random_orthogonal(checked(channels, height, width), seed, kName), height, width);
+  }
+  /// A given invertible C × C weight, factored exactly by LU with partial pivoting.
+  template <typename D>
+  static Conv1x1 from_weight(const Eigen::MatrixBase<D>& w, Index height, Index width) {
+    checked(w.rows(), height, width);
+    return Conv1x1(LU::from_weight(w, kName), height, width);
+  }
+
+  Index channels() const { return lu_.size(); }
+  Index height() const { return height_; }
+  Index width() const { return width_; }
+  Index pixels() const { return height_ * width_; }
+  Index dim() const { return channels() * pixels(); }
+  /// The assembled C × C weight W = P·L·(U + diag(sign ⊙ exp(log_s))).
+  const Weight& weight() const { return lu_.weight(); }
+  /// log|det| of the whole map: H·W·Σ log_s.
+  Scalar log_abs_det() const { return Scalar(pixels()) * lu_.log_abs_det(); }
+  const Weight& lower() const { return lu_.lower(); }
+  const Weight& upper() const { return lu_.upper(); }
+  const WeightColumn& log_s() const { return lu_.log_s(); }
+  const WeightColumn& sign() const { return lu_.sign(); }
+  const typename LU::Indices& permutation() const { return lu_.permutation(); }
+
+  template <typename D>
+  void set_lower(const Eigen::MatrixBase<D>& v) {
+    check_square("lower", v);
+    mutate([&] { lu_.lower_storage() = v; });
+  }
+  template <typename D>
+  void set_upper(const Eigen::MatrixBase<D>& v) {
+    check_square("upper", v);
+    mutate([&] { lu_.upper_storage() = v; });
+  }
+  template <typename D>
+  void set_log_s(const Eigen::MatrixBase<D>& v) {
+    detail::check_rows(kName, "log_s", channels(), v.rows(), v.cols());
+    detail::check_cols(kName, "log_s", 1, v.rows(), v.cols());
+    mutate([&] { lu_.log_s_storage() = v; });
+  }
+
+  // ---- hooks for BijectorBase ----------------------------------------------------------------
+  template <typename X, typename C>
+  auto forward_impl(const X& x, const C&) const {
+    detail::ResultFor<Scalar, Dim, X> r;
+    r.value.resize(x.rows(), x.cols());
+    with_pixels(x, [&](const auto& xp) {
+      auto zp = pixels_of(r.value);
+      lu_.apply(xp, zp);
+    });
+    r.log_det.setConstant(1, x.cols(), log_abs_det());
+    return r;
+  }
+  template <typename Z, typename C>
+  auto inverse_impl(const Z& z, const C&) const {
+    detail::ResultFor<Scalar, Dim, Z> r;
+    r.value.resize(z.rows(), z.cols());
+    with_pixels(z, [&](const auto& zp) {
+      auto xp = pixels_of(r.value);
+      lu_.solve(zp, xp);
+    });
+    r.log_det.setConstant(1, z.cols(), -log_abs_det());
+    return r;
+  }
+  template <typename X, typename GV, typename GL, typename C>
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C&) const {
+    const Index c = channels();
+    detail::GradientSlicer<Scalar> slicer(gp);
+    auto g_lower = slicer.next(c, c);
+    auto g_upper = slicer.next(c, c);
+    auto g_log_s = slicer.next(c);
+    detail::BatchFor<Scalar, Dim, X> gx(x.rows(), x.cols());
+    with_pixels(x, [&](const auto& xp) {
+      with_pixels(gv, [&](const auto& gp_pix) {
+        auto gxp = pixels_of(gx);
+        lu_.apply_vjp(xp, gp_pix, gxp, g_lower, g_upper, g_log_s);
+      });
+    });
+    g_log_s.array() += Scalar(pixels()) * gl.sum();
+    return gx;
+  }
+  template <typename Z, typename GV, typename GL, typename C>
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C&) const {
+    const Index c = channels();
+    detail::GradientSlicer<Scalar> slicer(gp);
+    auto g_lower = slicer.next(c, c);
+    auto g_upper = slicer.next(c, c);
+    auto g_log_s = slicer.next(c);
+    detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
+    with_pixels(z, [&](const auto& zp) {
+      with_pixels(gv, [&](const auto& gp_pix) {
+        auto gzp = pixels_of(gz);
+        lu_.solve_vjp(zp, gp_pix, gzp, g_lower, g_upper, g_log_s);
+      });
+    });
+    g_log_s.array() -= Scalar(pixels()) * gl.sum();
+    return gz;
+  }
+
+  // ---- parameters --------------------------------------------------------------------------------
+  Index parameter_count() const { return 2 * channels() * channels() + channels(); }
+  /// Visits "lower", "upper", "log_s"; afterwards re-validates and recomputes the cached weight,
+  /// restoring the previous state and rethrowing if a written value is invalid.
+  template <typename F>
+  void visit_parameters(F&& f) {
+    mutate([&] {
+      f(std::string("lower"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.lower_storage()));
+      f(std::string("upper"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.upper_storage()));
+      f(std::string("log_s"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.log_s_storage()));
+    });
+  }
+  template <typename F>
+  void visit_parameters(F&& f) const {
+    f(std::string("lower"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.lower()));
+    f(std::string("upper"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.upper()));
+    f(std::string("log_s"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.log_s()));
+  }
+
+ private:
+  static constexpr const char* kName = "Conv1x1";
+  using PixelMatrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
+
+  Conv1x1(LU lu, Index height, Index width) : lu_(std::move(lu)), height_(height), width_(width) {}
+
+  static Index checked(Index channels, Index height, Index width) {
+    if (channels <= 0 || (Channels_ != Dynamic && channels != Channels_) || height <= 0 || width <= 0) {
+      throw ParameterError(std::string("nflow::") + kName +
+                           ": channels, height and width must be positive (channels equal to Channels when "
+                           "fixed), got " +
+                           std::to_string(channels) + " x " + std::to_string(height) + " x " +
+                           std::to_string(width));
+    }
+    return channels;
+  }
+
+  /// The C × (H·W·N) matrix of all pixels of a contiguous D × N batch (a view, no copy).
+  template <typename M>
+  auto pixels_of(M& m) const {
+    return Eigen::Map<PixelMatrix>(m.data(), channels(), pixels() * m.cols());
+  }
+
+  /// Calls f with the C × (H·W·N) pixel matrix of `m`: a view when `m` is stored contiguously
+  /// column by column, otherwise of a contiguous copy.
+  template <typename M, typename F>
+  void with_pixels(const M& m, F&& f) const {
+    const Eigen::Ref<const PixelMatrix> ref(m);  // a view of m if it has direct column-major access
+    if (ref.cols() <= 1 || ref.outerStride() == ref.rows()) {
+      f(Eigen::Map<const PixelMatrix>(ref.data(), channels(), pixels() * ref.cols()));
+    } else {
+      const PixelMatrix copy = ref;
+      f(Eigen::Map<const PixelMatrix>(copy.data(), channels(), pixels() * copy.cols()));
+    }
+  }
+
+  template <typename D>
+  void check_square(const char* name, const Eigen::MatrixBase<D>& v) const {
+    detail::check_rows(kName, name, channels(), v.rows(), v.cols());
+    detail::check_cols(kName, name, channels(), v.rows(), v.cols());
+  }
+
+  template <typename Write>
+  void mutate(Write&& write) {
+    Conv1x1 backup = *this;
+    try {
+      write();
+      lu_.refresh(kName);
+    } catch (...) {
+      *this = std::move(backup);
+      throw;
+    }
+  }
+
+  LU lu_;
+  Index height_;
+  Index width_;
+};
+
+}  // namespace nflow

@@ -1,0 +1,245 @@
+#pragma once
+/// @file
+/// @brief Coupling<Transformer>: the coupling structure of NICE and Real NVP, with an MLP
+/// conditioner, any elementwise transformer, masks, and an optional context.
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nflow/bijectors/transformers/additive.hpp"
+#include "nflow/bijectors/transformers/affine.hpp"
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/nn/mlp.hpp"
+
+namespace nflow {
+
+/// @brief Which features a coupling layer leaves unchanged (and conditions on) and which it
+/// transforms. A buffer of the layer, fixed at construction.
+class CouplingMask {
+ public:
+  /// The first ⌊d/2⌋ features condition, the rest are transformed (`flip` swaps the roles).
+  static CouplingMask half(Index dim, bool flip = false) {
+    std::vector<bool> t(std::size_t(check_dim(dim)), false);
+    for (Index i = dim / 2; i < dim; ++i) t[std::size_t(i)] = true;
+    if (flip) t.flip();
+    return CouplingMask(std::move(t));
+  }
+  /// Even features condition, odd ones are transformed (`flip` swaps the roles).
+  static CouplingMask alternating(Index dim, bool flip = false) {
+    std::vector<bool> t(std::size_t(check_dim(dim)), false);
+    for (Index i = 0; i < dim; ++i) t[std::size_t(i)] = (i % 2 == 1) != flip;
+    return CouplingMask(std::move(t));
+  }
+  /// `transformed[i]` says whether feature i is transformed. At least one feature must be
+  /// transformed (else the layer is the identity) and, unless a context is given, at least one
+  /// must condition. Throws ParameterError naming "mask" otherwise.
+  explicit CouplingMask(std::vector<bool> transformed) : transformed_(std::move(transformed)) {
+    for (std::size_t i = 0; i < transformed_.size(); ++i) {
+      (transformed_[i] ? transform_ : condition_).push_back(int(i));
+    }
+    if (transform_.empty()) {
+      throw ParameterError("nflow::CouplingMask: parameter 'mask' transforms no feature");
+    }
+  }
+
+  Index dim() const { return Index(transformed_.size()); }
+  const std::vector<int>& conditioning() const { return condition_; }
+  const std::vector<int>& transformed() const { return transform_; }
+  bool is_transformed(Index i) const { return transformed_.at(std::size_t(i)); }
+  /// The same mask with the roles of the two sets swapped.
+  CouplingMask flipped() const {
+    std::vector<bool> t = transformed_;
+    t.flip();
+    return CouplingMask(std::move(t));
+  }
+
+ private:
+  static Index check_dim(Index dim) {
+    if (dim < 2) throw ParameterError("nflow::CouplingMask: a coupling layer needs dim >= 2, got " + std::to_string(dim));
+    return dim;
+  }
+  std::vector<bool> transformed_;
+  std::vector<int> condition_;
+  std::vector<int> transform_;
+};
+
+/// Sizes and seed of a coupling layer's conditioner.
+struct CouplingOptions {
+  Index hidden_width = 64;
+  Index hidden_layers = 2;
+  Index context_dim = 0;      ///< rows of the context (0: unconditional)
+  std::uint64_t seed = 0;     ///< initialisation of the conditioner (last layer zero: identity)
+};
+
+/// @brief A coupling layer: the features in the mask's conditioning set A pass through unchanged
+/// and parameterise an elementwise transformer τ of the features in B.
+///
+///     forward:  z_A = x_A,  z_B = τ(x_B; θ(x_A, c)),   log|det| = log|det ∂τ/∂x_B|
+///     inverse:  x_A = z_A,  x_B = τ⁻¹(z_B; θ(z_A, c)), one pass
+///
+/// θ is an MLP conditioner `nn::MLP` with input |A| (plus the context c, unmasked) and output
+/// ParamsPerDim·|B|. With the AffineTransformer this is Real NVP (z_B = (x_B − μ)·e^{−α}, α
+/// bounded by B·tanh(·/B)), with the AdditiveTransformer NICE (log-det exactly 0). A fresh layer
+/// is the identity (the conditioner's last layer starts at zero).
+///
+/// Parameters: the conditioner's, prefixed "conditioner." ("conditioner.layers.0.weight", …).
+/// Gradients: exact in both directions (forward for maximum likelihood, inverse for reverse KL).
+/// The context is optional at run time (ContextDim is Dynamic; context_dim() = 0 means
+/// unconditional).
+/// References: Dinh et al. 2015 (NICE) arXiv:1410.8516; Dinh et al. 2017 (Real NVP)
+/// arXiv:1605.08803.
+/// @tparam Transformer AffineTransformer<S> or AdditiveTransformer<S> (or any type following the
+///   transformer contract of transformers/affine.hpp).
+/// @tparam Dim_ the dimension, fixed or Eigen::Dynamic.
+/// @tparam Hidden the conditioner's hidden width, fixed or Eigen::Dynamic.
+/// @tparam Activation the conditioner's activation (nn::ReLU, nn::Tanh, ...).
+template <typename Transformer, int Dim_ = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
+class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activation>> {
+ public:
+  using Scalar = typename Transformer::Scalar;
+  static constexpr int Dim = Dim_;
+  static constexpr int ContextDim = Dynamic;
+  static constexpr bool IsConstantLogDet = requires { Transformer::IsVolumePreserving; };
+  static constexpr int P = Transformer::ParamsPerDim;
+  using Conditioner = nn::MLP<Scalar, Dynamic, Dynamic, Hidden, Activation>;
+
+  Coupling(CouplingMask mask, CouplingOptions options = {}, Transformer transformer = Transformer())
+      : mask_(checked_mask(std::move(mask), options)),
+        transformer_(std::move(transformer)),
+        conditioner_(Index(mask_.conditioning().size()), P * Index(mask_.transformed().size()),
+                     options.hidden_width, options.hidden_layers, options.context_dim) {
+    conditioner_.initialize(options.seed, /*zero_last_layer=*/true);
+  }
+
+  Index dim() const { return mask_.dim(); }
+  Index context_dim() const { return conditioner_.context_dim(); }
+  const CouplingMask& mask() const { return mask_; }
+  const Transformer& transformer() const { return transformer_; }
+  const Conditioner& conditioner() const { return conditioner_; }
+  Conditioner& conditioner() { return conditioner_; }
+
+  Index parameter_count() const { return conditioner_.parameter_count(); }
+  template <typename F>
+  void visit_parameters(F&& f) {
+    conditioner_.visit_parameters(detail::prefixed_visitor("conditioner.", f));
+  }
+  template <typename F>
+  void visit_parameters(F&& f) const {
+    conditioner_.visit_parameters(detail::prefixed_visitor("conditioner.", f));
+  }
+
+  // ---- hooks ------------------------------------------------------------------------------
+  template <typename X, typename C>
+  auto forward_impl(const X& x, const C& ctx) const {
+    constexpr int Cols = X::ColsAtCompileTime;
+    const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
+    const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
+    const auto params = conditioner_.forward(xa, ctx);
+    detail::ResultFor<Scalar, Dim, X> r;
+    r.log_det.setZero(1, x.cols());
+    Part<Cols> zb(xb.rows(), xb.cols());
+    transformer_.forward(xb, params, zb, r.log_det);
+    r.value.resize(x.rows(), x.cols());
+    scatter(r.value, mask_.conditioning(), xa);
+    scatter(r.value, mask_.transformed(), zb);
+    return r;
+  }
+
+  template <typename Z, typename C>
+  auto inverse_impl(const Z& z, const C& ctx) const {
+    constexpr int Cols = Z::ColsAtCompileTime;
+    const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
+    const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
+    const auto params = conditioner_.forward(za, ctx);
+    detail::ResultFor<Scalar, Dim, Z> r;
+    r.log_det.setZero(1, z.cols());
+    Part<Cols> xb(zb.rows(), zb.cols());
+    transformer_.inverse(zb, params, xb, r.log_det);
+    r.value.resize(z.rows(), z.cols());
+    scatter(r.value, mask_.conditioning(), za);
+    scatter(r.value, mask_.transformed(), xb);
+    return r;
+  }
+
+  template <typename X, typename GV, typename GL, typename C>
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+    constexpr int Cols = X::ColsAtCompileTime;
+    const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
+    const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
+    const auto params = conditioner_.forward(xa, ctx);
+    const Part<Cols> gzb = gather<Cols>(gv, mask_.transformed());
+    Part<Cols> gxb(xb.rows(), xb.cols());
+    ParamBatch<Cols> gparams(params.rows(), params.cols());
+    transformer_.forward_backward(xb, params, gzb, gl, gxb, gparams);
+    const Part<Cols> gxa = gather<Cols>(gv, mask_.conditioning()) + conditioner_.backward(xa, ctx, gparams, gp);
+    detail::BatchFor<Scalar, Dim, X> gx(x.rows(), x.cols());
+    scatter(gx, mask_.conditioning(), gxa);
+    scatter(gx, mask_.transformed(), gxb);
+    return gx;
+  }
+
+  template <typename Z, typename GV, typename GL, typename C>
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+    constexpr int Cols = Z::ColsAtCompileTime;
+    const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
+    const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
+    const auto params = conditioner_.forward(za, ctx);
+    const Part<Cols> gxb = gather<Cols>(gv, mask_.transformed());
+    Part<Cols> gzb(zb.rows(), zb.cols());
+    ParamBatch<Cols> gparams(params.rows(), params.cols());
+    transformer_.inverse_backward(zb, params, gxb, gl, gzb, gparams);
+    const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) + conditioner_.backward(za, ctx, gparams, gp);
+    detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
+    scatter(gz, mask_.conditioning(), gza);
+    scatter(gz, mask_.transformed(), gzb);
+    return gz;
+  }
+
+ private:
+  static CouplingMask checked_mask(CouplingMask mask, const CouplingOptions& options) {
+    if (Dim_ != Dynamic && mask.dim() != Dim_) {
+      throw ParameterError("nflow::Coupling: parameter 'mask' has dimension " + std::to_string(mask.dim()) +
+                           " but the layer's Dim is " + std::to_string(Dim_));
+    }
+    if (mask.conditioning().empty() && options.context_dim == 0) {
+      throw ParameterError("nflow::Coupling: parameter 'mask' leaves no feature to condition on and there is no context");
+    }
+    return mask;
+  }
+
+  // A subset of the features: dynamic rows, bounded by Dim when Dim is fixed (then on the stack).
+  template <int Cols>
+  using Part = Eigen::Matrix<Scalar, Dynamic, Cols, Eigen::ColMajor, Dim_, Cols == Dynamic ? Dynamic : Cols>;
+  template <int Cols>
+  using ParamBatch = Eigen::Matrix<Scalar, Dynamic, Cols>;
+
+  template <int Cols, typename M>
+  static Part<Cols> gather(const M& m, const std::vector<int>& rows) {
+    Part<Cols> out(Index(rows.size()), m.cols());
+    for (std::size_t i = 0; i < rows.size(); ++i) out.row(Index(i)) = m.row(rows[i]);
+    return out;
+  }
+  template <typename Out, typename Src>
+  static void scatter(Out& out, const std::vector<int>& rows, const Src& src) {
+    for (std::size_t i = 0; i < rows.size(); ++i) out.row(rows[i]) = src.row(Index(i));
+  }
+
+  CouplingMask mask_;
+  Transformer transformer_;
+  Conditioner conditioner_;
+};
+
+/// NICE's additive coupling (log-det exactly 0).
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
+using AdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dim, Hidden, Activation>;
+/// Real NVP's affine coupling with a tanh-bounded log-scale.
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
+using AffineCoupling = Coupling<AffineTransformer<Scalar>, Dim, Hidden, Activation>;
+
+}  // namespace nflow
