@@ -155,8 +155,8 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
     detail::BatchFor<Scalar, Dim, X> gx = gv.array().colwise() * scale_.array();
     // Column by column: contiguous (and fixed-size when Dim is) vector operations, several times
     // faster than Eigen's row-wise reductions of a broadcast expression.
-    Column g_bias = Column::Zero(dim());
-    Column g_log_scale = Column::Constant(dim(), gl.sum());
+    Vector<Scalar> g_bias = Vector<Scalar>::Zero(dim());
+    Vector<Scalar> g_log_scale = Vector<Scalar>::Constant(dim(), gl.sum());
     for (Index j = 0; j < x.cols(); ++j) {
       g_bias += gx.col(j);
       g_log_scale += gx.col(j).cwiseProduct(x.col(j) + bias_);
@@ -171,8 +171,8 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
                         const C&) const {
     // x = z e^{−s} − b: ∂x/∂z = e^{−s}, ∂x/∂b = −1, ∂x/∂s = −z e^{−s}.
     detail::BatchFor<Scalar, Dim, Z> gz = gv.array().colwise() * inv_scale_.array();
-    Column g_bias = Column::Zero(dim());
-    Column g_log_scale = Column::Constant(dim(), gl.sum());
+    Vector<Scalar> g_bias = Vector<Scalar>::Zero(dim());
+    Vector<Scalar> g_log_scale = Vector<Scalar>::Constant(dim(), gl.sum());
     for (Index j = 0; j < z.cols(); ++j) {
       g_bias += gv.col(j);
       g_log_scale += gz.col(j).cwiseProduct(z.col(j));
