@@ -23,20 +23,24 @@
 #include "nflow/distributions/standard_normal.hpp"
 
 #include "nflow/nn/activations.hpp"
+#include "nflow/nn/made.hpp"
 #include "nflow/nn/mlp.hpp"
 
+#include "nflow/bijectors/act_norm.hpp"
+#include "nflow/bijectors/conv1x1.hpp"
 #include "nflow/bijectors/coupling.hpp"
 #include "nflow/bijectors/elementwise_affine.hpp"
 #include "nflow/bijectors/logit.hpp"
+#include "nflow/bijectors/lu_linear.hpp"
+#include "nflow/bijectors/masked_autoregressive.hpp"
 #include "nflow/bijectors/permutation.hpp"
 #include "nflow/bijectors/reverse.hpp"
 #include "nflow/bijectors/sigmoid.hpp"
 #include "nflow/bijectors/transformers/affine.hpp"
-#include "nflow/bijectors/act_norm.hpp"
-#include "nflow/bijectors/lu_linear.hpp"
-#include "nflow/bijectors/conv1x1.hpp"
 
 #include "nflow/datasets/toy.hpp"
 #include "nflow/train/adam.hpp"
 #include "nflow/train/fit.hpp"
 #include "nflow/train/objectives.hpp"
+
+#include "nflow/io/safetensors.hpp"

@@ -6,8 +6,10 @@
 #define EIGEN_RUNTIME_NO_MALLOC
 
 #include <catch2/catch.hpp>
+#include <nflow/bijectors/act_norm.hpp>
 #include <nflow/bijectors/conv1x1.hpp>
 #include <nflow/bijectors/lu_linear.hpp>
+#include <nflow/core/flow.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/testing/catch2.hpp>
@@ -149,4 +151,16 @@ TEST_CASE("Conv1x1 rejects invalid parameters and shapes", "[bijectors][conv1x1]
   CHECK_THROWS_AS(conv.forward(Eigen::VectorXd::Zero(7)), ShapeError);
   CHECK(parameter_names(conv) == std::vector<std::string>{"lower", "upper", "log_s"});
   CHECK(conv.parameter_count() == 10);
+}
+
+TEST_CASE("ActNorm then Conv1x1 (a Glow step without its coupling) obeys the laws in a Flow",
+          "[bijectors][conv1x1][act_norm][laws]") {
+  const Index c = 3, h = 2, w = 2;
+  Flow<ActNorm<double>, Conv1x1<double>> step(ActNorm<double>(c * h * w),
+                                              with_random_parameters(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
+  std::mt19937_64 gen(52);
+  const Eigen::MatrixXd data = (standard_normal_matrix<double>(c * h * w, 64, gen) * 3.0).array() + 1.0;
+  (void)initialize_act_norms(step, data);
+  CHECK(step.step<0>().is_initialized());
+  NFLOW_CHECK_LAWS(step);
 }

@@ -8,15 +8,12 @@
 #define EIGEN_RUNTIME_NO_MALLOC
 
 #include <catch2/catch.hpp>
-#include <nflow/bijectors/elementwise_affine.hpp>
 #include <nflow/bijectors/lu_linear.hpp>
-#include <nflow/core/flow.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/testing/catch2.hpp>
 
 #include <Eigen/LU>
-#include <Eigen/SVD>
 
 #include <cmath>
 #include <cstdint>
@@ -135,8 +132,7 @@ TEST_CASE("LULinear inverts an ill-conditioned weight by triangular solves", "[b
   b.set_log_s(Eigen::VectorXd::LinSpaced(d, -7.0, 7.0));
   b.set_bias(standard_normal_matrix<double>(d, 1, gen));
   const Eigen::MatrixXd w = b.weight();
-  const Eigen::JacobiSVD<Eigen::MatrixXd> svd(w);
-  const double cond = svd.singularValues()(0) / svd.singularValues()(d - 1);
+  const double cond = 1.0 / w.partialPivLu().rcond();  // an estimate of the 1-norm condition number
   INFO("condition number " << cond);
   CHECK(cond > 1e7);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(d, 50, gen);
@@ -146,10 +142,10 @@ TEST_CASE("LULinear inverts an ill-conditioned weight by triangular solves", "[b
   const auto r = b.inverse_and_log_det(b.forward(x));
   CHECK(std::abs(r.log_det(0) + std::log(std::abs(w.partialPivLu().determinant()))) <= 1e-10);
   // The laws hold too, with the tolerances such a condition number allows (the finite-difference
-  // Jacobian's log-det loses about cond · 1e-13).
+  // Jacobian's log-det loses about cond · 1e-16 here).
   testing::LawOptions opt;
   opt.round_trip_tol = 1e-15 * cond;
-  opt.log_det_tol = 1e-12 * cond;
+  opt.log_det_tol = 1e-14 * cond;
   opt.check_gradients = false;
   NFLOW_CHECK_LAWS(b, opt);
 }
@@ -221,12 +217,4 @@ TEST_CASE("LULinear's single-point path allocates nothing with a fixed Dim", "[b
   Eigen::internal::set_is_malloc_allowed(true);
   CHECK((s.value - x).cwiseAbs().maxCoeff() <= 1e-12);
   CHECK((sb.value - xb).cwiseAbs().maxCoeff() <= 1e-4f);
-}
-
-TEST_CASE("LULinear composes in a Flow with exact gradients", "[bijectors][lu_linear][laws]") {
-  using S = double;
-  Flow<LULinear<S, 3>, ElementwiseAffine<S, 3>, LULinear<S>> flow(
-      with_random_parameters(LULinear<S, 3>::random_orthogonal(3, 61), 62),
-      ElementwiseAffine<S, 3>{}, with_random_parameters(LULinear<S>(3), 63));
-  NFLOW_CHECK_LAWS(with_random_parameters(flow, 64, 0.3));
 }

@@ -31,11 +31,14 @@ namespace nflow {
 /// - "bias" b (D × 1).
 ///
 /// Invariant: every used entry is finite, |log_s| < log(largest Scalar) (so exp(±log_s) is finite
-/// and nonzero: W is invertible), and
-/// the cached W and U' match the parameters. Every mutating call (the setters, the non-const
-/// visit_parameters that set_parameters, optimisers and loaders use) re-validates and recomputes
-/// the caches; a rejected value throws ParameterError naming the parameter and leaves the layer
-/// unchanged (strong guarantee). `const` evaluation only reads, so it is thread-safe.
+/// and nonzero: W is invertible), and the cached W, L and U' match the parameters. Every mutating
+/// call (the setters, and the non-const visit_parameters that set_parameters, optimisers and
+/// loaders use) re-validates and recomputes the caches (O(D³), once per call, not per sample); a
+/// rejected value throws ParameterError naming the parameter and leaves the layer unchanged
+/// (strong guarantee). `const` evaluation only reads, so it is thread-safe.
+///
+/// Gradients: both directions have exact vjps. The inverse direction's (for reverse-KL training)
+/// uses triangular solves only: ∂L/∂(z − b) = W⁻ᵀ ∂L/∂x = P L⁻ᵀ U'⁻ᵀ ∂L/∂x.
 ///
 /// Initialisation: the constructor gives the identity (P = I, L = I, U = 0, log_s = 0, b = 0);
 /// random_orthogonal(dim, seed) a Haar-random orthogonal W (reproducible from the seed, random P);

@@ -48,6 +48,16 @@ concept HasInverseVjpImpl = requires(const D& d, const X& x, const GV& gv, const
                                      Eigen::Ref<Vector<typename D::Scalar>> gp, const C& c) {
   d.inverse_vjp_impl(x, gv, gl, gp, c);
 };
+/// `T`, made dependent on `Ds`: a member template's constraint that names the CRTP class through
+/// this is checked only when the member is used (clang 14 substitutes non-dependent parts of a
+/// member's requires-clause when the class template is instantiated, when Derived is incomplete).
+template <typename T, typename... Ds>
+struct delay {
+  using type = T;
+};
+template <typename T, typename... Ds>
+using delay_t = typename delay<T, Ds...>::type;
+
 template <typename D, typename X, typename C>
 using ContextRefT = std::conditional_t<
     is_no_context_v<C>,
@@ -95,7 +105,8 @@ class BijectorBase {
   auto forward_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& grad_value,
                    const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
                    const C& context = C{}) const
-    requires detail::HasForwardVjpImpl<Derived, X, GV, GL, detail::ContextRefT<Derived, X, C>>
+    requires detail::HasForwardVjpImpl<detail::delay_t<Derived, X>, X, GV, GL,
+                                       detail::ContextRefT<detail::delay_t<Derived, X>, X, C>>
   {
     check_vjp("forward_vjp", x, grad_value, grad_log_det, grad_params, context);
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
@@ -107,7 +118,8 @@ class BijectorBase {
   auto inverse_vjp(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& grad_value,
                    const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
                    const C& context = C{}) const
-    requires detail::HasInverseVjpImpl<Derived, Z, GV, GL, detail::ContextRefT<Derived, Z, C>>
+    requires detail::HasInverseVjpImpl<detail::delay_t<Derived, Z>, Z, GV, GL,
+                                       detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>>
   {
     check_vjp("inverse_vjp", z, grad_value, grad_log_det, grad_params, context);
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);

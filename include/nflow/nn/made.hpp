@@ -546,7 +546,7 @@ class MADE {
       for (Index i = 0; i < D; ++i) {
         for (Index p = 0; p < ParamsPerDim; ++p) {
           grouped_out_.row(i * ParamsPerDim + p) = w.row(p * D + i);
-          if (L == 0) grouped_context_.row(i * ParamsPerDim + p) = context_weight_.row(p * D + i);
+          if (L == 0 && context_dim_ > 0) grouped_context_.row(i * ParamsPerDim + p) = context_weight_.row(p * D + i);
         }
       }
     }
@@ -725,9 +725,17 @@ class MADE {
   }
 
   /// out = W̃₀·x + C₀·c + b₀ (rows of `out` = rows of layer 0).
+  /// The same block with its row count a run-time value. Products take D-row operands through
+  /// this: a compile-time D adds nothing to a GEMM, and with it GCC 12 at -O3 constant-propagates
+  /// D into Eigen's GEMV fallback and warns (-Waggressive-loop-optimizations) about dead code.
+  template <typename XB>
+  static auto dynamic_rows(XB&& x) {
+    return x.topRows(x.rows());
+  }
+
   template <typename XB, typename CB, typename O>
   void first_layer(const XB& x, const CB* c, O& out) const {
-    out.noalias() = masked_[0] * x;
+    out.noalias() = masked_[0] * dynamic_rows(x);
     if (c != nullptr && context_dim_ > 0) out.noalias() += context_weight_ * (*c);
     out.colwise() += biases_[0];
   }
@@ -809,12 +817,12 @@ class MADE {
       return Eigen::Map<Vector<Scalar>>(gpd + bias_offset_[std::size_t(l)], biases_[std::size_t(l)].size());
     };
     auto input_layer_grads = [&](const auto& delta) {
-      ws.grad_weights[0].noalias() += delta * x.transpose();
+      ws.grad_weights[0].noalias() += delta * dynamic_rows(x).transpose();
       if (c != nullptr && context_dim_ > 0) {
         Eigen::Map<Work> gc(gpd + context_offset_, context_weight_.rows(), context_dim_);
         gc.noalias() += delta * c->transpose();
       }
-      grad_x.middleCols(first, m).noalias() += masked_[0].transpose() * delta;
+      dynamic_rows(grad_x.middleCols(first, m)).noalias() += masked_[0].transpose() * delta;
     };
 
     bias_grad(L) += g.rowwise().sum();
@@ -859,7 +867,7 @@ class MADE {
         if (e == s) continue;
         auto rows = store.block(s, l * m, e - s, m);
         if (l == 0) {
-          rows.noalias() = masked_[0].middleRows(s, e - s) * x;
+          rows.noalias() = masked_[0].middleRows(s, e - s) * dynamic_rows(x);
           if (c != nullptr && context_dim_ > 0) rows.noalias() += context_weight_.middleRows(s, e - s) * (*c);
         } else {
           const Index K = starts_[std::size_t(l - 1)][g + 1];  // units below of degree ≤ k−1
@@ -875,7 +883,7 @@ class MADE {
       // The P outputs of dimension i: one product with the rows grouped by dimension.
       const Index r0 = i * ParamsPerDim;
       if (L == 0) {
-        params.noalias() = grouped_out_.middleRows(r0, ParamsPerDim) * x;
+        params.noalias() = grouped_out_.middleRows(r0, ParamsPerDim) * dynamic_rows(x);
         if (c != nullptr && context_dim_ > 0) {
           params.noalias() += grouped_context_.middleRows(r0, ParamsPerDim) * (*c);
         }
