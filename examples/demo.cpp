@@ -10,6 +10,7 @@
 #include <string>
 
 #include "support/panels.hpp"
+#include "support/real_nvp.hpp"
 
 int main(int argc, char** argv) {
   using namespace nflow;
@@ -21,22 +22,11 @@ int main(int argc, char** argv) {
   const auto valid_data = datasets::toy(toy, 2000, 2);
   const auto test_data = datasets::toy(toy, 20000, 3);
 
-  // Real NVP: 8 affine couplings (MLP 2 x 64, ReLU), the features reversed between them.
-  using Layer = AffineCoupling<double, 2, 64>;
-  auto layer = [](int i) { return Layer(CouplingMask::half(2), CouplingOptions{64, 2, 0, std::uint64_t(i)}); };
-  using R = Reverse<double, 2>;
-  using RealNVP = Flow<Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer>;
-  Density density(StandardNormal<double, 2>{},
-                  RealNVP(layer(1), R{}, layer(2), R{}, layer(3), R{}, layer(4), R{}, layer(5), R{}, layer(6), R{},
-                          layer(7), R{}, layer(8)));
+  // Real NVP: 8 affine couplings (MLP 2 x 64, ReLU), the features swapped between them.
+  auto density = nflow_examples::make_real_nvp_2d();
 
-  train::FitOptions options;
-  options.batch_size = 256;
-  options.max_steps = steps;
-  options.adam.learning_rate = 1e-3;
-  options.schedule = train::Schedule::cosine(0.05);
+  train::FitOptions options = nflow_examples::fit_options(steps);
   options.report_every_steps = steps >= 500 ? 500 : steps;
-  options.seed = 7;
   options.callback = [](const train::Progress& p) {
     std::printf("step %5ld  train NLL %.4f  validation NLL %.4f  (%.1f s)\n", long(p.step), p.train_loss,
                 p.validation_loss, p.seconds);

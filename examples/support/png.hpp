@@ -21,6 +21,10 @@ struct Image {
     rgb[i + 1] = c[1];
     rgb[i + 2] = c[2];
   }
+  std::array<std::uint8_t, 3> get(int x, int y) const {
+    const std::size_t i = (std::size_t(y) * std::size_t(width) + std::size_t(x)) * 3;
+    return {rgb[i], rgb[i + 1], rgb[i + 2]};
+  }
 };
 
 namespace detail {

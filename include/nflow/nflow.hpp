@@ -28,6 +28,7 @@
 
 #include "nflow/bijectors/act_norm.hpp"
 #include "nflow/bijectors/conv1x1.hpp"
+#include "nflow/bijectors/continuous.hpp"
 #include "nflow/bijectors/coupling.hpp"
 #include "nflow/bijectors/elementwise_affine.hpp"
 #include "nflow/bijectors/logit.hpp"
@@ -41,6 +42,10 @@
 #include "nflow/datasets/toy.hpp"
 #include "nflow/train/adam.hpp"
 #include "nflow/train/fit.hpp"
+#include "nflow/train/flow_matching.hpp"
 #include "nflow/train/objectives.hpp"
 
+#include "nflow/io/optimizer.hpp"
 #include "nflow/io/safetensors.hpp"
+
+#include "nflow/interop/interop.hpp"

@@ -1,0 +1,361 @@
+#pragma once
+/// @file
+/// @brief StateDict: strict, key-by-key access to a PyTorch `state_dict()` saved as safetensors,
+/// used by the nflows and zuko importers.
+///
+/// Every accessor names the key in its exception. Structure problems (a missing key, a key that
+/// no layer uses, a wrong rank or shape) throw nflow::io::FormatError; well-formed values that
+/// are invalid (NaN or ±inf, a mask entry other than 0/1, a non-integer index, an index out of
+/// range, a permutation with a repeated index) throw nflow::ParameterError. F64, F32, I64 and
+/// I32 tensors are accepted for every key (PyTorch's int64 buffers and float32 weights convert
+/// exactly or by rounding to the requested Scalar).
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/io/errors.hpp"
+#include "nflow/io/json.hpp"
+#include "nflow/io/safetensors.hpp"
+
+namespace nflow::interop {
+
+/// @brief A state dict being consumed by an importer: each key must be taken exactly once, and
+/// finish() rejects keys nobody took.
+class StateDict {
+ public:
+  /// @param file the tensors. @param source a name for messages (the file path).
+  explicit StateDict(io::TensorFile file, std::string source = "state dict")
+      : file_(std::move(file)), source_(std::move(source)) {}
+
+  /// Reads the safetensors file at `path` (io::parse_safetensors validates it). PyTorch's 1-byte
+  /// dtypes, which io does not read (BOOL: zuko's masks; U8; I8), are first widened to I32 so
+  /// that `safetensors.torch.save_file(model.state_dict(), path)` loads as written.
+  static StateDict from_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw io::IoError("nflow::interop: cannot open '" + path.string() + "' for reading");
+    std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
+                                     std::istreambuf_iterator<char>());
+    if (in.bad()) throw io::IoError("nflow::interop: reading '" + path.string() + "' failed");
+    try {
+      return StateDict(io::parse_safetensors(widen_byte_dtypes(std::move(bytes))), path.string());
+    } catch (const io::FormatError& e) {
+      throw io::FormatError(std::string(e.what()) + " (in '" + path.string() + "')");
+    }
+  }
+
+  /// A safetensors file with every BOOL, U8 and I8 tensor rewritten as I32 (same values, same
+  /// order, offsets recomputed); the bytes unchanged if there is none or if the file is malformed
+  /// (io::parse_safetensors then reports the problem).
+  static std::vector<unsigned char> widen_byte_dtypes(std::vector<unsigned char> bytes) {
+    if (bytes.size() < 8) return bytes;
+    std::uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= std::uint64_t(bytes[std::size_t(i)]) << (8 * i);
+    if (n > bytes.size() - 8) return bytes;
+    io::json::Value root;
+    try {
+      root = io::json::parse(
+          std::string_view(reinterpret_cast<const char*>(bytes.data()) + 8, std::size_t(n)));
+    } catch (const io::FormatError&) {
+      return bytes;
+    }
+    if (!root.is_object()) return bytes;
+    struct Entry {
+      const io::json::Member* member;
+      std::string dtype;
+      std::uint64_t begin, end;
+    };
+    std::vector<Entry> entries;
+    bool any = false;
+    for (const io::json::Member& m : root.members) {
+      if (m.key == "__metadata__") continue;
+      const io::json::Value* d = m.value.find("dtype");
+      const io::json::Value* off = m.value.find("data_offsets");
+      if (d == nullptr || !d->is_string() || off == nullptr || !off->is_array() ||
+          off->items.size() != 2)
+        return bytes;
+      const auto b = off->items[0].as_uint64();
+      const auto e = off->items[1].as_uint64();
+      if (!b || !e || *e < *b) return bytes;
+      any = any || d->text == "BOOL" || d->text == "U8" || d->text == "I8";
+      entries.push_back({&m, d->text, *b, *e});
+    }
+    if (!any) return bytes;
+    std::sort(entries.begin(), entries.end(),
+              [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+    const std::uint64_t available = bytes.size() - 8 - n;
+    std::uint64_t expected = 0;
+    for (const Entry& e : entries) {
+      if (e.begin != expected || e.end > available) return bytes;  // io reports gaps and overlaps
+      expected = e.end;
+    }
+    const unsigned char* data = bytes.data() + 8 + n;
+    std::vector<unsigned char> out_data;
+    std::string header = "{";
+    if (const io::json::Value* meta = root.find("__metadata__");
+        meta != nullptr && meta->is_object()) {
+      header += "\"__metadata__\":{";
+      for (std::size_t i = 0; i < meta->members.size(); ++i) {
+        if (!meta->members[i].value.is_string()) return bytes;
+        if (i > 0) header += ",";
+        io::json::append_quoted(header, meta->members[i].key);
+        header += ":";
+        io::json::append_quoted(header, meta->members[i].value.text);
+      }
+      header += "},";
+    }
+    for (const Entry& e : entries) {
+      const bool narrow = e.dtype == "BOOL" || e.dtype == "U8" || e.dtype == "I8";
+      const std::uint64_t begin = out_data.size();
+      for (std::uint64_t k = e.begin; k < e.end; ++k) {
+        if (!narrow) {
+          out_data.push_back(data[k]);
+          continue;
+        }
+        const std::int32_t v = e.dtype == "I8" ? std::int32_t(static_cast<signed char>(data[k]))
+                                               : std::int32_t(data[k]);
+        const auto u = static_cast<std::uint32_t>(v);
+        for (int byte = 0; byte < 4; ++byte)
+          out_data.push_back(static_cast<unsigned char>(u >> (8 * byte)));
+      }
+      io::json::append_quoted(header, e.member->key);
+      header += ":{\"dtype\":";
+      io::json::append_quoted(header, narrow ? std::string("I32") : e.dtype);
+      header += ",\"shape\":[";
+      const io::json::Value* shape = e.member->value.find("shape");
+      if (shape == nullptr || !shape->is_array()) return bytes;
+      for (std::size_t i = 0; i < shape->items.size(); ++i) {
+        if (!shape->items[i].as_uint64()) return bytes;
+        header += (i > 0 ? "," : "") + shape->items[i].text;
+      }
+      header += "],\"data_offsets\":[" + std::to_string(begin) + "," +
+                std::to_string(out_data.size()) + "]},";
+    }
+    header.back() = '}';
+    while (header.size() % 8 != 0) header += ' ';
+    std::vector<unsigned char> out(8);
+    for (int i = 0; i < 8; ++i)
+      out[std::size_t(i)] = static_cast<unsigned char>(std::uint64_t(header.size()) >> (8 * i));
+    out.insert(out.end(), header.begin(), header.end());
+    out.insert(out.end(), out_data.begin(), out_data.end());
+    return out;
+  }
+
+  const std::string& source() const { return source_; }
+  const io::TensorFile& file() const { return file_; }
+
+  bool contains(std::string_view key) const {
+    return file_.tensors.find(key) != file_.tensors.end();
+  }
+
+  /// True if some key starts with `prefix`.
+  bool has_prefix(std::string_view prefix) const {
+    auto it = file_.tensors.lower_bound(prefix);
+    return it != file_.tensors.end() &&
+           std::string_view(it->first).substr(0, prefix.size()) == prefix;
+  }
+
+  /// Every key that starts with `prefix`, in lexicographic order.
+  std::vector<std::string> keys_with_prefix(std::string_view prefix) const {
+    std::vector<std::string> out;
+    for (auto it = file_.tensors.lower_bound(prefix); it != file_.tensors.end(); ++it) {
+      if (std::string_view(it->first).substr(0, prefix.size()) != prefix) break;
+      out.push_back(it->first);
+    }
+    return out;
+  }
+
+  /// The set of integers n such that some key starts with `prefix` + "n." (e.g. the layer
+  /// indices under "transform.transforms."), ascending.
+  std::vector<Index> child_indices(std::string_view prefix) const {
+    std::set<Index> found;
+    for (const std::string& k : keys_with_prefix(prefix)) {
+      const std::string_view rest = std::string_view(k).substr(prefix.size());
+      std::size_t n = 0;
+      Index v = 0;
+      while (n < rest.size() && rest[n] >= '0' && rest[n] <= '9' && n < 9) {
+        v = v * 10 + Index(rest[n] - '0');
+        ++n;
+      }
+      if (n > 0 && n < rest.size() && rest[n] == '.') found.insert(v);
+    }
+    return {found.begin(), found.end()};
+  }
+
+  /// The shape of `key` (FormatError if missing). Does not mark the key as used.
+  const std::vector<std::uint64_t>& shape(std::string_view key) const { return tensor(key).shape; }
+
+  /// Rows of a rank-2 tensor `key` ([rows, cols]); FormatError if missing or not rank 2.
+  Index rows_of(std::string_view key) const { return Index(rank2(key).first); }
+  Index cols_of(std::string_view key) const { return Index(rank2(key).second); }
+  /// Length of a rank-1 tensor `key`; FormatError if missing or not rank 1.
+  Index length_of(std::string_view key) const {
+    const auto& s = shape(key);
+    if (s.size() != 1) shape_error(key, "a 1-d tensor");
+    return Index(s[0]);
+  }
+
+  /// A rank-2 tensor [rows, cols] as an Eigen matrix with the same (i, j); finite values only.
+  template <typename Scalar>
+  ParameterMatrix<Scalar> matrix(std::string_view key, Index rows, Index cols) {
+    const io::Tensor& t = take(key);
+    if (t.shape.size() != 2 || Index(t.shape[0]) != rows || Index(t.shape[1]) != cols) {
+      shape_error(key, "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+    }
+    return finite(key, io::to_matrix<Scalar>(t, key));
+  }
+
+  /// A rank-1 tensor [n] as a column vector; finite values only.
+  template <typename Scalar>
+  Vector<Scalar> vector(std::string_view key, Index n) {
+    const io::Tensor& t = take(key);
+    if (t.shape.size() != 1 || Index(t.shape[0]) != n)
+      shape_error(key, "[" + std::to_string(n) + "]");
+    return finite(key, io::to_matrix<Scalar>(t, key)).col(0);
+  }
+
+  /// A 0/1 mask of shape [rows, cols] (float 0.0/1.0, integer or bool-as-number) as a bool-valued
+  /// double matrix; ParameterError for any other value.
+  Eigen::MatrixXd mask(std::string_view key, Index rows, Index cols) {
+    const io::Tensor& t = take(key);
+    if (t.shape.size() != 2 || Index(t.shape[0]) != rows || Index(t.shape[1]) != cols) {
+      shape_error(key, "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+    }
+    return zero_one(key, io::to_matrix<double>(t, key));
+  }
+  /// A 0/1 vector of length n.
+  Eigen::VectorXd mask_vector(std::string_view key, Index n) {
+    const io::Tensor& t = take(key);
+    if (t.shape.size() != 1 || Index(t.shape[0]) != n)
+      shape_error(key, "[" + std::to_string(n) + "]");
+    return zero_one(key, io::to_matrix<double>(t, key)).col(0);
+  }
+
+  /// An integer vector of length n (a degrees, order or index buffer) with values in [lo, hi].
+  Eigen::VectorXi integers(std::string_view key, Index n, Index lo, Index hi) {
+    const io::Tensor& t = take(key);
+    if (t.shape.size() != 1 || Index(t.shape[0]) != n)
+      shape_error(key, "[" + std::to_string(n) + "]");
+    const Eigen::MatrixXd m = io::to_matrix<double>(t, key);
+    Eigen::VectorXi out(n);
+    for (Index i = 0; i < n; ++i) {
+      const double v = m(i, 0);
+      if (!std::isfinite(v) || v != std::floor(v) || v < double(lo) || v > double(hi)) {
+        throw ParameterError("nflow::interop: tensor '" + std::string(key) + "' in " + source_ +
+                             ": entry " + std::to_string(i) + " is " + std::to_string(v) +
+                             ", expected an integer in [" + std::to_string(lo) + ", " +
+                             std::to_string(hi) + "]");
+      }
+      out(i) = int(v);
+    }
+    return out;
+  }
+
+  /// A permutation of 0 … n−1 (ParameterError naming the key for a repeated or missing index).
+  Eigen::VectorXi permutation(std::string_view key, Index n) {
+    Eigen::VectorXi p = integers(key, n, 0, n - 1);
+    std::vector<bool> seen(std::size_t(n), false);
+    for (Index i = 0; i < n; ++i) {
+      if (seen[std::size_t(p(i))]) {
+        throw ParameterError("nflow::interop: tensor '" + std::string(key) + "' in " + source_ +
+                             " is not a permutation: index " + std::to_string(p(i)) +
+                             " appears twice");
+      }
+      seen[std::size_t(p(i))] = true;
+    }
+    return p;
+  }
+
+  /// Marks a key as used without reading it (BatchNorm1d's num_batches_tracked: one element).
+  void skip_counter(std::string_view key) {
+    const io::Tensor& t = take(key);
+    if (t.element_count() != 1) shape_error(key, "one element ([] or [1])");
+  }
+
+  /// Throws FormatError naming the first keys that no importer step used.
+  void finish(std::string_view what) const {
+    std::vector<std::string> left;
+    for (const auto& [k, t] : file_.tensors) {
+      if (used_.find(k) == used_.end()) left.push_back(k);
+    }
+    if (left.empty()) return;
+    std::string list;
+    for (std::size_t i = 0; i < left.size() && i < 5; ++i)
+      list += (i ? ", '" : "'") + left[i] + "'";
+    if (left.size() > 5) list += ", ... (" + std::to_string(left.size()) + " in all)";
+    throw io::FormatError("nflow::interop: " + std::string(what) + ": unexpected tensor(s) in " +
+                          source_ + ": " + list + " (not part of the model this loader expects)");
+  }
+
+  /// Throws FormatError "<what>: <problem>" naming the source.
+  [[noreturn]] void fail(std::string_view problem) const {
+    throw io::FormatError("nflow::interop: " + std::string(problem) + " (in " + source_ + ")");
+  }
+
+ private:
+  const io::Tensor& tensor(std::string_view key) const {
+    auto it = file_.tensors.find(key);
+    if (it == file_.tensors.end()) {
+      throw io::FormatError("nflow::interop: missing tensor '" + std::string(key) + "' in " +
+                            source_);
+    }
+    return it->second;
+  }
+  const io::Tensor& take(std::string_view key) {
+    const io::Tensor& t = tensor(key);
+    used_.insert(std::string(key));
+    return t;
+  }
+  std::pair<std::uint64_t, std::uint64_t> rank2(std::string_view key) const {
+    const auto& s = shape(key);
+    if (s.size() != 2) shape_error(key, "a 2-d tensor");
+    return {s[0], s[1]};
+  }
+  [[noreturn]] void shape_error(std::string_view key, const std::string& expected) const {
+    throw io::FormatError("nflow::interop: tensor '" + std::string(key) + "' in " + source_ +
+                          " has shape " + io::detail::shape_string(tensor(key).shape) +
+                          ", expected " + expected);
+  }
+  template <typename Scalar>
+  ParameterMatrix<Scalar> finite(std::string_view key, ParameterMatrix<Scalar> m) const {
+    for (Index j = 0; j < m.cols(); ++j) {
+      for (Index i = 0; i < m.rows(); ++i) {
+        if (!std::isfinite(m(i, j))) {
+          throw ParameterError("nflow::interop: tensor '" + std::string(key) + "' in " + source_ +
+                               " holds a non-finite value at (" + std::to_string(i) + ", " +
+                               std::to_string(j) + ")");
+        }
+      }
+    }
+    return m;
+  }
+  Eigen::MatrixXd zero_one(std::string_view key, Eigen::MatrixXd m) const {
+    for (Index j = 0; j < m.cols(); ++j) {
+      for (Index i = 0; i < m.rows(); ++i) {
+        if (m(i, j) != 0.0 && m(i, j) != 1.0) {
+          throw ParameterError("nflow::interop: mask '" + std::string(key) + "' in " + source_ +
+                               " holds " + std::to_string(m(i, j)) + " at (" + std::to_string(i) +
+                               ", " + std::to_string(j) + "); a mask must be 0 or 1");
+        }
+      }
+    }
+    return m;
+  }
+
+  io::TensorFile file_;
+  std::string source_;
+  std::set<std::string, std::less<>> used_;
+};
+
+}  // namespace nflow::interop

@@ -1,0 +1,346 @@
+#pragma once
+/// @file
+/// @brief nflow::ode::MLPVectorField, the time-dependent vector field f(z, t, c) of a continuous
+/// flow: an nn::MLP with its divergence tr(∂f/∂z) (exact, or Hutchinson's estimate) and the
+/// reverse-mode gradient of both, second derivatives included.
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/random.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/math/functions.hpp"
+#include "nflow/nn/activations.hpp"
+#include "nflow/nn/mlp.hpp"
+
+namespace nflow::ode {
+
+/// How the divergence tr(∂f/∂z) is computed.
+enum class TraceEstimator {
+  Exact,                  ///< Σᵢ (∂f/∂z)ᵢᵢ from Dim forward-mode passes: exact, Dim× a forward pass
+  HutchinsonRademacher,   ///< εᵀ(∂f/∂z)ε with ε ∈ {−1, 1}^Dim: unbiased, one forward-mode pass
+  HutchinsonGaussian,     ///< εᵀ(∂f/∂z)ε with ε ~ N(0, I): unbiased, larger variance
+};
+
+/// @brief Draws a Dim × N matrix of Hutchinson probes (column j is sample j's probe) from
+/// std::mt19937_64(seed), in storage order, so column j's probe does not depend on N.
+/// Rademacher: ±1 from uniform_open01 < 0.5; Gaussian: nflow::fill_standard_normal.
+template <typename Scalar>
+Eigen::Matrix<Scalar, Dynamic, Dynamic> hutchinson_probes(Index dim, Index n, TraceEstimator kind, std::uint64_t seed) {
+  Eigen::Matrix<Scalar, Dynamic, Dynamic> p(dim, n);
+  std::mt19937_64 gen(seed);
+  if (kind == TraceEstimator::HutchinsonGaussian) {
+    fill_standard_normal(p, gen);
+  } else {
+    for (Index i = 0; i < p.size(); ++i) p(i) = uniform_open01(gen) < 0.5 ? Scalar(-1) : Scalar(1);
+  }
+  return p;
+}
+
+namespace detail {
+
+/// f′(a) and f″(a) of an activation, from the pre-activation a and the output y = f(a).
+/// Supported: Identity, ReLU (f″ = 0 almost everywhere), Tanh, SiLU, ELU.
+template <typename Act>
+struct SecondOrder {
+  static_assert(std::is_same_v<Act, nn::Tanh> || std::is_same_v<Act, nn::SiLU> || std::is_same_v<Act, nn::ELU> ||
+                    std::is_same_v<Act, nn::ReLU> || std::is_same_v<Act, nn::Identity>,
+                "nflow::ode::MLPVectorField<..., Activation>: the activation must be nn::Tanh, nn::SiLU, nn::ELU, "
+                "nn::ReLU or nn::Identity (its second derivative is needed for the gradient of the divergence)");
+  template <typename A, typename Y, typename D1, typename D2>
+  static void eval(const A& a, const Y& y, D1& d1, D2& d2) {
+    using S = typename std::remove_cvref_t<A>::Scalar;
+    if constexpr (std::is_same_v<Act, nn::Tanh>) {
+      d1 = S(1) - y.square();
+      d2 = S(-2) * y * d1;
+    } else if constexpr (std::is_same_v<Act, nn::SiLU>) {
+      const auto s = nflow::sigmoid(a).eval();
+      d1 = s * (S(1) + a * (S(1) - s));
+      d2 = s * (S(1) - s) * (S(2) + a * (S(1) - S(2) * s));
+    } else if constexpr (std::is_same_v<Act, nn::ELU>) {
+      // y > 0: f′ = 1, f″ = 0; y ≤ 0: f′ = f″ = e^a = y + 1.
+      d2 = (y > S(0)).select(S(0), y + S(1));
+      d1 = (y > S(0)).select(S(1), y + S(1));
+    } else if constexpr (std::is_same_v<Act, nn::ReLU>) {
+      d1 = (a > S(0)).select(S(1), a * S(0));  // NaN stays NaN
+      d2 = a * S(0);
+    } else {
+      d1 = a * S(0) + S(1);
+      d2 = a * S(0);
+    }
+  }
+};
+
+}  // namespace detail
+
+/// @brief The vector field f(z, t, c) = MLP(z; [t; c]) of a continuous flow, with its
+/// divergence and their gradients.
+///
+/// The network is an nn::MLP with input z (Dim) and context [t; c] (1 + context_dim rows: the
+/// time first, then the user's context), so its first layer reads [z; t; c] with weight
+/// [W₀ C₀] (W₀ = "layers.0.weight" over z, C₀ = "layers.0.context_weight" over [t; c]).
+///
+/// Divergence: with J = ∂f/∂z = W_L·D_{L−1}·W_{L−1}⋯D₀·W₀ (Dₖ = diag f′(aₖ)), forward-mode
+/// tangents ȧ₀ = W₀v, ḣₖ = f′(aₖ) ⊙ ȧₖ, ȧₖ₊₁ = Wₖ₊₁ḣₖ give Jv = W_L ḣ_{L−1} for a whole batch in
+/// GEMMs. Exact: tr J = Σᵢ eᵢᵀ J eᵢ (Dim tangent passes). Hutchinson: εᵀJε, one pass per probe.
+///
+/// Gradient of the divergence (`vjp`): reverse mode over the tangent computation; besides the
+/// first-order terms it needs f″(aₖ) ⊙ ȧₖ ⊙ ∂L/∂ḣₖ, which enters the ordinary backward pass as a
+/// source at each hidden layer. Activations: see detail::SecondOrder (Tanh, SiLU, ELU, ReLU,
+/// Identity).
+///
+/// Column independence: every output column depends on its own column only.
+/// @tparam Scalar_ float or double. @tparam Dim_ the dimension, or Dynamic.
+/// @tparam Hidden_ the hidden width, or Dynamic. @tparam Activation_ an nn activation.
+template <typename Scalar_, int Dim_ = Dynamic, int Hidden_ = Dynamic, typename Activation_ = nn::Tanh>
+class MLPVectorField {
+ public:
+  using Scalar = Scalar_;
+  using Activation = Activation_;
+  static constexpr int Dim = Dim_;
+  using Network = nn::MLP<Scalar, Dim_, Dim_, Hidden_, Activation_>;
+  using Matrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
+  using Row = Eigen::Matrix<Scalar, 1, Dynamic>;
+
+  /// @param dim dimension of z; @param hidden_width, hidden_layers the MLP's sizes;
+  /// @param context_dim rows of the user's context (0: none); @param seed initialisation;
+  /// @param zero_last_layer start with f ≡ 0 (the flow is then the identity).
+  MLPVectorField(Index dim, Index hidden_width, Index hidden_layers, Index context_dim, std::uint64_t seed,
+                 bool zero_last_layer = false)
+      : net_(dim, dim, hidden_width, hidden_layers, context_dim + 1), context_dim_(context_dim) {
+    net_.initialize(seed, zero_last_layer);
+  }
+
+  Index dim() const { return net_.in_dim(); }
+  Index context_dim() const { return context_dim_; }
+  const Network& network() const { return net_; }
+  Network& network() { return net_; }
+
+  Index parameter_count() const { return net_.parameter_count(); }
+  template <typename F>
+  void visit_parameters(F&& f) {
+    net_.visit_parameters(f);
+  }
+  template <typename F>
+  void visit_parameters(F&& f) const {
+    net_.visit_parameters(f);
+  }
+
+  /// [t; c], (1 + context_dim) × n; `c` may be empty (0 rows) when context_dim() = 0.
+  Matrix time_context(Scalar t, const Matrix& c, Index n) const {
+    Matrix tc(1 + context_dim_, n);
+    tc.row(0).setConstant(t);
+    if (context_dim_ > 0) tc.bottomRows(context_dim_) = c;
+    return tc;
+  }
+
+  /// f(z, t, c) for a batch z (Dim × n).
+  Matrix value(Scalar t, const Matrix& z, const Matrix& c) const {
+    return net_.forward(z, time_context(t, c, z.cols()));
+  }
+
+  /// [t_j; c_j] per column, for per-sample times `t` (1 × n), as flow matching uses.
+  Matrix time_context(const Row& t, const Matrix& c) const {
+    Matrix tc(1 + context_dim_, t.cols());
+    tc.row(0) = t;
+    if (context_dim_ > 0) tc.bottomRows(context_dim_) = c;
+    return tc;
+  }
+
+  /// f(z_j, t_j, c_j) with one time per column (t is 1 × n).
+  Matrix value(const Row& t, const Matrix& z, const Matrix& c) const { return net_.forward(z, time_context(t, c)); }
+
+  /// Reverse mode of value(t, z, c) (per-column times) through the MLP's own backward pass:
+  /// returns ∂L/∂z and ADDS ∂L/∂θ into `gp`, given gf = ∂L/∂f.
+  Matrix value_backward(const Row& t, const Matrix& z, const Matrix& c, const Matrix& gf,
+                        Eigen::Ref<Vector<Scalar>> gp) const {
+    return net_.backward(z, time_context(t, c), gf, gp);
+  }
+
+  /// f and its divergence: exact when `probes` is null, else Hutchinson's εᵀJε with ε = the
+  /// probe column of each sample.
+  void value_and_divergence(Scalar t, const Matrix& z, const Matrix& c, const Matrix* probes, Matrix& f,
+                            Row& div) const {
+    const Matrix tc = time_context(t, c, z.cols());
+    Forward fw;
+    forward_pass(z, tc, fw);
+    f = fw.out;
+    div.setZero(1, z.cols());
+    Matrix tangent;
+    Matrix tmp;
+    const Index d = dim();
+    if (probes == nullptr) {
+      for (Index i = 0; i < d; ++i) {
+        tangent = fw.d1[0].array().colwise() * net_.weight(0).col(i).array();
+        propagate_tangent(fw, tangent, tmp);
+        div.noalias() += net_.weight(last()).row(i) * tangent;
+      }
+    } else {
+      tangent.noalias() = net_.weight(0) * (*probes);
+      tangent.array() *= fw.d1[0].array();
+      propagate_tangent(fw, tangent, tmp);
+      tmp.noalias() = net_.weight(last()) * tangent;
+      div = (tmp.array() * probes->array()).colwise().sum();
+    }
+  }
+
+  /// Reverse mode for L with ∂L/∂f = gf (Dim × n) and ∂L/∂div = gdiv (1 × n), the divergence
+  /// computed as in value_and_divergence (exact, or with `probes`). Returns ∂L/∂z and ADDS ∂L/∂θ
+  /// into `gp` (the network's flat layout). `gdiv` may be empty (no divergence term).
+  Matrix vjp(Scalar t, const Matrix& z, const Matrix& c, const Matrix& gf, const Row& gdiv, const Matrix* probes,
+             Eigen::Ref<Vector<Scalar>> gp) const {
+    const Matrix tc = time_context(t, c, z.cols());
+    const Index layers = net_.hidden_layers();
+    const Index d = dim();
+    Forward fw;
+    forward_pass(z, tc, fw);
+    Grads g = slices(gp);
+    std::vector<Matrix> source(static_cast<std::size_t>(layers));
+    for (auto& s : source) s.setZero(net_.hidden_width(), z.cols());
+
+    if (gdiv.size() > 0 && (gdiv.array() != Scalar(0)).any()) {
+      std::vector<Matrix> adot(static_cast<std::size_t>(layers));  // ȧₖ
+      std::vector<Matrix> hdot(static_cast<std::size_t>(layers));  // ḣₖ
+      Matrix hbar;
+      Matrix abar;
+      Matrix u;
+      const Index directions = probes == nullptr ? d : 1;
+      for (Index i = 0; i < directions; ++i) {
+        // Tangent forward.
+        if (probes == nullptr) {
+          adot[0] = net_.weight(0).col(i).replicate(1, z.cols());
+        } else {
+          adot[0].noalias() = net_.weight(0) * (*probes);
+        }
+        hdot[0] = adot[0].cwiseProduct(fw.d1[0]);
+        for (Index k = 1; k < layers; ++k) {
+          adot[std::size_t(k)].noalias() = net_.weight(k) * hdot[std::size_t(k - 1)];
+          hdot[std::size_t(k)] = adot[std::size_t(k)].cwiseProduct(fw.d1[std::size_t(k)]);
+        }
+        // Output: div contribution = uᵀ·W_L·ḣ_{L−1}, with u = eᵢ or ε, weighted by gdiv.
+        if (probes == nullptr) {
+          g.w[std::size_t(last())].row(i).noalias() += gdiv * hdot[std::size_t(layers - 1)].transpose();
+          hbar.noalias() = net_.weight(last()).row(i).transpose() * gdiv;
+        } else {
+          u = probes->array().rowwise() * gdiv.array();
+          g.w[std::size_t(last())].noalias() += u * hdot[std::size_t(layers - 1)].transpose();
+          hbar.noalias() = net_.weight(last()).transpose() * u;
+        }
+        // Tangent backward.
+        for (Index k = layers - 1; k >= 0; --k) {
+          const std::size_t ks = std::size_t(k);
+          source[ks].array() += fw.d2[ks].array() * adot[ks].array() * hbar.array();
+          abar = hbar.cwiseProduct(fw.d1[ks]);
+          if (k > 0) {
+            g.w[ks].noalias() += abar * hdot[ks - 1].transpose();
+            hbar.noalias() = net_.weight(k).transpose() * abar;
+          } else if (probes == nullptr) {
+            g.w[0].col(i) += abar.rowwise().sum();
+          } else {
+            g.w[0].noalias() += abar * probes->transpose();
+          }
+        }
+      }
+    }
+
+    // Primal backward with the second-order sources.
+    Matrix hbar;
+    Matrix abar;
+    g.w[std::size_t(last())].noalias() += gf * fw.h[std::size_t(layers - 1)].transpose();
+    g.b[std::size_t(last())] += gf.rowwise().sum();
+    hbar.noalias() = net_.weight(last()).transpose() * gf;
+    for (Index k = layers - 1; k >= 0; --k) {
+      const std::size_t ks = std::size_t(k);
+      abar = hbar.cwiseProduct(fw.d1[ks]) + source[ks];
+      if (k > 0) {
+        g.w[ks].noalias() += abar * fw.h[ks - 1].transpose();
+      } else {
+        g.w[0].noalias() += abar * z.transpose();
+        g.c[0].noalias() += abar * tc.transpose();
+      }
+      g.b[ks] += abar.rowwise().sum();
+      hbar.noalias() = net_.weight(k).transpose() * abar;
+    }
+    return hbar;
+  }
+
+ private:
+  struct Forward {
+    std::vector<Matrix> h;   ///< hidden outputs
+    std::vector<Matrix> d1;  ///< f′(aₖ)
+    std::vector<Matrix> d2;  ///< f″(aₖ)
+    Matrix out;
+  };
+  struct Grads {
+    std::vector<Eigen::Map<Matrix>> w;
+    std::vector<Eigen::Map<Matrix>> b;
+    std::vector<Eigen::Map<Matrix>> c;  ///< one entry: C₀
+  };
+
+  Index last() const { return net_.hidden_layers(); }
+
+  void forward_pass(const Matrix& z, const Matrix& tc, Forward& fw) const {
+    const Index layers = net_.hidden_layers();
+    fw.h.resize(static_cast<std::size_t>(layers));
+    fw.d1.resize(static_cast<std::size_t>(layers));
+    fw.d2.resize(static_cast<std::size_t>(layers));
+    Matrix a;
+    for (Index k = 0; k < layers; ++k) {
+      const std::size_t ks = std::size_t(k);
+      if (k == 0) {
+        a.noalias() = net_.weight(0) * z;
+        a.noalias() += net_.context_weight() * tc;
+      } else {
+        a.noalias() = net_.weight(k) * fw.h[ks - 1];
+      }
+      a.colwise() += net_.bias(k);
+      fw.h[ks] = a;
+      Activation::apply(fw.h[ks]);
+      fw.d1[ks].resize(a.rows(), a.cols());
+      fw.d2[ks].resize(a.rows(), a.cols());
+      auto d1 = fw.d1[ks].array();
+      auto d2 = fw.d2[ks].array();
+      detail::SecondOrder<Activation>::eval(a.array(), fw.h[ks].array(), d1, d2);
+    }
+    fw.out.noalias() = net_.weight(last()) * fw.h[std::size_t(layers - 1)];
+    fw.out.colwise() += net_.bias(last());
+  }
+
+  /// Carries a first-layer tangent ḣ₀ (in `tangent`) up to ḣ_{L−1}.
+  void propagate_tangent(const Forward& fw, Matrix& tangent, Matrix& tmp) const {
+    for (Index k = 1; k < net_.hidden_layers(); ++k) {
+      tmp.noalias() = net_.weight(k) * tangent;
+      tangent = tmp.cwiseProduct(fw.d1[std::size_t(k)]);
+    }
+  }
+
+  Grads slices(Eigen::Ref<Vector<Scalar>> gp) const {
+    nflow::detail::check_size("ode::MLPVectorField::vjp", "grad_params", parameter_count(), gp.size());
+    Grads g;
+    Scalar* p = gp.data();
+    for (Index k = 0; k <= last(); ++k) {
+      const auto& w = net_.weight(k);
+      g.w.emplace_back(p, w.rows(), w.cols());
+      p += w.size();
+      if (k == 0) {
+        g.c.emplace_back(p, net_.context_weight().rows(), net_.context_weight().cols());
+        p += net_.context_weight().size();
+      }
+      g.b.emplace_back(p, net_.bias(k).size(), 1);
+      p += net_.bias(k).size();
+    }
+    return g;
+  }
+
+  Network net_;
+  Index context_dim_;
+};
+
+}  // namespace nflow::ode

@@ -1,0 +1,497 @@
+// Continuous flows: the ODE solvers against a linear ODE with a known solution, the exact and
+// Hutchinson divergences, round trips, log-dets against finite-difference Jacobians, gradients
+// through the solver against finite differences, the shared laws, bad input, and flow matching.
+#include <catch2/catch.hpp>
+#include <nflow/bijectors/continuous.hpp>
+#include <nflow/distributions/density.hpp>
+#include <nflow/distributions/standard_normal.hpp>
+#include <nflow/ode/solvers.hpp>
+#include <nflow/testing/catch2.hpp>
+#include <nflow/train/flow_matching.hpp>
+
+#include <Eigen/Eigenvalues>
+#include <Eigen/LU>
+#include <cmath>
+#include <limits>
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace nflow;
+
+namespace {
+
+using MatrixXd = Eigen::MatrixXd;
+
+/// exp(A) by scaling and squaring with a Taylor series (A small, test only).
+MatrixXd expm(const MatrixXd& a) {
+  const int squarings = 8;
+  const MatrixXd s = a / double(1 << squarings);
+  MatrixXd result = MatrixXd::Identity(a.rows(), a.cols());
+  MatrixXd term = result;
+  for (int k = 1; k < 20; ++k) {
+    term = term * s / double(k);
+    result += term;
+  }
+  for (int i = 0; i < squarings; ++i) result = result * result;
+  return result;
+}
+
+template <typename B>
+B randomize(B b, std::uint64_t seed, double scale) {
+  using S = typename B::Scalar;
+  std::mt19937_64 g(seed);
+  set_parameters(b, Vector<S>(standard_normal_matrix<S>(b.parameter_count(), 1, g) * S(scale)));
+  return b;
+}
+
+/// log|det| of the central-difference Jacobian of a map of one column.
+template <typename Map>
+double fd_log_det(Map&& map, const Eigen::VectorXd& x, double h) {
+  const Index d = x.size();
+  MatrixXd jac(d, d);
+  for (Index k = 0; k < d; ++k) {
+    auto f = [&](double s) {
+      Eigen::VectorXd xs = x;
+      xs(k) += s;
+      return Eigen::VectorXd(map(xs));
+    };
+    jac.col(k) = (8.0 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12.0 * h);
+  }
+  return std::log(std::abs(jac.determinant()));
+}
+
+}  // namespace
+
+TEST_CASE("RK4 and Dopri5 solve a linear ODE: z(1) = exp(A) z(0), log-det = tr(A)", "[continuous][ode]") {
+  MatrixXd a(3, 3);
+  a << 0.2, -0.7, 0.1,  //
+      0.5, -0.3, 0.4,   //
+      -0.2, 0.3, 0.1;
+  std::mt19937_64 gen(1);
+  const MatrixXd z0 = standard_normal_matrix<double>(3, 5, gen);
+  MatrixXd y(4, 5);
+  y.topRows(3) = z0;
+  y.row(3).setZero();
+  auto rhs = [&](double, const MatrixXd& s, MatrixXd& ds) {
+    ds.topRows(3) = a * s.topRows(3);
+    ds.row(3).setConstant(a.trace());
+  };
+  const MatrixXd expected = expm(a) * z0;
+
+  MatrixXd y_rk = y;
+  const auto rk = ode::rk4_integrate(rhs, 0.0, 1.0, y_rk, 50);
+  CHECK(rk.function_evaluations == 200);
+  CHECK((y_rk.topRows(3) - expected).cwiseAbs().maxCoeff() < 1e-8);
+  CHECK((y_rk.row(3).array() - a.trace()).abs().maxCoeff() < 1e-12);
+
+  MatrixXd y_dp = y;
+  ode::Dopri5Options tight;
+  tight.rtol = 1e-10;
+  tight.atol = 1e-10;
+  const auto dp = ode::dopri5_integrate(rhs, 0.0, 1.0, y_dp, tight);
+  CHECK(dp.function_evaluations > 0);
+  CHECK(dp.accepted_steps > 1);
+  CHECK((y_dp.topRows(3) - expected).cwiseAbs().maxCoeff() < 1e-8);
+  CHECK((y_dp.row(3).array() - a.trace()).abs().maxCoeff() < 1e-10);
+
+  // Backwards in time returns to the start.
+  ode::dopri5_integrate(rhs, 1.0, 0.0, y_dp, tight);
+  CHECK((y_dp.topRows(3) - z0).cwiseAbs().maxCoeff() < 1e-8);
+  CHECK(y_dp.row(3).cwiseAbs().maxCoeff() < 1e-10);
+
+  // Looser tolerances take fewer evaluations; the error shrinks with the tolerance.
+  MatrixXd y_loose = y;
+  ode::Dopri5Options loose;
+  loose.rtol = 1e-4;
+  loose.atol = 1e-4;
+  const auto dl = ode::dopri5_integrate(rhs, 0.0, 1.0, y_loose, loose);
+  CHECK(dl.function_evaluations < dp.function_evaluations);
+  CHECK((y_loose.topRows(3) - expected).cwiseAbs().maxCoeff() < 1e-3);
+}
+
+TEST_CASE("the pushforward of N(0, I) under dz/dt = A z is N(0, e^A e^Aᵀ)", "[continuous][ode]") {
+  // A linear field built as a ContinuousFlow with an Identity-activation MLP of one hidden layer:
+  // f(z) = W₁(W₀ z + C₀ t + b₀) + b₁ with C₀ = 0 and zero biases is linear, A = W₁W₀.
+  using Flow = ContinuousFlow<double, 3, Dynamic, nn::Identity>;
+  ContinuousFlowOptions o;
+  o.hidden_width = 3;
+  o.hidden_layers = 1;
+  o.solver = OdeSolver::Dopri5;
+  o.dopri5.rtol = 1e-11;
+  o.dopri5.atol = 1e-11;
+  Flow flow(3, o);
+  std::mt19937_64 gen(2);
+  MatrixXd w0 = standard_normal_matrix<double>(3, 3, gen) * 0.5;
+  MatrixXd w1 = standard_normal_matrix<double>(3, 3, gen) * 0.5;
+  flow.visit_parameters([&](const std::string& name, auto t) {
+    if (name == "field.layers.0.weight") t = w0;
+    else if (name == "field.layers.1.weight") t = w1;
+    else t.setZero();
+  });
+  const MatrixXd a = w1 * w0;
+  // Sampling: x = inverse(z) = e^{-A} z, so x ~ N(0, e^{-A} e^{-Aᵀ}); equivalently log p(x) =
+  // log N(e^{A} x; 0, I) + tr(A). Check log-densities at 100 points.
+  const MatrixXd x = standard_normal_matrix<double>(3, 100, gen);
+  const auto r = flow.forward_and_log_det(x);
+  const MatrixXd ea = expm(a);
+  const MatrixXd cov = ea.inverse() * ea.inverse().transpose();  // covariance of x
+  const Eigen::LLT<MatrixXd> llt(cov);
+  const double log_norm = -1.5 * std::log(2 * Constants<double>::pi) -
+                          MatrixXd(llt.matrixL()).diagonal().array().log().sum();
+  double worst = 0;
+  for (Index j = 0; j < 100; ++j) {
+    const double exact = log_norm - 0.5 * x.col(j).dot(llt.solve(x.col(j)));
+    const double flow_lp = -1.5 * std::log(2 * Constants<double>::pi) - 0.5 * r.value.col(j).squaredNorm() + r.log_det(j);
+    worst = std::max(worst, std::abs(exact - flow_lp));
+  }
+  CHECK(worst < 1e-6);
+  CHECK((r.log_det.array() - a.trace()).abs().maxCoeff() < 1e-9);
+}
+
+TEST_CASE("the exact divergence equals the trace of the MLP's Jacobian", "[continuous][trace]") {
+  using Flow = ContinuousFlow<double, 4, 16, nn::Tanh>;
+  const Flow flow = randomize(Flow(4, {16, 3, 0, 1}), 3, 0.4);
+  std::mt19937_64 gen(4);
+  const MatrixXd z = standard_normal_matrix<double>(4, 6, gen);
+  const auto div = flow.divergence(z, 0.3);
+  for (Index j = 0; j < 6; ++j) {
+    MatrixXd tc(1, 1);
+    tc(0, 0) = 0.3;
+    const MatrixXd jac = flow.field().network().input_jacobian(Eigen::VectorXd(z.col(j)), tc);
+    CHECK(std::abs(div(j) - jac.trace()) < 1e-12);
+  }
+}
+
+TEST_CASE("Hutchinson's estimate is unbiased", "[continuous][trace]") {
+  using Flow = ContinuousFlow<double, 5, 16, nn::Tanh>;
+  const Flow flow = randomize(Flow(5, {16, 2, 0, 1}), 5, 0.5);
+  std::mt19937_64 gen(6);
+  const Eigen::VectorXd z = standard_normal_matrix<double>(5, 1, gen);
+  const double exact = flow.divergence(z, 0.7)(0);
+  for (auto kind : {ode::TraceEstimator::HutchinsonRademacher, ode::TraceEstimator::HutchinsonGaussian}) {
+    const Index m = 20000;
+    const MatrixXd zs = z.replicate(1, m);
+    const MatrixXd probes = ode::hutchinson_probes<double>(5, m, kind, 99);
+    const Eigen::RowVectorXd est = flow.divergence_estimate(zs, 0.7, probes);
+    const double mean = est.mean();
+    const double sd = std::sqrt((est.array() - mean).square().sum() / double(m - 1));
+    INFO("exact " << exact << " mean " << mean << " standard error " << sd / std::sqrt(double(m)));
+    CHECK(std::abs(mean - exact) < 4 * sd / std::sqrt(double(m)));
+    CHECK(sd > 0);
+  }
+}
+
+TEST_CASE("a continuous flow round-trips and its log-det matches the finite-difference Jacobian",
+          "[continuous]") {
+  using Flow = ContinuousFlow<double, 3, 16, nn::Tanh>;
+  std::mt19937_64 gen(7);
+  const MatrixXd x = standard_normal_matrix<double>(3, 4, gen);
+  for (auto solver : {OdeSolver::RK4, OdeSolver::Dopri5}) {
+    Flow flow = randomize(Flow(3, {16, 2, 0, 1}), 8, 0.5);
+    ode::Dopri5Options tight;
+    tight.rtol = 1e-10;
+    tight.atol = 1e-10;
+    flow.set_solver(solver, 200, tight);
+    const auto f = flow.forward_and_log_det(x);
+    const auto b = flow.inverse_and_log_det(f.value);
+    CHECK((b.value - x).cwiseAbs().maxCoeff() < 1e-8);
+    CHECK((f.log_det + b.log_det).cwiseAbs().maxCoeff() < 1e-8);
+    for (Index j = 0; j < x.cols(); ++j) {
+      const double fd = fd_log_det([&](const Eigen::VectorXd& p) { return Eigen::VectorXd(flow.forward(p)); },
+                                   Eigen::VectorXd(x.col(j)), 1e-3);
+      CHECK(std::abs(fd - f.log_det(j)) < 1e-7);
+    }
+  }
+}
+
+/// CHECKs the laws whose names are in `names` (all of them when `names` is empty).
+#define CHECK_SOME_LAWS(results, ...)                                               \
+  do {                                                                               \
+    const std::vector<std::string> wanted_{__VA_ARGS__};                             \
+    for (const auto& r_ : results) {                                                 \
+      if (!wanted_.empty() && std::find(wanted_.begin(), wanted_.end(), r_.law) == wanted_.end()) continue; \
+      INFO(r_.law << ": error " << r_.error << " (tolerance " << r_.tolerance << ") " << r_.detail); \
+      CHECK(r_.passed());                                                            \
+    }                                                                                \
+  } while (false)
+
+TEST_CASE("gradients through RK4 match finite differences (exact and Hutchinson traces)", "[continuous][grad]") {
+  using Flow = ContinuousFlow<double, 3, 8, nn::Tanh>;
+  testing::LawOptions opt;
+  opt.batch = 3;
+  opt.round_trip_tol = 1e-3;  // six RK4 steps: the round trip is only as good as the solver
+  opt.log_det_tol = 1e-3;
+  {
+    Flow flow = randomize(Flow(3, {8, 2, 0, 1}), 9, 0.5);
+    flow.set_solver(OdeSolver::RK4, 6);
+    NFLOW_CHECK_LAWS(flow, opt);
+  }
+  {
+    // Hutchinson: the log-det is an estimate, so only the gradient laws (the gradient of the
+    // estimate with its probes fixed) and the structural ones apply.
+    Flow flow = randomize(Flow(3, {8, 2, 0, 1}), 9, 0.5);
+    flow.set_solver(OdeSolver::RK4, 6);
+    flow.set_trace(ode::TraceEstimator::HutchinsonRademacher);
+    flow.set_probe_seed(17);
+    const auto results = testing::check_laws(flow, opt);
+    CHECK_SOME_LAWS(results, "forward_vjp_input", "forward_vjp_params", "inverse_vjp_input", "inverse_vjp_params",
+                    "fused_unfused", "nan_isolation", "shape_error", "parameter_count");
+    flow.set_trace(ode::TraceEstimator::HutchinsonGaussian);
+    const auto gaussian = testing::check_laws(flow, opt);
+    CHECK_SOME_LAWS(gaussian, "forward_vjp_input", "forward_vjp_params", "inverse_vjp_input", "inverse_vjp_params");
+  }
+  {
+    // Conditional, with a dynamic size.
+    using Cond = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh, Dynamic>;
+    Cond flow = randomize(Cond(2, {6, 2, 2, 3}), 26, 0.5);
+    flow.set_solver(OdeSolver::RK4, 5);
+    NFLOW_CHECK_LAWS(flow, opt, [](Index n, std::mt19937_64& g) {
+      return Batch<double, Dynamic, Dynamic>(standard_normal_matrix<double>(2, n, g));
+    });
+  }
+  // Through Dopri5's accepted steps, and with SiLU.
+  using Silu = ContinuousFlow<double, 2, 8, nn::SiLU>;
+  Silu s = randomize(Silu(2, {8, 2, 0, 1}), 10, 0.5);
+  ode::Dopri5Options dp;
+  dp.rtol = 1e-9;
+  dp.atol = 1e-9;
+  s.set_solver(OdeSolver::Dopri5, 20, dp);
+  testing::LawOptions one;
+  one.batch = 1;  // one column: Dopri5's step sizes depend on the whole batch (see the docs)
+  one.round_trip_tol = 1e-8;
+  NFLOW_CHECK_LAWS(s, one);
+}
+
+TEMPLATE_TEST_CASE("a continuous flow obeys the laws", "[continuous][laws]", float, double) {
+  using S = TestType;
+  constexpr bool is_double = std::is_same_v<S, double>;
+  testing::LawOptions opt;
+  if constexpr (is_double) {
+    opt.round_trip_tol = 1e-8;  // 40 RK4 steps
+  }
+  opt.check_gradients = false;  // covered, with fewer steps, by the gradient test case
+  using Flow = ContinuousFlow<S, 2, 8, nn::Tanh>;
+  Flow flow = randomize(Flow(2, {8, 2, 0, 1}), 11, 0.5);
+  flow.set_solver(OdeSolver::RK4, 40);
+  NFLOW_CHECK_LAWS(flow, opt);
+  using Dyn = ContinuousFlow<S, Dynamic, Dynamic, nn::Tanh, Dynamic>;
+  Dyn cond = randomize(Dyn(3, {6, 2, 2, 2}), 12, 0.5);
+  cond.set_solver(OdeSolver::RK4, 40);
+  NFLOW_CHECK_LAWS(cond, opt, [](Index n, std::mt19937_64& g) {
+    return Batch<S, Dynamic, Dynamic>(standard_normal_matrix<S>(2, n, g));
+  });
+  using Fixed = ContinuousFlow<S, 2, 8, nn::SiLU, 1>;
+  Fixed fixed = randomize(Fixed(2, {8, 1, 1, 3}), 13, 0.5);
+  fixed.set_solver(OdeSolver::RK4, 40);
+  NFLOW_CHECK_LAWS(fixed, opt, [](Index n, std::mt19937_64& g) {
+    return Batch<S, Dynamic, Dynamic>(standard_normal_matrix<S>(1, n, g));
+  });
+}
+
+TEST_CASE("the context changes the map, and a conditional flow checks its context", "[continuous][context]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, Dynamic>;
+  const Flow flow = randomize(Flow(2, {8, 2, 1, 1}), 14, 0.5);
+  std::mt19937_64 gen(15);
+  const MatrixXd x = standard_normal_matrix<double>(2, 5, gen);
+  const MatrixXd c0 = MatrixXd::Zero(1, 5);
+  const MatrixXd c1 = MatrixXd::Ones(1, 5);
+  CHECK((flow.forward(x, c0) - flow.forward(x, c1)).norm() > 1e-3);
+  CHECK((flow.inverse(flow.forward(x, c1), c1) - x).cwiseAbs().maxCoeff() < 1e-6);
+  CHECK_THROWS_AS(flow.forward(x), ShapeError);
+  CHECK_THROWS_AS(flow.forward(x, MatrixXd::Zero(2, 5)), ShapeError);
+  CHECK_THROWS_AS(flow.forward(x, MatrixXd::Zero(1, 4)), ShapeError);
+  CHECK_THROWS_AS((ContinuousFlow<double, 2>(2, {8, 2, 1, 1})), ParameterError);
+  CHECK_THROWS_AS((ContinuousFlow<double, 2>(3)), ParameterError);
+}
+
+TEST_CASE("bad input: NaN columns stay NaN, ODE failures throw", "[continuous][errors]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh>;
+  Flow flow = randomize(Flow(2, {8, 2, 0, 1}), 16, 0.5);
+  std::mt19937_64 gen(17);
+  MatrixXd x = standard_normal_matrix<double>(2, 4, gen);
+  for (auto solver : {OdeSolver::RK4, OdeSolver::Dopri5}) {
+    flow.set_solver(solver);
+    const auto clean = flow.forward_and_log_det(x);
+    MatrixXd bad = x;
+    bad(1, 2) = std::numeric_limits<double>::quiet_NaN();
+    bad(0, 3) = std::numeric_limits<double>::infinity();
+    const auto r = flow.forward_and_log_det(bad);
+    CHECK(non_finite_columns(r.value) == std::vector<Index>{2, 3});
+    CHECK(!std::isfinite(r.log_det(2)));
+    CHECK(!std::isfinite(r.log_det(3)));
+    CHECK((r.value.leftCols(2) - clean.value.leftCols(2)).cwiseAbs().maxCoeff() < 1e-6);
+    // A batch of only bad columns does not throw.
+    CHECK_NOTHROW(flow.forward(MatrixXd::Constant(2, 3, std::numeric_limits<double>::quiet_NaN())));
+  }
+  // Too few steps allowed.
+  ode::Dopri5Options few;
+  few.max_steps = 2;
+  few.rtol = 1e-12;
+  few.atol = 1e-12;
+  flow.set_solver(OdeSolver::Dopri5, 20, few);
+  CHECK_THROWS_AS(flow.forward(x), ode::OdeError);
+  // A field that blows up in finite time: dz/dt = z², z(0) = 2 reaches infinity at t = 1/2.
+  MatrixXd y = MatrixXd::Constant(1, 1, 2.0);
+  auto rhs = [](double, const MatrixXd& s, MatrixXd& ds) { ds = s.array().square(); };
+  MatrixXd y2 = y;
+  CHECK_THROWS_AS(ode::dopri5_integrate(rhs, 0.0, 1.0, y2), ode::OdeError);
+  MatrixXd y3 = y;
+  CHECK_THROWS_AS(ode::rk4_integrate(rhs, 0.0, 1.0, y3, 50), ode::OdeError);
+  CHECK_THROWS_AS(ode::rk4_integrate(rhs, 0.0, 1.0, y3, 0), ParameterError);
+  ode::Dopri5Options wrong;
+  wrong.rtol = -1;
+  CHECK_THROWS_AS(ode::dopri5_integrate(rhs, 0.0, 1.0, y3, wrong), ParameterError);
+}
+
+TEST_CASE("solve() reports the solver's work", "[continuous][ode]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh>;
+  Flow flow = randomize(Flow(2, {8, 2, 0, 1}), 18, 0.5);
+  std::mt19937_64 gen(19);
+  const MatrixXd x = standard_normal_matrix<double>(2, 8, gen);
+  flow.set_solver(OdeSolver::RK4, 10);
+  const auto rk = flow.solve(x, MatrixXd(), false);
+  CHECK(rk.stats.function_evaluations == 40);
+  CHECK(rk.stats.accepted_steps == 10);
+  ode::Dopri5Options o;
+  flow.set_solver(OdeSolver::Dopri5, 20, o);
+  const auto loose = flow.solve(x, MatrixXd(), false);
+  o.rtol = o.atol = 1e-9;
+  flow.set_solver(OdeSolver::Dopri5, 20, o);
+  const auto tight = flow.solve(x, MatrixXd(), false);
+  CHECK(loose.stats.function_evaluations > 0);
+  CHECK(tight.stats.function_evaluations > loose.stats.function_evaluations);
+  CHECK(tight.stats.function_evaluations == 2 + 6 * (tight.stats.accepted_steps + tight.stats.rejected_steps));
+}
+
+TEST_CASE("the flow-matching gradient matches finite differences", "[continuous][flow_matching]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, Dynamic>;
+  Flow flow = randomize(Flow(2, {8, 2, 1, 1}), 20, 0.5);
+  std::mt19937_64 gen(21);
+  const MatrixXd x1 = standard_normal_matrix<double>(2, 5, gen);
+  const MatrixXd x0 = standard_normal_matrix<double>(2, 5, gen);
+  const MatrixXd c = standard_normal_matrix<double>(1, 5, gen);
+  Eigen::RowVectorXd tau(5);
+  for (Index j = 0; j < 5; ++j) tau(j) = uniform_open01(gen);
+  Eigen::VectorXd grad = Eigen::VectorXd::Zero(flow.parameter_count());
+  train::flow_matching_loss(flow.field(), x1, x0, tau, c, 0.01, grad);
+  const Eigen::VectorXd theta = get_parameters(flow);
+  Eigen::VectorXd fd(theta.size());
+  Eigen::VectorXd scratch(theta.size());
+  for (Index i = 0; i < theta.size(); ++i) {
+    auto loss = [&](double h) {
+      Eigen::VectorXd t = theta;
+      t(i) += h;
+      set_parameters(flow, t);
+      return train::flow_matching_loss(flow.field(), x1, x0, tau, c, 0.01, scratch);
+    };
+    const double h = 1e-4;
+    fd(i) = (8 * (loss(h) - loss(-h)) - (loss(2 * h) - loss(-2 * h))) / (12 * h);
+  }
+  set_parameters(flow, theta);
+  CHECK((grad - fd).cwiseAbs().maxCoeff() / std::max(1.0, fd.cwiseAbs().maxCoeff()) < 1e-8);
+  // A conditional field without its context.
+  CHECK_THROWS_AS(train::flow_matching_loss(flow.field(), x1, x0, tau, MatrixXd(), 0.0, grad), ShapeError);
+}
+
+namespace {
+/// The flow-matching optimum for N(0, I) → N(μ, Σ) in the noise → data convention (σ_min = 0).
+Eigen::Vector2d optimal_velocity(const Eigen::Vector2d& x, double tau, const Eigen::Vector2d& mu, const Eigen::Matrix2d& sigma) {
+  const Eigen::Matrix2d i = Eigen::Matrix2d::Identity();
+  const Eigen::Matrix2d ct = (1 - tau) * (1 - tau) * i + tau * tau * sigma;
+  return mu + (tau * sigma - (1 - tau) * i) * ct.inverse() * (x - tau * mu);
+}
+}  // namespace
+
+TEST_CASE("flow matching learns a Gaussian: field near the optimum, exact likelihood near the truth",
+          "[continuous][flow_matching]") {
+  const Eigen::Vector2d mu(1.0, -0.5);
+  Eigen::Matrix2d sigma;
+  sigma << 0.8, 0.3, 0.3, 0.5;
+  const Eigen::Matrix2d chol = sigma.llt().matrixL();
+  std::mt19937_64 gen(22);
+  const MatrixXd train_data = (chol * standard_normal_matrix<double>(2, 4096, gen)).colwise() + mu;
+  const MatrixXd test_data = (chol * standard_normal_matrix<double>(2, 500, gen)).colwise() + mu;
+
+  using Flow = ContinuousFlow<double, 2, 32, nn::Tanh>;
+  Flow flow(2, {32, 2, 0, 23});
+  train::FlowMatchingOptions fm;
+  fm.steps = 1500;
+  fm.batch_size = 256;
+  fm.adam.learning_rate = 3e-3;
+  fm.schedule = train::Schedule::cosine(0.05);
+  const auto result = train::fit_flow_matching(flow, train_data, fm);
+  CHECK(result.steps == 1500);
+  CHECK(std::isfinite(result.final_loss));
+
+  // The field against the analytic optimum f*(x, t) = −v*(x, 1 − t), on typical points.
+  double field_err = 0;
+  double field_scale = 0;
+  for (double tau : {0.2, 0.5, 0.8}) {
+    const MatrixXd x = (tau * mu).replicate(1, 50) +
+                       MatrixXd(((1 - tau) * (1 - tau) * Eigen::Matrix2d::Identity() + tau * tau * sigma).llt().matrixL()) *
+                           standard_normal_matrix<double>(2, 50, gen);
+    const MatrixXd f = flow.field().value(1 - tau, x, MatrixXd());
+    for (Index j = 0; j < 50; ++j) {
+      const Eigen::Vector2d v = optimal_velocity(x.col(j), tau, mu, sigma);
+      field_err += (f.col(j) + v).squaredNorm();
+      field_scale += v.squaredNorm();
+    }
+  }
+  INFO("relative mean squared field error " << field_err / field_scale);
+  CHECK(field_err / field_scale < 0.02);
+
+  // Exact log-likelihood of held-out data (exact trace, Dopri5) against the true density.
+  ode::Dopri5Options tight;
+  tight.rtol = tight.atol = 1e-6;
+  flow.set_solver(OdeSolver::Dopri5, 20, tight);
+  const auto r = flow.forward_and_log_det(test_data);
+  const Eigen::LLT<Eigen::Matrix2d> llt(sigma);
+  double flow_ll = 0;
+  double true_ll = 0;
+  for (Index j = 0; j < test_data.cols(); ++j) {
+    flow_ll += -std::log(2 * Constants<double>::pi) - 0.5 * r.value.col(j).squaredNorm() + r.log_det(j);
+    const Eigen::Vector2d d = test_data.col(j) - mu;
+    true_ll += -std::log(2 * Constants<double>::pi) - std::log(Eigen::Matrix2d(llt.matrixL()).diagonal().prod()) -
+               0.5 * d.dot(llt.solve(d));
+  }
+  flow_ll /= double(test_data.cols());
+  true_ll /= double(test_data.cols());
+  INFO("held-out mean log-likelihood: flow " << flow_ll << ", true " << true_ll);
+  CHECK(std::abs(flow_ll - true_ll) < 0.05);
+}
+
+TEST_CASE("conditional flow matching: the context selects the Gaussian", "[continuous][flow_matching][context]") {
+  // Context c ∈ {−1, +1}; data ~ N(c·(1.5, 0), 0.25 I).
+  std::mt19937_64 gen(24);
+  const Index n = 4096;
+  MatrixXd c(1, n);
+  for (Index j = 0; j < n; ++j) c(0, j) = uniform_open01(gen) < 0.5 ? -1.0 : 1.0;
+  MatrixXd data = 0.5 * standard_normal_matrix<double>(2, n, gen);
+  data.row(0) += 1.5 * c;
+  using Flow = ContinuousFlow<double, 2, 32, nn::Tanh, 1>;
+  Flow flow(2, {32, 2, 1, 25});
+  train::FlowMatchingOptions fm;
+  fm.steps = 1500;
+  fm.adam.learning_rate = 3e-3;
+  fm.schedule = train::Schedule::cosine(0.05);
+  train::fit_flow_matching(flow, data, fm, c);
+  // Held-out mean log-likelihood under the right context is near the truth; under the swapped
+  // context it is far lower.
+  MatrixXd ct(1, 400);
+  for (Index j = 0; j < 400; ++j) ct(0, j) = j % 2 == 0 ? 1.0 : -1.0;
+  MatrixXd test = 0.5 * standard_normal_matrix<double>(2, 400, gen);
+  test.row(0) += 1.5 * ct;
+  flow.set_solver(OdeSolver::Dopri5, 20, ode::Dopri5Options{1e-6, 1e-6});
+  auto mean_ll = [&](const MatrixXd& context) {
+    const auto r = flow.forward_and_log_det(test, context);
+    return (-std::log(2 * Constants<double>::pi) - 0.5 * r.value.colwise().squaredNorm().array() + r.log_det.array()).mean();
+  };
+  const double right = mean_ll(ct);
+  const double wrong = mean_ll(-ct);
+  const double truth = -std::log(2 * Constants<double>::pi) - 2 * std::log(0.5) - 1.0;  // E[log N] in 2-D
+  INFO("held-out log-likelihood: right context " << right << ", swapped " << wrong << ", true " << truth);
+  CHECK(std::abs(right - truth) < 0.15);
+  CHECK(wrong < truth - 5);
+}
