@@ -541,6 +541,14 @@ TEST_CASE("the JSON parser accepts JSON and rejects everything else", "[io][json
   CHECK_NOTHROW(parse(std::string(64, '[') + std::string(64, ']')));
   CHECK_THROWS_WITH(parse(std::string(65, '[') + std::string(65, ']')), Contains("nesting deeper than 64"));
   CHECK_THROWS_AS(parse(std::string(100000, '[')), io::FormatError);
+  // Value count: a million values parse, one more does not (bounds the memory of a hostile header).
+  auto zeros = [](std::size_t n) {  // an array of n − 1 zeros: n values in all
+    std::string s = "[";
+    for (std::size_t i = 0; i + 1 < n; ++i) s += i == 0 ? "0" : ",0";
+    return s + "]";
+  };
+  CHECK_NOTHROW(parse(zeros(io::json::max_values)));
+  CHECK_THROWS_WITH(parse(zeros(io::json::max_values + 1)), Contains("more than 1000000 values"));
   CHECK(io::json::is_valid_utf8("abc\xC3\xBC"));
   CHECK(!io::json::is_valid_utf8("\xC3"));
   CHECK(!io::json::is_valid_utf8("\xC1\x81"));

@@ -94,6 +94,10 @@ inline const char* kind_name(Value::Kind k) {
 
 /// Deepest nesting of arrays and objects the parser accepts (bounds its recursion).
 inline constexpr int max_depth = 64;
+/// Most values (of any kind, nested ones included) in one document. Bounds the memory a hostile
+/// header can make the parser use (each value is a tree node of about 100 bytes); a safetensors
+/// header needs about six values per tensor, so this allows more than 150,000 tensors.
+inline constexpr std::size_t max_values = 1'000'000;
 
 namespace detail {
 
@@ -161,6 +165,7 @@ class Parser {
 
   Value parse_value(int depth) {
     if (at_end()) fail("unexpected end of input, expected a value");
+    if (++values_ > max_values) fail("more than " + std::to_string(max_values) + " values");
     Value v;
     switch (s_[pos_]) {
       case '{': parse_object(v, depth + 1); break;
@@ -364,6 +369,7 @@ class Parser {
 
   std::string_view s_;
   std::size_t pos_ = 0;
+  std::size_t values_ = 0;
 };
 
 }  // namespace detail
