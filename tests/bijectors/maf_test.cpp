@@ -31,22 +31,6 @@ namespace {
 using namespace nflow;
 using namespace nflow::test_maf;
 
-template <typename B, typename X, typename C>
-auto fwd(const B& b, const X& x, const C& c) {
-  if constexpr (is_no_context_v<C>) {
-    return b.forward_and_log_det(x);
-  } else {
-    return b.forward_and_log_det(x, c);
-  }
-}
-template <typename B, typename X, typename C>
-auto inv(const B& b, const X& x, const C& c) {
-  if constexpr (is_no_context_v<C>) {
-    return b.inverse_and_log_det(x);
-  } else {
-    return b.inverse_and_log_det(x, c);
-  }
-}
 
 /// For a map f of one point whose output i may depend only on inputs j with deg(j) ≤ deg(i):
 /// perturbs each input and checks the finite-difference Jacobian is exactly zero above the
@@ -117,19 +101,19 @@ TEMPLATE_TEST_CASE("MAF's Jacobian is exactly triangular in its order, both ways
     const Eigen::VectorXi& degree = b.made().input_degrees();
     const Eigen::VectorXd x = standard_normal_matrix<double>(b.dim(), 1, gen);
     auto forward = [&](const Eigen::VectorXd& v) {
-      return as_double<S>(fwd(b, Eigen::Matrix<S, Dyn, 1>(v.cast<S>()), ctx).value);
+      return as_double<S>(b.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(v.cast<S>()), ctx).value);
     };
     auto inverse = [&](const Eigen::VectorXd& v) {
-      return as_double<S>(inv(b, Eigen::Matrix<S, Dyn, 1>(v.cast<S>()), ctx).value);
+      return as_double<S>(b.inverse_and_log_det(Eigen::Matrix<S, Dyn, 1>(v.cast<S>()), ctx).value);
     };
-    const double fld = double(fwd(b, Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
-    const double ild = double(inv(b, Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
+    const double fld = double(b.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
+    const double ild = double(b.inverse_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
     if constexpr (std::is_same_v<S, double>) {
       check_triangular(forward, x, degree, fld);
       check_triangular(inverse, x, degree, ild);
       // IAF is the same layer used the other way round: its maps are these two, swapped.
       const Inverted<B> iaf(b);
-      CHECK(as_double<S>(fwd(iaf, Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).value) == inverse(x));
+      CHECK(as_double<S>(iaf.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).value) == inverse(x));
     } else {
       // Exactness only: earlier outputs do not move at all when a later input moves.
       for (Index j = 0; j < x.size(); ++j) {
