@@ -23,6 +23,8 @@
 #include "nflow/core/random.hpp"
 #include "nflow/nn/made.hpp"
 
+#include "support/reference_activations.hpp"
+
 namespace {
 
 using nflow::Index;
@@ -34,19 +36,7 @@ using nflow::nn::SiLU;
 using nflow::nn::Tanh;
 constexpr int Dyn = Eigen::Dynamic;
 
-template <typename Act>
-double scalar_activation(double a) {
-  if constexpr (std::is_same_v<Act, Identity>) {
-    return a;
-  } else if constexpr (std::is_same_v<Act, ReLU>) {
-    return a > 0 ? a : 0.0;
-  } else if constexpr (std::is_same_v<Act, SiLU>) {
-    return a / (1.0 + std::exp(-a));
-  } else {
-    static_assert(std::is_same_v<Act, Tanh>);
-    return std::tanh(a);
-  }
-}
+using nflow::test_reference::scalar_activation;
 
 /// Every parameter (masked entries included) drawn from N(0, scale²).
 template <typename Net>

@@ -23,6 +23,8 @@
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/dense.hpp"
 
+#include "support/reference_activations.hpp"
+
 namespace {
 
 using nflow::Index;
@@ -36,21 +38,7 @@ constexpr int Dyn = Eigen::Dynamic;
 
 // ---- independent references ------------------------------------------------------------------
 
-template <typename Act>
-double scalar_activation(double a) {
-  if constexpr (std::is_same_v<Act, Identity>) {
-    return a;
-  } else if constexpr (std::is_same_v<Act, ReLU>) {
-    return a > 0 ? a : 0.0;
-  } else if constexpr (std::is_same_v<Act, Tanh>) {
-    return std::tanh(a);
-  } else if constexpr (std::is_same_v<Act, SiLU>) {
-    return a / (1.0 + std::exp(-a));
-  } else {
-    static_assert(std::is_same_v<Act, ELU>);
-    return a > 0 ? a : std::exp(a) - 1.0;
-  }
-}
+using nflow::test_reference::scalar_activation;
 
 /// y = MLP(x, c) for one sample, by explicit loops over the stored weights.
 template <typename Net>
