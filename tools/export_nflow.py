@@ -13,8 +13,10 @@ CHECKPOINT is either
     the pickle: only for files you trust).
 
 The file holds exactly the tensors nflow's io::load expects, by nflow's names
-(state_dict_for_nflow), in F64 or F32, with the architecture as JSON in __metadata__
-("nflow_torch.architecture"). --cpp prints the C++ that builds the matching nflow object.
+(state_dict_for_nflow): the parameters in F64 or F32 and the buffers (coupling masks, MADE orders
+and hidden degrees, permutations, LULinear's P and signs, ActNorm's initialised flag) in I64, with
+the architecture as JSON in __metadata__ ("nflow_torch.architecture"). --cpp prints the C++ that
+builds the matching nflow object.
 --demo builds (and briefly trains on toy data) a small Density<StandardNormal, Flow<AffineCoupling,
 Reverse, MAF, ActNorm, LULinear>>.
 """
@@ -100,7 +102,9 @@ def main(argv=None) -> int:
         meta[k] = v
     tensors = nt.state_dict_for_nflow(model)
     nt.save_safetensors(tensors, args.out, args.dtype, meta)
-    print(f"wrote {args.out}: {len(tensors)} tensors ({args.dtype})", file=sys.stderr)
+    n_buffers = len(nt.buffers_for_nflow(model))
+    print(f"wrote {args.out}: {len(tensors) - n_buffers} parameters ({args.dtype}), {n_buffers} buffers (i64)",
+          file=sys.stderr)
     if args.save_checkpoint:
         torch.save({"nflow_torch_config": json.dumps(nt.to_config(model)), "state_dict": model.state_dict()}, args.save_checkpoint)
         print(f"wrote {args.save_checkpoint}", file=sys.stderr)

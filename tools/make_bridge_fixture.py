@@ -4,8 +4,10 @@ tests/interop/bridge_test.cpp):
 
   realnvp_maf.safetensors      Density<StandardNormal, Flow<AffineCoupling, Reverse, MAF (natural),
                                MAF (reversed), ActNorm, LULinear (P != I), IAF (custom order)>>,
-                               unconditional, parameters in F64 by nflow's names
-  realnvp_maf_f32.safetensors  the same parameters in F32
+                               unconditional, parameters in F64 and buffers (coupling masks, MADE
+                               orders and hidden degrees, LU permutation and signs, ActNorm's
+                               initialised flag) in I64, by nflow's names
+  realnvp_maf_f32.safetensors  the same parameters in F32 (buffers in I64)
   conditional.safetensors      Density<DiagonalNormal, Flow<AffineCoupling (context 2), Reverse,
                                MAF (context 2), AdditiveCoupling (alternating, tanh, context 2),
                                MAF (reversed, ELU, no context), ActNorm, LULinear (identity),

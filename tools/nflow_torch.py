@@ -15,12 +15,18 @@ Conventions (the same as nflow's, see include/nflow/...):
   and returns ``(x, log|det dx/dz|)``.
 * Parameter names are nflow's ``visit_parameters`` names: ``"0.conditioner.layers.0.weight"`` in
   a ``Flow``, ``"base.loc"`` / ``"transform.3.log_s"`` in a ``Density``. ``state_dict_for_nflow``
-  returns exactly the tensors nflow expects (parameters only, no buffers; MADE weights with their
-  masks applied; LU factors with their ignored triangles zeroed).
-* Buffers that define the map but are not saved by nflow (coupling masks, MADE orders and
-  degrees, permutations, LU's P and signs, ActNorm's initialised flag) must be reproduced by the
-  C++ constructor. ``cpp_snippet`` writes those constructor calls; ``save_safetensors`` also puts
-  the architecture in the file's ``__metadata__`` (key ``"nflow_torch.architecture"``, JSON).
+  returns exactly the tensors nflow expects: the parameters (MADE weights with their masks
+  applied; LU factors with their ignored triangles zeroed) and the buffers.
+* Buffers are the integer state that defines the map but is not trained. They are exported as
+  int64 vectors (I64 in the file) by nflow's ``visit_buffers`` names and conventions, composed
+  like parameter names: a coupling's ``"mask"`` (1 = transformed, 0 = conditions), a MAF's / IAF's
+  ``"made.order"`` and ``"made.hidden_degrees.<l>"``, a Permutation's ``"permutation"``, an
+  LULinear's ``"permutation"`` and ``"sign"`` (+1/-1), an ActNorm's ``"initialized"`` (1/0).
+  nflow's ``io::load`` requires every one of them and applies them, so the C++ constructor has to
+  match only the architecture (types, sizes, hidden widths and layers, context sizes, the number
+  of features a coupling transforms). ``cpp_snippet`` writes matching constructor calls;
+  ``save_safetensors`` also puts the architecture in the file's ``__metadata__`` (key
+  ``"nflow_torch.architecture"``, JSON).
 
 Random structures: nflow's seeded ``InputOrder::Random`` / ``HiddenDegrees::Random`` (``MAF(...,
 order="random", hidden_degrees="random", seed=s)``), ``Permutation::random(dim, seed)`` and
@@ -44,8 +50,8 @@ __all__ = [
     "ACTIVATIONS", "DEFAULT_LOG_SCALE_BOUND", "half_mask", "alternating_mask",
     "MLP", "MADE", "AffineCoupling", "AdditiveCoupling", "MAF", "IAF", "ActNorm", "LULinear",
     "Reverse", "Permutation", "ElementwiseAffine", "Flow", "StandardNormal", "DiagonalNormal",
-    "Density", "initialize_act_norms", "state_dict_for_nflow", "save_safetensors", "load_safetensors",
-    "to_config", "from_config", "cpp_snippet",
+    "Density", "initialize_act_norms", "state_dict_for_nflow", "buffers_for_nflow", "save_safetensors",
+    "load_safetensors", "to_config", "from_config", "cpp_snippet",
 ]
 
 #: nflow's Constants<Scalar>::default_log_scale_bound (the B of alpha = B tanh(r / B)).
@@ -310,6 +316,14 @@ class MADE(nn.Module):
             h = self._f(a) if l < L else a
         return h
 
+    def _nflow_buffers(self) -> Dict[str, torch.Tensor]:
+        """nflow::nn::MADE's buffers: "order" [D] (dimension order[k] has degree k + 1) and
+        "hidden_degrees.<l>" [H] per hidden layer (ascending, as nflow stores its units)."""
+        out = {"order": _i64(self.order)}
+        for l, deg in enumerate(self.hidden_degrees):
+            out[f"hidden_degrees.{l}"] = _i64(deg)
+        return out
+
 
 # ---- transformers -----------------------------------------------------------------------------
 
@@ -325,9 +339,21 @@ def _affine_inverse(z, mu, raw, bound):
 
 # ---- bijectors --------------------------------------------------------------------------------
 
+def _i64(values) -> torch.Tensor:
+    """A buffer as nflow stores it: a 1-D int64 tensor."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().reshape(-1).tolist()
+    return torch.tensor([int(v) for v in values], dtype=torch.int64)
+
+
 class _Bijector(nn.Module):
     def _nflow_tensors(self) -> Dict[str, torch.Tensor]:
+        """The parameters by nflow's ``visit_parameters`` names."""
         return {n: p.detach() for n, p in self.named_parameters()}
+
+    def _nflow_buffers(self) -> Dict[str, torch.Tensor]:
+        """The buffers by nflow's ``visit_buffers`` names, as int64 vectors (none by default)."""
+        return {}
 
 
 class _Coupling(_Bijector):
@@ -369,6 +395,10 @@ class _Coupling(_Bijector):
         za, zb = self._split(z)
         xb, ld = self._transform(zb, self.conditioner(za, context), inverse=True)
         return self._merge(za, xb), ld
+
+    def _nflow_buffers(self):
+        # nflow::Coupling's "mask": 1 if feature i is transformed, 0 if it conditions.
+        return {"mask": _i64(1 if t else 0 for t in self.mask)}
 
 
 class AffineCoupling(_Coupling):
@@ -464,6 +494,10 @@ class MAF(_Bijector):
             out[f"made.layers.{l}.bias"] = layer.bias.detach()
         return out
 
+    def _nflow_buffers(self):
+        # nflow::MaskedAutoregressive (and Inverted<MAF>, under the same names): the MADE's.
+        return {f"made.{k}": v for k, v in self.made._nflow_buffers().items()}
+
 
 class IAF(MAF):
     """nflow::IAF = Inverted<MAF>: forward is the MAF's inverse (D passes), inverse is the MAF's
@@ -507,15 +541,21 @@ class ActNorm(_Bijector):
     def inverse(self, z, context=None):
         return z * torch.exp(-self.log_scale) - self.bias, (-self.log_scale.sum()).expand(z.shape[0])
 
+    def _nflow_buffers(self):
+        # nflow::ActNorm's "initialized": [1] if initialised, [0] if not (a flag only: the map is
+        # (x + bias) exp(log_scale) either way, in both libraries).
+        return {"initialized": _i64([1 if bool(self.initialized) else 0])}
+
 
 class LULinear(_Bijector):
     """nflow::LULinear: z = W x + b, W = P L (U + diag(sign * exp(log_s))); log|det| = sum(log_s).
 
     Parameters "lower" (strictly lower part used), "upper" (strictly upper part used), "log_s",
-    "bias". ``perm`` (row i of W is row perm[i] of L U') and ``sign`` are buffers that nflow does
-    not save: build the C++ layer with ``LULinear<S, D>::from_weight(structure)`` where
-    ``structure = self.structure_matrix()`` = P diag(sign) (its LU with partial pivoting is
-    exactly L = I, U = diag(sign), P), or with the identity constructor when P = I and sign = +1."""
+    "bias". Buffers ``perm`` (row i of W is row perm[i] of L U', nflow's convention) and ``sign``,
+    exported as nflow's "permutation" and "sign" (int64, +1/-1) and loaded by nflow with the
+    parameters. ``self.structure_matrix()`` = P diag(sign) is what nflow's
+    ``LULinear<S, D>::from_weight`` turns into the same P and signs (its LU with partial pivoting
+    is exactly L = I, U = diag(sign), P), for building the C++ layer without a file."""
     kind = "LULinear"
 
     def __init__(self, dim: int, perm: Optional[Sequence[int]] = None, sign: Optional[Sequence[float]] = None):
@@ -602,6 +642,12 @@ class LULinear(_Bijector):
         return {"lower": torch.tril(self.lower, -1).detach(), "upper": torch.triu(self.upper, 1).detach(),
                 "log_s": self.log_s.detach(), "bias": self.bias.detach()}
 
+    def _nflow_buffers(self):
+        # nflow::detail::LUParam: "permutation" has the same convention as ``perm`` (P's indices:
+        # row i of W is row perm[i] of L U'); "sign" holds the fixed signs of U's diagonal as
+        # integers (``sign`` is a floating buffer here, so that it follows the module's dtype).
+        return {"permutation": _i64(self.perm), "sign": _i64(torch.sign(self.sign))}
+
 
 class Reverse(_Bijector):
     """nflow::Reverse: z = x reversed, log|det| = 0."""
@@ -618,7 +664,7 @@ class Reverse(_Bijector):
 
 
 class Permutation(_Bijector):
-    """nflow::Permutation: z_i = x_{perm[i]}, log|det| = 0 (the permutation is not saved)."""
+    """nflow::Permutation: z_i = x_{perm[i]}, log|det| = 0. Buffer "permutation" = ``perm``."""
     kind = "Permutation"
 
     def __init__(self, perm: Sequence[int]):
@@ -645,6 +691,9 @@ class Permutation(_Bijector):
 
     def inverse(self, z, context=None):
         return z[:, self.inv], torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+
+    def _nflow_buffers(self):
+        return {"permutation": _i64(self.perm)}
 
 
 class ElementwiseAffine(_Bijector):
@@ -707,6 +756,13 @@ class Flow(_Bijector):
                 out[f"{i}.{k}"] = v
         return out
 
+    def _nflow_buffers(self):
+        out = {}
+        for i, s in enumerate(self.children()):
+            for k, v in s._nflow_buffers().items():
+                out[f"{i}.{k}"] = v
+        return out
+
 
 def _is_conditional(step) -> bool:
     # nflow: a Coupling's ContextDim is Dynamic, so it is always "conditional"; a MAF is when its
@@ -740,6 +796,9 @@ class StandardNormal(nn.Module):
     def _nflow_tensors(self):
         return {}
 
+    def _nflow_buffers(self):
+        return {}
+
 
 class DiagonalNormal(nn.Module):
     """nflow::DiagonalNormal: parameters "loc", "log_scale"."""
@@ -761,6 +820,9 @@ class DiagonalNormal(nn.Module):
 
     def _nflow_tensors(self):
         return {n: p.detach() for n, p in self.named_parameters()}
+
+    def _nflow_buffers(self):
+        return {}
 
 
 class Density(nn.Module):
@@ -792,6 +854,11 @@ class Density(nn.Module):
         out.update({f"transform.{k}": v for k, v in self.transform._nflow_tensors().items()})
         return out
 
+    def _nflow_buffers(self):
+        out = {f"base.{k}": v for k, v in self.base._nflow_buffers().items()}
+        out.update({f"transform.{k}": v for k, v in self.transform._nflow_buffers().items()})
+        return out
+
 
 @torch.no_grad()
 def initialize_act_norms(module: nn.Module, batch: torch.Tensor, context=None) -> torch.Tensor:
@@ -811,12 +878,29 @@ def initialize_act_norms(module: nn.Module, batch: torch.Tensor, context=None) -
 
 # ---- export -----------------------------------------------------------------------------------
 
+def buffers_for_nflow(module: nn.Module) -> Dict[str, torch.Tensor]:
+    """The buffers alone, by nflow's composed ``visit_buffers`` names, each a 1-D int64 tensor:
+    "<prefix>mask" (couplings), "<prefix>made.order" and "<prefix>made.hidden_degrees.<l>" (MAF,
+    IAF), "<prefix>permutation" (Permutation, LULinear), "<prefix>sign" (LULinear),
+    "<prefix>initialized" (ActNorm)."""
+    if not hasattr(module, "_nflow_buffers"):
+        raise TypeError(f"nflow_torch.buffers_for_nflow: {type(module).__name__} is not an nflow_torch module")
+    return dict(module._nflow_buffers())
+
+
 def state_dict_for_nflow(module: nn.Module) -> Dict[str, torch.Tensor]:
     """Exactly the tensors nflow's ``io::load`` expects for the matching C++ object, by nflow's
-    composed names (parameters only; no buffers)."""
-    if not hasattr(module, "_nflow_tensors"):
+    composed names: every parameter (floating, converted to the file's dtype by
+    ``save_safetensors``) and every buffer (int64 vectors, written as I64; see
+    ``buffers_for_nflow``). nflow's loader is strict: it needs all of them and nothing else."""
+    if not hasattr(module, "_nflow_tensors") or not hasattr(module, "_nflow_buffers"):
         raise TypeError(f"nflow_torch.state_dict_for_nflow: {type(module).__name__} is not an nflow_torch module")
-    return dict(module._nflow_tensors())
+    out = dict(module._nflow_tensors())
+    for name, b in module._nflow_buffers().items():
+        if name in out:
+            raise ValueError(f"nflow_torch.state_dict_for_nflow: '{name}' is both a parameter and a buffer")
+        out[name] = b
+    return out
 
 
 _DTYPES = {"f64": ("F64", torch.float64, 8), "f32": ("F32", torch.float32, 4),
@@ -1032,16 +1116,11 @@ def _cpp_type_and_ctor(m: nn.Module, S: str) -> Tuple[str, str]:
 
 
 def cpp_snippet(m: nn.Module, scalar: str = "double") -> str:
-    """C++ that builds the nflow object matching ``m`` (to load the exported file into), with the
-    ActNorm flags set after loading."""
+    """C++ that builds the nflow object matching ``m`` and loads the exported file into it. The
+    constructors already build the same structure; loading also sets every buffer (masks, orders,
+    degrees, permutations, P and signs, ActNorm's initialised flag) from the file."""
     t, ctor = _cpp_type_and_ctor(m, scalar)
     lines = [f"using Model = {t};", f"Model model = {ctor};", 'nflow::io::load(model, "model.safetensors");']
-    prefix = "model.transform()" if isinstance(m, Density) else "model"
-    flow = m.transform if isinstance(m, Density) else m
-    if isinstance(flow, Flow):
-        for i, s in enumerate(flow.children()):
-            if isinstance(s, ActNorm):
-                lines.append(f"{prefix}.step<{i}>().set_initialized(true);")
     return "\n".join(lines)
 
 

@@ -127,7 +127,171 @@ class BridgeTest(unittest.TestCase):
         snippet = nt.cpp_snippet(model)
         self.assertIn(".order = nflow::nn::InputOrder::Random, .seed = 5", snippet)
         self.assertIn("LULinear<double, 4>::random_orthogonal(4, 1)", snippet)
-        self.assertIn("step<3>().set_initialized(true)", snippet)
+        # ActNorm's initialised flag is a buffer in the file now: nothing to set after loading.
+        self.assertNotIn("set_initialized", snippet)
+        self.assertIn("transform.2.made.order", names)
+        self.assertIn("transform.3.initialized", names)
+
+    def test_exported_buffers_names_and_values(self):
+        # One flow with every layer type; the expected values follow nflow's conventions
+        # (include/nflow/core/buffers.hpp and the layers' visit_buffers).
+        D = 5
+        lu_perm, lu_sign = [2, 0, 4, 1, 3], [1, -1, 1, -1, -1]
+        structure = torch.zeros(D, D)
+        for i, p in enumerate(lu_perm):
+            structure[i, p] = float(lu_sign[p])
+        lu = nt.LULinear.from_weight(structure)
+        fresh_act_norm = nt.ActNorm(D)
+        model = nt.Density(nt.DiagonalNormal(D), nt.Flow(
+            nt.AffineCoupling(D, nt.half_mask(D), 8, 2),                              # 0
+            nt.AdditiveCoupling(D, [True, False, True, True, False], 8, 1),           # 1
+            nt.MAF(D, 8, 2, order=[3, 1, 4, 0, 2]),                                   # 2
+            nt.MAF(D, 6, 2, order="random", hidden_degrees="random", seed=4),         # 3
+            nt.IAF(D, 8, 1, order="reversed"),                                        # 4
+            nt.MAF(D, 8, 0),                                                          # 5
+            nt.ActNorm(D),                                                            # 6
+            fresh_act_norm,                                                           # 7
+            lu,                                                                       # 8
+            nt.Permutation([4, 0, 3, 1, 2]),                                          # 9
+            nt.Reverse(D),                                                            # 10
+            nt.ElementwiseAffine(D)))                                                 # 11
+        perturb(model)
+        steps = list(model.transform.children())
+        steps[6].initialize(torch.randn(64, D))
+        seq = [1, 1, 2, 2, 3, 3, 4, 4]  # Sequential degrees, H = 8, D = 5, no context: 1..4 cycled
+        expected = {
+            "transform.0.mask": [0, 0, 1, 1, 1],
+            "transform.1.mask": [1, 0, 1, 1, 0],
+            "transform.2.made.order": [3, 1, 4, 0, 2],
+            "transform.2.made.hidden_degrees.0": seq,
+            "transform.2.made.hidden_degrees.1": seq,
+            "transform.3.made.order": steps[3].order,
+            "transform.3.made.hidden_degrees.0": steps[3].made.hidden_degrees[0],
+            "transform.3.made.hidden_degrees.1": steps[3].made.hidden_degrees[1],
+            "transform.4.made.order": [4, 3, 2, 1, 0],
+            "transform.4.made.hidden_degrees.0": seq,
+            "transform.5.made.order": [0, 1, 2, 3, 4],
+            "transform.6.initialized": [1],
+            "transform.7.initialized": [0],
+            "transform.8.permutation": lu_perm,
+            "transform.8.sign": lu_sign,
+            "transform.9.permutation": [4, 0, 3, 1, 2],
+        }
+        buffers = nt.buffers_for_nflow(model)
+        self.assertEqual(set(buffers), set(expected))
+        for name, values in expected.items():
+            with self.subTest(buffer=name):
+                b = buffers[name]
+                self.assertEqual(b.dtype, torch.int64)
+                self.assertEqual(b.dim(), 1)
+                self.assertEqual(b.tolist(), list(values))
+
+        # state_dict_for_nflow = parameters + buffers, disjoint.
+        full = nt.state_dict_for_nflow(model)
+        params = model._nflow_tensors()
+        self.assertEqual(set(full), set(params) | set(buffers))
+        self.assertFalse(set(params) & set(buffers))
+
+        # The random MADE: a permutation, ascending degrees in nflow's allowed ranges.
+        made = steps[3].made
+        self.assertEqual(sorted(buffers["transform.3.made.order"].tolist()), list(range(D)))
+        lo = 1
+        for l in range(2):
+            deg = buffers[f"transform.3.made.hidden_degrees.{l}"].tolist()
+            self.assertEqual(deg, sorted(deg))
+            self.assertGreaterEqual(deg[0], lo)
+            self.assertLessEqual(deg[-1], D - 1)
+            lo = deg[0]
+
+        # The masks nflow rebuilds from the exported order and degrees are the MADEs' own.
+        for i in (2, 3, 4, 5):
+            made = steps[i].made
+            order = buffers[f"transform.{i}.made.order"].tolist()
+            in_deg = [0] * D
+            for k, d in enumerate(order):
+                in_deg[d] = k + 1
+            hidden = [buffers[f"transform.{i}.made.hidden_degrees.{l}"].tolist() for l in range(made.hidden_layers)]
+            for l, layer in enumerate(made.layers):
+                cin = in_deg if l == 0 else hidden[l - 1]
+                rows, cols = layer.mask.shape
+                for r in range(rows):
+                    for c in range(cols):
+                        allowed = in_deg[r % D] > cin[c] if l == made.hidden_layers else hidden[l][r] >= cin[c]
+                        self.assertEqual(layer.mask[r, c].item(), 1.0 if allowed else 0.0, (i, l, r, c))
+
+        # LULinear: W = P L U' with row i of W = row permutation[i] of L U' and U's diagonal
+        # sign * exp(log_s), rebuilt from the exported tensors alone, is the layer's map.
+        pre = "transform.8."
+        L = full[pre + "lower"] + torch.eye(D)
+        U = full[pre + "upper"] + torch.diag(full[pre + "sign"].double() * torch.exp(full[pre + "log_s"]))
+        W = (L @ U)[full[pre + "permutation"]]
+        x = torch.randn(3, D)
+        self.assertLess((lu(x)[0] - (x @ W.T + full[pre + "bias"])).abs().max().item(), 1e-12)
+        # Permutation: z_i = x_{permutation[i]}.
+        z = steps[9](x)[0]
+        for i, p in enumerate(buffers["transform.9.permutation"].tolist()):
+            self.assertTrue(torch.equal(z[:, i], x[:, p]))
+        # Coupling masks: features with mask 0 pass through unchanged.
+        z = steps[0](x)[0]
+        for i, m in enumerate(buffers["transform.0.mask"].tolist()):
+            self.assertEqual(torch.equal(z[:, i], x[:, i]), m == 0)
+
+        # A float32 model exports the same integer buffers; the file holds them as I64.
+        with tempfile.TemporaryDirectory() as d:
+            for dtype in ("f64", "f32"):
+                path = os.path.join(d, f"m_{dtype}.safetensors")
+                nt.save_safetensors(nt.state_dict_for_nflow(model.to(torch.float32) if dtype == "f32" else model),
+                                    path, dtype)
+                with open(path, "rb") as f:
+                    raw = f.read()
+                (n,) = struct.unpack("<Q", raw[:8])
+                header = json.loads(raw[8:8 + n])
+                for name, values in expected.items():
+                    self.assertEqual(header[name]["dtype"], "I64")
+                    self.assertEqual(header[name]["shape"], [len(values)])
+                back, _ = nt.load_safetensors(path)
+                for name, values in expected.items():
+                    self.assertEqual(back[name].tolist(), list(values))
+                model.to(torch.float64)
+
+    def test_made_buffers_with_context(self):
+        # A conditional MADE's first hidden layer starts at degree 0.
+        maf = nt.MAF(4, 5, 2, context_dim=2, order="reversed")
+        b = nt.buffers_for_nflow(maf)
+        self.assertEqual(b["made.order"].tolist(), [3, 2, 1, 0])
+        self.assertEqual(b["made.hidden_degrees.0"].tolist(), [0, 0, 1, 2, 3])
+        self.assertEqual(b["made.hidden_degrees.1"].tolist(), [0, 0, 1, 2, 3])
+        self.assertEqual(set(b), {"made.order", "made.hidden_degrees.0", "made.hidden_degrees.1"})
+
+    def test_bridge_fixtures_hold_the_buffers(self):
+        # The committed fixtures (tools/make_bridge_fixture.py): the seeded structures in the
+        # model file equal the ones the _io file lists for the C++ test (which checks them against
+        # nflow's own construction from the same seeds).
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "bridge")
+        path = os.path.join(here, "random_structures.safetensors")
+        if not os.path.exists(path):
+            self.skipTest("tests/data/bridge not present")
+        model, meta = nt.load_safetensors(path)
+        io, _ = nt.load_safetensors(os.path.join(here, "random_structures_io.safetensors"))
+        self.assertEqual(model["transform.0.made.order"].tolist(), io["maf0.order"].tolist())
+        for l in range(2):
+            for i in (0, 3):
+                self.assertEqual(model[f"transform.{i}.made.hidden_degrees.{l}"].tolist(),
+                                 io[f"maf{i}.hidden_degrees.{l}"].tolist())
+        self.assertEqual(model["transform.1.permutation"].tolist(), io["perm"].tolist())
+        self.assertEqual(model["transform.2.permutation"].tolist(), io["lu.perm"].tolist())
+        self.assertEqual(model["transform.2.sign"].tolist(), [int(v) for v in io["lu.sign"].tolist()])
+        # Every fixture model file holds exactly what its architecture exports.
+        for name in ("realnvp_maf", "realnvp_maf_f32", "conditional", "random_structures"):
+            with self.subTest(fixture=name):
+                tensors, meta = nt.load_safetensors(os.path.join(here, f"{name}.safetensors"))
+                arch = nt.from_config(json.loads(meta["nflow_torch.architecture"]))
+                self.assertEqual(set(tensors), set(nt.state_dict_for_nflow(arch)))
+                for k, v in nt.buffers_for_nflow(arch).items():
+                    self.assertEqual(tensors[k].dtype, torch.int64, k)
+                    # The architecture rebuilds the same structure; the ActNorms were initialised.
+                    want = [1] if k.endswith(".initialized") else v.tolist()
+                    self.assertEqual(tensors[k].tolist(), want, k)
 
     def test_flow_refuses_mixed_contexts(self):
         with self.assertRaises(ValueError):

@@ -7,6 +7,7 @@
 /// log of |det J| of the map applied, one per column.
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/flow.hpp"

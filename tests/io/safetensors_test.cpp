@@ -13,7 +13,9 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace nflow;
@@ -126,6 +128,36 @@ void check_unchanged(const T& object, const Vector<typename T::Scalar>& before) 
   CHECK(get_parameters(object) == before);
 }
 
+/// Every parameter and buffer name of an object: what a file saved from it holds.
+template <typename T>
+std::size_t tensor_count(const T& object) {
+  return parameter_names(object).size() + buffer_names(object).size();
+}
+
+// A flow with every kind of buffer: a permutation, a coupling mask, MADE orders and hidden
+// degrees (MAF and IAF), ActNorm's flag, an LU permutation and signs.
+using BufferFlow = Flow<Permutation<double, 4>, AffineCoupling<double, 4>, MAF<double, 4, 8>, ActNorm<double, 4>,
+                       LULinear<double, 4>, IAF<double, 4, 8>>;
+
+BufferFlow make_buffer_flow(std::uint64_t seed, bool alternate) {
+  AutoregressiveOptions maf;
+  maf.hidden_layers = 2;
+  maf.order = nn::InputOrder::Random;
+  maf.hidden_degrees = nn::HiddenDegrees::Random;
+  maf.seed = seed;
+  AutoregressiveOptions iaf = maf;
+  iaf.seed = seed + 100;
+  BufferFlow f(Permutation<double, 4>::random(4, seed),
+               AffineCoupling<double, 4>(alternate ? CouplingMask::alternating(4) : CouplingMask::half(4, true),
+                                         {8, 1, 0, seed}),
+               MAF<double, 4, 8>(maf), ActNorm<double, 4>{}, LULinear<double, 4>::random_orthogonal(4, seed),
+               IAF<double, 4, 8>(MAF<double, 4, 8>(iaf)));
+  std::mt19937_64 gen(seed);
+  set_parameters(f, Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.2));
+  f.step<3>().set_initialized(alternate);
+  return f;
+}
+
 }  // namespace
 
 // ---- the byte layout, against files written by hand ---------------------------------------------
@@ -225,8 +257,9 @@ TEST_CASE("a flow round-trips bit-exactly into a differently initialised flow", 
   CHECK(saved(b, {std::nullopt, {{"model", "test"}}}) == bytes);
   // Every composed name is in the file, with its shape.
   const io::TensorFile file = io::parse_safetensors(bytes);
-  CHECK(file.tensors.size() == parameter_names(a).size());
+  CHECK(file.tensors.size() == tensor_count(a));
   for (const std::string& name : parameter_names(a)) CHECK(file.tensors.contains(name));
+  for (const std::string& name : buffer_names(a)) CHECK(file.tensors.at(name).dtype == io::DType::I64);
   CHECK(file.tensors.at("0.conditioner.layers.0.weight").shape == std::vector<std::uint64_t>{8, 2});
   CHECK(file.tensors.at("3.lower").shape == std::vector<std::uint64_t>{4, 4});
   CHECK(file.tensors.at("3.log_s").shape == std::vector<std::uint64_t>{4});
@@ -294,7 +327,7 @@ TEST_CASE("a file on disk round-trips and nothing is left behind", "[io][safeten
   REQUIRE(fs::exists(path));
   io::load(b, path);
   CHECK(get_parameters(b) == get_parameters(a));
-  CHECK(io::load_parameters(path).size() == parameter_names(a).size());
+  CHECK(io::load_parameters(path).size() == tensor_count(a));
   // A file must hold exactly one safetensors file: a trailing byte is an error.
   {
     std::ofstream out(path, std::ios::binary | std::ios::app);
@@ -319,6 +352,133 @@ TEST_CASE("a stream may hold several files back to back", "[io][safetensors]") {
   CHECK(get_parameters(c) == get_parameters(a));
   io::load(c, s);
   CHECK(get_parameters(c) == get_parameters(b));
+}
+
+// ---- buffers -----------------------------------------------------------------------------------------
+
+TEST_CASE("buffers are saved and make a differently built flow the same map", "[io][safetensors][buffers]") {
+  const BufferFlow a = make_buffer_flow(1, true);
+  BufferFlow b = make_buffer_flow(2, false);
+  const auto ba = get_buffers(a);
+  REQUIRE(buffer_names(a) ==
+          std::vector<std::string>{"0.permutation", "1.mask", "2.made.order", "2.made.hidden_degrees.0",
+                                   "2.made.hidden_degrees.1", "3.initialized", "4.permutation", "4.sign",
+                                   "5.made.order", "5.made.hidden_degrees.0", "5.made.hidden_degrees.1"});
+  // The two flows differ in every buffer (and so in their maps) before the load.
+  for (const auto& [name, value] : get_buffers(b)) {
+    INFO(name);
+    CHECK(value != ba.at(name));
+  }
+  std::mt19937_64 gen(3);
+  const Eigen::MatrixXd x = standard_normal_matrix<double>(4, 40, gen);
+  REQUIRE(a.forward_and_log_det(x).log_det != b.forward_and_log_det(x).log_det);
+  const Bytes bytes = saved(a);
+  load_bytes(b, bytes);
+  CHECK(get_buffers(b) == ba);
+  CHECK(get_parameters(b) == get_parameters(a));
+  CHECK(b.step<3>().is_initialized());
+  const auto ra = a.forward_and_log_det(x);
+  const auto rb = b.forward_and_log_det(x);
+  CHECK(ra.value == rb.value);
+  CHECK(ra.log_det == rb.log_det);
+  CHECK(a.inverse(ra.value) == b.inverse(ra.value));
+  CHECK(saved(b) == bytes);
+  // The loaded MADE masks follow the loaded degrees: the autoregressive structure is intact, so
+  // the inverse (D sequential passes, which relies on it) still inverts the forward.
+  CHECK((b.inverse(rb.value) - x).cwiseAbs().maxCoeff() < 1e-10);
+  // Values as documented: the permutation is the layer's indices, the mask 1 = transformed.
+  CHECK(ba.at("0.permutation") == a.step<0>().indices().cast<std::int64_t>());
+  CHECK(ba.at("1.mask") == (BufferVector(4) << 0, 1, 0, 1).finished());
+  CHECK(ba.at("3.initialized") == BufferVector::Ones(1));
+  CHECK(ba.at("4.sign").cwiseAbs() == BufferVector::Ones(4));
+}
+
+TEST_CASE("malformed buffers throw and leave the flow unchanged", "[io][safetensors][buffers][strict]") {
+  const BufferFlow good = make_buffer_flow(4, true);
+  BufferFlow f = make_buffer_flow(5, false);
+  const Vector<double> before = get_parameters(f);
+  const auto buffers_before = get_buffers(f);
+  auto with = [&](const std::string& name, const io::Tensor& t) {
+    io::TensorFile file = io::parse_safetensors(saved(good));
+    file.tensors.at(name) = t;
+    return io::serialize_safetensors(file);
+  };
+  auto i64 = [](std::initializer_list<std::int64_t> v) {
+    BufferVector b(Index(v.size()));
+    Index i = 0;
+    for (std::int64_t e : v) b(i++) = e;
+    return io::make_tensor(b, io::DType::I64);
+  };
+  auto expect = [&](const Bytes& bytes, auto error_type, const std::string& what1, const std::string& what2) {
+    using E = typename decltype(error_type)::type;
+    CHECK_THROWS_AS(load_bytes(f, bytes), E);
+    CHECK_THROWS_WITH(load_bytes(f, bytes), Contains(what1) && Contains(what2));
+    check_unchanged(f, before);
+    CHECK(get_buffers(f) == buffers_before);
+  };
+  // Structure: missing, wrong dtype, wrong shape.
+  {
+    io::TensorFile file = io::parse_safetensors(saved(good));
+    file.tensors.erase("2.made.order");
+    expect(io::serialize_safetensors(file), std::type_identity<io::FormatError>{}, "missing buffer '2.made.order'", "[4]");
+  }
+  expect(with("0.permutation", io::make_tensor(Eigen::Vector4d(0, 1, 2, 3), io::DType::F64)), std::type_identity<io::FormatError>{},
+         "buffer '0.permutation'", "dtype F64");
+  expect(with("0.permutation", i64({0, 1, 2})), std::type_identity<io::FormatError>{}, "buffer '0.permutation'", "shape [3], expected [4]");
+  // Values each layer rejects (the message names the full buffer name).
+  expect(with("0.permutation", i64({0, 1, 1, 3})), std::type_identity<ParameterError>{}, "'0.permutation'", "not a permutation");
+  expect(with("4.permutation", i64({0, 1, 2, 7})), std::type_identity<ParameterError>{}, "'4.permutation'", "outside [0, 3]");
+  expect(with("4.sign", i64({1, -1, 0, 1})), std::type_identity<ParameterError>{}, "'4.sign'", "+1 or -1");
+  expect(with("1.mask", i64({0, 1, 1, 1})), std::type_identity<ParameterError>{}, "'1.mask'", "built for 2");
+  expect(with("1.mask", i64({0, 2, 0, 1})), std::type_identity<ParameterError>{}, "'1.mask'", "outside [0, 1]");
+  expect(with("2.made.order", i64({3, 3, 0, 1})), std::type_identity<ParameterError>{}, "'2.made.order'", "not a permutation");
+  expect(with("2.made.hidden_degrees.0", i64({3, 1, 1, 1, 2, 2, 3, 3})), std::type_identity<ParameterError>{},
+         "'2.made.hidden_degrees.0'", "ascending");
+  expect(with("5.made.hidden_degrees.1", i64({0, 1, 1, 1, 2, 2, 3, 3})), std::type_identity<ParameterError>{},
+         "'5.made.hidden_degrees.1'", "outside [");
+  expect(with("3.initialized", i64({2})), std::type_identity<ParameterError>{}, "'3.initialized'", "outside [0, 1]");
+  // I32 buffers are accepted (the same values).
+  io::TensorFile file = io::parse_safetensors(saved(good));
+  file.tensors.at("0.permutation") =
+      io::make_tensor(get_buffers(good).at("0.permutation").cast<std::int32_t>().eval(), io::DType::I32);
+  load_bytes(f, io::serialize_safetensors(file));
+  CHECK(get_buffers(f) == get_buffers(good));
+}
+
+TEST_CASE("visit_buffers validates what it is given, layer by layer", "[buffers]") {
+  // Setting a MADE's degrees by hand: the masks follow, and the network stays autoregressive.
+  nn::MADE<double, 3, 6> made(3, 6, 1, 0, Eigen::Vector3i(2, 0, 1), nn::HiddenDegrees::Sequential, 7);
+  std::mt19937_64 gen(8);
+  made.initialize(gen, false);
+  const std::map<std::string, BufferVector, std::less<>> values = {
+      {"order", (BufferVector(3) << 0, 1, 2).finished()}, {"hidden_degrees.0", (BufferVector(6) << 1, 1, 1, 1, 2, 2).finished()}};
+  set_buffers(made, values);
+  CHECK(get_buffers(made) == values);
+  for (Index r = 0; r < made.out_dim(); ++r) {
+    for (Index u = 0; u < 6; ++u) CHECK(made.mask(1)(r, u) == (made.output_degree(r) > made.hidden_degrees(0)(u) ? 1.0 : 0.0));
+  }
+  // Output 0 (degree 1) depends on nothing; output 2 on inputs 0 and 1 — by finite differences.
+  const Eigen::Vector3d x(0.3, -0.5, 0.8);
+  for (Index j = 0; j < 3; ++j) {
+    Eigen::Vector3d xp = x;
+    xp(j) += 1e-6;
+    const Eigen::VectorXd dy = made.forward(xp) - made.forward(x);
+    for (Index r = 0; r < made.out_dim(); ++r) {
+      if (made.output_degree(r) <= j + 1) CHECK(dy(r) == 0.0);
+    }
+  }
+  // A missing value throws; the network is unchanged.
+  CHECK_THROWS_WITH(set_buffers(made, {{"order", values.at("order")}}), Contains("'hidden_degrees.0'"));
+  CHECK(get_buffers(made) == values);
+  // A Coupling mask can move (same counts); a Permutation takes any permutation of its size.
+  AffineCoupling<double> c(CouplingMask::half(4), {4, 1, 0, 1});
+  set_buffers(c, {{"mask", (BufferVector(4) << 1, 0, 1, 0).finished()}});
+  CHECK(c.mask().transformed() == std::vector<int>{0, 2});
+  Permutation<double> p = Permutation<double>::random(5, 2);
+  set_buffers(p, {{"permutation", (BufferVector(5) << 4, 3, 2, 1, 0).finished()}});
+  CHECK(p.indices() == Eigen::Vector<int, 5>(4, 3, 2, 1, 0));
+  CHECK_THROWS_AS(set_buffers(p, {{"permutation", (BufferVector(4) << 3, 2, 1, 0).finished()}}), ParameterError);
+  CHECK(p.indices() == Eigen::Vector<int, 5>(4, 3, 2, 1, 0));
 }
 
 // ---- malformed files ------------------------------------------------------------------------------

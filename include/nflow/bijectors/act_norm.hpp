@@ -3,6 +3,7 @@
 /// @brief ActNorm: z = (x + bias) ⊙ exp(log_scale), with data-dependent initialisation (Glow).
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/flow.hpp"
 #include "nflow/core/parameters.hpp"
@@ -43,8 +44,8 @@ namespace nflow {
 /// and touches no mutable state, so a `const` layer can be shared between threads; a lazy "first
 /// call initialises" would be a data race. Until it is initialised the layer is the identity.
 /// `is_initialized()` is false on construction and becomes true only through `initialize` or
-/// `set_initialized(true)` (call the latter after loading trained parameters, which does not
-/// change the flag by itself).
+/// `set_initialized(true)`, or by loading a file saved from an initialised layer (the flag is the
+/// buffer "initialized", saved and loaded by nflow::io with the parameters).
 ///
 /// References: Kingma & Dhariwal 2018, Glow: Generative Flow with Invertible 1×1 Convolutions,
 /// §3.1, arXiv:1807.03039.
@@ -194,6 +195,21 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
   void visit_parameters(F&& f) const {
     f(std::string("bias"), Eigen::Ref<const ParameterMatrix<Scalar>>(bias_));
     f(std::string("log_scale"), Eigen::Ref<const ParameterMatrix<Scalar>>(log_scale_));
+  }
+
+  /// @brief The buffer "initialized" (see nflow/core/buffers.hpp): one entry, 1 if the layer has
+  /// been initialised, else 0 (so a saved, trained layer loads as initialised). Any other value
+  /// throws ParameterError.
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    const BufferVector b = BufferVector::Constant(1, initialized_ ? 1 : 0);
+    f(std::string("initialized"), b);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    BufferVector b = BufferVector::Constant(1, initialized_ ? 1 : 0);
+    f(std::string("initialized"), b);
+    initialized_ = detail::buffer_to_indices("nflow::ActNorm", "initialized", b, 1, 0, 1)(0) == 1;
   }
 
  private:

@@ -176,6 +176,18 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
     f(std::string("log_s"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.log_s()));
   }
 
+  /// @brief The buffers "permutation" (P: row i of W is row permutation(i) of L·U') and "sign"
+  /// (the fixed ±1 signs of U's diagonal); see nflow/core/buffers.hpp. New values must be a
+  /// permutation of 0 … D−1 and entries ±1; otherwise ParameterError, and the layer is unchanged.
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    lu_.visit_buffers(f);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    mutate([&] { lu_.visit_buffers(f, kName); });
+  }
+
  private:
   static constexpr const char* kName = "Conv1x1";
   using PixelMatrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;

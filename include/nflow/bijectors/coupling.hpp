@@ -13,6 +13,7 @@
 #include "nflow/bijectors/transformers/additive.hpp"
 #include "nflow/bijectors/transformers/affine.hpp"
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/nn/mlp.hpp"
@@ -20,7 +21,7 @@
 namespace nflow {
 
 /// @brief Which features a coupling layer leaves unchanged (and conditions on) and which it
-/// transforms. A buffer of the layer, fixed at construction.
+/// transforms. A buffer of the layer ("mask"), set at construction or loaded from a file.
 class CouplingMask {
  public:
   /// The first ⌊d/2⌋ features condition, the rest are transformed (`flip` swaps the roles).
@@ -134,6 +135,31 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     conditioner_.visit_parameters(detail::prefixed_visitor("conditioner.", f));
   }
 
+  /// @brief The buffer "mask" (see nflow/core/buffers.hpp): entry i is 1 if feature i is
+  /// transformed, 0 if it conditions (nflows' convention). A new value must have entries 0 or 1
+  /// and the same number of each as the layer's conditioner was built for (ParameterError
+  /// otherwise; the layer is then unchanged).
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    const BufferVector b = mask_buffer();
+    f(std::string("mask"), b);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    BufferVector b = mask_buffer();
+    f(std::string("mask"), b);
+    const Eigen::VectorXi v = detail::buffer_to_indices("nflow::Coupling", "mask", b, dim(), 0, 1);
+    std::vector<bool> t(std::size_t(v.size()));
+    for (Index i = 0; i < v.size(); ++i) t[std::size_t(i)] = v(i) == 1;
+    CouplingMask m = v.sum() == 0 ? mask_ : CouplingMask(std::move(t));
+    if (v.sum() == 0 || m.transformed().size() != mask_.transformed().size()) {
+      throw ParameterError("nflow::Coupling: buffer 'mask' transforms " + std::to_string(v.sum()) +
+                           " features; the layer's conditioner was built for " +
+                           std::to_string(mask_.transformed().size()));
+    }
+    mask_ = std::move(m);
+  }
+
   // ---- hooks ------------------------------------------------------------------------------
   template <typename X, typename C>
   auto forward_impl(const X& x, const C& ctx) const {
@@ -202,6 +228,12 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   }
 
  private:
+  BufferVector mask_buffer() const {
+    BufferVector b(dim());
+    for (Index i = 0; i < dim(); ++i) b(i) = mask_.is_transformed(i) ? 1 : 0;
+    return b;
+  }
+
   static CouplingMask checked_mask(CouplingMask mask, const CouplingOptions& options) {
     if (Dim_ != Dynamic && mask.dim() != Dim_) {
       throw ParameterError("nflow::Coupling: parameter 'mask' has dimension " + std::to_string(mask.dim()) +

@@ -194,6 +194,18 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
     f(std::string("bias"), Eigen::Ref<const ParameterMatrix<Scalar>>(bias_));
   }
 
+  /// @brief The buffers "permutation" (P: row i of W is row permutation(i) of L·U') and "sign"
+  /// (the fixed ±1 signs of U's diagonal); see nflow/core/buffers.hpp. New values must be a
+  /// permutation of 0 … D−1 and entries ±1; otherwise ParameterError, and the layer is unchanged.
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    lu_.visit_buffers(f);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    mutate([&] { lu_.visit_buffers(f, kName); });
+  }
+
  private:
   static constexpr const char* kName = "LULinear";
 

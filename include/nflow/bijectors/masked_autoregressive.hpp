@@ -14,6 +14,7 @@
 
 #include "nflow/bijectors/transformers/affine.hpp"
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/inverted.hpp"
 #include "nflow/core/parameters.hpp"
@@ -131,6 +132,15 @@ class MaskedAutoregressive
   template <typename F>
   void visit_parameters(F&& f) const {
     made_.visit_parameters(detail::prefixed_visitor("made.", f));
+  }
+  /// The MADE's buffers, "made.order" and "made.hidden_degrees.<l>" (see nn::MADE).
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    made_.visit_buffers(detail::prefixed_visitor("made.", f));
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    made_.visit_buffers(detail::prefixed_visitor("made.", f));
   }
 
   // ---- hooks for BijectorBase ------------------------------------------------------------------

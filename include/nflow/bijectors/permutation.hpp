@@ -3,6 +3,7 @@
 /// @brief Permutation: a fixed permutation of the features, given or drawn from a seed.
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 
@@ -54,6 +55,20 @@ class Permutation : public BijectorBase<Permutation<Scalar_, Dim_>> {
 
   Index dim() const { return perm_.size(); }
   const Eigen::VectorXi& indices() const { return perm_; }
+
+  /// @brief The buffer "permutation" (see nflow/core/buffers.hpp): the indices. A new value
+  /// must be a permutation of the same length (ParameterError otherwise; unchanged then).
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    const BufferVector b = detail::to_buffer(perm_);
+    f(std::string("permutation"), b);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    BufferVector b = detail::to_buffer(perm_);
+    f(std::string("permutation"), b);
+    *this = Permutation(detail::buffer_to_permutation("nflow::Permutation", "permutation", b, dim()));
+  }
 
   template <typename X, typename C>
   auto forward_impl(const X& x, const C&) const {

@@ -16,6 +16,7 @@
 ///   concatenation in step order.
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/parameters.hpp"
 
@@ -227,6 +228,16 @@ class Flow : public BijectorBase<Flow<Bs...>> {
   void visit_parameters(F&& f) const {
     visit_impl(*this, f);
   }
+  /// Visits the buffers of every step that has any (see nflow/core/buffers.hpp), names prefixed
+  /// with "<index>.". A step that rejects a new value throws; the steps before it keep theirs.
+  template <typename F>
+  void visit_buffers(F&& f) {
+    visit_buffers_impl(*this, f);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    visit_buffers_impl(*this, f);
+  }
 
   // ---- hooks for BijectorBase ----------------------------------------------------------------
   template <typename X, typename C>
@@ -324,6 +335,12 @@ class Flow : public BijectorBase<Flow<Bs...>> {
   static void visit_impl(Self& self, F& f) {
     [&]<std::size_t... Is>(std::index_sequence<Is...>) {
       (visit_step(std::get<Is>(self.steps_), std::to_string(Is) + ".", f), ...);
+    }(std::make_index_sequence<N>{});
+  }
+  template <typename Self, typename F>
+  static void visit_buffers_impl(Self& self, F& f) {
+    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+      (detail::visit_prefixed_buffers(std::get<Is>(self.steps_), std::to_string(Is) + ".", f), ...);
     }(std::make_index_sequence<N>{});
   }
   template <typename B, typename F>

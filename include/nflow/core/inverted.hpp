@@ -3,6 +3,7 @@
 /// @brief Inverted<B>: the bijector B used the other way round.
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"
 
 #include <utility>
@@ -55,6 +56,15 @@ class Inverted : public BijectorBase<Inverted<B>> {
   template <typename F>
   void visit_parameters(F&& f) const {
     if constexpr (requires { inner_.visit_parameters(f); }) inner_.visit_parameters(f);
+  }
+  /// The wrapped bijector's buffers, under the same names.
+  template <typename F>
+  void visit_buffers(F&& f) {
+    detail::visit_prefixed_buffers(inner_, std::string(), f);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    detail::visit_prefixed_buffers(inner_, std::string(), f);
   }
 
   template <typename X, typename C>

@@ -25,6 +25,7 @@
 #include <Eigen/LU>
 #include <Eigen/QR>
 
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
@@ -123,6 +124,35 @@ class LUParam {
   Square& lower_storage() { return lower_; }
   Square& upper_storage() { return upper_; }
   Column& log_s_storage() { return log_s_; }
+
+  /// The buffers "permutation" (P's indices perm) and "sign" (the ±1 signs as integers), see
+  /// nflow/core/buffers.hpp.
+  template <typename F>
+  void visit_buffers(F& f) const {
+    const BufferVector p = to_buffer(perm_);
+    f(std::string("permutation"), p);
+    const BufferVector s = sign_buffer();
+    f(std::string("sign"), s);
+  }
+  /// Writable visit: validates both new values (a permutation of 0 … n−1; entries ±1), applies
+  /// them and refreshes the caches. Throws ParameterError naming the buffer; the owner restores
+  /// its state on a throw (as for parameters).
+  template <typename F>
+  void visit_buffers(F& f, const char* owner) {
+    BufferVector p = to_buffer(perm_);
+    f(std::string("permutation"), p);
+    BufferVector s = sign_buffer();
+    f(std::string("sign"), s);
+    const std::string who = std::string("nflow::") + owner;
+    Indices perm = buffer_to_permutation(who.c_str(), "permutation", p, size());
+    const Eigen::VectorXi si = buffer_to_indices(who.c_str(), "sign", s, size(), -1, 1);
+    for (Index i = 0; i < size(); ++i) {
+      if (si(i) == 0) reject_buffer(who, "sign", "entry " + std::to_string(i) + " is 0; every entry must be +1 or -1");
+    }
+    perm_ = std::move(perm);
+    sign_ = si.template cast<Scalar>();
+    refresh(owner);
+  }
 
   /// Zeroes the ignored entries, validates, and recomputes the caches. Throws ParameterError
   /// naming the offending parameter ('lower', 'upper' or 'log_s').
@@ -253,6 +283,15 @@ class LUParam {
 
   [[noreturn]] static void reject(const char* owner, const char* name, const char* why) {
     throw ParameterError(std::string("nflow::") + owner + ": parameter '" + name + "' " + why);
+  }
+
+  BufferVector sign_buffer() const {
+    BufferVector b(sign_.size());
+    for (Index i = 0; i < sign_.size(); ++i) b(i) = sign_(i) > 0 ? 1 : -1;
+    return b;
+  }
+  [[noreturn]] static void reject_buffer(const std::string& who, const char* name, const std::string& what) {
+    throw ParameterError(who + ": buffer '" + name + "' " + what);
   }
 
   /// P as an Eigen permutation: Eigen's (P v)_{indices(k)} = v_k, so its indices are perm⁻¹.

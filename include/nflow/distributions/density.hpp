@@ -3,6 +3,7 @@
 /// @brief Density<Base, Transform>: a normalizing flow as a probability density.
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
@@ -133,6 +134,17 @@ class Density {
   template <typename F>
   void visit_parameters(F&& f) const {
     visit_impl(*this, f);
+  }
+  /// The buffers of the base and the transform, prefixed "base." and "transform.".
+  template <typename F>
+  void visit_buffers(F&& f) {
+    detail::visit_prefixed_buffers(base_, "base.", f);
+    detail::visit_prefixed_buffers(transform_, "transform.", f);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    detail::visit_prefixed_buffers(base_, "base.", f);
+    detail::visit_prefixed_buffers(transform_, "transform.", f);
   }
 
  private:

@@ -32,10 +32,14 @@
 /// is used (no read out of bounds, no allocation larger than the input; the JSON nesting depth is
 /// bounded). The loader is fuzzed by tests/fuzz/safetensors_fuzz.cpp.
 ///
-/// What is saved: the trainable parameters (visit_parameters). Buffers that define the map but
-/// are not parameters (permutations, MADE degrees, ActNorm's initialised flag) are not saved yet;
-/// an object must be constructed with the same architecture before loading into it.
+/// What is saved: the trainable parameters (visit_parameters), as F32 or F64, and the buffers
+/// that define the map without being trained (visit_buffers, see nflow/core/buffers.hpp:
+/// permutations, MADE orders and hidden degrees, coupling masks, LU permutations and signs,
+/// ActNorm's initialised flag), as I64 vectors. Sizes are not saved as such: an object is
+/// constructed with the same architecture (dimensions, widths, layer types) before loading into
+/// it, and the loader checks every shape against it.
 
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/io/errors.hpp"
@@ -68,7 +72,7 @@
 namespace nflow::io {
 
 /// @brief Element types nflow reads: F32 and F64 for parameter values, I32 and I64 for integer
-/// buffers (readable now, for future use). Other safetensors dtypes (F16, BF16, U8, BOOL, ...)
+/// buffers (nflow writes I64). Other safetensors dtypes (F16, BF16, U8, BOOL, ...)
 /// are rejected with a FormatError that names them.
 enum class DType { F32, F64, I32, I64 };
 
@@ -170,6 +174,13 @@ inline double element_as_double(const Tensor& t, std::size_t i) {
     case DType::I64: return double(std::bit_cast<std::int64_t>(load_le<std::uint64_t>(p)));
   }
   return 0.0;
+}
+
+/// Element `i` of an I32 or I64 tensor, exactly.
+inline std::int64_t element_as_int64(const Tensor& t, std::size_t i) {
+  const unsigned char* p = t.data.data() + i * dtype_size(t.dtype);
+  if (t.dtype == DType::I32) return std::bit_cast<std::int32_t>(load_le<std::uint32_t>(p));
+  return std::bit_cast<std::int64_t>(load_le<std::uint64_t>(p));
 }
 
 /// Converts a double to Scalar; throws ParameterError (naming the tensor) if a finite value is
@@ -581,7 +592,8 @@ struct SaveOptions {
 };
 
 /// @brief The tensors of every parameter of `object` (any type with `Scalar` and
-/// `visit_parameters`: a bijector, a Flow, a Density), by their composed names.
+/// `visit_parameters`: a bijector, a Flow, a Density), by their composed names, and of every
+/// buffer (as I64 vectors).
 /// @throws ParameterError if a value is not finite (it could not be loaded back) or does not fit
 /// the chosen dtype; std::invalid_argument for an integer dtype.
 template <typename T>
@@ -607,6 +619,11 @@ TensorFile to_tensor_file(const T& object, const SaveOptions& options = {}) {
       throw std::logic_error("nflow::io::save: the object visits two parameters named " + detail::quote_name(name));
     }
   });
+  visit_buffers(object, [&](const std::string& name, const BufferVector& b) {
+    if (!file.tensors.emplace(name, make_tensor(b, DType::I64, name)).second) {
+      throw std::logic_error("nflow::io::save: the object visits two tensors named " + detail::quote_name(name));
+    }
+  });
   return file;
 }
 
@@ -624,24 +641,30 @@ void save(const T& object, const std::filesystem::path& path, const SaveOptions&
 
 namespace detail {
 
-/// Adds the failing layer's name to a ParameterError thrown while a layer re-validated its
-/// parameters. `last` is the last tensor the loader wrote; the layer is its prefix ("3." of
-/// "3.bias"); the layer's message names the parameter ("parameter 'log_s'"), so the full name
-/// ("3.log_s") is recovered when it does.
-inline std::string annotate_layer_error(const std::string& last, const std::string& message) {
-  const std::size_t dot = last.rfind('.');
-  const std::string prefix = dot == std::string::npos ? std::string() : last.substr(0, dot + 1);
-  std::string tensor;
-  const std::size_t p = message.find("parameter '");
-  if (p != std::string::npos) {
-    const std::size_t b = p + 11;
+/// Adds the full tensor name to a ParameterError thrown by a layer while it re-validated what the
+/// loader wrote. The layer names the tensor by its own name ("parameter 'log_s'", "buffer
+/// 'order'"); the full name is the latest of the names written so far (`written`) that ends
+/// with it ("3.log_s").
+inline std::string annotate_layer_error(const std::vector<std::string>& written, const std::string& message) {
+  std::string local;
+  for (const char* kind : {"parameter '", "buffer '"}) {
+    const std::size_t p = message.find(kind);
+    if (p == std::string::npos) continue;
+    const std::size_t b = p + std::char_traits<char>::length(kind);
     const std::size_t e = message.find('\'', b);
-    if (e != std::string::npos) tensor = prefix + message.substr(b, e - b);
+    if (e != std::string::npos) local = message.substr(b, e - b);
+    break;
   }
-  if (tensor.empty()) {
-    return "nflow::io::load: the layer of tensor " + quote_name(last) + " rejected the loaded values: " + message;
+  if (!local.empty()) {
+    for (auto it = written.rbegin(); it != written.rend(); ++it) {
+      const std::string& n = *it;
+      if (n == local || (n.size() > local.size() && n.ends_with("." + local))) {
+        return "nflow::io::load: tensor " + quote_name(n) + " rejected by its layer: " + message;
+      }
+    }
   }
-  return "nflow::io::load: tensor " + quote_name(tensor) + " rejected by its layer: " + message;
+  const std::string last = written.empty() ? std::string("?") : written.back();
+  return "nflow::io::load: the layer of tensor " + quote_name(last) + " rejected the loaded values: " + message;
 }
 
 }  // namespace detail
@@ -649,8 +672,10 @@ inline std::string annotate_layer_error(const std::string& last, const std::stri
 /// @brief Loads every parameter of `object` from `file`, strictly: each name the object visits
 /// must be present with the object's shape (a one-column parameter: [rows] or [rows, 1]) and a
 /// floating dtype (F32 or F64, converted to the object's Scalar), each value finite, and the file
-/// must hold no other tensor. Returns the file's metadata.
-/// @throws FormatError for a missing or unexpected name, a wrong shape or an integer dtype;
+/// must hold no other tensor. Likewise each buffer the object visits must be present as an I32
+/// or I64 vector of its current length; the object validates the values (a permutation must be
+/// a permutation, ...). Buffers are applied before parameters. Returns the file's metadata.
+/// @throws FormatError for a missing or unexpected name, a wrong shape or dtype;
 /// ParameterError for a non-finite value, a value out of float range, or a value the object
 /// rejects (the message names the tensor). On any exception `object` is unchanged.
 template <typename T>
@@ -697,18 +722,50 @@ Metadata load(T& object, const TensorFile& file) {
       throw std::logic_error("nflow::io::load: the object visits two parameters named " + detail::quote_name(name));
     }
   });
+  std::map<std::string, BufferVector, std::less<>> buffers;
+  visit_buffers(std::as_const(object), [&](const std::string& name, const BufferVector& expected) {
+    const auto it = file.tensors.find(name);
+    const std::string want = "[" + std::to_string(expected.size()) + "]";
+    if (it == file.tensors.end()) {
+      throw FormatError("nflow::io::load: missing buffer " + detail::quote_name(name) + " (expected I64 of shape " +
+                        want + ")");
+    }
+    const Tensor& t = it->second;
+    if (t.dtype != DType::I32 && t.dtype != DType::I64) {
+      throw FormatError("nflow::io::load: buffer " + detail::quote_name(name) + " has dtype " +
+                        std::string(dtype_name(t.dtype)) + "; a buffer needs I64 (or I32)");
+    }
+    if (t.shape != std::vector<std::uint64_t>{std::uint64_t(expected.size())}) {
+      throw FormatError("nflow::io::load: buffer " + detail::quote_name(name) + " has shape " +
+                        detail::shape_string(t.shape) + ", expected " + want);
+    }
+    BufferVector b(expected.size());
+    for (Index i = 0; i < b.size(); ++i) b(i) = detail::element_as_int64(t, std::size_t(i));
+    if (values.contains(name) || !buffers.emplace(name, std::move(b)).second) {
+      throw std::logic_error("nflow::io::load: the object visits two tensors named " + detail::quote_name(name));
+    }
+  });
   for (const auto& entry : file.tensors) {
-    if (!values.contains(entry.first)) {
+    if (!values.contains(entry.first) && !buffers.contains(entry.first)) {
       throw FormatError("nflow::io::load: unexpected tensor " + detail::quote_name(entry.first) +
-                        " (the object has no parameter of that name)");
+                        " (the object has no parameter or buffer of that name)");
     }
   }
-  // Pass 2: write into a copy (layers may re-validate and throw), then commit.
+  // Pass 2: write into a copy (layers re-validate and may throw), buffers first, then commit.
   T copy = object;
-  std::string last;
+  std::vector<std::string> written;
   try {
+    visit_buffers(copy, [&](const std::string& name, BufferVector& b) {
+      written.push_back(name);
+      const auto it = buffers.find(name);
+      if (it == buffers.end()) {
+        throw std::logic_error("nflow::io::load: the object's const and non-const visit_buffers disagree at " +
+                               detail::quote_name(name));
+      }
+      b = it->second;
+    });
     copy.visit_parameters([&](const std::string& name, auto&& tensor) {
-      last = name;
+      written.push_back(name);
       const auto it = values.find(name);
       if (it == values.end() || it->second.rows() != tensor.rows() || it->second.cols() != tensor.cols()) {
         throw std::logic_error("nflow::io::load: the object's const and non-const visit_parameters disagree at " +
@@ -717,7 +774,7 @@ Metadata load(T& object, const TensorFile& file) {
       tensor = it->second;
     });
   } catch (const ParameterError& e) {
-    throw ParameterError(detail::annotate_layer_error(last, e.what()));
+    throw ParameterError(detail::annotate_layer_error(written, e.what()));
   }
   object = std::move(copy);
   return file.metadata;

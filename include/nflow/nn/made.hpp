@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
@@ -144,7 +145,8 @@ class Callback<R(A...)> {
 /// Every member function except visit_parameters and initialize is const and touches no mutable
 /// state, so a const MADE is safe to share between threads.
 ///
-/// Class invariant: sizes, order, degrees and masks never change after construction; the
+/// Class invariant: sizes never change after construction; order, degrees and masks change only
+/// together, through the writable visit_buffers (which validates them, as a file load does); the
 /// masked weights equal weight ⊙ mask, and the grouped output rows equal their rows.
 ///
 /// References: Germain, Gregor, Murray, Larochelle 2015, "MADE: Masked Autoencoder for
@@ -460,6 +462,55 @@ class MADE {
     }
   }
 
+  /// @brief The buffers (see nflow/core/buffers.hpp): "order" (D entries, the generation
+  /// order) and "hidden_degrees.<l>" for each hidden layer l (H entries, ascending).
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    const BufferVector o = nflow::detail::to_buffer(order_);
+    f(std::string("order"), o);
+    for (Index l = 0; l < hidden_layers_; ++l) {
+      const BufferVector h = nflow::detail::to_buffer(hidden_degrees_[std::size_t(l)]);
+      f("hidden_degrees." + std::to_string(l), h);
+    }
+  }
+  /// @brief Writable visit. New values must be: "order" a permutation of 0 … D−1; each
+  /// "hidden_degrees.<l>" H entries in ascending order, within [lo, D − 1], where lo is
+  /// min(1, D − 1) for the first layer of an unconditional network, 0 for a conditional one,
+  /// and the smallest degree of the layer before for later layers (the degrees this class
+  /// assigns satisfy this). Then the masks are rebuilt from them and re-applied to the stored
+  /// weights. Otherwise ParameterError naming the buffer, and the network is unchanged.
+  template <typename F>
+  void visit_buffers(F&& f) {
+    const char* owner = "nflow::nn::MADE";
+    BufferVector o = nflow::detail::to_buffer(order_);
+    f(std::string("order"), o);
+    std::vector<BufferVector> h(static_cast<std::size_t>(hidden_layers_));
+    for (Index l = 0; l < hidden_layers_; ++l) {
+      h[std::size_t(l)] = nflow::detail::to_buffer(hidden_degrees_[std::size_t(l)]);
+      f("hidden_degrees." + std::to_string(l), h[std::size_t(l)]);
+    }
+    Eigen::VectorXi order = nflow::detail::buffer_to_permutation(owner, "order", o, dim_);
+    std::vector<Eigen::VectorXi> degrees(static_cast<std::size_t>(hidden_layers_));
+    Index lo = lowest_first_degree();
+    for (Index l = 0; l < hidden_layers_; ++l) {
+      const std::string name = "hidden_degrees." + std::to_string(l);
+      Eigen::VectorXi& deg = degrees[std::size_t(l)];
+      deg = nflow::detail::buffer_to_indices(owner, name, h[std::size_t(l)], hidden_width_, lo, dim_ - 1);
+      for (Index u = 1; u < deg.size(); ++u) {
+        if (deg(u) < deg(u - 1)) {
+          throw ParameterError(std::string(owner) + ": buffer '" + name + "' is not in ascending order (entry " +
+                               std::to_string(u) + ")");
+        }
+      }
+      lo = deg(0);
+    }
+    order_ = std::move(order);
+    hidden_degrees_ = std::move(degrees);
+    build_masks();
+    for (Index l = 0; l <= hidden_layers_; ++l) refresh(l);
+    refresh(ContextLayer);
+  }
+
   // ---- accessors ----------------------------------------------------------------------------
 
   Index dim() const { return dim_; }
@@ -620,12 +671,8 @@ class MADE {
     const Index D = dim_;
     const Index H = hidden_width_;
     const Index L = hidden_layers_;
-    input_degrees_.resize(D);
-    for (Index k = 0; k < D; ++k) input_degrees_(order_(k)) = int(k + 1);
-
-    Index lo = std::min<Index>(context_dim_ > 0 ? 0 : 1, D - 1);
+    Index lo = lowest_first_degree();
     hidden_degrees_.assign(std::size_t(L), Eigen::VectorXi());
-    starts_.assign(std::size_t(L), std::vector<Index>(std::size_t(D + 1), 0));
     for (Index l = 0; l < L; ++l) {
       Eigen::VectorXi deg(H);
       const Index range = D - lo;
@@ -633,35 +680,19 @@ class MADE {
         deg(u) = int(lo + (kind == HiddenDegrees::Sequential ? u % range : uniform_below(gen, range)));
       }
       std::sort(deg.data(), deg.data() + H);
-      auto& start = starts_[std::size_t(l)];
-      for (Index g = 0; g <= D; ++g) {
-        start[std::size_t(g)] = Index(std::lower_bound(deg.data(), deg.data() + H, int(g)) - deg.data());
-      }
       lo = deg(0);
       hidden_degrees_[std::size_t(l)] = std::move(deg);
     }
+    build_masks();
 
     weights_.clear();
-    masks_.clear();
     biases_.clear();
-    const Index out = out_dim();
     for (Index l = 0; l <= L; ++l) {
-      const Index rows = l == L ? out : H;
-      const Index cols = l == 0 ? D : H;
-      Work mask(rows, cols);
-      for (Index c = 0; c < cols; ++c) {
-        const int in_deg = l == 0 ? input_degrees_(c) : hidden_degrees_[std::size_t(l - 1)](c);
-        for (Index r = 0; r < rows; ++r) {
-          const bool connected = l == L ? output_degree(r) > in_deg : hidden_degrees_[std::size_t(l)](r) >= in_deg;
-          mask(r, c) = connected ? Scalar(1) : Scalar(0);
-        }
-      }
-      masks_.push_back(std::move(mask));
-      weights_.push_back(Work::Zero(rows, cols));
-      biases_.push_back(Vector<Scalar>::Zero(rows));
+      weights_.push_back(Work::Zero(masks_[std::size_t(l)].rows(), masks_[std::size_t(l)].cols()));
+      biases_.push_back(Vector<Scalar>::Zero(masks_[std::size_t(l)].rows()));
     }
     masked_ = weights_;
-    context_weight_ = Work::Zero(L > 0 ? H : out, context_dim_);
+    context_weight_ = Work::Zero(L > 0 ? H : out_dim(), context_dim_);
 
     Index offset = 0;
     weight_offset_.clear();
@@ -677,6 +708,39 @@ class MADE {
       offset += biases_[std::size_t(l)].size();
     }
     parameter_count_ = offset;
+  }
+
+  /// The smallest degree a unit of the first hidden layer may have (see the class comment).
+  Index lowest_first_degree() const { return std::min<Index>(context_dim_ > 0 ? 0 : 1, dim_ - 1); }
+
+  /// Input degrees, per-degree row ranges and masks from order_ and hidden_degrees_.
+  void build_masks() {
+    const Index D = dim_;
+    const Index H = hidden_width_;
+    const Index L = hidden_layers_;
+    input_degrees_.resize(D);
+    for (Index k = 0; k < D; ++k) input_degrees_(order_(k)) = int(k + 1);
+    starts_.assign(std::size_t(L), std::vector<Index>(std::size_t(D + 1), 0));
+    for (Index l = 0; l < L; ++l) {
+      const Eigen::VectorXi& deg = hidden_degrees_[std::size_t(l)];
+      for (Index g = 0; g <= D; ++g) {
+        starts_[std::size_t(l)][std::size_t(g)] = Index(std::lower_bound(deg.data(), deg.data() + H, int(g)) - deg.data());
+      }
+    }
+    masks_.clear();
+    for (Index l = 0; l <= L; ++l) {
+      const Index rows = l == L ? out_dim() : H;
+      const Index cols = l == 0 ? D : H;
+      Work mask(rows, cols);
+      for (Index c = 0; c < cols; ++c) {
+        const int in_deg = l == 0 ? input_degrees_(c) : hidden_degrees_[std::size_t(l - 1)](c);
+        for (Index r = 0; r < rows; ++r) {
+          const bool connected = l == L ? output_degree(r) > in_deg : hidden_degrees_[std::size_t(l)](r) >= in_deg;
+          mask(r, c) = connected ? Scalar(1) : Scalar(0);
+        }
+      }
+      masks_.push_back(std::move(mask));
+    }
   }
 
   // -- checks --
