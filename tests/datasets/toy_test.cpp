@@ -2,7 +2,9 @@
 #include <catch2/catch.hpp>
 #include <nflow/datasets/toy.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 using namespace nflow;
 
@@ -31,14 +33,21 @@ TEST_CASE("toy data sets have the geometry their definitions imply", "[datasets]
   Index odd = 0;
   for (Index j = 0; j < n; ++j) odd += (int(std::floor(cb(0, j) / 2)) + int(std::floor(cb(1, j) / 2))) & 1;
   CHECK((odd == 0 || odd == n));
-  // Rings: radii 3, 6, 9, 12.
+  // Rings: radii 0.75, 1.5, 2.25, 3 (FFJORD's), radial noise ≈ N(0, 0.08²): about 95.4 % of the
+  // points lie within 0.16 of their ring (2σ), and each ring holds a quarter of them.
   const auto rings = datasets::toy(datasets::Toy::Rings, n, 4);
   const Eigen::RowVectorXd r = rings.colwise().norm();
+  Index near = 0;
+  std::vector<Index> per_ring(5, 0);
   for (Index j = 0; j < n; ++j) {
-    const double k = std::round(r(j) / 3.0);
-    CHECK(std::abs(r(j) - 3.0 * k) < 0.6);
+    const double k = std::round(r(j) / 0.75);
+    near += std::abs(r(j) - 0.75 * k) < 0.16 ? 1 : 0;
+    per_ring[std::size_t(std::clamp(k, 0.0, 4.0))] += 1;
   }
-  CHECK(r.mean() == Approx(7.5).epsilon(0.01));
+  CHECK(double(near) / double(n) == Approx(0.954).margin(0.01));
+  CHECK(per_ring[0] == 0);
+  for (std::size_t k = 1; k <= 4; ++k) CHECK(double(per_ring[k]) / double(n) == Approx(0.25).margin(0.015));
+  CHECK(r.mean() == Approx(1.875).epsilon(0.01));
   // Eight Gaussians: centres at radius 2√2; the points' radii average close to it.
   const auto g8 = datasets::toy(datasets::Toy::EightGaussians, n, 5);
   CHECK(g8.colwise().norm().mean() == Approx(4.0 / std::sqrt(2.0)).epsilon(0.02));

@@ -26,7 +26,7 @@ enum class Toy {
   EightGaussians,///< 8 Gaussians, σ = 0.5/√2, centres on a circle of radius 4/√2
   Checkerboard,  ///< uniform on 8 squares of side 2 in [−4, 4]²; entropy log 32
   Pinwheel,      ///< 5 curved arms
-  Rings,         ///< 4 concentric rings, radii 3, 6, 9, 12, noise σ = 0.08
+  Rings,         ///< 4 concentric rings, radii 0.75, 1.5, 2.25, 3 (FFJORD's), noise σ = 0.08
   TwoSpirals,    ///< two interleaved spirals
   Circles,       ///< two concentric circles, radii 3 and 1.5, noise σ = 0.24
   SwissRoll,     ///< the swiss roll's (x, z) projection, scaled by 1/5
@@ -100,7 +100,7 @@ Batch<Scalar, 2, Dynamic> toy(Toy which, Index n, std::uint64_t seed) {
         break;
       }
       case Toy::Rings: {
-        const double radius = 3.0 * double(1 + int(u() * 4.0));
+        const double radius = 0.75 * double(1 + int(u() * 4.0));
         const double t = 2.0 * pi * u();
         x.col(j) << radius * std::cos(t) + 0.08 * a, radius * std::sin(t) + 0.08 * b;
         break;
