@@ -54,7 +54,9 @@ Eigen::RowVectorXd log_prob_in_chunks(const D& density, const Points& x) {
 /// well, which costs more than the field itself).
 std::vector<Points> integrate_to_data(const Cnf& flow, const Points& z, int steps) {
   const Eigen::MatrixXd no_context;
-  auto rhs = [&](double t, const Eigen::MatrixXd& y, Eigen::MatrixXd& dy) { dy = flow.field().value(t, y, no_context); };
+  auto rhs = [&](double t, const Eigen::MatrixXd& y, Eigen::MatrixXd& dy) {
+    dy = flow.field().value(t, y, no_context);
+  };
   std::vector<Points> path{z};
   Eigen::MatrixXd y = z;
   for (int s = 0; s < steps; ++s) {
