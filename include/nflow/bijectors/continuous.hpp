@@ -139,10 +139,7 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   ContinuousSolveResult<Scalar, Dim> solve(const Matrix& x, const Matrix& context, bool inverse) const {
     const Index d = dim();
     const Index n = x.cols();
-    Matrix y(d + 1, n);
-    y.topRows(d) = x;
-    y.row(d).setZero();
-    poison_bad_context(y, context);
+    Matrix y = augmented_state(x, context);
     const Matrix probes = probe_matrix(n);
     const Matrix* pp = options_.trace == ode::TraceEstimator::Exact ? nullptr : &probes;
     Matrix f;
@@ -232,6 +229,16 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
     }
   }
 
+  /// The ODE state at the start of a solve: the samples with a zero log-det row below, (Dim + 1) × N.
+  template <typename In>
+  Matrix augmented_state(const In& in, const Matrix& context) const {
+    Matrix y(dim() + 1, in.cols());
+    y.topRows(dim()) = in;
+    y.row(dim()).setZero();
+    poison_bad_context(y, context);
+    return y;
+  }
+
   /// A column whose context is not finite is not finite in the state either (so that the
   /// solver leaves it out of its error norm and the output is NaN there).
   void poison_bad_context(Matrix& y, const Matrix& context) const {
@@ -268,10 +275,7 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
     const Index d = dim();
     const Index n = in.cols();
     const Matrix context = context_matrix(ctx);
-    Matrix y(d + 1, n);
-    y.topRows(d) = in;
-    y.row(d).setZero();
-    poison_bad_context(y, context);
+    Matrix y = augmented_state(in, context);
     const Matrix probes = probe_matrix(n);
     const Matrix* pp = options_.trace == ode::TraceEstimator::Exact ? nullptr : &probes;
     Matrix f;
