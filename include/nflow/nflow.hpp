@@ -12,6 +12,7 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/flow.hpp"
 #include "nflow/core/inverted.hpp"
+#include "nflow/core/parallel.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/traits.hpp"

@@ -164,6 +164,31 @@ TEST_CASE("the exact divergence equals the trace of the MLP's Jacobian", "[conti
   }
 }
 
+TEST_CASE("the closed-form exact trace (one and two hidden layers) equals the Jacobian's trace",
+          "[continuous][trace]") {
+  for (Index layers : {Index(1), Index(2), Index(3)}) {
+    using Flow = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh>;
+    const Flow flow = randomize(Flow(5, {12, layers, 0, 1}), 3, 0.4);
+    const auto& field = flow.field();
+    const MatrixXd trace = field.trace_matrix();
+    CHECK(trace.size() == (layers == 2 ? 144 : (layers == 1 ? 12 : 0)));  // 3 layers: no closed form
+    std::mt19937_64 gen(5);
+    const MatrixXd z = standard_normal_matrix<double>(5, 7, gen);
+    MatrixXd f, f_closed;
+    Eigen::RowVectorXd div, div_closed;
+    field.value_and_divergence(0.6, z, MatrixXd(), nullptr, f, div);  // Dim tangent passes
+    field.value_and_divergence(0.6, z, MatrixXd(), nullptr, f_closed, div_closed, &trace);
+    CHECK((f - f_closed).cwiseAbs().maxCoeff() == 0.0);
+    for (Index j = 0; j < 7; ++j) {
+      MatrixXd tc(1, 1);
+      tc(0, 0) = 0.6;
+      const double exact = field.network().input_jacobian(Eigen::VectorXd(z.col(j)), tc).trace();
+      CHECK(std::abs(div_closed(j) - exact) < 1e-12);
+      CHECK(std::abs(div(j) - exact) < 1e-12);
+    }
+  }
+}
+
 TEST_CASE("Hutchinson's estimate is unbiased", "[continuous][trace]") {
   using Flow = ContinuousFlow<double, 5, 16, nn::Tanh>;
   const Flow flow = randomize(Flow(5, {16, 2, 0, 1}), 5, 0.5);

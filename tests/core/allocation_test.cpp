@@ -82,3 +82,69 @@ TEMPLATE_TEST_CASE("one point through a fixed-size flow does not allocate", "[al
   CHECK((out - x).norm() < S(1e-4));
   CHECK(std::isfinite(double(sink)));
 }
+
+namespace {
+/// log_prob of one point, and forward and inverse with their log-dets: must not allocate.
+template <typename Density, typename Point>
+long point_allocations(const Density& density, const Point& x) {
+  typename Point::Scalar sink = 0;
+  const long n = count_allocations([&] {
+    sink += density.log_prob(x);
+    const auto r = density.transform().forward_and_log_det(x);
+    const auto back = density.transform().inverse_and_log_det(r.value);
+    sink += r.log_det(0) + back.log_det(0) + back.value(0);
+  });
+  CHECK(std::isfinite(double(sink)));
+  return n;
+}
+
+template <typename Model>
+void randomize(Model& m) {
+  using S = typename Model::Scalar;
+  std::mt19937_64 gen(11);
+  set_parameters(m, Vector<S>(standard_normal_matrix<S>(m.parameter_count(), 1, gen) * S(0.05)));
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("one point through every discrete family, fixed Dim and Hidden, does not allocate",
+                   "[allocation]", float, double) {
+  using S = TestType;
+  constexpr int D = 6;
+  constexpr int H = 16;
+  std::mt19937_64 gen(3);
+  const Eigen::Matrix<S, D, 1> x = standard_normal_matrix<S, D>(D, 1, gen);
+  const CouplingOptions copt{H, 2, 0, 1};
+
+  // NICE: additive couplings and a diagonal scaling.
+  using Add = AdditiveCoupling<S, D, H>;
+  Density nice(StandardNormal<S, D>{}, Flow<Add, Add, ElementwiseAffine<S, D>>(
+                                           Add(CouplingMask::half(D), copt), Add(CouplingMask::half(D, true), copt),
+                                           ElementwiseAffine<S, D>{}));
+  randomize(nice);
+  CHECK(point_allocations(nice, x) == 0);
+
+  // Real NVP: affine couplings and reversals.
+  using Aff = AffineCoupling<S, D, H>;
+  Density realnvp(StandardNormal<S, D>{},
+                  Flow<Aff, Reverse<S, D>, Aff>(Aff(CouplingMask::half(D), copt), Reverse<S, D>{},
+                                                Aff(CouplingMask::alternating(D), copt)));
+  randomize(realnvp);
+  CHECK(point_allocations(realnvp, x) == 0);
+
+  // Glow: ActNorm, LU linear, affine coupling.
+  ActNorm<S, D> an;
+  an.set_initialized();
+  Density glow(StandardNormal<S, D>{}, Flow<ActNorm<S, D>, LULinear<S, D>, Aff>(
+                                           an, LULinear<S, D>::random_orthogonal(D, 4), Aff(CouplingMask::half(D), copt)));
+  randomize(glow);
+  CHECK(point_allocations(glow, x) == 0);
+
+  // MAF: MADE layers in both orders (its inverse is Dim passes), and an IAF.
+  using M = MAF<S, D, H>;
+  Density maf(StandardNormal<S, D>{}, Flow<M, M, IAF<S, D, H>>(
+                                          M({.hidden_width = H, .seed = 5}),
+                                          M({.hidden_width = H, .order = nn::InputOrder::Reversed, .seed = 6}),
+                                          IAF<S, D, H>{M({.hidden_width = H, .seed = 7})}));
+  randomize(maf);
+  CHECK(point_allocations(maf, x) == 0);
+}

@@ -142,10 +142,12 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
     Matrix y = augmented_state(x, context);
     const Matrix probes = probe_matrix(n);
     const Matrix* pp = options_.trace == ode::TraceEstimator::Exact ? nullptr : &probes;
+    // The exact trace in closed form (one or two hidden layers), from the weights, once per solve.
+    const Matrix trace = pp == nullptr ? field_.trace_matrix() : Matrix();
     Matrix f;
     typename Field::Row div;
     auto rhs = [&](Scalar t, const Matrix& state, Matrix& dstate) {
-      field_.value_and_divergence(t, state.topRows(d), context, pp, f, div);
+      field_.value_and_divergence(t, state.topRows(d), context, pp, f, div, &trace);
       dstate.topRows(d) = f;
       dstate.row(d) = div;
     };
@@ -177,6 +179,12 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
     const Matrix p = probes;
     field_.value_and_divergence(t, Matrix(z), context, &p, f, div);
     return div;
+  }
+
+  /// Batches are split into tiles (nflow/core/parallel.hpp) only with RK4 and the exact trace:
+  /// Dopri5's step sizes and Hutchinson's probes depend on the whole batch.
+  bool splits_batches() const {
+    return options_.solver == OdeSolver::RK4 && options_.trace == ode::TraceEstimator::Exact;
   }
 
   // ---- hooks ------------------------------------------------------------------------------

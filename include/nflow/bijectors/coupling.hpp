@@ -166,7 +166,7 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     constexpr int Cols = X::ColsAtCompileTime;
     const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
     const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
-    const auto params = conditioner_.forward(xa, ctx);
+    const auto params = condition<Cols>(xa, ctx);
     detail::ResultFor<Scalar, Dim, X> r;
     r.log_det.setZero(1, x.cols());
     Part<Cols> zb(xb.rows(), xb.cols());
@@ -182,7 +182,7 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     constexpr int Cols = Z::ColsAtCompileTime;
     const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
     const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
-    const auto params = conditioner_.forward(za, ctx);
+    const auto params = condition<Cols>(za, ctx);
     detail::ResultFor<Scalar, Dim, Z> r;
     r.log_det.setZero(1, z.cols());
     Part<Cols> xb(zb.rows(), zb.cols());
@@ -250,6 +250,19 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   using Part = Eigen::Matrix<Scalar, Dynamic, Cols, Eigen::ColMajor, Dim_, Cols == Dynamic ? Dynamic : Cols>;
   template <int Cols>
   using ParamBatch = Eigen::Matrix<Scalar, Dynamic, Cols>;
+
+  /// The transformer's parameters θ(x_A, c). One point with a fixed Dim: in a fixed-capacity
+  /// vector, so that (with a fixed Hidden) the call allocates nothing.
+  template <int Cols, typename XA, typename C>
+  auto condition(const XA& xa, const C& ctx) const {
+    if constexpr (Cols == 1 && Dim_ != Dynamic) {
+      Eigen::Matrix<Scalar, Dynamic, 1, Eigen::ColMajor, P * Dim_, 1> params;
+      conditioner_.forward_point_into(xa, params, ctx);
+      return params;
+    } else {
+      return conditioner_.forward(xa, ctx);
+    }
+  }
 
   template <int Cols, typename M>
   static Part<Cols> gather(const M& m, const std::vector<int>& rows) {

@@ -24,6 +24,7 @@
 /// `visit_parameters` (each tensor column-major). See docs/gradients.md.
 
 #include "nflow/core/errors.hpp"
+#include "nflow/core/parallel.hpp"
 #include "nflow/core/traits.hpp"
 #include "nflow/core/types.hpp"
 
@@ -73,6 +74,9 @@ class BijectorBase {
   template <typename X, ContextArg C = NoContext>
   auto forward_and_log_det(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
     check_call("forward_and_log_det", x, context);
+    if constexpr (X::ColsAtCompileTime == Dynamic) {
+      if (splits(x.cols())) return tiled<false>(x, context);
+    }
     return derived().forward_impl(x.derived(), context_or_placeholder(x, context));
   }
   template <typename X, ContextArg C = NoContext>
@@ -88,6 +92,9 @@ class BijectorBase {
   template <typename Z, ContextArg C = NoContext>
   auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
     check_call("inverse_and_log_det", z, context);
+    if constexpr (Z::ColsAtCompileTime == Dynamic) {
+      if (splits(z.cols())) return tiled<true>(z, context);
+    }
     return derived().inverse_impl(z.derived(), context_or_placeholder(z, context));
   }
   template <typename Z, ContextArg C = NoContext>
@@ -147,6 +154,48 @@ class BijectorBase {
   /// sees NoContext: a call without a context has already thrown in check_call, and the hooks
   /// are instantiated with a placeholder matrix only so that the call compiles. Bijectors with
   /// ContextDim == 0 or Dynamic receive NoContext when no context is given.
+  /// Whether a batch of n columns is evaluated tile by tile (nflow/core/parallel.hpp). A bijector
+  /// whose columns are not independent for some settings opts out with `bool splits_batches()`.
+  bool splits(Index n) const {
+    if constexpr (requires(const Derived& d) { d.splits_batches(); }) {
+      if (!derived().splits_batches()) return false;
+    }
+    return detail::splits_batch(n);
+  }
+
+  template <bool Inverse, typename X, typename C>
+  auto call_impl(const X& x, const C& context) const {
+    if constexpr (Inverse) {
+      return derived().inverse_impl(x, context);
+    } else {
+      return derived().forward_impl(x, context);
+    }
+  }
+
+  /// The batch, tile by tile (each tile copied to a plain matrix, so the hooks see one type).
+  template <bool Inverse, typename X, typename C>
+  auto tiled(const Eigen::MatrixBase<X>& x, const C& context) const {
+    using S = typename Derived::Scalar;
+    using R = decltype(call_impl<Inverse>(x.derived(), context_or_placeholder(x, context)));
+    R out;
+    out.value.resize(x.rows(), x.cols());
+    out.log_det.resize(1, x.cols());
+    detail::for_each_tile(x.cols(), [&](Index begin, Index n) {
+      const Batch<S, Derived::Dim, Dynamic> xt = x.middleCols(begin, n);
+      auto r = [&] {
+        if constexpr (is_no_context_v<C>) {
+          return call_impl<Inverse>(xt, context_or_placeholder(xt, context));
+        } else {
+          const Eigen::Matrix<S, Dynamic, Dynamic> ct = context.middleCols(begin, n);
+          return call_impl<Inverse>(xt, ct);
+        }
+      }();
+      out.value.middleCols(begin, n) = r.value;
+      out.log_det.middleCols(begin, n) = r.log_det;
+    });
+    return out;
+  }
+
   template <typename X, typename C>
   static decltype(auto) context_or_placeholder(const Eigen::MatrixBase<X>& x, const C& context) {
     if constexpr (is_no_context_v<C> && (context_dim_v<Derived> > 0)) {

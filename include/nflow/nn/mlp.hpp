@@ -236,6 +236,32 @@ class MLP {
     return forward(x);
   }
 
+  /// @brief forward() of one point (in × 1) written into `y`, which is resized to out × 1: with a
+  /// fixed `Hidden` nothing is allocated when `y` has room on the stack (a fixed-size vector, or
+  /// one with a fixed maximum size such as `Eigen::Matrix<S, Dynamic, 1, 0, MaxOut, 1>`). The
+  /// context is NoContext or a context_dim × 1 column. Same checks and exceptions as forward().
+  template <typename XD, typename YD, typename C = NoContext>
+  void forward_point_into(const Eigen::MatrixBase<XD>& x, Eigen::PlainObjectBase<YD>& y, const C& context = C{}) const {
+    check_input_type<XD>();
+    check_input_shape("nn::MLP::forward_point_into", x);
+    detail::check_cols("nn::MLP::forward_point_into", "the input point x", 1, x.rows(), x.cols());
+    y.resize(out_dim_, 1);
+    const InputRef<1> xr(x.derived());
+    HiddenBuffer<1> a;
+    HiddenBuffer<1> b;
+    a.resize(hidden_width_, 1);
+    if (hidden_layers_ > 1) b.resize(hidden_width_, 1);
+    if constexpr (is_no_context_v<C>) {
+      require_no_context("nn::MLP::forward_point_into");
+      forward_columns<1>(xr, nullptr, a, b, y);
+    } else {
+      check_context_type<C>();
+      check_context_shape("nn::MLP::forward_point_into", context, 1);
+      const ContextRef<1> c(context.derived());
+      forward_columns<1>(xr, &c, a, b, y);
+    }
+  }
+
   // ---- backward ---------------------------------------------------------------------------
 
   /// @brief Reverse-mode gradient: returns ∂L/∂x (in × N) and ADDS ∂L/∂θ into `grad_params`.

@@ -164,10 +164,27 @@ class MLPVectorField {
     return net_.backward(z, time_context(t, c), gf, gp);
   }
 
+  /// The closed form of the exact trace, for networks with one or two hidden layers (else an
+  /// empty matrix). Two: J = W₂D₁W₁D₀W₀, so tr J = Σⱼₖ D₁ⱼ W₁ⱼₖ D₀ₖ (W₀W₂)ₖⱼ = d₁ᵀ·C·d₀ with
+  /// C = W₁ ∘ (W₀W₂)ᵀ (H × H) and dₖ = f′(aₖ). One: tr J = diag(W₀W₁)ᵀ·d₀ (C is that H × 1
+  /// diagonal). C depends on the weights only: compute it once per solve and pass it to
+  /// value_and_divergence, which then needs one H × H product per sample instead of Dim tangent
+  /// passes.
+  Matrix trace_matrix() const {
+    if (net_.hidden_layers() == 2) {
+      return net_.weight(1).cwiseProduct((net_.weight(0) * net_.weight(2)).transpose());
+    }
+    if (net_.hidden_layers() == 1) {
+      return (net_.weight(0).array() * net_.weight(1).transpose().array()).rowwise().sum().matrix();
+    }
+    return Matrix();
+  }
+
   /// f and its divergence: exact when `probes` is null, else Hutchinson's εᵀJε with ε = the
-  /// probe column of each sample.
+  /// probe column of each sample. The exact trace uses `trace` (from trace_matrix(), same
+  /// weights) in closed form when it is given and not empty, else Dim tangent passes.
   void value_and_divergence(Scalar t, const Matrix& z, const Matrix& c, const Matrix* probes, Matrix& f,
-                            Row& div) const {
+                            Row& div, const Matrix* trace = nullptr) const {
     const Matrix tc = time_context(t, c, z.cols());
     Forward fw;
     forward_pass(z, tc, fw);
@@ -176,7 +193,14 @@ class MLPVectorField {
     Matrix tangent;
     Matrix tmp;
     const Index d = dim();
-    if (probes == nullptr) {
+    if (probes == nullptr && trace != nullptr && trace->size() > 0) {
+      if (net_.hidden_layers() == 2) {
+        tmp.noalias() = (*trace) * fw.d1[0];
+        div = (tmp.array() * fw.d1[1].array()).colwise().sum();
+      } else {
+        div.noalias() = trace->transpose() * fw.d1[0];
+      }
+    } else if (probes == nullptr) {
       for (Index i = 0; i < d; ++i) {
         tangent = fw.d1[0].array().colwise() * net_.weight(0).col(i).array();
         propagate_tangent(fw, tangent, tmp);

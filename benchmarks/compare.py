@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""Side-by-side performance of nflow and the PyTorch reference flows, with the GEMM roofline.
+
+One command (from the repository root) builds nflow's comparison benchmarks (Release, -O2
+-march=native), runs them, runs the PyTorch reference scripts when PyTorch is installed (also with
+jemalloc when it is available), and prints a markdown report:
+
+    python3 benchmarks/compare.py
+
+Per model (NICE, RealNVP, Glow, MAF, CNF), d in {2, 16, 64} (H = 64, 128, 256) and scalar type:
+log_prob latency of one point, throughput at batches of 256 and 65,536, sampling throughput, one
+training step at batch 256, at 1 and 2 threads; speed-up nflow/PyTorch; each figure as a fraction
+of the roofline (the model's FLOPs per sample at this machine's measured Eigen GEMM rate).
+Raw results stay in <build>/compare/ (nflow_*.json, torch*.jsonl, meta.json);
+`--from-json` rebuilds the report from them without running anything. Standard library only.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = ["NICE", "RealNVP", "Glow", "MAF", "CNF"]
+HIDDEN = {2: 64, 16: 128, 64: 256}
+LARGE = 65536
+DEFAULT_FLAGS = "-O2 -DNDEBUG -march=native"
+TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+# PyTorch models each nflow model is compared with, per op: (PyTorch model name, row label).
+# The autograd-trace CNF cannot be trained (its trace is detached), hence closed form for training.
+CNF_REFS = {"log_prob": [("CNF", "CNF (PyTorch: autograd trace)"), ("CNF-closed", "CNF (PyTorch: closed-form trace)")],
+            "sample": [("CNF", "CNF")],
+            "train_step": [("CNF-closed", "CNF (PyTorch: closed-form trace)")]}
+TORCH_SOURCES = [("torch", "torch.jsonl", "PyTorch"), ("torch+jemalloc", "torch_jemalloc.jsonl", "PyTorch+jemalloc")]
+NAME_RE = re.compile(r"^(?P<roof>Roofline/)?(?P<model>[\w-]+)/(?P<op>\w+)/(?P<dtype>float\d+)/d:(?P<d>\d+)/H:(?P<H>\d+)"
+                     r"(?:/batch:(?P<batch>\d+)/threads:(?P<threads>\d+))?")
+
+
+def log(msg):
+    print(f"[compare] {msg}", file=sys.stderr, flush=True)
+
+
+def csv(s, conv=str):
+    return [conv(x) for x in s.split(",") if x.strip()]
+
+
+# ----------------------------------------------------------------------------- formatting
+def fmt_rate(x):
+    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}" if x >= 10 else f"{x:.2f}"
+
+
+def fmt_time(s):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            v = s / scale
+            return f"{v:.0f} {unit}" if v >= 100 else f"{v:.1f} {unit}" if v >= 10 else f"{v:.2f} {unit}"
+    return f"{s * 1e9:.0f} ns"
+
+
+def fmt_ratio(r):
+    return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×" if r >= 1 else f"{r:.2f}×"
+
+
+def fmt_pct(f):
+    return f"{100 * f:.0f} %" if f >= 0.1 else f"{100 * f:.1f} %"
+
+
+# ----------------------------------------------------------------------------- loading results
+def category(op, batch):
+    """Which table column a measurement belongs to: '1', '256' (or smaller), 'L' (large)."""
+    if op == "train_step":
+        return "train"
+    return "1" if batch == 1 else "256" if batch <= 256 else "L"
+
+
+def put(index, key, rec):
+    """Keep one record per cell: batch 256 over smaller ones, the largest large batch."""
+    old = index.get(key)
+    if old is None or (key[-1] == "256" and rec["batch"] == 256) or (key[-1] == "L" and rec["batch"] > old["batch"]):
+        index[key] = rec
+
+
+def load_nflow(paths, context):
+    """Google Benchmark JSON -> ({(model, op, dtype, d, threads, cat): rec}, {(model, op, dtype, d): roofline})."""
+    runs, medians = {}, {}
+    for p in paths:
+        doc = json.load(open(p))
+        context.update(doc.get("context", {}))
+        for b in doc.get("benchmarks", []):
+            if b.get("error_occurred"):
+                continue
+            context.setdefault("repetitions", b.get("repetitions", 1))
+            base = b.get("run_name") or re.sub(r"_(mean|median|stddev|cv)$", "", b["name"])
+            if b.get("run_type") == "aggregate":
+                if b.get("aggregate_name") == "median":
+                    medians[base] = b
+            else:
+                runs.setdefault(base, []).append(b)
+    index, roof = {}, {}
+    for base in sorted(set(runs) | set(medians)):
+        m = NAME_RE.match(base)
+        if not m:
+            continue
+        b = medians.get(base) or sorted(runs[base], key=lambda r: r["real_time"])[len(runs[base]) // 2]
+        model, op, dtype, d, H = m["model"], m["op"], m["dtype"], int(m["d"]), int(m["H"])
+        flops, gemm = b.get("flops_per_sample"), b.get("gemm_flops_per_second")
+        if m["roof"]:
+            rate = gemm / flops if flops and gemm else b.get("items_per_second")
+            if rate:
+                roof[(model, op, dtype, d)] = {"H": H, "flops": flops, "gemm": gemm, "rate": rate}
+        elif m["batch"]:
+            batch, threads = int(m["batch"]), int(m["threads"])
+            sec = b["real_time"] * TIME_UNITS.get(b.get("time_unit", "ns"), 1e-9)
+            # rate from wall time: items_per_second is CPU-time based unless the benchmark uses real time
+            rec = {"batch": batch, "sec": sec, "rate": batch / sec, "flops": flops, "H": H}
+            put(index, (model, op, dtype, d, threads, category(op, batch)), rec)
+    return index, roof
+
+
+def load_torch(path):
+    index, meta = {}, {}
+    if not path.exists():
+        return index, meta
+    for line in open(path):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        meta.setdefault("torch", r.get("torch"))
+        if r.get("blas"):
+            meta["blas"] = r["blas"]
+        rec = {"batch": r["batch"], "sec": r["median_s"], "rate": r["batch"] / r["median_s"], "H": r["H"]}
+        put(index, (r["model"], r["op"], r["dtype"], r["d"], r["threads"], category(r["op"], r["batch"])), rec)
+    return index, meta
+
+
+# ----------------------------------------------------------------------------- running
+def run(cmd, env=None, check=True):
+    log(" ".join(str(c) for c in cmd))
+    r = subprocess.run([str(c) for c in cmd], env=env, stdout=sys.stderr)
+    if check and r.returncode != 0:
+        sys.exit(f"[compare] failed ({r.returncode}): {' '.join(str(c) for c in cmd)}")
+    return r.returncode
+
+
+def build(a):
+    run(["cmake", "-S", REPO, "-B", a.build, "-DCMAKE_BUILD_TYPE=Release",
+         f"-DCMAKE_CXX_FLAGS_RELEASE={a.cxx_flags}", "-DNFLOW_BUILD_TESTS=OFF"])
+    run(["cmake", "--build", a.build, "--target", "compare_benchmarks", "-j", os.cpu_count() or 1])
+
+
+def nflow_filter(a):
+    alt = lambda xs: "(" + "|".join(str(x) for x in xs) + ")"  # noqa: E731
+    core = f"{alt(a.models)}/{alt(a.ops)}/{alt(a.dtypes)}/d:{alt(a.dims)}/H:[0-9]+"
+    return f"^{core}/batch:[0-9]+/threads:{alt(a.threads)}(/|$)|^Roofline/{core}(/|$)"
+
+
+def run_nflow(a, out_dir):
+    for model in a.models:
+        exe = a.build / "benchmarks" / f"compare_{model.lower()}"
+        if not exe.exists():
+            log(f"missing {exe}: nflow {model} skipped")
+            continue
+        run([exe, "--benchmark_format=console", f"--benchmark_out={out_dir / f'nflow_{model.lower()}.json'}",
+             "--benchmark_out_format=json", f"--benchmark_repetitions={a.repetitions}",
+             "--benchmark_report_aggregates_only=true", f"--benchmark_min_time={a.min_time}",
+             f"--benchmark_filter={nflow_filter(a)}"], check=False)
+
+
+def find_jemalloc():
+    for pat in ("/usr/lib/*/libjemalloc.so.2", "/usr/lib*/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2"):
+        hits = sorted(glob.glob(pat))
+        if hits:
+            return hits[0]
+    return None
+
+
+def torch_info(a):
+    """(PyTorch version, BLAS and jemalloc to use, None) or (None, why the PyTorch columns are skipped)."""
+    if a.no_torch:
+        return None, "PyTorch columns skipped (--no-torch)"
+    if not (Path(a.torch_bench_dir) / "bench_torch.py").exists():
+        return None, f"PyTorch reference scripts not found in {a.torch_bench_dir}: PyTorch columns skipped"
+    try:
+        r = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"],
+                           capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        r = None
+    if r is None or r.returncode != 0:
+        return None, "PyTorch not installed: PyTorch columns skipped"
+    blas = "openblas" if glob.glob("/usr/lib/*/openblas-openmp") else "reference"
+    if blas == "reference":
+        log("warning: libopenblas0-openmp not installed: PyTorch uses the reference BLAS and its batches are slow")
+    return {"version": r.stdout.strip(), "blas": blas, "python": a.python,
+            "jemalloc": None if a.no_jemalloc else find_jemalloc()}, None
+
+
+def run_torch(a, info, out_dir):
+    bench = Path(a.torch_bench_dir)
+    ops = set(a.ops)
+    models = [m for n in a.models for m in ([n, "CNF-closed"] if n == "CNF" and "log_prob" in ops else [n])]
+    train_models = [("CNF-closed" if n == "CNF" else n) for n in a.models]
+    dims = ",".join(map(str, a.dims))
+    budget = a.torch_budget if a.torch_budget is not None else (1.0 if a.quick else None)
+    variants = [(TORCH_SOURCES[0][1], {})]
+    if info["jemalloc"]:
+        variants.append((TORCH_SOURCES[1][1], {"LD_PRELOAD": info["jemalloc"],
+                                               "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}))
+    for fname, extra in variants:
+        out = out_dir / fname
+        for dtype in a.dtypes:
+            for t in a.threads:
+                env = dict(os.environ, OMP_NUM_THREADS=str(t), **extra)
+                common = ["--threads", t, "--dtype", dtype, "--dims", dims, "--out", out]
+                if ops & {"log_prob", "sample"}:
+                    cmd = [a.python, bench / "bench_torch.py", *common, "--models", ",".join(models),
+                           "--batches", a.torch_batches, "--sample", int("sample" in ops), "--blas", info["blas"]]
+                    cmd += ["--budget", budget] if budget is not None else []
+                    cmd += ["--max-wait", a.torch_max_wait] if a.torch_max_wait is not None else []
+                    run(cmd, env=env, check=False)
+                if "train_step" in ops:
+                    run([a.python, bench / "bench_train.py", *common, "--models", ",".join(train_models),
+                         "--steps", 10 if a.quick else 30], env=env, check=False)
+
+
+def cmake_cache(build_dir):
+    vals = {}
+    try:
+        for line in open(build_dir / "CMakeCache.txt"):
+            m = re.match(r"^(CMAKE_CXX_FLAGS_RELEASE|CMAKE_CXX_COMPILER|CMAKE_BUILD_TYPE):\w+=(.*)$", line)
+            if m:
+                vals[m[1]] = m[2]
+    except OSError:
+        pass
+    return vals
+
+
+def machine_meta(a, info, why):
+    cpu = "unknown CPU"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cache = cmake_cache(a.build)
+    compiler = cache.get("CMAKE_CXX_COMPILER", "")
+    if compiler and shutil.which(compiler):
+        r = subprocess.run([compiler, "--version"], capture_output=True, text=True)
+        compiler = (r.stdout.splitlines() or [compiler])[0]
+    return {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": os.cpu_count(),
+            "build_type": cache.get("CMAKE_BUILD_TYPE", "?"), "flags": cache.get("CMAKE_CXX_FLAGS_RELEASE", "? (no CMakeCache.txt)"),
+            "compiler": compiler, "repetitions": a.repetitions, "min_time": a.min_time, "torch": info,
+            "torch_skipped": why}
+
+
+def compile_times(a):
+    """Wall seconds of `<c++> -std=c++20 -O2 -c` of benchmarks/compile_time/realnvp16.cpp (a 16-layer
+    Real NVP), with the umbrella header and with only the headers it needs."""
+    compiler = cmake_cache(a.build).get("CMAKE_CXX_COMPILER") or "g++"
+    src = REPO / "benchmarks" / "compile_time" / "realnvp16.cpp"
+    out = {}
+    for label, extra in (("nflow.hpp", []), ("narrow includes", ["-DNFLOW_NARROW_INCLUDES"])):
+        cmd = [compiler, "-std=c++20", "-O2", "-DNDEBUG", f"-I{REPO / 'include'}", "-I/usr/include/eigen3",
+               *extra, "-c", str(src), "-o", os.devnull]
+        t0 = datetime.datetime.now()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"compile-time probe failed: {r.stderr[:500]}")
+            return {}
+        out[label] = (datetime.datetime.now() - t0).total_seconds()
+    out["compiler"] = compiler
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+class Report:
+    def __init__(self, a, meta, nflow, roof, torch):
+        self.a, self.meta, self.nflow, self.roof = a, meta, nflow, roof
+        self.torch = [(label, idx) for (_, _, label), idx in zip(TORCH_SOURCES, torch) if idx]
+        self.lines = []
+
+    def out(self, s=""):
+        self.lines.append(s)
+
+    def header(self):
+        m, t = self.meta, self.meta.get("torch")
+        self.out("# nflow vs PyTorch reference flows\n")
+        self.out(f"- date: {m.get('date', '?')}; machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores")
+        self.out(f"- nflow: {m.get('build_type', 'Release')} build, flags `{m.get('flags', '?')}`"
+                 + (f", {m['compiler']}" if m.get("compiler") else "")
+                 + f"; Google Benchmark median of {m.get('repetitions', '?')} repetition(s), min time {m.get('min_time', '?')} s")
+        if t:
+            jem = f"second column with jemalloc ({t['jemalloc']})" if t.get("jemalloc") else "no jemalloc column"
+            py = f" ({t['python']})" if t.get("python") else ""
+            self.out(f"- PyTorch {t.get('version')}{py}, BLAS: {t.get('blas')}; {jem}")
+        else:
+            self.out("- " + m.get("torch_skipped", "PyTorch not installed: PyTorch columns skipped"))
+        ct = m.get("compile_time")
+        if ct:
+            self.out(f"- compile time of a TU with a 16-layer Real NVP (`{ct.get('compiler')} -O2 -c "
+                     f"benchmarks/compile_time/realnvp16.cpp`): {ct.get('nflow.hpp', 0):.1f} s with nflow.hpp, "
+                     f"{ct.get('narrow includes', 0):.1f} s with only the headers it needs")
+        self.out("- rates in samples/s; PyTorch cells show nflow's speed-up in brackets (nflow rate / PyTorch rate); "
+                 "% roof = nflow rate / (threads × roofline rate at the measured 1-thread GEMM rate); "
+                 f"[B=n]: batch size when not the nominal one; — : not measured\n")
+
+    def rows(self, op, dtype, cat):
+        """(label, nflow model, PyTorch model, d, H) for every row with at least one figure."""
+        out = []
+        for model in self.a.models:
+            refs = CNF_REFS[op] if model == "CNF" else [(model, model)]
+            for d in self.a.dims:
+                for tmodel, label in refs:
+                    keys = [(model, op, dtype, d, t, cat) for t in self.a.threads]
+                    tkeys = [(tmodel, op, dtype, d, t, cat) for t in self.a.threads]
+                    if any(k in self.nflow for k in keys) or any(k in idx for _, idx in self.torch for k in tkeys):
+                        out.append((label, model, tmodel, d, HIDDEN.get(d, "?")))
+        return out
+
+    def value(self, rec, cat, nominal):
+        s = fmt_time(rec["sec"]) if cat in ("1", "train") else fmt_rate(rec["rate"])
+        return s + (f" [B={rec['batch']}]" if rec["batch"] != nominal else "")
+
+    def table(self, title, op, dtype, cat, nominal):
+        rows = self.rows(op, dtype, cat)
+        if not rows:
+            return
+        hdr = ["model", "d", "H"]
+        for t in self.a.threads:
+            hdr += [f"nflow t={t}", f"% roof t={t}"] + [f"{label} t={t}" for label, _ in self.torch]
+        self.out(f"### {title}\n")
+        self.out("| " + " | ".join(hdr) + " |")
+        self.out("|" + "---|" * len(hdr))
+        for label, model, tmodel, d, H in rows:
+            cells = [label, str(d), str(H)]
+            for t in self.a.threads:
+                n = self.nflow.get((model, op, dtype, d, t, cat))
+                r = self.roof.get((model, op, dtype, d))
+                cells.append(self.value(n, cat, nominal) if n else "—")
+                cells.append(fmt_pct(n["rate"] / (t * r["rate"])) if n and r else "—")
+                for _, idx in self.torch:
+                    p = idx.get((tmodel, op, dtype, d, t, cat))
+                    cells.append(self.value(p, cat, nominal) + (f" ({fmt_ratio(n['rate'] / p['rate'])})" if n else "")
+                                 if p else "—")
+            self.out("| " + " | ".join(cells) + " |")
+        self.out()
+
+    def roofline_table(self):
+        keys = sorted(self.roof, key=lambda k: (MODELS.index(k[0]) if k[0] in MODELS else 99, k[3], k[2], k[1]))
+        keys = [k for k in keys if k[0] in self.a.models and k[2] in self.a.dtypes and k[3] in self.a.dims]
+        if not keys:
+            return
+        self.out("## Roofline: the models' dense-layer products at this machine's Eigen GEMM rate (1 thread, tiles of 256)\n")
+        self.out("| model | d | H | dtype | op | FLOPs/sample | GEMM GFLOP/s | roofline samples/s | roofline time/sample |")
+        self.out("|---|---|---|---|---|---|---|---|---|")
+        for k in keys:
+            r = self.roof[k]
+            flops = fmt_rate(r["flops"]) if r.get("flops") else "—"
+            gemm = f"{r['gemm'] / 1e9:.1f}" if r.get("gemm") else "—"
+            self.out(f"| {k[0]} | {k[3]} | {r['H']} | {k[2]} | {k[1]} | {flops} | {gemm} | "
+                     f"{fmt_rate(r['rate'])} | {fmt_time(1 / r['rate'])} |")
+        self.out()
+
+    def render(self):
+        self.header()
+        ops = self.a.ops
+        for dtype in self.a.dtypes:
+            self.out(f"## {dtype}\n")
+            mark = len(self.lines)
+            if "log_prob" in ops:
+                self.table(f"log_prob, one point: latency ({dtype})", "log_prob", dtype, "1", 1)
+                self.table(f"log_prob, batch 256: samples/s ({dtype})", "log_prob", dtype, "256", 256)
+                self.table(f"log_prob, large batch (65,536 unless noted): samples/s ({dtype})", "log_prob", dtype, "L", LARGE)
+            if "sample" in ops:
+                self.table(f"sample, large batch (65,536 unless noted): samples/s ({dtype})", "sample", dtype, "L", LARGE)
+            if "train_step" in ops:
+                self.table(f"one training step (forward, backward, Adam), batch 256: time per step ({dtype})",
+                           "train_step", dtype, "train", 256)
+            if len(self.lines) == mark:  # no figures for this scalar type
+                del self.lines[mark - 1:]
+        self.roofline_table()
+        return "\n".join(self.lines)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", type=Path, default=REPO / "build" / "bench", help="build directory (default build/bench)")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already in --build")
+    ap.add_argument("--cxx-flags", default=DEFAULT_FLAGS, help=f"CMAKE_CXX_FLAGS_RELEASE (default '{DEFAULT_FLAGS}')")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--dims", default="2,16,64")
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--ops", default="log_prob,sample,train_step")
+    ap.add_argument("--repetitions", type=int, default=None, help="Google Benchmark repetitions (default 3; --quick 1)")
+    ap.add_argument("--min-time", type=float, default=None, help="Google Benchmark min time, s (default 0.2; --quick 0.05)")
+    ap.add_argument("--quick", action="store_true", help="short runs (nflow: 1 repetition, 0.05 s; PyTorch: budget 1 s, 10 steps)")
+    ap.add_argument("--python", default="/usr/bin/python3", help="Python that runs the PyTorch side")
+    ap.add_argument("--torch-bench-dir", default=os.environ.get("NFLOW_TORCH_BENCH", str(REPO.parent / "shared" / "bench")))
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    ap.add_argument("--no-compile-time", action="store_true", help="skip timing the compile-time probe")
+    ap.add_argument("--no-jemalloc", action="store_true", help="skip the PyTorch+jemalloc column")
+    ap.add_argument("--torch-batches", default="1,256,L", help="bench_torch.py --batches (L = large)")
+    ap.add_argument("--torch-budget", type=float, default=None, help="bench_torch.py --budget, s per measurement")
+    ap.add_argument("--torch-max-wait", type=float, default=None, help="bench_torch.py --max-wait (quiet-machine wait), s")
+    ap.add_argument("--out", type=Path, default=None, help="markdown report (default <build>/compare.md)")
+    ap.add_argument("--from-json", nargs="?", const="", default=None, metavar="DIR",
+                    help="only rebuild the report from DIR (default <build>/compare)")
+    a = ap.parse_args()
+    a.models, a.dims, a.dtypes = csv(a.models), csv(a.dims, int), csv(a.dtypes)
+    a.threads, a.ops = csv(a.threads, int), csv(a.ops)
+    a.repetitions = a.repetitions or (1 if a.quick else 3)
+    a.min_time = a.min_time or (0.05 if a.quick else 0.2)
+    a.build = a.build.resolve()
+    return a
+
+
+def main():
+    a = parse_args()
+    data_dir = Path(a.from_json).resolve() if a.from_json else a.build / "compare"
+    if a.from_json is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for old in list(data_dir.glob("nflow_*.json")) + list(data_dir.glob("torch*.jsonl")):
+            old.unlink()  # the PyTorch scripts append; one report = one run
+        if not a.no_build:
+            build(a)
+        info, why = torch_info(a)
+        if why:
+            log(f"{why} (python: {a.python})")
+        meta = machine_meta(a, info, why)
+        if not a.no_compile_time:
+            log("timing the compile-time probe (benchmarks/compile_time/realnvp16.cpp)")
+            meta["compile_time"] = compile_times(a)
+        (data_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        run_nflow(a, data_dir)
+        if info:
+            run_torch(a, info, data_dir)
+    elif (data_dir / "meta.json").exists():
+        meta = json.loads((data_dir / "meta.json").read_text())
+    else:
+        meta = {}
+    context = {}
+    nflow, roof = load_nflow(sorted(data_dir.glob("nflow_*.json")), context)
+    torch = [load_torch(data_dir / fname) for _, fname, _ in TORCH_SOURCES]
+    if not meta:  # --from-json without meta.json: what the records say
+        meta = {"date": context.get("date", "?")[:16].replace("T", " "), "cores": context.get("num_cpus", "?"),
+                "repetitions": context.get("repetitions", "?")}
+        if torch[0][1]:
+            meta["torch"] = {"version": torch[0][1].get("torch"), "blas": torch[0][1].get("blas"),
+                             "jemalloc": "LD_PRELOAD" if torch[1][0] else None}
+    report = Report(a, meta, nflow, roof, [idx for idx, _ in torch]).render()
+    print(report)
+    out = a.out or a.build / "compare.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report + "\n")
+    log(f"report written to {out}; raw results in {data_dir}")
+
+
+if __name__ == "__main__":
+    main()
