@@ -2,6 +2,8 @@
 // forward and inverse, one backward pass at 256), and Conv1x1 with 16 channels on 8 × 8 images.
 // Items are samples.
 #include <benchmark/benchmark.h>
+
+#include "../smoke.hpp"
 #include <nflow/nflow.hpp>
 
 #include <cstdint>
@@ -98,16 +100,16 @@ void BM_ForwardVjp(benchmark::State& state) {
 
 NFLOW_GLOW_BENCH(ActNorm<float, 2>);
 NFLOW_GLOW_BENCH(ActNorm<float, 16>);
-NFLOW_GLOW_BENCH(ActNorm<float, 64>);
-NFLOW_GLOW_BENCH(ActNorm<double, 2>);
-NFLOW_GLOW_BENCH(ActNorm<double, 16>);
-NFLOW_GLOW_BENCH(ActNorm<double, 64>);
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(ActNorm<float, 64>);)
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(ActNorm<double, 2>);)
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(ActNorm<double, 16>);)
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(ActNorm<double, 64>);)
 NFLOW_GLOW_BENCH(LULinear<float, 2>);
 NFLOW_GLOW_BENCH(LULinear<float, 16>);
-NFLOW_GLOW_BENCH(LULinear<float, 64>);
-NFLOW_GLOW_BENCH(LULinear<double, 2>);
-NFLOW_GLOW_BENCH(LULinear<double, 16>);
-NFLOW_GLOW_BENCH(LULinear<double, 64>);
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(LULinear<float, 64>);)
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(LULinear<double, 2>);)
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(LULinear<double, 16>);)
+NFLOW_UNLESS_SMOKE(NFLOW_GLOW_BENCH(LULinear<double, 64>);)
 
 // ---- Conv1x1: 16 channels, 8 × 8 images (D = 1024) -------------------------------------------
 template <typename S>
@@ -159,9 +161,9 @@ void BM_ConvForwardVjp(benchmark::State& state) {
 BENCHMARK_TEMPLATE(BM_Conv, float, false)->Arg(1)->Arg(256);
 BENCHMARK_TEMPLATE(BM_Conv, float, true)->Arg(1)->Arg(256);
 BENCHMARK_TEMPLATE(BM_ConvForwardVjp, float)->Arg(256);
-BENCHMARK_TEMPLATE(BM_Conv, double, false)->Arg(1)->Arg(256);
-BENCHMARK_TEMPLATE(BM_Conv, double, true)->Arg(1)->Arg(256);
-BENCHMARK_TEMPLATE(BM_ConvForwardVjp, double)->Arg(256);
+NFLOW_UNLESS_SMOKE(BENCHMARK_TEMPLATE(BM_Conv, double, false)->Arg(1)->Arg(256);)
+NFLOW_UNLESS_SMOKE(BENCHMARK_TEMPLATE(BM_Conv, double, true)->Arg(1)->Arg(256);)
+NFLOW_UNLESS_SMOKE(BENCHMARK_TEMPLATE(BM_ConvForwardVjp, double)->Arg(256);)
 
 }  // namespace
 

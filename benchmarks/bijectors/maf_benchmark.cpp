@@ -5,6 +5,8 @@
 // with --benchmark_min_time=0.001.
 #include <benchmark/benchmark.h>
 
+#include "../smoke.hpp"
+
 #include <cstdint>
 #include <random>
 
@@ -78,11 +80,11 @@ void BM_MadeBackward(benchmark::State& state) {
   BENCHMARK_TEMPLATE(BM_MadeBackward, S, D, H)->Arg(256)->Unit(benchmark::kMicrosecond)
 
 NFLOW_MAF_BENCHMARKS(float, 2, 64);
-NFLOW_MAF_BENCHMARKS(double, 2, 64);
+NFLOW_UNLESS_SMOKE(NFLOW_MAF_BENCHMARKS(double, 2, 64);)
 NFLOW_MAF_BENCHMARKS(float, 16, 128);
-NFLOW_MAF_BENCHMARKS(double, 16, 128);
-NFLOW_MAF_BENCHMARKS(float, 64, 256);
-NFLOW_MAF_BENCHMARKS(double, 64, 256);
+NFLOW_UNLESS_SMOKE(NFLOW_MAF_BENCHMARKS(double, 16, 128);)
+NFLOW_UNLESS_SMOKE(NFLOW_MAF_BENCHMARKS(float, 64, 256);)
+NFLOW_UNLESS_SMOKE(NFLOW_MAF_BENCHMARKS(double, 64, 256);)
 
 }  // namespace
 

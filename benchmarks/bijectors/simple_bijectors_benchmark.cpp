@@ -1,5 +1,7 @@
 // The simple bijectors one at a time: one point (latency) and a batch of 65,536 (throughput).
 #include <benchmark/benchmark.h>
+
+#include "../smoke.hpp"
 #include <nflow/nflow.hpp>
 
 #include <random>
@@ -64,15 +66,15 @@ void BM_InverseBatch(benchmark::State& state) {
   BENCHMARK_TEMPLATE(BM_InverseBatch, __VA_ARGS__)->Arg(65536)
 
 NFLOW_SIMPLE_BENCH(ElementwiseAffine<float, 16>);
-NFLOW_SIMPLE_BENCH(ElementwiseAffine<double, 16>);
+NFLOW_UNLESS_SMOKE(NFLOW_SIMPLE_BENCH(ElementwiseAffine<double, 16>);)
 NFLOW_SIMPLE_BENCH(Reverse<float, 16>);
-NFLOW_SIMPLE_BENCH(Reverse<double, 16>);
+NFLOW_UNLESS_SMOKE(NFLOW_SIMPLE_BENCH(Reverse<double, 16>);)
 NFLOW_SIMPLE_BENCH(Permutation<float, 16>);
-NFLOW_SIMPLE_BENCH(Permutation<double, 16>);
+NFLOW_UNLESS_SMOKE(NFLOW_SIMPLE_BENCH(Permutation<double, 16>);)
 NFLOW_SIMPLE_BENCH(Sigmoid<float, 16>);
-NFLOW_SIMPLE_BENCH(Sigmoid<double, 16>);
+NFLOW_UNLESS_SMOKE(NFLOW_SIMPLE_BENCH(Sigmoid<double, 16>);)
 NFLOW_SIMPLE_BENCH(Logit<float, 16>);
-NFLOW_SIMPLE_BENCH(Logit<double, 16>);
+NFLOW_UNLESS_SMOKE(NFLOW_SIMPLE_BENCH(Logit<double, 16>);)
 
 }  // namespace
 

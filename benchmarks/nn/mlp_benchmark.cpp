@@ -9,6 +9,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "../smoke.hpp"
+
 #include <cstdint>
 #include <random>
 
@@ -115,12 +117,12 @@ void BM_MLP_backward_batch(benchmark::State& state) {
 
 NFLOW_MLP_BENCHMARKS(float, 2, 64);
 NFLOW_MLP_BENCHMARKS(float, 16, 128);
-NFLOW_MLP_BENCHMARKS(float, 64, 256);
-NFLOW_MLP_BENCHMARKS(double, 2, 64);
-NFLOW_MLP_BENCHMARKS(double, 16, 128);
-NFLOW_MLP_BENCHMARKS(double, 64, 256);
+NFLOW_UNLESS_SMOKE(NFLOW_MLP_BENCHMARKS(float, 64, 256);)
+NFLOW_UNLESS_SMOKE(NFLOW_MLP_BENCHMARKS(double, 2, 64);)
+NFLOW_UNLESS_SMOKE(NFLOW_MLP_BENCHMARKS(double, 16, 128);)
+NFLOW_UNLESS_SMOKE(NFLOW_MLP_BENCHMARKS(double, 64, 256);)
 
 BENCHMARK_TEMPLATE(BM_MLP_forward_point_dynamic, float, 16, 128);
-BENCHMARK_TEMPLATE(BM_MLP_forward_point_dynamic, double, 16, 128);
+NFLOW_UNLESS_SMOKE(BENCHMARK_TEMPLATE(BM_MLP_forward_point_dynamic, double, 16, 128);)
 
 BENCHMARK_MAIN();
