@@ -150,10 +150,6 @@ class BijectorBase {
 
   const Derived& derived() const { return static_cast<const Derived&>(*this); }
 
-  /// What the hooks receive as context. A bijector whose ContextDim is fixed and positive never
-  /// sees NoContext: a call without a context has already thrown in check_call, and the hooks
-  /// are instantiated with a placeholder matrix only so that the call compiles. Bijectors with
-  /// ContextDim == 0 or Dynamic receive NoContext when no context is given.
   /// Whether a batch of n columns is evaluated tile by tile (nflow/core/parallel.hpp). A bijector
   /// whose columns are not independent for some settings opts out with `bool splits_batches()`.
   bool splits(Index n) const {
@@ -196,6 +192,10 @@ class BijectorBase {
     return out;
   }
 
+  /// What the hooks receive as context. A bijector whose ContextDim is fixed and positive never
+  /// sees NoContext: a call without a context has already thrown in check_call, and the hooks
+  /// are instantiated with a placeholder matrix only so that the call compiles. Bijectors with
+  /// ContextDim == 0 or Dynamic receive NoContext when no context is given.
   template <typename X, typename C>
   static decltype(auto) context_or_placeholder(const Eigen::MatrixBase<X>& x, const C& context) {
     if constexpr (is_no_context_v<C> && (context_dim_v<Derived> > 0)) {
