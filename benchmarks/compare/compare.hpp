@@ -124,15 +124,17 @@ void run_sample(benchmark::State& state, const Density& density, Index n, double
 }
 
 /// One maximum-likelihood step on a fixed batch: gradient of the mean NLL, then Adam, as
-/// ../shared/bench/bench_train.py does (zero_grad, log_prob, mean, backward, step).
+/// ../shared/bench/bench_train.py does (zero_grad, log_prob, mean, backward, step). The NLL
+/// records into one tape reused by every step, as train::fit does.
 template <typename S, int D, typename Density>
 void run_train_step(benchmark::State& state, Density density, Index d, Index n, double flops) {
   const Eigen::Matrix<S, D, Dynamic> x = inputs<S, D>(d, n, 3);
   train::Adam<S> adam(density.parameter_count(), {.learning_rate = 1e-4});
   Vector<S> grad(density.parameter_count());
+  train::NllTape<Density> tape;
   for (auto _ : state) {
     grad.setZero();
-    const double loss = train::nll(density, x, grad);
+    const double loss = train::nll(density, x, grad, no_context, tape);
     adam.step_model(density, grad);
     benchmark::DoNotOptimize(loss);
   }

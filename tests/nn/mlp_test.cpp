@@ -343,6 +343,23 @@ TEMPLATE_LIST_TEST_CASE("MLP backward matches finite differences", "[nn][mlp][gr
       context_dim > 0 ? net.backward_input(x, c, r) : net.backward_input(x, r);
   CHECK(relative_error(grad_x_only, grad_x) < 1e-14);
 
+  // The recorded forward pass and the backward pass from its tape give the same numbers as
+  // forward() and backward(), and the tape holds copies (x changed afterwards does not matter).
+  {
+    typename Net::Tape tape;
+    Eigen::VectorXd gp_rec = Eigen::VectorXd::Zero(net.parameter_count());
+    Eigen::MatrixXd x_rec = x;
+    const Eigen::MatrixXd y_rec =
+        context_dim > 0 ? net.forward_recorded(x_rec, tape, c) : net.forward_recorded(x_rec, tape);
+    x_rec.setConstant(std::numeric_limits<double>::quiet_NaN());
+    const Eigen::MatrixXd y = context_dim > 0 ? net.forward(x, c) : net.forward(x);
+    CHECK(relative_error(y_rec, y) < 1e-14);
+    const Eigen::MatrixXd gx_rec = context_dim > 0 ? net.backward_recorded(tape, r, gp_rec, c)
+                                                   : net.backward_recorded(tape, r, gp_rec);
+    CHECK(relative_error(gx_rec, grad_x) < 1e-14);
+    CHECK(relative_error(gp_rec, grad_params) < 1e-14);
+  }
+
   // Single points (compile-time one column) agree with the batch, and gradients add up.
   Eigen::VectorXd summed = Eigen::VectorXd::Zero(net.parameter_count());
   for (Index j = 0; j < n; ++j) {
@@ -651,6 +668,21 @@ TEST_CASE("MLP rejects bad shapes with ShapeError", "[nn][mlp][errors]") {
   CHECK_THROWS_AS(cnet.backward_input(x, g), nflow::ShapeError);
   CHECK_THROWS_AS(cnet.backward_with_context_grad(x, c, g, gp), nflow::ShapeError);
   CHECK_NOTHROW(cnet.backward_with_context_grad(x, c, g, cgp));
+
+  // The recorded pair: the same checks, and a tape must come from a network of this shape.
+  MLP<double, Dyn, Dyn>::Tape tape;
+  CHECK_THROWS_AS(net.forward_recorded(bad_x, tape), nflow::ShapeError);
+  CHECK_THROWS_AS(cnet.forward_recorded(x, tape), nflow::ShapeError);  // context required
+  CHECK_THROWS_WITH(net.backward_recorded(tape, g, gp), Catch::Contains("tape"));  // empty tape
+  net.forward_recorded(x, tape);
+  CHECK_NOTHROW(net.backward_recorded(tape, g, gp));
+  CHECK_THROWS_AS(net.backward_recorded(tape, Eigen::MatrixXd::Zero(2, 4), gp), nflow::ShapeError);
+  CHECK_THROWS_WITH(net.backward_recorded(tape, g, short_gp), Catch::Contains("grad_params"));
+  MLP<double, Dyn, Dyn> wide(3, 2, 5, 2);
+  Eigen::VectorXd wgp = Eigen::VectorXd::Zero(wide.parameter_count());
+  CHECK_THROWS_WITH(wide.backward_recorded(tape, g, wgp), Catch::Contains("tape"));
+  cnet.forward_recorded(x, tape, c);
+  CHECK_THROWS_AS(cnet.backward_recorded(tape, g, cgp), nflow::ShapeError);  // context required
 
   CHECK_THROWS_AS(net.input_jacobian(x), nflow::ShapeError);  // 5 columns, not one point
   CHECK_THROWS_AS(net.input_jacobian(Eigen::VectorXd::Zero(2)), nflow::ShapeError);

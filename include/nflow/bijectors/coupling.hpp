@@ -166,15 +166,7 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     constexpr int Cols = X::ColsAtCompileTime;
     const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
     const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
-    const auto params = condition<Cols>(xa, ctx);
-    detail::ResultFor<Scalar, Dim, X> r;
-    r.log_det.setZero(1, x.cols());
-    Part<Cols> zb(xb.rows(), xb.cols());
-    transformer_.forward(xb, params, zb, r.log_det);
-    r.value.resize(x.rows(), x.cols());
-    scatter(r.value, mask_.conditioning(), xa);
-    scatter(r.value, mask_.transformed(), zb);
-    return r;
+    return forward_from<Cols>(xa, xb, condition<Cols>(xa, ctx));
   }
 
   template <typename Z, typename C>
@@ -193,21 +185,45 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     return r;
   }
 
-  template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
-    constexpr int Cols = X::ColsAtCompileTime;
-    const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
-    const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
-    const auto params = conditioner_.forward(xa, ctx);
-    const Part<Cols> gzb = gather<Cols>(gv, mask_.transformed());
-    Part<Cols> gxb(xb.rows(), xb.cols());
-    ParamBatch<Cols> gparams(params.rows(), params.cols());
-    transformer_.forward_backward(xb, params, gzb, gl, gxb, gparams);
-    const Part<Cols> gxa = gather<Cols>(gv, mask_.conditioning()) + conditioner_.backward(xa, ctx, gparams, gp);
-    detail::BatchFor<Scalar, Dim, X> gx(x.rows(), x.cols());
+  /// What forward_recorded() keeps for forward_vjp_recorded(): the conditioner's input x_A and
+  /// activations, x_B, and the transformer's parameters θ.
+  struct Tape {
+    typename Conditioner::Tape net;
+    Eigen::Matrix<Scalar, Dynamic, Dynamic, Eigen::ColMajor, Dim_, Dynamic> xb;
+    Eigen::Matrix<Scalar, Dynamic, Dynamic> params;
+    /// The number of samples recorded.
+    Index cols() const { return xb.cols(); }
+  };
+
+  template <typename C>
+  auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
+    const Part<Dynamic> xa = gather<Dynamic>(x, mask_.conditioning());
+    tape.xb = gather<Dynamic>(x, mask_.transformed());
+    tape.params = conditioner_.forward_recorded(xa, tape.net, ctx);
+    return forward_from<Dynamic>(xa, tape.xb, tape.params);
+  }
+
+  /// ∂L/∂x through both paths: the transformer's direct ∂z_B/∂x_B and the conditioner's θ(x_A).
+  template <typename GV, typename GL, typename C>
+  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+    const Index n = tape.cols();
+    const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
+    Part<Dynamic> gxb(tape.xb.rows(), n);
+    ParamBatch<Dynamic> gparams(tape.params.rows(), n);
+    transformer_.forward_backward(tape.xb, tape.params, gzb, gl, gxb, gparams);
+    const Part<Dynamic> gxa =
+        gather<Dynamic>(gv, mask_.conditioning()) + conditioner_.backward_recorded(tape.net, gparams, gp, ctx);
+    Batch<Scalar, Dim, Dynamic> gx(dim(), n);
     scatter(gx, mask_.conditioning(), gxa);
     scatter(gx, mask_.transformed(), gxb);
     return gx;
+  }
+
+  template <typename X, typename GV, typename GL, typename C>
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+    Tape tape;
+    record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
+    return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx));
   }
 
   template <typename Z, typename GV, typename GL, typename C>
@@ -215,12 +231,13 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     constexpr int Cols = Z::ColsAtCompileTime;
     const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
     const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
-    const auto params = conditioner_.forward(za, ctx);
+    typename Conditioner::Tape net;
+    const ParamBatch<Dynamic> params = conditioner_.forward_recorded(za, net, ctx);
     const Part<Cols> gxb = gather<Cols>(gv, mask_.transformed());
     Part<Cols> gzb(zb.rows(), zb.cols());
-    ParamBatch<Cols> gparams(params.rows(), params.cols());
+    ParamBatch<Dynamic> gparams(params.rows(), params.cols());
     transformer_.inverse_backward(zb, params, gxb, gl, gzb, gparams);
-    const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) + conditioner_.backward(za, ctx, gparams, gp);
+    const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) + conditioner_.backward_recorded(net, gparams, gp, ctx);
     detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
     scatter(gz, mask_.conditioning(), gza);
     scatter(gz, mask_.transformed(), gzb);
@@ -250,6 +267,19 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   using Part = Eigen::Matrix<Scalar, Dynamic, Cols, Eigen::ColMajor, Dim_, Cols == Dynamic ? Dynamic : Cols>;
   template <int Cols>
   using ParamBatch = Eigen::Matrix<Scalar, Dynamic, Cols>;
+
+  /// z = (x_A, τ(x_B; θ)) scattered back to feature order, with log|det|.
+  template <int Cols, typename PM>
+  ValueAndLogDet<Scalar, Dim, Cols> forward_from(const Part<Cols>& xa, const Part<Cols>& xb, const PM& params) const {
+    ValueAndLogDet<Scalar, Dim, Cols> r;
+    r.log_det.setZero(1, xb.cols());
+    Part<Cols> zb(xb.rows(), xb.cols());
+    transformer_.forward(xb, params, zb, r.log_det);
+    r.value.resize(dim(), xb.cols());
+    scatter(r.value, mask_.conditioning(), xa);
+    scatter(r.value, mask_.transformed(), zb);
+    return r;
+  }
 
   /// The transformer's parameters θ(x_A, c). One point with a fixed Dim: in a fixed-capacity
   /// vector, so that (with a fixed Hidden) the call allocates nothing.

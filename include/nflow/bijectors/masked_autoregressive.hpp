@@ -198,6 +198,33 @@ class MaskedAutoregressive
     return gx;
   }
 
+  /// What forward_recorded() keeps for forward_vjp_recorded(): the MADE's input, activations
+  /// and outputs (the transformer's parameters), for the whole batch.
+  struct Tape {
+    typename Made::Tape net;
+    /// The number of samples recorded.
+    Index cols() const { return net.cols(); }
+  };
+
+  template <typename C>
+  auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
+    ValueAndLogDet<Scalar, Dim, Dynamic> r;
+    r.value.resize(x.rows(), x.cols());
+    r.log_det.setZero(1, x.cols());
+    with_context<Dynamic>(ctx, [&](const auto* c) { made_.forward_recorded(x, c, tape.net); });
+    transformer_.forward(x, tape.net.y, r.value, r.log_det);
+    return r;
+  }
+
+  template <typename GV, typename GL, typename C>
+  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+    Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
+    ParameterMatrix<Scalar> grad_params(tape.net.y.rows(), tape.cols());
+    transformer_.forward_backward(tape.net.input, tape.net.y, gv, gl, gx, grad_params);
+    with_context<Dynamic>(ctx, [&](const auto* c) { made_.backward_recorded(tape.net, c, grad_params, gp, gx); });
+    return gx;
+  }
+
  private:
   static Made make_made(Index dim, const AutoregressiveOptions& o) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {

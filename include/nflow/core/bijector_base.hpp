@@ -29,6 +29,7 @@
 #include "nflow/core/types.hpp"
 
 #include <concepts>
+#include <utility>
 #include <type_traits>
 
 namespace nflow {
@@ -66,6 +67,45 @@ using ContextRefT = std::conditional_t<
                        Eigen::Matrix<typename D::Scalar, context_dim_v<D>, X::ColsAtCompileTime>, NoContext>,
     C>;
 }  // namespace detail
+
+/// @brief The default tape of a bijector without its own: the input of the recorded call (the
+/// backward pass then runs the bijector's forward_vjp from it).
+template <typename Scalar, int Dim>
+struct InputTape {
+  Batch<Scalar, Dim, Dynamic> input;
+  /// The number of samples recorded.
+  Index cols() const { return input.cols(); }
+};
+
+namespace detail {
+template <typename B>
+struct TapeOf {
+  using type = InputTape<typename B::Scalar, B::Dim>;
+};
+template <typename B>
+  requires requires { typename B::Tape; }
+struct TapeOf<B> {
+  using type = typename B::Tape;
+};
+template <typename B>
+concept HasTapeHooks = requires { typename B::Tape; };
+
+/// x as a Batch<S, Dim, Dynamic>: a reference when it is one, a copy otherwise.
+template <typename S, int Dim, typename X>
+decltype(auto) as_batch(const Eigen::MatrixBase<X>& x) {
+  if constexpr (std::is_same_v<X, Batch<S, Dim, Dynamic>>) {
+    return (x.derived());
+  } else {
+    return Batch<S, Dim, Dynamic>(x);
+  }
+}
+}  // namespace detail
+
+/// @brief What a bijector of type B records in forward_recorded() for forward_vjp_recorded():
+/// `B::Tape` when B declares one (coupling layers: the conditioner's activations), otherwise
+/// nflow::InputTape (the input).
+template <typename B>
+using tape_t = typename detail::TapeOf<std::remove_cvref_t<B>>::type;
 
 template <typename Derived>
 class BijectorBase {
@@ -132,6 +172,77 @@ class BijectorBase {
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
     return derived().inverse_vjp_impl(z.derived(), grad_value.derived(), grad_log_det.derived(),
                                       gp, context_or_placeholder(z, context));
+  }
+
+  // ---- recorded forward pass and its vjp (training) ------------------------------------------
+  /// @brief forward_and_log_det(x) of a batch that also records in `tape` (a nflow::tape_t of
+  /// this bijector) what forward_vjp_recorded() needs. Never split into tiles. Same checks and
+  /// exceptions as forward_and_log_det. A tape holds values, not references (it stays valid when
+  /// x goes away) and describes the parameters as they were: change them and record again.
+  template <typename X, typename T, ContextArg C = NoContext>
+  auto forward_recorded(const Eigen::MatrixBase<X>& x, T& tape, const C& context = C{}) const {
+    using S = typename Derived::Scalar;
+    static_assert(std::is_same_v<T, tape_t<Derived>>,
+                  "nflow: forward_recorded(x, tape): the tape must be a nflow::tape_t<B> of this bijector");
+    check_call("forward_recorded", x, context);
+    if constexpr (detail::HasTapeHooks<Derived>) {
+      const auto& xb = detail::as_batch<S, Derived::Dim>(x);
+      return derived().record_forward_impl(xb, context_or_placeholder(xb, context), tape);
+    } else {
+      tape.input = x;
+      return derived().forward_impl(tape.input, context_or_placeholder(tape.input, context));
+    }
+  }
+
+  /// @brief forward_vjp() at the batch a forward_recorded() call recorded into `tape`, reading
+  /// what was recorded instead of running the forward pass again. The context must be the one
+  /// given to forward_recorded(). Returns ∂L/∂x; adds ∂L/∂θ into `grad_params`.
+  /// @throws nflow::ShapeError if grad_value, grad_log_det, grad_params or the context do not
+  ///   match the bijector and the tape's batch.
+  template <typename T, typename GV, typename GL, typename GP, ContextArg C = NoContext>
+  auto forward_vjp_recorded(const T& tape, const Eigen::MatrixBase<GV>& grad_value,
+                            const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
+                            const C& context = C{}) const {
+    static_assert(std::is_same_v<T, tape_t<Derived>>,
+                  "nflow: forward_vjp_recorded(tape, ...): the tape must be a nflow::tape_t<B> of this bijector");
+    check_vjp("forward_vjp_recorded", grad_value, grad_value, grad_log_det, grad_params, context);
+    detail::check_cols("forward_vjp_recorded", "grad_value", tape.cols(), grad_value.rows(), grad_value.cols());
+    Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
+    const auto ctx = context_or_placeholder(grad_value, context);
+    if constexpr (detail::HasTapeHooks<Derived>) {
+      return derived().taped_vjp_impl(tape, grad_value.derived(), grad_log_det.derived(), gp, ctx);
+    } else {
+      static_assert(detail::HasForwardVjpImpl<Derived, decltype(tape.input), GV, GL, std::remove_cvref_t<decltype(ctx)>>,
+                    "nflow: forward_vjp_recorded: this bijector has no forward vjp (it is not "
+                    "ForwardDifferentiable)");
+      return derived().forward_vjp_impl(tape.input, grad_value.derived(), grad_log_det.derived(), gp, ctx);
+    }
+  }
+
+  /// @brief A batch's forward pass and its vector-Jacobian product in one call, for a loss L
+  /// that depends on the output: computes (z, log_det) = forward_and_log_det(x) (recording), calls
+  /// `seed(z, log_det, grad_value, grad_log_det)`, which writes ∂L/∂z (Dim × N) into
+  /// `grad_value` and ∂L/∂log_det (1 × N) into `grad_log_det` (both sized, zero-filled), then
+  /// returns ∂L/∂x and adds ∂L/∂θ into `grad_params`. Each layer's forward pass runs once
+  /// (forward_and_log_det followed by forward_vjp runs coupling conditioners three times).
+  /// This is what train::nll uses. Exceptions: as forward_and_log_det and forward_vjp.
+  template <typename X, typename Seed, typename GP, ContextArg C = NoContext>
+  auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params,
+                       const C& context = C{}) const {
+    tape_t<Derived> tape;
+    return forward_and_vjp(x, std::forward<Seed>(seed), std::forward<GP>(grad_params), context, tape);
+  }
+  /// @brief forward_and_vjp() recording into a caller's tape: give the same tape to every step
+  /// of a training loop and its buffers are reused (one tape per thread).
+  template <typename X, typename Seed, typename GP, ContextArg C, typename T>
+  auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params, const C& context,
+                       T& tape) const {
+    using S = typename Derived::Scalar;
+    const auto r = forward_recorded(x, tape, context);
+    Batch<S, Derived::Dim, Dynamic> grad_value = Batch<S, Derived::Dim, Dynamic>::Zero(r.value.rows(), r.value.cols());
+    PerSample<S, Dynamic> grad_log_det = PerSample<S, Dynamic>::Zero(1, r.value.cols());
+    seed(r.value, r.log_det, grad_value, grad_log_det);
+    return forward_vjp_recorded(tape, grad_value, grad_log_det, std::forward<GP>(grad_params), context);
   }
 
   // ---- defaults for the optional hooks ---------------------------------------------------------

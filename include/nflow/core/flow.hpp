@@ -126,6 +126,29 @@ auto step_inverse_vjp(const B& b, const V& v, const G& gv, const L& gl, P&& gp, 
   }
 }
 
+/// A step's recorded forward pass (a bijector not built on BijectorBase records its input).
+template <typename B, typename V, typename T, typename C>
+auto step_record(const B& b, const V& v, T& tape, const C& ctx) {
+  if constexpr (!requires { b.forward_recorded(v, tape); }) {
+    tape.input = v;
+    return step_forward(b, tape.input, ctx);
+  } else if constexpr (is_no_context_v<C> || !is_conditional_v<B>) {
+    return b.forward_recorded(v, tape);
+  } else {
+    return b.forward_recorded(v, tape, ctx);
+  }
+}
+template <typename B, typename T, typename G, typename L, typename P, typename C>
+auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& gp, const C& ctx) {
+  if constexpr (!requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
+    return step_forward_vjp(b, tape.input, gv, gl, std::forward<P>(gp), ctx);
+  } else if constexpr (is_no_context_v<C> || !is_conditional_v<B>) {
+    return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp));
+  } else {
+    return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), ctx);
+  }
+}
+
 template <typename B>
 Index step_parameter_count(const B& b) {
   if constexpr (requires { b.parameter_count(); }) {
@@ -264,27 +287,49 @@ class Flow : public BijectorBase<Flow<Bs...>> {
     return detail::ResultFor<Scalar, Dim, Z>{std::move(v), std::move(ld)};
   }
 
+  /// What forward_recorded() keeps: each step's tape (see nflow::tape_t).
+  struct Tape {
+    std::tuple<tape_t<Bs>...> steps;
+    /// The number of samples recorded.
+    Index cols() const { return std::get<0>(steps).cols(); }
+  };
+
+  template <typename C>
+  auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
+    using V = Batch<Scalar, Dim, Dynamic>;
+    auto first = detail::step_record(std::get<0>(steps_), x, std::get<0>(tape.steps), ctx);
+    V v = std::move(first.value);
+    PerSample<Scalar, Dynamic> ld = std::move(first.log_det);
+    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+      ((record_step<Is + 1>(v, ld, ctx, tape)), ...);
+    }(std::make_index_sequence<N - 1>{});
+    return ValueAndLogDet<Scalar, Dim, Dynamic>{std::move(v), std::move(ld)};
+  }
+
+  /// The steps' vjps in reverse order, each from its own tape.
+  template <typename GV, typename GL, typename C>
+  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                      const C& ctx) const {
+    const std::array<Index, N + 1> offsets = parameter_offsets();
+    Batch<Scalar, Dim, Dynamic> g = gv;
+    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+      ((g = detail::step_vjp_recorded(std::get<N - 1 - Is>(steps_), std::get<N - 1 - Is>(tape.steps), g, gl,
+                                      gp.segment(offsets[N - 1 - Is], offsets[N - Is] - offsets[N - 1 - Is]),
+                                      ctx)),
+       ...);
+    }(std::make_index_sequence<N>{});
+    return g;
+  }
+
   template <typename X, typename GV, typename GL, typename C>
     requires(ForwardDifferentiable<Bs> && ...)
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C& ctx) const {
-    using V = detail::BatchFor<Scalar, Dim, X>;
-    // Inputs of every step, recomputed forward; then the steps' vjps in reverse order.
-    std::array<V, N> inputs;
-    inputs[0] = x;
-    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
-      ((inputs[Is + 1] = detail::step_forward(std::get<Is>(steps_), inputs[Is], ctx).value), ...);
-    }(std::make_index_sequence<N - 1>{});
-    const std::array<Index, N + 1> offsets = parameter_offsets();
-    V g = gv;
-    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
-      ((g = detail::step_forward_vjp(std::get<N - 1 - Is>(steps_), inputs[N - 1 - Is], g, gl,
-                                     gp.segment(offsets[N - 1 - Is],
-                                                offsets[N - Is] - offsets[N - 1 - Is]),
-                                     ctx)),
-       ...);
-    }(std::make_index_sequence<N>{});
-    return g;
+    // A recorded forward pass, then the steps' vjps from their tapes.
+    Tape tape;
+    const auto& xb = detail::as_batch<Scalar, Dim>(x);
+    record_forward_impl(xb, ctx, tape);
+    return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx));
   }
 
   template <typename Z, typename GV, typename GL, typename C>
@@ -314,6 +359,12 @@ class Flow : public BijectorBase<Flow<Bs...>> {
   template <std::size_t I, typename V, typename L, typename C>
   void apply_forward(V& v, L& ld, const C& ctx) const {
     auto r = detail::step_forward(std::get<I>(steps_), v, ctx);
+    v = std::move(r.value);
+    ld += r.log_det;
+  }
+  template <std::size_t I, typename V, typename L, typename C>
+  void record_step(V& v, L& ld, const C& ctx, Tape& tape) const {
+    auto r = detail::step_record(std::get<I>(steps_), v, std::get<I>(tape.steps), ctx);
     v = std::move(r.value);
     ld += r.log_det;
   }

@@ -115,11 +115,13 @@ class Density {
     detail::check_cols("Density::log_prob_vjp", "grad_log_prob", x.cols(), grad_log_prob.rows(),
                        grad_log_prob.cols());
     const Index nb = base_.parameter_count();
-    auto z = transform_.forward(x, context);
     // log p = log p_base(z) + log_det: z's gradient comes from the base, log_det's is grad_log_prob.
-    auto gz = base_.log_prob_vjp(z, grad_log_prob, grad_params.head(nb));
-    return transform_.forward_vjp(x, gz, grad_log_prob, grad_params.tail(grad_params.size() - nb),
-                                  context);
+    auto seed = [&](const auto& z, const auto&, auto& grad_z, auto& grad_log_det) {
+      grad_log_det = grad_log_prob;
+      grad_z = base_.log_prob_vjp(z, grad_log_prob, grad_params.head(nb));
+    };
+    return detail::BatchFor<Scalar, Transform::Dim, X>(
+        transform_.forward_and_vjp(x, seed, grad_params.tail(grad_params.size() - nb), context));
   }
 
   Index parameter_count() const {

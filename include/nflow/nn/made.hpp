@@ -370,22 +370,65 @@ class MADE {
     ws.below.resize(h, L > 1 ? block : 0);
     ws.y.resize(out_dim(), block);
     ws.g.resize(out_dim(), block);
-    ws.grad_weights.resize(std::size_t(L + 1));
-    for (Index l = 0; l <= L; ++l) {
-      const auto& w = weights_[std::size_t(l)];
-      ws.grad_weights[std::size_t(l)].setZero(w.rows(), w.cols());
-    }
+    start_weight_gradients(ws);
     for (Index j = 0; j < n; j += block) {
       const Index m = std::min(block, n - j);
       with_context_block<Cols>(context, j, m, [&](const auto* cb) {
         backward_block(x.middleCols(j, m), cb, j, grad_fn, grad_params, grad_x, ws);
       });
     }
-    for (Index l = 0; l <= L; ++l) {
-      const auto& w = weights_[std::size_t(l)];
-      Eigen::Map<Work> gw(grad_params.data() + weight_offset_[std::size_t(l)], w.rows(), w.cols());
-      gw += ws.grad_weights[std::size_t(l)].cwiseProduct(masks_[std::size_t(l)]);
-    }
+    finish_weight_gradients(ws, grad_params);
+  }
+
+  /// What backward_recorded() needs from forward_recorded(): the input, every hidden layer's
+  /// output (and pre-activation when f′ needs it) and the outputs, for the whole batch
+  /// (h × L·N + out × N values). Values, not references; recording again reuses the buffers.
+  struct Tape {
+    ParameterMatrix<Scalar> input;
+    ParameterMatrix<Scalar> post;
+    ParameterMatrix<Scalar> pre;
+    ParameterMatrix<Scalar> y;  ///< the outputs, out × N
+    /// Scratch of backward_recorded(), kept so that a reused tape allocates nothing (not part of
+    /// the record; a tape is used by one thread at a time).
+    mutable ParameterMatrix<Scalar> delta;
+    mutable ParameterMatrix<Scalar> below;
+    mutable std::vector<ParameterMatrix<Scalar>> grad_weights;
+    /// The number of samples recorded.
+    Index cols() const { return input.cols(); }
+  };
+
+  /// @brief The forward pass of a batch (D × N; shapes not checked here), recording into `tape`;
+  /// the outputs are `tape.y` (out × N).
+  template <typename XD>
+  void forward_recorded(const Eigen::MatrixBase<XD>& x, const ContextRef<Eigen::Dynamic>* context, Tape& tape) const {
+    const Index n = x.cols();
+    const Index L = hidden_layers_;
+    tape.input = x;
+    tape.post.resize(hidden_width_, L * n);
+    if constexpr (!Activation::BackwardFromOutput) tape.pre.resize(hidden_width_, L * n);
+    tape.y.resize(out_dim(), n);
+    record_block(tape.input, context, tape.post, tape.pre, tape.y);
+  }
+
+  /// @brief The backward pass from a tape, for g = ∂L/∂y (out × N): ADDS ∂L/∂θ into
+  /// `grad_params` (masked weight entries get exactly 0) and ADDS the network's ∂L/∂x into
+  /// `grad_x` (D × N, sized by the caller). The context must be the recorded one.
+  template <typename G, typename GX>
+  void backward_recorded(const Tape& tape, const ContextRef<Eigen::Dynamic>* context, const G& g,
+                         Eigen::Ref<Vector<Scalar>> grad_params, GX& grad_x) const {
+    const Index n = tape.cols();
+    BackwardWorkspace ws;  // borrows the tape's scratch (moved back at the end)
+    ws.delta.swap(tape.delta);
+    ws.below.swap(tape.below);
+    ws.grad_weights.swap(tape.grad_weights);
+    ws.delta.resize(hidden_width_, hidden_layers_ > 0 ? n : 0);
+    ws.below.resize(hidden_width_, hidden_layers_ > 1 ? n : 0);
+    start_weight_gradients(ws);
+    backward_from_block(tape.input, context, 0, g, grad_params, grad_x, tape.post, tape.pre, ws);
+    finish_weight_gradients(ws, grad_params);
+    tape.delta.swap(ws.delta);
+    tape.below.swap(ws.below);
+    tape.grad_weights.swap(ws.grad_weights);
   }
 
   /// @brief The Dim sequential passes of an autoregressive inverse. Sets `x` (D × N, sized by
@@ -852,31 +895,49 @@ class MADE {
   void backward_block(const XB& x, const CB* c, Index first, const BackwardGrad& grad_fn, Eigen::Ref<Vector<Scalar>>& gp,
                       GX& grad_x, BackwardWorkspace& ws) const {
     const Index m = x.cols();
+    auto y = ws.y.leftCols(m);
+    auto g = ws.g.leftCols(m);
+    record_block(x, c, ws.post, ws.pre, y);
+    grad_fn(first, ConstBlockRef(y), BlockRef(g));
+    backward_from_block(x, c, first, g, gp, grad_x, ws.post, ws.pre, ws);
+  }
+
+  /// The forward pass of a block of columns keeping every hidden layer's output in `post`
+  /// (layer l in columns l·m …, m = x.cols()) and, if f′ needs it, its pre-activation in `pre`;
+  /// the outputs go to `y` (out × m).
+  template <typename XB, typename CB, typename Y>
+  void record_block(const XB& x, const CB* c, Work& post, Work& pre, Y& y) const {
+    const Index m = x.cols();
     const Index L = hidden_layers_;
-    constexpr bool from_output = Activation::BackwardFromOutput;
-    Scalar* const gpd = gp.data();
-    // Forward, keeping every hidden layer's output (and pre-activation if f′ needs it).
     for (Index l = 0; l < L; ++l) {
-      auto o = ws.post.middleCols(l * m, m);
+      auto o = post.middleCols(l * m, m);
       if (l == 0) {
         first_layer(x, c, o);
       } else {
-        o.noalias() = masked_[std::size_t(l)] * ws.post.middleCols((l - 1) * m, m);
+        o.noalias() = masked_[std::size_t(l)] * post.middleCols((l - 1) * m, m);
         o.colwise() += biases_[std::size_t(l)];
       }
-      if constexpr (!from_output) ws.pre.middleCols(l * m, m) = o;
+      if constexpr (!Activation::BackwardFromOutput) pre.middleCols(l * m, m) = o;
       Activation::apply(o);
     }
-    auto y = ws.y.leftCols(m);
-    auto g = ws.g.leftCols(m);
     if (L == 0) {
       first_layer(x, c, y);
     } else {
-      y.noalias() = masked_[std::size_t(L)] * ws.post.middleCols((L - 1) * m, m);
+      y.noalias() = masked_[std::size_t(L)] * post.middleCols((L - 1) * m, m);
       y.colwise() += biases_[std::size_t(L)];
     }
-    grad_fn(first, ConstBlockRef(y), BlockRef(g));
+  }
 
+  /// The backward pass of a block from what record_block() kept, for g = ∂L/∂y (out × m): adds
+  /// the bias gradients into gp, the unmasked weight gradients into ws.grad_weights (masked once
+  /// at the end, by finish_weight_gradients) and ∂L/∂x into columns first … of grad_x.
+  template <typename XB, typename CB, typename G, typename GX>
+  void backward_from_block(const XB& x, const CB* c, Index first, const G& g, Eigen::Ref<Vector<Scalar>>& gp,
+                           GX& grad_x, const Work& post, const Work& pre, BackwardWorkspace& ws) const {
+    const Index m = x.cols();
+    const Index L = hidden_layers_;
+    constexpr bool from_output = Activation::BackwardFromOutput;
+    Scalar* const gpd = gp.data();
     auto bias_grad = [&](Index l) {
       return Eigen::Map<Vector<Scalar>>(gpd + bias_offset_[std::size_t(l)], biases_[std::size_t(l)].size());
     };
@@ -894,25 +955,42 @@ class MADE {
       input_layer_grads(g);
       return;
     }
-    ws.grad_weights[std::size_t(L)].noalias() += g * ws.post.middleCols((L - 1) * m, m).transpose();
+    ws.grad_weights[std::size_t(L)].noalias() += g * post.middleCols((L - 1) * m, m).transpose();
     Work* delta_full = &ws.delta;
     Work* below_full = &ws.below;
     delta_full->leftCols(m).noalias() = masked_[std::size_t(L)].transpose() * g;
     for (Index l = L - 1; l >= 0; --l) {
       auto delta = delta_full->leftCols(m);
       if constexpr (from_output) {
-        Activation::backward(ws.post.middleCols(l * m, m), delta);
+        Activation::backward(post.middleCols(l * m, m), delta);
       } else {
-        Activation::backward(ws.pre.middleCols(l * m, m), delta);
+        Activation::backward(pre.middleCols(l * m, m), delta);
       }
       bias_grad(l) += delta.rowwise().sum();
       if (l > 0) {
-        ws.grad_weights[std::size_t(l)].noalias() += delta * ws.post.middleCols((l - 1) * m, m).transpose();
+        ws.grad_weights[std::size_t(l)].noalias() += delta * post.middleCols((l - 1) * m, m).transpose();
         below_full->leftCols(m).noalias() = masked_[std::size_t(l)].transpose() * delta;
         std::swap(delta_full, below_full);
       } else {
         input_layer_grads(delta);
       }
+    }
+  }
+
+  /// Zeroed unmasked weight-gradient accumulators, one per layer.
+  void start_weight_gradients(BackwardWorkspace& ws) const {
+    ws.grad_weights.resize(std::size_t(hidden_layers_ + 1));
+    for (Index l = 0; l <= hidden_layers_; ++l) {
+      const auto& w = weights_[std::size_t(l)];
+      ws.grad_weights[std::size_t(l)].setZero(w.rows(), w.cols());
+    }
+  }
+  /// Adds the masked accumulators into the flat gradient (masked entries get exactly 0).
+  void finish_weight_gradients(const BackwardWorkspace& ws, Eigen::Ref<Vector<Scalar>>& grad_params) const {
+    for (Index l = 0; l <= hidden_layers_; ++l) {
+      const auto& w = weights_[std::size_t(l)];
+      Eigen::Map<Work> gw(grad_params.data() + weight_offset_[std::size_t(l)], w.rows(), w.cols());
+      gw += ws.grad_weights[std::size_t(l)].cwiseProduct(masks_[std::size_t(l)]);
     }
   }
 

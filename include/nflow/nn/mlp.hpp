@@ -362,6 +362,95 @@ class MLP {
                                nullptr, nullptr);
   }
 
+  // ---- recorded forward and backward -----------------------------------------------------
+
+  /// @brief What backward_recorded() needs from one forward_recorded() pass: the input and
+  /// every hidden layer's output (and pre-activation when the activation's derivative needs it),
+  /// hidden × hidden_layers·N values in all. A tape holds values, not references: it stays valid
+  /// when the input goes away, and describes the parameters as they were when it was recorded.
+  /// Recording into a tape again reuses its buffers.
+  struct Tape {
+    InputBatch<Eigen::Dynamic> input;
+    ParameterMatrix<Scalar> post;  ///< hidden × (layers·N): layer k's output in columns k·N …
+    ParameterMatrix<Scalar> pre;   ///< the same for the pre-activations (when f′ needs them)
+    /// Scratch of backward_recorded(), kept so that a tape reused from one training step to the
+    /// next allocates nothing (not part of the record; a tape is used by one thread at a time).
+    mutable ParameterMatrix<Scalar> delta;
+    mutable ParameterMatrix<Scalar> below;
+    /// The number of samples recorded.
+    Index cols() const { return input.cols(); }
+  };
+
+  /// @brief forward(x[, c]) for a batch, keeping in `tape` what backward_recorded() needs, so
+  /// that a backward pass after it does not run the network forward again (backward() does).
+  /// Same checks and exceptions as forward(); a call that throws leaves the tape unchanged.
+  template <typename XD, typename C = NoContext>
+  OutputBatch<Eigen::Dynamic> forward_recorded(const Eigen::MatrixBase<XD>& x, Tape& tape,
+                                               const C& context = C{}) const {
+    check_input_type<XD>();
+    check_input_shape("nn::MLP::forward_recorded", x);
+    const Index n = x.cols();
+    // Every check before the tape is written: a call that throws leaves the tape as it was.
+    if constexpr (is_no_context_v<C>) {
+      require_no_context("nn::MLP::forward_recorded");
+    } else {
+      check_context_type<C>();
+      check_context_shape("nn::MLP::forward_recorded", context, n);
+    }
+    const Index layers = hidden_layers_;
+    tape.input = x;
+    tape.post.resize(hidden_width_, layers * n);
+    if constexpr (!Activation::BackwardFromOutput) tape.pre.resize(hidden_width_, layers * n);
+    const InputRef<Eigen::Dynamic> xr(tape.input);
+    if constexpr (is_no_context_v<C>) {
+      record_hidden(xr, nullptr, tape.post, tape.pre);
+    } else {
+      const ContextRef<Eigen::Dynamic> c(context.derived());
+      record_hidden(xr, &c, tape.post, tape.pre);
+    }
+    OutputBatch<Eigen::Dynamic> y(out_dim_, n);
+    dense_forward(y, weights_.back(), tape.post.middleCols((layers - 1) * n, n), biases_.back());
+    return y;
+  }
+
+  /// @brief backward() at the point a forward_recorded() call recorded into `tape`, without
+  /// recomputing the forward pass: returns ∂L/∂x (in × N) and ADDS ∂L/∂θ into `grad_params`.
+  /// The context must be the one given to forward_recorded().
+  /// @throws nflow::ShapeError if grad_out, grad_params or the context do not match the tape, or
+  ///   if the tape was not recorded by a network of this shape.
+  template <typename GD, typename C = NoContext>
+  InputBatch<Eigen::Dynamic> backward_recorded(const Tape& tape, const Eigen::MatrixBase<GD>& grad_out,
+                                               Eigen::Ref<Vector<Scalar>> grad_params,
+                                               const C& context = C{}) const {
+    const Index n = tape.cols();
+    if (tape.input.rows() != in_dim_ || tape.post.rows() != hidden_width_ || tape.post.cols() != hidden_layers_ * n ||
+        (!Activation::BackwardFromOutput && tape.pre.cols() != tape.post.cols())) {
+      throw ShapeError("nflow: nn::MLP::backward_recorded: the tape was not recorded by "
+                       "forward_recorded() of a network of this shape");
+    }
+    check_grad_out("nn::MLP::backward_recorded", grad_out, n);
+    check_grad_params("nn::MLP::backward_recorded", grad_params);
+    Work& delta = tape.delta;
+    Work& below = tape.below;
+    delta.resize(hidden_width_, n);
+    below.resize(hidden_width_, hidden_layers_ > 1 ? n : 0);
+    InputBatch<Eigen::Dynamic> gx(in_dim_, n);
+    const InputRef<Eigen::Dynamic> xr(tape.input);
+    const OutputRef<Eigen::Dynamic> g(grad_out.derived());
+    if constexpr (is_no_context_v<C>) {
+      require_no_context("nn::MLP::backward_recorded");
+      backward_from_hidden<Eigen::Dynamic>(xr, nullptr, g, grad_params.data(), 0, gx, nullptr,
+                                           tape.post, tape.pre, delta, below);
+    } else {
+      check_context_type<C>();
+      check_context_shape("nn::MLP::backward_recorded", context, n);
+      const ContextRef<Eigen::Dynamic> c(context.derived());
+      backward_from_hidden<Eigen::Dynamic>(xr, &c, g, grad_params.data(), 0, gx, nullptr,
+                                           tape.post, tape.pre, delta, below);
+    }
+    return gx;
+  }
+
   // ---- Jacobian ---------------------------------------------------------------------------
 
   /// @brief The Jacobian ∂y/∂x (out × in) at one point x (in × 1), computed analytically as
@@ -592,53 +681,62 @@ class MLP {
     Work delta_below;  ///< hidden × m
   };
 
+  /// Forward through the hidden layers for the columns of x, keeping layer k's output in
+  /// columns k·n … k·n+n−1 of `post` (hidden × layers·n, n = x.cols()) and, when f′ needs it,
+  /// its pre-activation in the same columns of `pre`.
+  void record_hidden(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context,
+                     Work& post, Work& pre) const {
+    const Index n = x.cols();
+    for (Index k = 0; k < hidden_layers_; ++k) {
+      auto out_k = post.middleCols(k * n, n);
+      if (k == 0) {
+        first_layer<Eigen::Dynamic>(x, context, out_k);
+      } else {
+        dense_forward(out_k, weights_[std::size_t(k)], post.middleCols((k - 1) * n, n),
+                      biases_[std::size_t(k)]);
+      }
+      if constexpr (!Activation::BackwardFromOutput) pre.middleCols(k * n, n) = out_k;
+      Activation::apply(out_k);
+    }
+  }
+
   /// The backward pass over the columns first … first + x.cols() − 1 of a batch (x, context and
-  /// grad_out are those columns): writes ∂L/∂x into those columns of grad_x (and ∂L/∂c into
-  /// grad_context if given) and adds the parameter gradients into grad_params if given.
+  /// grad_out are those columns), from their hidden activations recorded by record_hidden():
+  /// writes ∂L/∂x into those columns of grad_x (and ∂L/∂c into grad_context if given) and adds
+  /// the parameter gradients into grad_params if given. `delta` and `below` are hidden × n
+  /// scratch (`below` only read when there are two or more hidden layers).
   template <int Cols>
-  void backward_columns(const InputRef<Eigen::Dynamic>& x,
-                        const ContextRef<Eigen::Dynamic>* context,
-                        const OutputRef<Eigen::Dynamic>& grad_out, Scalar* grad_params, Index first,
-                        InputBatch<Cols>& grad_x, ContextBatch<Cols>* grad_context,
-                        BackwardWorkspace& ws) const {
+  void backward_from_hidden(const InputRef<Eigen::Dynamic>& x,
+                            const ContextRef<Eigen::Dynamic>* context,
+                            const OutputRef<Eigen::Dynamic>& grad_out, Scalar* grad_params,
+                            Index first, InputBatch<Cols>& grad_x,
+                            ContextBatch<Cols>* grad_context, const Work& post, const Work& pre,
+                            Work& delta_scratch, Work& below_scratch) const {
     const Index n = x.cols();
     const Index layers = hidden_layers_;
     constexpr bool from_output = Activation::BackwardFromOutput;
 
-    // Forward pass, keeping every hidden layer's output (and pre-activation if f' needs it).
-    for (Index k = 0; k < layers; ++k) {
-      auto out_k = ws.post.middleCols(k * n, n);
-      if (k == 0) {
-        first_layer<Eigen::Dynamic>(x, context, out_k);
-      } else {
-        dense_forward(out_k, weights_[std::size_t(k)], ws.post.middleCols((k - 1) * n, n),
-                      biases_[std::size_t(k)]);
-      }
-      if constexpr (!from_output) ws.pre.middleCols(k * n, n) = out_k;
-      Activation::apply(out_k);
-    }
-
     // Output layer.
     if (grad_params != nullptr) {
-      dense_accumulate_parameter_gradients(grad_out, ws.post.middleCols((layers - 1) * n, n),
+      dense_accumulate_parameter_gradients(grad_out, post.middleCols((layers - 1) * n, n),
                                            weight_gradient(grad_params, layers),
                                            bias_gradient(grad_params, layers));
     }
-    Work* delta_full = &ws.delta;
-    Work* below_full = &ws.delta_below;
+    Work* delta_full = &delta_scratch;
+    Work* below_full = &below_scratch;
     delta_full->leftCols(n).noalias() = weights_.back().transpose() * grad_out;
 
     // Hidden layers, last to first: delta enters as ∂L/∂hₖ and leaves as ∂L/∂hₖ₋₁.
     for (Index k = layers - 1; k >= 0; --k) {
       auto delta = delta_full->leftCols(n);
       if constexpr (from_output) {
-        Activation::backward(ws.post.middleCols(k * n, n), delta);
+        Activation::backward(post.middleCols(k * n, n), delta);
       } else {
-        Activation::backward(ws.pre.middleCols(k * n, n), delta);
+        Activation::backward(pre.middleCols(k * n, n), delta);
       }
       if (grad_params != nullptr) {
         if (k > 0) {
-          dense_accumulate_parameter_gradients(delta, ws.post.middleCols((k - 1) * n, n),
+          dense_accumulate_parameter_gradients(delta, post.middleCols((k - 1) * n, n),
                                                weight_gradient(grad_params, k),
                                                bias_gradient(grad_params, k));
         } else {
@@ -661,6 +759,18 @@ class MLP {
       grad_context->middleCols(first, n).noalias() = context_weight_.transpose() * delta0;
     }
     grad_x.middleCols(first, n).noalias() = weights_[0].transpose() * delta0;
+  }
+
+  /// The forward pass of a block of columns, then its backward pass (see backward_from_hidden).
+  template <int Cols>
+  void backward_columns(const InputRef<Eigen::Dynamic>& x,
+                        const ContextRef<Eigen::Dynamic>* context,
+                        const OutputRef<Eigen::Dynamic>& grad_out, Scalar* grad_params, Index first,
+                        InputBatch<Cols>& grad_x, ContextBatch<Cols>* grad_context,
+                        BackwardWorkspace& ws) const {
+    record_hidden(x, context, ws.post, ws.pre);
+    backward_from_hidden<Cols>(x, context, grad_out, grad_params, first, grad_x, grad_context,
+                               ws.post, ws.pre, ws.delta, ws.delta_below);
   }
 
   /// The shared backward pass, block by block; `grad_params == nullptr` skips the parameter

@@ -18,12 +18,15 @@
 /// - parameter_count:       parameter_count() equals the total size of visited tensors
 /// - forward_vjp_input, forward_vjp_params, inverse_vjp_input, inverse_vjp_params (double only,
 ///   where the bijector provides the vjp): reverse-mode gradients ≈ finite differences
+/// - forward_vjp_recorded:  forward_recorded + forward_vjp_recorded give forward_and_log_det's
+///                          value and log-det and forward_vjp's gradients (to rounding)
 ///
 /// Finite differences use a fourth-order central stencil. Tolerances default by Scalar and can be
 /// overridden in LawOptions.
 
 #include <Eigen/LU>
 
+#include "nflow/core/bijector_base.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
@@ -182,6 +185,32 @@ void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dyn
     gx = b.forward_vjp(input, gvs, gls, gp);
   } else {
     gx = b.forward_vjp(input, gvs, gls, gp, ctx);
+  }
+  if constexpr (!inverse && requires(tape_t<B>& t) { b.forward_recorded(input, t); }) {
+    // The recorded path: the same value, log-det and gradients as the unrecorded calls.
+    tape_t<B> tape;
+    Vector<Scalar> gp_rec = Vector<Scalar>::Zero(b.parameter_count());
+    Batch<Scalar, B::Dim, Dynamic> gx_rec;
+    double err = 0;
+    auto worst = [&](const auto& a, const auto& e) {
+      if (a.size() > 0) err = std::max(err, (a.template cast<double>() - e.template cast<double>()).cwiseAbs().maxCoeff());
+    };
+    if constexpr (is_no_context_v<C>) {
+      const auto r = b.forward_recorded(input, tape);
+      gx_rec = b.forward_vjp_recorded(tape, gvs, gls, gp_rec);
+      const auto f = b.forward_and_log_det(input);
+      worst(r.value, f.value);
+      worst(r.log_det, f.log_det);
+    } else {
+      const auto r = b.forward_recorded(input, tape, ctx);
+      gx_rec = b.forward_vjp_recorded(tape, gvs, gls, gp_rec, ctx);
+      const auto f = b.forward_and_log_det(input, ctx);
+      worst(r.value, f.value);
+      worst(r.log_det, f.log_det);
+    }
+    worst(gx_rec, gx);
+    worst(gp_rec, gp);
+    out.push_back({"forward_vjp_recorded", err, 1e-10, "max |recorded - unrecorded| over value, log-det, gradients"});
   }
   // Input gradient.
   Eigen::MatrixXd fd_x(d, n);

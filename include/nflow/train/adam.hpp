@@ -6,6 +6,7 @@
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -29,7 +30,15 @@ struct AdamOptions {
 /// norm before clipping. A non-finite norm leaves the gradient unchanged (the caller decides).
 template <typename Scalar>
 double clip_global_norm(Eigen::Ref<Vector<Scalar>> grad, double max_norm) {
-  const double norm = double(grad.template cast<double>().norm());
+  // Four partial sums in double (Eigen would not vectorise the cast).
+  double partial[4] = {0, 0, 0, 0};
+  const Index n = grad.size();
+  Index i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) partial[k] += double(grad(i + k)) * double(grad(i + k));
+  }
+  for (; i < n; ++i) partial[0] += double(grad(i)) * double(grad(i));
+  const double norm = std::sqrt((partial[0] + partial[1]) + (partial[2] + partial[3]));
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) grad *= Scalar(max_norm / norm);
   return norm;
 }
@@ -67,29 +76,33 @@ class Adam {
   double step(Eigen::Ref<Vector<Scalar>> params, Eigen::Ref<Vector<Scalar>> grad, double lr = -1) {
     detail::check_size("Adam::step", "params", m_.size(), params.size());
     detail::check_size("Adam::step", "grad", m_.size(), grad.size());
-    if (lr < 0) lr = options_.learning_rate;
-    const double norm = clip_global_norm<Scalar>(grad, options_.clip_norm);
-    ++step_;
-    const double b1 = options_.beta1, b2 = options_.beta2;
-    const double c1 = 1.0 - std::pow(b1, double(step_));
-    const double c2 = 1.0 - std::pow(b2, double(step_));
-    const Eigen::VectorXd g = grad.template cast<double>();
-    m_ = b1 * m_ + (1.0 - b1) * g;
-    v_ = b2 * v_ + (1.0 - b2) * g.cwiseAbs2();
-    Eigen::VectorXd theta = params.template cast<double>();
-    if (options_.weight_decay > 0) theta *= 1.0 - lr * options_.weight_decay;
-    theta.array() -= lr * (m_.array() / c1) / ((v_.array() / c2).sqrt() + options_.epsilon);
-    params = theta.cast<Scalar>();
-    return norm;
+    const Update u = begin_step(grad, lr);
+    apply(params, grad, 0, u);
+    return u.norm;
   }
 
-  /// One update of a model's parameters in place, read and written through visit_parameters.
+  /// One update of a model's parameters in place, each tensor visited through
+  /// visit_parameters (no copy of the parameters). The same numbers as step() on
+  /// get_parameters(model).
   template <typename Model>
   double step_model(Model& model, Eigen::Ref<Vector<Scalar>> grad, double lr = -1) {
-    Vector<Scalar> theta = get_parameters(model);
-    const double norm = step(theta, grad, lr);
-    set_parameters(model, theta);
-    return norm;
+    detail::check_size("Adam::step_model", "grad", m_.size(), grad.size());
+    detail::check_size("Adam::step_model", "the model's parameters", m_.size(), model.parameter_count());
+    const Update u = begin_step(grad, lr);
+    Index offset = 0;
+    model.visit_parameters([&](const std::string&, auto&& tensor) {
+      if (tensor.outerStride() == tensor.rows()) {
+        Eigen::Map<Vector<Scalar>> flat(tensor.data(), tensor.size());
+        apply(flat, grad.segment(offset, tensor.size()), offset, u);
+        offset += tensor.size();
+        return;
+      }
+      for (Index j = 0; j < tensor.cols(); ++j) {
+        apply(tensor.col(j), grad.segment(offset, tensor.rows()), offset, u);
+        offset += tensor.rows();
+      }
+    });
+    return u.norm;
   }
 
   /// Visits the optimiser state: "adam.step" (1 × 1), "adam.m", "adam.v" (n × 1), in double.
@@ -105,6 +118,55 @@ class Adam {
   }
 
  private:
+  struct Update {
+    double norm, lr, c1, c2;
+  };
+  /// Clips the gradient, counts the step and returns its constants.
+  Update begin_step(Eigen::Ref<Vector<Scalar>> grad, double lr) {
+    if (lr < 0) lr = options_.learning_rate;
+    const double norm = clip_global_norm<Scalar>(grad, options_.clip_norm);
+    ++step_;
+    return {norm, lr, 1.0 - std::pow(options_.beta1, double(step_)), 1.0 - std::pow(options_.beta2, double(step_))};
+  }
+  /// The update of the parameters `first` … `first + params.size() − 1` (lazy expressions: no
+  /// temporary vectors).
+  template <typename P, typename G>
+  void apply(P&& params, const G& grad, Index first, const Update& u) {
+    const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.epsilon;
+    const double decay = options_.weight_decay > 0 ? 1.0 - u.lr * options_.weight_decay : 1.0;
+    const double step_size = u.lr / u.c1;
+    const double inv_sqrt_c2 = 1.0 / std::sqrt(u.c2);
+    // Chunks copied to double on the stack, then vectorised array arithmetic (Eigen 3.4 would
+    // evaluate the float/double casts inside one expression coefficient by coefficient). The
+    // copies are plain loops over pointers (every tensor visited has unit inner stride).
+    constexpr Index K = 256;
+    Eigen::Array<double, K, 1> g;
+    Eigen::Array<double, K, 1> p;
+    Scalar* const pp = params.data();
+    const Scalar* const gp = grad.data();
+    for (Index s = 0; s < params.size(); s += K) {
+      const Index k = std::min(K, params.size() - s);
+      widen(gp + s, g.data(), k);
+      widen(pp + s, p.data(), k);
+      const auto gk = g.head(k);
+      auto pk = p.head(k);
+      auto m = m_.segment(first + s, k).array();
+      auto v = v_.segment(first + s, k).array();
+      m = b1 * m + (1.0 - b1) * gk;
+      v = b2 * v + (1.0 - b2) * gk.square();
+      // lr·(m/c1)/(√(v/c2) + ε) with one division and one square root per coefficient.
+      pk = pk * decay - step_size * m / (v.sqrt() * inv_sqrt_c2 + eps);
+      for (Index i = 0; i < k; ++i) pp[s + i] = Scalar(p(i));
+    }
+  }
+  static void widen(const Scalar* from, double* to, Index k) {
+    if (k == 256) {
+      for (Index i = 0; i < 256; ++i) to[i] = double(from[i]);  // a constant trip count: vectorised
+    } else {
+      for (Index i = 0; i < k; ++i) to[i] = double(from[i]);
+    }
+  }
+
   AdamOptions options_;
   Eigen::VectorXd m_;
   Eigen::VectorXd v_;

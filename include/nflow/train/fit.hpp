@@ -129,6 +129,7 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
     return false;
   };
 
+  NllTape<D> tape;  // reused by every step
   bool stop = false;
   for (Index epoch = 0; !stop && result.steps < total_steps; ++epoch) {
     const Eigen::VectorXi order = random_permutation(n, gen);
@@ -141,9 +142,9 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
       double loss = 0;
       if (conditional) {
         cb = context(Eigen::all, idx);
-        loss = nll(density, xb, grad, cb);
+        loss = nll(density, xb, grad, cb, tape);
       } else {
-        loss = nll(density, xb, grad);
+        loss = nll(density, xb, grad, no_context, tape);
       }
       if (!std::isfinite(loss) || !grad.allFinite()) {
         throw TrainingError("nflow::train::fit: the loss or its gradient became non-finite at step " +
@@ -152,9 +153,7 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
                             result.steps);
       }
       const double lr = options.schedule.rate(options.adam.learning_rate, result.steps, total_steps);
-      Vector<Scalar> theta = get_parameters(density);
-      adam.step(theta, grad, lr);
-      set_parameters(density, theta);
+      adam.step_model(density, grad, lr);
       ++result.steps;
       loss_sum += loss;
       ++loss_count;

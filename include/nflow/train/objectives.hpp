@@ -12,28 +12,49 @@
 #include <cmath>
 #include <random>
 #include <type_traits>
+#include <utility>
 
 namespace nflow::train {
 
+/// @brief What train::nll records into: the tape of the density's transform (nflow::tape_t).
+/// Give the same one to every step of a training loop (one per thread) and its buffers are
+/// reused instead of allocated afresh each step.
+template <typename D>
+using NllTape = tape_t<decltype(std::declval<const D&>().transform())>;
+
 /// @brief Mean negative log-likelihood of a batch, −(1/N) Σⱼ log p(xⱼ [| cⱼ]); adds its gradient
-/// with respect to every parameter of `density` (base and transform) into `grad`.
+/// with respect to every parameter of `density` (base and transform) into `grad`, recording the
+/// forward pass into `tape` (reused buffers; see NllTape).
 ///
-/// One forward pass gives the loss; the backward pass recomputes activations (see
-/// docs/gradients.md). A non-finite sample makes the loss non-finite (the fit loop stops on it).
-template <typename D, typename X, ContextArg C = NoContext>
+/// One recorded forward pass gives the loss; the backward pass reads what it recorded
+/// (forward_and_vjp; see docs/gradients.md). A non-finite sample makes the loss non-finite (the
+/// fit loop stops on it).
+template <typename D, typename X, ContextArg C>
 double nll(const D& density, const Eigen::MatrixBase<X>& x, Eigen::Ref<Vector<typename D::Scalar>> grad,
-           const C& context = C{}) {
+           const C& context, NllTape<D>& tape) {
   using Scalar = typename D::Scalar;
   detail::check_size("train::nll", "grad", density.parameter_count(), grad.size());
   const Index n = x.cols();
   if (n == 0) throw ShapeError("nflow::train::nll: the batch is empty");
-  const auto r = density.transform().forward_and_log_det(x, context);
-  const PerSample<Scalar, Dynamic> lp = density.base().log_prob(r.value) + r.log_det;
-  const PerSample<Scalar, Dynamic> weight = PerSample<Scalar, Dynamic>::Constant(1, n, Scalar(-1) / Scalar(n));
   const Index nb = density.base().parameter_count();
-  const auto gz = density.base().log_prob_vjp(r.value, weight, grad.head(nb));
-  density.transform().forward_vjp(x, gz, weight, grad.tail(grad.size() - nb), context);
-  return -double(lp.template cast<double>().mean());
+  double loss = 0;
+  // d(loss)/d(log p(x_j)) = −1/n for every sample; log p = log p_base(z) + log_det.
+  auto seed = [&](const auto& z, const auto& log_det, auto& grad_z, auto& grad_log_det) {
+    const PerSample<Scalar, Dynamic> lp = density.base().log_prob(z) + log_det;
+    loss = -double(lp.template cast<double>().mean());
+    grad_log_det.setConstant(Scalar(-1) / Scalar(n));
+    grad_z = density.base().log_prob_vjp(z, grad_log_det, grad.head(nb));
+  };
+  density.transform().forward_and_vjp(x, seed, grad.tail(grad.size() - nb), context, tape);
+  return loss;
+}
+
+/// @brief nll() with a tape of its own (allocated for this call).
+template <typename D, typename X, ContextArg C = NoContext>
+double nll(const D& density, const Eigen::MatrixBase<X>& x, Eigen::Ref<Vector<typename D::Scalar>> grad,
+           const C& context = C{}) {
+  NllTape<D> tape;
+  return nll(density, x, grad, context, tape);
 }
 
 /// @brief Mean negative log-likelihood without gradients (for validation).
