@@ -391,8 +391,9 @@ TEST_CASE("MLP: a batch larger than one block equals its columns taken one at a 
     CHECK(relative_error(y.col(j), naive_forward(net, xj, c.col(j))) < 1e-13);
     Eigen::VectorXd gp_j = Eigen::VectorXd::Zero(net.parameter_count());
     const auto gj = net.backward_with_context_grad(xj, c.col(j), r.col(j), gp_j);
-    CHECK(relative_error(gj.input, g.input.col(j)) < 1e-13);
-    CHECK(relative_error(gj.context, g.context.col(j)) < 1e-13);
+    // Rounding only: one point takes GEMV kernels, the batch GEMM ones (different summation order).
+    CHECK(relative_error(gj.input, g.input.col(j)) < 1e-12);
+    CHECK(relative_error(gj.context, g.context.col(j)) < 1e-12);
     gp_sum += gp_j;
   }
   CHECK(relative_error(gp, gp_sum) < 1e-12);

@@ -18,15 +18,25 @@
 
 namespace nflow::nn {
 
-/// @brief `out = weight · input + bias` broadcast over columns: one GEMM and one add.
-/// `out` must already have the right shape (a plain matrix or a writable block).
+/// @brief Sets every column of `out` to `bias` (a vectorised column copy each; `out.colwise() +=
+/// bias` on a block of a matrix compiled to scalar code with g++ 12 and Eigen 3.4, 13 % of a
+/// Real NVP batch).
+template <typename OutDerived, typename BiasDerived>
+void fill_columns(Eigen::MatrixBase<OutDerived>& out, const Eigen::MatrixBase<BiasDerived>& bias) {
+  for (Index j = 0; j < out.cols(); ++j) out.col(j) = bias.derived();
+}
+
+/// @brief `out = weight · input + bias` broadcast over columns: the bias is written into `out`
+/// and the product accumulated onto it, one pass (`out = W·X` would zero `out` first and the bias
+/// add pass over it again). `out` must already have the right shape (a plain matrix or a
+/// writable block).
 template <typename OutDerived, typename WeightDerived, typename InputDerived, typename BiasDerived>
 void dense_forward(Eigen::MatrixBase<OutDerived>& out,
                    const Eigen::MatrixBase<WeightDerived>& weight,
                    const Eigen::MatrixBase<InputDerived>& input,
                    const Eigen::MatrixBase<BiasDerived>& bias) {
-  out.noalias() = weight.derived() * input.derived();
-  out.colwise() += bias.derived();
+  fill_columns(out, bias);
+  out.noalias() += weight.derived() * input.derived();
 }
 
 /// @brief Rvalue overload of dense_forward, for a block of a larger buffer.

@@ -23,6 +23,7 @@
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/nn/activations.hpp"
+#include "nflow/nn/dense.hpp"
 
 namespace nflow::nn {
 
@@ -842,9 +843,9 @@ class MADE {
 
   template <typename XB, typename CB, typename O>
   void first_layer(const XB& x, const CB* c, O& out) const {
-    out.noalias() = masked_[0] * dynamic_rows(x);
+    fill_columns(out, biases_[0]);
+    out.noalias() += masked_[0] * dynamic_rows(x);
     if (c != nullptr && context_dim_ > 0) out.noalias() += context_weight_ * (*c);
-    out.colwise() += biases_[0];
   }
 
   template <typename XB, typename CB, typename A, typename Y>
@@ -859,13 +860,11 @@ class MADE {
     A* current = &a;
     A* next = &b;
     for (Index l = 1; l < L; ++l) {
-      next->noalias() = masked_[std::size_t(l)] * (*current);
-      next->colwise() += biases_[std::size_t(l)];
+      dense_forward(*next, masked_[std::size_t(l)], *current, biases_[std::size_t(l)]);
       Activation::apply(*next);
       std::swap(current, next);
     }
-    y.noalias() = masked_[std::size_t(L)] * (*current);
-    y.colwise() += biases_[std::size_t(L)];
+    dense_forward(y, masked_[std::size_t(L)], *current, biases_[std::size_t(L)]);
   }
 
   template <int Cols>
@@ -914,8 +913,7 @@ class MADE {
       if (l == 0) {
         first_layer(x, c, o);
       } else {
-        o.noalias() = masked_[std::size_t(l)] * post.middleCols((l - 1) * m, m);
-        o.colwise() += biases_[std::size_t(l)];
+        dense_forward(o, masked_[std::size_t(l)], post.middleCols((l - 1) * m, m), biases_[std::size_t(l)]);
       }
       if constexpr (!Activation::BackwardFromOutput) pre.middleCols(l * m, m) = o;
       Activation::apply(o);
@@ -923,8 +921,7 @@ class MADE {
     if (L == 0) {
       first_layer(x, c, y);
     } else {
-      y.noalias() = masked_[std::size_t(L)] * post.middleCols((L - 1) * m, m);
-      y.colwise() += biases_[std::size_t(L)];
+      dense_forward(y, masked_[std::size_t(L)], post.middleCols((L - 1) * m, m), biases_[std::size_t(L)]);
     }
   }
 

@@ -608,9 +608,9 @@ class MLP {
   template <int Cols, typename PreDerived>
   void first_layer(const InputRef<Cols>& x, const ContextRef<Cols>* context,
                    Eigen::MatrixBase<PreDerived>& pre) const {
-    pre.noalias() = weights_[0] * x;
+    fill_columns(pre, biases_[0]);
+    pre.noalias() += weights_[0] * x;
     if (context != nullptr && context_dim_ > 0) pre.noalias() += context_weight_ * (*context);
-    pre.colwise() += biases_[0];
   }
 
   /// Columns per block of a large batch. A batch is processed block by block so that a block's
