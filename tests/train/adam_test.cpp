@@ -5,7 +5,9 @@
 #include <nflow/train/fit.hpp>
 
 #include <cmath>
+#include <limits>
 #include <random>
+#include <vector>
 
 using namespace nflow;
 
@@ -30,6 +32,37 @@ TEST_CASE("Adam's first steps match the update rule computed by hand", "[train][
   adam.step(theta, g2);
   CHECK(theta(0) == Approx(expected).epsilon(1e-12));
   CHECK(adam.steps() == 2);
+}
+
+TEST_CASE("Adam<float> over several chunks and a partial one follows the update rule in double", "[train][adam]") {
+  // 600 parameters: two full chunks of 256 and a tail of 88 (padded internally). The reference
+  // runs the rule coefficient by coefficient in double on the float values; the moments are kept
+  // in double, so the only rounding is the float parameter's.
+  train::AdamOptions opt;
+  opt.learning_rate = 0.01;
+  opt.weight_decay = 0.2;
+  const Index n = 600;
+  train::Adam<float> adam(n, opt);
+  std::mt19937_64 gen(11);
+  Vector<float> theta = standard_normal_matrix<float>(n, 1, gen);
+  std::vector<double> m(std::size_t(n), 0.0), v(std::size_t(n), 0.0);
+  for (int t = 1; t <= 3; ++t) {
+    Vector<float> g = standard_normal_matrix<float>(n, 1, gen);
+    g(n - 1) = 0.0f;  // a zero gradient in the tail
+    Vector<double> expected(n);
+    const double c1 = 1 - std::pow(opt.beta1, t), c2 = 1 - std::pow(opt.beta2, t);
+    for (Index i = 0; i < n; ++i) {
+      const std::size_t k = std::size_t(i);
+      m[k] = opt.beta1 * m[k] + (1 - opt.beta1) * double(g(i));
+      v[k] = opt.beta2 * v[k] + (1 - opt.beta2) * double(g(i)) * double(g(i));
+      expected(i) = double(theta(i)) * (1 - opt.learning_rate * opt.weight_decay) -
+                    opt.learning_rate * (m[k] / c1) / (std::sqrt(v[k] / c2) + opt.epsilon);
+    }
+    adam.step(theta, g);
+    const double err = (theta.cast<double>() - expected).cwiseAbs().maxCoeff();
+    CHECK(err <= 4 * double(std::numeric_limits<float>::epsilon()) * expected.cwiseAbs().maxCoeff());
+    CHECK(theta.allFinite());
+  }
 }
 
 TEST_CASE("AdamW decays weights and clipping bounds the gradient norm", "[train][adam]") {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace nflow::train {
 
@@ -128,43 +129,66 @@ class Adam {
     ++step_;
     return {norm, lr, 1.0 - std::pow(options_.beta1, double(step_)), 1.0 - std::pow(options_.beta2, double(step_))};
   }
-  /// The update of the parameters `first` … `first + params.size() − 1` (lazy expressions: no
-  /// temporary vectors).
+  /// The update of the parameters `first` … `first + params.size() − 1`, in chunks of 256
+  /// coefficients. Each chunk is computed in double with fixed-size vectorised array arithmetic:
+  /// the moments in place, the gradient and parameters widened on the stack (Eigen 3.4 evaluates
+  /// float↔double casts inside an expression coefficient by coefficient, so the casts are plain
+  /// loops of constant trip count, which the compilers vectorise). A last partial chunk is padded
+  /// with zeros (g = m = v = 0 gives a finite, discarded update: the denominator is ≥ ε).
   template <typename P, typename G>
   void apply(P&& params, const G& grad, Index first, const Update& u) {
+    Scalar* const pp = params.data();
+    const Scalar* const gp = grad.data();
+    double* const mp = m_.data() + first;
+    double* const vp = v_.data() + first;
+    const Index n = params.size();
+    Index s = 0;
+    for (; s + Chunk::SizeAtCompileTime <= n; s += Chunk::SizeAtCompileTime) {
+      Eigen::Map<Chunk> m(mp + s);
+      Eigen::Map<Chunk> v(vp + s);
+      if constexpr (std::is_same_v<Scalar, double>) {
+        Eigen::Map<Chunk> p(pp + s);
+        update_chunk(Eigen::Map<const Chunk>(gp + s), p, m, v, u);
+      } else {
+        Chunk g;
+        Chunk p;
+        for (Index i = 0; i < Chunk::SizeAtCompileTime; ++i) g(i) = double(gp[s + i]);
+        for (Index i = 0; i < Chunk::SizeAtCompileTime; ++i) p(i) = double(pp[s + i]);
+        update_chunk(g, p, m, v, u);
+        for (Index i = 0; i < Chunk::SizeAtCompileTime; ++i) pp[s + i] = Scalar(p(i));
+      }
+    }
+    if (s == n) return;
+    const Index k = n - s;
+    Chunk g = Chunk::Zero();
+    Chunk p = Chunk::Zero();
+    Chunk m = Chunk::Zero();
+    Chunk v = Chunk::Zero();
+    for (Index i = 0; i < k; ++i) {
+      g(i) = double(gp[s + i]);
+      p(i) = double(pp[s + i]);
+      m(i) = mp[s + i];
+      v(i) = vp[s + i];
+    }
+    update_chunk(g, p, m, v, u);
+    for (Index i = 0; i < k; ++i) {
+      pp[s + i] = Scalar(p(i));
+      mp[s + i] = m(i);
+      vp[s + i] = v(i);
+    }
+  }
+  using Chunk = Eigen::Array<double, 256, 1>;
+  /// m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², θ ← θ·(1 − lr·decay) − lr·(m/c₁)/(√(v/c₂) + ε),
+  /// with one division and one square root per coefficient.
+  template <typename GC, typename PC, typename MC, typename VC>
+  void update_chunk(const GC& g, PC& p, MC& m, VC& v, const Update& u) const {
     const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.epsilon;
     const double decay = options_.weight_decay > 0 ? 1.0 - u.lr * options_.weight_decay : 1.0;
     const double step_size = u.lr / u.c1;
     const double inv_sqrt_c2 = 1.0 / std::sqrt(u.c2);
-    // Chunks copied to double on the stack, then vectorised array arithmetic (Eigen 3.4 would
-    // evaluate the float/double casts inside one expression coefficient by coefficient). The
-    // copies are plain loops over pointers (every tensor visited has unit inner stride).
-    constexpr Index K = 256;
-    Eigen::Array<double, K, 1> g;
-    Eigen::Array<double, K, 1> p;
-    Scalar* const pp = params.data();
-    const Scalar* const gp = grad.data();
-    for (Index s = 0; s < params.size(); s += K) {
-      const Index k = std::min(K, params.size() - s);
-      widen(gp + s, g.data(), k);
-      widen(pp + s, p.data(), k);
-      const auto gk = g.head(k);
-      auto pk = p.head(k);
-      auto m = m_.segment(first + s, k).array();
-      auto v = v_.segment(first + s, k).array();
-      m = b1 * m + (1.0 - b1) * gk;
-      v = b2 * v + (1.0 - b2) * gk.square();
-      // lr·(m/c1)/(√(v/c2) + ε) with one division and one square root per coefficient.
-      pk = pk * decay - step_size * m / (v.sqrt() * inv_sqrt_c2 + eps);
-      for (Index i = 0; i < k; ++i) pp[s + i] = Scalar(p(i));
-    }
-  }
-  static void widen(const Scalar* from, double* to, Index k) {
-    if (k == 256) {
-      for (Index i = 0; i < 256; ++i) to[i] = double(from[i]);  // a constant trip count: vectorised
-    } else {
-      for (Index i = 0; i < k; ++i) to[i] = double(from[i]);
-    }
+    m = b1 * m + (1.0 - b1) * g;
+    v = b2 * v + (1.0 - b2) * g.square();
+    p = p * decay - step_size * m / (v.sqrt() * inv_sqrt_c2 + eps);
   }
 
   AdamOptions options_;
