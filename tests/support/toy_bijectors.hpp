@@ -55,16 +55,10 @@ class ContextAffine : public BijectorBase<ContextAffine<Scalar_, Dim_, ContextDi
     return gx;
   }
 
-  Index parameter_count() const { return 2 * dim() * context_dim(); }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    f(std::string("scale_weight"), Eigen::Ref<M>(scale_weight_));
-    f(std::string("shift_weight"), Eigen::Ref<M>(shift_weight_));
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    f(std::string("scale_weight"), Eigen::Ref<const M>(scale_weight_));
-    f(std::string("shift_weight"), Eigen::Ref<const M>(shift_weight_));
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    f("scale_weight", self.scale_weight_);
+    f("shift_weight", self.shift_weight_);
   }
 
  private:

@@ -181,20 +181,17 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
   }
 
   // ---- parameters --------------------------------------------------------------------------------
-  Index parameter_count() const { return 2 * dim(); }
-  /// Visits "bias", "log_scale"; afterwards re-validates (restoring the previous values and
-  /// rethrowing if a written value is not finite). Does not change is_initialized().
-  template <typename F>
-  void visit_parameters(F&& f) {
-    mutate([&] {
-      f(std::string("bias"), Eigen::Ref<ParameterMatrix<Scalar>>(bias_));
-      f(std::string("log_scale"), Eigen::Ref<ParameterMatrix<Scalar>>(log_scale_));
-    });
+  /// The parameters "bias", "log_scale". A non-const visit_parameters() re-validates afterwards
+  /// (restoring the previous values and rethrowing if a written value is not finite); it does not
+  /// change is_initialized().
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    f("bias", self.bias_);
+    f("log_scale", self.log_scale_);
   }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    f(std::string("bias"), Eigen::Ref<const ParameterMatrix<Scalar>>(bias_));
-    f(std::string("log_scale"), Eigen::Ref<const ParameterMatrix<Scalar>>(log_scale_));
+  template <typename Write>
+  void update_parameters_impl(Write&& write) {
+    mutate(std::forward<Write>(write));
   }
 
   /// @brief The buffer "initialized" (see nflow/core/buffers.hpp): one entry, 1 if the layer has

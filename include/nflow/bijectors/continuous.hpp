@@ -123,14 +123,10 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   const Field& field() const { return field_; }
   Field& field() { return field_; }
 
-  Index parameter_count() const { return field_.parameter_count(); }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    field_.visit_parameters(detail::prefixed_visitor("field.", f));
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    field_.visit_parameters(detail::prefixed_visitor("field.", f));
+  /// The parameters: those of the field, prefixed "field.".
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    self.field_.visit_parameters(detail::prefixed_visitor("field.", f));
   }
 
   /// @brief Integrates x (Dim × N) from t = 0 to 1 (`inverse` false) or 1 to 0, returning the

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace nflow {
@@ -158,22 +159,24 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
   }
 
   // ---- parameters --------------------------------------------------------------------------------
-  Index parameter_count() const { return 2 * channels() * channels() + channels(); }
-  /// Visits "lower", "upper", "log_s"; afterwards re-validates and recomputes the cached weight,
-  /// restoring the previous state and rethrowing if a written value is invalid.
-  template <typename F>
-  void visit_parameters(F&& f) {
-    mutate([&] {
-      f(std::string("lower"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.lower_storage()));
-      f(std::string("upper"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.upper_storage()));
-      f(std::string("log_s"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.log_s_storage()));
-    });
+  /// The parameters "lower", "upper", "log_s". After a non-const visit_parameters() the layer
+  /// re-validates and recomputes the cached weight, restoring the previous state and rethrowing
+  /// if a written value is invalid.
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    if constexpr (std::is_const_v<Self>) {
+      f("lower", self.lu_.lower());
+      f("upper", self.lu_.upper());
+      f("log_s", self.lu_.log_s());
+    } else {
+      f("lower", self.lu_.lower_storage());
+      f("upper", self.lu_.upper_storage());
+      f("log_s", self.lu_.log_s_storage());
+    }
   }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    f(std::string("lower"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.lower()));
-    f(std::string("upper"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.upper()));
-    f(std::string("log_s"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.log_s()));
+  template <typename Write>
+  void update_parameters_impl(Write&& write) {
+    mutate(std::forward<Write>(write));
   }
 
   /// @brief The buffers "permutation" (P: row i of W is row permutation(i) of L·U') and "sign"

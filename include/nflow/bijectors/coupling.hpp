@@ -125,14 +125,10 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   const Conditioner& conditioner() const { return conditioner_; }
   Conditioner& conditioner() { return conditioner_; }
 
-  Index parameter_count() const { return conditioner_.parameter_count(); }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    conditioner_.visit_parameters(detail::prefixed_visitor("conditioner.", f));
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    conditioner_.visit_parameters(detail::prefixed_visitor("conditioner.", f));
+  /// The parameters: those of the conditioner, prefixed "conditioner.".
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    self.conditioner_.visit_parameters(detail::prefixed_visitor("conditioner.", f));
   }
 
   /// @brief The buffer "mask" (see nflow/core/buffers.hpp): entry i is 1 if feature i is

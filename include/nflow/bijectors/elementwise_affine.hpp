@@ -87,16 +87,11 @@ class ElementwiseAffine : public BijectorBase<ElementwiseAffine<Scalar_, Dim_>> 
     return gz;
   }
 
-  Index parameter_count() const { return 2 * dim(); }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    f(std::string("shift"), Eigen::Ref<ParameterMatrix<Scalar>>(shift_));
-    f(std::string("log_scale"), Eigen::Ref<ParameterMatrix<Scalar>>(log_scale_));
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    f(std::string("shift"), Eigen::Ref<const ParameterMatrix<Scalar>>(shift_));
-    f(std::string("log_scale"), Eigen::Ref<const ParameterMatrix<Scalar>>(log_scale_));
+  /// The parameters "shift", "log_scale" (the hook BijectorBase derives the visits from).
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    f("shift", self.shift_);
+    f("log_scale", self.log_scale_);
   }
 
  private:

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace nflow {
@@ -173,25 +174,25 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
   }
 
   // ---- parameters --------------------------------------------------------------------------------
-  Index parameter_count() const { return 2 * dim() * dim() + 2 * dim(); }
-  /// Visits "lower", "upper", "log_s", "bias". Afterwards the layer re-validates and recomputes
-  /// its cached W; if a written value is invalid (or the visitor throws) the layer is restored to
-  /// its state before the call and the exception propagates.
-  template <typename F>
-  void visit_parameters(F&& f) {
-    mutate([&] {
-      f(std::string("lower"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.lower_storage()));
-      f(std::string("upper"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.upper_storage()));
-      f(std::string("log_s"), Eigen::Ref<ParameterMatrix<Scalar>>(lu_.log_s_storage()));
-      f(std::string("bias"), Eigen::Ref<ParameterMatrix<Scalar>>(bias_));
-    });
+  /// The parameters "lower", "upper", "log_s", "bias". After a non-const visit_parameters() the
+  /// layer re-validates and recomputes its cached W; if a written value is invalid (or the visitor
+  /// throws) the layer is restored to its state before the call and the exception propagates.
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    if constexpr (std::is_const_v<Self>) {
+      f("lower", self.lu_.lower());
+      f("upper", self.lu_.upper());
+      f("log_s", self.lu_.log_s());
+    } else {
+      f("lower", self.lu_.lower_storage());
+      f("upper", self.lu_.upper_storage());
+      f("log_s", self.lu_.log_s_storage());
+    }
+    f("bias", self.bias_);
   }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    f(std::string("lower"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.lower()));
-    f(std::string("upper"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.upper()));
-    f(std::string("log_s"), Eigen::Ref<const ParameterMatrix<Scalar>>(lu_.log_s()));
-    f(std::string("bias"), Eigen::Ref<const ParameterMatrix<Scalar>>(bias_));
+  template <typename Write>
+  void update_parameters_impl(Write&& write) {
+    mutate(std::forward<Write>(write));
   }
 
   /// @brief The buffers "permutation" (P: row i of W is row permutation(i) of L·U') and "sign"

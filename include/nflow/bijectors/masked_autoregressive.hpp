@@ -124,14 +124,10 @@ class MaskedAutoregressive
   const Made& made() const { return made_; }
   const Transformer& transformer() const { return transformer_; }
 
-  Index parameter_count() const { return made_.parameter_count(); }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    made_.visit_parameters(detail::prefixed_visitor("made.", f));
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    made_.visit_parameters(detail::prefixed_visitor("made.", f));
+  /// The parameters: those of the made, prefixed "made.".
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    self.made_.visit_parameters(detail::prefixed_visitor("made.", f));
   }
   /// The MADE's buffers, "made.order" and "made.hidden_degrees.<l>" (see nn::MADE).
   template <typename F>

@@ -10,12 +10,24 @@
 /// | `inverse_impl(z, ctx)` | `ValueAndLogDet` of z → x |
 /// | `forward_vjp_impl(x, gv, gl, gp, ctx)` (optional) | ∂L/∂x; adds ∂L/∂θ into `gp` |
 /// | `inverse_vjp_impl(z, gv, gl, gp, ctx)` (optional) | ∂L/∂z; adds ∂L/∂θ into `gp` |
-/// | `parameter_count()`, `visit_parameters(f)` (optional) | the trainable tensors by name |
+/// | `static parameters_impl(self, f)` (optional) | calls `f(name, tensor)` per trainable tensor |
+/// | `update_parameters_impl(write)` (optional) | runs `write()`, then validates and refreshes |
 /// | `context_dim()` (optional) | rows of the context; defaults to `D::ContextDim` (or 0) |
+///
+/// The parameter hook is one static member template, `template <typename Self, typename F> static
+/// void parameters_impl(Self& self, F&& f)`, where `Self` is `D` or `const D`: it calls
+/// `f("name", tensor)` for each trainable tensor in a fixed order (tensor: a ParameterMatrix or
+/// fixed-size column lvalue, or an Eigen::Ref). Without it a bijector has no parameters. From it
+/// the base derives `parameter_count()` and both `visit_parameters(f)`, so they cannot disagree;
+/// a derived class that writes its own visit_parameters or parameter_count fails a static_assert.
+/// A bijector with caches or invariants over its parameters (ActNorm, LULinear) also writes
+/// `template <typename Write> void update_parameters_impl(Write&& write)`: it runs `write()` (the
+/// non-const visit), then validates and refreshes, restoring the old values and rethrowing if the
+/// new ones are rejected.
 ///
 /// Deduced API, supplied here: `forward_and_log_det`, `inverse_and_log_det`, `forward`,
 /// `inverse`, `forward_log_det`, `inverse_log_det`, `forward_vjp`, `inverse_vjp`, each with an
-/// optional trailing context batch. Every deduced call checks shapes first and throws
+/// optional trailing context batch, and `parameter_count()`, `visit_parameters(f)`. Every deduced call checks shapes first and throws
 /// nflow::ShapeError naming expected and actual shapes; the hooks may then assume them.
 ///
 /// The vector-Jacobian products implement reverse mode for a scalar loss L that depends on the
@@ -25,6 +37,7 @@
 
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parallel.hpp"
+#include "nflow/core/parameters.hpp"
 #include "nflow/core/traits.hpp"
 #include "nflow/core/types.hpp"
 
@@ -245,21 +258,59 @@ class BijectorBase {
     return forward_vjp_recorded(tape, grad_value, grad_log_det, std::forward<GP>(grad_params), context);
   }
 
-  // ---- defaults for the optional hooks ---------------------------------------------------------
+  // ---- parameters, derived from the one hook parameters_impl ----------------------------------
+  /// @brief The number of trainable scalars: the total size of the tensors parameters_impl visits.
+  /// Visits the tensors (a composite's names are built on the way): call it once per batch, never
+  /// per sample.
+  Index parameter_count() const {
+    Index n = 0;
+    Derived::parameters_impl(derived(), [&n](const auto& /*name*/, const auto& tensor) { n += tensor.size(); });
+    return n;
+  }
+  /// @brief Calls `f(name, Eigen::Ref<ParameterMatrix<Scalar>>)` for each trainable tensor, in the
+  /// order of parameters_impl, inside the update_parameters_impl hook (which validates what `f`
+  /// wrote, refreshes caches, and restores the old values if that fails).
+  template <typename F>
+  void visit_parameters(F&& f) {
+    Derived& self = static_cast<Derived&>(*this);
+    self.update_parameters_impl([&] { Derived::parameters_impl(self, detail::RefVisitor<typename Derived::Scalar, false, F>{f}); });
+  }
+  /// @brief Calls `f(name, Eigen::Ref<const ParameterMatrix<Scalar>>)` for each trainable tensor.
+  template <typename F>
+  void visit_parameters(F&& f) const {
+    Derived::parameters_impl(derived(), detail::RefVisitor<typename Derived::Scalar, true, F>{f});
+  }
+
   Index context_dim() const {
     constexpr int cd = context_dim_v<Derived>;
     return cd == Dynamic ? Index(0) : Index(cd);
   }
-  Index parameter_count() const { return 0; }
-  template <typename F>
-  void visit_parameters(F&& /*visitor*/) {}
-  template <typename F>
-  void visit_parameters(F&& /*visitor*/) const {}
 
  protected:
   BijectorBase() = default;
 
+  // ---- defaults of the optional hooks (a derived class hides them by declaring its own) ------
+  /// No trainable tensors.
+  template <typename Self, typename F>
+  static void parameters_impl(Self& /*self*/, F&& /*f*/) {}
+  /// Nothing to validate or refresh after the parameters were written.
+  template <typename Write>
+  void update_parameters_impl(Write&& write) {
+    write();
+  }
+
   const Derived& derived() const { return static_cast<const Derived&>(*this); }
+
+  /// The compile-time part of the contract that concepts cannot see: parameters come from the one
+  /// hook, never from a redefined visit_parameters or parameter_count.
+  static constexpr bool check_parameter_hooks() {
+    static_assert(detail::InheritsParameterMembers<Derived, BijectorBase>,
+                  "nflow::BijectorBase: a bijector derived from BijectorBase must not define its own "
+                  "visit_parameters or parameter_count; write the one hook `template <typename Self, "
+                  "typename F> static void parameters_impl(Self& self, F&& f)` calling f(name, tensor) "
+                  "for each tensor, and the base derives both visits and the count from it");
+    return true;
+  }
 
   /// Whether a batch of n columns is evaluated tile by tile (nflow/core/parallel.hpp). A bijector
   /// whose columns are not independent for some settings opts out with `bool splits_batches()`.
@@ -322,6 +373,7 @@ class BijectorBase {
   template <typename X, typename C>
   void check_call(const char* where, const Eigen::MatrixBase<X>& x, const C& context) const {
     using S = typename Derived::Scalar;
+    static_assert(check_parameter_hooks());
     static_assert(std::is_same_v<typename X::Scalar, S>,
                   "nflow: the input's Scalar must match the bijector's Scalar (float or double); "
                   "convert with .template cast<Scalar>() first");

@@ -17,6 +17,7 @@
 
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
+#include "nflow/core/composite.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/parameters.hpp"
 
@@ -149,15 +150,6 @@ auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& 
   }
 }
 
-template <typename B>
-Index step_parameter_count(const B& b) {
-  if constexpr (requires { b.parameter_count(); }) {
-    return b.parameter_count();
-  } else {
-    return 0;
-  }
-}
-
 }  // namespace detail
 
 /// @brief The composition B1 → B2 → … → Bn of bijectors, itself a bijector.
@@ -188,6 +180,9 @@ class Flow : public BijectorBase<Flow<Bs...>> {
   static_assert(Traits::context_dim != detail::kDimMismatch,
                 "nflow::Flow<Bs...>: conditional bijectors in one flow must have the same "
                 "ContextDim");
+  static_assert([]<std::size_t... Is>(std::index_sequence<Is...>) {
+    return (detail::CheckParameterMembers<Is, Bs>::ok && ...);
+  }(std::index_sequence_for<Bs...>{}));
 
   static constexpr std::size_t N = sizeof...(Bs);
 
@@ -238,18 +233,13 @@ class Flow : public BijectorBase<Flow<Bs...>> {
     return cd;
   }
 
-  Index parameter_count() const {
-    Index n = 0;
-    for_each_step([&](const auto& b, auto) { n += detail::step_parameter_count(b); });
-    return n;
-  }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    visit_impl(*this, f);
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    visit_impl(*this, f);
+  /// The parameters of every step, in step order, named "<index>.<name>" (the hook
+  /// BijectorBase derives the visits and the count from).
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+      (detail::visit_part_parameters(std::get<Is>(self.steps_), std::to_string(Is) + ".", f), ...);
+    }(std::make_index_sequence<N>{});
   }
   /// Visits the buffers of every step that has any (see nflow/core/buffers.hpp), names prefixed
   /// with "<index>.". A step that rejects a new value throws; the steps before it keep theirs.
@@ -383,28 +373,16 @@ class Flow : public BijectorBase<Flow<Bs...>> {
   }
 
   template <typename Self, typename F>
-  static void visit_impl(Self& self, F& f) {
-    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
-      (visit_step(std::get<Is>(self.steps_), std::to_string(Is) + ".", f), ...);
-    }(std::make_index_sequence<N>{});
-  }
-  template <typename Self, typename F>
   static void visit_buffers_impl(Self& self, F& f) {
     [&]<std::size_t... Is>(std::index_sequence<Is...>) {
       (detail::visit_prefixed_buffers(std::get<Is>(self.steps_), std::to_string(Is) + ".", f), ...);
     }(std::make_index_sequence<N>{});
   }
-  template <typename B, typename F>
-  static void visit_step(B& b, std::string prefix, F& f) {
-    if constexpr (requires { b.visit_parameters(f); }) {
-      b.visit_parameters(detail::prefixed_visitor(std::move(prefix), f));
-    }
-  }
 
   std::array<Index, N + 1> parameter_offsets() const {
     std::array<Index, N + 1> off{};
     for_each_step([&](const auto& b, auto i) {
-      off[decltype(i)::value + 1] = off[decltype(i)::value] + detail::step_parameter_count(b);
+      off[decltype(i)::value + 1] = off[decltype(i)::value] + detail::part_parameter_count(b);
     });
     return off;
   }

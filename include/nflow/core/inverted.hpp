@@ -4,6 +4,7 @@
 
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
+#include "nflow/core/composite.hpp"
 #include "nflow/core/concepts.hpp"
 
 #include <utility>
@@ -19,6 +20,7 @@ namespace nflow {
 template <typename B>
 class Inverted : public BijectorBase<Inverted<B>> {
   static_assert(Bijector<B>, "nflow::Inverted<B>: B must model nflow::Bijector");
+  static_assert(detail::CheckParameterMembers<0, B>::ok);
 
  public:
   using Scalar = typename B::Scalar;
@@ -42,20 +44,10 @@ class Inverted : public BijectorBase<Inverted<B>> {
       return 0;
     }
   }
-  Index parameter_count() const {
-    if constexpr (requires { inner_.parameter_count(); }) {
-      return inner_.parameter_count();
-    } else {
-      return 0;
-    }
-  }
-  template <typename F>
-  void visit_parameters(F&& f) {
-    if constexpr (requires { inner_.visit_parameters(f); }) inner_.visit_parameters(f);
-  }
-  template <typename F>
-  void visit_parameters(F&& f) const {
-    if constexpr (requires { inner_.visit_parameters(f); }) inner_.visit_parameters(f);
+  /// The parameters of B, under the same names.
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    detail::visit_part_parameters(self.inner_, std::string(), f);
   }
   /// The wrapped bijector's buffers, under the same names.
   template <typename F>

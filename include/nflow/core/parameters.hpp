@@ -13,6 +13,7 @@
 #include "nflow/core/types.hpp"
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -52,6 +53,38 @@ void set_parameters(T& object, const Eigen::MatrixBase<Derived>& flat) {
 }
 
 namespace detail {
+
+/// The visitor BijectorBase hands to a parameters_impl hook: forwards each (name, tensor) to `f`
+/// with the tensor as an Eigen::Ref<ParameterMatrix> (Ref<const ...> when Const), so that every
+/// visit has one tensor type whatever the storage (a fixed column, a matrix, a Ref).
+template <typename Scalar, bool Const, typename F>
+struct RefVisitor {
+  using Ref = std::conditional_t<Const, Eigen::Ref<const ParameterMatrix<Scalar>>, Eigen::Ref<ParameterMatrix<Scalar>>>;
+  F& f;
+  template <typename T>
+  void operator()(const std::string& name, T&& tensor) const {
+    if constexpr (std::is_same_v<std::remove_cvref_t<T>, Ref>) {
+      f(name, std::forward<T>(tensor));
+    } else {
+      f(name, Ref(tensor));
+    }
+  }
+};
+
+/// A visitor that accepts any (name, tensor): probes which visit_parameters overloads exist.
+struct ProbeVisitor {
+  template <typename T>
+  void operator()(const std::string& /*name*/, T&& /*tensor*/) const {}
+};
+
+/// True when D (derived from Base) takes visit_parameters and parameter_count from Base instead of
+/// redefining them: the member pointers found in D are Base's.
+template <typename D, typename Base>
+concept InheritsParameterMembers =
+    std::is_same_v<decltype(&D::parameter_count), Index (Base::*)() const> && requires {
+      static_cast<void (Base::*)(ProbeVisitor&&)>(&D::template visit_parameters<ProbeVisitor>);
+      static_cast<void (Base::*)(ProbeVisitor&&) const>(&D::template visit_parameters<ProbeVisitor>);
+    };
 
 /// Wraps a visitor so that every name it sees is prefixed with `prefix`.
 template <typename F>

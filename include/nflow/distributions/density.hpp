@@ -4,6 +4,7 @@
 
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
+#include "nflow/core/composite.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
@@ -38,6 +39,7 @@ class Density {
                 "nflow::Density<Base, Transform>: Base and Transform must use the same Scalar type");
   static_assert(Base::Dim == Dynamic || Transform::Dim == Dynamic || Base::Dim == Transform::Dim,
                 "nflow::Density<Base, Transform>: Base and Transform must have the same dimension");
+  static_assert(detail::CheckParameterMembers<0, Base>::ok && detail::CheckParameterMembers<1, Transform>::ok);
 
  public:
   using Scalar = typename Transform::Scalar;
@@ -114,7 +116,7 @@ class Density {
     detail::check_size("Density::log_prob_vjp", "grad_params", parameter_count(), grad_params.size());
     detail::check_cols("Density::log_prob_vjp", "grad_log_prob", x.cols(), grad_log_prob.rows(),
                        grad_log_prob.cols());
-    const Index nb = base_.parameter_count();
+    const Index nb = detail::part_parameter_count(base_);
     // log p = log p_base(z) + log_det: z's gradient comes from the base, log_det's is grad_log_prob.
     auto seed = [&](const auto& z, const auto&, auto& grad_z, auto& grad_log_det) {
       grad_log_det = grad_log_prob;
@@ -125,9 +127,7 @@ class Density {
   }
 
   Index parameter_count() const {
-    Index n = base_.parameter_count();
-    if constexpr (requires { transform_.parameter_count(); }) n += transform_.parameter_count();
-    return n;
+    return detail::part_parameter_count(base_) + detail::part_parameter_count(transform_);
   }
   template <typename F>
   void visit_parameters(F&& f) {
@@ -152,10 +152,8 @@ class Density {
  private:
   template <typename Self, typename F>
   static void visit_impl(Self& self, F& f) {
-    self.base_.visit_parameters(detail::prefixed_visitor("base.", f));
-    if constexpr (requires { self.transform_.visit_parameters(f); }) {
-      self.transform_.visit_parameters(detail::prefixed_visitor("transform.", f));
-    }
+    detail::visit_part_parameters(self.base_, "base.", f);
+    detail::visit_part_parameters(self.transform_, "transform.", f);
   }
 
   Base base_;
