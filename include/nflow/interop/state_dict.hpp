@@ -27,7 +27,7 @@
 #include "nflow/core/types.hpp"
 #include "nflow/io/errors.hpp"
 #include "nflow/io/json.hpp"
-#include "nflow/io/safetensors.hpp"
+#include "nflow/io/tensor_conversion.hpp"
 
 namespace nflow::interop {
 

@@ -24,7 +24,6 @@
 #include "nflow/interop/layers.hpp"
 #include "nflow/interop/masks.hpp"
 #include "nflow/interop/state_dict.hpp"
-#include "nflow/io/safetensors.hpp"
 
 namespace nflow::interop {
 
