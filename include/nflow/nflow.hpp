@@ -1,6 +1,10 @@
 #pragma once
 /// @file
-/// @brief nflow: normalizing flows for C++20 on Eigen. Include this header for everything.
+/// @brief nflow: normalizing flows for C++20 on Eigen. Include this header for the flows, their
+/// bijectors, networks, distributions and training. File I/O and the importers are modules of
+/// their own, like Eigen's: `#include <nflow/io.hpp>` to save and load (safetensors) and
+/// `#include <nflow/interop.hpp>` to import nflows and zuko models, so that a program that does
+/// neither does not compile the JSON parser and the importers.
 ///
 /// Conventions (details in docs/conventions.md): `forward` maps data to latent, `Flow<B1, B2>`
 /// applies B1 first, batches are Dim × N with one sample per column, and log-dets are the natural
@@ -46,8 +50,3 @@
 #include "nflow/train/fit.hpp"
 #include "nflow/train/flow_matching.hpp"
 #include "nflow/train/objectives.hpp"
-
-#include "nflow/io/optimizer.hpp"
-#include "nflow/io/safetensors.hpp"
-
-#include "nflow/interop/interop.hpp"

@@ -1,4 +1,4 @@
-// Tests of nflow/bijectors/lu_linear.hpp (and detail/lu_param.hpp): the bijector laws over float
+// Tests of nflow/bijectors/lu_linear.hpp (and bijectors/lu_parameterization.hpp, lu_bijector_base.hpp): the bijector laws over float
 // and double, fixed and dynamic sizes; the log-det against Eigen's determinant of the assembled W;
 // W against a naive assembly of its factors; ill-conditioned inverses; parameter validation.
 

@@ -3,7 +3,7 @@
 // checks: round trips, log-dets against finite-difference Jacobians, strict loading, shapes and
 // non-finite inputs.
 
-#include "nflow/interop/interop.hpp"
+#include "nflow/interop.hpp"
 
 #include <Eigen/Dense>
 #include <algorithm>

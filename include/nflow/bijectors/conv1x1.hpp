@@ -3,10 +3,10 @@
 /// @brief Conv1x1: Glow's invertible 1×1 convolution, the same LU-parameterised C × C matrix at
 /// every pixel of a C × H × W image.
 
-#include "nflow/core/bijector_base.hpp"
+#include "nflow/bijectors/lu_bijector_base.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
-#include "nflow/detail/lu_param.hpp"
+#include "nflow/core/types.hpp"
 
 #include <cstdint>
 #include <string>
@@ -27,10 +27,10 @@ namespace nflow {
 /// inverse:  x_p = U'⁻¹ L⁻¹ Pᵀ z_p,                log|det| = −H·W·Σᵢ log_sᵢ
 ///
 /// No bias (Glow puts it in the ActNorm before). P and sign are fixed buffers. Parameters, in
-/// visit order: "lower" (C × C, strictly lower entries used), "upper" (C × C, strictly upper
-/// entries used), "log_s" (C × 1) — exactly as in nflow::LULinear (same invariant, validation,
-/// strong guarantee on rejected writes and thread-safe `const` evaluation), which equals Conv1x1
-/// with H = W = 1 and a zero bias.
+/// visit order: "lower" (C × C), "upper" (C × C), "log_s" (C × 1), the LU factors of
+/// nflow::LUParameterization, with the invariant, validation and strong guarantee of
+/// nflow::LUBijectorBase, as in nflow::LULinear (which equals Conv1x1 with H = W = 1 and a zero
+/// bias). `const` evaluation only reads, so it is thread-safe.
 ///
 /// References: Kingma & Dhariwal 2018, Glow: Generative Flow with Invertible 1×1 Convolutions,
 /// §3.2, arXiv:1807.03039.
@@ -38,16 +38,19 @@ namespace nflow {
 /// at construction; the weight is dynamic-size). Dim is always Eigen::Dynamic (C·H·W, from the
 /// constructor).
 template <typename Scalar_, int Channels_ = Dynamic>
-class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
-  using LU = detail::LUParam<Scalar_>;
+class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
+  using Base = LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_>;
+  using typename Base::LU;
+  using Base::lu_;
+  friend Base;
 
  public:
   using Scalar = Scalar_;
   static constexpr int Dim = Dynamic;
   static constexpr int Channels = Channels_;
   static constexpr bool IsConstantLogDet = true;
-  using Weight = typename LU::Square;
-  using WeightColumn = typename LU::Column;
+  using typename Base::Weight;
+  using typename Base::WeightColumn;
 
   /// The identity on images of `channels` × `height` × `width`.
   Conv1x1(Index channels, Index height, Index width)
@@ -71,32 +74,10 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
   Index width() const { return width_; }
   Index pixels() const { return height_ * width_; }
   Index dim() const { return channels() * pixels(); }
-  /// The assembled C × C weight W = P·L·(U + diag(sign ⊙ exp(log_s))).
-  const Weight& weight() const { return lu_.weight(); }
   /// log|det| of the whole map: H·W·Σ log_s.
   Scalar log_abs_det() const { return Scalar(pixels()) * lu_.log_abs_det(); }
-  const Weight& lower() const { return lu_.lower(); }
-  const Weight& upper() const { return lu_.upper(); }
-  const WeightColumn& log_s() const { return lu_.log_s(); }
-  const WeightColumn& sign() const { return lu_.sign(); }
-  const typename LU::Indices& permutation() const { return lu_.permutation(); }
-
-  template <typename D>
-  void set_lower(const Eigen::MatrixBase<D>& v) {
-    check_square("lower", v);
-    mutate([&] { lu_.lower_storage() = v; });
-  }
-  template <typename D>
-  void set_upper(const Eigen::MatrixBase<D>& v) {
-    check_square("upper", v);
-    mutate([&] { lu_.upper_storage() = v; });
-  }
-  template <typename D>
-  void set_log_s(const Eigen::MatrixBase<D>& v) {
-    detail::check_rows(kName, "log_s", channels(), v.rows(), v.cols());
-    detail::check_cols(kName, "log_s", 1, v.rows(), v.cols());
-    mutate([&] { lu_.log_s_storage() = v; });
-  }
+  // weight() (C × C), lower(), upper(), log_s(), sign(), permutation() and their setters,
+  // visit_buffers ("permutation", "sign"): LUBijectorBase.
 
   // ---- hooks for BijectorBase ----------------------------------------------------------------
   template <typename X, typename C>
@@ -124,38 +105,12 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
   template <typename X, typename GV, typename GL, typename C>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C&) const {
-    const Index c = channels();
-    detail::GradientSlicer<Scalar> slicer(gp);
-    auto g_lower = slicer.next(c, c);
-    auto g_upper = slicer.next(c, c);
-    auto g_log_s = slicer.next(c);
-    detail::BatchFor<Scalar, Dim, X> gx(x.rows(), x.cols());
-    with_pixels(x, [&](const auto& xp) {
-      with_pixels(gv, [&](const auto& gp_pix) {
-        auto gxp = pixels_of(gx);
-        lu_.apply_vjp(xp, gp_pix, gxp, g_lower, g_upper, g_log_s);
-      });
-    });
-    g_log_s.array() += Scalar(pixels()) * gl.sum();
-    return gx;
+    return vjp<false>(x, gv, gl, gp);
   }
   template <typename Z, typename GV, typename GL, typename C>
   auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C&) const {
-    const Index c = channels();
-    detail::GradientSlicer<Scalar> slicer(gp);
-    auto g_lower = slicer.next(c, c);
-    auto g_upper = slicer.next(c, c);
-    auto g_log_s = slicer.next(c);
-    detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
-    with_pixels(z, [&](const auto& zp) {
-      with_pixels(gv, [&](const auto& gp_pix) {
-        auto gzp = pixels_of(gz);
-        lu_.solve_vjp(zp, gp_pix, gzp, g_lower, g_upper, g_log_s);
-      });
-    });
-    g_log_s.array() -= Scalar(pixels()) * gl.sum();
-    return gz;
+    return vjp<true>(z, gv, gl, gp);
   }
 
   // ---- parameters --------------------------------------------------------------------------------
@@ -179,23 +134,11 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
     mutate(std::forward<Write>(write));
   }
 
-  /// @brief The buffers "permutation" (P: row i of W is row permutation(i) of L·U') and "sign"
-  /// (the fixed ±1 signs of U's diagonal); see nflow/core/buffers.hpp. New values must be a
-  /// permutation of 0 … D−1 and entries ±1; otherwise ParameterError, and the layer is unchanged.
-  template <typename F>
-  void visit_buffers(F&& f) const {
-    lu_.visit_buffers(f);
-  }
-  template <typename F>
-  void visit_buffers(F&& f) {
-    mutate([&] { lu_.visit_buffers(f, kName); });
-  }
-
  private:
   static constexpr const char* kName = "Conv1x1";
   using PixelMatrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
 
-  Conv1x1(LU lu, Index height, Index width) : lu_(std::move(lu)), height_(height), width_(width) {}
+  Conv1x1(LU lu, Index height, Index width) : Base(std::move(lu)), height_(height), width_(width) {}
 
   static Index checked(Index channels, Index height, Index width) {
     if (channels <= 0 || (Channels_ != Dynamic && channels != Channels_) || height <= 0 || width <= 0) {
@@ -227,10 +170,24 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
     }
   }
 
-  template <typename D>
-  void check_square(const char* name, const Eigen::MatrixBase<D>& v) const {
-    detail::check_rows(kName, name, channels(), v.rows(), v.cols());
-    detail::check_cols(kName, name, channels(), v.rows(), v.cols());
+  /// The vjp of either direction on the pixel matrices: the LU map's (LUBijectorBase::lu_vjp),
+  /// then the constant log-det (±H·W·Σ log_s per sample).
+  template <bool Inverse, typename In, typename GV, typename GL>
+  auto vjp(const In& in, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp) const {
+    detail::GradientSlicer<Scalar> slicer(gp);
+    detail::BatchFor<Scalar, Dim, In> g_in(in.rows(), in.cols());
+    with_pixels(in, [&](const auto& in_pix) {
+      with_pixels(gv, [&](const auto& g_pix) {
+        auto g_in_pix = pixels_of(g_in);
+        auto g_log_s = this->template lu_vjp<Inverse>(in_pix, g_pix, g_in_pix, slicer);
+        if constexpr (Inverse) {
+          g_log_s.array() -= Scalar(pixels()) * gl.sum();
+        } else {
+          g_log_s.array() += Scalar(pixels()) * gl.sum();
+        }
+      });
+    });
+    return g_in;
   }
 
   template <typename Write>
@@ -245,7 +202,6 @@ class Conv1x1 : public BijectorBase<Conv1x1<Scalar_, Channels_>> {
     }
   }
 
-  LU lu_;
   Index height_;
   Index width_;
 };

@@ -3,10 +3,10 @@
 /// @brief LULinear: z = W x + b with W = P·L·(U + diag(sign ⊙ exp(log_s))) (Glow's LU-decomposed
 /// invertible linear map).
 
-#include "nflow/core/bijector_base.hpp"
+#include "nflow/bijectors/lu_bijector_base.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
-#include "nflow/detail/lu_param.hpp"
+#include "nflow/core/types.hpp"
 
 #include <cstdint>
 #include <string>
@@ -24,19 +24,11 @@ namespace nflow {
 /// either direction is D² multiply-adds per sample. P (a permutation, (P v)ᵢ = v_{perm(i)}) and
 /// sign (±1) are fixed buffers, not trainable.
 ///
-/// Parameters, in visit order:
-/// - "lower" (D × D): the strictly lower entries of the unit lower-triangular L. Stored as a full
-///   matrix; the diagonal and upper entries are ignored, kept at zero and get zero gradient.
-/// - "upper" (D × D): the strictly upper entries of U; diagonal and lower entries ignored likewise.
-/// - "log_s" (D × 1): log of the absolute diagonal of U'.
-/// - "bias" b (D × 1).
-///
-/// Invariant: every used entry is finite, |log_s| < log(largest Scalar) (so exp(±log_s) is finite
-/// and nonzero: W is invertible), and the cached W, L and U' match the parameters. Every mutating
-/// call (the setters, and the non-const visit_parameters that set_parameters, optimisers and
-/// loaders use) re-validates and recomputes the caches (O(D³), once per call, not per sample); a
-/// rejected value throws ParameterError naming the parameter and leaves the layer unchanged
-/// (strong guarantee). `const` evaluation only reads, so it is thread-safe.
+/// Parameters, in visit order: "lower" (D × D), "upper" (D × D), "log_s" (D × 1), the LU factors
+/// as described in nflow::LUParameterization (ignored entries kept at zero with zero gradient),
+/// then "bias" b (D × 1). The invariant, validation and strong guarantee on rejected writes are
+/// those of nflow::LUBijectorBase (plus: b is finite). `const` evaluation only reads, so it is
+/// thread-safe.
 ///
 /// Gradients: both directions have exact vjps. The inverse direction's (for reverse-KL training)
 /// uses triangular solves only: ∂L/∂(z − b) = W⁻ᵀ ∂L/∂x = P L⁻ᵀ U'⁻ᵀ ∂L/∂x.
@@ -50,21 +42,24 @@ namespace nflow {
 /// @tparam Scalar_ float or double. @tparam Dim_ fixed or Eigen::Dynamic. The weights are
 /// dynamic-size (heap-held) either way; with a fixed Dim a single point stays on the stack.
 template <typename Scalar_, int Dim_ = Dynamic>
-class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
-  using LU = detail::LUParam<Scalar_>;
+class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
+  using Base = LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_>;
+  using typename Base::LU;
+  using Base::lu_;
+  friend Base;
 
  public:
   using Scalar = Scalar_;
   static constexpr int Dim = Dim_;
   static constexpr bool IsConstantLogDet = true;
   using Column = Eigen::Matrix<Scalar, Dim, 1>;
-  using Weight = typename LU::Square;
-  using WeightColumn = typename LU::Column;
+  using typename Base::Weight;
+  using typename Base::WeightColumn;
 
   /// The identity map of dimension Dim.
   LULinear() requires(Dim_ != Dynamic) : LULinear(Index(Dim_)) {}
   /// The identity map of dimension `dim`.
-  explicit LULinear(Index dim) : lu_(LU::identity(checked_dim(dim), kName)), bias_(Column::Zero(dim)) {}
+  explicit LULinear(Index dim) : Base(LU::identity(checked_dim(dim), kName)), bias_(Column::Zero(dim)) {}
 
   /// A Haar-random orthogonal W drawn reproducibly from `seed` (log|det| = 0), bias zero.
   static LULinear random_orthogonal(Index dim, std::uint64_t seed) {
@@ -79,33 +74,11 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
   }
 
   Index dim() const { return bias_.size(); }
-  /// The assembled W = P·L·(U + diag(sign ⊙ exp(log_s))), D × D.
-  const Weight& weight() const { return lu_.weight(); }
   /// log|det W| = Σ log_s.
   Scalar log_abs_det() const { return lu_.log_abs_det(); }
-  const Weight& lower() const { return lu_.lower(); }
-  const Weight& upper() const { return lu_.upper(); }
-  const WeightColumn& log_s() const { return lu_.log_s(); }
   const Column& bias() const { return bias_; }
-  /// The fixed ±1 signs of U's diagonal (a buffer).
-  const WeightColumn& sign() const { return lu_.sign(); }
-  /// The fixed permutation: row i of W is row permutation()(i) of L·U'.
-  const typename LU::Indices& permutation() const { return lu_.permutation(); }
+  // weight(), lower(), upper(), log_s(), sign(), permutation() and their setters: LUBijectorBase.
 
-  template <typename D>
-  void set_lower(const Eigen::MatrixBase<D>& v) {
-    set_square("lower", v, [](LULinear& s) -> Weight& { return s.lu_.lower_storage(); });
-  }
-  template <typename D>
-  void set_upper(const Eigen::MatrixBase<D>& v) {
-    set_square("upper", v, [](LULinear& s) -> Weight& { return s.lu_.upper_storage(); });
-  }
-  template <typename D>
-  void set_log_s(const Eigen::MatrixBase<D>& v) {
-    detail::check_rows(kName, "log_s", dim(), v.rows(), v.cols());
-    detail::check_cols(kName, "log_s", 1, v.rows(), v.cols());
-    mutate([&] { lu_.log_s_storage() = v; });
-  }
   template <typename D>
   void set_bias(const Eigen::MatrixBase<D>& v) {
     detail::check_rows(kName, "bias", dim(), v.rows(), v.cols());
@@ -143,34 +116,12 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
   template <typename X, typename GV, typename GL, typename C>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C&) const {
-    const Index d = dim();
-    detail::GradientSlicer<Scalar> slicer(gp);
-    auto g_lower = slicer.next(d, d);
-    auto g_upper = slicer.next(d, d);
-    auto g_log_s = slicer.next(d);
-    auto g_bias = slicer.next(d);
-    detail::BatchFor<Scalar, Dim, X> gx(d, x.cols());
-    with_output(gx, [&](typename LU::MatrixRef out) { lu_.apply_vjp(x, gv, out, g_lower, g_upper, g_log_s); });
-    g_log_s.array() += gl.sum();
-    g_bias += gv.rowwise().sum();
-    return gx;
+    return vjp<false>(x, gv, gl, gp);
   }
   template <typename Z, typename GV, typename GL, typename C>
   auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C&) const {
-    const Index d = dim();
-    detail::GradientSlicer<Scalar> slicer(gp);
-    auto g_lower = slicer.next(d, d);
-    auto g_upper = slicer.next(d, d);
-    auto g_log_s = slicer.next(d);
-    auto g_bias = slicer.next(d);
-    detail::BatchFor<Scalar, Dim, Z> gz(d, z.cols());
-    with_output(gz, [&](typename LU::MatrixRef out) {
-      lu_.solve_vjp(z.colwise() - bias_, gv, out, g_lower, g_upper, g_log_s);
-    });
-    g_log_s.array() -= gl.sum();
-    g_bias -= gz.rowwise().sum();
-    return gz;
+    return vjp<true>(z, gv, gl, gp);
   }
 
   // ---- parameters --------------------------------------------------------------------------------
@@ -195,17 +146,7 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
     mutate(std::forward<Write>(write));
   }
 
-  /// @brief The buffers "permutation" (P: row i of W is row permutation(i) of L·U') and "sign"
-  /// (the fixed ±1 signs of U's diagonal); see nflow/core/buffers.hpp. New values must be a
-  /// permutation of 0 … D−1 and entries ±1; otherwise ParameterError, and the layer is unchanged.
-  template <typename F>
-  void visit_buffers(F&& f) const {
-    lu_.visit_buffers(f);
-  }
-  template <typename F>
-  void visit_buffers(F&& f) {
-    mutate([&] { lu_.visit_buffers(f, kName); });
-  }
+  // visit_buffers ("permutation", "sign"): LUBijectorBase.
 
  private:
   static constexpr const char* kName = "LULinear";
@@ -230,7 +171,31 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
     }
   }
 
-  explicit LULinear(LU lu) : lu_(std::move(lu)), bias_(Column::Zero(lu_.size())) {}
+  explicit LULinear(LU lu) : Base(std::move(lu)), bias_(Column::Zero(lu_.size())) {}
+
+  /// The vjp of either direction: the LU map's (LUBijectorBase::lu_vjp), then the bias and the
+  /// constant log-det (±Σ log_s per sample).
+  template <bool Inverse, typename In, typename GV, typename GL>
+  auto vjp(const In& in, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp) const {
+    detail::GradientSlicer<Scalar> slicer(gp);
+    detail::BatchFor<Scalar, Dim, In> g_in(dim(), in.cols());
+    with_output(g_in, [&](typename LU::MatrixRef out) {
+      if constexpr (Inverse) {
+        auto g_log_s = this->template lu_vjp<true>(in.colwise() - bias_, gv, out, slicer);
+        g_log_s.array() -= gl.sum();
+      } else {
+        auto g_log_s = this->template lu_vjp<false>(in, gv, out, slicer);
+        g_log_s.array() += gl.sum();
+      }
+    });
+    auto g_bias = slicer.next(dim());
+    if constexpr (Inverse) {
+      g_bias -= g_in.rowwise().sum();
+    } else {
+      g_bias += gv.rowwise().sum();
+    }
+    return g_in;
+  }
 
   /// Runs `write`, then re-validates and refreshes the caches; restores the old state on failure.
   template <typename Write>
@@ -248,14 +213,6 @@ class LULinear : public BijectorBase<LULinear<Scalar_, Dim_>> {
     }
   }
 
-  template <typename D, typename Get>
-  void set_square(const char* name, const Eigen::MatrixBase<D>& v, Get get) {
-    detail::check_rows(kName, name, dim(), v.rows(), v.cols());
-    detail::check_cols(kName, name, dim(), v.rows(), v.cols());
-    mutate([&] { get(*this) = v; });
-  }
-
-  LU lu_;
   Column bias_;
 };
 

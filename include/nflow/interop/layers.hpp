@@ -91,6 +91,25 @@ Matrix<Scalar> stack_rows(const Matrix<Scalar>& top, const Matrix<Scalar>* botto
   return out;
 }
 
+/// The inverse of an affine autoregressive layer by `passes` fixed-point passes (`passes` is the
+/// longest dependency chain of the loaded masks, after which further passes change nothing):
+/// x = 0, then `passes` times out = net(x), x = (z − shift) / scale by `invert(out, z, x, ld)`;
+/// v becomes x and log_det gets the last pass's −Σ log scale.
+template <typename Scalar, typename Net, typename Invert>
+void autoregressive_inverse(Matrix<Scalar>& v, RowVector<Scalar>& log_det, Index passes, Net&& net,
+                            Invert&& invert) {
+  const Matrix<Scalar> z = v;
+  Matrix<Scalar> x = Matrix<Scalar>::Zero(v.rows(), v.cols());
+  RowVector<Scalar> ld(1, v.cols());
+  for (Index p = 0; p < passes; ++p) {
+    ld.setZero();
+    const Matrix<Scalar> out = net(x);
+    invert(out, z, x, ld);
+  }
+  v = std::move(x);
+  log_det += ld;
+}
+
 }  // namespace detail
 
 // ---- building blocks --------------------------------------------------------------------------
@@ -241,16 +260,11 @@ class NflowsAffineAutoregressive final : public Layer<Scalar> {
   }
   void inverse(Matrix<Scalar>& v, RowVector<Scalar>& log_det,
                const Matrix<Scalar>* c) const override {
-    const Matrix<Scalar> z = v;
-    Matrix<Scalar> x = Matrix<Scalar>::Zero(v.rows(), v.cols());
-    RowVector<Scalar> ld(1, v.cols());
-    for (Index p = 0; p < passes_; ++p) {
-      ld.setZero();
-      const Matrix<Scalar> out = made_(x, ctx(c));
-      apply(out, z, x, ld, false);
-    }
-    v = std::move(x);
-    log_det += ld;
+    detail::autoregressive_inverse<Scalar>(
+        v, log_det, passes_, [&](const Matrix<Scalar>& x) -> Matrix<Scalar> { return made_(x, ctx(c)); },
+        [&](const Matrix<Scalar>& out, const Matrix<Scalar>& z, Matrix<Scalar>& x, RowVector<Scalar>& ld) {
+          apply(out, z, x, ld, false);
+        });
   }
   std::string description() const override {
     return "nflows MaskedAffineAutoregressiveTransform '" + prefix_ + "'";
@@ -452,16 +466,12 @@ class ZukoAffineAutoregressive final : public Layer<Scalar> {
   }
   void inverse(Matrix<Scalar>& v, RowVector<Scalar>& log_det,
                const Matrix<Scalar>* c) const override {
-    const Matrix<Scalar> z = v;
-    Matrix<Scalar> x = Matrix<Scalar>::Zero(v.rows(), v.cols());
-    RowVector<Scalar> ld(1, v.cols());
-    for (Index p = 0; p < passes_; ++p) {
-      ld.setZero();
-      const Matrix<Scalar> out = hyper_(detail::stack_rows(x, ctx(c)));
-      apply(out, z, x, ld, false);
-    }
-    v = std::move(x);
-    log_det += ld;
+    detail::autoregressive_inverse<Scalar>(
+        v, log_det, passes_,
+        [&](const Matrix<Scalar>& x) -> Matrix<Scalar> { return hyper_(detail::stack_rows(x, ctx(c))); },
+        [&](const Matrix<Scalar>& out, const Matrix<Scalar>& z, Matrix<Scalar>& x, RowVector<Scalar>& ld) {
+          apply(out, z, x, ld, false);
+        });
   }
   std::string description() const override {
     return "zuko MaskedAutoregressiveTransform '" + prefix_ + "'";

@@ -15,7 +15,6 @@
 /// `use_residual_blocks` for a MADE with num_blocks = 0, which the keys cannot tell.
 
 #include <Eigen/Core>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,7 +26,6 @@
 #include "nflow/interop/layers.hpp"
 #include "nflow/interop/masks.hpp"
 #include "nflow/interop/state_dict.hpp"
-#include "nflow/io/safetensors.hpp"
 
 namespace nflow::interop {
 
@@ -100,22 +98,6 @@ struct NflowsLoaded {
   Index dim = 0;
   Index context_dim = 0;
 };
-
-inline void check_option(StateDict& sd, const char* what, const std::optional<Index>& given,
-                         Index found) {
-  if (given && *given != found) {
-    sd.fail(std::string(what) + " = " + std::to_string(*given) +
-            " was given, but the file holds a model with " + what + " = " + std::to_string(found));
-  }
-}
-inline void check_option(StateDict& sd, const char* what, const std::optional<bool>& given,
-                         bool found) {
-  if (given && *given != found) {
-    sd.fail(std::string(what) + " = " + (*given ? "True" : "False") +
-            " was given, but the file holds a model with " + what + " = " +
-            (found ? "True" : "False"));
-  }
-}
 
 template <typename Scalar>
 Linear<Scalar> load_linear(StateDict& sd, const std::string& p, Index out, Index in) {
@@ -208,7 +190,7 @@ std::shared_ptr<const Layer<Scalar>> load_nflows_maat(StateDict& sd, const std::
   bool residual = o.use_residual_blocks.value_or(true);
   if (nb > 0) {
     residual = sd.contains(p + ".blocks.0.linear_layers.0.weight");
-    check_option(sd, "use_residual_blocks", o.use_residual_blocks, residual);
+    sd.check_option("use_residual_blocks", o.use_residual_blocks, residual);
   }
   net.residual = residual;
   bool bn_within = false;
@@ -348,7 +330,7 @@ NflowsLoaded<Scalar> load_nflows_layers(StateDict& sd, const NflowsFlowOptions& 
     }
   }
   if (r.dim <= 0) sd.fail(std::string(what) + ": the model has dimension 0");
-  check_option(sd, "features", o.features, r.dim);
+  sd.check_option("features", o.features, r.dim);
   bool context_seen = false;
   for (const std::string& p : prefixes) {
     NflowsLayerInfo info;
@@ -395,7 +377,7 @@ NflowsLoaded<Scalar> load_nflows_layers(StateDict& sd, const NflowsFlowOptions& 
     r.info.push_back(std::move(info));
   }
   if (o.context_features && *o.context_features != r.context_dim) {
-    check_option(sd, "context_features", o.context_features, r.context_dim);
+    sd.check_option("context_features", o.context_features, r.context_dim);
   }
   return r;
 }
@@ -420,11 +402,6 @@ ImportedFlow<Scalar> load_nflows_flow(StateDict sd, const NflowsFlowOptions& opt
   auto r = detail::load_nflows_layers<Scalar>(sd, options, "load_nflows_flow");
   sd.finish("load_nflows_flow");
   return detail::make_nflows_flow(std::move(r));
-}
-template <typename Scalar = double>
-ImportedFlow<Scalar> load_nflows_flow(const std::filesystem::path& path,
-                                      const NflowsFlowOptions& options = {}) {
-  return load_nflows_flow<Scalar>(StateDict::from_file(path), options);
 }
 
 /// @brief Loads nflows' `MaskedAutoregressiveFlow(...)` preset: num_layers × [permutation,
@@ -463,13 +440,13 @@ ImportedFlow<Scalar> load_nflows_maf(StateDict sd, const NflowsMafOptions& o = {
     }
   }
   const auto& made = info[1];
-  detail::check_option(sd, "hidden_features", o.hidden_features, made.hidden);
-  detail::check_option(sd, "num_layers", o.num_layers, num_layers);
-  detail::check_option(sd, "num_blocks_per_layer", o.num_blocks_per_layer, made.blocks);
-  detail::check_option(sd, "use_residual_blocks", o.use_residual_blocks, made.residual);
-  detail::check_option(sd, "batch_norm_within_layers", o.batch_norm_within_layers,
+  sd.check_option("hidden_features", o.hidden_features, made.hidden);
+  sd.check_option("num_layers", o.num_layers, num_layers);
+  sd.check_option("num_blocks_per_layer", o.num_blocks_per_layer, made.blocks);
+  sd.check_option("use_residual_blocks", o.use_residual_blocks, made.residual);
+  sd.check_option("batch_norm_within_layers", o.batch_norm_within_layers,
                        made.batch_norm_within);
-  detail::check_option(sd, "batch_norm_between_layers", o.batch_norm_between_layers, bn_between);
+  sd.check_option("batch_norm_between_layers", o.batch_norm_between_layers, bn_between);
   if (o.use_random_masks && *o.use_random_masks && made.residual) {
     sd.fail(
         "load_nflows_maf: use_random_masks = True requires feed-forward blocks "
@@ -488,11 +465,6 @@ ImportedFlow<Scalar> load_nflows_maf(StateDict sd, const NflowsMafOptions& o = {
   if (r.context_dim != 0)
     sd.fail("load_nflows_maf: the preset has no context, but the file's MADEs take one");
   return detail::make_nflows_flow(std::move(r));
-}
-template <typename Scalar = double>
-ImportedFlow<Scalar> load_nflows_maf(const std::filesystem::path& path,
-                                     const NflowsMafOptions& options = {}) {
-  return load_nflows_maf<Scalar>(StateDict::from_file(path), options);
 }
 
 /// @brief Loads nflows' `SimpleRealNVP(...)` preset: num_layers × [AffineCouplingTransform (or
@@ -528,19 +500,14 @@ ImportedFlow<Scalar> load_nflows_simple_realnvp(StateDict sd,
       }
     }
   }
-  detail::check_option(sd, "hidden_features", o.hidden_features, info[0].hidden);
-  detail::check_option(sd, "num_layers", o.num_layers, Index(info.size() / per));
-  detail::check_option(sd, "num_blocks_per_layer", o.num_blocks_per_layer, info[0].blocks);
-  detail::check_option(sd, "use_volume_preserving", o.use_volume_preserving, info[0].additive);
-  detail::check_option(sd, "batch_norm_within_layers", o.batch_norm_within_layers,
+  sd.check_option("hidden_features", o.hidden_features, info[0].hidden);
+  sd.check_option("num_layers", o.num_layers, Index(info.size() / per));
+  sd.check_option("num_blocks_per_layer", o.num_blocks_per_layer, info[0].blocks);
+  sd.check_option("use_volume_preserving", o.use_volume_preserving, info[0].additive);
+  sd.check_option("batch_norm_within_layers", o.batch_norm_within_layers,
                        info[0].batch_norm_within);
-  detail::check_option(sd, "batch_norm_between_layers", o.batch_norm_between_layers, bn_between);
+  sd.check_option("batch_norm_between_layers", o.batch_norm_between_layers, bn_between);
   return detail::make_nflows_flow(std::move(r));
-}
-template <typename Scalar = double>
-ImportedFlow<Scalar> load_nflows_simple_realnvp(const std::filesystem::path& path,
-                                                const NflowsSimpleRealNvpOptions& options = {}) {
-  return load_nflows_simple_realnvp<Scalar>(StateDict::from_file(path), options);
 }
 
 }  // namespace nflow::interop

@@ -12,11 +12,13 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <concepts>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -27,7 +29,7 @@
 #include "nflow/core/types.hpp"
 #include "nflow/io/errors.hpp"
 #include "nflow/io/json.hpp"
-#include "nflow/io/safetensors.hpp"
+#include "nflow/io/tensor_conversion.hpp"
 
 namespace nflow::interop {
 
@@ -38,6 +40,12 @@ class StateDict {
   /// @param file the tensors. @param source a name for messages (the file path).
   explicit StateDict(io::TensorFile file, std::string source = "state dict")
       : file_(std::move(file)), source_(std::move(source)) {}
+  /// The state dict of the safetensors file at `path` (see from_file). Implicit, so that every
+  /// importer, which takes a StateDict, also takes a file path: `load_zuko_maf("model.safetensors")`.
+  template <typename Path>
+    requires std::convertible_to<const Path&, std::filesystem::path>
+  StateDict(const Path& path)  // NOLINT(google-explicit-constructor): a path is a state dict's source
+      : StateDict(from_file(std::filesystem::path(path))) {}
 
   /// Reads the safetensors file at `path` (io::parse_safetensors validates it). PyTorch's 1-byte
   /// dtypes, which io does not read (BOOL: zuko's masks; U8; I8), are first widened to I32 so
@@ -281,6 +289,22 @@ class StateDict {
   void skip_counter(std::string_view key) {
     const io::Tensor& t = take(key);
     if (t.element_count() != 1) shape_error(key, "one element ([] or [1])");
+  }
+
+  /// @brief Checks an option the caller gave against what the file holds (an unset option is
+  /// not checked): FormatError "<what> = <given> was given, but the file holds a model with
+  /// <what> = <found>". Every importer checks its options this way.
+  void check_option(const char* what, const std::optional<Index>& given, Index found) const {
+    if (given && *given != found) {
+      fail(std::string(what) + " = " + std::to_string(*given) +
+           " was given, but the file holds a model with " + what + " = " + std::to_string(found));
+    }
+  }
+  void check_option(const char* what, const std::optional<bool>& given, bool found) const {
+    if (given && *given != found) {
+      fail(std::string(what) + " = " + (*given ? "True" : "False") +
+           " was given, but the file holds a model with " + what + " = " + (found ? "True" : "False"));
+    }
   }
 
   /// Throws FormatError naming the first keys that no importer step used.

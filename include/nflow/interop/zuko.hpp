@@ -12,7 +12,6 @@
 
 #include <Eigen/Core>
 #include <cmath>
-#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,7 +23,6 @@
 #include "nflow/interop/layers.hpp"
 #include "nflow/interop/masks.hpp"
 #include "nflow/interop/state_dict.hpp"
-#include "nflow/io/safetensors.hpp"
 
 namespace nflow::interop {
 
@@ -55,14 +53,6 @@ struct ZukoRealNvpOptions {
 };
 
 namespace detail {
-
-inline void zuko_check(StateDict& sd, const char* what, const std::optional<Index>& given,
-                       Index found) {
-  if (given && *given != found) {
-    sd.fail(std::string(what) + " = " + std::to_string(*given) +
-            " was given, but the file holds a model with " + what + " = " + std::to_string(found));
-  }
-}
 
 /// Transform indices 0 … n−1 under "transform.transforms.".
 inline std::vector<std::string> zuko_prefixes(StateDict& sd, const char* what) {
@@ -125,6 +115,42 @@ ImportedBase<Scalar> load_zuko_base(StateDict& sd, Index dim) {
   return ImportedBase<Scalar>(std::move(loc), std::move(scale));
 }
 
+/// The transforms' prefixes and the dimension D (the length of the first transform's `key`, a
+/// 1-D tensor of D entries), checked against the options `features` and `transforms`.
+struct ZukoLayout {
+  std::vector<std::string> prefixes;
+  Index dim = 0;
+};
+inline ZukoLayout zuko_layout(StateDict& sd, const char* who, const char* key, const std::optional<Index>& features,
+                              const std::optional<Index>& transforms) {
+  ZukoLayout layout{zuko_prefixes(sd, who), 0};
+  layout.dim = sd.length_of(layout.prefixes.front() + key);
+  if (layout.dim <= 0) sd.fail(std::string(who) + ": the model has dimension 0");
+  sd.check_option("features", features, layout.dim);
+  sd.check_option("transforms", transforms, Index(layout.prefixes.size()));
+  return layout;
+}
+
+/// '<p>.hyper' must output `expected` values: the shift and scale of each transformed feature
+/// (`expectation` says how that count arises, for the message).
+template <typename Scalar>
+void check_affine_outputs(StateDict& sd, const ZukoMlp<Scalar>& mlp, const std::string& p, Index expected,
+                          const std::string& expectation) {
+  if (mlp.layers.back().out() != expected) {
+    sd.fail("'" + p + ".hyper' outputs " + std::to_string(mlp.layers.back().out()) + " values, expected " +
+            expectation + " (only the affine MonotonicAffineTransform is supported)");
+  }
+}
+
+/// Reads the DiagNormal base, checks that every key was used, and assembles the flow.
+template <typename Scalar>
+ImportedFlow<Scalar> finish_zuko(StateDict& sd, const char* who, Index dim, Index context_dim,
+                                 std::vector<std::shared_ptr<const Layer<Scalar>>> layers) {
+  ImportedBase<Scalar> base = load_zuko_base<Scalar>(sd, dim);
+  sd.finish(who);
+  return ImportedFlow<Scalar>(std::move(base), ImportedTransform<Scalar>(dim, context_dim, std::move(layers)));
+}
+
 inline void check_hidden(StateDict& sd, const std::vector<Index>& given,
                          const std::vector<Index>& found, const std::string& where) {
   if (!given.empty() && given != found) {
@@ -145,15 +171,13 @@ inline void check_hidden(StateDict& sd, const std::vector<Index>& given,
 /// layer's 'order', invalid orders). Each message names the tensor.
 template <typename Scalar = double>
 ImportedFlow<Scalar> load_zuko_maf(StateDict sd, const ZukoMafOptions& o = {}) {
-  const auto prefixes = detail::zuko_prefixes(sd, "load_zuko_maf");
-  const Index dim = sd.length_of(prefixes.front() + ".order");
-  if (dim <= 0) sd.fail("load_zuko_maf: the model has dimension 0");
-  detail::zuko_check(sd, "features", o.features, dim);
-  detail::zuko_check(sd, "transforms", o.transforms, Index(prefixes.size()));
+  const detail::ZukoLayout layout = detail::zuko_layout(sd, "load_zuko_maf", ".order", o.features, o.transforms);
+  const std::vector<std::string>& prefixes = layout.prefixes;
+  const Index dim = layout.dim;
   const Index context_dim = sd.cols_of(prefixes.front() + ".hyper.0.weight") - dim;
   if (context_dim < 0)
     sd.fail("load_zuko_maf: '" + prefixes.front() + ".hyper.0.weight' has fewer inputs than D");
-  detail::zuko_check(sd, "context", o.context, context_dim);
+  sd.check_option("context", o.context, context_dim);
   const Scalar log_slope = Scalar(std::log(o.slope));
   std::vector<std::shared_ptr<const Layer<Scalar>>> layers;
   for (std::size_t t = 0; t < prefixes.size(); ++t) {
@@ -171,11 +195,7 @@ ImportedFlow<Scalar> load_zuko_maf(StateDict sd, const ZukoMafOptions& o = {}) {
     std::vector<Index> widths;
     ZukoMlp<Scalar> mlp = detail::load_zuko_mlp<Scalar>(sd, p, dim + context_dim, &masks, widths);
     detail::check_hidden(sd, o.hidden_features, widths, p + ".hyper");
-    if (mlp.layers.back().out() != 2 * dim) {
-      sd.fail("'" + p + ".hyper' outputs " + std::to_string(mlp.layers.back().out()) +
-              " values, expected 2·D = " + std::to_string(2 * dim) +
-              " (only the affine MonotonicAffineTransform is supported)");
-    }
+    detail::check_affine_outputs(sd, mlp, p, 2 * dim, "2·D = " + std::to_string(2 * dim));
     Eigen::MatrixXd conn = masks.front().leftCols(dim);
     for (std::size_t l = 1; l < masks.size(); ++l) conn = detail::bool_product(masks[l], conn);
     const Index passes =
@@ -184,15 +204,7 @@ ImportedFlow<Scalar> load_zuko_maf(StateDict sd, const ZukoMafOptions& o = {}) {
     layers.push_back(std::make_shared<ZukoAffineAutoregressive<Scalar>>(
         std::move(mlp), dim, context_dim, passes, log_slope, p));
   }
-  ImportedBase<Scalar> base = detail::load_zuko_base<Scalar>(sd, dim);
-  sd.finish("load_zuko_maf");
-  return ImportedFlow<Scalar>(std::move(base),
-                              ImportedTransform<Scalar>(dim, context_dim, std::move(layers)));
-}
-template <typename Scalar = double>
-ImportedFlow<Scalar> load_zuko_maf(const std::filesystem::path& path,
-                                   const ZukoMafOptions& options = {}) {
-  return load_zuko_maf<Scalar>(StateDict::from_file(path), options);
+  return detail::finish_zuko(sd, "load_zuko_maf", dim, context_dim, std::move(layers));
 }
 
 /// @brief Loads `zuko.flows.RealNVP(...)`: `transforms` GeneralCouplingTransform layers
@@ -201,11 +213,10 @@ ImportedFlow<Scalar> load_zuko_maf(const std::filesystem::path& path,
 /// rejected naming the key.
 template <typename Scalar = double>
 ImportedFlow<Scalar> load_zuko_realnvp(StateDict sd, const ZukoRealNvpOptions& o = {}) {
-  const auto prefixes = detail::zuko_prefixes(sd, "load_zuko_realnvp");
-  const Index dim = sd.length_of(prefixes.front() + ".mask");
-  if (dim <= 0) sd.fail("load_zuko_realnvp: the model has dimension 0");
-  detail::zuko_check(sd, "features", o.features, dim);
-  detail::zuko_check(sd, "transforms", o.transforms, Index(prefixes.size()));
+  const detail::ZukoLayout layout =
+      detail::zuko_layout(sd, "load_zuko_realnvp", ".mask", o.features, o.transforms);
+  const std::vector<std::string>& prefixes = layout.prefixes;
+  const Index dim = layout.dim;
   const Scalar log_slope = Scalar(std::log(o.slope));
   std::vector<std::shared_ptr<const Layer<Scalar>>> layers;
   Index context_dim = -1;
@@ -238,24 +249,13 @@ ImportedFlow<Scalar> load_zuko_realnvp(StateDict sd, const ZukoRealNvpOptions& o
     ZukoMlp<Scalar> mlp =
         detail::load_zuko_mlp<Scalar>(sd, p, Index(constant.size()) + c, nullptr, widths);
     detail::check_hidden(sd, o.hidden_features, widths, p + ".hyper");
-    if (mlp.layers.back().out() != 2 * Index(transformed.size())) {
-      sd.fail("'" + p + ".hyper' outputs " + std::to_string(mlp.layers.back().out()) +
-              " values, expected 2 × " + std::to_string(transformed.size()) +
-              " (only the affine MonotonicAffineTransform is supported)");
-    }
+    detail::check_affine_outputs(sd, mlp, p, 2 * Index(transformed.size()),
+                                 "2 × " + std::to_string(transformed.size()));
     layers.push_back(std::make_shared<ZukoAffineCoupling<Scalar>>(
         std::move(constant), std::move(transformed), std::move(mlp), c, log_slope, p));
   }
-  detail::zuko_check(sd, "context", o.context, context_dim);
-  ImportedBase<Scalar> base = detail::load_zuko_base<Scalar>(sd, dim);
-  sd.finish("load_zuko_realnvp");
-  return ImportedFlow<Scalar>(std::move(base),
-                              ImportedTransform<Scalar>(dim, context_dim, std::move(layers)));
-}
-template <typename Scalar = double>
-ImportedFlow<Scalar> load_zuko_realnvp(const std::filesystem::path& path,
-                                       const ZukoRealNvpOptions& options = {}) {
-  return load_zuko_realnvp<Scalar>(StateDict::from_file(path), options);
+  sd.check_option("context", o.context, context_dim);
+  return detail::finish_zuko(sd, "load_zuko_realnvp", dim, context_dim, std::move(layers));
 }
 
 }  // namespace nflow::interop

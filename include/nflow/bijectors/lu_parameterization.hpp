@@ -1,25 +1,8 @@
 #pragma once
 /// @file
-/// @brief detail::LUParam: the LU parameterisation of an invertible square matrix, shared by
-/// nflow::LULinear and nflow::Conv1x1 (Kingma & Dhariwal 2018, Glow, §3.2, arXiv:1807.03039).
-///
-///     W = P · L · (U + diag(sign ⊙ exp(log_s)))
-///
-/// - P: a fixed permutation (a buffer): (P v)ᵢ = v_{perm(i)}, so row i of W is row perm(i) of L·U';
-/// - L: unit lower-triangular; its strictly lower entries are the parameter "lower", stored as a
-///   full n × n matrix whose diagonal and upper entries are ignored (kept at zero, zero gradient);
-/// - U: strictly upper-triangular; the parameter "upper", a full n × n matrix whose diagonal and
-///   lower entries are ignored likewise;
-/// - sign: a fixed ±1 vector (a buffer); log_s: the parameter "log_s" (n entries).
-///
-/// log|det W| = Σ log_s. W⁻¹v = U'⁻¹ L⁻¹ Pᵀ v: one permutation and two triangular solves, never a
-/// general inverse. The object caches U' = U + diag(sign ⊙ exp(log_s)) and the assembled W; the
-/// caches are recomputed by refresh(), which every mutating path of the owning layer calls, so
-/// `const` evaluation reads only and is thread-safe.
-///
-/// Every operation works on an n × M matrix of columns (a batch for LULinear, the pixels of all
-/// samples of a batch for Conv1x1), or on one column. The weights are always dynamic-size and
-/// the operations take Eigen::Ref arguments: one compiled copy per Scalar serves every size.
+/// @brief LUParameterization: the LU parameterisation of an invertible square matrix W, with its
+/// products, triangular solves and their reverse-mode gradients, the map behind nflow::LULinear
+/// and nflow::Conv1x1 (Kingma & Dhariwal 2018, Glow, §3.2, arXiv:1807.03039).
 
 #include <Eigen/Core>
 #include <Eigen/LU>
@@ -37,19 +20,46 @@
 #include <random>
 #include <string>
 
-namespace nflow::detail {
+namespace nflow {
 
+/// @brief An invertible n × n matrix in LU form, with the operations of a linear bijector on it:
+///
+///     W = P · L · (U + diag(sign ⊙ exp(log_s)))
+///
+/// - P: a fixed permutation (a buffer): (P v)ᵢ = v_{perm(i)}, so row i of W is row perm(i) of L·U';
+/// - L: unit lower-triangular; its strictly lower entries are the parameter "lower", stored as a
+///   full n × n matrix whose diagonal and upper entries are ignored (kept at zero, zero gradient);
+/// - U: strictly upper-triangular; the parameter "upper", a full n × n matrix whose diagonal and
+///   lower entries are ignored likewise;
+/// - sign: a fixed ±1 vector (a buffer); log_s: the parameter "log_s" (n entries).
+///
+/// log|det W| = Σ log_s. W⁻¹v = U'⁻¹ L⁻¹ Pᵀ v: one permutation and two triangular solves, never a
+/// general inverse.
+///
+/// Invariant: every used entry is finite, |log_s| < log(largest Scalar) (so exp(±log_s) is finite
+/// and nonzero: W is invertible), and the cached U' = U + diag(sign ⊙ exp(log_s)), L and W match
+/// the parameters. The caches are recomputed by refresh(), which every mutating path of the owner
+/// calls after writing through the *_storage() accessors, so `const` evaluation reads only and is
+/// thread-safe. refresh() throws ParameterError naming the parameter ('lower', 'upper' or 'log_s').
+///
+/// Every operation works on an n × M matrix of columns (a batch for LULinear, the pixels of all
+/// samples of a batch for Conv1x1), or on one column. The weights are always dynamic-size and the
+/// operations take Eigen::Ref arguments: one compiled copy per Scalar serves every size.
+///
+/// References: Kingma & Dhariwal 2018, Glow: Generative Flow with Invertible 1×1 Convolutions,
+/// §3.2, arXiv:1807.03039.
+/// @tparam Scalar float or double.
 template <typename Scalar>
-class LUParam {
+class LUParameterization {
  public:
   using Square = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
   using Column = Eigen::Matrix<Scalar, Dynamic, 1>;
   using Indices = Eigen::VectorXi;
 
   /// The identity: P = I, L = I, U = 0, log_s = 0, sign = +1.
-  static LUParam identity(Index n, const char* owner) {
+  static LUParameterization identity(Index n, const char* owner) {
     check_size_arg(n, owner);
-    LUParam p;
+    LUParameterization p;
     p.lower_ = Square::Zero(n, n);
     p.upper_ = Square::Zero(n, n);
     p.log_s_ = Column::Zero(n);
@@ -63,11 +73,11 @@ class LUParam {
   /// The exact factors of a given invertible `w` by LU with partial pivoting (computed in double).
   /// Throws ParameterError naming 'log_s' if `w` is singular or not finite.
   template <typename D>
-  static LUParam from_weight(const Eigen::MatrixBase<D>& w, const char* owner) {
+  static LUParameterization from_weight(const Eigen::MatrixBase<D>& w, const char* owner) {
     check_size_arg(w.rows(), owner);
     if (w.rows() != w.cols()) {
       throw ShapeError(std::string("nflow: ") + owner + ": the weight must be square, got " +
-                       shape_string(w.rows(), w.cols()));
+                       detail::shape_string(w.rows(), w.cols()));
     }
     if (!w.allFinite()) {
       throw ParameterError(std::string("nflow::") + owner + ": the weight must be finite");
@@ -77,7 +87,7 @@ class LUParam {
     const Eigen::PartialPivLU<Eigen::MatrixXd> lu(wd);
     const Eigen::MatrixXd& f = lu.matrixLU();
     // PartialPivLU gives w = P⁻¹ L U with P = permutationP() of indices σ, (P⁻¹v)ᵢ = v_{σ(i)}.
-    LUParam p;
+    LUParameterization p;
     p.lower_ = f.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().template cast<Scalar>();
     p.upper_ = f.template triangularView<Eigen::StrictlyUpper>().toDenseMatrix().template cast<Scalar>();
     p.log_s_.resize(n);
@@ -98,7 +108,7 @@ class LUParam {
 
   /// A Haar-random orthogonal W (QR of a Gaussian matrix with R's diagonal made positive), drawn
   /// from `seed` with nflow's reproducible sampler, then factored by from_weight. log|det W| = 0.
-  static LUParam random_orthogonal(Index n, std::uint64_t seed, const char* owner) {
+  static LUParameterization random_orthogonal(Index n, std::uint64_t seed, const char* owner) {
     check_size_arg(n, owner);
     std::mt19937_64 gen(seed);
     const Eigen::MatrixXd g = standard_normal_matrix<double>(n, n, gen);
@@ -129,7 +139,7 @@ class LUParam {
   /// nflow/core/buffers.hpp.
   template <typename F>
   void visit_buffers(F& f) const {
-    const BufferVector p = to_buffer(perm_);
+    const BufferVector p = detail::to_buffer(perm_);
     f(std::string("permutation"), p);
     const BufferVector s = sign_buffer();
     f(std::string("sign"), s);
@@ -139,13 +149,13 @@ class LUParam {
   /// its state on a throw (as for parameters).
   template <typename F>
   void visit_buffers(F& f, const char* owner) {
-    BufferVector p = to_buffer(perm_);
+    BufferVector p = detail::to_buffer(perm_);
     f(std::string("permutation"), p);
     BufferVector s = sign_buffer();
     f(std::string("sign"), s);
     const std::string who = std::string("nflow::") + owner;
-    Indices perm = buffer_to_permutation(who.c_str(), "permutation", p, size());
-    const Eigen::VectorXi si = buffer_to_indices(who.c_str(), "sign", s, size(), -1, 1);
+    Indices perm = detail::buffer_to_permutation(who.c_str(), "permutation", p, size());
+    const Eigen::VectorXi si = detail::buffer_to_indices(who.c_str(), "sign", s, size(), -1, 1);
     for (Index i = 0; i < size(); ++i) {
       if (si(i) == 0) reject_buffer(who, "sign", "entry " + std::to_string(i) + " is 0; every entry must be +1 or -1");
     }
@@ -270,7 +280,7 @@ class LUParam {
   }
 
  private:
-  LUParam() = default;
+  LUParameterization() = default;
 
   static void check_size_arg(Index n, const char* owner) {
     if (n <= 0) {
@@ -312,4 +322,4 @@ class LUParam {
   Square weight_;      // cache: P L U'
 };
 
-}  // namespace nflow::detail
+}  // namespace nflow

@@ -1,0 +1,111 @@
+#pragma once
+/// @file
+/// @brief LUBijectorBase: what nflow::LULinear and nflow::Conv1x1 share, written once: the
+/// LUParameterization they hold, its accessors and checked setters, its buffers, and the
+/// reverse-mode gradient of the LU map in either direction.
+
+#include "nflow/bijectors/lu_parameterization.hpp"
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/types.hpp"
+
+#include <utility>
+
+namespace nflow {
+
+/// @brief The base of a bijector whose map is an LU-parameterised matrix W = P·L·(U + diag(sign ⊙
+/// exp(log_s))) applied to columns (see nflow::LUParameterization for the maths and invariant).
+///
+/// Parameters (the first three a derived layer visits, in this order): "lower" (n × n, strictly
+/// lower entries used), "upper" (n × n, strictly upper entries used), "log_s" (n × 1). Buffers:
+/// "permutation" (P: row i of W is row permutation(i) of L·U') and "sign" (the fixed ±1 signs of
+/// U's diagonal); see nflow/core/buffers.hpp.
+///
+/// Every write (the setters here, the buffer visit, the derived layer's parameter visit) goes
+/// through `Derived::mutate(write)`, which runs `write`, re-validates, refreshes the caches
+/// (O(n³), once per call, not per sample) and restores the previous state if anything throws:
+/// a rejected value throws ParameterError naming the parameter and leaves the layer unchanged.
+///
+/// The derived class provides `static constexpr const char* kName` (for messages) and `mutate`,
+/// and befriends this base.
+/// @tparam Derived the layer (CRTP). @tparam Scalar_ float or double.
+template <typename Derived, typename Scalar_>
+class LUBijectorBase : public BijectorBase<Derived> {
+ public:
+  using LU = LUParameterization<Scalar_>;
+  using Weight = typename LU::Square;
+  using WeightColumn = typename LU::Column;
+
+  /// The assembled n × n weight W = P·L·(U + diag(sign ⊙ exp(log_s))).
+  const Weight& weight() const { return lu_.weight(); }
+  const Weight& lower() const { return lu_.lower(); }
+  const Weight& upper() const { return lu_.upper(); }
+  const WeightColumn& log_s() const { return lu_.log_s(); }
+  /// The fixed ±1 signs of U's diagonal (a buffer).
+  const WeightColumn& sign() const { return lu_.sign(); }
+  /// The fixed permutation: row i of W is row permutation()(i) of L·U'.
+  const typename LU::Indices& permutation() const { return lu_.permutation(); }
+
+  template <typename D>
+  void set_lower(const Eigen::MatrixBase<D>& v) {
+    check_shape("lower", v, lu_.size());
+    derived().mutate([&] { lu_.lower_storage() = v; });
+  }
+  template <typename D>
+  void set_upper(const Eigen::MatrixBase<D>& v) {
+    check_shape("upper", v, lu_.size());
+    derived().mutate([&] { lu_.upper_storage() = v; });
+  }
+  template <typename D>
+  void set_log_s(const Eigen::MatrixBase<D>& v) {
+    check_shape("log_s", v, 1);
+    derived().mutate([&] { lu_.log_s_storage() = v; });
+  }
+
+  /// @brief The buffers "permutation" and "sign". New values must be a permutation of 0 … n−1 and
+  /// entries ±1; otherwise ParameterError, and the layer is unchanged.
+  template <typename F>
+  void visit_buffers(F&& f) const {
+    lu_.visit_buffers(f);
+  }
+  template <typename F>
+  void visit_buffers(F&& f) {
+    derived().mutate([&] { lu_.visit_buffers(f, Derived::kName); });
+  }
+
+ protected:
+  explicit LUBijectorBase(LU lu) : lu_(std::move(lu)) {}
+
+  /// Reverse mode of out = W · in (Inverse = false) or out = W⁻¹ · in (Inverse = true) on n × M
+  /// column matrices: writes ∂L/∂in into `g_in`, adds ∂L/∂lower and ∂L/∂upper to the next two
+  /// tensors of `slicer`, and returns the next one, ∂L/∂log_s (with the part through W added), for
+  /// the caller to add its log-det's part.
+  template <bool Inverse>
+  auto lu_vjp(typename LU::ConstMatrixRef in, typename LU::ConstMatrixRef g, typename LU::MatrixRef g_in,
+              detail::GradientSlicer<Scalar_>& slicer) const {
+    const Index n = lu_.size();
+    auto g_lower = slicer.next(n, n);
+    auto g_upper = slicer.next(n, n);
+    auto g_log_s = slicer.next(n);
+    if constexpr (Inverse) {
+      lu_.solve_vjp(in, g, g_in, g_lower, g_upper, g_log_s);
+    } else {
+      lu_.apply_vjp(in, g, g_in, g_lower, g_upper, g_log_s);
+    }
+    return g_log_s;
+  }
+
+  LU lu_;
+
+ private:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+
+  template <typename D>
+  void check_shape(const char* name, const Eigen::MatrixBase<D>& v, Index cols) const {
+    detail::check_rows(Derived::kName, name, lu_.size(), v.rows(), v.cols());
+    detail::check_cols(Derived::kName, name, cols, v.rows(), v.cols());
+  }
+};
+
+}  // namespace nflow
