@@ -30,7 +30,9 @@
 
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/made.hpp"
+#include "nflow/nn/masks.hpp"
 #include "nflow/nn/mlp.hpp"
+#include "nflow/nn/network.hpp"
 
 #include "nflow/bijectors/act_norm.hpp"
 #include "nflow/bijectors/conv1x1.hpp"

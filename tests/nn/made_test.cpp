@@ -1,6 +1,7 @@
 // Tests of nflow/nn/made.hpp: degrees, masks, the exact autoregressive property, the forward pass
 // against a naive masked MLP, gradients against finite differences (masked entries exactly 0),
-// the incremental Dim-pass solve against a naive one, and the allocation-free single point.
+// and the allocation-free single point. (The Dim-pass solve is MaskedAutoregressive's: its test is
+// in tests/bijectors/maf_test.cpp.)
 //
 // References are independent of the code under test: explicit loops over the stored weights with
 // the documented masks rebuilt from the degree rules, and fourth-order central differences.
@@ -314,7 +315,7 @@ TEST_CASE("MADE backward matches finite differences; masked weight entries get e
       return (y.array() * gy.array()).sum();
     };
     nflow::Vector<double> gp = nflow::Vector<double>::Constant(net.parameter_count(), 0.25);  // adds into
-    const Eigen::MatrixXd gx = cd > 0 ? Eigen::MatrixXd(net.backward(x, c, gy, gp)) : Eigen::MatrixXd(net.backward(x, gy, gp));
+    const Eigen::MatrixXd gx = cd > 0 ? Eigen::MatrixXd(net.backward(x, gy, gp, c)) : Eigen::MatrixXd(net.backward(x, gy, gp));
     gp.array() -= 0.25;
     const double h = 1e-3;
     auto stencil = [&](auto&& f) { return (8.0 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12.0 * h); };
@@ -374,68 +375,16 @@ TEST_CASE("MADE over many column blocks equals MADE column by column", "[nn][mad
   const Eigen::MatrixXd gy = nflow::standard_normal_matrix<double>(6, n, gen);
   const Eigen::MatrixXd y = net.forward(x, c);
   nflow::Vector<double> gp = nflow::Vector<double>::Zero(net.parameter_count());
-  const Eigen::MatrixXd gx = net.backward(x, c, gy, gp);
+  const Eigen::MatrixXd gx = net.backward(x, gy, gp, c);
   nflow::Vector<double> gp_cols = nflow::Vector<double>::Zero(net.parameter_count());
   for (Index j = 0; j < n; ++j) {
     const Eigen::VectorXd xj = x.col(j);
     const Eigen::VectorXd cj = c.col(j);
     CHECK(relative_error(net.forward(xj, cj), y.col(j)) < 1e-12);
-    const Eigen::VectorXd gxj = net.backward(xj, cj, gy.col(j), gp_cols);
+    const Eigen::VectorXd gxj = net.backward(xj, gy.col(j), gp_cols, cj);
     CHECK(relative_error(gxj, gx.col(j)) < 1e-12);
   }
   CHECK(relative_error(gp_cols, gp) < 1e-12);
-}
-
-// ---- the Dim-pass solve ------------------------------------------------------------------------
-
-TEMPLATE_TEST_CASE("MADE solve_autoregressive equals a naive Dim-pass solve", "[nn][made][solve]", float, double) {
-  using S = TestType;
-  // The solver x_i = z_i + p0 · tanh(p1) for the outputs p of dimension i; the naive reference
-  // reruns the whole network D times.
-  auto check = [](auto net, Index n, std::uint64_t seed) {
-    using Net = decltype(net);
-    randomize(net, seed, 0.6);
-    std::mt19937_64 gen(seed + 1);
-    const Index D = net.dim();
-    const Eigen::Matrix<S, Dyn, Dyn> z = nflow::standard_normal_matrix<S>(D, n, gen);
-    const Eigen::Matrix<S, Dyn, Dyn> c = nflow::standard_normal_matrix<S>(net.context_dim(), n, gen);
-    Eigen::Matrix<S, Net::Dim, Dyn> x(D, n);
-    const typename Net::template ContextRef<Dyn> cref(c);
-    net.template solve_autoregressive<Dyn>(x, net.context_dim() > 0 ? &cref : nullptr,
-                                           [&](Index i, Index first, const typename Net::ConstBlockRef& p,
-                                               typename Net::RowRef x_row) {
-                                             const Index m = p.cols();
-                                             x_row.array() = z.row(i).middleCols(first, m).array() +
-                                                             p.row(0).array() * p.row(Net::ParamsPerDim - 1).array().tanh();
-                                           });
-    Eigen::Matrix<S, Net::Dim, Dyn> naive = Eigen::Matrix<S, Net::Dim, Dyn>::Zero(D, n);
-    for (Index k = 0; k < D; ++k) {
-      const Index i = net.order()(k);
-      const Eigen::Matrix<S, Dyn, Dyn> y = call_forward(net, naive, c);
-      naive.row(i).array() = z.row(i).array() + y.row(i).array() * y.row((Net::ParamsPerDim - 1) * D + i).array().tanh();
-    }
-    const double tol = std::is_same_v<S, double> ? 1e-12 : 1e-4;
-    CHECK(relative_error(x.template cast<double>(), naive.template cast<double>()) < tol);
-    // One point at a time (the fixed-size path) equals the batch.
-    for (Index j = 0; j < std::min<Index>(n, 3); ++j) {
-      Eigen::Matrix<S, Net::Dim, 1> xj;
-      xj.resize(D);
-      const Eigen::Matrix<S, Dyn, 1> cj = c.col(j);
-      const typename Net::template ContextRef<1> cjr(cj);
-      net.template solve_autoregressive<1>(xj, net.context_dim() > 0 ? &cjr : nullptr,
-                                           [&](Index i, Index, const typename Net::ConstBlockRef& p,
-                                               typename Net::RowRef x_row) {
-                                             x_row(0) = z(i, j) + p(0, 0) * std::tanh(p(Net::ParamsPerDim - 1, 0));
-                                           });
-      CHECK(relative_error(xj.template cast<double>(), x.col(j).template cast<double>()) < tol);
-    }
-  };
-  check(MADE<S, 5, 16, Tanh>(5, 16, 2, 0, nflow::nn::reversed_order(5)), 4, 1);
-  check(MADE<S, Dyn, Dyn, Tanh>(6, 9, 3, 2, Eigen::VectorXi(), HiddenDegrees::Random, 5), 3, 2);
-  check(MADE<S, Dyn, Dyn, Tanh>(4, 8, 0, 1), 2, 3);                // no hidden layer
-  check(MADE<S, Dyn, Dyn, Tanh>(3, 600, 2, 1), 300, 4);            // several column blocks
-  check(MADE<S, 5, 16, Tanh>(5, 16, 10), 2, 5);                    // more layers than the stack store holds
-  check(MADE<S, Dyn, Dyn, Tanh>(1, 4, 1), 2, 6);                   // D = 1
 }
 
 // ---- errors and allocation ---------------------------------------------------------------------
@@ -456,7 +405,7 @@ TEST_CASE("MADE rejects bad sizes, orders and shapes with named errors", "[nn][m
   CHECK_THROWS_AS(plain.backward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(6, 2), gp), nflow::ShapeError);
 }
 
-TEST_CASE("MADE forward and solve of one point with fixed Dim and Hidden do not allocate", "[nn][made][alloc]") {
+TEST_CASE("MADE forward of one point with fixed Dim and Hidden does not allocate", "[nn][made][alloc]") {
 #ifdef NDEBUG
   WARN("NDEBUG is defined: Eigen's malloc check is disabled, this test checks nothing");
 #endif
@@ -464,18 +413,11 @@ TEST_CASE("MADE forward and solve of one point with fixed Dim and Hidden do not 
   randomize(net, 1, 0.5);
   const Eigen::Matrix<double, 5, 1> x(0.1, -0.2, 0.3, 0.4, -0.5);
   const Eigen::Vector2d c(1.0, -1.0);
-  const Eigen::VectorXd cd = c;
-  const MADE<double, 5, 16, Tanh>::ContextRef<1> cref(cd);
   Eigen::Matrix<double, 10, 1> y;
-  Eigen::Matrix<double, 5, 1> solved;
   Eigen::internal::set_is_malloc_allowed(false);
   y = net.forward(x, c);
-  using Net = MADE<double, 5, 16, Tanh>;
-  net.solve_autoregressive<1>(solved, &cref,
-                              [](Index, Index, const Net::ConstBlockRef& p, Net::RowRef row) { row(0) = p(0, 0); });
   Eigen::internal::set_is_malloc_allowed(true);
   CHECK(relative_error(y, naive_forward(net, x, c)) < 1e-13);
-  CHECK(solved.allFinite());
 
   MADE<float, 5, 16, Tanh> netf(5, 16, 2);
   const Eigen::Matrix<float, 5, 1> xf(0.5f, -1.5f, 0.f, 1.f, 2.f);

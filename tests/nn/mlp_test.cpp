@@ -299,7 +299,7 @@ TEMPLATE_LIST_TEST_CASE("MLP backward matches finite differences", "[nn][mlp][gr
   Eigen::MatrixXd grad_x;
   Eigen::MatrixXd grad_c;
   if (context_dim > 0) {
-    const auto both = net.backward_with_context_grad(x, c, r, grad_params);
+    const auto both = net.backward_with_context_grad(x, r, grad_params, c);
     grad_x = both.input;
     grad_c = both.context;
   } else {
@@ -340,7 +340,7 @@ TEMPLATE_LIST_TEST_CASE("MLP backward matches finite differences", "[nn][mlp][gr
 
   // The input-only backward gives the same ∂L/∂x.
   const Eigen::MatrixXd grad_x_only =
-      context_dim > 0 ? net.backward_input(x, c, r) : net.backward_input(x, r);
+      context_dim > 0 ? net.backward_input(x, r, c) : net.backward_input(x, r);
   CHECK(relative_error(grad_x_only, grad_x) < 1e-14);
 
   // The recorded forward pass and the backward pass from its tape give the same numbers as
@@ -366,7 +366,7 @@ TEMPLATE_LIST_TEST_CASE("MLP backward matches finite differences", "[nn][mlp][gr
     const Eigen::Matrix<double, Net::In, 1> xj = x.col(j);
     const Eigen::Matrix<double, Net::Out, 1> rj = r.col(j);
     const auto gj =
-        context_dim > 0 ? net.backward(xj, c.col(j), rj, summed) : net.backward(xj, rj, summed);
+        context_dim > 0 ? net.backward(xj, rj, summed, c.col(j)) : net.backward(xj, rj, summed);
     CHECK(relative_error(gj, grad_x.col(j)) < 1e-13);
   }
   CHECK(relative_error(summed, grad_params) < 1e-13);
@@ -384,20 +384,20 @@ TEST_CASE("MLP: a batch larger than one block equals its columns taken one at a 
   const Eigen::MatrixXd r = normal_matrix(2, n, 3);
   const Eigen::MatrixXd y = net.forward(x, c);
   Eigen::VectorXd gp = Eigen::VectorXd::Zero(net.parameter_count());
-  const auto g = net.backward_with_context_grad(x, c, r, gp);
+  const auto g = net.backward_with_context_grad(x, r, gp, c);
   Eigen::VectorXd gp_sum = Eigen::VectorXd::Zero(net.parameter_count());
   for (Index j = 0; j < n; ++j) {
     const Eigen::Vector3d xj = x.col(j);
     CHECK(relative_error(y.col(j), naive_forward(net, xj, c.col(j))) < 1e-13);
     Eigen::VectorXd gp_j = Eigen::VectorXd::Zero(net.parameter_count());
-    const auto gj = net.backward_with_context_grad(xj, c.col(j), r.col(j), gp_j);
+    const auto gj = net.backward_with_context_grad(xj, r.col(j), gp_j, c.col(j));
     // Rounding only: one point takes GEMV kernels, the batch GEMM ones (different summation order).
     CHECK(relative_error(gj.input, g.input.col(j)) < 1e-12);
     CHECK(relative_error(gj.context, g.context.col(j)) < 1e-12);
     gp_sum += gp_j;
   }
   CHECK(relative_error(gp, gp_sum) < 1e-12);
-  CHECK(relative_error(net.backward_input(x, c, r), g.input) < 1e-14);
+  CHECK(relative_error(net.backward_input(x, r, c), g.input) < 1e-14);
 }
 
 TEST_CASE("MLP backward accumulates into grad_params", "[nn][mlp][gradient]") {
@@ -407,14 +407,14 @@ TEST_CASE("MLP backward accumulates into grad_params", "[nn][mlp][gradient]") {
   const Eigen::MatrixXd c = normal_matrix(1, 5, 2);
   const Eigen::MatrixXd r = normal_matrix(2, 5, 3);
   Eigen::VectorXd once = Eigen::VectorXd::Zero(net.parameter_count());
-  net.backward(x, c, r, once);
+  net.backward(x, r, once, c);
   Eigen::VectorXd twice = Eigen::VectorXd::Constant(net.parameter_count(), 1.5);
-  net.backward(x, c, r, twice);
-  net.backward(x, c, r, twice);
+  net.backward(x, r, twice, c);
+  net.backward(x, r, twice, c);
   CHECK(relative_error(twice, (2 * once).array() + 1.5) < 1e-14);
   // A segment of a larger flat gradient is accepted (as a Flow will pass it).
   Eigen::VectorXd big = Eigen::VectorXd::Zero(net.parameter_count() + 7);
-  net.backward(x, c, r, big.segment(3, net.parameter_count()));
+  net.backward(x, r, big.segment(3, net.parameter_count()), c);
   CHECK(big.head(3).isZero(0));
   CHECK(big.tail(4).isZero(0));
   // (Not bit for bit: an unaligned destination may change the summation order.)
@@ -485,7 +485,7 @@ TEMPLATE_LIST_TEST_CASE("MLP input_jacobian matches finite differences", "[nn][m
   // Jᵀ·g is what backward returns for one point.
   const Eigen::VectorXd g = normal_matrix(net.out_dim(), 1, 53);
   const Eigen::VectorXd vjp =
-      context_dim > 0 ? net.backward_input(x, c, g) : net.backward_input(x, g);
+      context_dim > 0 ? net.backward_input(x, g, c) : net.backward_input(x, g);
   CHECK(relative_error(vjp, jac.transpose() * g) < 1e-13);
 }
 
@@ -612,7 +612,7 @@ TEST_CASE("MLP with no input features, only a context", "[nn][mlp]") {
     CHECK(relative_error(y.col(j), naive_forward(net, Eigen::VectorXd(0), c.col(j))) < 1e-13);
   }
   Eigen::VectorXd gp = Eigen::VectorXd::Zero(net.parameter_count());
-  const auto g = net.backward_with_context_grad(x, c, Eigen::MatrixXd::Ones(2, 5), gp);
+  const auto g = net.backward_with_context_grad(x, Eigen::MatrixXd::Ones(2, 5), gp, c);
   CHECK(g.input.rows() == 0);
   auto loss = [&] { return net.forward(x, c).sum(); };
   Eigen::MatrixXd fd_c(3, 5);
@@ -665,10 +665,10 @@ TEST_CASE("MLP rejects bad shapes with ShapeError", "[nn][mlp][errors]") {
   CHECK_THROWS_AS(net.backward(x, Eigen::MatrixXd::Zero(2, 4), gp), nflow::ShapeError);
   CHECK_THROWS_WITH(net.backward(x, g, short_gp), Catch::Contains("grad_params"));
   CHECK_THROWS_AS(cnet.backward(x, g, cgp), nflow::ShapeError);
-  CHECK_THROWS_AS(cnet.backward(x, Eigen::MatrixXd::Zero(2, 3), g, cgp), nflow::ShapeError);
+  CHECK_THROWS_AS(cnet.backward(x, g, cgp, Eigen::MatrixXd::Zero(2, 3)), nflow::ShapeError);
   CHECK_THROWS_AS(cnet.backward_input(x, g), nflow::ShapeError);
-  CHECK_THROWS_AS(cnet.backward_with_context_grad(x, c, g, gp), nflow::ShapeError);
-  CHECK_NOTHROW(cnet.backward_with_context_grad(x, c, g, cgp));
+  CHECK_THROWS_AS(cnet.backward_with_context_grad(x, g, gp, c), nflow::ShapeError);
+  CHECK_NOTHROW(cnet.backward_with_context_grad(x, g, cgp, c));
 
   // The recorded pair: the same checks, and a tape must come from a network of this shape.
   MLP<double, Dyn, Dyn>::Tape tape;
@@ -717,8 +717,8 @@ TEMPLATE_TEST_CASE("MLP: a NaN or Inf in one column never reaches another", "[nn
   const Eigen::MatrixXd y = net.forward(x, c);
   const Eigen::MatrixXd yb = net.forward(xb, cb);
   Eigen::VectorXd gp = Eigen::VectorXd::Zero(net.parameter_count());
-  const auto g = net.backward_with_context_grad(x, c, r, gp);
-  const auto gb = net.backward_with_context_grad(xb, cb, r, gp);
+  const auto g = net.backward_with_context_grad(x, r, gp, c);
+  const auto gb = net.backward_with_context_grad(xb, r, gp, cb);
   for (Index j = 0; j < 5; ++j) {
     if (j == 2) {
       // NaN in, NaN out. (An infinite input may legitimately saturate: tanh(±inf) = ±1.)

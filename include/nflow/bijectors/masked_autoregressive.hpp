@@ -6,6 +6,8 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -21,6 +23,7 @@
 #include "nflow/core/types.hpp"
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/made.hpp"
+#include "nflow/nn/masks.hpp"
 
 namespace nflow {
 
@@ -147,12 +150,10 @@ class MaskedAutoregressive
     detail::ResultFor<Scalar, Dim, X> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
-    with_context<Cols>(ctx, [&](const auto* c) {
-      made_.template forward_blocks<Cols>(xr, c, [&](Index first, const typename Made::ConstBlockRef& params) {
-        const Index m = params.cols();
-        transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
-                             r.log_det.middleCols(first, m));
-      });
+    made_.template forward_blocks<Cols>(xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
+      const Index m = params.cols();
+      transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
+                           r.log_det.middleCols(first, m));
     });
     return r;
   }
@@ -160,16 +161,12 @@ class MaskedAutoregressive
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C& ctx) const {
     constexpr int Cols = Z::ColsAtCompileTime;
-    detail::ResultFor<Scalar, Dim, Z> r;
+    ValueAndLogDet<Scalar, Dim, Cols> r;
     r.value.resize(z.rows(), z.cols());
     r.log_det.setZero(1, z.cols());
-    with_context<Cols>(ctx, [&](const auto* c) {
-      made_.template solve_autoregressive<Cols>(r.value, c, [&](Index i, Index first,
-                                                                const typename Made::ConstBlockRef& params,
-                                                                typename Made::RowRef x_row) {
-        const Index m = params.cols();
-        transformer_.inverse(z.row(i).middleCols(first, m), params, x_row, r.log_det.middleCols(first, m));
-      });
+    const typename Made::template InputRef<Cols> zr(z);
+    Made::template with_context<Cols>(ctx, [&](const typename Made::template ContextRef<Cols>* c) {
+      solve_autoregressive<Cols>(zr, c, r);
     });
     return r;
   }
@@ -181,23 +178,22 @@ class MaskedAutoregressive
     const typename Made::template InputRef<Cols> xr(x);
     detail::BatchFor<Scalar, Dim, X> gx;
     gx.resize(x.rows(), x.cols());
-    with_context<Cols>(ctx, [&](const auto* c) {
-      made_.template backward_blocks<Cols>(
-          xr, c,
-          [&](Index first, const typename Made::ConstBlockRef& params, typename Made::BlockRef grad_params) {
-            const Index m = params.cols();
-            transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
-                                          gl.middleCols(first, m), gx.middleCols(first, m), grad_params);
-          },
-          gp, gx);
-    });
+    made_.template backward_blocks<Cols>(
+        xr, ctx,
+        [&](Index first, const typename Made::ConstBlockRef& params, typename Made::BlockRef grad_params) {
+          const Index m = params.cols();
+          transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
+                                        gl.middleCols(first, m), gx.middleCols(first, m), grad_params);
+        },
+        gp, gx);
     return gx;
   }
 
-  /// What forward_recorded() keeps for forward_vjp_recorded(): the MADE's input, activations
-  /// and outputs (the transformer's parameters), for the whole batch.
+  /// What forward_recorded() keeps for forward_vjp_recorded(): the MADE's input and activations,
+  /// and its outputs (the transformer's parameters), for the whole batch.
   struct Tape {
     typename Made::Tape net;
+    ParameterMatrix<Scalar> params;  ///< the MADE's outputs, out × N
     /// The number of samples recorded.
     Index cols() const { return net.cols(); }
   };
@@ -207,17 +203,17 @@ class MaskedAutoregressive
     ValueAndLogDet<Scalar, Dim, Dynamic> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
-    with_context<Dynamic>(ctx, [&](const auto* c) { made_.forward_recorded(x, c, tape.net); });
-    transformer_.forward(x, tape.net.y, r.value, r.log_det);
+    tape.params = made_.forward_recorded(x, tape.net, ctx);
+    transformer_.forward(x, tape.params, r.value, r.log_det);
     return r;
   }
 
   template <typename GV, typename GL, typename C>
   auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
     Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
-    ParameterMatrix<Scalar> grad_params(tape.net.y.rows(), tape.cols());
-    transformer_.forward_backward(tape.net.input, tape.net.y, gv, gl, gx, grad_params);
-    with_context<Dynamic>(ctx, [&](const auto* c) { made_.backward_recorded(tape.net, c, grad_params, gp, gx); });
+    ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
+    transformer_.forward_backward(tape.net.input, tape.params, gv, gl, gx, grad_params);
+    gx += made_.backward_recorded(tape.net, grad_params, gp, ctx);
     return gx;
   }
 
@@ -249,18 +245,122 @@ class MaskedAutoregressive
     return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees, random_bits64(gen));
   }
 
-  /// Calls f(pointer to the context as a Ref, or nullptr for NoContext).
-  template <int Cols, typename C, typename F>
-  static void with_context(const C& ctx, F&& f) {
-    using Ref = typename Made::template ContextRef<Cols>;
-    if constexpr (is_no_context_v<C>) {
-      f(static_cast<const Ref*>(nullptr));
-    } else if constexpr (C::ColsAtCompileTime != Dynamic && Cols != Dynamic && int(C::ColsAtCompileTime) != Cols) {
-      // Unreachable: BijectorBase has already thrown ShapeError for the column mismatch.
-      throw ShapeError("nflow::MaskedAutoregressive: the context must have one column per sample");
+  // ---- the Dim-pass autoregressive solve (MAF's inverse, IAF's forward) ----------------------
+
+  using Work = ParameterMatrix<Scalar>;
+  /// Writable view of the columns first … first+m−1 of one row of a D × N matrix.
+  using RowRef = Eigen::Ref<Eigen::Matrix<Scalar, 1, Dynamic>, 0, Eigen::InnerStride<>>;
+  static constexpr int P = Transformer::ParamsPerDim;
+  static constexpr std::size_t StackBytes = 64 * 1024;
+  static constexpr std::size_t SolveBlockBytes = 512 * 1024;
+  static constexpr Index MaxStackLayers = 8;
+  static constexpr bool small_fixed(int rows, int cols) {
+    return rows != Dynamic && cols != Dynamic && std::size_t(rows) * std::size_t(cols) * sizeof(Scalar) <= StackBytes;
+  }
+  template <int Cols>
+  using ParamBuffer = std::conditional_t<small_fixed(P, Cols), Eigen::Matrix<Scalar, P, Cols>, Work>;
+  template <int Cols>
+  static constexpr bool StackStoreFits =
+      Hidden_ != Dynamic && Hidden_ >= 2 && Cols != Dynamic && small_fixed(Hidden_, int(MaxStackLayers) * Cols);
+  template <int Cols>
+  using StackStore = Eigen::Matrix<Scalar, Hidden_, Dynamic, Eigen::ColMajor, Hidden_,
+                                   StackStoreFits<Cols> ? int(MaxStackLayers) * Cols : 1>;
+
+  /// x = τ⁻¹(z; θ(x, c)) in D sequential passes: for k = 1 … D, with i = order(k−1), the MADE's
+  /// hidden units of degree k−1 are computed (each unit exactly once over the D passes; the units
+  /// of lower degree are already final), then the P outputs of dimension i (one product with the
+  /// output rows grouped by dimension), then xᵢ = τ⁻¹(zᵢ; θᵢ). Output i depends only on the x_j
+  /// of lower degree, all final by then. One point (Cols fixed) with fixed Dim and Hidden uses
+  /// stack buffers only (up to MaxStackLayers hidden layers); a batch goes by blocks of columns.
+  template <int Cols>
+  void solve_autoregressive(const typename Made::template InputRef<Cols>& z,
+                            const typename Made::template ContextRef<Cols>* context,
+                            ValueAndLogDet<Scalar, Dim, Cols>& r) const {
+    const Index n = z.cols();
+    const Index h = made_.hidden_width();
+    const Index L = made_.hidden_layers();
+    r.value.setZero();
+    if constexpr (Cols != Dynamic) {
+      ParamBuffer<Cols> params;
+      params.resize(P, n);
+      if constexpr (StackStoreFits<Cols>) {
+        if (L <= MaxStackLayers) {
+          StackStore<Cols> store(h, L * n);
+          solve_block(z, r.value, context, store, params, Index(0), r.log_det);
+          return;
+        }
+      }
+      Work store(h, L * n);
+      solve_block(z, r.value, context, store, params, Index(0), r.log_det);
     } else {
-      const Ref c(ctx);
-      f(&c);
+      const Index block = std::min(n, Made::block_columns(L * h + P, SolveBlockBytes));
+      Work store(h, L * block);
+      Work params(P, block);
+      for (Index j = 0; j < n; j += block) {
+        const Index m = std::min(block, n - j);
+        auto sb = store.leftCols(L * m);
+        auto pb = params.leftCols(m);
+        auto xb = r.value.middleCols(j, m);
+        if (context != nullptr) {
+          const typename Made::template ContextRef<Dynamic> cb(context->middleCols(j, m));
+          solve_block(z, xb, &cb, sb, pb, j, r.log_det);
+        } else {
+          solve_block(z, xb, context, sb, pb, j, r.log_det);
+        }
+      }
+    }
+  }
+
+  /// The D passes over the columns first … first + x.cols() − 1 (x and the context are those
+  /// columns; z and log_det the whole batch).
+  template <typename ZR, typename XB, typename CB, typename Store, typename Params, typename LD>
+  void solve_block(const ZR& z, XB&& x, const CB* c, Store& store, Params& params, Index first, LD& log_det) const {
+    const Index m = x.cols();
+    const Index D = made_.dim();
+    const Index L = made_.hidden_layers();
+    const Index cd = made_.context_dim();
+    const Work& grouped_out = made_.grouped_output_weight();
+    const Vector<Scalar>& out_bias = made_.bias(L);
+    for (Index k = 1; k <= D; ++k) {
+      const std::size_t g = std::size_t(k - 1);  // the degree that becomes computable
+      const Index i = made_.order()(k - 1);
+      for (Index l = 0; l < L; ++l) {
+        const auto& start = made_.degree_starts(l);
+        const Index s = start[g];
+        const Index e = start[g + 1];
+        if (e == s) continue;
+        auto rows = store.block(s, l * m, e - s, m);
+        if (l == 0) {
+          rows.noalias() = made_.masked_weight(0).middleRows(s, e - s) * Made::dynamic_rows(x);
+          if (c != nullptr && cd > 0) rows.noalias() += made_.context_weight().middleRows(s, e - s) * (*c);
+        } else {
+          const Index K = made_.degree_starts(l - 1)[g + 1];  // units below of degree ≤ k−1
+          if (K > 0) {
+            rows.noalias() = made_.masked_weight(l).block(s, 0, e - s, K) * store.block(0, (l - 1) * m, K, m);
+          } else {
+            rows.setZero();
+          }
+        }
+        rows.colwise() += made_.bias(l).segment(s, e - s);
+        Activation::apply(rows);
+      }
+      // The P outputs of dimension i: one product with the rows grouped by dimension.
+      const Index r0 = i * P;
+      if (L == 0) {
+        params.noalias() = grouped_out.middleRows(r0, P) * Made::dynamic_rows(x);
+        if (c != nullptr && cd > 0) params.noalias() += made_.grouped_context_weight().middleRows(r0, P) * (*c);
+      } else {
+        const Index K = made_.degree_starts(L - 1)[g + 1];  // units of degree < k
+        if (K > 0) {
+          params.noalias() = grouped_out.block(r0, 0, P, K) * store.block(0, (L - 1) * m, K, m);
+        } else {
+          params.setZero();
+        }
+      }
+      for (Index p = 0; p < P; ++p) params.row(p).array() += out_bias(p * D + i);
+      auto x_row = x.row(i);
+      transformer_.inverse(z.row(i).middleCols(first, m), typename Made::ConstBlockRef(params), RowRef(x_row),
+                           log_det.middleCols(first, m));
     }
   }
 

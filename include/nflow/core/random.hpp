@@ -92,6 +92,20 @@ Eigen::Matrix<Scalar, Rows, Eigen::Dynamic> standard_normal_matrix(Index rows, I
   return m;
 }
 
+/// @brief An unbiased integer in [0, bound) (bound >= 1) from 64 random bits: by rejection,
+/// never by plain modulo, so every value has probability exactly 1/bound.
+template <std::uniform_random_bit_generator G>
+Index uniform_below(G& gen, Index bound) {
+  const std::uint64_t b = std::uint64_t(bound);
+  const std::uint64_t reject_from =
+      std::numeric_limits<std::uint64_t>::max() - std::numeric_limits<std::uint64_t>::max() % b;
+  std::uint64_t r = 0;
+  do {
+    r = random_bits64(gen);
+  } while (r >= reject_from);
+  return Index(r % b);
+}
+
 /// @brief A uniformly random permutation of 0..n-1 (Fisher–Yates with unbiased bounded draws),
 /// reproducible across standard libraries (unlike std::shuffle).
 template <std::uniform_random_bit_generator G>
@@ -99,15 +113,7 @@ Eigen::VectorXi random_permutation(Index n, G& gen) {
   Eigen::VectorXi p(n);
   for (Index i = 0; i < n; ++i) p(i) = int(i);
   for (Index i = n - 1; i > 0; --i) {
-    // Unbiased integer in [0, i] by rejection from 64 random bits.
-    const std::uint64_t bound = std::uint64_t(i) + 1;
-    const std::uint64_t reject_from = std::numeric_limits<std::uint64_t>::max() -
-                                      std::numeric_limits<std::uint64_t>::max() % bound;
-    std::uint64_t r = 0;
-    do {
-      r = random_bits64(gen);
-    } while (r >= reject_from);
-    std::swap(p(i), p(Index(r % bound)));
+    std::swap(p(i), p(uniform_below(gen, i + 1)));
   }
   return p;
 }

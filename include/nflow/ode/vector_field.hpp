@@ -161,7 +161,7 @@ class MLPVectorField {
   /// returns ∂L/∂z and ADDS ∂L/∂θ into `gp`, given gf = ∂L/∂f.
   Matrix value_backward(const Row& t, const Matrix& z, const Matrix& c, const Matrix& gf,
                         Eigen::Ref<Vector<Scalar>> gp) const {
-    return net_.backward(z, time_context(t, c), gf, gp);
+    return net_.backward(z, gf, gp, time_context(t, c));
   }
 
   /// The closed form of the exact trace, for networks with one or two hidden layers (else an
