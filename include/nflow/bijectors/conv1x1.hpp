@@ -102,16 +102,7 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
     r.log_det.setConstant(1, z.cols(), -log_abs_det());
     return r;
   }
-  template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C&) const {
-    return vjp<false>(x, gv, gl, gp);
-  }
-  template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C&) const {
-    return vjp<true>(z, gv, gl, gp);
-  }
+  // forward_vjp_impl, inverse_vjp_impl: LUBijectorBase, through vjp<Inverse> below.
 
   // ---- parameters --------------------------------------------------------------------------------
   /// The parameters "lower", "upper", "log_s". After a non-const visit_parameters() the layer

@@ -27,8 +27,9 @@ namespace nflow {
 /// (O(n³), once per call, not per sample) and restores the previous state if anything throws:
 /// a rejected value throws ParameterError naming the parameter and leaves the layer unchanged.
 ///
-/// The derived class provides `static constexpr const char* kName` (for messages) and `mutate`,
-/// and befriends this base.
+/// The derived class provides `static constexpr const char* kName` (for messages), `mutate` and
+/// `vjp<Inverse>(in, gv, gl, gp)` (the vjp hooks of BijectorBase forward to it), and befriends
+/// this base.
 /// @tparam Derived the layer (CRTP). @tparam Scalar_ float or double.
 template <typename Derived, typename Scalar_>
 class LUBijectorBase : public BijectorBase<Derived> {
@@ -74,6 +75,16 @@ class LUBijectorBase : public BijectorBase<Derived> {
     derived().mutate([&] { lu_.visit_buffers(f, Derived::kName); });
   }
 
+  // ---- hooks for BijectorBase: both directions' vjps are Derived::vjp<Inverse> ----------------
+  template <typename X, typename GV, typename GL, typename C>
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp, const C&) const {
+    return derived().template vjp<false>(x, gv, gl, gp);
+  }
+  template <typename Z, typename GV, typename GL, typename C>
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp, const C&) const {
+    return derived().template vjp<true>(z, gv, gl, gp);
+  }
+
  protected:
   explicit LUBijectorBase(LU lu) : lu_(std::move(lu)) {}
 
@@ -100,6 +111,7 @@ class LUBijectorBase : public BijectorBase<Derived> {
 
  private:
   Derived& derived() { return static_cast<Derived&>(*this); }
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
 
   template <typename D>
   void check_shape(const char* name, const Eigen::MatrixBase<D>& v, Index cols) const {

@@ -28,9 +28,9 @@
 #include <string>
 
 #include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/ode/concepts.hpp"
 #include "nflow/train/adam.hpp"
 
 namespace nflow::train {
@@ -38,7 +38,7 @@ namespace nflow::train {
 /// @brief The flow-matching loss for given data x₁, noise x₀ and path times τ (one per column),
 /// and its gradient with respect to the field's parameters, ADDED into `grad` (the field's flat
 /// layout, which is also its ContinuousFlow's). Deterministic; see the file comment for the maths.
-/// @param field an ode::MLPVectorField (or `flow.field()`).
+/// @param field any nflow::ode::VectorField: an ode::MLPVectorField, or `flow.field()`.
 /// @param x1 data, Dim × N; @param x0 noise, Dim × N; @param tau path times in [0, 1], 1 × N.
 /// @param context context_dim × N (an empty matrix when the field has none).
 /// @throws nflow::ShapeError on mismatched shapes or an empty batch.
@@ -48,6 +48,10 @@ double flow_matching_loss(const Field& field, const Eigen::Matrix<typename Field
                           const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& tau,
                           const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context, double sigma_min,
                           Eigen::Ref<Vector<typename Field::Scalar>> grad) {
+  static_assert(ode::VectorField<Field>,
+                "nflow::train::flow_matching_loss: the field must model nflow::ode::VectorField (Scalar, dim(), "
+                "context_dim(), parameter_count(), value(t, z, c) and value_backward(t, z, c, gf, grad) with one "
+                "time per column)");
   using S = typename Field::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   const Index n = x1.cols();
@@ -102,15 +106,19 @@ struct FlowMatchingResult {
   double final_loss = std::numeric_limits<double>::quiet_NaN();  ///< mean loss over the last report window
 };
 
-/// @brief Trains a ContinuousFlow's field by conditional flow matching on the columns of `data`
-/// (optionally with one context column per sample), with Adam. Mini-batches are drawn without
-/// replacement from a fresh seeded permutation each epoch. Deterministic for a given seed.
+/// @brief Trains the field of a flow that exposes one (ode::HasVectorField: a ContinuousFlow) by
+/// conditional flow matching on the columns of `data` (optionally with one context column per
+/// sample), with Adam. Mini-batches are drawn without replacement from a fresh seeded permutation
+/// each epoch. Deterministic for a given seed.
 /// @throws nflow::ShapeError on mismatched shapes; nflow::ParameterError on bad options;
 ///   std::runtime_error (with the step) if the loss or its gradient becomes non-finite.
 template <typename Flow>
 FlowMatchingResult fit_flow_matching(Flow& flow, const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& data,
                                      const FlowMatchingOptions& options,
                                      const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& context = {}) {
+  static_assert(ode::HasVectorField<Flow>,
+                "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as field() "
+                "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
   using S = typename Flow::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   const Index n = data.cols();
