@@ -5,8 +5,9 @@
 /// both into a model and an optimiser built the same way, and the next steps are bit-identical to
 /// those of the run that never stopped.
 
-#include "nflow/core/types.hpp"
 #include "nflow/io/safetensors.hpp"
+
+#include <Eigen/Core>
 
 #include <filesystem>
 #include <istream>
