@@ -93,6 +93,75 @@ TEST_CASE("A user's bijector without BijectorBase composes in a Flow", "[flow]")
   STATIC_REQUIRE(decltype(flow)::IsConstantLogDet);
 }
 
+TEST_CASE("A law that cannot run fails, naming why, unless the caller opts out by name", "[laws]") {
+  auto find = [](const std::vector<testing::LawResult>& results, const std::string& law) {
+    for (const auto& r : results) {
+      if (r.law == law) return r;
+    }
+    return testing::LawResult{"(missing)", 1.0, 0.0, ""};
+  };
+  // PlainShift has no vjp and no parameter members: those laws cannot run.
+  testing::LawOptions none;
+  const auto loud = testing::check_laws(test::PlainShift<double, 2>{}, none);
+  const auto vjp = find(loud, "forward_vjp_input");
+  CHECK_FALSE(vjp.passed());
+  CHECK_THAT(vjp.detail, Catch::Matchers::Contains("not ForwardDifferentiable"));
+  CHECK_FALSE(find(loud, "inverse_vjp_params").passed());
+  CHECK_FALSE(find(loud, "forward_vjp_recorded").passed());
+  const auto count = find(loud, "parameter_count");
+  CHECK_FALSE(count.passed());
+  CHECK_THAT(count.detail, Catch::Matchers::Contains("not Parameterized because parameter_count() is missing"));
+  CHECK(find(loud, "round_trip").passed());
+  // Every law is reported, by one of the names law_names() lists.
+  for (const std::string& law : testing::law_names()) CHECK(find(loud, law).law == law);
+  // Opted out: passed, with the reason; a skip that names no law fails.
+  testing::LawOptions opt;
+  opt.skip("forward_vjp_input", "no vjp here").skip("no_such_law", "typo");
+  const auto quiet = testing::check_laws(test::PlainShift<double, 2>{}, opt);
+  const auto skipped = find(quiet, "forward_vjp_input");
+  CHECK(skipped.passed());
+  CHECK_THAT(skipped.detail, Catch::Matchers::Contains("no vjp here"));
+  CHECK_FALSE(find(quiet, "no_such_law").passed());
+  // Harness policy is a pass with a note: gradient laws run in double only.
+  const auto in_float = testing::check_laws(test::PlainShift<float, 2>{}, none);
+  CHECK(find(in_float, "forward_vjp_input").passed());
+  CHECK_THAT(find(in_float, "forward_vjp_input").detail, Catch::Matchers::Contains("double only"));
+}
+
+TEST_CASE("BijectorBase derives both visits and the count from the one hook", "[flow][parameters]") {
+  const auto a = random_affine<double, 3>(3, 5);
+  std::vector<std::string> names_const, names;
+  Index total = 0;
+  a.visit_parameters([&](const std::string& name, const auto& t) {
+    names_const.push_back(name);
+    total += t.size();
+  });
+  auto b = a;
+  b.visit_parameters([&](const std::string& name, Eigen::Ref<ParameterMatrix<double>> t) {
+    names.push_back(name);
+    t.setZero();
+  });
+  CHECK(names_const == std::vector<std::string>{"shift", "log_scale"});
+  CHECK(names == names_const);
+  CHECK(a.parameter_count() == total);
+  CHECK(a.parameter_count() == 6);
+  CHECK(get_parameters(b).isZero());  // the non-const visit writes the layer's own storage
+  // A type without the hook has no parameters.
+  CHECK(Reverse<double, 3>{}.parameter_count() == 0);
+  CHECK(parameter_names(Reverse<double, 3>{}).empty());
+  // set_parameters(get_parameters()) leaves a flow's density unchanged (the measured fault of a
+  // visit the const path did not see).
+  Flow<ElementwiseAffine<double, 3>, Reverse<double, 3>, ElementwiseAffine<double, 3>> flow(
+      a, Reverse<double, 3>{}, random_affine<double, 3>(3, 6));
+  const Density density(StandardNormal<double, 3>{}, flow);
+  auto copy = density;
+  set_parameters(copy, get_parameters(density));
+  std::mt19937_64 gen(7);
+  const Eigen::MatrixXd x = standard_normal_matrix<double>(3, 9, gen);
+  CHECK((copy.log_prob(x) - density.log_prob(x)).cwiseAbs().maxCoeff() == 0.0);
+  CHECK(copy.parameter_count() == 12);
+}
+
 TEST_CASE("Flow names parameters by step index, like a state_dict", "[flow][parameters]") {
   Flow<ElementwiseAffine<double, 2>, Reverse<double, 2>, Flow<Reverse<double, 2>, ElementwiseAffine<double, 2>>> flow;
   const std::vector<std::string> expected{"0.shift", "0.log_scale", "2.1.shift", "2.1.log_scale"};

@@ -28,7 +28,7 @@ class ContextAffine : public BijectorBase<ContextAffine<Scalar_, Dim_, ContextDi
   template <typename X, typename C>
   auto forward_impl(const X& x, const C& c) const {
     const M s = (scale_weight_ * c).array().tanh();
-    detail::ResultFor<Scalar, Dim, X> r;
+    ResultFor<Scalar, Dim, X> r;
     r.value = (x.array() * s.array().exp()).matrix() + shift_weight_ * c;
     r.log_det = s.colwise().sum();
     return r;
@@ -36,7 +36,7 @@ class ContextAffine : public BijectorBase<ContextAffine<Scalar_, Dim_, ContextDi
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C& c) const {
     const M s = (scale_weight_ * c).array().tanh();
-    detail::ResultFor<Scalar, Dim, Z> r;
+    ResultFor<Scalar, Dim, Z> r;
     r.value = ((z - shift_weight_ * c).array() * (-s.array()).exp()).matrix();
     r.log_det = -s.colwise().sum();
     return r;
@@ -48,10 +48,10 @@ class ContextAffine : public BijectorBase<ContextAffine<Scalar_, Dim_, ContextDi
     const M e = s.array().exp();
     // ∂L/∂s = gv ⊙ x ⊙ e + gl (broadcast); ∂s/∂(S c) = 1 − s².
     const M gs = ((gv.array() * x.array() * e.array()).rowwise() + gl.array()) * (1 - s.array().square());
-    detail::GradientSlicer<Scalar> slicer(gp);
+    GradientSlicer<Scalar> slicer(gp);
     slicer.next(dim(), context_dim()) += gs * c.transpose();
     slicer.next(dim(), context_dim()) += gv * c.transpose();
-    detail::BatchFor<Scalar, Dim, X> gx = gv.array() * e.array();
+    BatchFor<Scalar, Dim, X> gx = gv.array() * e.array();
     return gx;
   }
 
@@ -76,12 +76,12 @@ struct PlainShift {
   template <typename X>
   auto forward_and_log_det(const Eigen::MatrixBase<X>& x) const {
     detail::check_rows("PlainShift", "x", Dim_, x.rows(), x.cols());
-    return detail::ResultFor<Scalar, Dim, X>{x.array() + Scalar(1), detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
+    return ResultFor<Scalar, Dim, X>{x.array() + Scalar(1), PerSampleFor<Scalar, X>::Zero(1, x.cols())};
   }
   template <typename Z>
   auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z) const {
     detail::check_rows("PlainShift", "z", Dim_, z.rows(), z.cols());
-    return detail::ResultFor<Scalar, Dim, Z>{z.array() - Scalar(1), detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
+    return ResultFor<Scalar, Dim, Z>{z.array() - Scalar(1), PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
   }
   template <typename X>
   auto forward(const Eigen::MatrixBase<X>& x) const { return forward_and_log_det(x).value; }

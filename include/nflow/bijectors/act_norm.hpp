@@ -272,12 +272,10 @@ V initialize_act_norms_step(B& b, V v, const C& ctx) {
     b.initialize(v);
     return V(b.forward(v));
   } else if constexpr (IsFlow<B>::value) {
-    [&]<std::size_t... Is>(std::index_sequence<Is...>) {
-      ((v = initialize_act_norms_step(b.template step<Is>(), std::move(v), ctx)), ...);
-    }(std::make_index_sequence<B::size()>{});
+    visit_steps(b, [&](auto& step, auto) { v = initialize_act_norms_step(step, std::move(v), ctx); });
     return v;
   } else {
-    return V(step_forward(b, v, ctx).value);
+    return V(with_context<B>(ctx, [&](const auto&... c) { return b.forward_and_log_det(v, c...); }).value);
   }
 }
 

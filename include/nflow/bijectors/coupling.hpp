@@ -14,6 +14,7 @@
 #include "nflow/bijectors/transformers/affine.hpp"
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
+#include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/nn/mlp.hpp"
@@ -102,6 +103,10 @@ struct CouplingOptions {
 /// @tparam Activation the conditioner's activation (nn::ReLU, nn::Tanh, ...).
 template <typename Transformer, int Dim_ = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
 class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activation>> {
+  static_assert(nflow::Transformer<Transformer>,
+                "nflow::Coupling<Transformer, ...>: Transformer must model nflow::Transformer (see "
+                "nflow/core/concepts.hpp and the contract in bijectors/transformers/affine.hpp)");
+
  public:
   using Scalar = typename Transformer::Scalar;
   static constexpr int Dim = Dim_;

@@ -17,6 +17,7 @@
 #include "nflow/bijectors/transformers/affine.hpp"
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
+#include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/inverted.hpp"
 #include "nflow/core/parameters.hpp"
@@ -91,9 +92,9 @@ template <typename Transformer_, int Dim_ = Dynamic, int Hidden_ = Dynamic, type
           int ContextDim_ = 0>
 class MaskedAutoregressive
     : public BijectorBase<MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_>> {
-  static_assert(requires { typename Transformer_::Scalar; Transformer_::ParamsPerDim; },
-                "nflow::MaskedAutoregressive<Transformer, ...>: Transformer must be an elementwise "
-                "transformer with a Scalar type and a static ParamsPerDim (e.g. AffineTransformer<double>)");
+  static_assert(Transformer<Transformer_>,
+                "nflow::MaskedAutoregressive<Transformer, ...>: Transformer must model nflow::Transformer "
+                "(see nflow/core/concepts.hpp and the contract in bijectors/transformers/affine.hpp)");
   static_assert(ContextDim_ == Dynamic || ContextDim_ >= 0,
                 "nflow::MaskedAutoregressive<..., ContextDim>: ContextDim must be >= 0 or Eigen::Dynamic");
 

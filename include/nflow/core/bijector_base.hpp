@@ -36,8 +36,8 @@
 /// `visit_parameters` (each tensor column-major). See docs/gradients.md.
 
 #include "nflow/core/errors.hpp"
-#include "nflow/core/parallel.hpp"
 #include "nflow/core/parameters.hpp"
+#include "nflow/core/tiling.hpp"
 #include "nflow/core/traits.hpp"
 #include "nflow/core/types.hpp"
 
@@ -53,6 +53,35 @@ concept ContextArg =
     is_no_context_v<C> || std::derived_from<std::remove_cvref_t<C>, Eigen::MatrixBase<std::remove_cvref_t<C>>>;
 
 namespace detail {
+template <typename D, typename X, typename C>
+concept HasForwardImpl = requires(const D& d, const X& x, const C& c) { d.forward_impl(x, c); };
+template <typename D, typename X, typename C>
+concept HasInverseImpl = requires(const D& d, const X& x, const C& c) { d.inverse_impl(x, c); };
+/// The input's Scalar and compile-time rows fit bijector D (see CheckCallTypes).
+template <typename D, typename X>
+concept InputTypeFits = std::is_same_v<typename X::Scalar, typename D::Scalar> &&
+                        (D::Dim == Dynamic || X::RowsAtCompileTime == Dynamic || X::RowsAtCompileTime == D::Dim);
+
+/// The compile-time checks of a call's argument types. Every deduced call makes them first, so a
+/// float batch given to a double bijector reports this sentence before any error in the hooks.
+template <typename D, typename X, typename C>
+struct CheckCallTypes {
+  static_assert(std::is_same_v<typename X::Scalar, typename D::Scalar>,
+                "nflow: the input's Scalar must match the bijector's Scalar (float or double); "
+                "convert with .template cast<Scalar>() first");
+  static_assert(D::Dim == Dynamic || X::RowsAtCompileTime == Dynamic || X::RowsAtCompileTime == D::Dim,
+                "nflow: the input must have Dim rows (one sample per column)");
+  static constexpr bool context_fits = [] {
+    if constexpr (is_no_context_v<C>) {
+      return true;
+    } else {
+      return std::is_same_v<typename C::Scalar, typename D::Scalar>;
+    }
+  }();
+  static_assert(context_fits, "nflow: the context's Scalar must match the bijector's Scalar");
+  static constexpr bool ok = true;
+};
+
 template <typename D, typename X, typename GV, typename GL, typename C>
 concept HasForwardVjpImpl = requires(const D& d, const X& x, const GV& gv, const GL& gl,
                                      Eigen::Ref<Vector<typename D::Scalar>> gp, const C& c) {
@@ -124,11 +153,15 @@ template <typename Derived>
 class BijectorBase {
  public:
   // ---- forward: data x → latent z ----------------------------------------------------------
+  /// (Available when the derived class writes forward_impl for this input and context.)
   template <typename X, ContextArg C = NoContext>
+    requires(!detail::InputTypeFits<detail::delay_t<Derived, X>, X> ||
+             detail::HasForwardImpl<detail::delay_t<Derived, X>, X, detail::ContextRefT<detail::delay_t<Derived, X>, X, C>>)
   auto forward_and_log_det(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+    static_assert(detail::CheckCallTypes<Derived, X, C>::ok);
     check_call("forward_and_log_det", x, context);
     if constexpr (X::ColsAtCompileTime == Dynamic) {
-      if (splits(x.cols())) return tiled<false>(x, context);
+      if (detail::tiles_batch(derived().splits_batches(), x.cols())) return tiled<false>(x, context);
     }
     return derived().forward_impl(x.derived(), context_or_placeholder(x, context));
   }
@@ -142,11 +175,15 @@ class BijectorBase {
   }
 
   // ---- inverse: latent z → data x ----------------------------------------------------------
+  /// (Available when the derived class writes inverse_impl for this input and context.)
   template <typename Z, ContextArg C = NoContext>
+    requires(!detail::InputTypeFits<detail::delay_t<Derived, Z>, Z> ||
+             detail::HasInverseImpl<detail::delay_t<Derived, Z>, Z, detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>>)
   auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+    static_assert(detail::CheckCallTypes<Derived, Z, C>::ok);
     check_call("inverse_and_log_det", z, context);
     if constexpr (Z::ColsAtCompileTime == Dynamic) {
-      if (splits(z.cols())) return tiled<true>(z, context);
+      if (detail::tiles_batch(derived().splits_batches(), z.cols())) return tiled<true>(z, context);
     }
     return derived().inverse_impl(z.derived(), context_or_placeholder(z, context));
   }
@@ -285,6 +322,9 @@ class BijectorBase {
     constexpr int cd = context_dim_v<Derived>;
     return cd == Dynamic ? Index(0) : Index(cd);
   }
+  /// @brief Whether batch calls may be split into tiles of columns (nflow/core/tiling.hpp): true.
+  /// A bijector whose columns are not independent for some settings declares its own.
+  bool splits_batches() const { return true; }
 
  protected:
   BijectorBase() = default;
@@ -312,15 +352,6 @@ class BijectorBase {
     return true;
   }
 
-  /// Whether a batch of n columns is evaluated tile by tile (nflow/core/parallel.hpp). A bijector
-  /// whose columns are not independent for some settings opts out with `bool splits_batches()`.
-  bool splits(Index n) const {
-    if constexpr (requires(const Derived& d) { d.splits_batches(); }) {
-      if (!derived().splits_batches()) return false;
-    }
-    return detail::splits_batch(n);
-  }
-
   template <bool Inverse, typename X, typename C>
   auto call_impl(const X& x, const C& context) const {
     if constexpr (Inverse) {
@@ -330,28 +361,13 @@ class BijectorBase {
     }
   }
 
-  /// The batch, tile by tile (each tile copied to a plain matrix, so the hooks see one type).
+  /// The batch, tile by tile (nflow/core/tiling.hpp).
   template <bool Inverse, typename X, typename C>
   auto tiled(const Eigen::MatrixBase<X>& x, const C& context) const {
-    using S = typename Derived::Scalar;
     using R = decltype(call_impl<Inverse>(x.derived(), context_or_placeholder(x, context)));
-    R out;
-    out.value.resize(x.rows(), x.cols());
-    out.log_det.resize(1, x.cols());
-    detail::for_each_tile(x.cols(), [&](Index begin, Index n) {
-      const Batch<S, Derived::Dim, Dynamic> xt = x.middleCols(begin, n);
-      auto r = [&] {
-        if constexpr (is_no_context_v<C>) {
-          return call_impl<Inverse>(xt, context_or_placeholder(xt, context));
-        } else {
-          const Eigen::Matrix<S, Dynamic, Dynamic> ct = context.middleCols(begin, n);
-          return call_impl<Inverse>(xt, ct);
-        }
-      }();
-      out.value.middleCols(begin, n) = r.value;
-      out.log_det.middleCols(begin, n) = r.log_det;
-    });
-    return out;
+    return detail::evaluate_tiled<R, typename Derived::Scalar, Derived::Dim>(
+        x, context, [&](const auto& xt, const auto& ct) { return call_impl<Inverse>(xt, ct); },
+        [&](const auto& xt) { return context_or_placeholder(xt, context); });
   }
 
   /// What the hooks receive as context. A bijector whose ContextDim is fixed and positive never
@@ -372,14 +388,8 @@ class BijectorBase {
 
   template <typename X, typename C>
   void check_call(const char* where, const Eigen::MatrixBase<X>& x, const C& context) const {
-    using S = typename Derived::Scalar;
     static_assert(check_parameter_hooks());
-    static_assert(std::is_same_v<typename X::Scalar, S>,
-                  "nflow: the input's Scalar must match the bijector's Scalar (float or double); "
-                  "convert with .template cast<Scalar>() first");
-    static_assert(Derived::Dim == Dynamic || X::RowsAtCompileTime == Dynamic ||
-                      X::RowsAtCompileTime == Derived::Dim,
-                  "nflow: the input must have Dim rows (one sample per column)");
+    static_assert(detail::CheckCallTypes<Derived, X, C>::ok);
     detail::check_rows(where, "input", derived().dim(), x.rows(), x.cols());
     const Index cd = derived().context_dim();
     if constexpr (is_no_context_v<C>) {
@@ -388,8 +398,6 @@ class BijectorBase {
                          std::to_string(cd) + " rows and one column per sample");
       }
     } else {
-      static_assert(std::is_same_v<typename C::Scalar, S>,
-                    "nflow: the context's Scalar must match the bijector's Scalar");
       if (cd == 0) {
         throw ShapeError(std::string("nflow: ") + where +
                          ": this bijector takes no context, but a context of " +

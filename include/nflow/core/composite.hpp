@@ -10,14 +10,14 @@
 /// missing: a part with only the non-const visit would otherwise be silently left out of
 /// get_parameters, io::save and the const visits, while set_parameters wrote it.
 
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/traits.hpp"
-#include "nflow/core/types.hpp"
-
 #include <concepts>
 #include <string>
 #include <type_traits>
 #include <utility>
+
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/traits.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow::detail {
 
@@ -28,7 +28,7 @@ struct ParameterMembers {
     { p.parameter_count() } -> std::convertible_to<Index>;
   };
   static constexpr bool const_visit = requires(const P& p) { p.visit_parameters(ProbeVisitor{}); };
-  static constexpr bool visit = requires(P& p) { p.visit_parameters(ProbeVisitor{}); };
+  static constexpr bool visit = requires(P & p) { p.visit_parameters(ProbeVisitor{}); };
   /// All three: the part has parameters (possibly zero of them).
   static constexpr bool all = count && const_visit && visit;
   /// A non-const visit that a const object cannot call, or a count without a visit, or a visit
@@ -43,17 +43,22 @@ struct ParameterMembers {
 template <std::size_t Part, typename P>
 struct CheckParameterMembers {
   using M = ParameterMembers<P>;
-  static_assert(!M::only_mutable_visit,
-                "nflow: a step of this Flow (or the Base or Transform of a Density, or the B of Inverted<B>) has a non-const visit_parameters(f) but no const visit_parameters(f): "
-                "get_parameters, io::save and check_laws would not see its tensors; add the const visit "
-                "(or derive from nflow::BijectorBase and write the one hook parameters_impl)");
+  static_assert(
+      !M::only_mutable_visit,
+      "nflow: a step of this Flow (or the Base or Transform of a Density, or the B of Inverted<B>) "
+      "has a non-const visit_parameters(f) but no const visit_parameters(f): "
+      "get_parameters, io::save and check_laws would not see its tensors; add the const visit "
+      "(or derive from nflow::BijectorBase and write the one hook parameters_impl)");
   static_assert(!M::count_without_visit,
-                "nflow: a step of this Flow (or the Base or Transform of a Density, or the B of Inverted<B>) has parameter_count() but no visit_parameters(f): write both "
+                "nflow: a step of this Flow (or the Base or Transform of a Density, or the B of "
+                "Inverted<B>) has parameter_count() but no visit_parameters(f): write both "
                 "visit_parameters(f) and visit_parameters(f) const, or none of the three members");
   static_assert(!M::visit_without_count,
-                "nflow: a step of this Flow (or the Base or Transform of a Density, or the B of Inverted<B>) has visit_parameters(f) but no parameter_count(): write "
+                "nflow: a step of this Flow (or the Base or Transform of a Density, or the B of "
+                "Inverted<B>) has visit_parameters(f) but no parameter_count(): write "
                 "parameter_count() too, or none of the three members");
-  static constexpr bool ok = !M::only_mutable_visit && !M::count_without_visit && !M::visit_without_count;
+  static constexpr bool ok =
+      !M::only_mutable_visit && !M::count_without_visit && !M::visit_without_count;
 };
 
 /// The number of parameters of a part (0 for a part with no parameter members).
@@ -86,7 +91,8 @@ namespace nflow {
 /// @brief Calls `f()` or `f(context)`: the context only when bijector type `B` is conditional and
 /// a context was given (not nflow::NoContext). The one context dispatch of composites: a Flow
 /// hands its context to its conditional steps and never to the others.
-/// Example: `with_context<B>(ctx, [&](const auto&... c) { return b.forward_and_log_det(x, c...); })`.
+/// Example: `with_context<B>(ctx, [&](const auto&... c) { return b.forward_and_log_det(x, c...);
+/// })`.
 template <typename B, typename C, typename F>
 decltype(auto) with_context(const C& context, F&& f) {
   if constexpr (is_no_context_v<C> || !is_conditional_v<std::remove_cvref_t<B>>) {

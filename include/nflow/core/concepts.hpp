@@ -55,4 +55,27 @@ concept InverseDifferentiable =
       b.inverse_vjp(x, x, g, gp);
     };
 
+/// @brief An elementwise transformer: the map a coupling or autoregressive structure applies to
+/// the features it transforms, given the parameters its conditioner produces (the contract of
+/// nflow/bijectors/transformers/affine.hpp).
+///
+/// It names its `Scalar` and `static constexpr int ParamsPerDim`, and has
+/// `forward(x, params, z, log_det)`, `inverse(z, params, x, log_det)`,
+/// `forward_backward(x, params, grad_z, grad_log_det, grad_x, grad_params)` and
+/// `inverse_backward(z, params, grad_x, grad_log_det, grad_z, grad_params)` (outputs written into
+/// the last arguments, log-dets added). Coupling and MaskedAutoregressive assert it first.
+template <typename T>
+concept Transformer = requires {
+  typename T::Scalar;
+  { T::ParamsPerDim } -> std::convertible_to<int>;
+} && requires(const T& t, const Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& in,
+              Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& out,
+              const Eigen::Matrix<typename T::Scalar, 1, Dynamic>& grad_log_det,
+              Eigen::Matrix<typename T::Scalar, 1, Dynamic>& log_det) {
+  t.forward(in, in, out, log_det);
+  t.inverse(in, in, out, log_det);
+  t.forward_backward(in, in, in, grad_log_det, out, out);
+  t.inverse_backward(in, in, in, grad_log_det, out, out);
+};
+
 }  // namespace nflow

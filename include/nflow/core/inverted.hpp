@@ -61,39 +61,23 @@ class Inverted : public BijectorBase<Inverted<B>> {
 
   template <typename X, typename C>
   auto forward_impl(const X& x, const C& ctx) const {
-    if constexpr (is_no_context_v<C>) {
-      return inner_.inverse_and_log_det(x);
-    } else {
-      return inner_.inverse_and_log_det(x, ctx);
-    }
+    return with_context<B>(ctx, [&](const auto&... c) { return inner_.inverse_and_log_det(x, c...); });
   }
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C& ctx) const {
-    if constexpr (is_no_context_v<C>) {
-      return inner_.forward_and_log_det(z);
-    } else {
-      return inner_.forward_and_log_det(z, ctx);
-    }
+    return with_context<B>(ctx, [&](const auto&... c) { return inner_.forward_and_log_det(z, c...); });
   }
   template <typename X, typename GV, typename GL, typename C>
     requires InverseDifferentiable<B>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C& ctx) const {
-    if constexpr (is_no_context_v<C>) {
-      return inner_.inverse_vjp(x, gv, gl, gp);
-    } else {
-      return inner_.inverse_vjp(x, gv, gl, gp, ctx);
-    }
+    return with_context<B>(ctx, [&](const auto&... c) { return inner_.inverse_vjp(x, gv, gl, gp, c...); });
   }
   template <typename Z, typename GV, typename GL, typename C>
     requires ForwardDifferentiable<B>
   auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C& ctx) const {
-    if constexpr (is_no_context_v<C>) {
-      return inner_.forward_vjp(z, gv, gl, gp);
-    } else {
-      return inner_.forward_vjp(z, gv, gl, gp, ctx);
-    }
+    return with_context<B>(ctx, [&](const auto&... c) { return inner_.forward_vjp(z, gv, gl, gp, c...); });
   }
 
  private:

@@ -52,6 +52,31 @@ void set_parameters(T& object, const Eigen::MatrixBase<Derived>& flat) {
   });
 }
 
+/// @brief Hands out consecutive slices of a flat gradient vector, one per tensor, in visit order.
+/// Bijectors use it in their vjp hooks (laid out as parameters_impl visits): `auto g = slicer.next(rows, cols); g += ...;`.
+template <typename Scalar>
+class GradientSlicer {
+ public:
+  explicit GradientSlicer(Eigen::Ref<Vector<Scalar>> flat) : flat_(flat) {}
+  /// The next rows × cols tensor of the flat vector, as a column-major map.
+  Eigen::Map<ParameterMatrix<Scalar>> next(Index rows, Index cols) {
+    Eigen::Map<ParameterMatrix<Scalar>> m(flat_.data() + offset_, rows, cols);
+    offset_ += rows * cols;
+    return m;
+  }
+  /// The next `n` entries as a vector.
+  Eigen::Map<Vector<Scalar>> next(Index n) {
+    Eigen::Map<Vector<Scalar>> v(flat_.data() + offset_, n);
+    offset_ += n;
+    return v;
+  }
+  Index offset() const { return offset_; }
+
+ private:
+  Eigen::Ref<Vector<Scalar>> flat_;
+  Index offset_ = 0;
+};
+
 namespace detail {
 
 /// The visitor BijectorBase hands to a parameters_impl hook: forwards each (name, tensor) to `f`
@@ -94,30 +119,7 @@ auto prefixed_visitor(std::string prefix, F& visitor) {
   };
 }
 
-/// Hands out consecutive slices of a flat gradient vector, one per tensor, in visit order.
-/// Layers use it in their vjp hooks: `auto g = slicer.next(rows, cols); g += ...;`.
 template <typename Scalar>
-class GradientSlicer {
- public:
-  explicit GradientSlicer(Eigen::Ref<Vector<Scalar>> flat) : flat_(flat) {}
-  /// The next rows × cols tensor of the flat vector, as a column-major map.
-  Eigen::Map<ParameterMatrix<Scalar>> next(Index rows, Index cols) {
-    Eigen::Map<ParameterMatrix<Scalar>> m(flat_.data() + offset_, rows, cols);
-    offset_ += rows * cols;
-    return m;
-  }
-  /// The next `n` entries as a vector.
-  Eigen::Map<Vector<Scalar>> next(Index n) {
-    Eigen::Map<Vector<Scalar>> v(flat_.data() + offset_, n);
-    offset_ += n;
-    return v;
-  }
-  Index offset() const { return offset_; }
-
- private:
-  Eigen::Ref<Vector<Scalar>> flat_;
-  Index offset_ = 0;
-};
-
+using GradientSlicer = nflow::GradientSlicer<Scalar>;  // the name used before it was public
 }  // namespace detail
 }  // namespace nflow

@@ -62,14 +62,22 @@ constexpr Cost max_cost(Cost a, Cost b) { return static_cast<int>(a) >= static_c
 template <typename T>
 using scalar_t = typename std::remove_cvref_t<T>::Scalar;
 
-namespace detail {
-/// The batch type a bijector of (Scalar, Dim) returns for an input expression `X`.
+/// @brief The batch type a bijector of (Scalar, Dim) returns for an input expression `X`: `X`'s
+/// column count is kept (fixed for a single point, so that path never allocates).
 template <typename Scalar, int Dim, typename X>
 using BatchFor = Batch<Scalar, Dim, std::remove_cvref_t<X>::ColsAtCompileTime>;
+/// @brief The `{value, log_det}` result a hook returns for an input expression `X`.
 template <typename Scalar, int Dim, typename X>
 using ResultFor = ValueAndLogDet<Scalar, Dim, std::remove_cvref_t<X>::ColsAtCompileTime>;
+/// @brief The per-sample row (log-dets) for an input expression `X`.
 template <typename Scalar, typename X>
 using PerSampleFor = PerSample<Scalar, std::remove_cvref_t<X>::ColsAtCompileTime>;
+
+namespace detail {
+// The names the headers used before they were public.
+using nflow::BatchFor;
+using nflow::PerSampleFor;
+using nflow::ResultFor;
 }  // namespace detail
 
 }  // namespace nflow
