@@ -1,4 +1,4 @@
-// Tests of nflow/nn/made.hpp: degrees, masks, the exact autoregressive property, the forward pass
+// Tests of nflow/nn/made.hpp and nflow/nn/masks.hpp: degrees, masks, the exact autoregressive property, the forward pass
 // against a naive masked MLP, gradients against finite differences (masked entries exactly 0),
 // and the allocation-free single point. (The Dim-pass solve is MaskedAutoregressive's: its test is
 // in tests/bijectors/maf_test.cpp.)

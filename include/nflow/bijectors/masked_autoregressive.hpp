@@ -1,8 +1,8 @@
 #pragma once
 /// @file
 /// @brief MaskedAutoregressive<Transformer, ...>: the autoregressive structure (a MADE conditioner
-/// and an elementwise transformer), with the user-facing aliases MAF (masked autoregressive flow)
-/// and IAF (inverse autoregressive flow).
+/// and an elementwise transformer) with its Dim-pass autoregressive solve, and the user-facing
+/// aliases MAF (masked autoregressive flow) and IAF (inverse autoregressive flow).
 
 #include <Eigen/Core>
 

@@ -68,14 +68,16 @@ namespace nflow::nn {
 ///   a fixed width makes one point's activations fixed-size).
 /// @tparam Activation_ an nflow::nn::ActivationPolicy (Identity, ReLU, Tanh, SiLU, ELU).
 /// @tparam ParamsPerDim_ outputs per input dimension (2 for an affine transformer), ≥ 1.
-template <typename Scalar_, int Dim_ = Eigen::Dynamic, int Hidden_ = Eigen::Dynamic, typename Activation_ = ReLU,
-          int ParamsPerDim_ = 2>
-class MADE : public DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::Dynamic : Dim_ * ParamsPerDim_,
+template <typename Scalar_, int Dim_ = Eigen::Dynamic, int Hidden_ = Eigen::Dynamic,
+          typename Activation_ = ReLU, int ParamsPerDim_ = 2>
+class MADE : public DenseNetwork<Scalar_, Dim_,
+                                 Dim_ == Eigen::Dynamic ? Eigen::Dynamic : Dim_ * ParamsPerDim_,
                                  Hidden_, Activation_, Masked<ParamsPerDim_>> {
   static_assert(Dim_ == Eigen::Dynamic || Dim_ >= 1,
                 "nflow::nn::MADE<Scalar, Dim, ...>: Dim must be >= 1 or Eigen::Dynamic");
-  using Base = DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::Dynamic : Dim_ * ParamsPerDim_, Hidden_,
-                            Activation_, Masked<ParamsPerDim_>>;
+  using Base =
+      DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::Dynamic : Dim_ * ParamsPerDim_,
+                   Hidden_, Activation_, Masked<ParamsPerDim_>>;
 
  public:
   using Scalar = Scalar_;
@@ -94,8 +96,8 @@ class MADE : public DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::
   ///   weights (initialize(gen, true): a fresh network outputs exactly 0).
   /// @throws nflow::ParameterError naming the offending argument.
   MADE(Index dim, Index hidden_width, Index hidden_layers, Index context_dim = 0,
-       Eigen::VectorXi order = Eigen::VectorXi(), HiddenDegrees hidden_degrees = HiddenDegrees::Sequential,
-       std::uint64_t seed = 0)
+       Eigen::VectorXi order = Eigen::VectorXi(),
+       HiddenDegrees hidden_degrees = HiddenDegrees::Sequential, std::uint64_t seed = 0)
       : Base(dim, dim * ParamsPerDim, hidden_width, hidden_layers, context_dim) {
     if (order.size() == 0) order = natural_order(dim);
     check_order(order, dim);
@@ -142,16 +144,18 @@ class MADE : public DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::
     for (Index l = 0; l < L; ++l) {
       const std::string name = "hidden_degrees." + std::to_string(l);
       Eigen::VectorXi& deg = degrees[std::size_t(l)];
-      deg = nflow::detail::buffer_to_indices(owner, name, h[std::size_t(l)], this->hidden_width(), lo, dim() - 1);
+      deg = nflow::detail::buffer_to_indices(owner, name, h[std::size_t(l)], this->hidden_width(),
+                                             lo, dim() - 1);
       for (Index u = 1; u < deg.size(); ++u) {
         if (deg(u) < deg(u - 1)) {
-          throw ParameterError(std::string(owner) + ": buffer '" + name + "' is not in ascending order (entry " +
-                               std::to_string(u) + ")");
+          throw ParameterError(std::string(owner) + ": buffer '" + name +
+                               "' is not in ascending order (entry " + std::to_string(u) + ")");
         }
       }
       lo = deg(0);
     }
-    this->policy_state().build(this->hidden_width(), this->context_dim(), std::move(new_order), std::move(degrees));
+    this->policy_state().build(this->hidden_width(), this->context_dim(), std::move(new_order),
+                               std::move(degrees));
     this->refresh_all();
   }
 
@@ -163,7 +167,9 @@ class MADE : public DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::
   /// deg(j) ∈ 1 … D of input j.
   const Eigen::VectorXi& input_degrees() const { return this->policy_state().input_degrees(); }
   /// Degrees of hidden layer l (ascending), 0 ≤ l < hidden_layers().
-  const Eigen::VectorXi& hidden_degrees(Index l) const { return this->policy_state().hidden_degrees().at(std::size_t(l)); }
+  const Eigen::VectorXi& hidden_degrees(Index l) const {
+    return this->policy_state().hidden_degrees().at(std::size_t(l));
+  }
   /// Degree of output row r: the degree of dimension r mod D.
   int output_degree(Index r) const { return this->policy_state().output_degree(r); }
   /// Mask of layer l (entries 0 or 1), the shape of weight(l).
@@ -172,10 +178,14 @@ class MADE : public DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::
   const ParameterMatrix<Scalar>& masked_weight(Index l) const { return this->used_weight(l); }
   /// For hidden layer l, entry g is the number of its units of degree < g (g = 0 … D): the units
   /// of degree g are rows degree_starts(l)[g] … degree_starts(l)[g + 1] − 1.
-  const std::vector<Index>& degree_starts(Index l) const { return this->policy_state().degree_starts(l); }
+  const std::vector<Index>& degree_starts(Index l) const {
+    return this->policy_state().degree_starts(l);
+  }
   /// masked_weight(hidden_layers()) with its rows grouped by dimension: row i·P + p is output
   /// row p·D + i, so the P outputs of dimension i are one block.
-  const ParameterMatrix<Scalar>& grouped_output_weight() const { return this->policy_state().grouped_output_weight(); }
+  const ParameterMatrix<Scalar>& grouped_output_weight() const {
+    return this->policy_state().grouped_output_weight();
+  }
   /// The context weight's rows grouped the same way (only without hidden layers; else 0 rows).
   const ParameterMatrix<Scalar>& grouped_context_weight() const {
     return this->policy_state().grouped_context_weight();
@@ -191,8 +201,9 @@ class MADE : public DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::
       if (ok) seen[std::size_t(v)] = true;
     }
     if (!ok) {
-      throw ParameterError("nflow: nn::MADE: order must be a permutation of 0 ... " + std::to_string(dim - 1) + " (" +
-                           std::to_string(dim) + " entries), got " + std::to_string(order.size()) +
+      throw ParameterError("nflow: nn::MADE: order must be a permutation of 0 ... " +
+                           std::to_string(dim - 1) + " (" + std::to_string(dim) +
+                           " entries), got " + std::to_string(order.size()) +
                            " entries that are not");
     }
   }

@@ -76,7 +76,8 @@ std::vector<Eigen::VectorXi> make_hidden_degrees(HiddenDegrees kind, Index dim, 
     Eigen::VectorXi deg(hidden_width);
     const Index range = dim - lo;
     for (Index u = 0; u < hidden_width; ++u) {
-      deg(u) = int(lo + (kind == HiddenDegrees::Sequential ? u % range : uniform_below(gen, range)));
+      deg(u) =
+          int(lo + (kind == HiddenDegrees::Sequential ? u % range : uniform_below(gen, range)));
     }
     std::sort(deg.data(), deg.data() + hidden_width);
     lo = deg(0);
@@ -116,7 +117,8 @@ struct Masked {
 
     /// Sets the order and the hidden degrees (already valid) and rebuilds the masks; the caller
     /// then refreshes every layer.
-    void build(Index hidden_width, Index context_dim, Eigen::VectorXi order, std::vector<Eigen::VectorXi> degrees) {
+    void build(Index hidden_width, Index context_dim, Eigen::VectorXi order,
+               std::vector<Eigen::VectorXi> degrees) {
       order_ = std::move(order);
       hidden_degrees_ = std::move(degrees);
       const Index D = order_.size();
@@ -160,7 +162,8 @@ struct Masked {
     void refresh(const std::vector<Work>& stored, const Work& context_weight, Index l) {
       const Index L = Index(masked_.size()) - 1;
       const Index D = order_.size();
-      if (l >= 0) masked_[std::size_t(l)] = stored[std::size_t(l)].cwiseProduct(masks_[std::size_t(l)]);
+      if (l >= 0)
+        masked_[std::size_t(l)] = stored[std::size_t(l)].cwiseProduct(masks_[std::size_t(l)]);
       if (l == L || (l < 0 && L == 0)) {
         const Work& w = masked_[std::size_t(L)];
         grouped_out_.resize(w.rows(), w.cols());
@@ -168,7 +171,8 @@ struct Masked {
         for (Index i = 0; i < D; ++i) {
           for (Index p = 0; p < ParamsPerDim; ++p) {
             grouped_out_.row(i * ParamsPerDim + p) = w.row(p * D + i);
-            if (L == 0 && context_dim_ > 0) grouped_context_.row(i * ParamsPerDim + p) = context_weight.row(p * D + i);
+            if (L == 0 && context_dim_ > 0)
+              grouped_context_.row(i * ParamsPerDim + p) = context_weight.row(p * D + i);
           }
         }
       }
@@ -196,11 +200,11 @@ struct Masked {
     Eigen::VectorXi order_;
     Eigen::VectorXi input_degrees_;
     std::vector<Eigen::VectorXi> hidden_degrees_;  ///< L of them, ascending
-    std::vector<std::vector<Index>> starts_;       ///< starts_[l][g]: units of layer l with degree < g
+    std::vector<std::vector<Index>> starts_;  ///< starts_[l][g]: units of layer l with degree < g
     std::vector<Work> masks_;
-    std::vector<Work> masked_;                     ///< stored weights ⊙ masks_
-    Work grouped_out_;                             ///< masked_[L] with rows grouped by dimension
-    Work grouped_context_;                         ///< the same for the context weight when L = 0
+    std::vector<Work> masked_;  ///< stored weights ⊙ masks_
+    Work grouped_out_;          ///< masked_[L] with rows grouped by dimension
+    Work grouped_context_;      ///< the same for the context weight when L = 0
   };
 };
 

@@ -36,8 +36,10 @@ template <typename R, typename... A>
 class FunctionRef<R(A...)> {
  public:
   template <typename F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> && std::is_invocable_r_v<R, F&, A...>)
-  FunctionRef(F&& f)  // NOLINT(google-explicit-constructor): implicit by design, like std::function_ref
+  requires(!std::is_same_v<std::remove_cvref_t<F>, FunctionRef> &&
+           std::is_invocable_r_v<R, F&, A...>)
+      FunctionRef(
+          F&& f)  // NOLINT(google-explicit-constructor): implicit by design, like std::function_ref
       : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
         call_([](void* object, A... args) -> R {
           return (*static_cast<std::remove_reference_t<F>*>(object))(std::forward<A>(args)...);
@@ -69,10 +71,12 @@ struct Unmasked {
   template <typename Scalar>
   struct State {
     static constexpr bool MasksGradients = false;
-    const ParameterMatrix<Scalar>& weight(const std::vector<ParameterMatrix<Scalar>>& stored, Index l) const {
+    const ParameterMatrix<Scalar>& weight(const std::vector<ParameterMatrix<Scalar>>& stored,
+                                          Index l) const {
       return stored[std::size_t(l)];
     }
-    void refresh(const std::vector<ParameterMatrix<Scalar>>&, const ParameterMatrix<Scalar>&, Index) {}
+    void refresh(const std::vector<ParameterMatrix<Scalar>>&, const ParameterMatrix<Scalar>&,
+                 Index) {}
     void clear_unused(std::vector<ParameterMatrix<Scalar>>&) const {}
   };
 };
@@ -144,10 +148,11 @@ class DenseNetwork {
                 "nflow::nn::MLP / MADE <Scalar, In, Out, ...>: Out must be >= 1 or Eigen::Dynamic");
   static_assert(Hidden_ == Eigen::Dynamic || Hidden_ >= 1,
                 "nflow::nn::MLP / MADE <..., Hidden>: Hidden must be >= 1 or Eigen::Dynamic");
-  static_assert(ActivationPolicy<Activation_>,
-                "nflow::nn::MLP / MADE <..., Activation>: Activation must model nflow::nn::ActivationPolicy"
-                " (static name, BackwardFromOutput, apply(x) and backward(value, grad); see"
-                " nflow/nn/activations.hpp)");
+  static_assert(
+      ActivationPolicy<Activation_>,
+      "nflow::nn::MLP / MADE <..., Activation>: Activation must model nflow::nn::ActivationPolicy"
+      " (static name, BackwardFromOutput, apply(x) and backward(value, grad); see"
+      " nflow/nn/activations.hpp)");
 
  public:
   using Scalar = Scalar_;
@@ -207,7 +212,8 @@ class DenseNetwork {
   /// @param hidden_layers number of hidden layers (>= Policy::MinHiddenLayers).
   /// @param context_dim context dimension (>= 0; 0 means unconditional).
   /// @throws nflow::ParameterError naming the offending argument.
-  DenseNetwork(Index in_dim, Index out_dim, Index hidden_width, Index hidden_layers, Index context_dim = 0)
+  DenseNetwork(Index in_dim, Index out_dim, Index hidden_width, Index hidden_layers,
+               Index context_dim = 0)
       : in_dim_(in_dim),
         out_dim_(out_dim),
         hidden_width_(hidden_width),
@@ -288,12 +294,14 @@ class DenseNetwork {
   /// @throws nflow::ShapeError if x or the context has the wrong shape, or if the network needs a
   ///   context and none was given.
   template <typename XD, typename C = NoContext>
-  OutputBatch<XD::ColsAtCompileTime> forward(const Eigen::MatrixBase<XD>& x, const C& context = C{}) const {
+  OutputBatch<XD::ColsAtCompileTime> forward(const Eigen::MatrixBase<XD>& x,
+                                             const C& context = C{}) const {
     constexpr int Cols = XD::ColsAtCompileTime;
     check_input("forward", x);
     OutputBatch<Cols> y;
-    with_checked_context<Cols>("forward", context, x.cols(),
-                               [&](const ContextRef<Cols>* c) { y = forward_impl<Cols>(InputRef<Cols>(x.derived()), c); });
+    with_checked_context<Cols>("forward", context, x.cols(), [&](const ContextRef<Cols>* c) {
+      y = forward_impl<Cols>(InputRef<Cols>(x.derived()), c);
+    });
     return y;
   }
 
@@ -302,7 +310,8 @@ class DenseNetwork {
   /// one with a fixed maximum size such as `Eigen::Matrix<S, Dynamic, 1, 0, MaxOut, 1>`). The
   /// context is NoContext or a context_dim × 1 column. Same checks and exceptions as forward().
   template <typename XD, typename YD, typename C = NoContext>
-  void forward_point_into(const Eigen::MatrixBase<XD>& x, Eigen::PlainObjectBase<YD>& y, const C& context = C{}) const {
+  void forward_point_into(const Eigen::MatrixBase<XD>& x, Eigen::PlainObjectBase<YD>& y,
+                          const C& context = C{}) const {
     check_input("forward_point_into", x);
     check_cols("forward_point_into", "the input point x", 1, x.rows(), x.cols());
     y.resize(out_dim_, 1);
@@ -327,33 +336,38 @@ class DenseNetwork {
   /// @param context NoContext or context_dim × N.
   /// @throws nflow::ShapeError on a shape mismatch.
   template <typename XD, typename GD, typename C = NoContext>
-  InputBatch<XD::ColsAtCompileTime> backward(const Eigen::MatrixBase<XD>& x, const Eigen::MatrixBase<GD>& grad_out,
-                                             Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const {
+  InputBatch<XD::ColsAtCompileTime> backward(const Eigen::MatrixBase<XD>& x,
+                                             const Eigen::MatrixBase<GD>& grad_out,
+                                             Eigen::Ref<Vector<Scalar>> grad_params,
+                                             const C& context = C{}) const {
     check_grad_params("backward", grad_params);
-    return backward_public<XD::ColsAtCompileTime>("backward", x, grad_out, grad_params.data(), context, nullptr);
+    return backward_public<XD::ColsAtCompileTime>("backward", x, grad_out, grad_params.data(),
+                                                  context, nullptr);
   }
 
   /// @brief As backward(x, grad_out, grad_params, c), also returning ∂L/∂c = C₀ᵀ·δ₀
   /// (context_dim × N).
   template <typename XD, typename GD, typename CD>
   InputAndContextGradient<XD::ColsAtCompileTime> backward_with_context_grad(
-      const Eigen::MatrixBase<XD>& x, const Eigen::MatrixBase<GD>& grad_out, Eigen::Ref<Vector<Scalar>> grad_params,
-      const Eigen::MatrixBase<CD>& context) const {
+      const Eigen::MatrixBase<XD>& x, const Eigen::MatrixBase<GD>& grad_out,
+      Eigen::Ref<Vector<Scalar>> grad_params, const Eigen::MatrixBase<CD>& context) const {
     constexpr int Cols = XD::ColsAtCompileTime;
     check_grad_params("backward_with_context_grad", grad_params);
     InputAndContextGradient<Cols> out;
     out.context.resize(context_dim_, x.cols());
-    out.input = backward_public<Cols>("backward_with_context_grad", x, grad_out, grad_params.data(), context.derived(),
-                                      &out.context);
+    out.input = backward_public<Cols>("backward_with_context_grad", x, grad_out, grad_params.data(),
+                                      context.derived(), &out.context);
     return out;
   }
 
   /// @brief ∂L/∂x only (a vector-Jacobian product), skipping the parameter gradients: about a
   /// third cheaper than backward(). This is what a score ∇ₓ log p needs.
   template <typename XD, typename GD, typename C = NoContext>
-  InputBatch<XD::ColsAtCompileTime> backward_input(const Eigen::MatrixBase<XD>& x, const Eigen::MatrixBase<GD>& grad_out,
+  InputBatch<XD::ColsAtCompileTime> backward_input(const Eigen::MatrixBase<XD>& x,
+                                                   const Eigen::MatrixBase<GD>& grad_out,
                                                    const C& context = C{}) const {
-    return backward_public<XD::ColsAtCompileTime>("backward_input", x, grad_out, nullptr, context, nullptr);
+    return backward_public<XD::ColsAtCompileTime>("backward_input", x, grad_out, nullptr, context,
+                                                  nullptr);
   }
 
   // ---- recorded forward and backward -----------------------------------------------------
@@ -386,13 +400,14 @@ class DenseNetwork {
     const Index n = x.cols();
     OutputBatch<Eigen::Dynamic> y(out_dim_, n);
     // Every check before the tape is written: a call that throws leaves the tape as it was.
-    with_checked_context<Eigen::Dynamic>("forward_recorded", context, n, [&](const ContextRef<Eigen::Dynamic>* c) {
-      const Index layers = hidden_layers_;
-      tape.input = x;
-      tape.post.resize(hidden_width_, layers * n);
-      if constexpr (!Activation::BackwardFromOutput) tape.pre.resize(hidden_width_, layers * n);
-      record_columns(InputRef<Eigen::Dynamic>(tape.input), c, tape.post, tape.pre, y);
-    });
+    with_checked_context<Eigen::Dynamic>(
+        "forward_recorded", context, n, [&](const ContextRef<Eigen::Dynamic>* c) {
+          const Index layers = hidden_layers_;
+          tape.input = x;
+          tape.post.resize(hidden_width_, layers * n);
+          if constexpr (!Activation::BackwardFromOutput) tape.pre.resize(hidden_width_, layers * n);
+          record_columns(InputRef<Eigen::Dynamic>(tape.input), c, tape.post, tape.pre, y);
+        });
     return y;
   }
 
@@ -402,32 +417,38 @@ class DenseNetwork {
   /// @throws nflow::ShapeError if grad_out, grad_params or the context do not match the tape, or
   ///   if the tape was not recorded by a network of this shape.
   template <typename GD, typename C = NoContext>
-  InputBatch<Eigen::Dynamic> backward_recorded(const Tape& tape, const Eigen::MatrixBase<GD>& grad_out,
-                                               Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const {
+  InputBatch<Eigen::Dynamic> backward_recorded(const Tape& tape,
+                                               const Eigen::MatrixBase<GD>& grad_out,
+                                               Eigen::Ref<Vector<Scalar>> grad_params,
+                                               const C& context = C{}) const {
     const Index n = tape.cols();
-    if (tape.input.rows() != in_dim_ || tape.post.rows() != hidden_width_ || tape.post.cols() != hidden_layers_ * n ||
+    if (tape.input.rows() != in_dim_ || tape.post.rows() != hidden_width_ ||
+        tape.post.cols() != hidden_layers_ * n ||
         (!Activation::BackwardFromOutput && tape.pre.cols() != tape.post.cols())) {
-      throw ShapeError("nflow: " + where("backward_recorded") +
-                       ": the tape was not recorded by forward_recorded() of a network of this shape");
+      throw ShapeError(
+          "nflow: " + where("backward_recorded") +
+          ": the tape was not recorded by forward_recorded() of a network of this shape");
     }
     check_grad_out("backward_recorded", grad_out, n);
     check_grad_params("backward_recorded", grad_params);
     InputBatch<Eigen::Dynamic> gx(in_dim_, n);
-    with_checked_context<Eigen::Dynamic>("backward_recorded", context, n, [&](const ContextRef<Eigen::Dynamic>* c) {
-      Workspace ws;  // borrows the tape's scratch (moved back at the end)
-      ws.delta.swap(tape.delta);
-      ws.below.swap(tape.below);
-      ws.grad_weights.swap(tape.grad_weights);
-      ws.delta.resize(hidden_width_, hidden_layers_ > 0 ? n : 0);
-      ws.below.resize(hidden_width_, hidden_layers_ > 1 ? n : 0);
-      start_weight_gradients(ws);
-      backward_from_hidden(InputRef<Eigen::Dynamic>(tape.input), c, ConstBlockRef(grad_out.derived()),
-                           grad_params.data(), gx, false, nullptr, tape.post, tape.pre, ws);
-      finish_weight_gradients(ws, grad_params.data());
-      tape.delta.swap(ws.delta);
-      tape.below.swap(ws.below);
-      tape.grad_weights.swap(ws.grad_weights);
-    });
+    with_checked_context<Eigen::Dynamic>(
+        "backward_recorded", context, n, [&](const ContextRef<Eigen::Dynamic>* c) {
+          Workspace ws;  // borrows the tape's scratch (moved back at the end)
+          ws.delta.swap(tape.delta);
+          ws.below.swap(tape.below);
+          ws.grad_weights.swap(tape.grad_weights);
+          ws.delta.resize(hidden_width_, hidden_layers_ > 0 ? n : 0);
+          ws.below.resize(hidden_width_, hidden_layers_ > 1 ? n : 0);
+          start_weight_gradients(ws);
+          backward_from_hidden(InputRef<Eigen::Dynamic>(tape.input), c,
+                               ConstBlockRef(grad_out.derived()), grad_params.data(), gx, false,
+                               nullptr, tape.post, tape.pre, ws);
+          finish_weight_gradients(ws, grad_params.data());
+          tape.delta.swap(ws.delta);
+          tape.below.swap(ws.below);
+          tape.grad_weights.swap(ws.grad_weights);
+        });
     return gx;
   }
 
@@ -444,8 +465,9 @@ class DenseNetwork {
     check_input("input_jacobian", x);
     check_cols("input_jacobian", "the input point x", 1, x.rows(), x.cols());
     Jacobian jac;
-    with_checked_context<1>("input_jacobian", context, 1,
-                            [&](const ContextRef<1>* c) { jac = jacobian_impl(InputRef<1>(x.derived()), c); });
+    with_checked_context<1>("input_jacobian", context, 1, [&](const ContextRef<1>* c) {
+      jac = jacobian_impl(InputRef<1>(x.derived()), c);
+    });
     return jac;
   }
 
@@ -468,9 +490,9 @@ class DenseNetwork {
     }
   }
 
-  /// @brief A block with its row count a run-time value. Products take In-row operands through this: a
-  /// compile-time In adds nothing to a GEMM, and with it GCC 12 at -O3 constant-propagates In
-  /// into Eigen's GEMV fallback and warns (-Waggressive-loop-optimizations) about dead code.
+  /// @brief A block with its row count a run-time value. Products take In-row operands through
+  /// this: a compile-time In adds nothing to a GEMM, and with it GCC 12 at -O3 constant-propagates
+  /// In into Eigen's GEMV fallback and warns (-Waggressive-loop-optimizations) about dead code.
   template <typename XB>
   static auto dynamic_rows(XB&& x) {
     return x.topRows(x.rows());
@@ -479,7 +501,8 @@ class DenseNetwork {
   /// @brief Columns per block of a batch when a column needs `scalars_per_column` values of
   /// scratch and the block `bytes` (between 16 and 4096).
   static Index block_columns(Index scalars_per_column, std::size_t bytes = BlockBytes) {
-    const Index fit = Index(bytes / (std::size_t(std::max<Index>(1, scalars_per_column)) * sizeof(Scalar)));
+    const Index fit =
+        Index(bytes / (std::size_t(std::max<Index>(1, scalars_per_column)) * sizeof(Scalar)));
     return std::clamp<Index>(fit, 16, 4096);
   }
 
@@ -488,7 +511,8 @@ class DenseNetwork {
   /// point (Cols fixed) is one block, in stack buffers when Hidden and Out are fixed.
   template <int Cols, typename C>
   void forward_blocks(const InputRef<Cols>& x, const C& context, ForwardConsumer consume) const {
-    with_context<Cols>(context, [&](const ContextRef<Cols>* c) { forward_blocks_impl<Cols>(x, c, consume); });
+    with_context<Cols>(
+        context, [&](const ContextRef<Cols>* c) { forward_blocks_impl<Cols>(x, c, consume); });
   }
 
   /// @brief The backward pass, block of columns by block. For each block it recomputes the
@@ -498,9 +522,11 @@ class DenseNetwork {
   /// (in × N, sized by the caller; grad_fn may write into it first).
   template <int Cols, typename C>
   void backward_blocks(const InputRef<Cols>& x, const C& context, BackwardGrad grad_fn,
-                       Eigen::Ref<Vector<Scalar>> grad_params, Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x) const {
+                       Eigen::Ref<Vector<Scalar>> grad_params,
+                       Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x) const {
     with_context<Eigen::Dynamic>(context, [&](const ContextRef<Eigen::Dynamic>* c) {
-      backward_loop(InputRef<Eigen::Dynamic>(x), c, nullptr, &grad_fn, grad_params.data(), grad_x, true, nullptr);
+      backward_loop(InputRef<Eigen::Dynamic>(x), c, nullptr, &grad_fn, grad_params.data(), grad_x,
+                    true, nullptr);
     });
   }
 
@@ -536,7 +562,8 @@ class DenseNetwork {
     for (Index k = 0; k <= hidden_layers_; ++k) {
       const std::string prefix = "layers." + std::to_string(k) + ".";
       f(prefix + "weight", Eigen::Ref<const Work>(weights_[std::size_t(k)]));
-      if (k == 0 && context_dim_ > 0) f(prefix + "context_weight", Eigen::Ref<const Work>(context_weight_));
+      if (k == 0 && context_dim_ > 0)
+        f(prefix + "context_weight", Eigen::Ref<const Work>(context_weight_));
       f(prefix + "bias", Eigen::Ref<const Work>(biases_[std::size_t(k)]));
     }
   }
@@ -583,7 +610,8 @@ class DenseNetwork {
   static constexpr int hidden_buffer_cols(int cols) {
     if (Hidden == Eigen::Dynamic) return cols;
     if (cols == Eigen::Dynamic) return Eigen::Dynamic;
-    return std::size_t(Hidden) * std::size_t(cols) * sizeof(Scalar) <= StackBytes ? cols : Eigen::Dynamic;
+    return std::size_t(Hidden) * std::size_t(cols) * sizeof(Scalar) <= StackBytes ? cols
+                                                                                  : Eigen::Dynamic;
   }
   template <int Cols>
   using HiddenBuffer = Eigen::Matrix<Scalar, Hidden, hidden_buffer_cols(Cols)>;
@@ -592,7 +620,8 @@ class DenseNetwork {
            std::size_t(rows) * std::size_t(cols) * sizeof(Scalar) <= StackBytes;
   }
   template <int Cols>
-  using OutBuffer = std::conditional_t<small_fixed(Out, Cols), Eigen::Matrix<Scalar, Out, Cols>, Work>;
+  using OutBuffer =
+      std::conditional_t<small_fixed(Out, Cols), Eigen::Matrix<Scalar, Out, Cols>, Work>;
 
   /// Scratch space of the backward pass, sized for one block of columns.
   struct Workspace {
@@ -616,11 +645,15 @@ class DenseNetwork {
   /// "nn::MLP::forward" and the like, for messages (built only when a check fails, so that the
   /// one-point paths allocate nothing).
   static std::string where(const char* member) { return std::string(Policy::Name) + "::" + member; }
-  static void check_rows(const char* member, const char* what, Index expected, Index rows, Index cols) {
-    if (rows != expected) nflow::detail::check_rows(where(member).c_str(), what, expected, rows, cols);
+  static void check_rows(const char* member, const char* what, Index expected, Index rows,
+                         Index cols) {
+    if (rows != expected)
+      nflow::detail::check_rows(where(member).c_str(), what, expected, rows, cols);
   }
-  static void check_cols(const char* member, const char* what, Index expected, Index rows, Index cols) {
-    if (cols != expected) nflow::detail::check_cols(where(member).c_str(), what, expected, rows, cols);
+  static void check_cols(const char* member, const char* what, Index expected, Index rows,
+                         Index cols) {
+    if (cols != expected)
+      nflow::detail::check_cols(where(member).c_str(), what, expected, rows, cols);
   }
 
   static void check_size_argument(const char* what, Index value, Index minimum, int fixed) {
@@ -629,19 +662,22 @@ class DenseNetwork {
                            std::to_string(minimum) + ", got " + std::to_string(value));
     }
     if (fixed != Eigen::Dynamic && value != fixed) {
-      throw ParameterError(std::string("nflow: ") + Policy::Name + ": " + what + " = " + std::to_string(value) +
-                           " differs from the compile-time size " + std::to_string(fixed) +
-                           " given as a template argument");
+      throw ParameterError(std::string("nflow: ") + Policy::Name + ": " + what + " = " +
+                           std::to_string(value) + " differs from the compile-time size " +
+                           std::to_string(fixed) + " given as a template argument");
     }
   }
 
   template <typename XD>
   void check_input(const char* member, const Eigen::MatrixBase<XD>& x) const {
-    static_assert(std::is_same_v<typename XD::Scalar, Scalar>,
-                  "nflow::nn::MLP / MADE: the input's scalar type must be the network's Scalar (convert "
-                  "with x.template cast<Scalar>())");
-    static_assert(In == Eigen::Dynamic || XD::RowsAtCompileTime == Eigen::Dynamic || XD::RowsAtCompileTime == In,
-                  "nflow::nn::MLP / MADE: the input has a compile-time row count different from In");
+    static_assert(
+        std::is_same_v<typename XD::Scalar, Scalar>,
+        "nflow::nn::MLP / MADE: the input's scalar type must be the network's Scalar (convert "
+        "with x.template cast<Scalar>())");
+    static_assert(
+        In == Eigen::Dynamic || XD::RowsAtCompileTime == Eigen::Dynamic ||
+            XD::RowsAtCompileTime == In,
+        "nflow::nn::MLP / MADE: the input has a compile-time row count different from In");
     check_rows(member, "the input x", in_dim_, x.rows(), x.cols());
   }
 
@@ -665,14 +701,16 @@ class DenseNetwork {
     if constexpr (is_no_context_v<C>) {
       if (context_dim_ > 0) {
         throw ShapeError("nflow: " + where(member) + ": the network has context_dim = " +
-                         std::to_string(context_dim_) + " and needs a context of " + std::to_string(context_dim_) +
-                         " rows (one column per sample); got none");
+                         std::to_string(context_dim_) + " and needs a context of " +
+                         std::to_string(context_dim_) + " rows (one column per sample); got none");
       }
     } else {
       static_assert(std::is_base_of_v<Eigen::MatrixBase<C>, C>,
-                    "nflow::nn::MLP / MADE: the context must be nflow::NoContext or an Eigen matrix expression");
-      static_assert(std::is_same_v<typename C::Scalar, Scalar>,
-                    "nflow::nn::MLP / MADE: the context's scalar type must be the network's Scalar");
+                    "nflow::nn::MLP / MADE: the context must be nflow::NoContext or an Eigen "
+                    "matrix expression");
+      static_assert(
+          std::is_same_v<typename C::Scalar, Scalar>,
+          "nflow::nn::MLP / MADE: the context's scalar type must be the network's Scalar");
       check_rows(member, "the context", context_dim_, context.rows(), context.cols());
       check_cols(member, "the context", n, context.rows(), context.cols());
     }
@@ -746,7 +784,8 @@ class DenseNetwork {
   }
 
   template <int Cols>
-  void forward_blocks_impl(const InputRef<Cols>& x, const ContextRef<Cols>* context, ForwardConsumer consume) const {
+  void forward_blocks_impl(const InputRef<Cols>& x, const ContextRef<Cols>* context,
+                           ForwardConsumer consume) const {
     const Index n = x.cols();
     const Index h = hidden_width_;
     if constexpr (Cols != Eigen::Dynamic) {
@@ -782,42 +821,35 @@ class DenseNetwork {
 
   /// Forward through the hidden layers for the columns of x, keeping layer k's output in
   /// columns k·n … k·n+n−1 of `post` (hidden × layers·n, n = x.cols()) and, when f′ needs it,
-  /// its pre-activation in the same columns of `pre`; then the outputs into `y` (out × n).
-  template <typename Y>
-  void record_columns(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context, Work& post,
-                      Work& pre, Y&& y) const {
-    const Index n = x.cols();
-    const Index L = hidden_layers_;
-    for (Index k = 0; k < L; ++k) {
-      auto out_k = post.middleCols(k * n, n);
-      if (k == 0) {
-        first_layer(x, context, out_k);
-      } else {
-        dense_forward(out_k, state_.weight(weights_, k), post.middleCols((k - 1) * n, n), biases_[std::size_t(k)]);
-      }
-      if constexpr (!Activation::BackwardFromOutput) pre.middleCols(k * n, n) = out_k;
-      Activation::apply(out_k);
-    }
-    if (L == 0) {
-      first_layer(x, context, y);
-    } else {
-      dense_forward(y, state_.weight(weights_, L), post.middleCols((L - 1) * n, n), biases_[std::size_t(L)]);
-    }
-  }
-
-  /// Forward through the hidden layers only (see record_columns), when y is not needed.
-  void record_hidden(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context, Work& post,
-                     Work& pre) const {
+  /// its pre-activation in the same columns of `pre`.
+  void record_hidden(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context,
+                     Work& post, Work& pre) const {
     const Index n = x.cols();
     for (Index k = 0; k < hidden_layers_; ++k) {
       auto out_k = post.middleCols(k * n, n);
       if (k == 0) {
         first_layer(x, context, out_k);
       } else {
-        dense_forward(out_k, state_.weight(weights_, k), post.middleCols((k - 1) * n, n), biases_[std::size_t(k)]);
+        dense_forward(out_k, state_.weight(weights_, k), post.middleCols((k - 1) * n, n),
+                      biases_[std::size_t(k)]);
       }
       if constexpr (!Activation::BackwardFromOutput) pre.middleCols(k * n, n) = out_k;
       Activation::apply(out_k);
+    }
+  }
+
+  /// record_hidden(), then the outputs into `y` (out × n).
+  template <typename Y>
+  void record_columns(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context,
+                      Work& post, Work& pre, Y&& y) const {
+    const Index n = x.cols();
+    const Index L = hidden_layers_;
+    record_hidden(x, context, post, pre);
+    if (L == 0) {
+      first_layer(x, context, y);
+    } else {
+      dense_forward(y, state_.weight(weights_, L), post.middleCols((L - 1) * n, n),
+                    biases_[std::size_t(L)]);
     }
   }
 
@@ -833,7 +865,8 @@ class DenseNetwork {
   }
 
   Eigen::Map<Vector<Scalar>> bias_gradient(Scalar* grad_params, Index k) const {
-    return Eigen::Map<Vector<Scalar>>(grad_params + bias_offset_[std::size_t(k)], biases_[std::size_t(k)].size());
+    return Eigen::Map<Vector<Scalar>>(grad_params + bias_offset_[std::size_t(k)],
+                                      biases_[std::size_t(k)].size());
   }
 
   /// Zeroed weight-gradient accumulators, one per layer (masked policies only).
@@ -862,9 +895,11 @@ class DenseNetwork {
   /// g = ∂L/∂y are those columns), from their hidden activations recorded by record_hidden():
   /// writes (or, with add_to_grad_x, adds) ∂L/∂x into grad_x (those columns), writes ∂L/∂c into
   /// grad_context if given, and adds the parameter gradients if grad_params is given.
-  void backward_from_hidden(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context,
-                            const ConstBlockRef& g, Scalar* grad_params, Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x,
-                            bool add_to_grad_x, Eigen::Ref<ContextBatch<Eigen::Dynamic>>* grad_context,
+  void backward_from_hidden(const InputRef<Eigen::Dynamic>& x,
+                            const ContextRef<Eigen::Dynamic>* context, const ConstBlockRef& g,
+                            Scalar* grad_params, Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x,
+                            bool add_to_grad_x,
+                            Eigen::Ref<ContextBatch<Eigen::Dynamic>>* grad_context,
                             const Work& post, const Work& pre, Workspace& ws) const {
     const Index n = x.cols();
     const Index L = hidden_layers_;
@@ -873,10 +908,12 @@ class DenseNetwork {
     // ∂L/∂x, ∂L/∂W₀, ∂L/∂C₀, ∂L/∂b₀ from δ₀.
     auto input_layer = [&](const auto& delta) {
       if (grad_params != nullptr) {
-        dense_accumulate_parameter_gradients(delta, dynamic_rows(x), weight_gradient(grad_params, ws, 0),
+        dense_accumulate_parameter_gradients(delta, dynamic_rows(x),
+                                             weight_gradient(grad_params, ws, 0),
                                              bias_gradient(grad_params, 0));
         if (context != nullptr && context_dim_ > 0) {
-          Eigen::Map<Work> grad_c(grad_params + context_offset_, context_weight_.rows(), context_dim_);
+          Eigen::Map<Work> grad_c(grad_params + context_offset_, context_weight_.rows(),
+                                  context_dim_);
           grad_c.noalias() += delta * context->transpose();
         }
       }
@@ -894,7 +931,8 @@ class DenseNetwork {
 
     // Output layer.
     if (grad_params != nullptr) {
-      dense_accumulate_parameter_gradients(g, post.middleCols((L - 1) * n, n), weight_gradient(grad_params, ws, L),
+      dense_accumulate_parameter_gradients(g, post.middleCols((L - 1) * n, n),
+                                           weight_gradient(grad_params, ws, L),
                                            bias_gradient(grad_params, L));
     }
     Work* delta_full = &ws.delta;
@@ -915,7 +953,8 @@ class DenseNetwork {
       }
       if (grad_params != nullptr) {
         dense_accumulate_parameter_gradients(delta, post.middleCols((k - 1) * n, n),
-                                             weight_gradient(grad_params, ws, k), bias_gradient(grad_params, k));
+                                             weight_gradient(grad_params, ws, k),
+                                             bias_gradient(grad_params, k));
       }
       below_full->leftCols(n).noalias() = state_.weight(weights_, k).transpose() * delta;
       std::swap(delta_full, below_full);
@@ -926,14 +965,16 @@ class DenseNetwork {
   /// computed) or written by `grad_fn` from y; `grad_params == nullptr` skips the parameter
   /// gradients, `grad_context == nullptr` skips ∂L/∂c.
   void backward_loop(const InputRef<Eigen::Dynamic>& x, const ContextRef<Eigen::Dynamic>* context,
-                     const ConstBlockRef* grad_out, const BackwardGrad* grad_fn, Scalar* grad_params,
-                     Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x, bool add_to_grad_x,
+                     const ConstBlockRef* grad_out, const BackwardGrad* grad_fn,
+                     Scalar* grad_params, Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x,
+                     bool add_to_grad_x,
                      Eigen::Ref<ContextBatch<Eigen::Dynamic>>* grad_context) const {
     const Index n = x.cols();
     const Index h = hidden_width_;
     const Index L = hidden_layers_;
     constexpr bool from_output = Activation::BackwardFromOutput;
-    const Index per_col = (from_output ? 1 : 2) * L * h + 2 * h + (grad_fn != nullptr ? 2 * out_dim_ : 0);
+    const Index per_col =
+        (from_output ? 1 : 2) * L * h + 2 * h + (grad_fn != nullptr ? 2 * out_dim_ : 0);
     const Index block = std::max<Index>(1, std::min(n, block_columns(per_col)));
     Workspace ws;
     ws.post.resize(h, L * block);
@@ -958,13 +999,13 @@ class DenseNetwork {
         auto g = ws.g.leftCols(m);
         record_columns(x_block, cb, ws.post, ws.pre, y);
         (*grad_fn)(j, ConstBlockRef(y), BlockRef(g));
-        backward_from_hidden(x_block, cb, ConstBlockRef(g), grad_params, grad_x.middleCols(j, m), add_to_grad_x,
-                             gc_block ? &*gc_block : nullptr, ws.post, ws.pre, ws);
+        backward_from_hidden(x_block, cb, ConstBlockRef(g), grad_params, grad_x.middleCols(j, m),
+                             add_to_grad_x, gc_block ? &*gc_block : nullptr, ws.post, ws.pre, ws);
       } else {
         record_hidden(x_block, cb, ws.post, ws.pre);
         backward_from_hidden(x_block, cb, ConstBlockRef(grad_out->middleCols(j, m)), grad_params,
-                             grad_x.middleCols(j, m), add_to_grad_x, gc_block ? &*gc_block : nullptr, ws.post, ws.pre,
-                             ws);
+                             grad_x.middleCols(j, m), add_to_grad_x,
+                             gc_block ? &*gc_block : nullptr, ws.post, ws.pre, ws);
       }
     }
     if (grad_params != nullptr) finish_weight_gradients(ws, grad_params);
@@ -973,21 +1014,24 @@ class DenseNetwork {
   /// The checked entry of backward(), backward_input() and backward_with_context_grad().
   template <int Cols, typename XD, typename GD, typename C>
   InputBatch<Cols> backward_public(const char* member, const Eigen::MatrixBase<XD>& x,
-                                   const Eigen::MatrixBase<GD>& grad_out, Scalar* grad_params, const C& context,
-                                   ContextBatch<Cols>* grad_context) const {
+                                   const Eigen::MatrixBase<GD>& grad_out, Scalar* grad_params,
+                                   const C& context, ContextBatch<Cols>* grad_context) const {
     check_input(member, x);
     check_grad_out(member, grad_out, x.cols());
     InputBatch<Cols> grad_x;
     grad_x.resize(in_dim_, x.cols());
-    with_checked_context<Eigen::Dynamic>(member, context, x.cols(), [&](const ContextRef<Eigen::Dynamic>* c) {
-      const ConstBlockRef g(grad_out.derived());
-      if (grad_context != nullptr) {
-        Eigen::Ref<ContextBatch<Eigen::Dynamic>> gc(*grad_context);
-        backward_loop(InputRef<Eigen::Dynamic>(x.derived()), c, &g, nullptr, grad_params, grad_x, false, &gc);
-      } else {
-        backward_loop(InputRef<Eigen::Dynamic>(x.derived()), c, &g, nullptr, grad_params, grad_x, false, nullptr);
-      }
-    });
+    with_checked_context<Eigen::Dynamic>(
+        member, context, x.cols(), [&](const ContextRef<Eigen::Dynamic>* c) {
+          const ConstBlockRef g(grad_out.derived());
+          if (grad_context != nullptr) {
+            Eigen::Ref<ContextBatch<Eigen::Dynamic>> gc(*grad_context);
+            backward_loop(InputRef<Eigen::Dynamic>(x.derived()), c, &g, nullptr, grad_params,
+                          grad_x, false, &gc);
+          } else {
+            backward_loop(InputRef<Eigen::Dynamic>(x.derived()), c, &g, nullptr, grad_params,
+                          grad_x, false, nullptr);
+          }
+        });
     return grad_x;
   }
 
@@ -1049,9 +1093,9 @@ class DenseNetwork {
   Index hidden_width_;
   Index hidden_layers_;
   Index context_dim_;
-  std::vector<Work> weights_;            ///< hidden_layers_ + 1 of them, as stored
-  std::vector<Vector<Scalar>> biases_;   ///< hidden_layers_ + 1 of them
-  Work context_weight_;                  ///< rows of layer 0 × context_dim
+  std::vector<Work> weights_;           ///< hidden_layers_ + 1 of them, as stored
+  std::vector<Vector<Scalar>> biases_;  ///< hidden_layers_ + 1 of them
+  Work context_weight_;                 ///< rows of layer 0 × context_dim
   std::vector<Index> weight_offset_;
   std::vector<Index> bias_offset_;
   Index context_offset_ = 0;

@@ -1,4 +1,5 @@
-// Tests of nflow/nn/activations.hpp, nflow/nn/dense.hpp and nflow/nn/mlp.hpp.
+// Tests of nflow/nn/network.hpp through its unmasked face nn::MLP (nflow/nn/mlp.hpp), and of
+// nflow/nn/activations.hpp and nflow/nn/dense.hpp. The masked face is tested in made_test.cpp.
 //
 // The reference values are independent of the code under test: a naive per-sample loop over the
 // weights for the forward pass, central finite differences (4-point stencil) for every gradient
