@@ -1,5 +1,5 @@
-// Tests of nflow/bijectors/act_norm.hpp: the bijector laws over float and double, fixed and
-// dynamic sizes; the documented formula; data-dependent initialisation (mean 0, variance 1,
+// Tests of nflow/bijectors/act_norm.hpp (its laws run in the conformance list,
+// tests/conformance/conformance.hpp): the documented formula; data-dependent initialisation (mean 0, variance 1,
 // constant features, the initialised flag, initialising every ActNorm of a flow); validation.
 
 // See lu_linear_test.cpp: defined in every source of this executable.
@@ -12,7 +12,8 @@
 #include <nflow/core/flow.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
-#include <nflow/testing/catch2.hpp>
+
+#include "support/randomized.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -23,33 +24,9 @@ using namespace nflow;
 
 namespace {
 
-template <typename B>
-B with_random_parameters(B b, std::uint64_t seed, double scale = 0.5) {
-  using S = typename B::Scalar;
-  std::mt19937_64 gen(seed);
-  const Vector<S> theta = standard_normal_matrix<S>(b.parameter_count(), 1, gen);
-  set_parameters(b, theta * S(scale));
-  return b;
-}
-
-/// A d × n batch with feature i ~ N(i − 1, (0.5 + i)²): different means and scales per feature.
-template <typename S>
-Batch<S, Dynamic, Dynamic> shifted_batch(Index d, Index n, std::uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  Batch<S, Dynamic, Dynamic> x = standard_normal_matrix<S>(d, n, gen);
-  for (Index i = 0; i < d; ++i) x.row(i) = (x.row(i).array() * S(0.5 + double(i)) + S(double(i) - 1.0)).matrix();
-  return x;
-}
+using test::shifted_batch;
 
 }  // namespace
-
-TEMPLATE_TEST_CASE("ActNorm obeys the bijector laws", "[bijectors][act_norm][laws]", float, double) {
-  NFLOW_CHECK_LAWS(with_random_parameters(ActNorm<TestType, 3>{}, 1));
-  NFLOW_CHECK_LAWS(with_random_parameters(ActNorm<TestType>(5), 2));
-  ActNorm<TestType, 3> initialised;
-  initialised.initialize(shifted_batch<TestType>(3, 64, 3));
-  NFLOW_CHECK_LAWS(initialised);
-}
 
 TEST_CASE("ActNorm shifts then scales, as documented", "[bijectors][act_norm]") {
   ActNorm<double, 2> b;
@@ -141,7 +118,7 @@ TEST_CASE("ActNorm's initialisation rejects bad batches and floors", "[bijectors
 }
 
 TEST_CASE("ActNorm rejects invalid parameters by name and stays unchanged", "[bijectors][act_norm][errors]") {
-  auto b = with_random_parameters(ActNorm<double>(3), 11);
+  auto b = test::randomized(ActNorm<double>(3), 11);
   const Vector<double> before = get_parameters(b);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_WITH(b.set_log_scale(Eigen::Vector3d(0, nan, 0)), Catch::Contains("'log_scale'"));
@@ -182,7 +159,7 @@ TEST_CASE("initialize_act_norms initialises every ActNorm of a flow on the batch
 }
 
 TEST_CASE("ActNorm's single-point path allocates nothing with a fixed Dim", "[bijectors][act_norm]") {
-  const auto b = with_random_parameters(ActNorm<double, 3>{}, 13);
+  const auto b = test::randomized(ActNorm<double, 3>{}, 13);
   const Eigen::Vector3d x = Eigen::Vector3d::Random();
   Eigen::internal::set_is_malloc_allowed(false);
   const auto r = b.forward_and_log_det(x);

@@ -1,12 +1,12 @@
 // Continuous flows: the ODE solvers against a linear ODE with a known solution, the exact and
-// Hutchinson divergences, round trips, log-dets against finite-difference Jacobians, gradients
-// through the solver against finite differences, the shared laws, bad input, and flow matching.
+// Hutchinson divergences, round trips, log-dets against finite-difference Jacobians, bad input,
+// and flow matching. The shared laws (gradients through RK4 and Dormand-Prince with exact and
+// Hutchinson traces included) run in the conformance list (tests/conformance/conformance.hpp).
 #include <catch2/catch.hpp>
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/distributions/density.hpp>
 #include <nflow/distributions/standard_normal.hpp>
 #include <nflow/ode/solvers.hpp>
-#include <nflow/testing/catch2.hpp>
 #include <nflow/train/flow_matching.hpp>
 
 #include <Eigen/Eigenvalues>
@@ -229,91 +229,6 @@ TEST_CASE("a continuous flow round-trips and its log-det matches the finite-diff
       CHECK(std::abs(fd - f.log_det(j)) < 1e-7);
     }
   }
-}
-
-/// CHECKs the laws whose names are in `names` (all of them when `names` is empty).
-#define CHECK_SOME_LAWS(results, ...)                                               \
-  do {                                                                               \
-    const std::vector<std::string> wanted_{__VA_ARGS__};                             \
-    for (const auto& r_ : results) {                                                 \
-      if (!wanted_.empty() && std::find(wanted_.begin(), wanted_.end(), r_.law) == wanted_.end()) continue; \
-      INFO(r_.law << ": error " << r_.error << " (tolerance " << r_.tolerance << ") " << r_.detail); \
-      CHECK(r_.passed());                                                            \
-    }                                                                                \
-  } while (false)
-
-TEST_CASE("gradients through RK4 match finite differences (exact and Hutchinson traces)", "[continuous][grad]") {
-  using Flow = ContinuousFlow<double, 3, 8, nn::Tanh>;
-  testing::LawOptions opt;
-  opt.batch = 3;
-  opt.round_trip_tol = 1e-3;  // six RK4 steps: the round trip is only as good as the solver
-  opt.log_det_tol = 1e-3;
-  {
-    Flow flow = randomize(Flow(3, {8, 2, 0, 1}), 9, 0.5);
-    flow.set_solver(OdeSolver::RK4, 6);
-    NFLOW_CHECK_LAWS(flow, opt);
-  }
-  {
-    // Hutchinson: the log-det is an estimate, so only the gradient laws (the gradient of the
-    // estimate with its probes fixed) and the structural ones apply.
-    Flow flow = randomize(Flow(3, {8, 2, 0, 1}), 9, 0.5);
-    flow.set_solver(OdeSolver::RK4, 6);
-    flow.set_trace(ode::TraceEstimator::HutchinsonRademacher);
-    flow.set_probe_seed(17);
-    const auto results = testing::check_laws(flow, opt);
-    CHECK_SOME_LAWS(results, "forward_vjp_input", "forward_vjp_params", "inverse_vjp_input", "inverse_vjp_params",
-                    "fused_unfused", "nan_isolation", "shape_error", "parameter_count");
-    flow.set_trace(ode::TraceEstimator::HutchinsonGaussian);
-    const auto gaussian = testing::check_laws(flow, opt);
-    CHECK_SOME_LAWS(gaussian, "forward_vjp_input", "forward_vjp_params", "inverse_vjp_input", "inverse_vjp_params");
-  }
-  {
-    // Conditional, with a dynamic size.
-    using Cond = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh, Dynamic>;
-    Cond flow = randomize(Cond(2, {6, 2, 2, 3}), 26, 0.5);
-    flow.set_solver(OdeSolver::RK4, 5);
-    NFLOW_CHECK_LAWS(flow, opt, [](Index n, std::mt19937_64& g) {
-      return Batch<double, Dynamic, Dynamic>(standard_normal_matrix<double>(2, n, g));
-    });
-  }
-  // Through Dopri5's accepted steps, and with SiLU.
-  using Silu = ContinuousFlow<double, 2, 8, nn::SiLU>;
-  Silu s = randomize(Silu(2, {8, 2, 0, 1}), 10, 0.5);
-  ode::Dopri5Options dp;
-  dp.rtol = 1e-9;
-  dp.atol = 1e-9;
-  s.set_solver(OdeSolver::Dopri5, 20, dp);
-  testing::LawOptions one;
-  one.batch = 1;  // one column: Dopri5's step sizes depend on the whole batch (see the docs)
-  one.round_trip_tol = 1e-8;
-  one.skip("nan_isolation", "needs two columns; Dopri5 is checked on one (its steps depend on the batch)");
-  NFLOW_CHECK_LAWS(s, one);
-}
-
-TEMPLATE_TEST_CASE("a continuous flow obeys the laws", "[continuous][laws]", float, double) {
-  using S = TestType;
-  constexpr bool is_double = std::is_same_v<S, double>;
-  testing::LawOptions opt;
-  if constexpr (is_double) {
-    opt.round_trip_tol = 1e-8;  // 40 RK4 steps
-  }
-  opt.skip_all(testing::gradient_law_names(), "covered, with fewer steps, by the gradient test case");
-  using Flow = ContinuousFlow<S, 2, 8, nn::Tanh>;
-  Flow flow = randomize(Flow(2, {8, 2, 0, 1}), 11, 0.5);
-  flow.set_solver(OdeSolver::RK4, 40);
-  NFLOW_CHECK_LAWS(flow, opt);
-  using Dyn = ContinuousFlow<S, Dynamic, Dynamic, nn::Tanh, Dynamic>;
-  Dyn cond = randomize(Dyn(3, {6, 2, 2, 2}), 12, 0.5);
-  cond.set_solver(OdeSolver::RK4, 40);
-  NFLOW_CHECK_LAWS(cond, opt, [](Index n, std::mt19937_64& g) {
-    return Batch<S, Dynamic, Dynamic>(standard_normal_matrix<S>(2, n, g));
-  });
-  using Fixed = ContinuousFlow<S, 2, 8, nn::SiLU, 1>;
-  Fixed fixed = randomize(Fixed(2, {8, 1, 1, 3}), 13, 0.5);
-  fixed.set_solver(OdeSolver::RK4, 40);
-  NFLOW_CHECK_LAWS(fixed, opt, [](Index n, std::mt19937_64& g) {
-    return Batch<S, Dynamic, Dynamic>(standard_normal_matrix<S>(1, n, g));
-  });
 }
 
 TEST_CASE("the context changes the map, and a conditional flow checks its context", "[continuous][context]") {

@@ -1,0 +1,241 @@
+// Tests of nflow/testing/bijector_laws.hpp: the law harness must catch what it promises. Mutants
+// of a correct elementwise affine bijector each break one part of the contract, and the test
+// asserts exactly which laws fail for each (and that the correct one passes every law).
+#include <catch2/catch.hpp>
+#include <nflow/core/errors.hpp>
+#include <nflow/core/types.hpp>
+#include <nflow/testing/bijector_laws.hpp>
+
+#include <cmath>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace nflow;
+
+namespace {
+
+/// What a mutant gets wrong.
+enum class Mutation {
+  None,              ///< a correct bijector
+  LogDetSign,        ///< the forward log-det has the wrong sign (and its vjp agrees with it)
+  NanLeak,           ///< a non-finite column also poisons the next column
+  WrongInputVjp,     ///< forward_vjp's input gradient is 10 % too large
+  WrongParamVjp,     ///< forward_vjp's gradient of `shift` is 10 % too large
+  NotInverse,        ///< the inverse is off by 0.01
+  FusedUnfused,      ///< forward(x) differs from forward_and_log_det(x).value
+  BatchDiffers,      ///< a batch is shifted by 0.001 (both ways, consistently) but a point is not
+  CountMismatch,     ///< parameter_count() is one more than the visited tensors hold
+  VisitsDisagree,    ///< the const visit lists the tensors in another order than the non-const one
+};
+
+/// z = exp(log_scale) ⊙ x + shift on 2 features, written without BijectorBase so that each
+/// member can be wrong on its own. With ConstVisit false it has no const visit_parameters.
+/// Parameters: "log_scale" (2 × 1), then "shift" (2 × 1).
+// LEAD-MERGE: with helper A's contract (A_api.md) a duck-typed type like this keeps its three
+// parameter members; ConstVisit = false is a static_assert where it enters a Flow, Density or
+// Inverted, and check_laws reports the laws it cannot run as failures instead of leaving them out.
+template <bool ConstVisit>
+class Mutant {
+ public:
+  using Scalar = double;
+  static constexpr int Dim = 2;
+  static constexpr bool IsConstantLogDet = true;
+  using Column = Eigen::Matrix<double, 2, 1>;
+  using Result = ValueAndLogDet<double, 2, Dynamic>;
+
+  explicit Mutant(Mutation m) : mutation_(m), log_scale_(2, 1), shift_(2, 1) {
+    log_scale_ << 0.3, -0.4;
+    shift_ << 0.5, -1.2;
+  }
+  Index dim() const { return 2; }
+
+  template <typename X>
+  Result forward_and_log_det(const Eigen::MatrixBase<X>& x) const {
+    nflow::detail::check_rows("Mutant", "x", 2, x.rows(), x.cols());
+    Result r;
+    r.value = (x.array().colwise() * scale().array()).matrix().colwise() + shift();
+    if (mutation_ == Mutation::BatchDiffers && x.cols() > 1) r.value.array() += 1e-3;
+    const double ld = mutation_ == Mutation::LogDetSign ? -log_scale_.sum() : log_scale_.sum();
+    r.log_det = PerSample<double>::Constant(x.cols(), ld);
+    if (mutation_ == Mutation::NanLeak) {
+      for (Index j = 0; j + 1 < x.cols(); ++j) {
+        if (!x.col(j).allFinite()) r.value.col(j + 1).setConstant(std::numeric_limits<double>::quiet_NaN());
+      }
+    }
+    return r;
+  }
+  template <typename Z>
+  Result inverse_and_log_det(const Eigen::MatrixBase<Z>& z) const {
+    nflow::detail::check_rows("Mutant", "z", 2, z.rows(), z.cols());
+    Result r;
+    Batch<double, 2> shifted = z.colwise() - shift();
+    if (mutation_ == Mutation::BatchDiffers && z.cols() > 1) shifted.array() -= 1e-3;
+    r.value = (shifted.array().colwise() / scale().array()).matrix();
+    if (mutation_ == Mutation::NotInverse) r.value.array() += 1e-2;
+    r.log_det = PerSample<double>::Constant(z.cols(), -log_scale_.sum());
+    return r;
+  }
+  template <typename X>
+  Batch<double, 2> forward(const Eigen::MatrixBase<X>& x) const {
+    Batch<double, 2> v = forward_and_log_det(x).value;
+    if (mutation_ == Mutation::FusedUnfused) v.array() += 1e-3;
+    return v;
+  }
+  template <typename X>
+  PerSample<double> forward_log_det(const Eigen::MatrixBase<X>& x) const { return forward_and_log_det(x).log_det; }
+  template <typename Z>
+  Batch<double, 2> inverse(const Eigen::MatrixBase<Z>& z) const { return inverse_and_log_det(z).value; }
+  template <typename Z>
+  PerSample<double> inverse_log_det(const Eigen::MatrixBase<Z>& z) const { return inverse_and_log_det(z).log_det; }
+
+  /// L = Σ gv ⊙ z + Σ gl ⊙ log_det: ∂L/∂x = gv ⊙ e^a, ∂L/∂a = Σ_j gv ⊙ e^a ⊙ x ± Σ_j gl,
+  /// ∂L/∂shift = Σ_j gv.
+  template <typename X, typename GV, typename GL>
+  Batch<double, 2> forward_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& gv,
+                               const Eigen::MatrixBase<GL>& gl, Eigen::Ref<Vector<double>> gp) const {
+    const double sign = mutation_ == Mutation::LogDetSign ? -1.0 : 1.0;
+    gp.head(2) += (gv.array() * x.array()).rowwise().sum().matrix().cwiseProduct(scale()) +
+                  Column::Constant(sign * gl.sum());
+    gp.tail(2) += gv.rowwise().sum() * (mutation_ == Mutation::WrongParamVjp ? 1.1 : 1.0);
+    Batch<double, 2> gx = (gv.array().colwise() * scale().array()).matrix();
+    if (mutation_ == Mutation::WrongInputVjp) gx *= 1.1;
+    return gx;
+  }
+  /// x = (z − shift) ⊙ e^{−a}, log_det = −Σ a: ∂L/∂z = gv ⊙ e^{−a},
+  /// ∂L/∂a = −Σ_j gv ⊙ x − Σ_j gl, ∂L/∂shift = −Σ_j gv ⊙ e^{−a}.
+  template <typename Z, typename GV, typename GL>
+  Batch<double, 2> inverse_vjp(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& gv,
+                               const Eigen::MatrixBase<GL>& gl, Eigen::Ref<Vector<double>> gp) const {
+    Batch<double, 2> x = inverse(z);
+    if (mutation_ == Mutation::NotInverse) x.array() -= 1e-2;  // the gradient of the true inverse
+    gp.head(2) -= (gv.array() * x.array()).rowwise().sum().matrix() + Column::Constant(gl.sum());
+    gp.tail(2) -= gv.rowwise().sum().cwiseQuotient(scale());
+    return (gv.array().colwise() / scale().array()).matrix();
+  }
+
+  Index parameter_count() const { return mutation_ == Mutation::CountMismatch ? 5 : 4; }
+  template <typename F>
+  void visit_parameters(F&& f) {
+    f(std::string("log_scale"), Eigen::Ref<ParameterMatrix<double>>(log_scale_));
+    f(std::string("shift"), Eigen::Ref<ParameterMatrix<double>>(shift_));
+  }
+  template <typename F>
+  void visit_parameters(F&& f) const
+    requires ConstVisit
+  {
+    if (mutation_ == Mutation::VisitsDisagree) {
+      f(std::string("shift"), Eigen::Ref<const ParameterMatrix<double>>(shift_));
+      f(std::string("log_scale"), Eigen::Ref<const ParameterMatrix<double>>(log_scale_));
+    } else {
+      f(std::string("log_scale"), Eigen::Ref<const ParameterMatrix<double>>(log_scale_));
+      f(std::string("shift"), Eigen::Ref<const ParameterMatrix<double>>(shift_));
+    }
+  }
+
+ private:
+  Column scale() const { return log_scale_.col(0).array().exp(); }
+  Column shift() const { return shift_.col(0); }
+
+  Mutation mutation_;
+  ParameterMatrix<double> log_scale_;
+  ParameterMatrix<double> shift_;
+};
+
+using Full = Mutant<true>;
+
+std::set<std::string> failed(const std::vector<testing::LawResult>& results) {
+  std::set<std::string> out;
+  for (const auto& r : results) {
+    if (!r.passed()) out.insert(r.law);
+  }
+  return out;
+}
+
+std::set<std::string> reported(const std::vector<testing::LawResult>& results) {
+  std::set<std::string> out;
+  for (const auto& r : results) out.insert(r.law);
+  return out;
+}
+
+/// The laws that fail for `m` (with `opt`), every law's result in the message.
+std::set<std::string> failing_laws(Mutation m, const testing::LawOptions& opt = {}) {
+  const auto results = testing::check_laws(Full(m), opt);
+  for (const auto& r : results) UNSCOPED_INFO(r.law << ": error " << r.error << " (tolerance " << r.tolerance << ")");
+  return failed(results);
+}
+
+using Laws = std::set<std::string>;
+
+}  // namespace
+
+TEST_CASE("a correct bijector passes every law, and every law runs", "[testing][laws]") {
+  const auto results = testing::check_laws(Full(Mutation::None));
+  CHECK(failed(results).empty());
+  // LEAD-MERGE: with helper A's harness, "forward_vjp_recorded" (no tape here) is reported and
+  // fails unless skipped: call check_laws with opt.skip("forward_vjp_recorded", "no tape") in
+  // failing_laws() and here; "parameter_visits" and "parameter_round_trip" join this list.
+  CHECK(reported(results) == Laws{"round_trip", "log_det_sum", "batch_point", "forward_log_det", "inverse_log_det",
+                                  "fused_unfused", "constant_log_det", "nan_isolation", "forward_vjp_input",
+                                  "forward_vjp_params", "inverse_vjp_input", "inverse_vjp_params", "shape_error",
+                                  "parameter_count"});
+}
+
+TEST_CASE("the laws catch a wrong log-det sign", "[testing][laws]") {
+  CHECK(failing_laws(Mutation::LogDetSign) == Laws{"forward_log_det", "log_det_sum"});
+}
+
+TEST_CASE("the laws catch a NaN leaking into another column", "[testing][laws]") {
+  CHECK(failing_laws(Mutation::NanLeak) == Laws{"nan_isolation"});
+}
+
+TEST_CASE("the laws catch a wrong vjp, of the input and of the parameters", "[testing][laws]") {
+  CHECK(failing_laws(Mutation::WrongInputVjp) == Laws{"forward_vjp_input"});
+  CHECK(failing_laws(Mutation::WrongParamVjp) == Laws{"forward_vjp_params"});
+}
+
+TEST_CASE("the laws catch an inverse that is not the inverse", "[testing][laws]") {
+  CHECK(failing_laws(Mutation::NotInverse) == Laws{"round_trip"});
+}
+
+TEST_CASE("the laws catch fused and unfused calls that disagree", "[testing][laws]") {
+  CHECK(failing_laws(Mutation::FusedUnfused) == Laws{"fused_unfused"});
+}
+
+TEST_CASE("the laws catch a batch that differs from its points", "[testing][laws]") {
+  CHECK(failing_laws(Mutation::BatchDiffers) == Laws{"batch_point"});
+}
+
+TEST_CASE("the laws catch parameter_count disagreeing with the visit", "[testing][laws]") {
+  // The gradient laws would read the flat vector's extra, never visited, entry.
+  // LEAD-MERGE: with helper A's harness (check_gradients removed) this is
+  // opt.skip_all(testing::gradient_law_names(), "parameter_count is wrong on purpose"); for
+  // BijectorBase types the count is derived from the visit and cannot disagree.
+  testing::LawOptions opt;
+  opt.check_gradients = false;
+  CHECK(failing_laws(Mutation::CountMismatch, opt) == Laws{"parameter_count"});
+}
+
+TEST_CASE("the laws catch const and non-const visits that disagree", "[testing][laws]") {
+  // get_parameters (const visit) and set_parameters (non-const) then scramble the parameters, so
+  // the finite-difference parameter gradients disagree with the vjp.
+  // LEAD-MERGE: helper A's "parameter_visits" and "parameter_round_trip" laws fail here as well;
+  // add them to the expected set.
+  CHECK(failing_laws(Mutation::VisitsDisagree) == Laws{"forward_vjp_params", "inverse_vjp_params"});
+}
+
+TEST_CASE("a bijector without a const visit does not pass the parameter laws", "[testing][laws]") {
+  // Today such a type is not Parameterized: the harness leaves the parameter and gradient laws out,
+  // so none of them may be reported as passed. LEAD-MERGE: with helper A's harness they are
+  // reported as failures ("not run: ..."): require that failed(results) contains
+  // "parameter_count", "parameter_visits" and the four *_vjp_* laws instead.
+  const auto results = testing::check_laws(Mutant<false>(Mutation::None));
+  for (const auto& r : results) {
+    INFO(r.law);
+    CHECK(r.law != "parameter_count");
+    CHECK(r.law.find("_vjp_") == std::string::npos);
+  }
+  STATIC_REQUIRE_FALSE(Parameterized<Mutant<false>>);
+  STATIC_REQUIRE(Parameterized<Mutant<true>>);
+}
