@@ -55,19 +55,7 @@ Eigen::MatrixXd naive_weight(const B& b) {
 
 }  // namespace
 
-// (Few distinct bijector types per file: each instantiation of the law harness costs seconds of
-// compile time.)
-TEMPLATE_TEST_CASE("LULinear obeys the bijector laws", "[bijectors][lu_linear][laws]", float, double) {
-  NFLOW_CHECK_LAWS(with_random_parameters(LULinear<TestType, 3>{}, 1));
-  NFLOW_CHECK_LAWS(with_random_parameters(LULinear<TestType>(5), 3));
-  // A random permutation and signs, then random factors on top.
-  NFLOW_CHECK_LAWS(with_random_parameters(LULinear<TestType>::random_orthogonal(6, 4), 5, 0.3));
-  NFLOW_CHECK_LAWS(with_random_parameters(LULinear<TestType>::random_orthogonal(2, 8), 9));
-  // The random orthogonal initialisation as it is.
-  NFLOW_CHECK_LAWS(LULinear<TestType, 3>::random_orthogonal(3, 11));
-  NFLOW_CHECK_LAWS(LULinear<TestType>::random_orthogonal(7, 12));
-}
-
+// The bijector laws of LULinear run in the conformance list (tests/conformance/).
 TEST_CASE("LULinear's log-det equals log|det W| of the assembled weight", "[bijectors][lu_linear]") {
   for (const Index d : {1, 2, 5, 16, 17, 40}) {
     // Entries of size 0.5/√d keep W well conditioned at every d (random triangular factors with
