@@ -12,11 +12,10 @@
 // proposal is. Writes boltzmann.png: exp(−E) | the flow's density | samples from the flow.
 //
 //   boltzmann [steps (default 2000)] [output.png]
-#include <nflow/nflow.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <nflow/nflow.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -54,7 +53,8 @@ struct Marginal {
   std::vector<double> cdf;  // cumulative trapezoid integral from lo
   Marginal() : cdf(n, 0.0) {
     auto f = [](double a) { return std::exp(-(a * a * a * a - 6 * a * a + a)); };
-    for (int i = 1; i < n; ++i) cdf[i] = cdf[i - 1] + 0.5 * h * (f(lo + (i - 1) * h) + f(lo + i * h));
+    for (int i = 1; i < n; ++i)
+      cdf[i] = cdf[i - 1] + 0.5 * h * (f(lo + (i - 1) * h) + f(lo + i * h));
   }
   double integral_below(double a) const { return cdf[std::size_t((a - lo) / h + 0.5)]; }
   /// x₁ drawn from the marginal restricted to x₁ < 0 (inverse CDF, linear within a grid cell).
@@ -111,8 +111,10 @@ int main(int argc, char** argv) {
     }
     const double ess = w.sum() * w.sum() / (w.square().sum() * double(w.size()));
     const double delta_f = (w_right > 0 && w_left > 0) ? -std::log(w_right / w_left) : NAN;
-    std::printf("%-28s samples in the right well %5.1f%%  ESS %5.1f%%  dF = %+.3f kT  (exact %+.3f kT)\n", stage,
-                100.0 * double(right) / double(s.samples.cols()), 100.0 * ess, delta_f, exact_delta_f);
+    std::printf(
+        "%-28s samples in the right well %5.1f%%  ESS %5.1f%%  dF = %+.3f kT  (exact %+.3f kT)\n",
+        stage, 100.0 * double(right) / double(s.samples.cols()), 100.0 * ess, delta_f,
+        exact_delta_f);
     return delta_f;
   };
 
@@ -134,7 +136,9 @@ int main(int argc, char** argv) {
   Vector<double> grad(density.parameter_count()), grad_kl(density.parameter_count());
   Points batch(2, 256);
   for (long step = 0; step < kl_steps; ++step) {
-    for (Eigen::Index j = 0; j < batch.cols(); ++j) batch.col(j) = data.col(std::min<Eigen::Index>(9999, Eigen::Index(uniform_open01(batch_gen) * 10000)));
+    for (Eigen::Index j = 0; j < batch.cols(); ++j)
+      batch.col(j) =
+          data.col(std::min<Eigen::Index>(9999, Eigen::Index(uniform_open01(batch_gen) * 10000)));
     const double progress = std::min(1.0, double(step) / (0.6 * double(kl_steps)));
     kT = std::pow(4.0, 1.0 - progress);
     grad.setZero();
@@ -144,7 +148,8 @@ int main(int argc, char** argv) {
     grad = w_ml * grad + w_kl * grad_kl;
     adam.step_model(density, grad, schedule.rate(5e-4, step, kl_steps));
     if ((step + 1) % 250 == 0 || step + 1 == kl_steps) {
-      std::printf("step %5ld  kT %.2f  NLL(left well) %.4f  reverse KL (up to log Z) %.4f\n", step + 1, kT, nll, kl);
+      std::printf("step %5ld  kT %.2f  NLL(left well) %.4f  reverse KL (up to log Z) %.4f\n",
+                  step + 1, kT, nll, kl);
       std::fflush(stdout);
     }
   }

@@ -3,10 +3,9 @@
 //
 // The data: two moons rotated by an angle c ∈ [0, π); the flow learns p(x | c). After training it
 // reports the conditional test NLL and the mean of samples drawn at two contexts.
-#include <nflow/nflow.hpp>
-
 #include <cmath>
 #include <cstdio>
+#include <nflow/nflow.hpp>
 #include <random>
 
 using namespace nflow;
@@ -17,22 +16,24 @@ int main(int argc, char** argv) {
   // ---- a Real NVP: four affine couplings with reversals, MLP 2 x 32 ---------------------------
   using C2 = AffineCoupling<double, 2, 32>;
   using R = Reverse<double, 2>;
-  Flow<C2, R, C2, R, C2, R, C2> real_nvp(C2(CouplingMask::half(2), {32, 2, 0, 1}), R{}, C2(CouplingMask::half(2), {32, 2, 0, 2}),
-                                          R{}, C2(CouplingMask::half(2), {32, 2, 0, 3}), R{},
-                                          C2(CouplingMask::half(2), {32, 2, 0, 4}));
+  Flow<C2, R, C2, R, C2, R, C2> real_nvp(
+      C2(CouplingMask::half(2), {32, 2, 0, 1}), R{}, C2(CouplingMask::half(2), {32, 2, 0, 2}), R{},
+      C2(CouplingMask::half(2), {32, 2, 0, 3}), R{}, C2(CouplingMask::half(2), {32, 2, 0, 4}));
   std::printf("Real NVP: %ld parameters\n", long(real_nvp.parameter_count()));
 
   // ---- a conditional Glow-style flow: (ActNorm → LULinear → AffineCoupling) × 3, context dim 1 -
   using A = ActNorm<double, 2>;
   using L = LULinear<double, 2>;
   using C = AffineCoupling<double, 2, 64>;
-  auto coupling = [](std::uint64_t seed) { return C(CouplingMask::half(2), {64, 2, /*context_dim=*/1, seed}); };
+  auto coupling = [](std::uint64_t seed) {
+    return C(CouplingMask::half(2), {64, 2, /*context_dim=*/1, seed});
+  };
   using Glow = Flow<A, L, C, A, L, C, A, L, C>;
-  Density density(StandardNormal<double, 2>{}, Glow(A{}, L::random_orthogonal(2, 1), coupling(1), A{},
-                                                    L::random_orthogonal(2, 2), coupling(2), A{},
-                                                    L::random_orthogonal(2, 3), coupling(3)));
-  std::printf("conditional Glow: %ld parameters, context dimension %ld\n", long(density.parameter_count()),
-              long(density.transform().context_dim()));
+  Density density(StandardNormal<double, 2>{}, Glow(A{}, L::random_orthogonal(2, 1), coupling(1),
+                                                    A{}, L::random_orthogonal(2, 2), coupling(2),
+                                                    A{}, L::random_orthogonal(2, 3), coupling(3)));
+  std::printf("conditional Glow: %ld parameters, context dimension %ld\n",
+              long(density.parameter_count()), long(density.transform().context_dim()));
 
   // ---- data: rotated two moons, context = the angle ------------------------------------------
   auto make = [](Index n, std::uint64_t seed, Eigen::MatrixXd& x, Eigen::MatrixXd& c) {
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
       const double angle = Constants<double>::pi * uniform_open01(gen);
       c(0, j) = angle;
       const Eigen::Vector2d p = x.col(j);
-      x.col(j) << std::cos(angle) * p(0) - std::sin(angle) * p(1), std::sin(angle) * p(0) + std::cos(angle) * p(1);
+      x.col(j) << std::cos(angle) * p(0) - std::sin(angle) * p(1),
+          std::sin(angle) * p(0) + std::cos(angle) * p(1);
     }
   };
   Eigen::MatrixXd x, c, x_test, c_test;
@@ -69,8 +71,8 @@ int main(int argc, char** argv) {
   for (double angle : {0.0, Constants<double>::pi / 2}) {
     const Eigen::Matrix<double, 1, 1> ctx(angle);
     const auto s = density.sample(4000, rng, ctx);
-    std::printf("context c = %.3f: sample mean (%.3f, %.3f), data mean (%.3f, %.3f)\n", angle, s.row(0).mean(),
-                s.row(1).mean(), std::cos(angle) * m(0) - std::sin(angle) * m(1),
+    std::printf("context c = %.3f: sample mean (%.3f, %.3f), data mean (%.3f, %.3f)\n", angle,
+                s.row(0).mean(), s.row(1).mean(), std::cos(angle) * m(0) - std::sin(angle) * m(1),
                 std::sin(angle) * m(0) + std::cos(angle) * m(1));
   }
   return std::isfinite(nll) ? 0 : 1;

@@ -4,9 +4,8 @@
 //
 //   ./scripts/demo [data set] [output.png] [steps]     data sets: two_moons (default), 8gaussians,
 //                                              checkerboard, pinwheel, rings, 2spirals, circles, swissroll
-#include <nflow/nflow.hpp>
-
 #include <cstdio>
+#include <nflow/nflow.hpp>
 #include <string>
 
 #include "support/panels.hpp"
@@ -28,17 +27,18 @@ int main(int argc, char** argv) {
   train::FitOptions options = nflow_examples::fit_options(steps);
   options.report_every_steps = steps >= 500 ? 500 : steps;
   options.callback = [](const train::Progress& p) {
-    std::printf("step %5ld  train NLL %.4f  validation NLL %.4f  (%.1f s)\n", long(p.step), p.train_loss,
-                p.validation_loss, p.seconds);
+    std::printf("step %5ld  train NLL %.4f  validation NLL %.4f  (%.1f s)\n", long(p.step),
+                p.train_loss, p.validation_loss, p.seconds);
     std::fflush(stdout);
   };
-  std::printf("nflow demo: Real NVP (8 affine couplings, MLP 2x64) on %s, %ld parameters\n", which.c_str(),
-              long(density.parameter_count()));
+  std::printf("nflow demo: Real NVP (8 affine couplings, MLP 2x64) on %s, %ld parameters\n",
+              which.c_str(), long(density.parameter_count()));
   const auto result = train::fit(density, train_data, options, valid_data);
 
   const double test_ll = density.log_prob(test_data).mean();
-  std::printf("trained %ld steps; test log-likelihood: %.4f nats per sample (20000 fresh samples)\n",
-              long(result.steps), test_ll);
+  std::printf(
+      "trained %ld steps; test log-likelihood: %.4f nats per sample (20000 fresh samples)\n",
+      long(result.steps), test_ll);
 
   nflow_examples::Panels panels(3);
   panels.density(0, [&](const Eigen::Matrix<double, 2, Eigen::Dynamic>& g) -> Eigen::RowVectorXd {

@@ -1,12 +1,11 @@
 // Extending nflow: a bijector and a transformer of your own, checked by nflow's laws.
 // Built and run by the test suite (docs/extending.md explains every line); every name it uses
 // is public API. Exit status 0 when every law holds.
+#include <cmath>
+#include <cstdio>
 #include <nflow/nflow.hpp>
 #include <nflow/testing/bijector_laws.hpp>
 #include <nflow/testing/transformer_laws.hpp>
-
-#include <cmath>
-#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,27 +34,29 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
   template <typename X, typename C>
   auto forward_impl(const X& x, const C& /*context*/) const {
     nflow::ResultFor<Scalar, Dim, X> r;
-    const auto w = (x.array().asinh().colwise() * log_tail_.array().exp()).colwise() - skew_.array();
+    const auto w =
+        (x.array().asinh().colwise() * log_tail_.array().exp()).colwise() - skew_.array();
     r.value = w.sinh().matrix();
-    r.log_det = (log_cosh(w) - Scalar(0.5) * x.array().square().log1p()).colwise().sum() +
-                log_tail_.sum();
+    r.log_det =
+        (log_cosh(w) - Scalar(0.5) * x.array().square().log1p()).colwise().sum() + log_tail_.sum();
     return r;
   }
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C& /*context*/) const {
     nflow::ResultFor<Scalar, Dim, Z> r;
-    const auto u = (z.array().asinh().colwise() + skew_.array()).colwise() * (-log_tail_.array()).exp();
+    const auto u =
+        (z.array().asinh().colwise() + skew_.array()).colwise() * (-log_tail_.array()).exp();
     r.value = u.sinh().matrix();
-    r.log_det = (log_cosh(u) - Scalar(0.5) * z.array().square().log1p()).colwise().sum() -
-                log_tail_.sum();
+    r.log_det =
+        (log_cosh(u) - Scalar(0.5) * z.array().square().log1p()).colwise().sum() - log_tail_.sum();
     return r;
   }
 
   // Reverse mode (optional: makes the bijector trainable). For L(z, log_det) with gv = ∂L/∂z and
   // gl = ∂L/∂log_det, return ∂L/∂x and add ∂L/∂θ into gp, in the order of the parameters below.
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<nflow::Vector<Scalar>> gp,
-                        const C& /*context*/) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                        Eigen::Ref<nflow::Vector<Scalar>> gp, const C& /*context*/) const {
     using A = Eigen::Array<Scalar, Dim, X::ColsAtCompileTime>;
     const Column delta = log_tail_.array().exp();
     const A u = x.array().asinh();
@@ -64,17 +65,19 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
     const A root = (Scalar(1) + x.array().square()).sqrt();
     const A glr = gl.array().replicate(x.rows(), 1);  // ∂L/∂log_det, one row per feature
     nflow::BatchFor<Scalar, Dim, X> gx =
-        ((gv.array() * cw + glr * tw).colwise() * delta.array() / root - glr * x.array() / root.square())
+        ((gv.array() * cw + glr * tw).colwise() * delta.array() / root -
+         glr * x.array() / root.square())
             .matrix();
     nflow::GradientSlicer<Scalar> slicer(gp);
-    slicer.next(dim()) -= (gv.array() * cw + glr * tw).rowwise().sum().matrix();                  // ε
-    slicer.next(dim()) += ((((gv.array() * cw + glr * tw) * u).rowwise().sum() * delta.array()) + gl.sum())
-                              .matrix();  // ρ: ∂w/∂ρ = δ·u, and log_det has +ρ
+    slicer.next(dim()) -= (gv.array() * cw + glr * tw).rowwise().sum().matrix();  // ε
+    slicer.next(dim()) +=
+        ((((gv.array() * cw + glr * tw) * u).rowwise().sum() * delta.array()) + gl.sum())
+            .matrix();  // ρ: ∂w/∂ρ = δ·u, and log_det has +ρ
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<nflow::Vector<Scalar>> gp,
-                        const C& /*context*/) const {
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                        Eigen::Ref<nflow::Vector<Scalar>> gp, const C& /*context*/) const {
     using A = Eigen::Array<Scalar, Dim, Z::ColsAtCompileTime>;
     const Column inv_delta = (-log_tail_.array()).exp();
     const A u = (z.array().asinh().colwise() + skew_.array()).colwise() * inv_delta.array();
@@ -82,10 +85,11 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
     const A root = (Scalar(1) + z.array().square()).sqrt();
     const A glr = gl.array().replicate(z.rows(), 1);
     const A g = gv.array() * cu + glr * tu;  // ∂L/∂u
-    nflow::BatchFor<Scalar, Dim, Z> gz = ((g.colwise() * inv_delta.array()) / root - glr * z.array() / root.square()).matrix();
+    nflow::BatchFor<Scalar, Dim, Z> gz =
+        ((g.colwise() * inv_delta.array()) / root - glr * z.array() / root.square()).matrix();
     nflow::GradientSlicer<Scalar> slicer(gp);
     slicer.next(dim()) += (g.rowwise().sum() * inv_delta.array()).matrix();  // ε: ∂u/∂ε = 1/δ
-    slicer.next(dim()) -= ((g * u).rowwise().sum() + gl.sum()).matrix();     // ρ: ∂u/∂ρ = −u
+    slicer.next(dim()) -= ((g * u).rowwise().sum() + gl.sum()).matrix();  // ρ: ∂u/∂ρ = −u
     return gz;
   }
 
@@ -121,14 +125,16 @@ class SoftplusAffine {
   static constexpr int ParamsPerDim = 2;
 
   template <typename X, typename P, typename Z, typename L>
-  void forward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z, L&& log_det) const {
+  void forward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z,
+               L&& log_det) const {
     const nflow::Index n = x.rows();
     const auto s = scale(params.bottomRows(n));
     z = (x.array() * s + params.topRows(n).array()).matrix();
     log_det += s.log().colwise().sum().matrix();
   }
   template <typename Z, typename P, typename X, typename L>
-  void inverse(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params, X&& x, L&& log_det) const {
+  void inverse(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params, X&& x,
+               L&& log_det) const {
     const nflow::Index n = z.rows();
     const auto s = scale(params.bottomRows(n));
     x = ((z - params.topRows(n)).array() / s).matrix();
@@ -138,20 +144,23 @@ class SoftplusAffine {
   // ds/dr = σ(r), so ∂log s/∂r = σ(r)/s.
   template <typename X, typename P, typename GZ, typename GL, typename GX, typename GP>
   void forward_backward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params,
-                        const Eigen::MatrixBase<GZ>& grad_z, const Eigen::MatrixBase<GL>& grad_log_det,
-                        GX&& grad_x, GP&& grad_params) const {
+                        const Eigen::MatrixBase<GZ>& grad_z,
+                        const Eigen::MatrixBase<GL>& grad_log_det, GX&& grad_x,
+                        GP&& grad_params) const {
     const nflow::Index n = x.rows();
     const auto r = params.bottomRows(n).array();
     const auto s = scale(params.bottomRows(n));
     const auto gl = grad_log_det.array().replicate(n, 1);
     grad_x = (grad_z.array() * s).matrix();
     grad_params.topRows(n) = grad_z;
-    grad_params.bottomRows(n) = ((grad_z.array() * x.array() + gl / s) * nflow::sigmoid(r)).matrix();
+    grad_params.bottomRows(n) =
+        ((grad_z.array() * x.array() + gl / s) * nflow::sigmoid(r)).matrix();
   }
   template <typename Z, typename P, typename GX, typename GL, typename GZ, typename GP>
   void inverse_backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params,
-                        const Eigen::MatrixBase<GX>& grad_x, const Eigen::MatrixBase<GL>& grad_log_det,
-                        GZ&& grad_z, GP&& grad_params) const {
+                        const Eigen::MatrixBase<GX>& grad_x,
+                        const Eigen::MatrixBase<GL>& grad_log_det, GZ&& grad_z,
+                        GP&& grad_params) const {
     const nflow::Index n = z.rows();
     const auto r = params.bottomRows(n).array();
     const auto s = scale(params.bottomRows(n));
@@ -181,8 +190,8 @@ void report(const std::string& what, const std::vector<nflow::testing::LawResult
   for (const auto& r : results) {
     if (!r.passed()) {
       ++failed;
-      std::printf("  FAILED %s: %s (error %.3g > %.3g) %s\n", what.c_str(), r.law.c_str(), r.error, r.tolerance,
-                  r.detail.c_str());
+      std::printf("  FAILED %s: %s (error %.3g > %.3g) %s\n", what.c_str(), r.law.c_str(), r.error,
+                  r.tolerance, r.detail.c_str());
     }
   }
   std::printf("%-52s %zu laws, %d failed\n", what.c_str(), results.size(), failed);
@@ -194,8 +203,9 @@ void report(const std::string& what, const std::vector<nflow::testing::LawResult
 template <typename B>
 B randomized(B b, std::uint64_t seed) {
   std::mt19937_64 gen(seed);
-  nflow::set_parameters(b, nflow::standard_normal_matrix<typename B::Scalar>(b.parameter_count(), 1, gen) *
-                               typename B::Scalar(0.3));
+  nflow::set_parameters(
+      b, nflow::standard_normal_matrix<typename B::Scalar>(b.parameter_count(), 1, gen) *
+             typename B::Scalar(0.3));
   return b;
 }
 
@@ -211,7 +221,8 @@ int main() {
   // gradient laws compare with finite differences, which a ReLU's kink would spoil.
   report("SoftplusAffine<double>", testing::check_transformer_laws(SoftplusAffine<double>()));
   using Coupled = Coupling<SoftplusAffine<double>, 4, Dynamic, nn::Tanh>;
-  const Coupled coupling = randomized(Coupled(CouplingMask::half(4), {.hidden_width = 16, .seed = 3}), 4);
+  const Coupled coupling =
+      randomized(Coupled(CouplingMask::half(4), {.hidden_width = 16, .seed = 3}), 4);
   report("Coupling<SoftplusAffine<double>, 4>", testing::check_laws(coupling));
   using Autoregressive = MaskedAutoregressive<SoftplusAffine<double>, 4, Dynamic, nn::Tanh>;
   const Autoregressive maf = randomized(Autoregressive(4, {.hidden_width = 16, .seed = 5}), 6);
@@ -221,11 +232,12 @@ int main() {
   report("MaskedAutoregressive<SoftplusAffine<double>, 4>", testing::check_laws(maf, maf_laws));
 
   // All three compose like nflow's own layers: a density to evaluate and sample.
-  Density density(StandardNormal<double, 4>{}, Flow(randomized(SinhArcsinh<double, 4>(), 7), coupling, maf));
+  Density density(StandardNormal<double, 4>{},
+                  Flow(randomized(SinhArcsinh<double, 4>(), 7), coupling, maf));
   std::mt19937_64 rng(8);
   const auto x = density.sample(1000, rng);
-  std::printf("mean log p(x) over 1000 samples = %.4f (%ld parameters)\n", density.log_prob(x).mean(),
-              long(density.parameter_count()));
+  std::printf("mean log p(x) over 1000 samples = %.4f (%ld parameters)\n",
+              density.log_prob(x).mean(), long(density.parameter_count()));
   std::printf("%s\n", failures == 0 ? "every law holds" : "some laws FAILED");
   return failures == 0 ? 0 : 1;
 }

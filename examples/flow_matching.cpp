@@ -15,12 +15,11 @@
 //
 // (The test samples also set how many samples the third panel draws; ctest runs
 // `flow_matching 200 flow_matching_test.png 2000`.)
-#include <nflow/nflow.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <nflow/nflow.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -87,11 +86,13 @@ int main(int argc, char** argv) {
   fm.schedule = train::Schedule::cosine(0.05);
   fm.report_every = steps >= 5 ? steps / 5 : 1;
   fm.callback = [&](Index step, double loss) {
-    std::printf("step %5ld  flow-matching loss %.4f  (%.1f s)\n", long(step), loss, seconds_since(start));
+    std::printf("step %5ld  flow-matching loss %.4f  (%.1f s)\n", long(step), loss,
+                seconds_since(start));
     std::fflush(stdout);
   };
-  std::printf("flow matching: continuous flow (MLP 2x64 tanh field, %ld parameters) on 8 gaussians\n",
-              long(flow.parameter_count()));
+  std::printf(
+      "flow matching: continuous flow (MLP 2x64 tanh field, %ld parameters) on 8 gaussians\n",
+      long(flow.parameter_count()));
   train::fit_flow_matching(flow, Eigen::MatrixXd(train_data), fm);
 
   // Exact log-likelihood: log p(x) = log N(z; 0, I) + ∫₀¹ tr ∂f/∂z dt, with the exact trace and
@@ -100,8 +101,10 @@ int main(int argc, char** argv) {
   flow.set_solver(OdeSolver::Dopri5, 20, ode::Dopri5Options{.rtol = 1e-5, .atol = 1e-5});
   const Density density(StandardNormal<double, 2>{}, flow);
   const double test_ll = log_prob_in_chunks(density, test_data).mean();
-  std::printf("test log-likelihood: %.4f nats per sample (%ld fresh samples; exact trace, Dopri5 1e-5)  (%.1f s)\n",
-              test_ll, long(n_test), seconds_since(start));
+  std::printf(
+      "test log-likelihood: %.4f nats per sample (%ld fresh samples; exact trace, Dopri5 1e-5)  "
+      "(%.1f s)\n",
+      test_ll, long(n_test), seconds_since(start));
   std::fflush(stdout);
 
   // The pictures. The heat map evaluates log p (exact trace) on every second pixel (101 × 101
@@ -114,7 +117,8 @@ int main(int argc, char** argv) {
   map_flow.set_solver(OdeSolver::RK4, 8);
   const Density map_density(StandardNormal<double, 2>{}, map_flow);
   panels.density(
-      1, [&](const Points& g) -> Eigen::RowVectorXd { return log_prob_in_chunks(map_density, g); }, /*stride*/ 2);
+      1, [&](const Points& g) -> Eigen::RowVectorXd { return log_prob_in_chunks(map_density, g); },
+      /*stride*/ 2);
   std::mt19937_64 rng(11);
   const Points z = standard_normal_matrix<double, 2>(2, n_test, rng);
   const std::vector<Points> path = integrate_to_data(flow, z, 20);
@@ -127,7 +131,9 @@ int main(int argc, char** argv) {
     panels.polyline(3, line, [](double u) { return nflow_examples::colormap(0.25 + 0.75 * u); });
   }
   nflow_examples::write_png(out, panels.image);
-  std::printf("wrote %s: data | learned density | samples from the flow | trajectories latent -> data  (%.1f s)\n",
-              out.c_str(), seconds_since(start));
+  std::printf(
+      "wrote %s: data | learned density | samples from the flow | trajectories latent -> data  "
+      "(%.1f s)\n",
+      out.c_str(), seconds_since(start));
   return std::isfinite(test_ll) ? 0 : 1;
 }

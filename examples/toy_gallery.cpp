@@ -5,10 +5,9 @@
 //   toy_gallery 3000 docs/images/toy_gallery.png
 //
 //   toy_gallery [steps (default 3000)] [output.png]
-#include <nflow/nflow.hpp>
-
 #include <cmath>
 #include <cstdio>
+#include <nflow/nflow.hpp>
 #include <string>
 
 #include "support/panels.hpp"
@@ -28,11 +27,12 @@ int main(int argc, char** argv) {
     const auto valid_data = datasets::toy(toy, 2000, 2);
     const auto test_data = datasets::toy(toy, 20000, 3);
     auto density = nflow_examples::make_real_nvp_2d();
-    const auto result = train::fit(density, train_data, nflow_examples::fit_options(steps), valid_data);
+    const auto result =
+        train::fit(density, train_data, nflow_examples::fit_options(steps), valid_data);
     const double test_ll = density.log_prob(test_data).mean();
     all_finite = all_finite && std::isfinite(test_ll);
-    std::printf("%-14s %5ld steps  test log-likelihood %.4f nats\n", std::string(datasets::name(toy)).c_str(), long(result.steps),
-                test_ll);
+    std::printf("%-14s %5ld steps  test log-likelihood %.4f nats\n",
+                std::string(datasets::name(toy)).c_str(), long(result.steps), test_ll);
     std::fflush(stdout);
 
     nflow_examples::Panels panels(3, panel);
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
         gallery.set(x, int(row) * (panel + gap) + y, panels.image.get(x, y));
   }
   nflow_examples::write_png(out, gallery);
-  std::printf("wrote %s: one row per data set: learned density | samples from the flow | data\n", out.c_str());
+  std::printf("wrote %s: one row per data set: learned density | samples from the flow | data\n",
+              out.c_str());
   return all_finite ? 0 : 1;
 }

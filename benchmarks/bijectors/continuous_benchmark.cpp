@@ -8,13 +8,13 @@
 // Counters: items (samples) per second and function evaluations per solve ("nfe").
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/train/flow_matching.hpp>
-
 #include <random>
 #include <string>
 #include <tuple>
+
+#include "../smoke.hpp"
 
 namespace {
 
@@ -41,7 +41,8 @@ CNF<S, D, H> make_flow(Sizes sizes, OdeSolver solver, ode::TraceEstimator trace)
 }
 
 template <typename S, int D>
-S standard_normal_log_prob_sum(const Batch<S, D, Dynamic>& z, const PerSample<S, Dynamic>& log_det) {
+S standard_normal_log_prob_sum(const Batch<S, D, Dynamic>& z,
+                               const PerSample<S, Dynamic>& log_det) {
   return (-S(0.5) * z.colwise().squaredNorm().array() + log_det.array()).sum();
 }
 
@@ -88,7 +89,8 @@ void flow_matching_step(benchmark::State& state, Sizes sizes) {
   train::Adam<S> adam(flow.parameter_count());
   for (auto _ : state) {
     grad.setZero();
-    benchmark::DoNotOptimize(train::flow_matching_loss(flow.field(), x, Eigen::Matrix<S, Dynamic, Dynamic>(), 0.0, gen, grad));
+    benchmark::DoNotOptimize(train::flow_matching_loss(
+        flow.field(), x, Eigen::Matrix<S, Dynamic, Dynamic>(), 0.0, gen, grad));
     adam.step_model(flow, grad);
   }
   state.SetItemsProcessed(state.iterations() * n);
@@ -103,24 +105,29 @@ template <typename S, int D, int H, bool WithGradient = true>
 void register_all(const std::string& tag, Sizes sizes = {D, H}) {
   const std::string p = "continuous<" + tag + ">/";
   auto unit = benchmark::kMicrosecond;
-  for (auto [name, solver, trace] : {std::tuple{"rk4_exact", OdeSolver::RK4, Exact},
-                                     std::tuple{"rk4_hutchinson", OdeSolver::RK4, Rademacher},
-                                     std::tuple{"dopri5_exact", OdeSolver::Dopri5, Exact},
-                                     std::tuple{"dopri5_hutchinson", OdeSolver::Dopri5, Rademacher}}) {
-    benchmark::RegisterBenchmark((p + "log_prob/" + name).c_str(), log_prob<S, D, H>, sizes, solver, trace)
+  for (auto [name, solver, trace] :
+       {std::tuple{"rk4_exact", OdeSolver::RK4, Exact},
+        std::tuple{"rk4_hutchinson", OdeSolver::RK4, Rademacher},
+        std::tuple{"dopri5_exact", OdeSolver::Dopri5, Exact},
+        std::tuple{"dopri5_hutchinson", OdeSolver::Dopri5, Rademacher}}) {
+    benchmark::RegisterBenchmark((p + "log_prob/" + name).c_str(), log_prob<S, D, H>, sizes, solver,
+                                 trace)
         ->Arg(1)
         ->Arg(256)
         ->Unit(unit);
   }
   if constexpr (WithGradient) {
-    benchmark::RegisterBenchmark((p + "ml_gradient/rk4_exact").c_str(), ml_gradient<S, D, H>, sizes, Exact)
+    benchmark::RegisterBenchmark((p + "ml_gradient/rk4_exact").c_str(), ml_gradient<S, D, H>, sizes,
+                                 Exact)
         ->Arg(256)
         ->Unit(unit);
-    benchmark::RegisterBenchmark((p + "ml_gradient/rk4_hutchinson").c_str(), ml_gradient<S, D, H>, sizes, Rademacher)
+    benchmark::RegisterBenchmark((p + "ml_gradient/rk4_hutchinson").c_str(), ml_gradient<S, D, H>,
+                                 sizes, Rademacher)
         ->Arg(256)
         ->Unit(unit);
   }
-  benchmark::RegisterBenchmark((p + "flow_matching_step").c_str(), flow_matching_step<S, D, H>, sizes)
+  benchmark::RegisterBenchmark((p + "flow_matching_step").c_str(), flow_matching_step<S, D, H>,
+                               sizes)
       ->Arg(256)
       ->Unit(unit);
 }

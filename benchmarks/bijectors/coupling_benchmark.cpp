@@ -3,10 +3,10 @@
 // and double. The whole Real NVP (8 couplings) is in compare/realnvp.cpp, next to PyTorch's.
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
 #include <nflow/nflow.hpp>
-
 #include <random>
+
+#include "../smoke.hpp"
 
 namespace {
 
@@ -17,7 +17,8 @@ using Layer = AffineCoupling<S, D, H>;
 
 template <typename S, int D, int H>
 Layer<S, D, H> make_layer(int i) {
-  return Layer<S, D, H>(CouplingMask::half(D, i % 2 == 1), CouplingOptions{H, 2, 0, std::uint64_t(i + 1)});
+  return Layer<S, D, H>(CouplingMask::half(D, i % 2 == 1),
+                        CouplingOptions{H, 2, 0, std::uint64_t(i + 1)});
 }
 
 template <typename Model, typename S, int D>
@@ -59,15 +60,21 @@ void run_backward(benchmark::State& state, const Model& m) {
 }
 
 template <typename S, int D, int H>
-void BM_CouplingPoint(benchmark::State& s) { run_point<Layer<S, D, H>, S, D>(s, make_layer<S, D, H>(0), false); }
+void BM_CouplingPoint(benchmark::State& s) {
+  run_point<Layer<S, D, H>, S, D>(s, make_layer<S, D, H>(0), false);
+}
 template <typename S, int D, int H>
-void BM_CouplingBatch(benchmark::State& s) { run_batch<Layer<S, D, H>, S, D>(s, make_layer<S, D, H>(0), false); }
+void BM_CouplingBatch(benchmark::State& s) {
+  run_batch<Layer<S, D, H>, S, D>(s, make_layer<S, D, H>(0), false);
+}
 template <typename S, int D, int H>
-void BM_CouplingBackward(benchmark::State& s) { run_backward<Layer<S, D, H>, S, D>(s, make_layer<S, D, H>(0)); }
+void BM_CouplingBackward(benchmark::State& s) {
+  run_backward<Layer<S, D, H>, S, D>(s, make_layer<S, D, H>(0));
+}
 
-#define NFLOW_COUPLING_BENCH(S, D, H)                                                   \
-  BENCHMARK_TEMPLATE(BM_CouplingPoint, S, D, H);                                        \
-  BENCHMARK_TEMPLATE(BM_CouplingBatch, S, D, H)->Arg(256)->Arg(65536);                  \
+#define NFLOW_COUPLING_BENCH(S, D, H)                                  \
+  BENCHMARK_TEMPLATE(BM_CouplingPoint, S, D, H);                       \
+  BENCHMARK_TEMPLATE(BM_CouplingBatch, S, D, H)->Arg(256)->Arg(65536); \
   BENCHMARK_TEMPLATE(BM_CouplingBackward, S, D, H)->Arg(256)
 
 NFLOW_COUPLING_BENCH(float, 2, 64);

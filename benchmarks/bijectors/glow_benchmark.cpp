@@ -3,11 +3,11 @@
 // Items are samples.
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
-#include <nflow/nflow.hpp>
-
 #include <cstdint>
+#include <nflow/nflow.hpp>
 #include <random>
+
+#include "../smoke.hpp"
 
 namespace {
 
@@ -26,7 +26,8 @@ B make_layer() {
     return b;
   } else {
     B b;
-    b.initialize(standard_normal_matrix<S, B::Dim>(B::Dim, 256, gen) * S(2) + Batch<S, B::Dim, Dynamic>::Ones(B::Dim, 256));
+    b.initialize(standard_normal_matrix<S, B::Dim>(B::Dim, 256, gen) * S(2) +
+                 Batch<S, B::Dim, Dynamic>::Ones(B::Dim, 256));
     return b;
   }
 }
@@ -91,11 +92,11 @@ void BM_ForwardVjp(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-#define NFLOW_GLOW_BENCH(...)                                                      \
-  BENCHMARK_TEMPLATE(BM_Point, __VA_ARGS__, false);                               \
-  BENCHMARK_TEMPLATE(BM_Point, __VA_ARGS__, true);                                \
-  BENCHMARK_TEMPLATE(BM_Batch, __VA_ARGS__, false)->Arg(256)->Arg(65536);         \
-  BENCHMARK_TEMPLATE(BM_Batch, __VA_ARGS__, true)->Arg(256)->Arg(65536);          \
+#define NFLOW_GLOW_BENCH(...)                                             \
+  BENCHMARK_TEMPLATE(BM_Point, __VA_ARGS__, false);                       \
+  BENCHMARK_TEMPLATE(BM_Point, __VA_ARGS__, true);                        \
+  BENCHMARK_TEMPLATE(BM_Batch, __VA_ARGS__, false)->Arg(256)->Arg(65536); \
+  BENCHMARK_TEMPLATE(BM_Batch, __VA_ARGS__, true)->Arg(256)->Arg(65536);  \
   BENCHMARK_TEMPLATE(BM_ForwardVjp, __VA_ARGS__)->Arg(256)
 
 NFLOW_GLOW_BENCH(ActNorm<float, 2>);

@@ -5,11 +5,10 @@
 // with --benchmark_min_time=0.001.
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
-
 #include <cstdint>
 #include <random>
 
+#include "../smoke.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/nn/made.hpp"
@@ -74,9 +73,12 @@ void BM_MadeBackward(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-#define NFLOW_MAF_BENCHMARKS(S, D, H)                                                        \
-  BENCHMARK_TEMPLATE(BM_MadeForwardPoint, S, D, H);                                          \
-  BENCHMARK_TEMPLATE(BM_MadeForwardBatch, S, D, H)->Arg(256)->Arg(65536)->Unit(benchmark::kMicrosecond); \
+#define NFLOW_MAF_BENCHMARKS(S, D, H)               \
+  BENCHMARK_TEMPLATE(BM_MadeForwardPoint, S, D, H); \
+  BENCHMARK_TEMPLATE(BM_MadeForwardBatch, S, D, H)  \
+      ->Arg(256)                                    \
+      ->Arg(65536)                                  \
+      ->Unit(benchmark::kMicrosecond);              \
   BENCHMARK_TEMPLATE(BM_MadeBackward, S, D, H)->Arg(256)->Unit(benchmark::kMicrosecond)
 
 NFLOW_MAF_BENCHMARKS(float, 2, 64);

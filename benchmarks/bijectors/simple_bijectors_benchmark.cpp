@@ -1,10 +1,10 @@
 // The simple bijectors one at a time: one point (latency) and a batch of 65,536 (throughput).
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
 #include <nflow/nflow.hpp>
-
 #include <random>
+
+#include "../smoke.hpp"
 
 namespace {
 
@@ -24,7 +24,8 @@ template <typename B>
 void BM_ForwardPoint(benchmark::State& state) {
   using S = typename B::Scalar;
   const B b = make<B>(1);
-  Eigen::Matrix<S, B::Dim, 1> x = (Eigen::Matrix<S, B::Dim, 1>::Random().array() * S(0.4) + S(0.5)).matrix();
+  Eigen::Matrix<S, B::Dim, 1> x =
+      (Eigen::Matrix<S, B::Dim, 1>::Random().array() * S(0.4) + S(0.5)).matrix();
   for (auto _ : state) {
     auto r = b.forward_and_log_det(x);
     benchmark::DoNotOptimize(r);
@@ -60,9 +61,9 @@ void BM_InverseBatch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-#define NFLOW_SIMPLE_BENCH(...)                               \
-  BENCHMARK_TEMPLATE(BM_ForwardPoint, __VA_ARGS__);                   \
-  BENCHMARK_TEMPLATE(BM_ForwardBatch, __VA_ARGS__)->Arg(65536);         \
+#define NFLOW_SIMPLE_BENCH(...)                                 \
+  BENCHMARK_TEMPLATE(BM_ForwardPoint, __VA_ARGS__);             \
+  BENCHMARK_TEMPLATE(BM_ForwardBatch, __VA_ARGS__)->Arg(65536); \
   BENCHMARK_TEMPLATE(BM_InverseBatch, __VA_ARGS__)->Arg(65536)
 
 NFLOW_SIMPLE_BENCH(ElementwiseAffine<float, 16>);

@@ -21,7 +21,11 @@ struct Cnf : FamilyDefaults<Cnf> {
   template <typename S, int D, int H>
   static auto make(Index d) {
     using F = ContinuousFlow<S, D, H, nn::Tanh>;
-    F flow(d, {.hidden_width = hidden_for(d), .hidden_layers = 2, .seed = 1, .solver = OdeSolver::RK4, .rk4_steps = 20,
+    F flow(d, {.hidden_width = hidden_for(d),
+               .hidden_layers = 2,
+               .seed = 1,
+               .solver = OdeSolver::RK4,
+               .rk4_steps = 20,
                .trace = ode::TraceEstimator::Exact});
     auto density = Density(StandardNormal<S, D>(d), std::move(flow));
     randomize(density, 7, 0.1);

@@ -17,21 +17,20 @@
 // there); batches use run-time sizes, so one instantiation serves d = 2, 16 and 64.
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
-
+#include <algorithm>
+#include <cstdint>
 #include <nflow/core/parallel.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/train/adam.hpp>
 #include <nflow/train/objectives.hpp>
-
-#include <algorithm>
-#include <cstdint>
 #include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "../smoke.hpp"
 
 namespace nflow::bench {
 
@@ -43,10 +42,11 @@ const char* dtype_name() {
   return std::is_same_v<S, float> ? "float32" : "float64";
 }
 
-inline std::string bench_name(const std::string& model, const std::string& op, const char* dtype, Index d,
-                              Index batch, int threads = 1) {
-  return model + "/" + op + "/" + dtype + "/d:" + std::to_string(d) + "/H:" + std::to_string(hidden_for(d)) +
-         "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);
+inline std::string bench_name(const std::string& model, const std::string& op, const char* dtype,
+                              Index d, Index batch, int threads = 1) {
+  return model + "/" + op + "/" + dtype + "/d:" + std::to_string(d) +
+         "/H:" + std::to_string(hidden_for(d)) + "/batch:" + std::to_string(batch) +
+         "/threads:" + std::to_string(threads);
 }
 
 /// One dense layer's matrix product per sample: out × in.
@@ -192,10 +192,14 @@ template <typename Derived>
 struct FamilyDefaults {
   /// The density with fixed Dim and Hidden (one-point latency; D = 2 or 16).
   template <typename S, int D>
-  auto point() const { return Derived::template make<S, D, hidden_for(D)>(D); }
+  auto point() const {
+    return Derived::template make<S, D, hidden_for(D)>(D);
+  }
   /// The density with run-time sizes.
   template <typename S>
-  auto dynamic(Index d) const { return Derived::template make<S, Dynamic, Dynamic>(d); }
+  auto dynamic(Index d) const {
+    return Derived::template make<S, Dynamic, Dynamic>(d);
+  }
   std::vector<Index> log_prob_batches(Index) const { return {256, 65536}; }
   Index sample_batch(Index) const { return 65536; }
   bool train(Index d) const { return d <= 16; }  // bench_train.py: d = 2 and 16
@@ -206,52 +210,83 @@ void register_family(const std::string& model, const Family& family) {
   const char* dt = dtype_name<S>();
   // One point, fixed sizes (in CI's smoke build, run-time sizes: the same code, fewer types).
 #ifndef NFLOW_BENCHMARK_SMOKE
-  benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, 2, 1).c_str(), [family](benchmark::State& st) {
-    run_log_prob<S, 2>(st, family.template point<S, 2>(), 2, 1, flops_per_sample(family.shapes("log_prob", 2)));
-  })->Unit(benchmark::kMicrosecond)->UseRealTime();
-  benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, 16, 1).c_str(), [family](benchmark::State& st) {
-    run_log_prob<S, 16>(st, family.template point<S, 16>(), 16, 1, flops_per_sample(family.shapes("log_prob", 16)));
-  })->Unit(benchmark::kMicrosecond)->UseRealTime();
+  benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, 2, 1).c_str(),
+                               [family](benchmark::State& st) {
+                                 run_log_prob<S, 2>(st, family.template point<S, 2>(), 2, 1,
+                                                    flops_per_sample(family.shapes("log_prob", 2)));
+                               })
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, 16, 1).c_str(),
+                               [family](benchmark::State& st) {
+                                 run_log_prob<S, 16>(
+                                     st, family.template point<S, 16>(), 16, 1,
+                                     flops_per_sample(family.shapes("log_prob", 16)));
+                               })
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
   constexpr Index first_dynamic_point = 64;
 #else
   constexpr Index first_dynamic_point = 2;
 #endif
   for (Index d : {Index(2), Index(16), Index(64)}) {
     if (d >= first_dynamic_point) {
-      benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, d, 1).c_str(), [family, d](benchmark::State& st) {
-        run_log_prob<S, Dynamic>(st, family.template dynamic<S>(d), d, 1, flops_per_sample(family.shapes("log_prob", d)));
-      })->Unit(benchmark::kMicrosecond)->UseRealTime();
+      benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, d, 1).c_str(),
+                                   [family, d](benchmark::State& st) {
+                                     run_log_prob<S, Dynamic>(
+                                         st, family.template dynamic<S>(d), d, 1,
+                                         flops_per_sample(family.shapes("log_prob", d)));
+                                   })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     }
     for (Index n : family.log_prob_batches(d)) {
       for (int t : {1, 2}) {
-        benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, d, n, t).c_str(), [family, d, n, t](benchmark::State& st) {
-          const ThreadCount threads(t);
-          run_log_prob<S, Dynamic>(st, family.template dynamic<S>(d), d, n, flops_per_sample(family.shapes("log_prob", d)));
-        })->Unit(benchmark::kMillisecond)->UseRealTime();
+        benchmark::RegisterBenchmark(bench_name(model, "log_prob", dt, d, n, t).c_str(),
+                                     [family, d, n, t](benchmark::State& st) {
+                                       const ThreadCount threads(t);
+                                       run_log_prob<S, Dynamic>(
+                                           st, family.template dynamic<S>(d), d, n,
+                                           flops_per_sample(family.shapes("log_prob", d)));
+                                     })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
       }
     }
     const Index n_sample = family.sample_batch(d);
     for (int t : {1, 2}) {
       if (n_sample == 0) break;
-      benchmark::RegisterBenchmark(bench_name(model, "sample", dt, d, n_sample, t).c_str(), [family, d, n_sample, t](benchmark::State& st) {
-        const ThreadCount threads(t);
-        run_sample(st, family.template dynamic<S>(d), n_sample, flops_per_sample(family.shapes("sample", d)));
-      })->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark(bench_name(model, "sample", dt, d, n_sample, t).c_str(),
+                                   [family, d, n_sample, t](benchmark::State& st) {
+                                     const ThreadCount threads(t);
+                                     run_sample(st, family.template dynamic<S>(d), n_sample,
+                                                flops_per_sample(family.shapes("sample", d)));
+                                   })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
     if (family.train(d)) {
-      benchmark::RegisterBenchmark(bench_name(model, "train_step", dt, d, 256).c_str(), [family, d](benchmark::State& st) {
-        run_train_step<S, Dynamic>(st, family.template dynamic<S>(d), d, 256, 3.0 * flops_per_sample(family.shapes("log_prob", d)));
-      })->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark(bench_name(model, "train_step", dt, d, 256).c_str(),
+                                   [family, d](benchmark::State& st) {
+                                     run_train_step<S, Dynamic>(
+                                         st, family.template dynamic<S>(d), d, 256,
+                                         3.0 * flops_per_sample(family.shapes("log_prob", d)));
+                                   })
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
     }
-    const std::string suffix = std::string("/") + dt + "/d:" + std::to_string(d) + "/H:" + std::to_string(hidden_for(d));
+    const std::string suffix =
+        std::string("/") + dt + "/d:" + std::to_string(d) + "/H:" + std::to_string(hidden_for(d));
     for (const char* op : {"log_prob", "sample", "train_step"}) {
       if (std::string(op) == "sample" && n_sample == 0) continue;
       if (std::string(op) == "train_step" && !family.train(d)) continue;
       const bool train = std::string(op) == "train_step";
       const Shapes shapes = family.shapes(train ? "log_prob" : op, d);
-      benchmark::RegisterBenchmark(("Roofline/" + model + "/" + op + suffix).c_str(), [shapes, train](benchmark::State& st) {
-        run_roofline<S>(st, shapes, train);
-      })->Unit(benchmark::kMicrosecond)->UseRealTime();
+      benchmark::RegisterBenchmark(
+          ("Roofline/" + model + "/" + op + suffix).c_str(),
+          [shapes, train](benchmark::State& st) { run_roofline<S>(st, shapes, train); })
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     }
   }
 }

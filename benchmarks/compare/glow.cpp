@@ -29,12 +29,14 @@ struct Glow : FamilyDefaults<Glow> {
     };
     auto l = [&](int k) { return L::random_orthogonal(d, std::uint64_t(k + 11)); };
     auto c = [&](int k) {
-      return C(CouplingMask::half(d), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)}, AffineTransformer<S>(S(1)));
+      return C(CouplingMask::half(d), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)},
+               AffineTransformer<S>(S(1)));
     };
-    auto density = Density(StandardNormal<S, D>(d),
-                           Flow<A, L, C, A, L, C, A, L, C, A, L, C, A, L, C, A, L, C, A, L, C, A, L, C>(
-                               a(), l(0), c(0), a(), l(1), c(1), a(), l(2), c(2), a(), l(3), c(3),
-                               a(), l(4), c(4), a(), l(5), c(5), a(), l(6), c(6), a(), l(7), c(7)));
+    auto density =
+        Density(StandardNormal<S, D>(d),
+                Flow<A, L, C, A, L, C, A, L, C, A, L, C, A, L, C, A, L, C, A, L, C, A, L, C>(
+                    a(), l(0), c(0), a(), l(1), c(1), a(), l(2), c(2), a(), l(3), c(3), a(), l(4),
+                    c(4), a(), l(5), c(5), a(), l(6), c(6), a(), l(7), c(7)));
     // Perturb every parameter (the LU factors stay well conditioned: 0.05 is small next to 1).
     Vector<S> theta = get_parameters(density);
     std::mt19937_64 gen(7);

@@ -21,11 +21,13 @@ struct Maf : FamilyDefaults<Maf> {
     using M = MAF<S, D, H, nn::ReLU>;
     const Index h = hidden_for(d);
     auto m = [&](int k) {
-      return M(d, {.hidden_width = h, .hidden_layers = 2,
+      return M(d, {.hidden_width = h,
+                   .hidden_layers = 2,
                    .order = k % 2 == 0 ? nn::InputOrder::Natural : nn::InputOrder::Reversed,
                    .seed = std::uint64_t(k + 1)});
     };
-    auto density = Density(StandardNormal<S, D>(d), Flow<M, M, M, M, M>(m(0), m(1), m(2), m(3), m(4)));
+    auto density =
+        Density(StandardNormal<S, D>(d), Flow<M, M, M, M, M>(m(0), m(1), m(2), m(3), m(4)));
     randomize(density, 7);
     return density;
   }

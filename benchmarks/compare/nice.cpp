@@ -19,9 +19,12 @@ struct Nice : FamilyDefaults<Nice> {
   static auto make(Index d) {
     using C = AdditiveCoupling<S, D, H>;
     const Index h = hidden_for(d);
-    auto c = [&](int k) { return C(CouplingMask::half(d, k % 2 == 1), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)}); };
-    auto density = Density(StandardNormal<S, D>(d), Flow<C, C, C, C, ElementwiseAffine<S, D>>(
-                                                        c(0), c(1), c(2), c(3), ElementwiseAffine<S, D>(d)));
+    auto c = [&](int k) {
+      return C(CouplingMask::half(d, k % 2 == 1), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)});
+    };
+    auto density =
+        Density(StandardNormal<S, D>(d), Flow<C, C, C, C, ElementwiseAffine<S, D>>(
+                                             c(0), c(1), c(2), c(3), ElementwiseAffine<S, D>(d)));
     randomize(density, 7);
     return density;
   }

@@ -22,11 +22,14 @@ struct RealNVP : FamilyDefaults<RealNVP> {
     using R = Reverse<S, D>;
     const Index h = hidden_for(d);
     auto c = [&](int k) {
-      return C(CouplingMask::half(d), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)}, AffineTransformer<S>(S(1)));
+      return C(CouplingMask::half(d), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)},
+               AffineTransformer<S>(S(1)));
     };
     const R r(d);
-    auto density = Density(StandardNormal<S, D>(d), Flow<C, R, C, R, C, R, C, R, C, R, C, R, C, R, C>(
-                                                        c(0), r, c(1), r, c(2), r, c(3), r, c(4), r, c(5), r, c(6), r, c(7)));
+    auto density =
+        Density(StandardNormal<S, D>(d),
+                Flow<C, R, C, R, C, R, C, R, C, R, C, R, C, R, C>(
+                    c(0), r, c(1), r, c(2), r, c(3), r, c(4), r, c(5), r, c(6), r, c(7)));
     randomize(density, 7);
     return density;
   }

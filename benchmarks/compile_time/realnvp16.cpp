@@ -22,12 +22,16 @@ int main() {
   using S = float;
   using C = AffineCoupling<S>;
   using R = Reverse<S>;
-  using F = Flow<C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C>;
+  using F = Flow<C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R, C, R,
+                 C, R, C>;
   const Index d = 16;
-  auto c = [&](int k) { return C(CouplingMask::half(d), CouplingOptions{128, 2, 0, std::uint64_t(k)}); };
+  auto c = [&](int k) {
+    return C(CouplingMask::half(d), CouplingOptions{128, 2, 0, std::uint64_t(k)});
+  };
   const R r(d);
-  const Density density(StandardNormal<S>(d), F(c(0), r, c(1), r, c(2), r, c(3), r, c(4), r, c(5), r, c(6), r, c(7), r,
-                                                c(8), r, c(9), r, c(10), r, c(11), r, c(12), r, c(13), r, c(14), r, c(15)));
+  const Density density(StandardNormal<S>(d), F(c(0), r, c(1), r, c(2), r, c(3), r, c(4), r, c(5),
+                                                r, c(6), r, c(7), r, c(8), r, c(9), r, c(10), r,
+                                                c(11), r, c(12), r, c(13), r, c(14), r, c(15)));
   std::mt19937_64 gen(1);
   const Eigen::MatrixXf x = standard_normal_matrix<S>(d, 256, gen);
   const Eigen::RowVectorXf lp = density.log_prob(x);

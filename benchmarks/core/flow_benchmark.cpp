@@ -1,18 +1,18 @@
 // The Flow fold: cost of composing simple bijectors, one point and a batch of 65,536.
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
 #include <nflow/nflow.hpp>
-
 #include <random>
+
+#include "../smoke.hpp"
 
 namespace {
 
 using namespace nflow;
 
 template <typename S, int D>
-using Simple = Flow<ElementwiseAffine<S, D>, Reverse<S, D>, ElementwiseAffine<S, D>, Permutation<S, D>,
-                    ElementwiseAffine<S, D>>;
+using Simple = Flow<ElementwiseAffine<S, D>, Reverse<S, D>, ElementwiseAffine<S, D>,
+                    Permutation<S, D>, ElementwiseAffine<S, D>>;
 
 template <typename S, int D>
 Simple<S, D> make_flow() {

@@ -9,11 +9,10 @@
 
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
-
 #include <cstdint>
 #include <random>
 
+#include "../smoke.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/nn/mlp.hpp"
 

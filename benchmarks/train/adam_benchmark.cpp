@@ -5,11 +5,10 @@
 
 #include <benchmark/benchmark.h>
 
-#include "../smoke.hpp"
-
 #include <cstdint>
 #include <random>
 
+#include "../smoke.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/train/adam.hpp"
 

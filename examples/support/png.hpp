@@ -95,12 +95,14 @@ inline void write_png(const std::string& path, const Image& img) {
 /// A perceptually ordered colour map (dark blue → teal → yellow) for t in [0, 1].
 inline std::array<std::uint8_t, 3> colormap(double t) {
   t = t < 0 ? 0 : (t > 1 ? 1 : t);
-  static const double stops[5][3] = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+  static const double stops[5][3] = {
+      {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
   const double s = t * 4.0;
   const int i = s >= 4.0 ? 3 : int(s);
   const double f = s - i;
   std::array<std::uint8_t, 3> c{};
-  for (int k = 0; k < 3; ++k) c[std::size_t(k)] = std::uint8_t(stops[i][k] + f * (stops[i + 1][k] - stops[i][k]) + 0.5);
+  for (int k = 0; k < 3; ++k)
+    c[std::size_t(k)] = std::uint8_t(stops[i][k] + f * (stops[i + 1][k] - stops[i][k]) + 0.5);
   return c;
 }
 

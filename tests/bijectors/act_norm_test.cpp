@@ -6,19 +6,18 @@
 #define EIGEN_RUNTIME_NO_MALLOC
 
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <nflow/bijectors/act_norm.hpp>
 #include <nflow/bijectors/elementwise_affine.hpp>
 #include <nflow/bijectors/lu_linear.hpp>
 #include <nflow/core/flow.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
+#include <random>
 
 #include "support/randomized.hpp"
-
-#include <cmath>
-#include <cstdint>
-#include <limits>
-#include <random>
 
 using namespace nflow;
 
@@ -43,7 +42,8 @@ TEST_CASE("ActNorm shifts then scales, as documented", "[bijectors][act_norm]") 
   CHECK(parameter_names(b) == std::vector<std::string>{"bias", "log_scale"});
 }
 
-TEST_CASE("ActNorm's data-dependent initialisation standardises its first batch", "[bijectors][act_norm]") {
+TEST_CASE("ActNorm's data-dependent initialisation standardises its first batch",
+          "[bijectors][act_norm]") {
   const Index d = 5;
   const Index n = 1000;
   const auto x = shifted_batch<double>(d, n, 7);
@@ -70,7 +70,8 @@ TEST_CASE("ActNorm's data-dependent initialisation standardises its first batch"
   CHECK_FALSE(b.is_initialized());
 }
 
-TEST_CASE("ActNorm's initialisation in float standardises to float precision", "[bijectors][act_norm]") {
+TEST_CASE("ActNorm's initialisation in float standardises to float precision",
+          "[bijectors][act_norm]") {
   const auto x = shifted_batch<float>(3, 4096, 9);
   ActNorm<float, 3> b;
   b.initialize(x);
@@ -81,7 +82,8 @@ TEST_CASE("ActNorm's initialisation in float standardises to float precision", "
   CHECK((var.array() - 1.0).abs().maxCoeff() <= 1e-5);
 }
 
-TEMPLATE_TEST_CASE("ActNorm's initialisation keeps constant features finite", "[bijectors][act_norm]", float, double) {
+TEMPLATE_TEST_CASE("ActNorm's initialisation keeps constant features finite",
+                   "[bijectors][act_norm]", float, double) {
   using S = TestType;
   auto x = shifted_batch<S>(3, 16, 10);
   x.row(1).setConstant(S(0.1));  // constant, but not exactly representable
@@ -103,7 +105,8 @@ TEMPLATE_TEST_CASE("ActNorm's initialisation keeps constant features finite", "[
   CHECK(b.log_scale()(2) == Approx(std::log(10.0)));
 }
 
-TEST_CASE("ActNorm's initialisation rejects bad batches and floors", "[bijectors][act_norm][errors]") {
+TEST_CASE("ActNorm's initialisation rejects bad batches and floors",
+          "[bijectors][act_norm][errors]") {
   ActNorm<double> b(2);
   Eigen::MatrixXd x = Eigen::MatrixXd::Random(2, 8);
   CHECK_THROWS_AS(b.initialize(Eigen::MatrixXd::Random(3, 8)), ShapeError);
@@ -117,7 +120,8 @@ TEST_CASE("ActNorm's initialisation rejects bad batches and floors", "[bijectors
   CHECK(b.bias().isZero(0));
 }
 
-TEST_CASE("ActNorm rejects invalid parameters by name and stays unchanged", "[bijectors][act_norm][errors]") {
+TEST_CASE("ActNorm rejects invalid parameters by name and stays unchanged",
+          "[bijectors][act_norm][errors]") {
   auto b = test::randomized(ActNorm<double>(3), 11);
   const Vector<double> before = get_parameters(b);
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -141,7 +145,8 @@ TEST_CASE("initialize_act_norms initialises every ActNorm of a flow on the batch
   auto lu = LULinear<S>::random_orthogonal(3, 1);
   lu.set_log_s(Eigen::Vector3d(0.5, -1.0, 2.0));
   Flow<ActNorm<S, 3>, LULinear<S>, Flow<ElementwiseAffine<S>, ActNorm<S>>> flow(
-      ActNorm<S, 3>{}, lu, Flow<ElementwiseAffine<S>, ActNorm<S>>(ElementwiseAffine<S>(3), ActNorm<S>(3)));
+      ActNorm<S, 3>{}, lu,
+      Flow<ElementwiseAffine<S>, ActNorm<S>>(ElementwiseAffine<S>(3), ActNorm<S>(3)));
   const auto x = shifted_batch<S>(3, 500, 12);
   const Eigen::MatrixXd out = initialize_act_norms(flow, x);
   CHECK(flow.step<0>().is_initialized());
@@ -158,7 +163,8 @@ TEST_CASE("initialize_act_norms initialises every ActNorm of a flow on the batch
   CHECK_THROWS_AS(initialize_act_norms(flow, Eigen::MatrixXd::Zero(4, 10)), ShapeError);
 }
 
-TEST_CASE("ActNorm's single-point path allocates nothing with a fixed Dim", "[bijectors][act_norm]") {
+TEST_CASE("ActNorm's single-point path allocates nothing with a fixed Dim",
+          "[bijectors][act_norm]") {
   const auto b = test::randomized(ActNorm<double, 3>{}, 13);
   const Eigen::Vector3d x = Eigen::Vector3d::Random();
   Eigen::internal::set_is_malloc_allowed(false);

@@ -2,18 +2,17 @@
 // Hutchinson divergences, round trips, log-dets against finite-difference Jacobians, bad input,
 // and flow matching. The shared laws (gradients through RK4 and Dormand-Prince with exact and
 // Hutchinson traces included) run in the conformance list (tests/conformance/conformance.hpp).
+#include <Eigen/Eigenvalues>
+#include <Eigen/LU>
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/distributions/density.hpp>
 #include <nflow/distributions/standard_normal.hpp>
 #include <nflow/ode/solvers.hpp>
 #include <nflow/train/flow_matching.hpp>
-
-#include <Eigen/Eigenvalues>
-#include <Eigen/LU>
-#include <cmath>
-#include <limits>
-#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -64,7 +63,8 @@ double fd_log_det(Map&& map, const Eigen::VectorXd& x, double h) {
 
 }  // namespace
 
-TEST_CASE("RK4 and Dopri5 solve a linear ODE: z(1) = exp(A) z(0), log-det = tr(A)", "[continuous][ode]") {
+TEST_CASE("RK4 and Dopri5 solve a linear ODE: z(1) = exp(A) z(0), log-det = tr(A)",
+          "[continuous][ode]") {
   MatrixXd a(3, 3);
   a << 0.2, -0.7, 0.1,  //
       0.5, -0.3, 0.4,   //
@@ -126,9 +126,12 @@ TEST_CASE("the pushforward of N(0, I) under dz/dt = A z is N(0, e^A e^Aᵀ)", "[
   MatrixXd w0 = standard_normal_matrix<double>(3, 3, gen) * 0.5;
   MatrixXd w1 = standard_normal_matrix<double>(3, 3, gen) * 0.5;
   flow.visit_parameters([&](const std::string& name, auto t) {
-    if (name == "field.layers.0.weight") t = w0;
-    else if (name == "field.layers.1.weight") t = w1;
-    else t.setZero();
+    if (name == "field.layers.0.weight")
+      t = w0;
+    else if (name == "field.layers.1.weight")
+      t = w1;
+    else
+      t.setZero();
   });
   const MatrixXd a = w1 * w0;
   // Sampling: x = inverse(z) = e^{-A} z, so x ~ N(0, e^{-A} e^{-Aᵀ}); equivalently log p(x) =
@@ -143,7 +146,8 @@ TEST_CASE("the pushforward of N(0, I) under dz/dt = A z is N(0, e^A e^Aᵀ)", "[
   double worst = 0;
   for (Index j = 0; j < 100; ++j) {
     const double exact = log_norm - 0.5 * x.col(j).dot(llt.solve(x.col(j)));
-    const double flow_lp = -1.5 * std::log(2 * Constants<double>::pi) - 0.5 * r.value.col(j).squaredNorm() + r.log_det(j);
+    const double flow_lp = -1.5 * std::log(2 * Constants<double>::pi) -
+                           0.5 * r.value.col(j).squaredNorm() + r.log_det(j);
     worst = std::max(worst, std::abs(exact - flow_lp));
   }
   CHECK(worst < 1e-6);
@@ -171,7 +175,8 @@ TEST_CASE("the closed-form exact trace (one and two hidden layers) equals the Ja
     const Flow flow = randomize(Flow(5, {12, layers, 0, 1}), 3, 0.4);
     const auto& field = flow.field();
     const MatrixXd trace = field.trace_matrix();
-    CHECK(trace.size() == (layers == 2 ? 144 : (layers == 1 ? 12 : 0)));  // 3 layers: no closed form
+    CHECK(trace.size() ==
+          (layers == 2 ? 144 : (layers == 1 ? 12 : 0)));  // 3 layers: no closed form
     std::mt19937_64 gen(5);
     const MatrixXd z = standard_normal_matrix<double>(5, 7, gen);
     MatrixXd f, f_closed;
@@ -195,7 +200,8 @@ TEST_CASE("Hutchinson's estimate is unbiased", "[continuous][trace]") {
   std::mt19937_64 gen(6);
   const Eigen::VectorXd z = standard_normal_matrix<double>(5, 1, gen);
   const double exact = flow.divergence(z, 0.7)(0);
-  for (auto kind : {ode::TraceEstimator::HutchinsonRademacher, ode::TraceEstimator::HutchinsonGaussian}) {
+  for (auto kind :
+       {ode::TraceEstimator::HutchinsonRademacher, ode::TraceEstimator::HutchinsonGaussian}) {
     const Index m = 20000;
     const MatrixXd zs = z.replicate(1, m);
     const MatrixXd probes = ode::hutchinson_probes<double>(5, m, kind, 99);
@@ -224,14 +230,16 @@ TEST_CASE("a continuous flow round-trips and its log-det matches the finite-diff
     CHECK((b.value - x).cwiseAbs().maxCoeff() < 1e-8);
     CHECK((f.log_det + b.log_det).cwiseAbs().maxCoeff() < 1e-8);
     for (Index j = 0; j < x.cols(); ++j) {
-      const double fd = fd_log_det([&](const Eigen::VectorXd& p) { return Eigen::VectorXd(flow.forward(p)); },
-                                   Eigen::VectorXd(x.col(j)), 1e-3);
+      const double fd =
+          fd_log_det([&](const Eigen::VectorXd& p) { return Eigen::VectorXd(flow.forward(p)); },
+                     Eigen::VectorXd(x.col(j)), 1e-3);
       CHECK(std::abs(fd - f.log_det(j)) < 1e-7);
     }
   }
 }
 
-TEST_CASE("the context changes the map, and a conditional flow checks its context", "[continuous][context]") {
+TEST_CASE("the context changes the map, and a conditional flow checks its context",
+          "[continuous][context]") {
   using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, Dynamic>;
   const Flow flow = randomize(Flow(2, {8, 2, 1, 1}), 14, 0.5);
   std::mt19937_64 gen(15);
@@ -303,7 +311,8 @@ TEST_CASE("solve() reports the solver's work", "[continuous][ode]") {
   const auto tight = flow.solve(x, MatrixXd(), false);
   CHECK(loose.stats.function_evaluations > 0);
   CHECK(tight.stats.function_evaluations > loose.stats.function_evaluations);
-  CHECK(tight.stats.function_evaluations == 2 + 6 * (tight.stats.accepted_steps + tight.stats.rejected_steps));
+  CHECK(tight.stats.function_evaluations ==
+        2 + 6 * (tight.stats.accepted_steps + tight.stats.rejected_steps));
 }
 
 TEST_CASE("the flow-matching gradient matches finite differences", "[continuous][flow_matching]") {
@@ -333,20 +342,23 @@ TEST_CASE("the flow-matching gradient matches finite differences", "[continuous]
   set_parameters(flow, theta);
   CHECK((grad - fd).cwiseAbs().maxCoeff() / std::max(1.0, fd.cwiseAbs().maxCoeff()) < 1e-8);
   // A conditional field without its context.
-  CHECK_THROWS_AS(train::flow_matching_loss(flow.field(), x1, x0, tau, MatrixXd(), 0.0, grad), ShapeError);
+  CHECK_THROWS_AS(train::flow_matching_loss(flow.field(), x1, x0, tau, MatrixXd(), 0.0, grad),
+                  ShapeError);
 }
 
 namespace {
 /// The flow-matching optimum for N(0, I) → N(μ, Σ) in the noise → data convention (σ_min = 0).
-Eigen::Vector2d optimal_velocity(const Eigen::Vector2d& x, double tau, const Eigen::Vector2d& mu, const Eigen::Matrix2d& sigma) {
+Eigen::Vector2d optimal_velocity(const Eigen::Vector2d& x, double tau, const Eigen::Vector2d& mu,
+                                 const Eigen::Matrix2d& sigma) {
   const Eigen::Matrix2d i = Eigen::Matrix2d::Identity();
   const Eigen::Matrix2d ct = (1 - tau) * (1 - tau) * i + tau * tau * sigma;
   return mu + (tau * sigma - (1 - tau) * i) * ct.inverse() * (x - tau * mu);
 }
 }  // namespace
 
-TEST_CASE("flow matching learns a Gaussian: field near the optimum, exact likelihood near the truth",
-          "[continuous][flow_matching]") {
+TEST_CASE(
+    "flow matching learns a Gaussian: field near the optimum, exact likelihood near the truth",
+    "[continuous][flow_matching]") {
   const Eigen::Vector2d mu(1.0, -0.5);
   Eigen::Matrix2d sigma;
   sigma << 0.8, 0.3, 0.3, 0.5;
@@ -370,9 +382,12 @@ TEST_CASE("flow matching learns a Gaussian: field near the optimum, exact likeli
   double field_err = 0;
   double field_scale = 0;
   for (double tau : {0.2, 0.5, 0.8}) {
-    const MatrixXd x = (tau * mu).replicate(1, 50) +
-                       MatrixXd(((1 - tau) * (1 - tau) * Eigen::Matrix2d::Identity() + tau * tau * sigma).llt().matrixL()) *
-                           standard_normal_matrix<double>(2, 50, gen);
+    const MatrixXd x =
+        (tau * mu).replicate(1, 50) +
+        MatrixXd(((1 - tau) * (1 - tau) * Eigen::Matrix2d::Identity() + tau * tau * sigma)
+                     .llt()
+                     .matrixL()) *
+            standard_normal_matrix<double>(2, 50, gen);
     const MatrixXd f = flow.field().value(1 - tau, x, MatrixXd());
     for (Index j = 0; j < 50; ++j) {
       const Eigen::Vector2d v = optimal_velocity(x.col(j), tau, mu, sigma);
@@ -392,9 +407,11 @@ TEST_CASE("flow matching learns a Gaussian: field near the optimum, exact likeli
   double flow_ll = 0;
   double true_ll = 0;
   for (Index j = 0; j < test_data.cols(); ++j) {
-    flow_ll += -std::log(2 * Constants<double>::pi) - 0.5 * r.value.col(j).squaredNorm() + r.log_det(j);
+    flow_ll +=
+        -std::log(2 * Constants<double>::pi) - 0.5 * r.value.col(j).squaredNorm() + r.log_det(j);
     const Eigen::Vector2d d = test_data.col(j) - mu;
-    true_ll += -std::log(2 * Constants<double>::pi) - std::log(Eigen::Matrix2d(llt.matrixL()).diagonal().prod()) -
+    true_ll += -std::log(2 * Constants<double>::pi) -
+               std::log(Eigen::Matrix2d(llt.matrixL()).diagonal().prod()) -
                0.5 * d.dot(llt.solve(d));
   }
   flow_ll /= double(test_data.cols());
@@ -403,7 +420,8 @@ TEST_CASE("flow matching learns a Gaussian: field near the optimum, exact likeli
   CHECK(std::abs(flow_ll - true_ll) < 0.05);
 }
 
-TEST_CASE("conditional flow matching: the context selects the Gaussian", "[continuous][flow_matching][context]") {
+TEST_CASE("conditional flow matching: the context selects the Gaussian",
+          "[continuous][flow_matching][context]") {
   // Context c ∈ {−1, +1}; data ~ N(c·(1.5, 0), 0.25 I).
   std::mt19937_64 gen(24);
   const Index n = 4096;
@@ -427,12 +445,16 @@ TEST_CASE("conditional flow matching: the context selects the Gaussian", "[conti
   flow.set_solver(OdeSolver::Dopri5, 20, ode::Dopri5Options{1e-6, 1e-6});
   auto mean_ll = [&](const MatrixXd& context) {
     const auto r = flow.forward_and_log_det(test, context);
-    return (-std::log(2 * Constants<double>::pi) - 0.5 * r.value.colwise().squaredNorm().array() + r.log_det.array()).mean();
+    return (-std::log(2 * Constants<double>::pi) - 0.5 * r.value.colwise().squaredNorm().array() +
+            r.log_det.array())
+        .mean();
   };
   const double right = mean_ll(ct);
   const double wrong = mean_ll(-ct);
-  const double truth = -std::log(2 * Constants<double>::pi) - 2 * std::log(0.5) - 1.0;  // E[log N] in 2-D
-  INFO("held-out log-likelihood: right context " << right << ", swapped " << wrong << ", true " << truth);
+  const double truth =
+      -std::log(2 * Constants<double>::pi) - 2 * std::log(0.5) - 1.0;  // E[log N] in 2-D
+  INFO("held-out log-likelihood: right context " << right << ", swapped " << wrong << ", true "
+                                                 << truth);
   CHECK(std::abs(right - truth) < 0.15);
   CHECK(wrong < truth - 5);
 }

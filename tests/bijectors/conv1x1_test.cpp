@@ -6,6 +6,9 @@
 #define EIGEN_RUNTIME_NO_MALLOC
 
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <nflow/bijectors/act_norm.hpp>
 #include <nflow/bijectors/conv1x1.hpp>
 #include <nflow/bijectors/lu_linear.hpp>
@@ -13,10 +16,6 @@
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/testing/catch2.hpp>
-
-#include <cmath>
-#include <cstdint>
-#include <limits>
 #include <random>
 
 using namespace nflow;
@@ -38,7 +37,8 @@ struct Pair {
   LULinear<double> lin;
 };
 Pair random_pair(Index c, Index h, Index w, std::uint64_t seed) {
-  Pair p{Conv1x1<double>::random_orthogonal(c, h, w, seed), LULinear<double>::random_orthogonal(c, seed)};
+  Pair p{Conv1x1<double>::random_orthogonal(c, h, w, seed),
+         LULinear<double>::random_orthogonal(c, seed)};
   p.conv = with_random_parameters(p.conv, seed + 1, 0.4);
   p.lin.set_lower(p.conv.lower());
   p.lin.set_upper(p.conv.upper());
@@ -52,7 +52,8 @@ Eigen::MatrixXd per_pixel(const Eigen::MatrixXd& x, Index c, F&& f) {
   const Index pixels = x.rows() / c;
   Eigen::MatrixXd out(x.rows(), x.cols());
   for (Index j = 0; j < x.cols(); ++j) {
-    for (Index p = 0; p < pixels; ++p) out.col(j).segment(p * c, c) = f(Eigen::VectorXd(x.col(j).segment(p * c, c)));
+    for (Index p = 0; p < pixels; ++p)
+      out.col(j).segment(p * c, c) = f(Eigen::VectorXd(x.col(j).segment(p * c, c)));
   }
   return out;
 }
@@ -72,13 +73,17 @@ TEST_CASE("Conv1x1 equals LULinear applied pixel by pixel", "[bijectors][conv1x1
   const Eigen::MatrixXd x = standard_normal_matrix<double>(conv.dim(), 5, gen);
 
   const auto r = conv.forward_and_log_det(x);
-  const Eigen::MatrixXd expected = per_pixel(x, c, [&](const Eigen::VectorXd& v) { return lin.forward(v); });
+  const Eigen::MatrixXd expected =
+      per_pixel(x, c, [&](const Eigen::VectorXd& v) { return lin.forward(v); });
   CHECK((r.value - expected).cwiseAbs().maxCoeff() <= 1e-13);
-  CHECK(r.log_det(0) == Approx(double(h * w) * lin.forward_log_det(x.col(0).head(c))(0)).epsilon(1e-14));
-  CHECK(r.log_det(0) == Approx(double(h * w) * std::log(std::abs(conv.weight().determinant()))).epsilon(1e-12));
+  CHECK(r.log_det(0) ==
+        Approx(double(h * w) * lin.forward_log_det(x.col(0).head(c))(0)).epsilon(1e-14));
+  CHECK(r.log_det(0) ==
+        Approx(double(h * w) * std::log(std::abs(conv.weight().determinant()))).epsilon(1e-12));
 
   const auto s = conv.inverse_and_log_det(x);
-  const Eigen::MatrixXd expected_inv = per_pixel(x, c, [&](const Eigen::VectorXd& v) { return lin.inverse(v); });
+  const Eigen::MatrixXd expected_inv =
+      per_pixel(x, c, [&](const Eigen::VectorXd& v) { return lin.inverse(v); });
   CHECK((s.value - expected_inv).cwiseAbs().maxCoeff() <= 1e-13);
   CHECK(s.log_det(0) == Approx(-r.log_det(0)));
 }
@@ -103,9 +108,13 @@ TEST_CASE("Conv1x1's gradients are LULinear's summed over pixels", "[bijectors][
     INFO((inverse ? "inverse" : "forward"));
     Vector<double> g_conv = Vector<double>::Zero(conv.parameter_count());
     Vector<double> g_lin = Vector<double>::Zero(lin.parameter_count());
-    const Eigen::MatrixXd gx_conv = inverse ? conv.inverse_vjp(x, gv, gl, g_conv) : conv.forward_vjp(x, gv, gl, g_conv);
-    const Eigen::MatrixXd gx_lin = inverse ? lin.inverse_vjp(xp, gvp, glp, g_lin) : lin.forward_vjp(xp, gvp, glp, g_lin);
-    CHECK((gx_conv - Eigen::Map<const Eigen::MatrixXd>(gx_lin.data(), conv.dim(), n)).cwiseAbs().maxCoeff() <= 1e-12);
+    const Eigen::MatrixXd gx_conv =
+        inverse ? conv.inverse_vjp(x, gv, gl, g_conv) : conv.forward_vjp(x, gv, gl, g_conv);
+    const Eigen::MatrixXd gx_lin =
+        inverse ? lin.inverse_vjp(xp, gvp, glp, g_lin) : lin.forward_vjp(xp, gvp, glp, g_lin);
+    CHECK((gx_conv - Eigen::Map<const Eigen::MatrixXd>(gx_lin.data(), conv.dim(), n))
+              .cwiseAbs()
+              .maxCoeff() <= 1e-12);
     // Same tensors in the same order, LULinear's bias last.
     CHECK((g_conv - g_lin.head(conv.parameter_count())).cwiseAbs().maxCoeff() <= 1e-11);
   }
@@ -151,10 +160,12 @@ TEST_CASE("Conv1x1 rejects invalid parameters and shapes", "[bijectors][conv1x1]
 TEST_CASE("initialize_act_norms initialises the ActNorm of a Glow step (ActNorm then Conv1x1)",
           "[bijectors][conv1x1][act_norm]") {
   const Index c = 3, h = 2, w = 2;
-  Flow<ActNorm<double>, Conv1x1<double>> step(ActNorm<double>(c * h * w),
-                                              with_random_parameters(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
+  Flow<ActNorm<double>, Conv1x1<double>> step(
+      ActNorm<double>(c * h * w),
+      with_random_parameters(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
   std::mt19937_64 gen(52);
-  const Eigen::MatrixXd data = (standard_normal_matrix<double>(c * h * w, 64, gen) * 3.0).array() + 1.0;
+  const Eigen::MatrixXd data =
+      (standard_normal_matrix<double>(c * h * w, 64, gen) * 3.0).array() + 1.0;
   (void)initialize_act_norms(step, data);
   CHECK(step.step<0>().is_initialized());
 }

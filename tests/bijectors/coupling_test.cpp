@@ -5,7 +5,6 @@
 #include <catch2/catch.hpp>
 #include <nflow/bijectors/coupling.hpp>
 #include <nflow/nflow.hpp>
-
 #include <random>
 
 using namespace nflow;
@@ -32,7 +31,8 @@ TEMPLATE_TEST_CASE("additive coupling preserves volume", "[coupling]", float, do
 }
 
 TEST_CASE("a coupling layer leaves its conditioning features unchanged", "[coupling]") {
-  const auto b = randomize(AffineCoupling<double>(CouplingMask::alternating(6), {16, 2, 0, 1}), 7, 1.0);
+  const auto b =
+      randomize(AffineCoupling<double>(CouplingMask::alternating(6), {16, 2, 0, 1}), 7, 1.0);
   std::mt19937_64 gen(2);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(6, 20, gen);
   const Eigen::MatrixXd z = b.forward(x);
@@ -68,7 +68,8 @@ TEST_CASE("the affine coupling's log-scale is bounded", "[coupling]") {
 TEST_CASE("coupling masks are validated", "[coupling][errors]") {
   CHECK_THROWS_AS(CouplingMask(std::vector<bool>{false, false}), ParameterError);
   CHECK_THROWS_AS(CouplingMask::half(1), ParameterError);
-  CHECK_THROWS_WITH(AffineCoupling<double>(CouplingMask(std::vector<bool>{true, true})), Catch::Contains("mask"));
+  CHECK_THROWS_WITH(AffineCoupling<double>(CouplingMask(std::vector<bool>{true, true})),
+                    Catch::Contains("mask"));
   CHECK_NOTHROW(AffineCoupling<double>(CouplingMask(std::vector<bool>{true, true}), {8, 1, 2, 0}));
   CHECK_THROWS_AS((AffineCoupling<double, 3>(CouplingMask::half(4))), ParameterError);
   const auto m = CouplingMask::half(5);
@@ -78,7 +79,8 @@ TEST_CASE("coupling masks are validated", "[coupling][errors]") {
   CHECK(a.conditioning() == std::vector<int>{0, 2, 4});
 }
 
-TEST_CASE("the score of a conditional Real NVP density matches finite differences", "[coupling][flow][gradients]") {
+TEST_CASE("the score of a conditional Real NVP density matches finite differences",
+          "[coupling][flow][gradients]") {
   using A = AffineCoupling<double, 3, 8, nn::Tanh>;
   using RealNVP = Flow<A, Reverse<double, 3>, A, Reverse<double, 3>, A>;
   const RealNVP flow(randomize(A(CouplingMask::half(3), {8, 2, 2, 1}), 1), Reverse<double, 3>{},

@@ -1,12 +1,10 @@
 // Tests of nflow/bijectors/elementwise_affine.hpp: the documented map and parameter validation.
 // Its laws, over float and double, fixed and dynamic sizes, run in the conformance list
 // (tests/conformance/conformance.hpp).
-#include <catch2/catch.hpp>
-#include <nflow/bijectors/elementwise_affine.hpp>
-
 #include <Eigen/Core>
-
+#include <catch2/catch.hpp>
 #include <cmath>
+#include <nflow/bijectors/elementwise_affine.hpp>
 
 using namespace nflow;
 
@@ -22,6 +20,7 @@ TEST_CASE("ElementwiseAffine computes the affine map it documents", "[bijectors]
 
 TEST_CASE("ElementwiseAffine rejects non-finite parameters by name", "[bijectors][errors]") {
   ElementwiseAffine<double> b(2);
-  CHECK_THROWS_WITH(b.set_log_scale(Eigen::Vector2d(0.0, std::nan(""))), Catch::Contains("log_scale"));
+  CHECK_THROWS_WITH(b.set_log_scale(Eigen::Vector2d(0.0, std::nan(""))),
+                    Catch::Contains("log_scale"));
   CHECK_THROWS_AS(b.set_shift(Eigen::Vector3d::Zero()), ShapeError);
 }

@@ -7,17 +7,15 @@
 // this test executable so that Eigen's inline functions agree across them.
 #define EIGEN_RUNTIME_NO_MALLOC
 
+#include <Eigen/LU>
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <nflow/bijectors/lu_linear.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/testing/catch2.hpp>
-
-#include <Eigen/LU>
-
-#include <cmath>
-#include <cstdint>
-#include <limits>
 #include <random>
 
 using namespace nflow;
@@ -56,7 +54,8 @@ Eigen::MatrixXd naive_weight(const B& b) {
 }  // namespace
 
 // The bijector laws of LULinear run in the conformance list (tests/conformance/).
-TEST_CASE("LULinear's log-det equals log|det W| of the assembled weight", "[bijectors][lu_linear]") {
+TEST_CASE("LULinear's log-det equals log|det W| of the assembled weight",
+          "[bijectors][lu_linear]") {
   for (const Index d : {1, 2, 5, 16, 17, 40}) {
     // Entries of size 0.5/√d keep W well conditioned at every d (random triangular factors with
     // O(1) entries are exponentially ill-conditioned in d, and then Eigen's determinant is the
@@ -70,7 +69,8 @@ TEST_CASE("LULinear's log-det equals log|det W| of the assembled weight", "[bije
     const Eigen::MatrixXd x = Eigen::MatrixXd::Random(d, 3);
     const auto r = b.forward_and_log_det(x);
     CHECK((r.log_det.array() == b.log_s().sum()).all());
-    CHECK((r.log_det.array() - expected).abs().maxCoeff() <= 1e-12 * std::max(1.0, std::abs(expected)));
+    CHECK((r.log_det.array() - expected).abs().maxCoeff() <=
+          1e-12 * std::max(1.0, std::abs(expected)));
   }
 }
 
@@ -88,7 +88,8 @@ TEST_CASE("LULinear's weight and forward match a naive assembly of P, L, U, sign
   CHECK((b.inverse(z) - back).cwiseAbs().maxCoeff() <= 1e-12);
 }
 
-TEST_CASE("LULinear's constructors: identity, random orthogonal, from a given weight", "[bijectors][lu_linear]") {
+TEST_CASE("LULinear's constructors: identity, random orthogonal, from a given weight",
+          "[bijectors][lu_linear]") {
   const LULinear<double, 3> id;
   CHECK(id.weight().isIdentity(0.0));
   CHECK(id.log_abs_det() == 0.0);
@@ -107,11 +108,13 @@ TEST_CASE("LULinear's constructors: identity, random orthogonal, from a given we
   std::mt19937_64 gen(9);
   const Eigen::MatrixXd w = standard_normal_matrix<double>(5, 5, gen);
   const auto b = LULinear<double>::from_weight(w);
-  CHECK((Eigen::MatrixXd(b.weight()) - w).cwiseAbs().maxCoeff() <= 1e-14 * w.cwiseAbs().maxCoeff() * 5);
+  CHECK((Eigen::MatrixXd(b.weight()) - w).cwiseAbs().maxCoeff() <=
+        1e-14 * w.cwiseAbs().maxCoeff() * 5);
   CHECK(std::abs(b.log_abs_det() - std::log(std::abs(w.determinant()))) <= 1e-12);
 }
 
-TEST_CASE("LULinear inverts an ill-conditioned weight by triangular solves", "[bijectors][lu_linear]") {
+TEST_CASE("LULinear inverts an ill-conditioned weight by triangular solves",
+          "[bijectors][lu_linear]") {
   const Index d = 12;
   LULinear<double> b(d);
   std::mt19937_64 gen(31);
@@ -134,11 +137,13 @@ TEST_CASE("LULinear inverts an ill-conditioned weight by triangular solves", "[b
   testing::LawOptions opt;
   opt.round_trip_tol = 1e-15 * cond;
   opt.log_det_tol = 1e-14 * cond;
-  opt.skip_all(testing::gradient_law_names(), "the gradients are checked on well-conditioned layers above");
+  opt.skip_all(testing::gradient_law_names(),
+               "the gradients are checked on well-conditioned layers above");
   NFLOW_CHECK_LAWS(b, opt);
 }
 
-TEST_CASE("LULinear rejects invalid parameters by name and stays unchanged", "[bijectors][lu_linear][errors]") {
+TEST_CASE("LULinear rejects invalid parameters by name and stays unchanged",
+          "[bijectors][lu_linear][errors]") {
   auto b = with_random_parameters(LULinear<double>(3), 41);
   const Vector<double> before = get_parameters(b);
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -169,7 +174,8 @@ TEST_CASE("LULinear rejects invalid parameters by name and stays unchanged", "[b
   CHECK_THROWS_AS(LULinear<double>(0), ParameterError);
   CHECK_THROWS_AS((LULinear<double, 3>(4)), ParameterError);
   CHECK_THROWS_AS((LULinear<double, 20>(21)), ParameterError);
-  CHECK_THROWS_WITH(LULinear<double>::from_weight(Eigen::Matrix2d::Ones()), Catch::Contains("'log_s'"));
+  CHECK_THROWS_WITH(LULinear<double>::from_weight(Eigen::Matrix2d::Ones()),
+                    Catch::Contains("'log_s'"));
   CHECK_THROWS_AS(LULinear<double>::from_weight(Eigen::MatrixXd::Ones(2, 3)), ShapeError);
   CHECK_THROWS_AS(b.forward(Eigen::Vector4d::Zero()), ShapeError);
 }
@@ -192,7 +198,8 @@ TEST_CASE("LULinear keeps ignored entries of 'lower' and 'upper' at zero, with z
   CHECK(parameter_names(b) == std::vector<std::string>{"lower", "upper", "log_s", "bias"});
 }
 
-TEST_CASE("LULinear's single-point path allocates nothing with a fixed Dim", "[bijectors][lu_linear]") {
+TEST_CASE("LULinear's single-point path allocates nothing with a fixed Dim",
+          "[bijectors][lu_linear]") {
   const auto b = with_random_parameters(LULinear<double, 4>{}, 51);
   const auto big = with_random_parameters(LULinear<float, 20>::random_orthogonal(20, 1), 52);
   const Eigen::Vector4d x = Eigen::Vector4d::Random();

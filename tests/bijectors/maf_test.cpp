@@ -8,11 +8,9 @@
 // (only in builds without NDEBUG); used to check the allocation-free single-point path.
 #define EIGEN_RUNTIME_NO_MALLOC
 
-#include <catch2/catch.hpp>
-
 #include <Eigen/LU>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -32,13 +30,13 @@ namespace {
 using namespace nflow;
 using namespace nflow::test_maf;
 
-
 /// For a map f of one point whose output i may depend only on inputs j with deg(j) ≤ deg(i):
 /// perturbs each input and checks the finite-difference Jacobian is exactly zero above the
 /// diagonal in degree order (outputs bit-identical), non-zero on the diagonal, and that
 /// Σ log|J_ii| matches the reported log-det.
 template <typename Map>
-void check_triangular(Map&& f, const Eigen::VectorXd& x, const Eigen::VectorXi& degree, double log_det) {
+void check_triangular(Map&& f, const Eigen::VectorXd& x, const Eigen::VectorXi& degree,
+                      double log_det) {
   const Index d = x.size();
   const double h = 1e-5;
   double diag_log_det = 0;
@@ -52,7 +50,8 @@ void check_triangular(Map&& f, const Eigen::VectorXd& x, const Eigen::VectorXi& 
     const Eigen::VectorXd col = (fp - fm) / (2 * h);
     for (Index i = 0; i < d; ++i) {
       if (degree(j) > degree(i)) {
-        INFO("output " << i << " (degree " << degree(i) << ") vs input " << j << " (degree " << degree(j) << ")");
+        INFO("output " << i << " (degree " << degree(i) << ") vs input " << j << " (degree "
+                       << degree(j) << ")");
         CHECK(fp(i) == fm(i));
         CHECK(col(i) == 0.0);
       }
@@ -67,7 +66,8 @@ void check_triangular(Map&& f, const Eigen::VectorXd& x, const Eigen::VectorXi& 
 template <typename A, typename B>
 double relative_error(const A& a, const B& b) {
   const Eigen::MatrixXd bd = b.template cast<double>();
-  return (a.template cast<double>() - bd).cwiseAbs().maxCoeff() / std::max(1.0, bd.cwiseAbs().maxCoeff());
+  return (a.template cast<double>() - bd).cwiseAbs().maxCoeff() /
+         std::max(1.0, bd.cwiseAbs().maxCoeff());
 }
 
 template <typename S>
@@ -79,7 +79,8 @@ Eigen::VectorXd as_double(const Eigen::Matrix<S, Dyn, 1>& v) {
 
 // ---- compile-time facts --------------------------------------------------------------------------
 
-TEST_CASE("MAF is one pass forward and Dim passes inverse; IAF the other way round", "[bijectors][maf][traits]") {
+TEST_CASE("MAF is one pass forward and Dim passes inverse; IAF the other way round",
+          "[bijectors][maf][traits]") {
   using M = MAF<double, 3>;
   using I = IAF<double, 3>;
   static_assert(Bijector<M> && Bijector<I>);
@@ -98,8 +99,8 @@ TEST_CASE("MAF is one pass forward and Dim passes inverse; IAF the other way rou
 
 // ---- structure ---------------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("MAF's Jacobian is exactly triangular in its order, both ways", "[bijectors][maf][autoregressive]",
-                   float, double) {
+TEMPLATE_TEST_CASE("MAF's Jacobian is exactly triangular in its order, both ways",
+                   "[bijectors][maf][autoregressive]", float, double) {
   using S = TestType;
   // Finite differences in float are too coarse for the log-det check; the exactness checks
   // (bit-identical earlier outputs) run in both precisions.
@@ -114,14 +115,18 @@ TEMPLATE_TEST_CASE("MAF's Jacobian is exactly triangular in its order, both ways
     auto inverse = [&](const Eigen::VectorXd& v) {
       return as_double<S>(b.inverse_and_log_det(Eigen::Matrix<S, Dyn, 1>(v.cast<S>()), ctx).value);
     };
-    const double fld = double(b.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
-    const double ild = double(b.inverse_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
+    const double fld =
+        double(b.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
+    const double ild =
+        double(b.inverse_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).log_det(0));
     if constexpr (std::is_same_v<S, double>) {
       check_triangular(forward, x, degree, fld);
       check_triangular(inverse, x, degree, ild);
       // IAF is the same layer used the other way round: its maps are these two, swapped.
       const Inverted<B> iaf(b);
-      CHECK(as_double<S>(iaf.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).value) == inverse(x));
+      CHECK(
+          as_double<S>(iaf.forward_and_log_det(Eigen::Matrix<S, Dyn, 1>(x.cast<S>()), ctx).value) ==
+          inverse(x));
     } else {
       // Exactness only: earlier outputs do not move at all when a later input moves.
       for (Index j = 0; j < x.size(); ++j) {
@@ -138,13 +143,17 @@ TEMPLATE_TEST_CASE("MAF's Jacobian is exactly triangular in its order, both ways
     }
   };
   run(randomized(FixedMaf<S>({.order = InputOrder::Reversed}), 1, 0.5), no_context, 2);
-  run(randomized(DynMaf<S>(6, {.hidden_width = 9, .order = InputOrder::Random, .seed = 4}), 3, 0.5), no_context, 4);
+  run(randomized(DynMaf<S>(6, {.hidden_width = 9, .order = InputOrder::Random, .seed = 4}), 3, 0.5),
+      no_context, 4);
   Eigen::Matrix<S, Dyn, 1> c(2);
   c << S(0.3), S(-1.1);
-  run(randomized(CondMaf<S>({.hidden_width = 6, .hidden_degrees = nn::HiddenDegrees::Random}), 5, 0.5), c, 6);
+  run(randomized(CondMaf<S>({.hidden_width = 6, .hidden_degrees = nn::HiddenDegrees::Random}), 5,
+                 0.5),
+      c, 6);
 }
 
-TEST_CASE("MAF's log-det is -Σα with α = B·tanh(raw/B) from the MADE", "[bijectors][maf][log_det]") {
+TEST_CASE("MAF's log-det is -Σα with α = B·tanh(raw/B) from the MADE",
+          "[bijectors][maf][log_det]") {
   const auto b = randomized(DynMaf<double>(5, {.hidden_width = 8, .context_dim = 3}), 1, 0.8);
   std::mt19937_64 gen(2);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(5, 6, gen);
@@ -191,8 +200,10 @@ TEST_CASE("MAF orders: natural, reversed and seeded random", "[bijectors][maf][o
   const Eigen::VectorXi r3 = DynMaf<double>(6, {.order = InputOrder::Random, .seed = 4}).order();
   CHECK(r1 == r2);
   CHECK(r1 != r3);
-  CHECK(DynMaf<double>(3, {.custom_order = Eigen::Vector3i(2, 0, 1)}).made().input_degrees() == Eigen::Vector3i(2, 3, 1));
-  CHECK(get_parameters(DynMaf<double>(6, {.seed = 3})) == get_parameters(DynMaf<double>(6, {.seed = 3})));
+  CHECK(DynMaf<double>(3, {.custom_order = Eigen::Vector3i(2, 0, 1)}).made().input_degrees() ==
+        Eigen::Vector3i(2, 3, 1));
+  CHECK(get_parameters(DynMaf<double>(6, {.seed = 3})) ==
+        get_parameters(DynMaf<double>(6, {.seed = 3})));
 }
 
 TEST_CASE("MAF rejects inconsistent options and missing contexts", "[bijectors][maf][errors]") {
@@ -208,12 +219,15 @@ TEST_CASE("MAF rejects inconsistent options and missing contexts", "[bijectors][
   CHECK_THROWS_AS(cond.inverse(Eigen::Vector4d::Zero(), Eigen::Vector3d::Zero()), ShapeError);
   const DynMaf<double> dyn(3, {.context_dim = 2});
   CHECK_THROWS_AS(dyn.forward(Eigen::Vector3d::Zero()), ShapeError);
-  CHECK_THROWS_AS(dyn.forward(Eigen::Matrix<double, 3, 2>::Zero(), Eigen::Matrix<double, 2, 3>::Zero()), ShapeError);
+  CHECK_THROWS_AS(
+      dyn.forward(Eigen::Matrix<double, 3, 2>::Zero(), Eigen::Matrix<double, 2, 3>::Zero()),
+      ShapeError);
 }
 
 // ---- stability -----------------------------------------------------------------------------------
 
-TEST_CASE("The bounded log-scale keeps the Dim-pass inverse finite and invertible", "[bijectors][maf][stability]") {
+TEST_CASE("The bounded log-scale keeps the Dim-pass inverse finite and invertible",
+          "[bijectors][maf][stability]") {
   // Huge raw log-scales: α saturates at ±B, so every scale stays within [e^−B, e^B].
   auto b = randomized(DynMaf<double>(6, {.hidden_width = 8}), 1, 0.3);
   Vector<double> theta = get_parameters(b);
@@ -253,7 +267,8 @@ TEMPLATE_TEST_CASE("MAF round-trips large batches (many column blocks) and match
     const Eigen::Matrix<S, Dyn, 1> xj = x.col(j);
     const Eigen::Matrix<S, Dyn, 1> cj = c.col(j);
     CHECK(((b.forward(xj, cj) - z.value.col(j)).array().abs()).maxCoeff() < tol);
-    CHECK(((b.inverse(z.value.col(j).eval(), cj) - back.value.col(j)).array().abs()).maxCoeff() < tol);
+    CHECK(((b.inverse(z.value.col(j).eval(), cj) - back.value.col(j)).array().abs()).maxCoeff() <
+          tol);
   }
 }
 
@@ -273,8 +288,9 @@ TEMPLATE_TEST_CASE("MAF's Dim-pass inverse equals a naive solve that reruns the 
     Eigen::Matrix<S, Dyn, Dyn> naive = Eigen::Matrix<S, Dyn, Dyn>::Zero(D, n);
     Eigen::Matrix<S, 1, Dyn> naive_log_det(1, n);
     for (Index k = 0; k < D; ++k) {
-      const Eigen::Matrix<S, Dyn, Dyn> params = cd > 0 ? Eigen::Matrix<S, Dyn, Dyn>(b.made().forward(naive, c))
-                                                       : Eigen::Matrix<S, Dyn, Dyn>(b.made().forward(naive));
+      const Eigen::Matrix<S, Dyn, Dyn> params =
+          cd > 0 ? Eigen::Matrix<S, Dyn, Dyn>(b.made().forward(naive, c))
+                 : Eigen::Matrix<S, Dyn, Dyn>(b.made().forward(naive));
       naive_log_det.setZero();
       Eigen::Matrix<S, Dyn, Dyn> next(D, n);
       b.transformer().inverse(z, params, next, naive_log_det);
@@ -295,18 +311,25 @@ TEMPLATE_TEST_CASE("MAF's Dim-pass inverse equals a naive solve that reruns the 
     }
   };
   check(FixedMaf<S>({.hidden_width = 8, .order = InputOrder::Reversed}), 4, 1);
-  check(DynMaf<S>(6, {.hidden_width = 9, .hidden_layers = 3, .context_dim = 2,
-                      .hidden_degrees = nn::HiddenDegrees::Random, .seed = 5}),
+  check(DynMaf<S>(6, {.hidden_width = 9,
+                      .hidden_layers = 3,
+                      .context_dim = 2,
+                      .hidden_degrees = nn::HiddenDegrees::Random,
+                      .seed = 5}),
         3, 2);
-  check(DynMaf<S>(4, {.hidden_width = 8, .hidden_layers = 0, .context_dim = 1}), 2, 3);  // no hidden layer
-  check(DynMaf<S>(3, {.hidden_width = 600, .hidden_layers = 2, .context_dim = 1}), 300, 4);  // several blocks
-  check(FixedMaf<S>({.hidden_width = 8, .hidden_layers = 10}), 2, 5);  // more layers than the stack store holds
+  check(DynMaf<S>(4, {.hidden_width = 8, .hidden_layers = 0, .context_dim = 1}), 2,
+        3);  // no hidden layer
+  check(DynMaf<S>(3, {.hidden_width = 600, .hidden_layers = 2, .context_dim = 1}), 300,
+        4);  // several blocks
+  check(FixedMaf<S>({.hidden_width = 8, .hidden_layers = 10}), 2,
+        5);  // more layers than the stack store holds
   check(DynMaf<S>(1, {.hidden_width = 4, .hidden_layers = 1}), 2, 6);  // D = 1
 }
 
 // ---- gradients -----------------------------------------------------------------------------------
 
-TEST_CASE("AffineTransformer's backward passes match finite differences", "[bijectors][transformers][gradients]") {
+TEST_CASE("AffineTransformer's backward passes match finite differences",
+          "[bijectors][transformers][gradients]") {
   const AffineTransformer<double> t(2.0);
   std::mt19937_64 gen(1);
   const Index n = 3, m = 4;
@@ -336,34 +359,45 @@ TEST_CASE("AffineTransformer's backward passes match finite differences", "[bije
       Eigen::MatrixXd a = x, b = x;
       a(i) += h;
       b(i) -= h;
-      CHECK(gx(i) == Approx((loss(inverse, a, p) - loss(inverse, b, p)) / (2 * h)).epsilon(1e-7).margin(1e-8));
+      CHECK(
+          gx(i) ==
+          Approx((loss(inverse, a, p) - loss(inverse, b, p)) / (2 * h)).epsilon(1e-7).margin(1e-8));
     }
     for (Index i = 0; i < p.size(); ++i) {
       Eigen::MatrixXd a = p, b = p;
       a(i) += h;
       b(i) -= h;
-      CHECK(gp(i) == Approx((loss(inverse, x, a) - loss(inverse, x, b)) / (2 * h)).epsilon(1e-7).margin(1e-8));
+      CHECK(
+          gp(i) ==
+          Approx((loss(inverse, x, a) - loss(inverse, x, b)) / (2 * h)).epsilon(1e-7).margin(1e-8));
     }
   }
 }
 
-TEST_CASE("Density::log_prob_vjp through a conditional Flow of MAF layers matches finite differences",
-          "[bijectors][maf][gradients][density]") {
+TEST_CASE(
+    "Density::log_prob_vjp through a conditional Flow of MAF layers matches finite differences",
+    "[bijectors][maf][gradients][density]") {
   using M = DynMaf<double>;
   using F = Flow<M, Reverse<double>, M>;
-  Density density(StandardNormal<double>(3),
-                  F(randomized(M(3, {.hidden_width = 5, .context_dim = 2}), 1, 0.5), Reverse<double>(3),
-                    randomized(M(3, {.hidden_width = 5, .context_dim = 2, .order = InputOrder::Reversed}), 2, 0.5)));
+  Density density(
+      StandardNormal<double>(3),
+      F(randomized(M(3, {.hidden_width = 5, .context_dim = 2}), 1, 0.5), Reverse<double>(3),
+        randomized(M(3, {.hidden_width = 5, .context_dim = 2, .order = InputOrder::Reversed}), 2,
+                   0.5)));
   std::mt19937_64 gen(3);
   const Index n = 4;
   const Eigen::MatrixXd x = standard_normal_matrix<double>(3, n, gen);
   const Eigen::MatrixXd c = standard_normal_matrix<double>(2, n, gen);
   const Eigen::RowVectorXd w = standard_normal_matrix<double>(1, n, gen);
-  auto loss = [&](const auto& d, const Eigen::MatrixXd& xv) { return (d.log_prob(xv, c).array() * w.array()).sum(); };
+  auto loss = [&](const auto& d, const Eigen::MatrixXd& xv) {
+    return (d.log_prob(xv, c).array() * w.array()).sum();
+  };
   Vector<double> gp = Vector<double>::Zero(density.parameter_count());
   const Eigen::MatrixXd gx = density.log_prob_vjp(x, w, gp, c);
   const double h = 1e-3;
-  auto stencil = [&](auto&& f) { return (8.0 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12.0 * h); };
+  auto stencil = [&](auto&& f) {
+    return (8.0 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12.0 * h);
+  };
   Eigen::MatrixXd fd_x(3, n);
   for (Index i = 0; i < x.size(); ++i) {
     fd_x(i) = stencil([&](double s) {
@@ -388,7 +422,9 @@ TEST_CASE("Density::log_prob_vjp through a conditional Flow of MAF layers matche
   // The score is the same pass with unit weights.
   const Eigen::MatrixXd score = density.score(x, c);
   Vector<double> scratch = Vector<double>::Zero(density.parameter_count());
-  CHECK((score - density.log_prob_vjp(x, Eigen::RowVectorXd::Ones(n), scratch, c)).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((score - density.log_prob_vjp(x, Eigen::RowVectorXd::Ones(n), scratch, c))
+            .cwiseAbs()
+            .maxCoeff() == 0.0);
 }
 
 // ---- fitting a Gaussian --------------------------------------------------------------------------
@@ -406,7 +442,9 @@ TEST_CASE("An affine MAF (Identity activation) fitted by Adam recovers a correla
   const Index n = 4000;
   const Eigen::MatrixXd data = (chol * standard_normal_matrix<double>(d, n, gen)).colwise() + mean;
 
-  Density density(StandardNormal<double, 3>(), MAF<double, 3, Dyn, nn::Identity>({.hidden_width = 8, .hidden_layers = 1, .seed = 1}));
+  Density density(
+      StandardNormal<double, 3>(),
+      MAF<double, 3, Dyn, nn::Identity>({.hidden_width = 8, .hidden_layers = 1, .seed = 1}));
   // A tiny Adam on the mean log-likelihood.
   Vector<double> theta = get_parameters(density);
   Vector<double> m1 = Vector<double>::Zero(theta.size());
@@ -429,8 +467,10 @@ TEST_CASE("An affine MAF (Identity activation) fitted by Adam recovers a correla
   const Eigen::Vector3d data_mean = data.rowwise().mean();
   const Eigen::MatrixXd centred = data.colwise() - data_mean;
   const Eigen::Matrix3d data_cov = centred * centred.transpose() / double(n);
-  const double best_ll = -0.5 * std::log((2 * Constants<double>::pi * std::exp(1.0) * data_cov).determinant());
-  INFO("mean log-likelihood: first " << first_ll << ", fitted " << ll << ", best Gaussian " << best_ll);
+  const double best_ll =
+      -0.5 * std::log((2 * Constants<double>::pi * std::exp(1.0) * data_cov).determinant());
+  INFO("mean log-likelihood: first " << first_ll << ", fitted " << ll << ", best Gaussian "
+                                     << best_ll);
   CHECK(ll > best_ll - 0.01);
 
   std::mt19937_64 sgen(8);
@@ -438,7 +478,9 @@ TEST_CASE("An affine MAF (Identity activation) fitted by Adam recovers a correla
   const Eigen::Vector3d model_mean = samples.rowwise().mean();
   const Eigen::MatrixXd sc = samples.colwise() - model_mean;
   const Eigen::Matrix3d model_cov = sc * sc.transpose() / double(samples.cols());
-  INFO("model mean " << model_mean.transpose() << "\nmodel cov\n" << model_cov << "\ntrue cov\n" << cov);
+  INFO("model mean " << model_mean.transpose() << "\nmodel cov\n"
+                     << model_cov << "\ntrue cov\n"
+                     << cov);
   CHECK((model_mean - mean).cwiseAbs().maxCoeff() < 0.08);
   CHECK((model_cov - cov).cwiseAbs().maxCoeff() < 0.15);
   CHECK((model_mean - data_mean).cwiseAbs().maxCoeff() < 0.04);
@@ -447,7 +489,8 @@ TEST_CASE("An affine MAF (Identity activation) fitted by Adam recovers a correla
 
 // ---- allocation ----------------------------------------------------------------------------------
 
-TEST_CASE("MAF and IAF on one point with fixed Dim and Hidden do not allocate", "[bijectors][maf][alloc]") {
+TEST_CASE("MAF and IAF on one point with fixed Dim and Hidden do not allocate",
+          "[bijectors][maf][alloc]") {
 #ifdef NDEBUG
   WARN("NDEBUG is defined: Eigen's malloc check is disabled, this test checks nothing");
 #endif

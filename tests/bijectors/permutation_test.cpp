@@ -1,10 +1,9 @@
 // Tests of nflow/bijectors/permutation.hpp: index validation and seeded random permutations.
 // Its laws, over float and double, fixed and dynamic sizes, run in the conformance list
 // (tests/conformance/conformance.hpp).
+#include <Eigen/Core>
 #include <catch2/catch.hpp>
 #include <nflow/bijectors/permutation.hpp>
-
-#include <Eigen/Core>
 
 using namespace nflow;
 

@@ -22,8 +22,10 @@
 // Each law instantiation costs seconds of compile time under the sanitizers: give a new object of
 // an existing type as a further case rather than a new type, and instantiate float only where the
 // float path is worth its own check (the gradient laws run in double only).
+#include <algorithm>
+#include <array>
 #include <catch2/catch.hpp>
-
+#include <cstdint>
 #include <nflow/bijectors/act_norm.hpp>
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/bijectors/conv1x1.hpp>
@@ -40,19 +42,15 @@
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/testing/bijector_laws.hpp>
-
-#include "support/maf_test_support.hpp"
-#include "support/randomized.hpp"
-
-#include <algorithm>
-#include <array>
-#include <cstdint>
 #include <random>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "support/maf_test_support.hpp"
+#include "support/randomized.hpp"
 
 namespace nflow::conformance {
 
@@ -110,7 +108,8 @@ template <typename Entry>
 void check_entry() {
   for (const auto& c : Entry::cases()) {
     for (const auto& r : results_of<Entry>(c)) {
-      INFO(c.label << ": " << r.law << ": error " << r.error << " (tolerance " << r.tolerance << ") " << r.detail);
+      INFO(c.label << ": " << r.law << ": error " << r.error << " (tolerance " << r.tolerance
+                   << ") " << r.detail);
       CHECK(r.passed());
     }
   }
@@ -120,9 +119,11 @@ void check_entry() {
 template <typename Entry>
 const std::string& name_of() {
   static const std::string name = [] {
-    const std::string scalar = std::is_same_v<typename Entry::Bijector::Scalar, float> ? "float" : "double";
+    const std::string scalar =
+        std::is_same_v<typename Entry::Bijector::Scalar, float> ? "float" : "double";
     std::string n = Entry::Name;
-    for (auto at = n.find("<S"); at != std::string::npos; at = n.find("<S", at)) n.replace(at + 1, 1, scalar);
+    for (auto at = n.find("<S"); at != std::string::npos; at = n.find("<S", at))
+      n.replace(at + 1, 1, scalar);
     return n;
   }();
   return name;
@@ -132,7 +133,12 @@ const std::string& name_of() {
 template <typename Part>
 bool register_laws() {
   []<typename... Entries>(std::tuple<Entries...>*) {
-    ([] { REGISTER_TEST_CASE(check_entry<Entries>, name_of<Entries>().c_str(), "[conformance][laws]"); }(), ...);
+    (
+        [] {
+          REGISTER_TEST_CASE(check_entry<Entries>, name_of<Entries>().c_str(),
+                             "[conformance][laws]");
+        }(),
+        ...);
   }(static_cast<Part*>(nullptr));
   return true;
 }
@@ -155,7 +161,9 @@ struct ElementwiseAffineDynamic {
   static constexpr const char* Name = "laws: ElementwiseAffine<S, Dynamic>";
   static constexpr std::array Headers{"bijectors/elementwise_affine.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"random, dim 5", randomized(Bijector(5), 2)}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"random, dim 5", randomized(Bijector(5), 2)}};
+  }
 };
 template <typename S>
 struct ReverseFixed {
@@ -179,7 +187,9 @@ struct PermutationFixed {
   static constexpr const char* Name = "laws: Permutation<S, 5>";
   static constexpr std::array Headers{"bijectors/permutation.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"random, seed 7", Bijector::random(5, 7)}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"random, seed 7", Bijector::random(5, 7)}};
+  }
 };
 template <typename S>
 struct PermutationDynamic {
@@ -187,7 +197,9 @@ struct PermutationDynamic {
   static constexpr const char* Name = "laws: Permutation<S, Dynamic>";
   static constexpr std::array Headers{"bijectors/permutation.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"random, dim 6, seed 8", Bijector::random(6, 8)}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"random, dim 6, seed 8", Bijector::random(6, 8)}};
+  }
 };
 
 /// Sigmoid maps onto (0, 1): its inverse laws draw from there.
@@ -209,7 +221,9 @@ struct SigmoidFixed {
   static constexpr const char* Name = "laws: Sigmoid<S, 2>";
   static constexpr std::array Headers{"bijectors/sigmoid.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"dim 2", Bijector{}, unit_interval_inverse()}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"dim 2", Bijector{}, unit_interval_inverse()}};
+  }
 };
 template <typename S>
 struct SigmoidDynamic {
@@ -217,7 +231,9 @@ struct SigmoidDynamic {
   static constexpr const char* Name = "laws: Sigmoid<S, Dynamic>";
   static constexpr std::array Headers{"bijectors/sigmoid.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"dim 4", Bijector(4), unit_interval_inverse()}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"dim 4", Bijector(4), unit_interval_inverse()}};
+  }
 };
 template <typename S>
 struct LogitFixed {
@@ -225,7 +241,9 @@ struct LogitFixed {
   static constexpr const char* Name = "laws: Logit<S, 2>";
   static constexpr std::array Headers{"bijectors/logit.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"dim 2", Bijector{}, unit_interval_forward()}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"dim 2", Bijector{}, unit_interval_forward()}};
+  }
 };
 template <typename S>
 struct LogitDynamic {
@@ -256,37 +274,45 @@ struct ActNormDynamic {
   static constexpr const char* Name = "laws: ActNorm<S, Dynamic>";
   static constexpr std::array Headers{"bijectors/act_norm.hpp"};
   static constexpr Index ContextRows = 0;
-  static std::vector<Case<Bijector>> cases() { return {{"random, dim 5", randomized(Bijector(5), 2)}}; }
+  static std::vector<Case<Bijector>> cases() {
+    return {{"random, dim 5", randomized(Bijector(5), 2)}};
+  }
 };
 template <typename S>
 struct LULinearFixed {
   using Bijector = LULinear<S, 3>;
   static constexpr const char* Name = "laws: LULinear<S, 3>";
-  static constexpr std::array Headers{"bijectors/lu_linear.hpp", "bijectors/lu_bijector_base.hpp", "bijectors/lu_parameterization.hpp"};
+  static constexpr std::array Headers{"bijectors/lu_linear.hpp", "bijectors/lu_bijector_base.hpp",
+                                      "bijectors/lu_parameterization.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"random", randomized(Bijector{}, 1)}, {"random orthogonal", Bijector::random_orthogonal(3, 11)}};
+    return {{"random", randomized(Bijector{}, 1)},
+            {"random orthogonal", Bijector::random_orthogonal(3, 11)}};
   }
 };
 template <typename S>
 struct LULinearDynamic {
   using Bijector = LULinear<S>;
   static constexpr const char* Name = "laws: LULinear<S, Dynamic>";
-  static constexpr std::array Headers{"bijectors/lu_linear.hpp", "bijectors/lu_bijector_base.hpp", "bijectors/lu_parameterization.hpp"};
+  static constexpr std::array Headers{"bijectors/lu_linear.hpp", "bijectors/lu_bijector_base.hpp",
+                                      "bijectors/lu_parameterization.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"random, dim 5", randomized(Bijector(5), 3)},
-            // a non-trivial permutation and sign
-            {"random orthogonal, dim 6, then random", randomized(Bijector::random_orthogonal(6, 4), 5, 0.3)},
-            {"random orthogonal, dim 2, then random", randomized(Bijector::random_orthogonal(2, 8), 9)},
-            {"random orthogonal, dim 7", Bijector::random_orthogonal(7, 12)}};
+    return {
+        {"random, dim 5", randomized(Bijector(5), 3)},
+        // a non-trivial permutation and sign
+        {"random orthogonal, dim 6, then random",
+         randomized(Bijector::random_orthogonal(6, 4), 5, 0.3)},
+        {"random orthogonal, dim 2, then random", randomized(Bijector::random_orthogonal(2, 8), 9)},
+        {"random orthogonal, dim 7", Bijector::random_orthogonal(7, 12)}};
   }
 };
 template <typename S>
 struct Conv1x1FixedChannels {
   using Bijector = Conv1x1<S, 3>;
   static constexpr const char* Name = "laws: Conv1x1<S, 3>";
-  static constexpr std::array Headers{"bijectors/conv1x1.hpp", "bijectors/lu_bijector_base.hpp", "bijectors/lu_parameterization.hpp"};
+  static constexpr std::array Headers{"bijectors/conv1x1.hpp", "bijectors/lu_bijector_base.hpp",
+                                      "bijectors/lu_parameterization.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     return {{"random, 2 x 2 pixels", randomized(Bijector(2, 2), 1)},
@@ -297,7 +323,8 @@ template <typename S>
 struct Conv1x1DynamicChannels {
   using Bijector = Conv1x1<S>;
   static constexpr const char* Name = "laws: Conv1x1<S, Dynamic>";
-  static constexpr std::array Headers{"bijectors/conv1x1.hpp", "bijectors/lu_bijector_base.hpp", "bijectors/lu_parameterization.hpp"};
+  static constexpr std::array Headers{"bijectors/conv1x1.hpp", "bijectors/lu_bijector_base.hpp",
+                                      "bijectors/lu_parameterization.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     return {{"random, 2 channels, 3 x 2 pixels", randomized(Bijector(2, 3, 2), 2)},
@@ -309,13 +336,16 @@ struct Conv1x1DynamicChannels {
 struct GlowStep {
   using Bijector = Flow<ActNorm<double>, Conv1x1<double>>;
   static constexpr const char* Name = "laws: Flow<ActNorm<double>, Conv1x1<double>>";
-  static constexpr std::array Headers{"core/flow.hpp", "bijectors/act_norm.hpp", "bijectors/conv1x1.hpp"};
+  static constexpr std::array Headers{"core/flow.hpp", "bijectors/act_norm.hpp",
+                                      "bijectors/conv1x1.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     const Index c = 3, h = 2, w = 2;
-    Bijector step(ActNorm<double>(c * h * w), randomized(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
+    Bijector step(ActNorm<double>(c * h * w),
+                  randomized(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
     std::mt19937_64 gen(52);
-    const Eigen::MatrixXd data = (standard_normal_matrix<double>(c * h * w, 64, gen) * 3.0).array() + 1.0;
+    const Eigen::MatrixXd data =
+        (standard_normal_matrix<double>(c * h * w, 64, gen) * 3.0).array() + 1.0;
     (void)initialize_act_norms(step, data);
     return {{"ActNorm initialised from data", step}};
   }
@@ -325,9 +355,10 @@ template <template <typename> class... Es>
 using FloatAndDouble = std::tuple<Es<float>..., Es<double>...>;
 
 using Elementwise = decltype(std::tuple_cat(
-    FloatAndDouble<ElementwiseAffineFixed, ElementwiseAffineDynamic, ReverseFixed, ReverseDynamic, PermutationFixed,
-                   PermutationDynamic, SigmoidFixed, SigmoidDynamic, LogitFixed, LogitDynamic, ActNormFixed,
-                   ActNormDynamic, LULinearFixed, LULinearDynamic, Conv1x1FixedChannels, Conv1x1DynamicChannels>{},
+    FloatAndDouble<ElementwiseAffineFixed, ElementwiseAffineDynamic, ReverseFixed, ReverseDynamic,
+                   PermutationFixed, PermutationDynamic, SigmoidFixed, SigmoidDynamic, LogitFixed,
+                   LogitDynamic, ActNormFixed, ActNormDynamic, LULinearFixed, LULinearDynamic,
+                   Conv1x1FixedChannels, Conv1x1DynamicChannels>{},
     std::tuple<GlowStep>{}));
 
 // ---- Structures: coupling and autoregressive layers, Inverted, Flow ---------------------------
@@ -337,7 +368,8 @@ template <typename S>
 struct AffineCouplingFixed {
   using Bijector = AffineCoupling<S, 4, 16, nn::Tanh>;
   static constexpr const char* Name = "laws: AffineCoupling<S, 4, 16, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     return {{"half mask", randomized(Bijector(CouplingMask::half(4), {16, 2, 0, 1}), 1, 0.3)}};
@@ -347,40 +379,49 @@ template <typename S>
 struct AffineCouplingDynamic {
   using Bijector = AffineCoupling<S, Dyn, Dyn, nn::Tanh>;
   static constexpr const char* Name = "laws: AffineCoupling<S, Dynamic, Dynamic, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"alternating mask", randomized(Bijector(CouplingMask::alternating(5, true), {12, 3, 0, 2}), 2, 0.3)}};
+    return {{"alternating mask",
+             randomized(Bijector(CouplingMask::alternating(5, true), {12, 3, 0, 2}), 2, 0.3)}};
   }
 };
 template <typename S>
 struct AffineCouplingConditional {
   using Bijector = AffineCoupling<S, Dyn, Dyn, nn::Tanh>;
-  static constexpr const char* Name = "laws: AffineCoupling<S, Dynamic, Dynamic, Tanh> with a context";
-  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr const char* Name =
+      "laws: AffineCoupling<S, Dynamic, Dynamic, Tanh> with a context";
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {{"half mask, context 2", randomized(Bijector(CouplingMask::half(3), {10, 2, 2, 3}), 3, 0.3)}};
+    return {{"half mask, context 2",
+             randomized(Bijector(CouplingMask::half(3), {10, 2, 2, 3}), 3, 0.3)}};
   }
 };
 template <typename S>
 struct AdditiveCouplingDynamic {
   using Bijector = AdditiveCoupling<S, Dyn, Dyn, nn::Tanh>;
   static constexpr const char* Name = "laws: AdditiveCoupling<S, Dynamic, Dynamic, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/transformers/additive.hpp"};
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"alternating mask", randomized(Bijector(CouplingMask::alternating(4), {12, 2, 0, 5}), 5)}};
+    return {
+        {"alternating mask", randomized(Bijector(CouplingMask::alternating(4), {12, 2, 0, 5}), 5)}};
   }
 };
 template <typename S>
 struct AdditiveCouplingFixedConditional {
   using Bijector = AdditiveCoupling<S, 6, 8, nn::Tanh>;
   static constexpr const char* Name = "laws: AdditiveCoupling<S, 6, 8, Tanh> with a context";
-  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/transformers/additive.hpp"};
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 3;
   static std::vector<Case<Bijector>> cases() {
-    return {{"half mask, context 3", randomized(Bijector(CouplingMask::half(6), {8, 1, 3, 6}), 6, 0.3)}};
+    return {{"half mask, context 3",
+             randomized(Bijector(CouplingMask::half(6), {8, 1, 3, 6}), 6, 0.3)}};
   }
 };
 
@@ -391,7 +432,8 @@ inline std::vector<NotApplicable> no_inverse_vjp() {
   return {{"inverse_vjp_input", why}, {"inverse_vjp_params", why}};
 }
 inline std::vector<NotApplicable> no_forward_vjp() {
-  const std::string why = "Inverted<MaskedAutoregressive> (IAF) has no forward vjp (its forward takes Dim passes)";
+  const std::string why =
+      "Inverted<MaskedAutoregressive> (IAF) has no forward vjp (its forward takes Dim passes)";
   return {{"forward_vjp_input", why}, {"forward_vjp_params", why}, {"forward_vjp_recorded", why}};
 }
 
@@ -402,24 +444,32 @@ template <typename S>
 struct MafFixed {
   using Bijector = FixedMaf<S>;
   static constexpr const char* Name = "laws: MAF<S, 3, 8, Tanh>";
-  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"natural order", randomized(Bijector(), 1, 0.3), testing::LawOptions(), no_inverse_vjp()},
-            {"no hidden layer, reversed order",
-             randomized(Bijector({.hidden_layers = 0, .order = nn::InputOrder::Reversed}), 2, 0.3), testing::LawOptions(), no_inverse_vjp()}};
+    return {
+        {"natural order", randomized(Bijector(), 1, 0.3), testing::LawOptions(), no_inverse_vjp()},
+        {"no hidden layer, reversed order",
+         randomized(Bijector({.hidden_layers = 0, .order = nn::InputOrder::Reversed}), 2, 0.3),
+         testing::LawOptions(), no_inverse_vjp()}};
   }
 };
 template <typename S>
 struct MafDynamicConditional {
   using Bijector = DynMaf<S>;
-  static constexpr const char* Name = "laws: MAF<S, Dynamic, Dynamic, Tanh, Dynamic> with a context";
-  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr const char* Name =
+      "laws: MAF<S, Dynamic, Dynamic, Tanh, Dynamic> with a context";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 4;
   static std::vector<Case<Bijector>> cases() {
     return {{"3 hidden layers, random hidden degrees, context 4",
-             randomized(Bijector(3, {.hidden_width = 9, .hidden_layers = 3, .context_dim = 4,
-                                     .hidden_degrees = nn::HiddenDegrees::Random, .seed = 5}),
+             randomized(Bijector(3, {.hidden_width = 9,
+                                     .hidden_layers = 3,
+                                     .context_dim = 4,
+                                     .hidden_degrees = nn::HiddenDegrees::Random,
+                                     .seed = 5}),
                         5, 0.3),
              testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -427,30 +477,45 @@ struct MafDynamicConditional {
 /// A Dynamic-ContextDim layer built with context_dim 0 takes no context (the NoContext path).
 struct MafDynamic {
   using Bijector = DynMaf<double>;
-  static constexpr const char* Name = "laws: MAF<double, Dynamic, Dynamic, Tanh, Dynamic> without a context";
-  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr const char* Name =
+      "laws: MAF<double, Dynamic, Dynamic, Tanh, Dynamic> without a context";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"random order", randomized(Bijector(5, {.hidden_width = 7, .order = nn::InputOrder::Random, .seed = 3}), 3, 0.3), testing::LawOptions(), no_inverse_vjp()}};
+    return {
+        {"random order",
+         randomized(Bijector(5, {.hidden_width = 7, .order = nn::InputOrder::Random, .seed = 3}), 3,
+                    0.3),
+         testing::LawOptions(), no_inverse_vjp()}};
   }
 };
 struct MafFixedContext {
   using Bijector = CondMaf<double>;
   static constexpr const char* Name = "laws: MAF<double, 4, Dynamic, Tanh, 2>";
-  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "bijectors/transformers/affine.hpp"};
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {{"reversed order", randomized(Bijector({.hidden_width = 6, .order = nn::InputOrder::Reversed}), 4, 0.3), testing::LawOptions(), no_inverse_vjp()}};
+    return {{"reversed order",
+             randomized(Bijector({.hidden_width = 6, .order = nn::InputOrder::Reversed}), 4, 0.3),
+             testing::LawOptions(), no_inverse_vjp()}};
   }
 };
 /// NICE's transformer through the autoregressive structure (volume-preserving MAF).
 struct AdditiveAutoregressive {
   using Bijector = MaskedAutoregressive<AdditiveTransformer<double>, Dyn, Dyn, nn::Tanh>;
-  static constexpr const char* Name = "laws: MaskedAutoregressive<AdditiveTransformer<double>, Dynamic, Dynamic, Tanh>";
-  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "bijectors/transformers/additive.hpp"};
+  static constexpr const char* Name =
+      "laws: MaskedAutoregressive<AdditiveTransformer<double>, Dynamic, Dynamic, Tanh>";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"dim 4, random order", randomized(Bijector(4, {.hidden_width = 6, .order = nn::InputOrder::Random, .seed = 8}), 8, 0.3), testing::LawOptions(), no_inverse_vjp()}};
+    return {
+        {"dim 4, random order",
+         randomized(Bijector(4, {.hidden_width = 6, .order = nn::InputOrder::Random, .seed = 8}), 8,
+                    0.3),
+         testing::LawOptions(), no_inverse_vjp()}};
   }
 };
 template <typename S>
@@ -460,7 +525,9 @@ struct IafFixed {
   static constexpr std::array Headers{"core/inverted.hpp", "bijectors/masked_autoregressive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"reversed order", Bijector(randomized(FixedMaf<S>({.order = nn::InputOrder::Reversed}), 6, 0.3)), testing::LawOptions(), no_forward_vjp()}};
+    return {{"reversed order",
+             Bijector(randomized(FixedMaf<S>({.order = nn::InputOrder::Reversed}), 6, 0.3)),
+             testing::LawOptions(), no_forward_vjp()}};
   }
 };
 struct IafFixedContext {
@@ -469,33 +536,42 @@ struct IafFixedContext {
   static constexpr std::array Headers{"core/inverted.hpp", "bijectors/masked_autoregressive.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {{"natural order", Bijector(randomized(CondMaf<double>({.hidden_width = 5}), 7, 0.3)), testing::LawOptions(), no_forward_vjp()}};
+    return {{"natural order", Bijector(randomized(CondMaf<double>({.hidden_width = 5}), 7, 0.3)),
+             testing::LawOptions(), no_forward_vjp()}};
   }
 };
 /// Real NVP: affine couplings and reversals, conditional, gradients included.
 struct RealNvpFlow {
   using A = AffineCoupling<double, 3, 8, nn::Tanh>;
   using Bijector = Flow<A, Reverse<double, 3>, A, Reverse<double, 3>, A>;
-  static constexpr const char* Name = "laws: Flow<AffineCoupling<double, 3, 8, Tanh>, Reverse<double, 3>, ...>";
-  static constexpr std::array Headers{"core/flow.hpp", "bijectors/coupling.hpp", "bijectors/reverse.hpp"};
+  static constexpr const char* Name =
+      "laws: Flow<AffineCoupling<double, 3, 8, Tanh>, Reverse<double, 3>, ...>";
+  static constexpr std::array Headers{"core/flow.hpp", "bijectors/coupling.hpp",
+                                      "bijectors/reverse.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {{"three couplings, context 2",
-             Bijector(randomized(A(CouplingMask::half(3), {8, 2, 2, 1}), 1, 0.3), Reverse<double, 3>{},
-                      randomized(A(CouplingMask::half(3), {8, 2, 2, 2}), 2, 0.3), Reverse<double, 3>{},
-                      randomized(A(CouplingMask::alternating(3), {8, 2, 2, 3}), 3, 0.3))}};
+    return {
+        {"three couplings, context 2",
+         Bijector(randomized(A(CouplingMask::half(3), {8, 2, 2, 1}), 1, 0.3), Reverse<double, 3>{},
+                  randomized(A(CouplingMask::half(3), {8, 2, 2, 2}), 2, 0.3), Reverse<double, 3>{},
+                  randomized(A(CouplingMask::alternating(3), {8, 2, 2, 3}), 3, 0.3))}};
   }
 };
 struct MafFlow {
   using M = DynMaf<double>;
   using Bijector = Flow<M, Reverse<double>, M>;
-  static constexpr const char* Name = "laws: Flow<MAF<double, Dynamic, ...>, Reverse<double>, MAF<...>>";
+  static constexpr const char* Name =
+      "laws: Flow<MAF<double, Dynamic, ...>, Reverse<double>, MAF<...>>";
   static constexpr std::array Headers{"core/flow.hpp", "bijectors/masked_autoregressive.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
     return {{"two layers, context 2",
-             Bijector(randomized(M(4, {.hidden_width = 6, .context_dim = 2}), 1, 0.3), Reverse<double>(4),
-                      randomized(M(4, {.hidden_width = 6, .context_dim = 2, .order = nn::InputOrder::Random, .seed = 9}),
+             Bijector(randomized(M(4, {.hidden_width = 6, .context_dim = 2}), 1, 0.3),
+                      Reverse<double>(4),
+                      randomized(M(4, {.hidden_width = 6,
+                                       .context_dim = 2,
+                                       .order = nn::InputOrder::Random,
+                                       .seed = 9}),
                                  2, 0.3)),
              testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -504,11 +580,14 @@ struct IafFlow {
   using M = DynMaf<double>;
   using Bijector = Flow<Inverted<M>, Inverted<M>>;
   static constexpr const char* Name = "laws: Flow<IAF<double, Dynamic, ...>, IAF<...>>";
-  static constexpr std::array Headers{"core/flow.hpp", "core/inverted.hpp", "bijectors/masked_autoregressive.hpp"};
+  static constexpr std::array Headers{"core/flow.hpp", "core/inverted.hpp",
+                                      "bijectors/masked_autoregressive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"two layers", Bijector(Inverted(randomized(M(3, {.hidden_width = 5}), 3, 0.3)),
-                                    Inverted(randomized(M(3, {.order = nn::InputOrder::Reversed}), 4, 0.3))), testing::LawOptions(), no_forward_vjp()}};
+    return {{"two layers",
+             Bijector(Inverted(randomized(M(3, {.hidden_width = 5}), 3, 0.3)),
+                      Inverted(randomized(M(3, {.order = nn::InputOrder::Reversed}), 4, 0.3))),
+             testing::LawOptions(), no_forward_vjp()}};
   }
 };
 /// A float flow of run-time size (the other flows are double).
@@ -518,22 +597,26 @@ struct ElementwiseFlowFloat {
   static constexpr std::array Headers{"core/flow.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"dim 4", Bijector(Permutation<float>::random(4, 5), randomized(ElementwiseAffine<float>(4), 6))}};
+    return {{"dim 4", Bijector(Permutation<float>::random(4, 5),
+                               randomized(ElementwiseAffine<float>(4), 6))}};
   }
 };
 
 using Structures = decltype(std::tuple_cat(
-    FloatAndDouble<AffineCouplingFixed, AffineCouplingDynamic, AffineCouplingConditional, AdditiveCouplingDynamic,
-                   AdditiveCouplingFixedConditional, MafFixed, MafDynamicConditional, IafFixed>{},
-    std::tuple<MafDynamic, MafFixedContext, AdditiveAutoregressive, IafFixedContext, RealNvpFlow, MafFlow, IafFlow,
-               ElementwiseFlowFloat>{}));
+    FloatAndDouble<AffineCouplingFixed, AffineCouplingDynamic, AffineCouplingConditional,
+                   AdditiveCouplingDynamic, AdditiveCouplingFixedConditional, MafFixed,
+                   MafDynamicConditional, IafFixed>{},
+    std::tuple<MafDynamic, MafFixedContext, AdditiveAutoregressive, IafFixedContext, RealNvpFlow,
+               MafFlow, IafFlow, ElementwiseFlowFloat>{}));
 
 // ---- Continuous: continuous flows ------------------------------------------------------------
 
 /// The laws a Hutchinson trace cannot meet: its log-det is a stochastic estimate of the exact one.
 inline std::vector<NotApplicable> hutchinson_estimate() {
   const std::string why = "the Hutchinson log-det is an unbiased estimate, not the exact log-det";
-  return {{"log_det_sum", why}, {"forward_log_det", why}, {"inverse_log_det", why},
+  return {{"log_det_sum", why},
+          {"forward_log_det", why},
+          {"inverse_log_det", why},
           {"batch_point", "the estimate's probes depend on the batch"}};
 }
 
@@ -542,7 +625,8 @@ template <typename S>
 testing::LawOptions rk4_40_steps() {
   testing::LawOptions opt;
   if constexpr (std::is_same_v<S, double>) opt.round_trip_tol = 1e-8;
-  opt.skip_all(testing::gradient_law_names(), "checked with 5 or 6 RK4 steps in the gradient cases");
+  opt.skip_all(testing::gradient_law_names(),
+               "checked with 5 or 6 RK4 steps in the gradient cases");
   return opt;
 }
 /// Few RK4 steps for the gradient laws: the round trip is only as good as the solver.
@@ -569,7 +653,8 @@ struct ContinuousFixed {
 template <typename S>
 struct ContinuousDynamicConditional {
   using Bijector = ContinuousFlow<S, Dyn, Dyn, nn::Tanh, Dyn>;
-  static constexpr const char* Name = "laws: ContinuousFlow<S, Dynamic, Dynamic, Tanh, Dynamic> with a context";
+  static constexpr const char* Name =
+      "laws: ContinuousFlow<S, Dynamic, Dynamic, Tanh, Dynamic> with a context";
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
@@ -600,7 +685,8 @@ struct ContinuousFixedContext {
 /// the estimate with its probes fixed).
 struct ContinuousGradients {
   using Bijector = ContinuousFlow<double, 3, 8, nn::Tanh>;
-  static constexpr const char* Name = "laws: ContinuousFlow<double, 3, 8, Tanh>, exact and Hutchinson traces";
+  static constexpr const char* Name =
+      "laws: ContinuousFlow<double, 3, 8, Tanh>, exact and Hutchinson traces";
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -611,9 +697,11 @@ struct ContinuousGradients {
     rademacher.set_probe_seed(17);
     Bijector gaussian = rademacher;
     gaussian.set_trace(ode::TraceEstimator::HutchinsonGaussian);
-    return {{"RK4, 6 steps, exact trace", exact, rk4_few_steps()},
-            {"RK4, 6 steps, Hutchinson (Rademacher)", rademacher, rk4_few_steps(), hutchinson_estimate()},
-            {"RK4, 6 steps, Hutchinson (Gaussian)", gaussian, rk4_few_steps(), hutchinson_estimate()}};
+    return {
+        {"RK4, 6 steps, exact trace", exact, rk4_few_steps()},
+        {"RK4, 6 steps, Hutchinson (Rademacher)", rademacher, rk4_few_steps(),
+         hutchinson_estimate()},
+        {"RK4, 6 steps, Hutchinson (Gaussian)", gaussian, rk4_few_steps(), hutchinson_estimate()}};
   }
 };
 /// Through Dormand-Prince's accepted steps, with SiLU. One column: Dopri5's step sizes depend on
@@ -632,7 +720,8 @@ struct ContinuousDopri5 {
     testing::LawOptions one;
     one.batch = 1;
     one.round_trip_tol = 1e-8;
-    one.skip("nan_isolation", "needs two columns; Dopri5 is checked on one (its steps depend on the batch)");
+    one.skip("nan_isolation",
+             "needs two columns; Dopri5 is checked on one (its steps depend on the batch)");
     return {{"Dopri5, tolerance 1e-9, one column", flow, one}};
   }
 };

@@ -3,5 +3,6 @@
 #include "conformance/conformance.hpp"
 
 namespace {
-[[maybe_unused]] const bool registered = nflow::conformance::register_laws<nflow::conformance::Continuous>();
+[[maybe_unused]] const bool registered =
+    nflow::conformance::register_laws<nflow::conformance::Continuous>();
 }  // namespace

@@ -4,11 +4,11 @@
 // entries in float and double, with a fixed and a Dynamic size, with a context where its family
 // takes one, and every transformer appears through both structures. The headers are listed when
 // the test runs, so a new bijectors/foo.hpp fails it until it has its entries.
-#include "conformance/conformance.hpp"
-
 #include <filesystem>
 #include <map>
 #include <set>
+
+#include "conformance/conformance.hpp"
 
 namespace {
 
@@ -38,8 +38,10 @@ constexpr bool fixed_size() {
 
 template <typename... Entries>
 std::vector<Row> rows_of(std::tuple<Entries...>*) {
-  return {Row{name_of<Entries>(), std::vector<std::string>(Entries::Headers.begin(), Entries::Headers.end()),
-              std::is_same_v<typename Entries::Bijector::Scalar, float>, fixed_size<typename Entries::Bijector>(),
+  return {Row{name_of<Entries>(),
+              std::vector<std::string>(Entries::Headers.begin(), Entries::Headers.end()),
+              std::is_same_v<typename Entries::Bijector::Scalar, float>,
+              fixed_size<typename Entries::Bijector>(),
               is_conditional_v<typename Entries::Bijector>, Entries::ContextRows > 0}...};
 }
 
@@ -57,8 +59,10 @@ std::set<std::string> bijector_headers() {
 
 }  // namespace
 
-TEST_CASE("every bijector header has conformance entries: float and double, fixed and Dynamic, conditional",
-          "[conformance]") {
+TEST_CASE(
+    "every bijector header has conformance entries: float and double, fixed and Dynamic, "
+    "conditional",
+    "[conformance]") {
   const std::vector<Row> rows = rows_of(static_cast<Every*>(nullptr));
   std::set<std::string> required = bijector_headers();
   REQUIRE(required.size() >= 10);  // the directory was found
@@ -84,7 +88,8 @@ TEST_CASE("every bijector header has conformance entries: float and double, fixe
     }
     if (h.starts_with("bijectors/transformers/")) {
       // A transformer is checked through both structures.
-      for (const std::string structure : {"bijectors/coupling.hpp", "bijectors/masked_autoregressive.hpp"}) {
+      for (const std::string structure :
+           {"bijectors/coupling.hpp", "bijectors/masked_autoregressive.hpp"}) {
         INFO("through " << structure);
         CHECK(any([&](const Row* r) {
           return std::find(r->headers.begin(), r->headers.end(), structure) != r->headers.end();
@@ -95,7 +100,8 @@ TEST_CASE("every bijector header has conformance entries: float and double, fixe
   // No entry names a header that does not exist (a renamed header would leave its entries stale).
   for (const auto& [h, es] : by_header) {
     INFO(es.front()->name << " names " << h);
-    CHECK(std::filesystem::exists(std::filesystem::path(NFLOW_SOURCE_DIR) / "include" / "nflow" / h));
+    CHECK(
+        std::filesystem::exists(std::filesystem::path(NFLOW_SOURCE_DIR) / "include" / "nflow" / h));
   }
   // Names are unique: they are the test cases' names.
   std::set<std::string> names;

@@ -11,8 +11,8 @@ std::atomic<long> allocations{0};
 // Eigen checks each of its heap allocations with eigen_assert(is_malloc_allowed() && ...); with
 // malloc "forbidden" that check counts instead of aborting.
 #define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(x) \
-  do {                  \
+#define eigen_assert(x)                                            \
+  do {                                                             \
     if (!(x)) allocations.fetch_add(1, std::memory_order_relaxed); \
   } while (false)
 
@@ -38,8 +38,12 @@ void* operator new[](std::size_t size) {
   if (void* p = counted_malloc(size)) return p;
   throw std::bad_alloc();
 }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_malloc(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
@@ -60,18 +64,24 @@ long count_allocations(F&& f) {
 }
 }  // namespace
 
-TEMPLATE_TEST_CASE("one point through a fixed-size flow does not allocate", "[allocation]", float, double) {
+TEMPLATE_TEST_CASE("one point through a fixed-size flow does not allocate", "[allocation]", float,
+                   double) {
   using S = TestType;
-  using F = Flow<ElementwiseAffine<S, 4>, Reverse<S, 4>, Sigmoid<S, 4>, Logit<S, 4>, Permutation<S, 4>,
-                 Inverted<ElementwiseAffine<S, 4>>>;
-  const F flow{ElementwiseAffine<S, 4>{}, Reverse<S, 4>{}, Sigmoid<S, 4>{}, Logit<S, 4>{},
-               Permutation<S, 4>::random(4, 3), Inverted<ElementwiseAffine<S, 4>>{}};
+  using F = Flow<ElementwiseAffine<S, 4>, Reverse<S, 4>, Sigmoid<S, 4>, Logit<S, 4>,
+                 Permutation<S, 4>, Inverted<ElementwiseAffine<S, 4>>>;
+  const F flow{ElementwiseAffine<S, 4>{},
+               Reverse<S, 4>{},
+               Sigmoid<S, 4>{},
+               Logit<S, 4>{},
+               Permutation<S, 4>::random(4, 3),
+               Inverted<ElementwiseAffine<S, 4>>{}};
   const Density density(StandardNormal<S, 4>{}, flow);
   const Eigen::Matrix<S, 4, 1> x(S(0.1), S(-0.4), S(0.7), S(1.2));
   Eigen::Matrix<S, 4, 1> out = Eigen::Matrix<S, 4, 1>::Zero();
   S sink = 0;
   // The counter must see allocations at all (a control): a dynamic batch allocates.
-  CHECK(count_allocations([&] { sink += flow.forward(Eigen::Matrix<S, 4, Eigen::Dynamic>(x)).sum(); }) > 0);
+  CHECK(count_allocations(
+            [&] { sink += flow.forward(Eigen::Matrix<S, 4, Eigen::Dynamic>(x)).sum(); }) > 0);
   CHECK(count_allocations([&] {
           auto r = flow.forward_and_log_det(x);
           auto back = flow.inverse_and_log_det(r.value);
@@ -106,8 +116,9 @@ void randomize(Model& m) {
 }
 }  // namespace
 
-TEMPLATE_TEST_CASE("one point through every discrete family, fixed Dim and Hidden, does not allocate",
-                   "[allocation]", float, double) {
+TEMPLATE_TEST_CASE(
+    "one point through every discrete family, fixed Dim and Hidden, does not allocate",
+    "[allocation]", float, double) {
   using S = TestType;
   constexpr int D = 6;
   constexpr int H = 16;
@@ -117,9 +128,10 @@ TEMPLATE_TEST_CASE("one point through every discrete family, fixed Dim and Hidde
 
   // NICE: additive couplings and a diagonal scaling.
   using Add = AdditiveCoupling<S, D, H>;
-  Density nice(StandardNormal<S, D>{}, Flow<Add, Add, ElementwiseAffine<S, D>>(
-                                           Add(CouplingMask::half(D), copt), Add(CouplingMask::half(D, true), copt),
-                                           ElementwiseAffine<S, D>{}));
+  Density nice(StandardNormal<S, D>{},
+               Flow<Add, Add, ElementwiseAffine<S, D>>(Add(CouplingMask::half(D), copt),
+                                                       Add(CouplingMask::half(D, true), copt),
+                                                       ElementwiseAffine<S, D>{}));
   randomize(nice);
   CHECK(point_allocations(nice, x) == 0);
 
@@ -134,17 +146,19 @@ TEMPLATE_TEST_CASE("one point through every discrete family, fixed Dim and Hidde
   // Glow: ActNorm, LU linear, affine coupling.
   ActNorm<S, D> an;
   an.set_initialized();
-  Density glow(StandardNormal<S, D>{}, Flow<ActNorm<S, D>, LULinear<S, D>, Aff>(
-                                           an, LULinear<S, D>::random_orthogonal(D, 4), Aff(CouplingMask::half(D), copt)));
+  Density glow(StandardNormal<S, D>{},
+               Flow<ActNorm<S, D>, LULinear<S, D>, Aff>(an, LULinear<S, D>::random_orthogonal(D, 4),
+                                                        Aff(CouplingMask::half(D), copt)));
   randomize(glow);
   CHECK(point_allocations(glow, x) == 0);
 
   // MAF: MADE layers in both orders (its inverse is Dim passes), and an IAF.
   using M = MAF<S, D, H>;
-  Density maf(StandardNormal<S, D>{}, Flow<M, M, IAF<S, D, H>>(
-                                          M({.hidden_width = H, .seed = 5}),
-                                          M({.hidden_width = H, .order = nn::InputOrder::Reversed, .seed = 6}),
-                                          IAF<S, D, H>{M({.hidden_width = H, .seed = 7})}));
+  Density maf(
+      StandardNormal<S, D>{},
+      Flow<M, M, IAF<S, D, H>>(M({.hidden_width = H, .seed = 5}),
+                               M({.hidden_width = H, .order = nn::InputOrder::Reversed, .seed = 6}),
+                               IAF<S, D, H>{M({.hidden_width = H, .seed = 7})}));
   randomize(maf);
   CHECK(point_allocations(maf, x) == 0);
 }

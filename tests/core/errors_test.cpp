@@ -4,12 +4,14 @@
 
 using namespace nflow;
 
-TEST_CASE("a batch with the wrong number of rows throws ShapeError naming both shapes", "[errors]") {
+TEST_CASE("a batch with the wrong number of rows throws ShapeError naming both shapes",
+          "[errors]") {
   Flow<ElementwiseAffine<double, 3>, Reverse<double, 3>> flow;
   const Eigen::MatrixXd x = Eigen::MatrixXd::Zero(2, 5);
   CHECK_THROWS_AS(flow.forward(x), ShapeError);
-  CHECK_THROWS_WITH(flow.forward_and_log_det(x),
-                    Catch::Contains("forward_and_log_det") && Catch::Contains("3 rows") && Catch::Contains("2 x 5"));
+  CHECK_THROWS_WITH(flow.forward_and_log_det(x), Catch::Contains("forward_and_log_det") &&
+                                                     Catch::Contains("3 rows") &&
+                                                     Catch::Contains("2 x 5"));
   CHECK_THROWS_WITH(flow.inverse(x), Catch::Contains("inverse_and_log_det"));
   // ShapeError is a std::invalid_argument.
   CHECK_THROWS_AS(flow.forward(x), std::invalid_argument);
@@ -22,9 +24,11 @@ TEST_CASE("gradient buffers and upstream gradients are shape-checked", "[errors]
   CHECK_NOTHROW(b.forward_vjp(x, x, Eigen::RowVectorXd::Zero(4), gp));
   CHECK_THROWS_WITH(b.forward_vjp(x, Eigen::MatrixXd::Zero(2, 3), Eigen::RowVectorXd::Zero(4), gp),
                     Catch::Contains("grad_value"));
-  CHECK_THROWS_WITH(b.forward_vjp(x, x, Eigen::RowVectorXd::Zero(3), gp), Catch::Contains("grad_log_det"));
+  CHECK_THROWS_WITH(b.forward_vjp(x, x, Eigen::RowVectorXd::Zero(3), gp),
+                    Catch::Contains("grad_log_det"));
   Vector<double> short_gp = Vector<double>::Zero(3);
-  CHECK_THROWS_WITH(b.forward_vjp(x, x, Eigen::RowVectorXd::Zero(4), short_gp), Catch::Contains("grad_params"));
+  CHECK_THROWS_WITH(b.forward_vjp(x, x, Eigen::RowVectorXd::Zero(4), short_gp),
+                    Catch::Contains("grad_params"));
 }
 
 TEST_CASE("invalid construction arguments are ParameterErrors", "[errors]") {
@@ -35,7 +39,8 @@ TEST_CASE("invalid construction arguments are ParameterErrors", "[errors]") {
 }
 
 TEST_CASE("non-finite inputs stay in their own column", "[errors]") {
-  Flow<ElementwiseAffine<double>, Sigmoid<double>> flow(ElementwiseAffine<double>(2), Sigmoid<double>(2));
+  Flow<ElementwiseAffine<double>, Sigmoid<double>> flow(ElementwiseAffine<double>(2),
+                                                        Sigmoid<double>(2));
   Eigen::MatrixXd x = Eigen::MatrixXd::Random(2, 4);
   const auto clean = flow.forward_and_log_det(x);
   x(1, 2) = std::numeric_limits<double>::infinity();

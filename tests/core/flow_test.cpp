@@ -32,7 +32,8 @@ TEST_CASE("Flow applies B1 first in forward and B1^-1 last in inverse", "[flow]"
 TEST_CASE("Flow adds its steps' log-dets", "[flow]") {
   auto a = random_affine<double, Dynamic>(3, 2);
   auto b = random_affine<double, Dynamic>(3, 3);
-  Flow<ElementwiseAffine<double>, Sigmoid<double>, ElementwiseAffine<double>> flow(a, Sigmoid<double>(3), b);
+  Flow<ElementwiseAffine<double>, Sigmoid<double>, ElementwiseAffine<double>> flow(
+      a, Sigmoid<double>(3), b);
   std::mt19937_64 gen(5);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(3, 6, gen);
   const auto r1 = a.forward_and_log_det(x);
@@ -46,15 +47,18 @@ TEST_CASE("Flow adds its steps' log-dets", "[flow]") {
 TEMPLATE_TEST_CASE("Flows obey the bijector laws", "[flow][laws]", float, double) {
   using S = TestType;
   Flow<ElementwiseAffine<S, 3>, Permutation<S, 3>, ElementwiseAffine<S, 3>, Reverse<S, 3>> fixed(
-      random_affine<S, 3>(3, 1), Permutation<S, 3>::random(3, 2), random_affine<S, 3>(3, 3), Reverse<S, 3>{});
+      random_affine<S, 3>(3, 1), Permutation<S, 3>::random(3, 2), random_affine<S, 3>(3, 3),
+      Reverse<S, 3>{});
   NFLOW_CHECK_LAWS(fixed);
-  Flow<ElementwiseAffine<S>, Reverse<S>, Sigmoid<S>> dynamic(random_affine<S, Dynamic>(4, 4), Reverse<S>(4), Sigmoid<S>(4));
+  Flow<ElementwiseAffine<S>, Reverse<S>, Sigmoid<S>> dynamic(random_affine<S, Dynamic>(4, 4),
+                                                             Reverse<S>(4), Sigmoid<S>(4));
   testing::LawOptions opt;
   opt.inverse_domain = testing::Domain::UnitInterval;
   NFLOW_CHECK_LAWS(dynamic, opt);
   // Nested flows are bijectors too.
-  Flow<decltype(fixed), Flow<Reverse<S, 3>, ElementwiseAffine<S, 3>>> nested(fixed, Flow<Reverse<S, 3>, ElementwiseAffine<S, 3>>(
-                                                                                     Reverse<S, 3>{}, random_affine<S, 3>(3, 9)));
+  Flow<decltype(fixed), Flow<Reverse<S, 3>, ElementwiseAffine<S, 3>>> nested(
+      fixed,
+      Flow<Reverse<S, 3>, ElementwiseAffine<S, 3>>(Reverse<S, 3>{}, random_affine<S, 3>(3, 9)));
   NFLOW_CHECK_LAWS(nested);
 }
 
@@ -65,17 +69,19 @@ TEST_CASE("A flow with conditional steps threads the context to them", "[flow][c
   CHECK(flow.context_dim() == 2);
   // ContextAffine (a test bijector) has no inverse vjp.
   testing::LawOptions opt;
-  opt.skip("inverse_vjp_input", "ContextAffine has no inverse vjp").skip("inverse_vjp_params", "ContextAffine has no inverse vjp");
+  opt.skip("inverse_vjp_input", "ContextAffine has no inverse vjp")
+      .skip("inverse_vjp_params", "ContextAffine has no inverse vjp");
   NFLOW_CHECK_LAWS(flow, opt, test::context_maker<double>(2));
   NFLOW_CHECK_LAWS(CA(3, 2, 5), opt, test::context_maker<double>(2));
   using CF = test::ContextAffine<float, 3, 2>;
-  NFLOW_CHECK_LAWS((Flow<CF, Reverse<float, 3>>(CF(3, 2, 1), Reverse<float, 3>{})), testing::LawOptions{},
-                   test::context_maker<float>(2));
+  NFLOW_CHECK_LAWS((Flow<CF, Reverse<float, 3>>(CF(3, 2, 1), Reverse<float, 3>{})),
+                   testing::LawOptions{}, test::context_maker<float>(2));
 
   // The context changes the result; a missing or wrong context is a ShapeError.
   Eigen::Matrix<double, 3, 4> x = Eigen::Matrix<double, 3, 4>::Random();
   Eigen::Matrix<double, 2, 4> c1 = Eigen::Matrix<double, 2, 4>::Random();
-  CHECK((flow.forward(x, c1) - flow.forward(x, Eigen::Matrix<double, 2, 4>(c1 * 2.0))).norm() > 1e-3);
+  CHECK((flow.forward(x, c1) - flow.forward(x, Eigen::Matrix<double, 2, 4>(c1 * 2.0))).norm() >
+        1e-3);
   CHECK_THROWS_AS(flow.forward(x), ShapeError);
   CHECK_THROWS_AS(flow.forward(x, Eigen::MatrixXd::Zero(3, 4)), ShapeError);
   CHECK_THROWS_AS(flow.forward(x, Eigen::MatrixXd::Zero(2, 3)), ShapeError);
@@ -88,7 +94,8 @@ TEST_CASE("A user's bijector without BijectorBase composes in a Flow", "[flow]")
   // A minimal user type: no parameters, no gradients, no recorded pass (each opted out by name).
   testing::LawOptions opt;
   opt.skip_all(testing::gradient_law_names(), "PlainShift writes no vjp");
-  opt.skip_all({"parameter_count", "parameter_visits", "parameter_round_trip"}, "PlainShift has no parameters");
+  opt.skip_all({"parameter_count", "parameter_visits", "parameter_round_trip"},
+               "PlainShift has no parameters");
   NFLOW_CHECK_LAWS(test::PlainShift<double, 2>{}, opt);
   STATIC_REQUIRE(decltype(flow)::IsConstantLogDet);
 }
@@ -110,7 +117,8 @@ TEST_CASE("A law that cannot run fails, naming why, unless the caller opts out b
   CHECK_FALSE(find(loud, "forward_vjp_recorded").passed());
   const auto count = find(loud, "parameter_count");
   CHECK_FALSE(count.passed());
-  CHECK_THAT(count.detail, Catch::Matchers::Contains("not Parameterized because parameter_count() is missing"));
+  CHECK_THAT(count.detail,
+             Catch::Matchers::Contains("not Parameterized because parameter_count() is missing"));
   CHECK(find(loud, "round_trip").passed());
   // Every law is reported, by one of the names law_names() lists.
   for (const std::string& law : testing::law_names()) CHECK(find(loud, law).law == law);
@@ -128,7 +136,8 @@ TEST_CASE("A law that cannot run fails, naming why, unless the caller opts out b
   CHECK_THAT(find(in_float, "forward_vjp_input").detail, Catch::Matchers::Contains("double only"));
 }
 
-TEST_CASE("BijectorBase derives both visits and the count from the one hook", "[flow][parameters]") {
+TEST_CASE("BijectorBase derives both visits and the count from the one hook",
+          "[flow][parameters]") {
   const auto a = random_affine<double, 3>(3, 5);
   std::vector<std::string> names_const, names;
   Index total = 0;
@@ -163,7 +172,9 @@ TEST_CASE("BijectorBase derives both visits and the count from the one hook", "[
 }
 
 TEST_CASE("Flow names parameters by step index, like a state_dict", "[flow][parameters]") {
-  Flow<ElementwiseAffine<double, 2>, Reverse<double, 2>, Flow<Reverse<double, 2>, ElementwiseAffine<double, 2>>> flow;
+  Flow<ElementwiseAffine<double, 2>, Reverse<double, 2>,
+       Flow<Reverse<double, 2>, ElementwiseAffine<double, 2>>>
+      flow;
   const std::vector<std::string> expected{"0.shift", "0.log_scale", "2.1.shift", "2.1.log_scale"};
   CHECK(parameter_names(flow) == expected);
   CHECK(flow.parameter_count() == 8);
@@ -178,12 +189,14 @@ TEST_CASE("Flow names parameters by step index, like a state_dict", "[flow][para
 TEST_CASE("Flow rejects steps whose run-time dimensions disagree", "[flow][errors]") {
   using F = Flow<Reverse<double>, ElementwiseAffine<double>>;
   CHECK_THROWS_AS(F(Reverse<double>(3), ElementwiseAffine<double>(4)), ShapeError);
-  CHECK_THROWS_WITH(F(Reverse<double>(3), ElementwiseAffine<double>(4)), Catch::Contains("step 1 has dimension 4"));
+  CHECK_THROWS_WITH(F(Reverse<double>(3), ElementwiseAffine<double>(4)),
+                    Catch::Contains("step 1 has dimension 4"));
 }
 
 TEST_CASE("Flow gradients match finite differences and accumulate", "[flow][gradients]") {
   Flow<ElementwiseAffine<double>, Sigmoid<double>, ElementwiseAffine<double>> flow(
-      random_affine<double, Dynamic>(2, 11), Sigmoid<double>(2), random_affine<double, Dynamic>(2, 12));
+      random_affine<double, Dynamic>(2, 11), Sigmoid<double>(2),
+      random_affine<double, Dynamic>(2, 12));
   // The laws compare both vjps with finite differences; here, accumulation into grad_params.
   const Eigen::MatrixXd x = Eigen::MatrixXd::Random(2, 5);
   const Eigen::MatrixXd gv = Eigen::MatrixXd::Random(2, 5);

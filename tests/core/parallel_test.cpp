@@ -4,7 +4,6 @@
 // settings' checks. Built a second time under ThreadSanitizer (tests/CMakeLists.txt).
 #include <catch2/catch.hpp>
 #include <nflow/nflow.hpp>
-
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -32,12 +31,15 @@ using TestFlow = Flow<Coupling4, Reverse<double>, Maf4, Coupling4>;
 
 Density<StandardNormal<double>, TestFlow> make_density(Index context_dim = 0) {
   const Index d = 4;
-  TestFlow flow(Coupling4(CouplingMask::half(d), CouplingOptions{16, 2, context_dim, 1}), Reverse<double>(d),
-                Maf4(d, {.hidden_width = 16, .hidden_layers = 2, .context_dim = context_dim, .seed = 2}),
-                Coupling4(CouplingMask::half(d, true), CouplingOptions{16, 2, context_dim, 3}));
+  TestFlow flow(
+      Coupling4(CouplingMask::half(d), CouplingOptions{16, 2, context_dim, 1}), Reverse<double>(d),
+      Maf4(d, {.hidden_width = 16, .hidden_layers = 2, .context_dim = context_dim, .seed = 2}),
+      Coupling4(CouplingMask::half(d, true), CouplingOptions{16, 2, context_dim, 3}));
   Density density(StandardNormal<double>(d), std::move(flow));
   std::mt19937_64 gen(4);
-  set_parameters(density, Vector<double>(standard_normal_matrix<double>(density.parameter_count(), 1, gen) * 0.2));
+  set_parameters(
+      density,
+      Vector<double>(standard_normal_matrix<double>(density.parameter_count(), 1, gen) * 0.2));
   return density;
 }
 
@@ -65,11 +67,13 @@ struct ThrowingShift : BijectorBase<ThrowingShift> {
 
 }  // namespace
 
-TEST_CASE("Tiles give the same numbers with any thread count, and match an unsplit call", "[parallel]") {
+TEST_CASE("Tiles give the same numbers with any thread count, and match an unsplit call",
+          "[parallel]") {
   const SettingsGuard guard;
   const auto density = make_density();
   std::mt19937_64 gen(5);
-  const Eigen::MatrixXd x = standard_normal_matrix<double>(4, 1001, gen);  // not a multiple of the tile
+  const Eigen::MatrixXd x =
+      standard_normal_matrix<double>(4, 1001, gen);  // not a multiple of the tile
 
   set_tile_columns(100000);  // one tile: the unsplit reference
   const Eigen::RowVectorXd whole = density.log_prob(x);
@@ -95,7 +99,8 @@ TEST_CASE("Tiles give the same numbers with any thread count, and match an unspl
     CHECK(std::abs(density.log_prob(xj) - one(j)) < 1e-12);
   }
   // inverse(forward(x)) through tiles.
-  CHECK((density.transform().inverse(density.transform().forward(x)) - x).cwiseAbs().maxCoeff() < 1e-10);
+  CHECK((density.transform().inverse(density.transform().forward(x)) - x).cwiseAbs().maxCoeff() <
+        1e-10);
 }
 
 TEST_CASE("Tiles slice the context with their columns", "[parallel]") {
@@ -114,7 +119,8 @@ TEST_CASE("Tiles slice the context with their columns", "[parallel]") {
   CHECK_THROWS_AS(density.log_prob(x, Eigen::MatrixXd(c.leftCols(299))), ShapeError);
 }
 
-TEST_CASE("Sampling through tiles is reproducible and independent of the thread count", "[parallel]") {
+TEST_CASE("Sampling through tiles is reproducible and independent of the thread count",
+          "[parallel]") {
   const SettingsGuard guard;
   const auto density = make_density();
   set_tile_columns(32);
@@ -144,7 +150,8 @@ TEST_CASE("An exception thrown inside a tile reaches the caller", "[parallel]") 
   CHECK_FALSE(detail::inside_tile);  // the caller's flag is restored
 }
 
-TEST_CASE("A const density evaluated from several threads at once gives the serial numbers", "[parallel]") {
+TEST_CASE("A const density evaluated from several threads at once gives the serial numbers",
+          "[parallel]") {
   const SettingsGuard guard;
   const auto density = make_density();
   std::mt19937_64 gen(8);

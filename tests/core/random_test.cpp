@@ -1,8 +1,7 @@
 // nflow's own random draws: reproducible, correct moments, any URBG.
 #include <catch2/catch.hpp>
-#include <nflow/nflow.hpp>
-
 #include <cmath>
+#include <nflow/nflow.hpp>
 #include <random>
 
 using namespace nflow;

@@ -1,9 +1,8 @@
 // Toy data sets: reproducible, finite, with the moments their definitions imply.
-#include <catch2/catch.hpp>
-#include <nflow/datasets/toy.hpp>
-
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
+#include <nflow/datasets/toy.hpp>
 #include <vector>
 
 using namespace nflow;
@@ -31,7 +30,8 @@ TEST_CASE("toy data sets have the geometry their definitions imply", "[datasets]
   CHECK((cb.row(0).array().square().mean()) == Approx(16.0 / 3.0).epsilon(0.02));
   // The squares alternate: floor(x/2) + floor(y/2) is always even or always odd per the pattern.
   Index odd = 0;
-  for (Index j = 0; j < n; ++j) odd += (int(std::floor(cb(0, j) / 2)) + int(std::floor(cb(1, j) / 2))) & 1;
+  for (Index j = 0; j < n; ++j)
+    odd += (int(std::floor(cb(0, j) / 2)) + int(std::floor(cb(1, j) / 2))) & 1;
   CHECK((odd == 0 || odd == n));
   // Rings: radii 0.75, 1.5, 2.25, 3 (FFJORD's), radial noise ≈ N(0, 0.08²): about 95.4 % of the
   // points lie within 0.16 of their ring (2σ), and each ring holds a quarter of them.
@@ -46,14 +46,16 @@ TEST_CASE("toy data sets have the geometry their definitions imply", "[datasets]
   }
   CHECK(double(near) / double(n) == Approx(0.954).margin(0.01));
   CHECK(per_ring[0] == 0);
-  for (std::size_t k = 1; k <= 4; ++k) CHECK(double(per_ring[k]) / double(n) == Approx(0.25).margin(0.015));
+  for (std::size_t k = 1; k <= 4; ++k)
+    CHECK(double(per_ring[k]) / double(n) == Approx(0.25).margin(0.015));
   CHECK(r.mean() == Approx(1.875).epsilon(0.01));
   // Eight Gaussians: centres at radius 2√2; the points' radii average close to it.
   const auto g8 = datasets::toy(datasets::Toy::EightGaussians, n, 5);
   CHECK(g8.colwise().norm().mean() == Approx(4.0 / std::sqrt(2.0)).epsilon(0.02));
 }
 
-TEST_CASE("the standardizer maps training data to zero mean and unit variance, and back", "[datasets]") {
+TEST_CASE("the standardizer maps training data to zero mean and unit variance, and back",
+          "[datasets]") {
   const auto x = datasets::toy(datasets::Toy::TwoMoons, 1000, 1);
   const datasets::Standardizer<double> s(x);
   const auto y = s.apply(x);

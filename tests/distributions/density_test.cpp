@@ -1,32 +1,34 @@
 // Base distributions and Density: normalisation, sampling moments, consistency of sample and
 // log_prob, gradients and the score.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <nflow/nflow.hpp>
+#include <random>
 
 #include "support/toy_bijectors.hpp"
-
-#include <cmath>
-#include <random>
 
 using namespace nflow;
 
 namespace {
-using Flow2 = Flow<ElementwiseAffine<double, 2>, Sigmoid<double, 2>, Logit<double, 2>, Reverse<double, 2>,
-                   ElementwiseAffine<double, 2>>;
+using Flow2 = Flow<ElementwiseAffine<double, 2>, Sigmoid<double, 2>, Logit<double, 2>,
+                   Reverse<double, 2>, ElementwiseAffine<double, 2>>;
 Flow2 make_flow() {
   Flow2 f;
   std::mt19937_64 gen(17);
-  set_parameters(f, Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.5));
+  set_parameters(f,
+                 Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.5));
   return f;
 }
 }  // namespace
 
 TEST_CASE("a density built from a 2-D flow integrates to 1 on a grid", "[density]") {
   // A logit-normal-like density on the unit square: x ∈ (0,1)² → logit → affine → swap → affine.
-  using Square = Flow<Logit<double, 2>, ElementwiseAffine<double, 2>, Reverse<double, 2>, ElementwiseAffine<double, 2>>;
+  using Square = Flow<Logit<double, 2>, ElementwiseAffine<double, 2>, Reverse<double, 2>,
+                      ElementwiseAffine<double, 2>>;
   Square f;
   std::mt19937_64 gen(5);
-  set_parameters(f, Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.4));
+  set_parameters(f,
+                 Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.4));
   Density density(DiagonalNormal<double, 2>{}, f);
   density.base().set_loc(Eigen::Vector2d(0.3, -0.2));
   density.base().set_log_scale(Eigen::Vector2d(0.1, -0.3));
@@ -50,7 +52,8 @@ TEST_CASE("samples have the moments the density implies", "[density]") {
   const Index n = 100000;
   const auto x = density.sample(n, gen);
   const Eigen::Vector2d mean = x.rowwise().mean();
-  const Eigen::Vector2d sd = ((x.colwise() - mean).array().square().rowwise().sum() / double(n - 1)).sqrt();
+  const Eigen::Vector2d sd =
+      ((x.colwise() - mean).array().square().rowwise().sum() / double(n - 1)).sqrt();
   CHECK(mean(0) == Approx(-0.5).margin(5 * 0.5 / std::sqrt(double(n))));
   CHECK(mean(1) == Approx(4.0).margin(5 * 2.0 / std::sqrt(double(n))));
   CHECK(sd(0) == Approx(0.5).epsilon(0.01));
@@ -87,7 +90,8 @@ TEST_CASE("the base log-densities are exact", "[density]") {
   CHECK_THROWS_AS(dn.log_prob(Eigen::Vector2d::Zero()), ShapeError);
 }
 
-TEST_CASE("the score and the parameter gradient of log_prob match finite differences", "[density][gradients]") {
+TEST_CASE("the score and the parameter gradient of log_prob match finite differences",
+          "[density][gradients]") {
   Density density(DiagonalNormal<double, 2>{}, make_flow());
   density.base().set_loc(Eigen::Vector2d(0.2, 0.1));
   std::mt19937_64 gen(23);
@@ -120,9 +124,11 @@ TEST_CASE("the score and the parameter gradient of log_prob match finite differe
   CHECK(parameter_names(density).back() == "transform.4.log_scale");
 }
 
-TEST_CASE("a conditional density takes one context per sample or one shared", "[density][context]") {
+TEST_CASE("a conditional density takes one context per sample or one shared",
+          "[density][context]") {
   using CA = test::ContextAffine<double, 2, 1>;
-  Density density(StandardNormal<double, 2>{}, Flow<CA, Reverse<double, 2>>(CA(2, 1, 3), Reverse<double, 2>{}));
+  Density density(StandardNormal<double, 2>{},
+                  Flow<CA, Reverse<double, 2>>(CA(2, 1, 3), Reverse<double, 2>{}));
   std::mt19937_64 gen(1);
   const Eigen::Matrix<double, 1, 1> c(0.7);
   const auto s = density.sample_and_log_prob(500, gen, c);

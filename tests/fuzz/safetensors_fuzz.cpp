@@ -11,17 +11,17 @@
 //   NFLOW_FUZZ_WRITE_SEED=/tmp/st_corpus/seed.safetensors /tmp/safetensors_fuzz -runs=0 /tmp/st_corpus
 //   /tmp/safetensors_fuzz -max_total_time=60 -max_len=4096 /tmp/st_corpus
 // (the second line writes a valid file for the flow below as the first corpus entry).
-#include <nflow/io/safetensors.hpp>
-#include <nflow/nflow.hpp>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <nflow/io/safetensors.hpp>
+#include <nflow/nflow.hpp>
 #include <span>
 
 namespace {
-using FuzzFlow = nflow::Flow<nflow::AffineCoupling<double, 2>, nflow::ActNorm<double, 2>, nflow::LULinear<double, 2>>;
+using FuzzFlow = nflow::Flow<nflow::AffineCoupling<double, 2>, nflow::ActNorm<double, 2>,
+                             nflow::LULinear<double, 2>>;
 
 FuzzFlow make_flow() {
   return FuzzFlow(nflow::AffineCoupling<double, 2>(nflow::CouplingMask::half(2), {4, 1, 0, 1}),

@@ -3,9 +3,6 @@
 // the matching Flow/Density, and nflow's log-probs, latents, log-dets and samples from fixed
 // latents match PyTorch's to 1e-10 (double) and 1e-5 (float).
 
-#include "nflow/io/safetensors.hpp"
-#include "nflow/nflow.hpp"
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -13,6 +10,9 @@
 #include <filesystem>
 #include <map>
 #include <string>
+
+#include "nflow/io/safetensors.hpp"
+#include "nflow/nflow.hpp"
 
 #ifndef NFLOW_TEST_DATA_DIR
 #error "NFLOW_TEST_DATA_DIR must name the directory that holds bridge/"
@@ -29,7 +29,9 @@ std::filesystem::path bridge_path(const std::string& file) {
 
 /// The _io file: PyTorch's inputs and outputs, batch-first.
 using IoFile = std::map<std::string, nflow::ParameterMatrix<double>, std::less<>>;
-IoFile read_io(const std::string& name) { return nflow::io::load_parameters<double>(bridge_path(name + "_io.safetensors")); }
+IoFile read_io(const std::string& name) {
+  return nflow::io::load_parameters<double>(bridge_path(name + "_io.safetensors"));
+}
 
 /// Batch-first [N, D] (or [N] as N x 1) from PyTorch -> nflow's D x N (or 1 x N).
 Mat columns(const IoFile& io, const std::string& key) {
@@ -64,8 +66,8 @@ double max_rel_error(const A& a, const B& b) {
 
 template <typename S>
 using RealNvpMafFlow =
-    nflow::Flow<nflow::AffineCoupling<S, 4>, nflow::Reverse<S, 4>, nflow::MAF<S, 4>, nflow::MAF<S, 4>,
-                nflow::ActNorm<S, 4>, nflow::LULinear<S, 4>, nflow::IAF<S, 4>>;
+    nflow::Flow<nflow::AffineCoupling<S, 4>, nflow::Reverse<S, 4>, nflow::MAF<S, 4>,
+                nflow::MAF<S, 4>, nflow::ActNorm<S, 4>, nflow::LULinear<S, 4>, nflow::IAF<S, 4>>;
 template <typename S>
 using RealNvpMaf = nflow::Density<nflow::StandardNormal<S, 4>, RealNvpMafFlow<S>>;
 
@@ -74,26 +76,29 @@ RealNvpMaf<S> make_realnvp_maf(const Mat& lu_structure) {
   using nflow::nn::InputOrder;
   const Eigen::Matrix<S, 4, 4> structure = lu_structure.cast<S>();
   RealNvpMafFlow<S> flow(
-      nflow::AffineCoupling<S, 4>(nflow::CouplingMask::half(4), {.hidden_width = 16, .hidden_layers = 2}),
+      nflow::AffineCoupling<S, 4>(nflow::CouplingMask::half(4),
+                                  {.hidden_width = 16, .hidden_layers = 2}),
       nflow::Reverse<S, 4>(4),
       nflow::MAF<S, 4>(4, {.hidden_width = 16, .hidden_layers = 2, .order = InputOrder::Natural}),
       nflow::MAF<S, 4>(4, {.hidden_width = 16, .hidden_layers = 2, .order = InputOrder::Reversed}),
       nflow::ActNorm<S, 4>(4),
       // P diag(sign) factors as exactly that P and sign (L = I, U = diag(sign)); load fills the rest.
       nflow::LULinear<S, 4>::from_weight(structure),
-      nflow::IAF<S, 4>{nflow::MAF<S, 4>(
-          4, {.hidden_width = 8, .hidden_layers = 1, .custom_order = (Eigen::VectorXi(4) << 2, 0, 3, 1).finished()})});
+      nflow::IAF<S, 4>{
+          nflow::MAF<S, 4>(4, {.hidden_width = 8,
+                               .hidden_layers = 1,
+                               .custom_order = (Eigen::VectorXi(4) << 2, 0, 3, 1).finished()})});
   return RealNvpMaf<S>(nflow::StandardNormal<S, 4>(4), std::move(flow));
 }
 
 // ---- the conditional model --------------------------------------------------------------------
 
-using CondFlow =
-    nflow::Flow<nflow::AffineCoupling<double, 4>, nflow::Reverse<double, 4>,
-                nflow::MAF<double, 4, Eigen::Dynamic, nflow::nn::ReLU, 2>,
-                nflow::AdditiveCoupling<double, 4, Eigen::Dynamic, nflow::nn::Tanh>,
-                nflow::MAF<double, 4, Eigen::Dynamic, nflow::nn::ELU, 0>, nflow::ActNorm<double, 4>,
-                nflow::LULinear<double, 4>, nflow::Permutation<double, 4>, nflow::ElementwiseAffine<double, 4>>;
+using CondFlow = nflow::Flow<nflow::AffineCoupling<double, 4>, nflow::Reverse<double, 4>,
+                             nflow::MAF<double, 4, Eigen::Dynamic, nflow::nn::ReLU, 2>,
+                             nflow::AdditiveCoupling<double, 4, Eigen::Dynamic, nflow::nn::Tanh>,
+                             nflow::MAF<double, 4, Eigen::Dynamic, nflow::nn::ELU, 0>,
+                             nflow::ActNorm<double, 4>, nflow::LULinear<double, 4>,
+                             nflow::Permutation<double, 4>, nflow::ElementwiseAffine<double, 4>>;
 using CondDensity = nflow::Density<nflow::DiagonalNormal<double, 4>, CondFlow>;
 
 CondDensity make_conditional() {
@@ -103,9 +108,11 @@ CondDensity make_conditional() {
                                        {.hidden_width = 16, .hidden_layers = 2, .context_dim = 2}),
       nflow::Reverse<double, 4>(4),
       nflow::MAF<double, 4, Eigen::Dynamic, nflow::nn::ReLU, 2>(
-          4, {.hidden_width = 16, .hidden_layers = 2, .context_dim = 2, .order = InputOrder::Natural}),
+          4,
+          {.hidden_width = 16, .hidden_layers = 2, .context_dim = 2, .order = InputOrder::Natural}),
       nflow::AdditiveCoupling<double, 4, Eigen::Dynamic, nflow::nn::Tanh>(
-          nflow::CouplingMask::alternating(4), {.hidden_width = 16, .hidden_layers = 2, .context_dim = 2}),
+          nflow::CouplingMask::alternating(4),
+          {.hidden_width = 16, .hidden_layers = 2, .context_dim = 2}),
       nflow::MAF<double, 4, Eigen::Dynamic, nflow::nn::ELU, 0>(
           4, {.hidden_width = 16, .hidden_layers = 2, .order = InputOrder::Reversed}),
       nflow::ActNorm<double, 4>(4), nflow::LULinear<double, 4>(4),
@@ -116,7 +123,8 @@ CondDensity make_conditional() {
 
 }  // namespace
 
-TEST_CASE("bridge: an unconditional RealNVP/MAF/IAF density from PyTorch matches in double", "[interop][bridge]") {
+TEST_CASE("bridge: an unconditional RealNVP/MAF/IAF density from PyTorch matches in double",
+          "[interop][bridge]") {
   const IoFile io = read_io("realnvp_maf");
   RealNvpMaf<double> model = make_realnvp_maf<double>(matrix(io, "lu_structure"));
   const nflow::io::Metadata meta = nflow::io::load(model, bridge_path("realnvp_maf.safetensors"));
@@ -136,8 +144,9 @@ TEST_CASE("bridge: an unconditional RealNVP/MAF/IAF density from PyTorch matches
   const auto inv = model.transform().inverse_and_log_det(columns(io, "eps"));
   const double e_x = max_rel_error(inv.value, columns(io, "x_from_eps"));
   const double e_ild = max_rel_error(inv.log_det, columns(io, "inverse_logabsdet"));
-  INFO("realnvp_maf (double): max rel errors z " << e_z << ", logabsdet " << e_ld << ", log_prob " << e_lp
-                                                 << ", inverse " << e_x << ", inverse logabsdet " << e_ild);
+  INFO("realnvp_maf (double): max rel errors z " << e_z << ", logabsdet " << e_ld << ", log_prob "
+                                                 << e_lp << ", inverse " << e_x
+                                                 << ", inverse logabsdet " << e_ild);
   CHECK(e_z < 1e-10);
   CHECK(e_ld < 1e-10);
   CHECK(e_lp < 1e-10);
@@ -169,7 +178,8 @@ TEST_CASE("bridge: the same density in float, from the F32 and the F64 file", "[
     const double e_lp = max_rel_error(model.log_prob(x), columns(io, "log_prob"));
     const Eigen::MatrixXf eps = columns(io, "eps").cast<float>();
     const double e_x = max_rel_error(model.transform().inverse(eps), columns(io, "x_from_eps"));
-    INFO(file << " (float): max rel errors z " << e_z << ", log_prob " << e_lp << ", inverse " << e_x);
+    INFO(file << " (float): max rel errors z " << e_z << ", log_prob " << e_lp << ", inverse "
+              << e_x);
     CHECK(e_z < 1e-5);
     CHECK(e_lp < 1e-5);
     CHECK(e_x < 1e-5);
@@ -188,11 +198,13 @@ TEST_CASE("bridge: a conditional density from PyTorch matches in double", "[inte
   const double e_z = max_rel_error(r.value, columns(io, "z"));
   const double e_ld = max_rel_error(r.log_det, columns(io, "logabsdet"));
   const double e_lp = max_rel_error(model.log_prob(x, c), columns(io, "log_prob"));
-  const auto inv = model.transform().inverse_and_log_det(columns(io, "eps"), columns(io, "eps_context"));
+  const auto inv =
+      model.transform().inverse_and_log_det(columns(io, "eps"), columns(io, "eps_context"));
   const double e_x = max_rel_error(inv.value, columns(io, "x_from_eps"));
   const double e_ild = max_rel_error(inv.log_det, columns(io, "inverse_logabsdet"));
-  INFO("conditional (double): max rel errors z " << e_z << ", logabsdet " << e_ld << ", log_prob " << e_lp
-                                                 << ", inverse " << e_x << ", inverse logabsdet " << e_ild);
+  INFO("conditional (double): max rel errors z " << e_z << ", logabsdet " << e_ld << ", log_prob "
+                                                 << e_lp << ", inverse " << e_x
+                                                 << ", inverse logabsdet " << e_ild);
   CHECK(e_z < 1e-10);
   CHECK(e_ld < 1e-10);
   CHECK(e_lp < 1e-10);
@@ -200,22 +212,25 @@ TEST_CASE("bridge: a conditional density from PyTorch matches in double", "[inte
   CHECK(e_ild < 1e-10);
 }
 
-TEST_CASE("bridge: a wrong architecture is refused by name and leaves the model unchanged", "[interop][bridge]") {
+TEST_CASE("bridge: a wrong architecture is refused by name and leaves the model unchanged",
+          "[interop][bridge]") {
   // The conditional file into the unconditional model: unexpected/missing names.
   const IoFile io = read_io("realnvp_maf");
   RealNvpMaf<double> model = make_realnvp_maf<double>(matrix(io, "lu_structure"));
   const Mat x = columns(io, "x");
   const Eigen::RowVectorXd before = model.log_prob(x);
-  CHECK_THROWS_AS(nflow::io::load(model, bridge_path("conditional.safetensors")), nflow::io::FormatError);
+  CHECK_THROWS_AS(nflow::io::load(model, bridge_path("conditional.safetensors")),
+                  nflow::io::FormatError);
   CHECK(model.log_prob(x) == before);
 }
 
-TEST_CASE("bridge: nflow's seeded random orders, degrees, permutations and LU structure are reproduced",
-          "[interop][bridge]") {
+TEST_CASE(
+    "bridge: nflow's seeded random orders, degrees, permutations and LU structure are reproduced",
+    "[interop][bridge]") {
   using nflow::nn::HiddenDegrees;
   using nflow::nn::InputOrder;
-  using RFlow = nflow::Flow<nflow::MAF<double, 4>, nflow::Permutation<double, 4>, nflow::LULinear<double, 4>,
-                            nflow::MAF<double, 4>>;
+  using RFlow = nflow::Flow<nflow::MAF<double, 4>, nflow::Permutation<double, 4>,
+                            nflow::LULinear<double, 4>, nflow::MAF<double, 4>>;
   using RDensity = nflow::Density<nflow::StandardNormal<double, 4>, RFlow>;
   const IoFile io = read_io("random_structures");
   RDensity model(nflow::StandardNormal<double, 4>(4),
@@ -224,7 +239,8 @@ TEST_CASE("bridge: nflow's seeded random orders, degrees, permutations and LU st
                                                  .order = InputOrder::Random,
                                                  .hidden_degrees = HiddenDegrees::Random,
                                                  .seed = 11}),
-                       nflow::Permutation<double, 4>::random(4, 5), nflow::LULinear<double, 4>::random_orthogonal(4, 9),
+                       nflow::Permutation<double, 4>::random(4, 5),
+                       nflow::LULinear<double, 4>::random_orthogonal(4, 9),
                        nflow::MAF<double, 4>(4, {.hidden_width = 12,
                                                  .hidden_layers = 2,
                                                  .order = InputOrder::Natural,
@@ -251,8 +267,9 @@ TEST_CASE("bridge: nflow's seeded random orders, degrees, permutations and LU st
   const auto inv = model.transform().inverse_and_log_det(columns(io, "eps"));
   const double e_x = max_rel_error(inv.value, columns(io, "x_from_eps"));
   const double e_ild = max_rel_error(inv.log_det, columns(io, "inverse_logabsdet"));
-  INFO("random_structures (double): max rel errors z " << e_z << ", logabsdet " << e_ld << ", log_prob " << e_lp
-                                                       << ", inverse " << e_x << ", inverse logabsdet " << e_ild);
+  INFO("random_structures (double): max rel errors z "
+       << e_z << ", logabsdet " << e_ld << ", log_prob " << e_lp << ", inverse " << e_x
+       << ", inverse logabsdet " << e_ild);
   CHECK(e_z < 1e-10);
   CHECK(e_ld < 1e-10);
   CHECK(e_lp < 1e-10);

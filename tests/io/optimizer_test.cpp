@@ -1,10 +1,8 @@
 // Saving and loading an optimiser's state: training resumes bit-identically, and loading is as
 // strict as io::load.
 #include <catch2/catch.hpp>
-
-#include <nflow/nflow.hpp>
 #include <nflow/io/optimizer.hpp>
-
+#include <nflow/nflow.hpp>
 #include <random>
 #include <sstream>
 
@@ -14,14 +12,16 @@ namespace {
 using C = AffineCoupling<double, 2, 8>;
 using Model = Density<StandardNormal<double, 2>, Flow<C, Reverse<double, 2>, C>>;
 Model make_model() {
-  return Model(StandardNormal<double, 2>{}, Flow<C, Reverse<double, 2>, C>(C(CouplingMask::half(2), {8, 2, 0, 1}),
-                                                                          Reverse<double, 2>{},
-                                                                          C(CouplingMask::half(2), {8, 2, 0, 2})));
+  return Model(
+      StandardNormal<double, 2>{},
+      Flow<C, Reverse<double, 2>, C>(C(CouplingMask::half(2), {8, 2, 0, 1}), Reverse<double, 2>{},
+                                     C(CouplingMask::half(2), {8, 2, 0, 2})));
 }
 /// `steps` Adam steps of maximum likelihood on fixed batches drawn from `gen`.
 void train_steps(Model& model, train::Adam<double>& adam, int steps, std::mt19937_64& gen) {
   for (int s = 0; s < steps; ++s) {
-    const Eigen::Matrix<double, 2, Eigen::Dynamic> x = standard_normal_matrix<double>(2, 64, gen) * 1.5;
+    const Eigen::Matrix<double, 2, Eigen::Dynamic> x =
+        standard_normal_matrix<double>(2, 64, gen) * 1.5;
     Vector<double> grad = Vector<double>::Zero(model.parameter_count());
     train::nll(model, x, grad);
     adam.step_model(model, grad);
@@ -29,16 +29,19 @@ void train_steps(Model& model, train::Adam<double>& adam, int steps, std::mt1993
 }
 }  // namespace
 
-TEST_CASE("training resumed from saved parameters and optimiser state is bit-identical", "[io][optimizer]") {
+TEST_CASE("training resumed from saved parameters and optimiser state is bit-identical",
+          "[io][optimizer]") {
   // The uninterrupted run: 20 steps.
   Model straight = make_model();
-  train::Adam<double> adam_straight(straight.parameter_count(), {.learning_rate = 1e-2, .weight_decay = 1e-3});
+  train::Adam<double> adam_straight(straight.parameter_count(),
+                                    {.learning_rate = 1e-2, .weight_decay = 1e-3});
   std::mt19937_64 gen_straight(5);
   train_steps(straight, adam_straight, 20, gen_straight);
 
   // The interrupted run: 10 steps, save both, load into fresh objects, 10 more steps.
   Model first = make_model();
-  train::Adam<double> adam_first(first.parameter_count(), {.learning_rate = 1e-2, .weight_decay = 1e-3});
+  train::Adam<double> adam_first(first.parameter_count(),
+                                 {.learning_rate = 1e-2, .weight_decay = 1e-3});
   std::mt19937_64 gen(5);
   train_steps(first, adam_first, 10, gen);
   std::stringstream model_file, optimizer_file;
@@ -48,7 +51,8 @@ TEST_CASE("training resumed from saved parameters and optimiser state is bit-ide
   const std::mt19937_64 gen_at_save = gen;
 
   Model resumed = make_model();
-  train::Adam<double> adam_resumed(resumed.parameter_count(), {.learning_rate = 1e-2, .weight_decay = 1e-3});
+  train::Adam<double> adam_resumed(resumed.parameter_count(),
+                                   {.learning_rate = 1e-2, .weight_decay = 1e-3});
   io::load(resumed, model_file);
   const auto metadata = io::load_optimizer(adam_resumed, optimizer_file);
   CHECK(metadata.at("epoch") == "1");
@@ -61,13 +65,15 @@ TEST_CASE("training resumed from saved parameters and optimiser state is bit-ide
   Model cold = make_model();
   std::stringstream model_again(model_bytes);
   io::load(cold, model_again);
-  train::Adam<double> adam_cold(cold.parameter_count(), {.learning_rate = 1e-2, .weight_decay = 1e-3});
+  train::Adam<double> adam_cold(cold.parameter_count(),
+                                {.learning_rate = 1e-2, .weight_decay = 1e-3});
   std::mt19937_64 gen_cold = gen_at_save;
   train_steps(cold, adam_cold, 10, gen_cold);
   CHECK(get_parameters(cold) != get_parameters(straight));
 }
 
-TEST_CASE("loading an optimiser's state is strict and leaves it unchanged on error", "[io][optimizer]") {
+TEST_CASE("loading an optimiser's state is strict and leaves it unchanged on error",
+          "[io][optimizer]") {
   train::Adam<double> small(3), large(5);
   Vector<double> p = Vector<double>::Zero(5), g = Vector<double>::Constant(5, 0.5);
   large.step(p, g);
@@ -84,7 +90,8 @@ TEST_CASE("loading an optimiser's state is strict and leaves it unchanged on err
   CHECK(other.steps() == 0);
   // A fractional step count is rejected by the optimiser, and the optimiser is unchanged.
   auto tensors = io::to_tensor_file(io::OptimizerState<train::Adam<double>>(large));
-  tensors.tensors.at("adam.step") = io::make_tensor(Eigen::Matrix<double, 1, 1>::Constant(2.5), io::DType::F64);
+  tensors.tensors.at("adam.step") =
+      io::make_tensor(Eigen::Matrix<double, 1, 1>::Constant(2.5), io::DType::F64);
   CHECK_THROWS_AS(io::load_optimizer(other, tensors), ParameterError);
   CHECK(other.steps() == 0);
 }

@@ -3,17 +3,16 @@
 // and every malformed-file case: each must throw a documented type naming the problem and leave
 // the object unchanged.
 #include <catch2/catch.hpp>
-#include <nflow/io/json.hpp>
-#include <nflow/io/safetensors.hpp>
-#include <nflow/nflow.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <map>
+#include <nflow/io/json.hpp>
+#include <nflow/io/safetensors.hpp>
+#include <nflow/nflow.hpp>
 #include <random>
 #include <sstream>
-#include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -51,8 +50,8 @@ using SmallFlow = Flow<ActNorm<S, 2>, LULinear<S, 2>>;
 
 template <typename S>
 BigFlow<S> make_big_flow(std::uint64_t seed) {
-  BigFlow<S> f(AffineCoupling<S, 4>(CouplingMask::half(4), {8, 1, 0, seed}), Reverse<S, 4>{}, ActNorm<S, 4>{},
-               LULinear<S, 4>{});
+  BigFlow<S> f(AffineCoupling<S, 4>(CouplingMask::half(4), {8, 1, 0, seed}), Reverse<S, 4>{},
+               ActNorm<S, 4>{}, LULinear<S, 4>{});
   std::mt19937_64 gen(seed);
   set_parameters(f, Vector<S>(standard_normal_matrix<S>(f.parameter_count(), 1, gen) * S(0.3)));
   f.template step<2>().set_initialized(true);
@@ -118,10 +117,10 @@ Bytes cat(std::initializer_list<Bytes> parts) {
 }
 
 // The grid's data: bias (0.5, -1), then the weight [[1, 2, 3], [4, 5, 6]] row by row.
-const Bytes grid_data = cat({f32_half, f32_neg, f32_one, f32_two, f32_three, f32_four, f32_five, f32_six});
-const std::string grid_header =
-    R"({"bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-    R"("weight":{"dtype":"F32","shape":[2,3],"data_offsets":[8,32]}})";
+const Bytes grid_data =
+    cat({f32_half, f32_neg, f32_one, f32_two, f32_three, f32_four, f32_five, f32_six});
+const std::string grid_header = R"({"bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                R"("weight":{"dtype":"F32","shape":[2,3],"data_offsets":[8,32]}})";
 
 template <typename T>
 void check_unchanged(const T& object, const Vector<typename T::Scalar>& before) {
@@ -136,8 +135,8 @@ std::size_t tensor_count(const T& object) {
 
 // A flow with every kind of buffer: a permutation, a coupling mask, MADE orders and hidden
 // degrees (MAF and IAF), ActNorm's flag, an LU permutation and signs.
-using BufferFlow = Flow<Permutation<double, 4>, AffineCoupling<double, 4>, MAF<double, 4, 8>, ActNorm<double, 4>,
-                       LULinear<double, 4>, IAF<double, 4, 8>>;
+using BufferFlow = Flow<Permutation<double, 4>, AffineCoupling<double, 4>, MAF<double, 4, 8>,
+                        ActNorm<double, 4>, LULinear<double, 4>, IAF<double, 4, 8>>;
 
 BufferFlow make_buffer_flow(std::uint64_t seed, bool alternate) {
   AutoregressiveOptions maf;
@@ -147,13 +146,15 @@ BufferFlow make_buffer_flow(std::uint64_t seed, bool alternate) {
   maf.seed = seed;
   AutoregressiveOptions iaf = maf;
   iaf.seed = seed + 100;
-  BufferFlow f(Permutation<double, 4>::random(4, seed),
-               AffineCoupling<double, 4>(alternate ? CouplingMask::alternating(4) : CouplingMask::half(4, true),
-                                         {8, 1, 0, seed}),
-               MAF<double, 4, 8>(maf), ActNorm<double, 4>{}, LULinear<double, 4>::random_orthogonal(4, seed),
-               IAF<double, 4, 8>(MAF<double, 4, 8>(iaf)));
+  BufferFlow f(
+      Permutation<double, 4>::random(4, seed),
+      AffineCoupling<double, 4>(
+          alternate ? CouplingMask::alternating(4) : CouplingMask::half(4, true), {8, 1, 0, seed}),
+      MAF<double, 4, 8>(maf), ActNorm<double, 4>{}, LULinear<double, 4>::random_orthogonal(4, seed),
+      IAF<double, 4, 8>(MAF<double, 4, 8>(iaf)));
   std::mt19937_64 gen(seed);
-  set_parameters(f, Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.2));
+  set_parameters(f,
+                 Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.2));
   f.step<3>().set_initialized(alternate);
   return f;
 }
@@ -219,7 +220,8 @@ TEST_CASE("F64 tensors are written little-endian, 8-byte types first", "[io][saf
 }
 
 TEST_CASE("integer tensors are readable for inspection", "[io][safetensors]") {
-  const Bytes data = {1, 0, 0, 0, 0, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 7, 0, 0, 0};
+  const Bytes data = {1,    0,    0,    0,    0,    0,    0, 0, 0xFE, 0xFF,
+                      0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 7, 0, 0,    0};
   const Bytes bytes = file_bytes(R"({"order":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
                                  R"("n":{"dtype":"I32","shape":[],"data_offsets":[16,20]}})",
                                  data);
@@ -230,16 +232,18 @@ TEST_CASE("integer tensors are readable for inspection", "[io][safetensors]") {
   CHECK(params.at("n")(0, 0) == 7.0);
   // ...but never loadable into a floating-point parameter.
   Grid<double> g;
-  const Bytes as_param = file_bytes(R"({"bias":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
-                                    R"("weight":{"dtype":"F32","shape":[2,3],"data_offsets":[16,40]}})",
-                                    cat({Bytes(data.begin(), data.begin() + 16), Bytes(24, 0)}));
+  const Bytes as_param =
+      file_bytes(R"({"bias":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
+                 R"("weight":{"dtype":"F32","shape":[2,3],"data_offsets":[16,40]}})",
+                 cat({Bytes(data.begin(), data.begin() + 16), Bytes(24, 0)}));
   CHECK_THROWS_AS(load_bytes(g, as_param), io::FormatError);
   CHECK_THROWS_WITH(load_bytes(g, as_param), Contains("'bias'") && Contains("I64"));
 }
 
 // ---- round trips ----------------------------------------------------------------------------------
 
-TEST_CASE("a flow round-trips bit-exactly into a differently initialised flow", "[io][safetensors]") {
+TEST_CASE("a flow round-trips bit-exactly into a differently initialised flow",
+          "[io][safetensors]") {
   const BigFlow<double> a = make_big_flow<double>(1);
   BigFlow<double> b = make_big_flow<double>(2);
   REQUIRE(get_parameters(a) != get_parameters(b));
@@ -259,7 +263,8 @@ TEST_CASE("a flow round-trips bit-exactly into a differently initialised flow", 
   const io::TensorFile file = io::parse_safetensors(bytes);
   CHECK(file.tensors.size() == tensor_count(a));
   for (const std::string& name : parameter_names(a)) CHECK(file.tensors.contains(name));
-  for (const std::string& name : buffer_names(a)) CHECK(file.tensors.at(name).dtype == io::DType::I64);
+  for (const std::string& name : buffer_names(a))
+    CHECK(file.tensors.at(name).dtype == io::DType::I64);
   CHECK(file.tensors.at("0.conditioner.layers.0.weight").shape == std::vector<std::uint64_t>{8, 2});
   CHECK(file.tensors.at("3.lower").shape == std::vector<std::uint64_t>{4, 4});
   CHECK(file.tensors.at("3.log_s").shape == std::vector<std::uint64_t>{4});
@@ -304,7 +309,8 @@ TEST_CASE("float files load into double flows and back", "[io][safetensors]") {
 }
 
 TEST_CASE("metadata with escapes and non-ASCII text round-trips", "[io][safetensors]") {
-  const io::Metadata meta = {{"format", "pt"}, {"note", "quote \" backslash \\ newline \n tab \t \x01 end"},
+  const io::Metadata meta = {{"format", "pt"},
+                             {"note", "quote \" backslash \\ newline \n tab \t \x01 end"},
                              {"unicode", "\xC3\xBC\xE2\x82\xAC\xF0\x9F\x98\x80"}};
   Grid<double> g;
   g.weight.setConstant(1.5);
@@ -320,7 +326,8 @@ TEST_CASE("metadata with escapes and non-ASCII text round-trips", "[io][safetens
 TEST_CASE("a file on disk round-trips and nothing is left behind", "[io][safetensors]") {
   namespace fs = std::filesystem;
   std::random_device rd;
-  const fs::path path = fs::temp_directory_path() / ("nflow_safetensors_test_" + std::to_string(rd()) + ".safetensors");
+  const fs::path path = fs::temp_directory_path() /
+                        ("nflow_safetensors_test_" + std::to_string(rd()) + ".safetensors");
   const SmallFlow<double> a = make_small_flow<double>(12);
   SmallFlow<double> b = make_small_flow<double>(13);
   io::save(a, path);
@@ -356,14 +363,16 @@ TEST_CASE("a stream may hold several files back to back", "[io][safetensors]") {
 
 // ---- buffers -----------------------------------------------------------------------------------------
 
-TEST_CASE("buffers are saved and make a differently built flow the same map", "[io][safetensors][buffers]") {
+TEST_CASE("buffers are saved and make a differently built flow the same map",
+          "[io][safetensors][buffers]") {
   const BufferFlow a = make_buffer_flow(1, true);
   BufferFlow b = make_buffer_flow(2, false);
   const auto ba = get_buffers(a);
   REQUIRE(buffer_names(a) ==
-          std::vector<std::string>{"0.permutation", "1.mask", "2.made.order", "2.made.hidden_degrees.0",
-                                   "2.made.hidden_degrees.1", "3.initialized", "4.permutation", "4.sign",
-                                   "5.made.order", "5.made.hidden_degrees.0", "5.made.hidden_degrees.1"});
+          std::vector<std::string>{"0.permutation", "1.mask", "2.made.order",
+                                   "2.made.hidden_degrees.0", "2.made.hidden_degrees.1",
+                                   "3.initialized", "4.permutation", "4.sign", "5.made.order",
+                                   "5.made.hidden_degrees.0", "5.made.hidden_degrees.1"});
   // The two flows differ in every buffer (and so in their maps) before the load.
   for (const auto& [name, value] : get_buffers(b)) {
     INFO(name);
@@ -393,7 +402,8 @@ TEST_CASE("buffers are saved and make a differently built flow the same map", "[
   CHECK(ba.at("4.sign").cwiseAbs() == BufferVector::Ones(4));
 }
 
-TEST_CASE("malformed buffers throw and leave the flow unchanged", "[io][safetensors][buffers][strict]") {
+TEST_CASE("malformed buffers throw and leave the flow unchanged",
+          "[io][safetensors][buffers][strict]") {
   const BufferFlow good = make_buffer_flow(4, true);
   BufferFlow f = make_buffer_flow(5, false);
   const Vector<double> before = get_parameters(f);
@@ -409,7 +419,8 @@ TEST_CASE("malformed buffers throw and leave the flow unchanged", "[io][safetens
     for (std::int64_t e : v) b(i++) = e;
     return io::make_tensor(b, io::DType::I64);
   };
-  auto expect = [&](const Bytes& bytes, auto error_type, const std::string& what1, const std::string& what2) {
+  auto expect = [&](const Bytes& bytes, auto error_type, const std::string& what1,
+                    const std::string& what2) {
     using E = typename decltype(error_type)::type;
     CHECK_THROWS_AS(load_bytes(f, bytes), E);
     CHECK_THROWS_WITH(load_bytes(f, bytes), Contains(what1) && Contains(what2));
@@ -420,42 +431,54 @@ TEST_CASE("malformed buffers throw and leave the flow unchanged", "[io][safetens
   {
     io::TensorFile file = io::parse_safetensors(saved(good));
     file.tensors.erase("2.made.order");
-    expect(io::serialize_safetensors(file), std::type_identity<io::FormatError>{}, "missing buffer '2.made.order'", "[4]");
+    expect(io::serialize_safetensors(file), std::type_identity<io::FormatError>{},
+           "missing buffer '2.made.order'", "[4]");
   }
-  expect(with("0.permutation", io::make_tensor(Eigen::Vector4d(0, 1, 2, 3), io::DType::F64)), std::type_identity<io::FormatError>{},
-         "buffer '0.permutation'", "dtype F64");
-  expect(with("0.permutation", i64({0, 1, 2})), std::type_identity<io::FormatError>{}, "buffer '0.permutation'", "shape [3], expected [4]");
+  expect(with("0.permutation", io::make_tensor(Eigen::Vector4d(0, 1, 2, 3), io::DType::F64)),
+         std::type_identity<io::FormatError>{}, "buffer '0.permutation'", "dtype F64");
+  expect(with("0.permutation", i64({0, 1, 2})), std::type_identity<io::FormatError>{},
+         "buffer '0.permutation'", "shape [3], expected [4]");
   // Values each layer rejects (the message names the full buffer name).
-  expect(with("0.permutation", i64({0, 1, 1, 3})), std::type_identity<ParameterError>{}, "'0.permutation'", "not a permutation");
-  expect(with("4.permutation", i64({0, 1, 2, 7})), std::type_identity<ParameterError>{}, "'4.permutation'", "outside [0, 3]");
-  expect(with("4.sign", i64({1, -1, 0, 1})), std::type_identity<ParameterError>{}, "'4.sign'", "+1 or -1");
-  expect(with("1.mask", i64({0, 1, 1, 1})), std::type_identity<ParameterError>{}, "'1.mask'", "built for 2");
-  expect(with("1.mask", i64({0, 2, 0, 1})), std::type_identity<ParameterError>{}, "'1.mask'", "outside [0, 1]");
-  expect(with("2.made.order", i64({3, 3, 0, 1})), std::type_identity<ParameterError>{}, "'2.made.order'", "not a permutation");
-  expect(with("2.made.hidden_degrees.0", i64({3, 1, 1, 1, 2, 2, 3, 3})), std::type_identity<ParameterError>{},
-         "'2.made.hidden_degrees.0'", "ascending");
-  expect(with("5.made.hidden_degrees.1", i64({0, 1, 1, 1, 2, 2, 3, 3})), std::type_identity<ParameterError>{},
-         "'5.made.hidden_degrees.1'", "outside [");
-  expect(with("3.initialized", i64({2})), std::type_identity<ParameterError>{}, "'3.initialized'", "outside [0, 1]");
+  expect(with("0.permutation", i64({0, 1, 1, 3})), std::type_identity<ParameterError>{},
+         "'0.permutation'", "not a permutation");
+  expect(with("4.permutation", i64({0, 1, 2, 7})), std::type_identity<ParameterError>{},
+         "'4.permutation'", "outside [0, 3]");
+  expect(with("4.sign", i64({1, -1, 0, 1})), std::type_identity<ParameterError>{}, "'4.sign'",
+         "+1 or -1");
+  expect(with("1.mask", i64({0, 1, 1, 1})), std::type_identity<ParameterError>{}, "'1.mask'",
+         "built for 2");
+  expect(with("1.mask", i64({0, 2, 0, 1})), std::type_identity<ParameterError>{}, "'1.mask'",
+         "outside [0, 1]");
+  expect(with("2.made.order", i64({3, 3, 0, 1})), std::type_identity<ParameterError>{},
+         "'2.made.order'", "not a permutation");
+  expect(with("2.made.hidden_degrees.0", i64({3, 1, 1, 1, 2, 2, 3, 3})),
+         std::type_identity<ParameterError>{}, "'2.made.hidden_degrees.0'", "ascending");
+  expect(with("5.made.hidden_degrees.1", i64({0, 1, 1, 1, 2, 2, 3, 3})),
+         std::type_identity<ParameterError>{}, "'5.made.hidden_degrees.1'", "outside [");
+  expect(with("3.initialized", i64({2})), std::type_identity<ParameterError>{}, "'3.initialized'",
+         "outside [0, 1]");
   // I32 buffers are accepted (the same values).
   io::TensorFile file = io::parse_safetensors(saved(good));
-  file.tensors.at("0.permutation") =
-      io::make_tensor(get_buffers(good).at("0.permutation").cast<std::int32_t>().eval(), io::DType::I32);
+  file.tensors.at("0.permutation") = io::make_tensor(
+      get_buffers(good).at("0.permutation").cast<std::int32_t>().eval(), io::DType::I32);
   load_bytes(f, io::serialize_safetensors(file));
   CHECK(get_buffers(f) == get_buffers(good));
 }
 
 TEST_CASE("visit_buffers validates what it is given, layer by layer", "[buffers]") {
   // Setting a MADE's degrees by hand: the masks follow, and the network stays autoregressive.
-  nn::MADE<double, 3, 6> made(3, 6, 1, 0, Eigen::Vector3i(2, 0, 1), nn::HiddenDegrees::Sequential, 7);
+  nn::MADE<double, 3, 6> made(3, 6, 1, 0, Eigen::Vector3i(2, 0, 1), nn::HiddenDegrees::Sequential,
+                              7);
   std::mt19937_64 gen(8);
   made.initialize(gen, false);
   const std::map<std::string, BufferVector, std::less<>> values = {
-      {"order", (BufferVector(3) << 0, 1, 2).finished()}, {"hidden_degrees.0", (BufferVector(6) << 1, 1, 1, 1, 2, 2).finished()}};
+      {"order", (BufferVector(3) << 0, 1, 2).finished()},
+      {"hidden_degrees.0", (BufferVector(6) << 1, 1, 1, 1, 2, 2).finished()}};
   set_buffers(made, values);
   CHECK(get_buffers(made) == values);
   for (Index r = 0; r < made.out_dim(); ++r) {
-    for (Index u = 0; u < 6; ++u) CHECK(made.mask(1)(r, u) == (made.output_degree(r) > made.hidden_degrees(0)(u) ? 1.0 : 0.0));
+    for (Index u = 0; u < 6; ++u)
+      CHECK(made.mask(1)(r, u) == (made.output_degree(r) > made.hidden_degrees(0)(u) ? 1.0 : 0.0));
   }
   // Output 0 (degree 1) depends on nothing; output 2 on inputs 0 and 1 — by finite differences.
   const Eigen::Vector3d x(0.3, -0.5, 0.8);
@@ -468,7 +491,8 @@ TEST_CASE("visit_buffers validates what it is given, layer by layer", "[buffers]
     }
   }
   // A missing value throws; the network is unchanged.
-  CHECK_THROWS_WITH(set_buffers(made, {{"order", values.at("order")}}), Contains("'hidden_degrees.0'"));
+  CHECK_THROWS_WITH(set_buffers(made, {{"order", values.at("order")}}),
+                    Contains("'hidden_degrees.0'"));
   CHECK(get_buffers(made) == values);
   // A Coupling mask can move (same counts); a Permutation takes any permutation of its size.
   AffineCoupling<double> c(CouplingMask::half(4), {4, 1, 0, 1});
@@ -477,13 +501,15 @@ TEST_CASE("visit_buffers validates what it is given, layer by layer", "[buffers]
   Permutation<double> p = Permutation<double>::random(5, 2);
   set_buffers(p, {{"permutation", (BufferVector(5) << 4, 3, 2, 1, 0).finished()}});
   CHECK(p.indices() == Eigen::Vector<int, 5>(4, 3, 2, 1, 0));
-  CHECK_THROWS_AS(set_buffers(p, {{"permutation", (BufferVector(4) << 3, 2, 1, 0).finished()}}), ParameterError);
+  CHECK_THROWS_AS(set_buffers(p, {{"permutation", (BufferVector(4) << 3, 2, 1, 0).finished()}}),
+                  ParameterError);
   CHECK(p.indices() == Eigen::Vector<int, 5>(4, 3, 2, 1, 0));
 }
 
 // ---- malformed files ------------------------------------------------------------------------------
 
-TEST_CASE("every truncation of a valid file throws and leaves the flow unchanged", "[io][safetensors][strict]") {
+TEST_CASE("every truncation of a valid file throws and leaves the flow unchanged",
+          "[io][safetensors][strict]") {
   const Bytes bytes = saved(make_small_flow<double>(16));
   SmallFlow<double> f = make_small_flow<double>(17);
   const Vector<double> before = get_parameters(f);
@@ -503,7 +529,8 @@ TEST_CASE("every truncation of a valid file throws and leaves the flow unchanged
   CHECK(get_parameters(f) != before);
 }
 
-TEST_CASE("every corrupted header byte is rejected and leaves the flow unchanged", "[io][safetensors][strict]") {
+TEST_CASE("every corrupted header byte is rejected and leaves the flow unchanged",
+          "[io][safetensors][strict]") {
   const Bytes bytes = saved(make_small_flow<double>(18));
   std::uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= std::uint64_t(bytes[std::size_t(i)]) << (8 * i);
@@ -560,65 +587,91 @@ TEST_CASE("structural errors name the tensor and the problem", "[io][safetensors
     expect(file_bytes("not json"), "does not start with '{'");
     expect(file_bytes("[1, 2]"), "does not start with '{'");
     expect(file_bytes("{\"bias\": }"), "not valid JSON");
-    expect(file_bytes(header(bias_ok, weight_ok) + "x", data32), "not valid JSON", "after the JSON value");
-    expect(file_bytes("{\"bias\":" + bias_ok + ",\"bias\":" + bias_ok + ",\"weight\":" + weight_ok + "}", data32),
+    expect(file_bytes(header(bias_ok, weight_ok) + "x", data32), "not valid JSON",
+           "after the JSON value");
+    expect(file_bytes(
+               "{\"bias\":" + bias_ok + ",\"bias\":" + bias_ok + ",\"weight\":" + weight_ok + "}",
+               data32),
            "duplicate key \"bias\"");
     expect(file_bytes(R"({"bias":[1,2]})"), "'bias'", "must be an object");
     expect(file_bytes(R"({"__metadata__":{"a":1}})"), "'__metadata__'", "must be a string");
     expect(file_bytes(R"({"__metadata__":[]})"), "'__metadata__' must be an object");
   }
   SECTION("the tensor entries") {
-    expect(file_bytes(header(R"({"dtype":"F16","shape":[2],"data_offsets":[0,4]})", weight_ok), data32), "'bias'",
-           "dtype 'F16' is not supported");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[2]})", weight_ok), data32), "'bias'", "needs 'dtype'");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1})", weight_ok), data32),
-           "'bias'", "unexpected field 'x'");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", weight_ok), data32), "'bias'",
-           "non-negative integer");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})", weight_ok), data32), "'bias'",
-           "non-negative integer");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[2],"data_offsets":[0]})", weight_ok), data32), "'bias'",
-           "[begin, end]");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})", weight_ok), data32), "'bias'",
-           "needs 12");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})", weight_ok),
+    expect(file_bytes(header(R"({"dtype":"F16","shape":[2],"data_offsets":[0,4]})", weight_ok),
                       data32),
-           "'bias'", "more than 2^64");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})", weight_ok), data32), "'bias'",
-           "end before they begin");
+           "'bias'", "dtype 'F16' is not supported");
+    expect(file_bytes(header(R"({"dtype":"F32","shape":[2]})", weight_ok), data32), "'bias'",
+           "needs 'dtype'");
+    expect(
+        file_bytes(header(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1})", weight_ok),
+                   data32),
+        "'bias'", "unexpected field 'x'");
+    expect(file_bytes(header(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", weight_ok),
+                      data32),
+           "'bias'", "non-negative integer");
+    expect(file_bytes(header(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})", weight_ok),
+                      data32),
+           "'bias'", "non-negative integer");
+    expect(
+        file_bytes(header(R"({"dtype":"F32","shape":[2],"data_offsets":[0]})", weight_ok), data32),
+        "'bias'", "[begin, end]");
+    expect(file_bytes(header(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})", weight_ok),
+                      data32),
+           "'bias'", "needs 12");
+    expect(
+        file_bytes(header(R"({"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})",
+                          weight_ok),
+                   data32),
+        "'bias'", "more than 2^64");
+    expect(file_bytes(header(R"({"dtype":"F32","shape":[2],"data_offsets":[8,0]})", weight_ok),
+                      data32),
+           "'bias'", "end before they begin");
   }
   SECTION("the offsets") {
-    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[2,3],"data_offsets":[4,28]})"), Bytes(28, 0)),
+    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[2,3],"data_offsets":[4,28]})"),
+                      Bytes(28, 0)),
            "'weight'", "overlap tensor 'bias'");
-    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[2,3],"data_offsets":[12,36]})"), Bytes(36, 0)),
+    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[2,3],"data_offsets":[12,36]})"),
+                      Bytes(36, 0)),
            "'weight'", "leave a gap");
-    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[2,3],"data_offsets":[800,824]})"), data32),
-           "'weight'", "leave a gap");
-    expect(file_bytes(header(bias_ok, weight_ok), Bytes(data32.begin(), data32.end() - 1)), "truncated",
-           "need 32 bytes");
-    expect(file_bytes(header(bias_ok, weight_ok), cat({data32, Bytes(8, 0)})), "cover only 32");
-    expect(file_bytes(header(bias_ok,
-                             R"({"dtype":"F32","shape":[2,3],"data_offsets":[18446744073709551608,18446744073709551632]})"),
+    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[2,3],"data_offsets":[800,824]})"),
                       data32),
-           "'weight'", "non-negative integer");
+           "'weight'", "leave a gap");
+    expect(file_bytes(header(bias_ok, weight_ok), Bytes(data32.begin(), data32.end() - 1)),
+           "truncated", "need 32 bytes");
+    expect(file_bytes(header(bias_ok, weight_ok), cat({data32, Bytes(8, 0)})), "cover only 32");
+    expect(
+        file_bytes(
+            header(
+                bias_ok,
+                R"({"dtype":"F32","shape":[2,3],"data_offsets":[18446744073709551608,18446744073709551632]})"),
+            data32),
+        "'weight'", "non-negative integer");
   }
   SECTION("names and shapes against the object") {
-    expect(file_bytes(R"({"bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", Bytes(data32.begin(), data32.begin() + 8)),
+    expect(file_bytes(R"({"bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                      Bytes(data32.begin(), data32.begin() + 8)),
            "missing tensor 'weight'", "[2, 3]");
     expect(file_bytes(header(bias_ok, weight_ok).substr(0, header(bias_ok, weight_ok).size() - 1) +
                           R"(,"extra":{"dtype":"F32","shape":[],"data_offsets":[32,36]}})",
                       cat({data32, f32_one})),
            "unexpected tensor 'extra'");
-    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[3,2],"data_offsets":[8,32]})"), data32),
+    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[3,2],"data_offsets":[8,32]})"),
+                      data32),
            "tensor 'weight' has shape [3, 2], expected [2, 3]");
-    expect(file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[6],"data_offsets":[8,32]})"), data32),
-           "tensor 'weight' has shape [6], expected [2, 3]");
-    expect(file_bytes(header(R"({"dtype":"F32","shape":[1,2],"data_offsets":[0,8]})", weight_ok), data32),
+    expect(
+        file_bytes(header(bias_ok, R"({"dtype":"F32","shape":[6],"data_offsets":[8,32]})"), data32),
+        "tensor 'weight' has shape [6], expected [2, 3]");
+    expect(file_bytes(header(R"({"dtype":"F32","shape":[1,2],"data_offsets":[0,8]})", weight_ok),
+                      data32),
            "tensor 'bias' has shape [1, 2], expected [2] (or [2, 1])");
   }
   // A one-column parameter accepts [rows, 1] too (the same bytes).
   Grid<double> h;
-  load_bytes(h, file_bytes(header(R"({"dtype":"F32","shape":[2,1],"data_offsets":[0,8]})", weight_ok), data32));
+  load_bytes(h,
+             file_bytes(header(R"({"dtype":"F32","shape":[2,1],"data_offsets":[0,8]})", weight_ok),
+                        data32));
   CHECK(h.bias == Eigen::Vector2d(0.5, -1.0));
 }
 
@@ -626,9 +679,11 @@ TEST_CASE("invalid values throw ParameterError naming the tensor", "[io][safeten
   Grid<float> g;
   const Vector<float> before = get_parameters(g);
   for (const Bytes& bad : {f32_nan, f32_inf}) {
-    const Bytes bytes = file_bytes(grid_header, cat({f32_one, f32_one, f32_one, f32_one, f32_one, bad, f32_one, f32_one}));
+    const Bytes bytes = file_bytes(
+        grid_header, cat({f32_one, f32_one, f32_one, f32_one, f32_one, bad, f32_one, f32_one}));
     CHECK_THROWS_AS(load_bytes(g, bytes), ParameterError);
-    CHECK_THROWS_WITH(load_bytes(g, bytes), Contains("'weight'") && Contains("non-finite") && Contains("[1, 0]"));
+    CHECK_THROWS_WITH(load_bytes(g, bytes),
+                      Contains("'weight'") && Contains("non-finite") && Contains("[1, 0]"));
     check_unchanged(g, before);
   }
   // A double too large for a float parameter.
@@ -658,17 +713,21 @@ TEST_CASE("values a layer rejects leave the flow unchanged", "[io][safetensors][
     return io::serialize_safetensors(file);
   };
   // -inf: W singular. The loader rejects it as non-finite before the layer sees it.
-  CHECK_THROWS_AS(load_bytes(f, with_log_s(-std::numeric_limits<double>::infinity())), ParameterError);
-  CHECK_THROWS_WITH(load_bytes(f, with_log_s(-std::numeric_limits<double>::infinity())), Contains("'1.log_s'"));
+  CHECK_THROWS_AS(load_bytes(f, with_log_s(-std::numeric_limits<double>::infinity())),
+                  ParameterError);
+  CHECK_THROWS_WITH(load_bytes(f, with_log_s(-std::numeric_limits<double>::infinity())),
+                    Contains("'1.log_s'"));
   check_unchanged(f, before);
   // Finite but exp(log_s) overflows: LULinear itself rejects it; the message gains the full name.
   CHECK_THROWS_AS(load_bytes(f, with_log_s(1000.0)), ParameterError);
-  CHECK_THROWS_WITH(load_bytes(f, with_log_s(1000.0)), Contains("tensor '1.log_s'") && Contains("nflow::LULinear"));
+  CHECK_THROWS_WITH(load_bytes(f, with_log_s(1000.0)),
+                    Contains("tensor '1.log_s'") && Contains("nflow::LULinear"));
   check_unchanged(f, before);
   // ActNorm's log_scale likewise.
   io::TensorFile file = io::parse_safetensors(saved(good));
   file.tensors.at("0.log_scale") = io::make_tensor(Eigen::Vector2d(-800.0, 0.0), io::DType::F64);
-  CHECK_THROWS_WITH(load_bytes(f, io::serialize_safetensors(file)), Contains("tensor '0.log_scale'"));
+  CHECK_THROWS_WITH(load_bytes(f, io::serialize_safetensors(file)),
+                    Contains("tensor '0.log_scale'"));
   check_unchanged(f, before);
   load_bytes(f, saved(good));
   CHECK(get_parameters(f) == get_parameters(good));
@@ -678,7 +737,8 @@ TEST_CASE("values a layer rejects leave the flow unchanged", "[io][safetensors][
 
 TEST_CASE("the JSON parser accepts JSON and rejects everything else", "[io][json]") {
   using io::json::parse;
-  const auto v = parse(R"( {"a": [1, -2.5e3, true, false, null], "b": {"c": "\u00fc\ud83d\ude00\n\"\\\/"}} )");
+  const auto v =
+      parse(R"( {"a": [1, -2.5e3, true, false, null], "b": {"c": "\u00fc\ud83d\ude00\n\"\\\/"}} )");
   REQUIRE(v.is_object());
   REQUIRE(v.find("a")->items.size() == 5);
   CHECK(v.find("a")->items[0].as_uint64() == 1u);
@@ -690,16 +750,45 @@ TEST_CASE("the JSON parser accepts JSON and rejects everything else", "[io][json
   CHECK(!parse("1.0").as_uint64());
   CHECK(parse("[]").items.empty());
   CHECK(parse("{}").members.empty());
-  for (const char* bad : {"", " ", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "-", "1.", "1e", "+1", ".5", "tru",
-                          "nul", "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"",
-                          "\"a\tb\"", "\"\xC0\xAF\"", "\"\xED\xA0\x80\"", "\"\xF5\x80\x80\x80\"", "\"\xE2\x82\"",
-                          "{\"a\":1,\"a\":2}", "[1] [2]", "{\"a\":1}}", "NaN", "Infinity", "'a'", "[1 2]"}) {
+  for (const char* bad : {"",
+                          " ",
+                          "{",
+                          "[1,]",
+                          "{\"a\":1,}",
+                          "{\"a\" 1}",
+                          "01",
+                          "-",
+                          "1.",
+                          "1e",
+                          "+1",
+                          ".5",
+                          "tru",
+                          "nul",
+                          "\"abc",
+                          "\"\\x\"",
+                          "\"\\u12\"",
+                          "\"\\ud800\"",
+                          "\"\\udc00\"",
+                          "\"\\ud800\\u0041\"",
+                          "\"a\tb\"",
+                          "\"\xC0\xAF\"",
+                          "\"\xED\xA0\x80\"",
+                          "\"\xF5\x80\x80\x80\"",
+                          "\"\xE2\x82\"",
+                          "{\"a\":1,\"a\":2}",
+                          "[1] [2]",
+                          "{\"a\":1}}",
+                          "NaN",
+                          "Infinity",
+                          "'a'",
+                          "[1 2]"}) {
     INFO(bad);
     CHECK_THROWS_AS(parse(bad), io::FormatError);
   }
   // Nesting: 64 levels are fine, 65 are not (the recursion is bounded).
   CHECK_NOTHROW(parse(std::string(64, '[') + std::string(64, ']')));
-  CHECK_THROWS_WITH(parse(std::string(65, '[') + std::string(65, ']')), Contains("nesting deeper than 64"));
+  CHECK_THROWS_WITH(parse(std::string(65, '[') + std::string(65, ']')),
+                    Contains("nesting deeper than 64"));
   CHECK_THROWS_AS(parse(std::string(100000, '[')), io::FormatError);
   // Value count: a million values parse, one more does not (bounds the memory of a hostile header).
   auto zeros = [](std::size_t n) {  // an array of n − 1 zeros: n values in all

@@ -10,9 +10,10 @@
 // (only in builds without NDEBUG); used to check the allocation-free single-point path.
 #define EIGEN_RUNTIME_NO_MALLOC
 
-#include <catch2/catch.hpp>
+#include "nflow/nn/made.hpp"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -22,8 +23,6 @@
 
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
-#include "nflow/nn/made.hpp"
-
 #include "support/reference_activations.hpp"
 
 namespace {
@@ -83,7 +82,8 @@ Eigen::VectorXd naive_forward(const Net& net, const Eigen::VectorXd& x, const Ei
       double s = double(net.bias(l)(r));
       for (Index k = 0; k < w.cols(); ++k) s += w(r, k) * mask(r, k) * h(k);
       if (l == 0) {
-        for (Index k = 0; k < net.context_dim(); ++k) s += double(net.context_weight()(r, k)) * c(k);
+        for (Index k = 0; k < net.context_dim(); ++k)
+          s += double(net.context_weight()(r, k)) * c(k);
       }
       a(r) = l < L ? scalar_activation<Act>(s) : s;
     }
@@ -121,8 +121,8 @@ void check_autoregressive(const Net& net, std::uint64_t seed) {
       bool higher_moved = false;
       for (Index r = 0; r < net.out_dim(); ++r) {
         if (net.output_degree(r) <= net.input_degrees()(j)) {
-          INFO("input " << j << " (degree " << net.input_degrees()(j) << "), output row " << r << " (degree "
-                        << net.output_degree(r) << "), delta " << delta);
+          INFO("input " << j << " (degree " << net.input_degrees()(j) << "), output row " << r
+                        << " (degree " << net.output_degree(r) << "), delta " << delta);
           CHECK((yp.row(r).array() == y.row(r).array()).all());
         } else if ((yp.row(r).array() != y.row(r).array()).any()) {
           higher_moved = true;
@@ -156,7 +156,8 @@ TEST_CASE("MADE gives input order(k) the degree k + 1", "[nn][made][degrees]") {
   CHECK(sorted == nflow::nn::natural_order(9));
 }
 
-TEST_CASE("MADE hidden degrees are sorted, in range, and sequential ones cycle", "[nn][made][degrees]") {
+TEST_CASE("MADE hidden degrees are sorted, in range, and sequential ones cycle",
+          "[nn][made][degrees]") {
   // Unconditional: degrees in [1, D−1]; sequential counts as in lo + (u mod (D − lo)).
   MADE<double, Dyn, Dyn, Tanh> net(5, 10, 3);
   for (Index l = 0; l < 3; ++l) {
@@ -192,17 +193,19 @@ TEST_CASE("MADE hidden degrees are sorted, in range, and sequential ones cycle",
 }
 
 TEST_CASE("MADE masks follow the degree rules", "[nn][made][masks]") {
-  MADE<double, Dyn, Dyn, SiLU, 3> net(4, 7, 2, 0, Eigen::Vector4i(3, 1, 0, 2), HiddenDegrees::Random, 4);
+  MADE<double, Dyn, Dyn, SiLU, 3> net(4, 7, 2, 0, Eigen::Vector4i(3, 1, 0, 2),
+                                      HiddenDegrees::Random, 4);
   for (Index l = 0; l <= 2; ++l) CHECK(Eigen::MatrixXd(net.mask(l)) == expected_mask(net, l));
-  MADE<float, Dyn, Dyn, Tanh> direct(3, 5, 0);  // no hidden layer: output ← input, strictly lower degree
+  MADE<float, Dyn, Dyn, Tanh> direct(3, 5,
+                                     0);  // no hidden layer: output ← input, strictly lower degree
   CHECK(direct.mask(0).template cast<double>() == expected_mask(direct, 0));
   CHECK(direct.mask(0).rows() == 6);
 }
 
 // ---- the autoregressive property, exactly --------------------------------------------------------
 
-TEMPLATE_TEST_CASE("MADE output i is exactly independent of inputs of degree >= deg(i)", "[nn][made][autoregressive]",
-                   float, double) {
+TEMPLATE_TEST_CASE("MADE output i is exactly independent of inputs of degree >= deg(i)",
+                   "[nn][made][autoregressive]", float, double) {
   using S = TestType;
   {
     MADE<S, 5, 16, Tanh> net(5, 16, 2);
@@ -210,7 +213,8 @@ TEMPLATE_TEST_CASE("MADE output i is exactly independent of inputs of degree >= 
     check_autoregressive(net, 2);
   }
   {
-    MADE<S, Dyn, Dyn, Tanh> net(6, 12, 3, 2, nflow::nn::reversed_order(6), HiddenDegrees::Random, 3);
+    MADE<S, Dyn, Dyn, Tanh> net(6, 12, 3, 2, nflow::nn::reversed_order(6), HiddenDegrees::Random,
+                                3);
     randomize(net, 4, 1.0);
     check_autoregressive(net, 5);
   }
@@ -227,7 +231,8 @@ TEMPLATE_TEST_CASE("MADE output i is exactly independent of inputs of degree >= 
   }
 }
 
-TEST_CASE("MADE with ReLU and Identity activations is exactly autoregressive too", "[nn][made][autoregressive]") {
+TEST_CASE("MADE with ReLU and Identity activations is exactly autoregressive too",
+          "[nn][made][autoregressive]") {
   {
     MADE<double, Dyn, Dyn, ReLU> net(5, 16, 2, 0, nflow::nn::reversed_order(5));
     randomize(net, 1, 1.0);
@@ -254,16 +259,20 @@ TEST_CASE("Conditional MADE: every output, the first in the order included, depe
 
 // ---- forward against an independent reference ---------------------------------------------------
 
-TEST_CASE("MADE forward equals a naive masked MLP on the stored weights, whatever the masked entries hold",
-          "[nn][made][forward]") {
+TEST_CASE(
+    "MADE forward equals a naive masked MLP on the stored weights, whatever the masked entries "
+    "hold",
+    "[nn][made][forward]") {
   std::mt19937_64 gen(3);
   {
-    MADE<double, Dyn, Dyn, Tanh> net(5, 11, 2, 3, nflow::nn::reversed_order(5), HiddenDegrees::Random, 2);
+    MADE<double, Dyn, Dyn, Tanh> net(5, 11, 2, 3, nflow::nn::reversed_order(5),
+                                     HiddenDegrees::Random, 2);
     randomize(net, 5, 0.8);  // masked entries hold non-zero garbage
     const Eigen::MatrixXd x = nflow::standard_normal_matrix<double>(5, 4, gen);
     const Eigen::MatrixXd c = nflow::standard_normal_matrix<double>(3, 4, gen);
     const Eigen::MatrixXd y = net.forward(x, c);
-    for (Index j = 0; j < 4; ++j) CHECK(relative_error(y.col(j), naive_forward(net, x.col(j), c.col(j))) < 1e-13);
+    for (Index j = 0; j < 4; ++j)
+      CHECK(relative_error(y.col(j), naive_forward(net, x.col(j), c.col(j))) < 1e-13);
   }
   {
     MADE<float, 5, 16, Tanh> net(5, 16, 1);
@@ -271,20 +280,22 @@ TEST_CASE("MADE forward equals a naive masked MLP on the stored weights, whateve
     const Eigen::Matrix<float, 5, Dyn> x = nflow::standard_normal_matrix<float, 5>(5, 5, gen);
     const Eigen::Matrix<float, 10, Dyn> y = net.forward(x);
     for (Index j = 0; j < 5; ++j) {
-      CHECK(relative_error(y.col(j).cast<double>(), naive_forward(net, x.col(j).cast<double>(), Eigen::VectorXd())) <
-            1e-5);
+      CHECK(relative_error(y.col(j).cast<double>(),
+                           naive_forward(net, x.col(j).cast<double>(), Eigen::VectorXd())) < 1e-5);
     }
   }
 }
 
-TEST_CASE("A fresh MADE outputs exactly zero and names its parameters like PyTorch", "[nn][made][parameters]") {
+TEST_CASE("A fresh MADE outputs exactly zero and names its parameters like PyTorch",
+          "[nn][made][parameters]") {
   MADE<double, Dyn, Dyn, Tanh> net(3, 8, 2, 2);
   std::mt19937_64 gen(1);
   const Eigen::MatrixXd x = nflow::standard_normal_matrix<double>(3, 4, gen);
   const Eigen::MatrixXd c = nflow::standard_normal_matrix<double>(2, 4, gen);
   CHECK(net.forward(x, c).isZero(0.0));
-  const std::vector<std::string> expected{"layers.0.weight", "layers.0.context_weight", "layers.0.bias",
-                                          "layers.1.weight", "layers.1.bias", "layers.2.weight", "layers.2.bias"};
+  const std::vector<std::string> expected{
+      "layers.0.weight", "layers.0.context_weight", "layers.0.bias", "layers.1.weight",
+      "layers.1.bias",   "layers.2.weight",         "layers.2.bias"};
   CHECK(nflow::parameter_names(net) == expected);
   CHECK(net.parameter_count() == 8 * 3 + 8 * 2 + 8 + 8 * 8 + 8 + 6 * 8 + 6);
   CHECK(net.weight(0).rows() == 8);
@@ -311,14 +322,19 @@ TEST_CASE("MADE backward matches finite differences; masked weight entries get e
     const Eigen::MatrixXd c = nflow::standard_normal_matrix<double>(cd, n, gen);
     const Eigen::MatrixXd gy = nflow::standard_normal_matrix<double>(net.out_dim(), n, gen);
     auto loss = [&](const Net& m, const Eigen::MatrixXd& xv) {
-      const Eigen::MatrixXd y = cd > 0 ? Eigen::MatrixXd(m.forward(xv, c)) : Eigen::MatrixXd(m.forward(xv));
+      const Eigen::MatrixXd y =
+          cd > 0 ? Eigen::MatrixXd(m.forward(xv, c)) : Eigen::MatrixXd(m.forward(xv));
       return (y.array() * gy.array()).sum();
     };
-    nflow::Vector<double> gp = nflow::Vector<double>::Constant(net.parameter_count(), 0.25);  // adds into
-    const Eigen::MatrixXd gx = cd > 0 ? Eigen::MatrixXd(net.backward(x, gy, gp, c)) : Eigen::MatrixXd(net.backward(x, gy, gp));
+    nflow::Vector<double> gp =
+        nflow::Vector<double>::Constant(net.parameter_count(), 0.25);  // adds into
+    const Eigen::MatrixXd gx = cd > 0 ? Eigen::MatrixXd(net.backward(x, gy, gp, c))
+                                      : Eigen::MatrixXd(net.backward(x, gy, gp));
     gp.array() -= 0.25;
     const double h = 1e-3;
-    auto stencil = [&](auto&& f) { return (8.0 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12.0 * h); };
+    auto stencil = [&](auto&& f) {
+      return (8.0 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12.0 * h);
+    };
     Eigen::MatrixXd fd_x(D, n);
     for (Index i = 0; i < x.size(); ++i) {
       fd_x(i) = stencil([&](double s) {
@@ -344,7 +360,8 @@ TEST_CASE("MADE backward matches finite differences; masked weight entries get e
     Index offset = 0;
     Index masked = 0;
     net.visit_parameters([&](const std::string& name, const auto& t) {
-      if (name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 && name.find("context") == std::string::npos) {
+      if (name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0 &&
+          name.find("context") == std::string::npos) {
         const Index l = Index(std::stoi(name.substr(7)));
         for (Index k = 0; k < t.size(); ++k) {
           if (net.mask(l)(k) == 0.0) {
@@ -358,7 +375,9 @@ TEST_CASE("MADE backward matches finite differences; masked weight entries get e
     });
     CHECK(masked > 0);
   };
-  check(MADE<double, Dyn, Dyn, Tanh>(4, 6, 2, 2, nflow::nn::reversed_order(4), HiddenDegrees::Random, 1), 3, 10);
+  check(MADE<double, Dyn, Dyn, Tanh>(4, 6, 2, 2, nflow::nn::reversed_order(4),
+                                     HiddenDegrees::Random, 1),
+        3, 10);
   check(MADE<double, 5, 16, Tanh>(5, 16, 1), 1, 20);
   check(MADE<double, Dyn, Dyn, Tanh>(3, 4, 0, 2), 2, 30);
   check(MADE<double, Dyn, Dyn, SiLU, 3>(3, 5, 3, 0), 2, 40);  // f′ from the pre-activation
@@ -393,19 +412,26 @@ TEST_CASE("MADE rejects bad sizes, orders and shapes with named errors", "[nn][m
   CHECK_THROWS_AS((MADE<double, Dyn, Dyn, Tanh>(0, 4, 1)), nflow::ParameterError);
   CHECK_THROWS_AS((MADE<double, 5, 16, Tanh>(4, 16, 1)), nflow::ParameterError);
   CHECK_THROWS_AS((MADE<double, 5, 16, Tanh>(5, 4, 1)), nflow::ParameterError);
-  CHECK_THROWS_WITH((MADE<double, Dyn, Dyn, Tanh>(3, 4, 1, 0, Eigen::Vector3i(0, 0, 1))), Catch::Contains("permutation"));
-  CHECK_THROWS_AS((MADE<double, Dyn, Dyn, Tanh>(3, 4, 1, 0, Eigen::Vector2i(0, 1))), nflow::ParameterError);
+  CHECK_THROWS_WITH((MADE<double, Dyn, Dyn, Tanh>(3, 4, 1, 0, Eigen::Vector3i(0, 0, 1))),
+                    Catch::Contains("permutation"));
+  CHECK_THROWS_AS((MADE<double, Dyn, Dyn, Tanh>(3, 4, 1, 0, Eigen::Vector2i(0, 1))),
+                  nflow::ParameterError);
   MADE<double, Dyn, Dyn, Tanh> net(3, 4, 1, 2);
   CHECK_THROWS_AS(net.forward(Eigen::MatrixXd::Zero(3, 2)), nflow::ShapeError);
-  CHECK_THROWS_AS(net.forward(Eigen::MatrixXd::Zero(4, 2), Eigen::MatrixXd::Zero(2, 2)), nflow::ShapeError);
-  CHECK_THROWS_AS(net.forward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(2, 3)), nflow::ShapeError);
+  CHECK_THROWS_AS(net.forward(Eigen::MatrixXd::Zero(4, 2), Eigen::MatrixXd::Zero(2, 2)),
+                  nflow::ShapeError);
+  CHECK_THROWS_AS(net.forward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(2, 3)),
+                  nflow::ShapeError);
   MADE<double, Dyn, Dyn, Tanh> plain(3, 4, 1);
-  CHECK_THROWS_AS(plain.forward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(2, 2)), nflow::ShapeError);
+  CHECK_THROWS_AS(plain.forward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(2, 2)),
+                  nflow::ShapeError);
   nflow::Vector<double> gp(plain.parameter_count() + 1);
-  CHECK_THROWS_AS(plain.backward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(6, 2), gp), nflow::ShapeError);
+  CHECK_THROWS_AS(plain.backward(Eigen::MatrixXd::Zero(3, 2), Eigen::MatrixXd::Zero(6, 2), gp),
+                  nflow::ShapeError);
 }
 
-TEST_CASE("MADE forward of one point with fixed Dim and Hidden does not allocate", "[nn][made][alloc]") {
+TEST_CASE("MADE forward of one point with fixed Dim and Hidden does not allocate",
+          "[nn][made][alloc]") {
 #ifdef NDEBUG
   WARN("NDEBUG is defined: Eigen's malloc check is disabled, this test checks nothing");
 #endif

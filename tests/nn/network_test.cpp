@@ -9,8 +9,6 @@
 // (only in builds without NDEBUG); used to check the allocation-free single-point path.
 #define EIGEN_RUNTIME_NO_MALLOC
 
-#include "nflow/nn/mlp.hpp"
-
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -23,7 +21,7 @@
 #include "nflow/core/random.hpp"
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/dense.hpp"
-
+#include "nflow/nn/mlp.hpp"
 #include "support/reference_activations.hpp"
 
 namespace {

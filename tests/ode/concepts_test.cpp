@@ -19,7 +19,8 @@ struct Sizes {
 // The smallest field flow matching can train: every member of the concept, nothing else.
 struct MinimalField : Sizes {
   Mat value(const Row&, const Mat& z, const Mat&) const { return z; }
-  Mat value_backward(const Row&, const Mat&, const Mat&, const Mat& gf, Eigen::Ref<Eigen::VectorXd>) const {
+  Mat value_backward(const Row&, const Mat&, const Mat&, const Mat& gf,
+                     Eigen::Ref<Eigen::VectorXd>) const {
     return gf;
   }
 };
@@ -30,7 +31,10 @@ struct FieldWithoutBackward : Sizes {
 // A field evaluated at one time for the whole batch only (t a scalar, not one per column).
 struct FieldWithScalarTime : Sizes {
   Mat value(double, const Mat& z, const Mat&) const { return z; }
-  Mat value_backward(double, const Mat&, const Mat&, const Mat& gf, Eigen::Ref<Eigen::VectorXd>) const { return gf; }
+  Mat value_backward(double, const Mat&, const Mat&, const Mat& gf,
+                     Eigen::Ref<Eigen::VectorXd>) const {
+    return gf;
+  }
 };
 // A flow exposing its field.
 struct FlowOfMinimalField : Sizes {
@@ -47,7 +51,8 @@ static_assert(!nflow::ode::VectorField<FieldWithScalarTime>);
 static_assert(!nflow::ode::VectorField<int>);
 
 static_assert(nflow::ode::HasVectorField<nflow::ContinuousFlow<double, 2>>);
-static_assert(nflow::ode::HasVectorField<nflow::ContinuousFlow<float, nflow::Dynamic, 8, nflow::nn::Tanh, 1>>);
+static_assert(nflow::ode::HasVectorField<
+              nflow::ContinuousFlow<float, nflow::Dynamic, 8, nflow::nn::Tanh, 1>>);
 static_assert(nflow::ode::HasVectorField<FlowOfMinimalField>);
 static_assert(!nflow::ode::HasVectorField<MinimalField>);
 static_assert(!nflow::ode::HasVectorField<Sizes>);

@@ -1,7 +1,6 @@
 // A downstream program: builds a small flow and checks a round trip.
-#include <nflow/nflow.hpp>
-
 #include <cstdio>
+#include <nflow/nflow.hpp>
 
 int main() {
   nflow::Flow<nflow::ElementwiseAffine<double, 2>, nflow::Reverse<double, 2>> flow;

@@ -1,10 +1,9 @@
 #pragma once
 // Random parameters and inputs shared by tests: so that no law or formula is checked at an identity.
+#include <cstdint>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
 #include <nflow/core/types.hpp>
-
-#include <cstdint>
 #include <random>
 
 namespace nflow::test {
@@ -24,7 +23,8 @@ template <typename S>
 Batch<S, Dynamic, Dynamic> shifted_batch(Index d, Index n, std::uint64_t seed) {
   std::mt19937_64 gen(seed);
   Batch<S, Dynamic, Dynamic> x = standard_normal_matrix<S>(d, n, gen);
-  for (Index i = 0; i < d; ++i) x.row(i) = (x.row(i).array() * S(0.5 + double(i)) + S(double(i) - 1.0)).matrix();
+  for (Index i = 0; i < d; ++i)
+    x.row(i) = (x.row(i).array() * S(0.5 + double(i)) + S(double(i) - 1.0)).matrix();
   return x;
 }
 

@@ -2,7 +2,6 @@
 // Test-only bijectors that exercise the machinery: a conditional one (the context shifts and
 // scales the input) and one written without BijectorBase (a user's type).
 #include <nflow/nflow.hpp>
-
 #include <string>
 
 namespace nflow::test {
@@ -47,7 +46,8 @@ class ContextAffine : public BijectorBase<ContextAffine<Scalar_, Dim_, ContextDi
     const M s = (scale_weight_ * c).array().tanh();
     const M e = s.array().exp();
     // ∂L/∂s = gv ⊙ x ⊙ e + gl (broadcast); ∂s/∂(S c) = 1 − s².
-    const M gs = ((gv.array() * x.array() * e.array()).rowwise() + gl.array()) * (1 - s.array().square());
+    const M gs =
+        ((gv.array() * x.array() * e.array()).rowwise() + gl.array()) * (1 - s.array().square());
     GradientSlicer<Scalar> slicer(gp);
     slicer.next(dim(), context_dim()) += gs * c.transpose();
     slicer.next(dim(), context_dim()) += gv * c.transpose();
@@ -76,21 +76,31 @@ struct PlainShift {
   template <typename X>
   auto forward_and_log_det(const Eigen::MatrixBase<X>& x) const {
     detail::check_rows("PlainShift", "x", Dim_, x.rows(), x.cols());
-    return ResultFor<Scalar, Dim, X>{x.array() + Scalar(1), PerSampleFor<Scalar, X>::Zero(1, x.cols())};
+    return ResultFor<Scalar, Dim, X>{x.array() + Scalar(1),
+                                     PerSampleFor<Scalar, X>::Zero(1, x.cols())};
   }
   template <typename Z>
   auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z) const {
     detail::check_rows("PlainShift", "z", Dim_, z.rows(), z.cols());
-    return ResultFor<Scalar, Dim, Z>{z.array() - Scalar(1), PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
+    return ResultFor<Scalar, Dim, Z>{z.array() - Scalar(1),
+                                     PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
   }
   template <typename X>
-  auto forward(const Eigen::MatrixBase<X>& x) const { return forward_and_log_det(x).value; }
+  auto forward(const Eigen::MatrixBase<X>& x) const {
+    return forward_and_log_det(x).value;
+  }
   template <typename X>
-  auto forward_log_det(const Eigen::MatrixBase<X>& x) const { return forward_and_log_det(x).log_det; }
+  auto forward_log_det(const Eigen::MatrixBase<X>& x) const {
+    return forward_and_log_det(x).log_det;
+  }
   template <typename Z>
-  auto inverse(const Eigen::MatrixBase<Z>& z) const { return inverse_and_log_det(z).value; }
+  auto inverse(const Eigen::MatrixBase<Z>& z) const {
+    return inverse_and_log_det(z).value;
+  }
   template <typename Z>
-  auto inverse_log_det(const Eigen::MatrixBase<Z>& z) const { return inverse_and_log_det(z).log_det; }
+  auto inverse_log_det(const Eigen::MatrixBase<Z>& z) const {
+    return inverse_and_log_det(z).log_det;
+  }
 };
 
 /// A context batch maker for the laws: ContextDim × n standard normals.

@@ -2,12 +2,11 @@
 // of a correct elementwise affine bijector each break one part of the contract, and the test
 // asserts exactly which laws fail for each (and that the correct one passes every law).
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
 #include <nflow/core/errors.hpp>
 #include <nflow/core/types.hpp>
 #include <nflow/testing/bijector_laws.hpp>
-
-#include <cmath>
-#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -18,16 +17,16 @@ namespace {
 
 /// What a mutant gets wrong.
 enum class Mutation {
-  None,              ///< a correct bijector
-  LogDetSign,        ///< the forward log-det has the wrong sign (and its vjp agrees with it)
-  NanLeak,           ///< a non-finite column also poisons the next column
-  WrongInputVjp,     ///< forward_vjp's input gradient is 10 % too large
-  WrongParamVjp,     ///< forward_vjp's gradient of `shift` is 10 % too large
-  NotInverse,        ///< the inverse is off by 0.01
-  FusedUnfused,      ///< forward(x) differs from forward_and_log_det(x).value
-  BatchDiffers,      ///< a batch is shifted by 0.001 (both ways, consistently) but a point is not
-  CountMismatch,     ///< parameter_count() is one more than the visited tensors hold
-  VisitsDisagree,    ///< the const visit lists the tensors in another order than the non-const one
+  None,            ///< a correct bijector
+  LogDetSign,      ///< the forward log-det has the wrong sign (and its vjp agrees with it)
+  NanLeak,         ///< a non-finite column also poisons the next column
+  WrongInputVjp,   ///< forward_vjp's input gradient is 10 % too large
+  WrongParamVjp,   ///< forward_vjp's gradient of `shift` is 10 % too large
+  NotInverse,      ///< the inverse is off by 0.01
+  FusedUnfused,    ///< forward(x) differs from forward_and_log_det(x).value
+  BatchDiffers,    ///< a batch is shifted by 0.001 (both ways, consistently) but a point is not
+  CountMismatch,   ///< parameter_count() is one more than the visited tensors hold
+  VisitsDisagree,  ///< the const visit lists the tensors in another order than the non-const one
 };
 
 /// z = exp(log_scale) ⊙ x + shift on 2 features, written without BijectorBase so that each
@@ -60,7 +59,8 @@ class Mutant {
     r.log_det = PerSample<double>::Constant(x.cols(), ld);
     if (mutation_ == Mutation::NanLeak) {
       for (Index j = 0; j + 1 < x.cols(); ++j) {
-        if (!x.col(j).allFinite()) r.value.col(j + 1).setConstant(std::numeric_limits<double>::quiet_NaN());
+        if (!x.col(j).allFinite())
+          r.value.col(j + 1).setConstant(std::numeric_limits<double>::quiet_NaN());
       }
     }
     return r;
@@ -83,17 +83,24 @@ class Mutant {
     return v;
   }
   template <typename X>
-  PerSample<double> forward_log_det(const Eigen::MatrixBase<X>& x) const { return forward_and_log_det(x).log_det; }
+  PerSample<double> forward_log_det(const Eigen::MatrixBase<X>& x) const {
+    return forward_and_log_det(x).log_det;
+  }
   template <typename Z>
-  Batch<double, 2> inverse(const Eigen::MatrixBase<Z>& z) const { return inverse_and_log_det(z).value; }
+  Batch<double, 2> inverse(const Eigen::MatrixBase<Z>& z) const {
+    return inverse_and_log_det(z).value;
+  }
   template <typename Z>
-  PerSample<double> inverse_log_det(const Eigen::MatrixBase<Z>& z) const { return inverse_and_log_det(z).log_det; }
+  PerSample<double> inverse_log_det(const Eigen::MatrixBase<Z>& z) const {
+    return inverse_and_log_det(z).log_det;
+  }
 
   /// L = Σ gv ⊙ z + Σ gl ⊙ log_det: ∂L/∂x = gv ⊙ e^a, ∂L/∂a = Σ_j gv ⊙ e^a ⊙ x ± Σ_j gl,
   /// ∂L/∂shift = Σ_j gv.
   template <typename X, typename GV, typename GL>
   Batch<double, 2> forward_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& gv,
-                               const Eigen::MatrixBase<GL>& gl, Eigen::Ref<Vector<double>> gp) const {
+                               const Eigen::MatrixBase<GL>& gl,
+                               Eigen::Ref<Vector<double>> gp) const {
     const double sign = mutation_ == Mutation::LogDetSign ? -1.0 : 1.0;
     gp.head(2) += (gv.array() * x.array()).rowwise().sum().matrix().cwiseProduct(scale()) +
                   Column::Constant(sign * gl.sum());
@@ -106,7 +113,8 @@ class Mutant {
   /// ∂L/∂a = −Σ_j gv ⊙ x − Σ_j gl, ∂L/∂shift = −Σ_j gv ⊙ e^{−a}.
   template <typename Z, typename GV, typename GL>
   Batch<double, 2> inverse_vjp(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& gv,
-                               const Eigen::MatrixBase<GL>& gl, Eigen::Ref<Vector<double>> gp) const {
+                               const Eigen::MatrixBase<GL>& gl,
+                               Eigen::Ref<Vector<double>> gp) const {
     Batch<double, 2> x = inverse(z);
     if (mutation_ == Mutation::NotInverse) x.array() -= 1e-2;  // the gradient of the true inverse
     gp.head(2) -= (gv.array() * x.array()).rowwise().sum().matrix() + Column::Constant(gl.sum());
@@ -121,9 +129,7 @@ class Mutant {
     f(std::string("shift"), Eigen::Ref<ParameterMatrix<double>>(shift_));
   }
   template <typename F>
-  void visit_parameters(F&& f) const
-    requires ConstVisit
-  {
+  void visit_parameters(F&& f) const requires ConstVisit {
     if (mutation_ == Mutation::VisitsDisagree) {
       f(std::string("shift"), Eigen::Ref<const ParameterMatrix<double>>(shift_));
       f(std::string("log_scale"), Eigen::Ref<const ParameterMatrix<double>>(log_scale_));
@@ -161,9 +167,11 @@ std::set<std::string> reported(const std::vector<testing::LawResult>& results) {
 /// The laws that fail for `m` (with `opt`), every law's result in the message.
 std::set<std::string> failing_laws(Mutation m, const testing::LawOptions& opt = {}) {
   testing::LawOptions o = opt;
-  o.skip("forward_vjp_recorded", "the mutant records no tape (it does not derive from BijectorBase)");
+  o.skip("forward_vjp_recorded",
+         "the mutant records no tape (it does not derive from BijectorBase)");
   const auto results = testing::check_laws(Full(m), o);
-  for (const auto& r : results) UNSCOPED_INFO(r.law << ": error " << r.error << " (tolerance " << r.tolerance << ")");
+  for (const auto& r : results)
+    UNSCOPED_INFO(r.law << ": error " << r.error << " (tolerance " << r.tolerance << ")");
   return failed(results);
 }
 
@@ -219,8 +227,8 @@ TEST_CASE("the laws catch parameter_count disagreeing with the visit", "[testing
 TEST_CASE("the laws catch const and non-const visits that disagree", "[testing][laws]") {
   // get_parameters (const visit) and set_parameters (non-const) then scramble the parameters, so
   // the finite-difference parameter gradients disagree with the vjp.
-  CHECK(failing_laws(Mutation::VisitsDisagree) ==
-        Laws{"forward_vjp_params", "inverse_vjp_params", "parameter_visits", "parameter_round_trip"});
+  CHECK(failing_laws(Mutation::VisitsDisagree) == Laws{"forward_vjp_params", "inverse_vjp_params",
+                                                       "parameter_visits", "parameter_round_trip"});
 }
 
 TEST_CASE("a bijector without a const visit does not pass the parameter laws", "[testing][laws]") {
@@ -228,8 +236,8 @@ TEST_CASE("a bijector without a const visit does not pass the parameter laws", "
   // reports each of them as a failure ("not run: ...") instead of leaving it out.
   const auto results = testing::check_laws(Mutant<false>(Mutation::None));
   const Laws f = failed(results);
-  for (const char* law : {"parameter_count", "parameter_visits", "forward_vjp_input", "forward_vjp_params",
-                          "inverse_vjp_input", "inverse_vjp_params"}) {
+  for (const char* law : {"parameter_count", "parameter_visits", "forward_vjp_input",
+                          "forward_vjp_params", "inverse_vjp_input", "inverse_vjp_params"}) {
     INFO(law);
     CHECK(f.count(law) == 1);
   }

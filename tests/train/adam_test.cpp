@@ -1,11 +1,10 @@
 // Adam/AdamW, clipping and schedules against hand-computed updates; objectives against finite
 // differences; the fit loop's determinism, early stopping and non-finite handling.
 #include <catch2/catch.hpp>
-#include <nflow/nflow.hpp>
-#include <nflow/train/fit.hpp>
-
 #include <cmath>
 #include <limits>
+#include <nflow/nflow.hpp>
+#include <nflow/train/fit.hpp>
 #include <random>
 #include <vector>
 
@@ -28,13 +27,15 @@ TEST_CASE("Adam's first steps match the update rule computed by hand", "[train][
   g2 << 1.0, 0.0;
   // After step 1: m = 0.1·0.5, v = 0.001·0.25.
   const double m = 0.9 * (0.1 * 0.5) + 0.1 * 1.0, v = 0.999 * (0.001 * 0.25) + 0.001 * 1.0;
-  const double expected = theta(0) - 0.1 * (m / (1 - 0.81)) / (std::sqrt(v / (1 - 0.999 * 0.999)) + 1e-8);
+  const double expected =
+      theta(0) - 0.1 * (m / (1 - 0.81)) / (std::sqrt(v / (1 - 0.999 * 0.999)) + 1e-8);
   adam.step(theta, g2);
   CHECK(theta(0) == Approx(expected).epsilon(1e-12));
   CHECK(adam.steps() == 2);
 }
 
-TEST_CASE("Adam<float> over several chunks and a partial one follows the update rule in double", "[train][adam]") {
+TEST_CASE("Adam<float> over several chunks and a partial one follows the update rule in double",
+          "[train][adam]") {
   // 600 parameters: two full chunks of 256 and a tail of 88 (padded internally). The reference
   // runs the rule coefficient by coefficient in double on the float values; the moments are kept
   // in double, so the only rounding is the float parameter's.
@@ -60,7 +61,8 @@ TEST_CASE("Adam<float> over several chunks and a partial one follows the update 
     }
     adam.step(theta, g);
     const double err = (theta.cast<double>() - expected).cwiseAbs().maxCoeff();
-    CHECK(err <= 4 * double(std::numeric_limits<float>::epsilon()) * expected.cwiseAbs().maxCoeff());
+    CHECK(err <=
+          4 * double(std::numeric_limits<float>::epsilon()) * expected.cwiseAbs().maxCoeff());
     CHECK(theta.allFinite());
   }
 }
@@ -84,20 +86,22 @@ TEST_CASE("AdamW decays weights and clipping bounds the gradient norm", "[train]
 
 TEST_CASE("cosine schedule decays from the base rate to the floor", "[train][schedule]") {
   const auto s = train::Schedule::cosine(0.1, 10);
-  CHECK(s.rate(1.0, 0, 110) == Approx(0.1));       // warm-up
+  CHECK(s.rate(1.0, 0, 110) == Approx(0.1));  // warm-up
   CHECK(s.rate(1.0, 9, 110) == Approx(1.0));
-  CHECK(s.rate(1.0, 10, 110) == Approx(1.0));      // start of the cosine
-  CHECK(s.rate(1.0, 60, 110) == Approx(0.55));     // half way
-  CHECK(s.rate(1.0, 110, 110) == Approx(0.1));     // floor
+  CHECK(s.rate(1.0, 10, 110) == Approx(1.0));   // start of the cosine
+  CHECK(s.rate(1.0, 60, 110) == Approx(0.55));  // half way
+  CHECK(s.rate(1.0, 110, 110) == Approx(0.1));  // floor
   CHECK(train::Schedule::constant().rate(0.3, 50, 100) == 0.3);
 }
 
 namespace {
-using Affine2 = Flow<ElementwiseAffine<double, 2>, Reverse<double, 2>, ElementwiseAffine<double, 2>>;
+using Affine2 =
+    Flow<ElementwiseAffine<double, 2>, Reverse<double, 2>, ElementwiseAffine<double, 2>>;
 Density<DiagonalNormal<double, 2>, Affine2> make_density() {
   Density d(DiagonalNormal<double, 2>{}, Affine2{});
   std::mt19937_64 gen(4);
-  set_parameters(d, Vector<double>(standard_normal_matrix<double>(d.parameter_count(), 1, gen) * 0.3));
+  set_parameters(d,
+                 Vector<double>(standard_normal_matrix<double>(d.parameter_count(), 1, gen) * 0.3));
   return d;
 }
 Eigen::Matrix<double, 2, Eigen::Dynamic> gaussian_data(Index n, std::uint64_t seed) {
@@ -128,8 +132,10 @@ TEST_CASE("the NLL objective's gradient matches finite differences", "[train][ob
   }
 }
 
-TEST_CASE("the NLL gradient through coupling and autoregressive layers, with a context, matches finite differences",
-          "[train][objectives]") {
+TEST_CASE(
+    "the NLL gradient through coupling and autoregressive layers, with a context, matches finite "
+    "differences",
+    "[train][objectives]") {
   // train::nll runs one recorded forward pass and the backward from its tapes (coupling
   // conditioners' activations; a MAF layer's input): the gradient must still be the derivative.
   using C = AffineCoupling<double>;
@@ -142,9 +148,12 @@ TEST_CASE("the NLL gradient through coupling and autoregressive layers, with a c
   mo.hidden_width = 8;
   mo.context_dim = k;
   mo.seed = 5;
-  Density density(StandardNormal<double>(d), Flow<C, M, C>(coupling(false, 1), M(d, mo), coupling(true, 2)));
+  Density density(StandardNormal<double>(d),
+                  Flow<C, M, C>(coupling(false, 1), M(d, mo), coupling(true, 2)));
   std::mt19937_64 gen(11);
-  set_parameters(density, Vector<double>(standard_normal_matrix<double>(density.parameter_count(), 1, gen) * 0.2));
+  set_parameters(
+      density,
+      Vector<double>(standard_normal_matrix<double>(density.parameter_count(), 1, gen) * 0.2));
   const Eigen::MatrixXd x = standard_normal_matrix<double>(d, n, gen);
   const Eigen::MatrixXd c = standard_normal_matrix<double>(k, n, gen);
   Vector<double> grad = Vector<double>::Zero(density.parameter_count());
@@ -183,7 +192,8 @@ TEST_CASE("the NLL gradient through coupling and autoregressive layers, with a c
   CHECK_THROWS_AS(train::nll(density, x, grad), ShapeError);
 }
 
-TEST_CASE("Adam's step_model updates a model in place exactly as step does on the flat vector", "[train][adam]") {
+TEST_CASE("Adam's step_model updates a model in place exactly as step does on the flat vector",
+          "[train][adam]") {
   train::AdamOptions opt;
   opt.learning_rate = 0.03;
   opt.weight_decay = 0.1;
@@ -212,7 +222,8 @@ TEST_CASE("Adam's step_model updates a model in place exactly as step does on th
   CHECK_THROWS_AS(adam_a.step_model(a, wrong), ShapeError);
 }
 
-TEST_CASE("fit recovers a Gaussian's maximum-likelihood fit and is bit-reproducible", "[train][fit]") {
+TEST_CASE("fit recovers a Gaussian's maximum-likelihood fit and is bit-reproducible",
+          "[train][fit]") {
   const auto data = gaussian_data(4000, 2);
   const auto valid = gaussian_data(1000, 3);
   train::FitOptions opt;
@@ -252,7 +263,9 @@ TEST_CASE("early stopping restores the best validation parameters", "[train][fit
   opt.adam.learning_rate = 0.05;
   opt.patience = 3;
   double best_seen = INFINITY;
-  opt.callback = [&](const train::Progress& p) { best_seen = std::min(best_seen, p.validation_loss); };
+  opt.callback = [&](const train::Progress& p) {
+    best_seen = std::min(best_seen, p.validation_loss);
+  };
   auto d = make_density();
   const auto r = train::fit(d, data, opt, valid);
   CHECK(r.stopped_early);
@@ -261,7 +274,8 @@ TEST_CASE("early stopping restores the best validation parameters", "[train][fit
   CHECK(r.best_validation_loss == Approx(best_seen).epsilon(1e-12));
 }
 
-TEST_CASE("a non-finite loss stops training with the step and keeps the last finite parameters", "[train][fit]") {
+TEST_CASE("a non-finite loss stops training with the step and keeps the last finite parameters",
+          "[train][fit]") {
   auto data = gaussian_data(100, 7);
   data(0, 57) = std::numeric_limits<double>::quiet_NaN();
   auto d = make_density();
@@ -286,10 +300,11 @@ TEST_CASE("reverse KL reaches a Gaussian target with a known normaliser", "[trai
   auto target = train::make_target(
       [&](const Eigen::Matrix<double, 2, Eigen::Dynamic>& x) -> Eigen::RowVectorXd {
         const auto u = (x.colwise() - mu).array().colwise() / sigma.array();
-        return (-0.5 * u.square().colwise().sum()).matrix().array() - std::log(2 * 3.141592653589793) -
-               std::log(sigma.prod()) + c;
+        return (-0.5 * u.square().colwise().sum()).matrix().array() -
+               std::log(2 * 3.141592653589793) - std::log(sigma.prod()) + c;
       },
-      [&](const Eigen::Matrix<double, 2, Eigen::Dynamic>& x) -> Eigen::Matrix<double, 2, Eigen::Dynamic> {
+      [&](const Eigen::Matrix<double, 2, Eigen::Dynamic>& x)
+          -> Eigen::Matrix<double, 2, Eigen::Dynamic> {
         return -((x.colwise() - mu).array().colwise() / sigma.array().square()).matrix();
       });
   Density d(StandardNormal<double, 2>{}, Flow<ElementwiseAffine<double, 2>>{});

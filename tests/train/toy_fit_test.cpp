@@ -15,9 +15,12 @@ using R = Reverse<double, 2>;
 using RealNVP = Flow<Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer>;
 
 Density<StandardNormal<double, 2>, RealNVP> real_nvp() {
-  auto layer = [](int i) { return Layer(CouplingMask::half(2), CouplingOptions{64, 2, 0, std::uint64_t(i)}); };
-  return Density(StandardNormal<double, 2>{}, RealNVP(layer(1), R{}, layer(2), R{}, layer(3), R{}, layer(4), R{},
-                                                       layer(5), R{}, layer(6), R{}, layer(7), R{}, layer(8)));
+  auto layer = [](int i) {
+    return Layer(CouplingMask::half(2), CouplingOptions{64, 2, 0, std::uint64_t(i)});
+  };
+  return Density(StandardNormal<double, 2>{},
+                 RealNVP(layer(1), R{}, layer(2), R{}, layer(3), R{}, layer(4), R{}, layer(5), R{},
+                         layer(6), R{}, layer(7), R{}, layer(8)));
 }
 
 // A 5-layer MAF as in Papamakarios et al. (2017): MADE 2 × 128 (ReLU) per layer, orders
@@ -31,12 +34,13 @@ using Maf5 = Flow<MafLayer, Norm, MafLayer, Norm, MafLayer, Norm, MafLayer, Norm
 
 Density<StandardNormal<double, 2>, Maf5> maf() {
   auto layer = [](int i) {
-    return MafLayer({.hidden_width = 128, .hidden_layers = 2,
+    return MafLayer({.hidden_width = 128,
+                     .hidden_layers = 2,
                      .order = i % 2 == 1 ? nn::InputOrder::Natural : nn::InputOrder::Reversed,
                      .seed = std::uint64_t(i)});
   };
-  return Density(StandardNormal<double, 2>{},
-                 Maf5(layer(1), Norm{}, layer(2), Norm{}, layer(3), Norm{}, layer(4), Norm{}, layer(5)));
+  return Density(StandardNormal<double, 2>{}, Maf5(layer(1), Norm{}, layer(2), Norm{}, layer(3),
+                                                   Norm{}, layer(4), Norm{}, layer(5)));
 }
 
 template <typename Model = decltype(real_nvp())>
@@ -74,8 +78,8 @@ Cnf fit_cnf_by_flow_matching(datasets::Toy toy, Index steps, double learning_rat
 }
 
 /// The CNF's mean test NLL with the exact trace and the given solver settings.
-double cnf_test_nll(Cnf flow, const Batch<double, 2, Dynamic>& test, OdeSolver solver, Index rk4_steps,
-                    double tolerance = 1e-5) {
+double cnf_test_nll(Cnf flow, const Batch<double, 2, Dynamic>& test, OdeSolver solver,
+                    Index rk4_steps, double tolerance = 1e-5) {
   flow.set_trace(ode::TraceEstimator::Exact);
   flow.set_solver(solver, rk4_steps, ode::Dopri5Options{.rtol = tolerance, .atol = tolerance});
   const double nll = train::nll_value(Density(StandardNormal<double, 2>{}, std::move(flow)), test);
@@ -89,7 +93,9 @@ double cnf_test_nll(Cnf flow, const Batch<double, 2, Dynamic>& test, OdeSolver s
 
 }  // namespace
 
-TEST_CASE("Real NVP learns two moons (short run)", "[fit]") { CHECK(fit_and_test(datasets::Toy::TwoMoons, 600) <= 2.60); }
+TEST_CASE("Real NVP learns two moons (short run)", "[fit]") {
+  CHECK(fit_and_test(datasets::Toy::TwoMoons, 600) <= 2.60);
+}
 TEST_CASE("Real NVP learns 8 gaussians (short run)", "[fit]") {
   CHECK(fit_and_test(datasets::Toy::EightGaussians, 600) <= 3.30);
 }
@@ -115,8 +121,9 @@ TEST_CASE("Real NVP reaches NLL 3.77 on the checkerboard in 3000 steps", "[fit][
 // density's entropy is about 2.84) against 2.9466 for the Real NVP of issue 5. Short run (CI):
 // 2,000 steps, 2,000 test samples, RK4 with 8 steps: 2.939 (2.94 to 2.98 over other seeds; 20 RK4
 // steps change it by 7e-4), in about 7 s.
-TEST_CASE("a continuous flow trained by flow matching on 8 gaussians comes within 0.3 nats of Real NVP",
-          "[fit][cnf][slow]") {
+TEST_CASE(
+    "a continuous flow trained by flow matching on 8 gaussians comes within 0.3 nats of Real NVP",
+    "[fit][cnf][slow]") {
   const double real_nvp_nll = fit_and_test(datasets::Toy::EightGaussians, 3000);
   const Cnf flow = fit_cnf_by_flow_matching(datasets::Toy::EightGaussians, 10000, 5e-3);
   const auto test = datasets::toy(datasets::Toy::EightGaussians, 20000, 3);
@@ -128,7 +135,8 @@ TEST_CASE("a continuous flow trained by flow matching on 8 gaussians comes withi
 }
 TEST_CASE("flow matching learns 8 gaussians (short run)", "[fit][cnf]") {
   const Cnf flow = fit_cnf_by_flow_matching(datasets::Toy::EightGaussians, 2000, 5e-3);
-  CHECK(cnf_test_nll(flow, datasets::toy(datasets::Toy::EightGaussians, 2000, 3), OdeSolver::RK4, 8) <= 3.05);
+  CHECK(cnf_test_nll(flow, datasets::toy(datasets::Toy::EightGaussians, 2000, 3), OdeSolver::RK4,
+                     8) <= 3.05);
 }
 
 TEST_CASE("MAF learns two moons (short run)", "[fit][maf]") {

@@ -2,12 +2,6 @@
 /// @file
 /// @brief ActNorm: z = (x + bias) ⊙ exp(log_scale), with data-dependent initialisation (Glow).
 
-#include "nflow/core/bijector_base.hpp"
-#include "nflow/core/buffers.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/flow.hpp"
-#include "nflow/core/parameters.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -16,6 +10,12 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/flow.hpp"
+#include "nflow/core/parameters.hpp"
 
 namespace nflow {
 
@@ -88,7 +88,8 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
   /// batch holds non-finite values or the floor is not positive and finite. Marks the layer
   /// initialised; calling it again re-initialises.
   template <typename D>
-  void initialize(const Eigen::MatrixBase<D>& batch, Scalar variance_floor = default_variance_floor) {
+  void initialize(const Eigen::MatrixBase<D>& batch,
+                  Scalar variance_floor = default_variance_floor) {
     static_assert(std::is_same_v<typename D::Scalar, Scalar>,
                   "nflow::ActNorm::initialize: the batch's Scalar must match the layer's Scalar");
     const char* where = "ActNorm::initialize";
@@ -99,12 +100,14 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
                        detail::shape_string(batch.rows(), batch.cols()));
     }
     if (!(variance_floor > Scalar(0)) || !std::isfinite(double(variance_floor))) {
-      throw ParameterError(std::string("nflow::") + where + ": variance_floor must be positive and finite");
+      throw ParameterError(std::string("nflow::") + where +
+                           ": variance_floor must be positive and finite");
     }
     const std::vector<Index> bad = non_finite_columns(batch);
     if (!bad.empty()) {
-      throw ParameterError(std::string("nflow::") + where + ": the batch has non-finite values (first in column " +
-                           std::to_string(bad.front()) + "), which would make 'bias' and 'log_scale' non-finite");
+      throw ParameterError(
+          std::string("nflow::") + where + ": the batch has non-finite values (first in column " +
+          std::to_string(bad.front()) + "), which would make 'bias' and 'log_scale' non-finite");
     }
     const Index n = batch.cols();
     Column bias(dim());
@@ -232,11 +235,14 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
     const Column old_log_scale = log_scale_;
     try {
       write();
-      if (!bias_.allFinite()) throw ParameterError("nflow::ActNorm: parameter 'bias' must be finite");
-      if (!log_scale_.allFinite()) throw ParameterError("nflow::ActNorm: parameter 'log_scale' must be finite");
+      if (!bias_.allFinite())
+        throw ParameterError("nflow::ActNorm: parameter 'bias' must be finite");
+      if (!log_scale_.allFinite())
+        throw ParameterError("nflow::ActNorm: parameter 'log_scale' must be finite");
       if (!(log_scale_.cwiseAbs().array() < std::log(std::numeric_limits<Scalar>::max())).all()) {
         throw ParameterError(
-            "nflow::ActNorm: parameter 'log_scale' must satisfy |log_scale| < log(largest Scalar), so that "
+            "nflow::ActNorm: parameter 'log_scale' must satisfy |log_scale| < log(largest Scalar), "
+            "so that "
             "exp(±log_scale) is finite and nonzero");
       }
       scale_ = log_scale_.array().exp();
@@ -272,10 +278,13 @@ V initialize_act_norms_step(B& b, V v, const C& ctx) {
     b.initialize(v);
     return V(b.forward(v));
   } else if constexpr (IsFlow<B>::value) {
-    visit_steps(b, [&](auto& step, auto) { v = initialize_act_norms_step(step, std::move(v), ctx); });
+    visit_steps(b,
+                [&](auto& step, auto) { v = initialize_act_norms_step(step, std::move(v), ctx); });
     return v;
   } else {
-    return V(with_context<B>(ctx, [&](const auto&... c) { return b.forward_and_log_det(v, c...); }).value);
+    return V(with_context<B>(ctx, [&](const auto&... c) {
+               return b.forward_and_log_det(v, c...);
+             }).value);
   }
 }
 
@@ -288,8 +297,9 @@ V initialize_act_norms_step(B& b, V v, const C& ctx) {
 /// are not ActNorms or Flows (including Inverted<...>) are only evaluated. Conditional steps
 /// receive `context`.
 template <typename B, typename X, ContextArg C = NoContext>
-Batch<typename B::Scalar, B::Dim, Dynamic> initialize_act_norms(B& bijector, const Eigen::MatrixBase<X>& batch,
-                                                                 const C& context = C{}) {
+Batch<typename B::Scalar, B::Dim, Dynamic> initialize_act_norms(B& bijector,
+                                                                const Eigen::MatrixBase<X>& batch,
+                                                                const C& context = C{}) {
   detail::check_rows("initialize_act_norms", "batch", bijector.dim(), batch.rows(), batch.cols());
   Batch<typename B::Scalar, B::Dim, Dynamic> v = batch;
   return detail::initialize_act_norms_step(bijector, std::move(v), context);

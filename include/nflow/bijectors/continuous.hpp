@@ -5,7 +5,6 @@
 /// exact gradients through the solver's steps.
 
 #include <Eigen/Core>
-
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -31,14 +30,14 @@ enum class OdeSolver {
 struct ContinuousFlowOptions {
   Index hidden_width = 64;
   Index hidden_layers = 2;
-  Index context_dim = 0;               ///< rows of the context (0: unconditional)
-  std::uint64_t seed = 0;              ///< initialisation of the field
-  bool zero_last_layer = false;        ///< start with f ≡ 0 (the identity map)
+  Index context_dim = 0;         ///< rows of the context (0: unconditional)
+  std::uint64_t seed = 0;        ///< initialisation of the field
+  bool zero_last_layer = false;  ///< start with f ≡ 0 (the identity map)
   OdeSolver solver = OdeSolver::RK4;
   Index rk4_steps = 20;
   ode::Dopri5Options dopri5{};
   ode::TraceEstimator trace = ode::TraceEstimator::Exact;
-  std::uint64_t probe_seed = 0;        ///< Hutchinson probes: drawn from this seed, fixed per solve
+  std::uint64_t probe_seed = 0;  ///< Hutchinson probes: drawn from this seed, fixed per solve
 };
 
 /// @brief What ContinuousFlow::solve returns: the mapped batch, its log-dets and the solver's
@@ -91,9 +90,10 @@ struct ContinuousSolveResult {
 /// @tparam Hidden hidden width or Dynamic. @tparam Activation nn::Tanh (default), nn::SiLU, ...
 /// @tparam ContextDim_ 0 (unconditional), a fixed positive size, or Dynamic (set at run time by
 ///   options.context_dim).
-template <typename Scalar_, int Dim_ = Dynamic, int Hidden = Dynamic, typename Activation = nn::Tanh,
-          int ContextDim_ = 0>
-class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden, Activation, ContextDim_>> {
+template <typename Scalar_, int Dim_ = Dynamic, int Hidden = Dynamic,
+          typename Activation = nn::Tanh, int ContextDim_ = 0>
+class ContinuousFlow
+    : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden, Activation, ContextDim_>> {
  public:
   using Scalar = Scalar_;
   static constexpr int Dim = Dim_;
@@ -132,7 +132,8 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   /// @brief Integrates x (Dim × N) from t = 0 to 1 (`inverse` false) or 1 to 0, returning the
   /// value, the log-det and the solver's statistics. `context` is an empty matrix when
   /// context_dim() = 0. Shapes are not checked here (the bijector calls check them).
-  ContinuousSolveResult<Scalar, Dim> solve(const Matrix& x, const Matrix& context, bool inverse) const {
+  ContinuousSolveResult<Scalar, Dim> solve(const Matrix& x, const Matrix& context,
+                                           bool inverse) const {
     const Index d = dim();
     const Index n = x.cols();
     Matrix y = augmented_state(x, context);
@@ -160,7 +161,8 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
 
   /// @brief Exact divergence tr ∂f/∂z at (z, t, c), one value per column (Dim × N in).
   template <typename Z>
-  PerSample<Scalar, Dynamic> divergence(const Eigen::MatrixBase<Z>& z, Scalar t, const Matrix& context = Matrix()) const {
+  PerSample<Scalar, Dynamic> divergence(const Eigen::MatrixBase<Z>& z, Scalar t,
+                                        const Matrix& context = Matrix()) const {
     Matrix f;
     typename Field::Row div;
     field_.value_and_divergence(t, Matrix(z), context, nullptr, f, div);
@@ -168,7 +170,8 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   }
   /// @brief Hutchinson's estimate εⱼᵀ(∂f/∂z)εⱼ per column, with the probes given (Dim × N).
   template <typename Z, typename P>
-  PerSample<Scalar, Dynamic> divergence_estimate(const Eigen::MatrixBase<Z>& z, Scalar t, const Eigen::MatrixBase<P>& probes,
+  PerSample<Scalar, Dynamic> divergence_estimate(const Eigen::MatrixBase<Z>& z, Scalar t,
+                                                 const Eigen::MatrixBase<P>& probes,
                                                  const Matrix& context = Matrix()) const {
     Matrix f;
     typename Field::Row div;
@@ -193,11 +196,13 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
     return run<Z>(z, ctx, true);
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
     return vjp<X>(x, gv, gl, gp, ctx, false);
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
     return vjp<Z>(z, gv, gl, gp, ctx, true);
   }
 
@@ -210,17 +215,21 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
     if (dim < 1) throw ParameterError("nflow::ContinuousFlow: parameter 'dim' must be >= 1");
     if constexpr (ContextDim_ == 0) {
       if (o.context_dim != 0) {
-        throw ParameterError("nflow::ContinuousFlow: options.context_dim must be 0 when ContextDim is 0");
+        throw ParameterError(
+            "nflow::ContinuousFlow: options.context_dim must be 0 when ContextDim is 0");
       }
     } else if constexpr (ContextDim_ != Dynamic) {
       if (o.context_dim == 0) o.context_dim = ContextDim_;
       if (o.context_dim != ContextDim_) {
-        throw ParameterError("nflow::ContinuousFlow: options.context_dim = " + std::to_string(o.context_dim) +
-                             " differs from ContextDim = " + std::to_string(ContextDim_));
+        throw ParameterError(
+            "nflow::ContinuousFlow: options.context_dim = " + std::to_string(o.context_dim) +
+            " differs from ContextDim = " + std::to_string(ContextDim_));
       }
     }
-    if (o.context_dim < 0) throw ParameterError("nflow::ContinuousFlow: options.context_dim must be >= 0");
-    if (o.rk4_steps < 1) throw ParameterError("nflow::ContinuousFlow: options.rk4_steps must be >= 1");
+    if (o.context_dim < 0)
+      throw ParameterError("nflow::ContinuousFlow: options.context_dim must be >= 0");
+    if (o.rk4_steps < 1)
+      throw ParameterError("nflow::ContinuousFlow: options.rk4_steps must be >= 1");
     return o;
   }
 
@@ -247,7 +256,8 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   /// solver leaves it out of its error norm and the output is NaN there).
   void poison_bad_context(Matrix& y, const Matrix& context) const {
     for (Index j = 0; j < context.cols(); ++j) {
-      if (!context.col(j).allFinite()) y(y.rows() - 1, j) = std::numeric_limits<Scalar>::quiet_NaN();
+      if (!context.col(j).allFinite())
+        y(y.rows() - 1, j) = std::numeric_limits<Scalar>::quiet_NaN();
     }
   }
 
@@ -257,10 +267,12 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   }
 
   template <typename Rhs>
-  ode::SolveStats integrate(Rhs& rhs, bool inverse, Matrix& y, ode::StepRecord<Scalar>* record) const {
+  ode::SolveStats integrate(Rhs& rhs, bool inverse, Matrix& y,
+                            ode::StepRecord<Scalar>* record) const {
     const Scalar t0 = inverse ? Scalar(1) : Scalar(0);
     const Scalar t1 = inverse ? Scalar(0) : Scalar(1);
-    if (options_.solver == OdeSolver::RK4) return ode::rk4_integrate(rhs, t0, t1, y, options_.rk4_steps, record);
+    if (options_.solver == OdeSolver::RK4)
+      return ode::rk4_integrate(rhs, t0, t1, y, options_.rk4_steps, record);
     return ode::dopri5_integrate(rhs, t0, t1, y, options_.dopri5, record);
   }
 
@@ -274,8 +286,9 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
   }
 
   template <typename X, typename In, typename GV, typename GL, typename C>
-  detail::BatchFor<Scalar, Dim, X> vjp(const In& in, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                                       const C& ctx, bool inverse) const {
+  detail::BatchFor<Scalar, Dim, X> vjp(const In& in, const GV& gv, const GL& gl,
+                                       Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                       bool inverse) const {
     const Index d = dim();
     const Index n = in.cols();
     const Matrix context = context_matrix(ctx);
@@ -297,7 +310,8 @@ class ContinuousFlow : public BijectorBase<ContinuousFlow<Scalar_, Dim_, Hidden,
       dstate.row(d).setZero();
     };
     auto stage_vjp = [&](Scalar t, const Matrix& state, const Matrix& kbar, Matrix& ybar) {
-      ybar.topRows(d) = field_.vjp(t, state.topRows(d), context, kbar.topRows(d), kbar.row(d), pp, gp);
+      ybar.topRows(d) =
+          field_.vjp(t, state.topRows(d), context, kbar.topRows(d), kbar.row(d), pp, gp);
       ybar.row(d).setZero();
     };
     Matrix adjoint(d + 1, n);

@@ -3,15 +3,15 @@
 /// @brief Conv1x1: Glow's invertible 1×1 convolution, the same LU-parameterised C × C matrix at
 /// every pixel of a C × H × W image.
 
-#include "nflow/bijectors/lu_bijector_base.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/types.hpp"
-
 #include <cstdint>
 #include <string>
 #include <type_traits>
 #include <utility>
+
+#include "nflow/bijectors/lu_bijector_base.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow {
 
@@ -40,8 +40,8 @@ namespace nflow {
 template <typename Scalar_, int Channels_ = Dynamic>
 class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
   using Base = LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_>;
-  using typename Base::LU;
   using Base::lu_;
+  using typename Base::LU;
   friend Base;
 
  public:
@@ -56,11 +56,13 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
   Conv1x1(Index channels, Index height, Index width)
       : Conv1x1(LU::identity(checked(channels, height, width), kName), height, width) {}
   /// The identity on images of Channels × `height` × `width`.
-  Conv1x1(Index height, Index width) requires(Channels_ != Dynamic) : Conv1x1(Channels_, height, width) {}
+  Conv1x1(Index height, Index width) requires(Channels_ != Dynamic)
+      : Conv1x1(Channels_, height, width) {}
 
   /// A Haar-random orthogonal C × C weight drawn reproducibly from `seed` (log|det| = 0).
   static Conv1x1 random_orthogonal(Index channels, Index height, Index width, std::uint64_t seed) {
-    return Conv1x1(LU::random_orthogonal(checked(channels, height, width), seed, kName), height, width);
+    return Conv1x1(LU::random_orthogonal(checked(channels, height, width), seed, kName), height,
+                   width);
   }
   /// A given invertible C × C weight, factored exactly by LU with partial pivoting.
   template <typename D>
@@ -132,12 +134,14 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
   Conv1x1(LU lu, Index height, Index width) : Base(std::move(lu)), height_(height), width_(width) {}
 
   static Index checked(Index channels, Index height, Index width) {
-    if (channels <= 0 || (Channels_ != Dynamic && channels != Channels_) || height <= 0 || width <= 0) {
-      throw ParameterError(std::string("nflow::") + kName +
-                           ": channels, height and width must be positive (channels equal to Channels when "
-                           "fixed), got " +
-                           std::to_string(channels) + " x " + std::to_string(height) + " x " +
-                           std::to_string(width));
+    if (channels <= 0 || (Channels_ != Dynamic && channels != Channels_) || height <= 0 ||
+        width <= 0) {
+      throw ParameterError(
+          std::string("nflow::") + kName +
+          ": channels, height and width must be positive (channels equal to Channels when "
+          "fixed), got " +
+          std::to_string(channels) + " x " + std::to_string(height) + " x " +
+          std::to_string(width));
     }
     return channels;
   }

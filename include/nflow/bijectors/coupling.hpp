@@ -4,7 +4,6 @@
 /// conditioner, any elementwise transformer, masks, and an optional context.
 
 #include <Eigen/Core>
-
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -63,7 +62,9 @@ class CouplingMask {
 
  private:
   static Index check_dim(Index dim) {
-    if (dim < 2) throw ParameterError("nflow::CouplingMask: a coupling layer needs dim >= 2, got " + std::to_string(dim));
+    if (dim < 2)
+      throw ParameterError("nflow::CouplingMask: a coupling layer needs dim >= 2, got " +
+                           std::to_string(dim));
     return dim;
   }
   std::vector<bool> transformed_;
@@ -75,8 +76,8 @@ class CouplingMask {
 struct CouplingOptions {
   Index hidden_width = 64;
   Index hidden_layers = 2;
-  Index context_dim = 0;      ///< rows of the context (0: unconditional)
-  std::uint64_t seed = 0;     ///< initialisation of the conditioner (last layer zero: identity)
+  Index context_dim = 0;   ///< rows of the context (0: unconditional)
+  std::uint64_t seed = 0;  ///< initialisation of the conditioner (last layer zero: identity)
 };
 
 /// @brief A coupling layer: the features in the mask's conditioning set A pass through unchanged
@@ -101,7 +102,8 @@ struct CouplingOptions {
 /// @tparam Dim_ the dimension, fixed or Eigen::Dynamic.
 /// @tparam Hidden the conditioner's hidden width, fixed or Eigen::Dynamic.
 /// @tparam Activation the conditioner's activation (nn::ReLU, nn::Tanh, ...).
-template <typename Transformer, int Dim_ = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
+template <typename Transformer, int Dim_ = Dynamic, int Hidden = Dynamic,
+          typename Activation = nn::ReLU>
 class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activation>> {
   static_assert(nflow::Transformer<Transformer>,
                 "nflow::Coupling<Transformer, ...>: Transformer must model nflow::Transformer (see "
@@ -206,14 +208,15 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
 
   /// ∂L/∂x through both paths: the transformer's direct ∂z_B/∂x_B and the conditioner's θ(x_A).
   template <typename GV, typename GL, typename C>
-  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                      const C& ctx) const {
     const Index n = tape.cols();
     const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
     Part<Dynamic> gxb(tape.xb.rows(), n);
     ParamBatch<Dynamic> gparams(tape.params.rows(), n);
     transformer_.forward_backward(tape.xb, tape.params, gzb, gl, gxb, gparams);
-    const Part<Dynamic> gxa =
-        gather<Dynamic>(gv, mask_.conditioning()) + conditioner_.backward_recorded(tape.net, gparams, gp, ctx);
+    const Part<Dynamic> gxa = gather<Dynamic>(gv, mask_.conditioning()) +
+                              conditioner_.backward_recorded(tape.net, gparams, gp, ctx);
     Batch<Scalar, Dim, Dynamic> gx(dim(), n);
     scatter(gx, mask_.conditioning(), gxa);
     scatter(gx, mask_.transformed(), gxb);
@@ -221,14 +224,16 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   }
 
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
     Tape tape;
     record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
     return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx));
   }
 
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
     constexpr int Cols = Z::ColsAtCompileTime;
     const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
     const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
@@ -238,7 +243,8 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     Part<Cols> gzb(zb.rows(), zb.cols());
     ParamBatch<Dynamic> gparams(params.rows(), params.cols());
     transformer_.inverse_backward(zb, params, gxb, gl, gzb, gparams);
-    const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) + conditioner_.backward_recorded(net, gparams, gp, ctx);
+    const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) +
+                           conditioner_.backward_recorded(net, gparams, gp, ctx);
     detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
     scatter(gz, mask_.conditioning(), gza);
     scatter(gz, mask_.transformed(), gzb);
@@ -254,24 +260,29 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
 
   static CouplingMask checked_mask(CouplingMask mask, const CouplingOptions& options) {
     if (Dim_ != Dynamic && mask.dim() != Dim_) {
-      throw ParameterError("nflow::Coupling: parameter 'mask' has dimension " + std::to_string(mask.dim()) +
-                           " but the layer's Dim is " + std::to_string(Dim_));
+      throw ParameterError("nflow::Coupling: parameter 'mask' has dimension " +
+                           std::to_string(mask.dim()) + " but the layer's Dim is " +
+                           std::to_string(Dim_));
     }
     if (mask.conditioning().empty() && options.context_dim == 0) {
-      throw ParameterError("nflow::Coupling: parameter 'mask' leaves no feature to condition on and there is no context");
+      throw ParameterError(
+          "nflow::Coupling: parameter 'mask' leaves no feature to condition on and there is no "
+          "context");
     }
     return mask;
   }
 
   // A subset of the features: dynamic rows, bounded by Dim when Dim is fixed (then on the stack).
   template <int Cols>
-  using Part = Eigen::Matrix<Scalar, Dynamic, Cols, Eigen::ColMajor, Dim_, Cols == Dynamic ? Dynamic : Cols>;
+  using Part =
+      Eigen::Matrix<Scalar, Dynamic, Cols, Eigen::ColMajor, Dim_, Cols == Dynamic ? Dynamic : Cols>;
   template <int Cols>
   using ParamBatch = Eigen::Matrix<Scalar, Dynamic, Cols>;
 
   /// z = (x_A, τ(x_B; θ)) scattered back to feature order, with log|det|.
   template <int Cols, typename PM>
-  ValueAndLogDet<Scalar, Dim, Cols> forward_from(const Part<Cols>& xa, const Part<Cols>& xb, const PM& params) const {
+  ValueAndLogDet<Scalar, Dim, Cols> forward_from(const Part<Cols>& xa, const Part<Cols>& xb,
+                                                 const PM& params) const {
     ValueAndLogDet<Scalar, Dim, Cols> r;
     r.log_det.setZero(1, xb.cols());
     Part<Cols> zb(xb.rows(), xb.cols());

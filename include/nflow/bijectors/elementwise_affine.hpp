@@ -2,11 +2,11 @@
 /// @file
 /// @brief ElementwiseAffine: z = x ⊙ exp(log_scale) + shift.
 
+#include <string>
+
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
-
-#include <string>
 
 namespace nflow {
 
@@ -28,8 +28,9 @@ class ElementwiseAffine : public BijectorBase<ElementwiseAffine<Scalar_, Dim_>> 
   ElementwiseAffine() requires(Dim_ != Dynamic) : ElementwiseAffine(Index(Dim_)) {}
   explicit ElementwiseAffine(Index dim) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
-      throw ParameterError("nflow::ElementwiseAffine: dim must be positive (and equal Dim when fixed), got " +
-                           std::to_string(dim));
+      throw ParameterError(
+          "nflow::ElementwiseAffine: dim must be positive (and equal Dim when fixed), got " +
+          std::to_string(dim));
     }
     shift_ = Column::Zero(dim);
     log_scale_ = Column::Zero(dim);
@@ -99,7 +100,8 @@ class ElementwiseAffine : public BijectorBase<ElementwiseAffine<Scalar_, Dim_>> 
   void check(const char* name, const Eigen::MatrixBase<D>& v) const {
     detail::check_rows("ElementwiseAffine", name, dim(), v.rows(), v.cols());
     if (!v.allFinite()) {
-      throw ParameterError(std::string("nflow::ElementwiseAffine: parameter '") + name + "' must be finite");
+      throw ParameterError(std::string("nflow::ElementwiseAffine: parameter '") + name +
+                           "' must be finite");
     }
   }
 

@@ -2,12 +2,12 @@
 /// @file
 /// @brief Logit: maps data in the open unit cube (0, 1)^Dim onto R^Dim, with an optional squeeze.
 
+#include <cmath>
+#include <string>
+
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/math/functions.hpp"
-
-#include <cmath>
-#include <string>
 
 namespace nflow {
 
@@ -44,7 +44,8 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
   template <typename X, typename C>
   auto forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
-    const detail::BatchFor<Scalar, Dim, X> y = (alpha_ + (Scalar(1) - Scalar(2) * alpha_) * x.array()).matrix();
+    const detail::BatchFor<Scalar, Dim, X> y =
+        (alpha_ + (Scalar(1) - Scalar(2) * alpha_) * x.array()).matrix();
     const auto log_y = y.array().log();
     const auto log_1my = (-y.array()).log1p();
     r.value = (log_y - log_1my).matrix();
@@ -59,7 +60,8 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
     return r;
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     // dz/dx = c/(y(1 − y)) with c = 1 − 2α; d log|det|/dx = c·(2y − 1)/(y(1 − y)).
     const Scalar c = Scalar(1) - Scalar(2) * alpha_;
     const detail::BatchFor<Scalar, Dim, X> y = (alpha_ + c * x.array()).matrix();
@@ -69,7 +71,8 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     // dx/dz = σ(1 − σ)/c; d log|det|/dz = 1 − 2σ.
     const Scalar c = Scalar(1) - Scalar(2) * alpha_;
     const detail::BatchFor<Scalar, Dim, Z> s = sigmoid(z.array()).matrix();

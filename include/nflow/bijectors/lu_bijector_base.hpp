@@ -4,13 +4,13 @@
 /// LUParameterization they hold, its accessors and checked setters, its buffers, and the
 /// reverse-mode gradient of the LU map in either direction.
 
+#include <utility>
+
 #include "nflow/bijectors/lu_parameterization.hpp"
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
-
-#include <utility>
 
 namespace nflow {
 
@@ -77,11 +77,13 @@ class LUBijectorBase : public BijectorBase<Derived> {
 
   // ---- hooks for BijectorBase: both directions' vjps are Derived::vjp<Inverse> ----------------
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp, const C&) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp,
+                        const C&) const {
     return derived().template vjp<false>(x, gv, gl, gp);
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp, const C&) const {
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp,
+                        const C&) const {
     return derived().template vjp<true>(z, gv, gl, gp);
   }
 
@@ -93,8 +95,8 @@ class LUBijectorBase : public BijectorBase<Derived> {
   /// tensors of `slicer`, and returns the next one, ∂L/∂log_s (with the part through W added), for
   /// the caller to add its log-det's part.
   template <bool Inverse>
-  auto lu_vjp(typename LU::ConstMatrixRef in, typename LU::ConstMatrixRef g, typename LU::MatrixRef g_in,
-              detail::GradientSlicer<Scalar_>& slicer) const {
+  auto lu_vjp(typename LU::ConstMatrixRef in, typename LU::ConstMatrixRef g,
+              typename LU::MatrixRef g_in, detail::GradientSlicer<Scalar_>& slicer) const {
     const Index n = lu_.size();
     auto g_lower = slicer.next(n, n);
     auto g_upper = slicer.next(n, n);

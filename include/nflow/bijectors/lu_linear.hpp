@@ -3,15 +3,15 @@
 /// @brief LULinear: z = W x + b with W = P·L·(U + diag(sign ⊙ exp(log_s))) (Glow's LU-decomposed
 /// invertible linear map).
 
-#include "nflow/bijectors/lu_bijector_base.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/types.hpp"
-
 #include <cstdint>
 #include <string>
 #include <type_traits>
 #include <utility>
+
+#include "nflow/bijectors/lu_bijector_base.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow {
 
@@ -44,8 +44,8 @@ namespace nflow {
 template <typename Scalar_, int Dim_ = Dynamic>
 class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
   using Base = LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_>;
-  using typename Base::LU;
   using Base::lu_;
+  using typename Base::LU;
   friend Base;
 
  public:
@@ -59,7 +59,8 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
   /// The identity map of dimension Dim.
   LULinear() requires(Dim_ != Dynamic) : LULinear(Index(Dim_)) {}
   /// The identity map of dimension `dim`.
-  explicit LULinear(Index dim) : Base(LU::identity(checked_dim(dim), kName)), bias_(Column::Zero(dim)) {}
+  explicit LULinear(Index dim)
+      : Base(LU::identity(checked_dim(dim), kName)), bias_(Column::Zero(dim)) {}
 
   /// A Haar-random orthogonal W drawn reproducibly from `seed` (log|det| = 0), bias zero.
   static LULinear random_orthogonal(Index dim, std::uint64_t seed) {
@@ -108,7 +109,8 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
       const Column u = z - bias_;  // on the stack when Dim is fixed
       lu_.solve_column(u, r.value);
     } else {
-      with_output(r.value, [&](typename LU::MatrixRef out) { lu_.solve(z.colwise() - bias_, out); });
+      with_output(r.value,
+                  [&](typename LU::MatrixRef out) { lu_.solve(z.colwise() - bias_, out); });
     }
     r.log_det.setConstant(1, z.cols(), -lu_.log_abs_det());
     return r;
@@ -145,7 +147,8 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
   static Index checked_dim(Index dim) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
       throw ParameterError(std::string("nflow::") + kName +
-                           ": dim must be positive (and equal Dim when fixed), got " + std::to_string(dim));
+                           ": dim must be positive (and equal Dim when fixed), got " +
+                           std::to_string(dim));
     }
     return dim;
   }

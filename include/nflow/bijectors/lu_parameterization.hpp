@@ -7,18 +7,17 @@
 #include <Eigen/Core>
 #include <Eigen/LU>
 #include <Eigen/QR>
-
-#include "nflow/core/buffers.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/random.hpp"
-#include "nflow/core/types.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
 #include <string>
+
+#include "nflow/core/buffers.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/random.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow {
 
@@ -88,8 +87,10 @@ class LUParameterization {
     const Eigen::MatrixXd& f = lu.matrixLU();
     // PartialPivLU gives w = P⁻¹ L U with P = permutationP() of indices σ, (P⁻¹v)ᵢ = v_{σ(i)}.
     LUParameterization p;
-    p.lower_ = f.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().template cast<Scalar>();
-    p.upper_ = f.template triangularView<Eigen::StrictlyUpper>().toDenseMatrix().template cast<Scalar>();
+    p.lower_ =
+        f.template triangularView<Eigen::StrictlyLower>().toDenseMatrix().template cast<Scalar>();
+    p.upper_ =
+        f.template triangularView<Eigen::StrictlyUpper>().toDenseMatrix().template cast<Scalar>();
     p.log_s_.resize(n);
     p.sign_.resize(n);
     for (Index i = 0; i < n; ++i) {
@@ -157,7 +158,9 @@ class LUParameterization {
     Indices perm = detail::buffer_to_permutation(who.c_str(), "permutation", p, size());
     const Eigen::VectorXi si = detail::buffer_to_indices(who.c_str(), "sign", s, size(), -1, 1);
     for (Index i = 0; i < size(); ++i) {
-      if (si(i) == 0) reject_buffer(who, "sign", "entry " + std::to_string(i) + " is 0; every entry must be +1 or -1");
+      if (si(i) == 0)
+        reject_buffer(who, "sign",
+                      "entry " + std::to_string(i) + " is 0; every entry must be +1 or -1");
     }
     perm_ = std::move(perm);
     sign_ = si.template cast<Scalar>();
@@ -174,7 +177,9 @@ class LUParameterization {
     if (!upper_.allFinite()) reject(owner, "upper", "must be finite");
     if (!log_s_.allFinite()) reject(owner, "log_s", "must be finite");
     if (!(log_s_.cwiseAbs().array() < max_abs_log()).all()) {
-      reject(owner, "log_s", "must satisfy |log_s| < log(largest Scalar), so that exp(±log_s) is finite and nonzero");
+      reject(
+          owner, "log_s",
+          "must satisfy |log_s| < log(largest Scalar), so that exp(±log_s) is finite and nonzero");
     }
     const Column diag = sign_.cwiseProduct(log_s_.array().exp().matrix());
     upper_full_ = upper_;
@@ -203,14 +208,17 @@ class LUParameterization {
   /// out = W · in for one column (matrix-vector kernels; no heap allocation). Not inlined: once
   /// inlined into a caller whose column is a small fixed-size vector, g++ 12 at -O3 flags the
   /// (unreachable) packet paths of the dynamic-size kernels with -Warray-bounds.
-  EIGEN_DONT_INLINE void apply_column(ConstVectorRef in, VectorRef out) const { out.noalias() = weight_ * in; }
+  EIGEN_DONT_INLINE void apply_column(ConstVectorRef in, VectorRef out) const {
+    out.noalias() = weight_ * in;
+  }
 
   /// out = W⁻¹ · in by one permutation and two triangular solves (`out` must not alias `in`).
   /// Works through the columns in chunks of about 32 KiB, which stay in cache between the
   /// permutation and the two solves (2–3× faster than whole-batch solves on 65,536 columns).
   void solve(ConstMatrixRef in, MatrixRef out) const {
     const Index cols = in.cols();
-    const Index chunk = std::max<Index>(64, Index(32768 / sizeof(Scalar)) / std::max<Index>(1, size()));
+    const Index chunk =
+        std::max<Index>(64, Index(32768 / sizeof(Scalar)) / std::max<Index>(1, size()));
     for (Index j = 0; j < cols; j += chunk) {
       const Index c = std::min(chunk, cols - j);
       auto block = out.middleCols(j, c);
@@ -234,8 +242,8 @@ class LUParameterization {
   /// y and h use dense products with the cached factors (zeros included): twice the
   /// multiply-adds of triangular products, but Eigen's GEMM is faster than its triangular
   /// products at these sizes and one kernel serves every product here.
-  void apply_vjp(ConstMatrixRef in, ConstMatrixRef g, MatrixRef g_in, MatrixRef g_lower, MatrixRef g_upper,
-                 VectorRef g_log_s) const {
+  void apply_vjp(ConstMatrixRef in, ConstMatrixRef g, MatrixRef g_in, MatrixRef g_lower,
+                 MatrixRef g_upper, VectorRef g_log_s) const {
     const Index n = size();
     const Index m = in.cols();
     Work y(n, m);
@@ -258,8 +266,8 @@ class LUParameterization {
   ///
   /// With v = L⁻¹ Pᵀ in, out = U'⁻¹ v, q = U'⁻ᵀ g and g̃ = L⁻ᵀ q: ∂L/∂in = P g̃,
   /// ∂L/∂L = −g̃ vᵀ (strictly lower), ∂L/∂U' = −q outᵀ.
-  void solve_vjp(ConstMatrixRef in, ConstMatrixRef g, MatrixRef g_in, MatrixRef g_lower, MatrixRef g_upper,
-                 VectorRef g_log_s) const {
+  void solve_vjp(ConstMatrixRef in, ConstMatrixRef g, MatrixRef g_in, MatrixRef g_lower,
+                 MatrixRef g_upper, VectorRef g_log_s) const {
     const Index n = size();
     Work v(n, in.cols());
     v.noalias() = p_.transpose() * in;
@@ -284,7 +292,8 @@ class LUParameterization {
 
   static void check_size_arg(Index n, const char* owner) {
     if (n <= 0) {
-      throw ParameterError(std::string("nflow::") + owner + ": the size must be positive, got " + std::to_string(n));
+      throw ParameterError(std::string("nflow::") + owner + ": the size must be positive, got " +
+                           std::to_string(n));
     }
   }
 
@@ -300,7 +309,8 @@ class LUParameterization {
     for (Index i = 0; i < sign_.size(); ++i) b(i) = sign_(i) > 0 ? 1 : -1;
     return b;
   }
-  [[noreturn]] static void reject_buffer(const std::string& who, const char* name, const std::string& what) {
+  [[noreturn]] static void reject_buffer(const std::string& who, const char* name,
+                                         const std::string& what) {
     throw ParameterError(who + ": buffer '" + name + "' " + what);
   }
 
@@ -317,9 +327,9 @@ class LUParameterization {
   Column sign_;
   Indices perm_;
   Eigen::PermutationMatrix<Dynamic, Dynamic, int> p_;  // P, for products
-  Square upper_full_;  // cache: U + diag(sign ⊙ exp(log_s))
-  Square lower_full_;  // cache: L (unit diagonal, zeros above)
-  Square weight_;      // cache: P L U'
+  Square upper_full_;                                  // cache: U + diag(sign ⊙ exp(log_s))
+  Square lower_full_;                                  // cache: L (unit diagonal, zeros above)
+  Square weight_;                                      // cache: P L U'
 };
 
 }  // namespace nflow

@@ -5,7 +5,6 @@
 /// aliases MAF (masked autoregressive flow) and IAF (inverse autoregressive flow).
 
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -88,15 +87,18 @@ struct AutoregressiveOptions {
 /// @tparam Hidden_ MADE hidden width, fixed or Eigen::Dynamic.
 /// @tparam Activation_ the MADE's activation (nn::ReLU, nn::Tanh, nn::Identity, …).
 /// @tparam ContextDim_ 0 (unconditional), a fixed context size, or Eigen::Dynamic.
-template <typename Transformer_, int Dim_ = Dynamic, int Hidden_ = Dynamic, typename Activation_ = nn::ReLU,
-          int ContextDim_ = 0>
+template <typename Transformer_, int Dim_ = Dynamic, int Hidden_ = Dynamic,
+          typename Activation_ = nn::ReLU, int ContextDim_ = 0>
 class MaskedAutoregressive
-    : public BijectorBase<MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_>> {
-  static_assert(Transformer<Transformer_>,
-                "nflow::MaskedAutoregressive<Transformer, ...>: Transformer must model nflow::Transformer "
-                "(see nflow/core/concepts.hpp and the contract in bijectors/transformers/affine.hpp)");
-  static_assert(ContextDim_ == Dynamic || ContextDim_ >= 0,
-                "nflow::MaskedAutoregressive<..., ContextDim>: ContextDim must be >= 0 or Eigen::Dynamic");
+    : public BijectorBase<
+          MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_>> {
+  static_assert(
+      Transformer<Transformer_>,
+      "nflow::MaskedAutoregressive<Transformer, ...>: Transformer must model nflow::Transformer "
+      "(see nflow/core/concepts.hpp and the contract in bijectors/transformers/affine.hpp)");
+  static_assert(
+      ContextDim_ == Dynamic || ContextDim_ >= 0,
+      "nflow::MaskedAutoregressive<..., ContextDim>: ContextDim must be >= 0 or Eigen::Dynamic");
 
  public:
   using Transformer = Transformer_;
@@ -117,8 +119,8 @@ class MaskedAutoregressive
       : made_(make_made(dim, options)), transformer_(std::move(transformer)) {}
 
   /// @brief A layer of the compile-time dimension Dim.
-  explicit MaskedAutoregressive(const AutoregressiveOptions& options = {}, Transformer transformer = Transformer())
-    requires(Dim_ != Dynamic)
+  explicit MaskedAutoregressive(const AutoregressiveOptions& options = {},
+                                Transformer transformer = Transformer()) requires(Dim_ != Dynamic)
       : MaskedAutoregressive(Index(Dim_), options, std::move(transformer)) {}
 
   Index dim() const { return made_.dim(); }
@@ -151,11 +153,12 @@ class MaskedAutoregressive
     detail::ResultFor<Scalar, Dim, X> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
-    made_.template forward_blocks<Cols>(xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
-      const Index m = params.cols();
-      transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
-                           r.log_det.middleCols(first, m));
-    });
+    made_.template forward_blocks<Cols>(
+        xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
+          const Index m = params.cols();
+          transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
+                               r.log_det.middleCols(first, m));
+        });
     return r;
   }
 
@@ -174,17 +177,20 @@ class MaskedAutoregressive
 
   /// ∂L/∂x through both paths: the transformer's direct ∂z/∂x and the MADE's θ(x).
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& ctx) const {
     constexpr int Cols = X::ColsAtCompileTime;
     const typename Made::template InputRef<Cols> xr(x);
     detail::BatchFor<Scalar, Dim, X> gx;
     gx.resize(x.rows(), x.cols());
     made_.template backward_blocks<Cols>(
         xr, ctx,
-        [&](Index first, const typename Made::ConstBlockRef& params, typename Made::BlockRef grad_params) {
+        [&](Index first, const typename Made::ConstBlockRef& params,
+            typename Made::BlockRef grad_params) {
           const Index m = params.cols();
           transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
-                                        gl.middleCols(first, m), gx.middleCols(first, m), grad_params);
+                                        gl.middleCols(first, m), gx.middleCols(first, m),
+                                        grad_params);
         },
         gp, gx);
     return gx;
@@ -210,7 +216,8 @@ class MaskedAutoregressive
   }
 
   template <typename GV, typename GL, typename C>
-  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                      const C& ctx) const {
     Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
     ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
     transformer_.forward_backward(tape.net.input, tape.params, gv, gl, gx, grad_params);
@@ -221,29 +228,36 @@ class MaskedAutoregressive
  private:
   static Made make_made(Index dim, const AutoregressiveOptions& o) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
-      throw ParameterError("nflow::MaskedAutoregressive: dim must be positive (and equal Dim when fixed), got " +
-                           std::to_string(dim));
+      throw ParameterError(
+          "nflow::MaskedAutoregressive: dim must be positive (and equal Dim when fixed), got " +
+          std::to_string(dim));
     }
     Index cd = o.context_dim;
     if constexpr (ContextDim_ == 0) {
       if (cd != 0) {
-        throw ParameterError("nflow::MaskedAutoregressive: context_dim = " + std::to_string(cd) +
-                             " given to a layer whose ContextDim is 0 (use ContextDim = Eigen::Dynamic or a "
-                             "fixed size for a conditional layer)");
+        throw ParameterError(
+            "nflow::MaskedAutoregressive: context_dim = " + std::to_string(cd) +
+            " given to a layer whose ContextDim is 0 (use ContextDim = Eigen::Dynamic or a "
+            "fixed size for a conditional layer)");
       }
     } else if constexpr (ContextDim_ != Dynamic) {
       if (cd == 0) cd = ContextDim_;
       if (cd != ContextDim_) {
         throw ParameterError("nflow::MaskedAutoregressive: context_dim = " + std::to_string(cd) +
-                             " differs from the compile-time ContextDim " + std::to_string(ContextDim_));
+                             " differs from the compile-time ContextDim " +
+                             std::to_string(ContextDim_));
       }
     } else if (cd < 0) {
-      throw ParameterError("nflow::MaskedAutoregressive: context_dim must be >= 0, got " + std::to_string(cd));
+      throw ParameterError("nflow::MaskedAutoregressive: context_dim must be >= 0, got " +
+                           std::to_string(cd));
     }
-    const Index width = o.hidden_width != 0 ? o.hidden_width : (Hidden_ != Dynamic ? Index(Hidden_) : Index(64));
+    const Index width =
+        o.hidden_width != 0 ? o.hidden_width : (Hidden_ != Dynamic ? Index(Hidden_) : Index(64));
     std::mt19937_64 gen(o.seed);
-    Eigen::VectorXi order = o.custom_order.size() > 0 ? o.custom_order : nn::make_order(o.order, dim, gen);
-    return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees, random_bits64(gen));
+    Eigen::VectorXi order =
+        o.custom_order.size() > 0 ? o.custom_order : nn::make_order(o.order, dim, gen);
+    return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
+                random_bits64(gen));
   }
 
   // ---- the Dim-pass autoregressive solve (MAF's inverse, IAF's forward) ----------------------
@@ -256,13 +270,16 @@ class MaskedAutoregressive
   static constexpr std::size_t SolveBlockBytes = 512 * 1024;
   static constexpr Index MaxStackLayers = 8;
   static constexpr bool small_fixed(int rows, int cols) {
-    return rows != Dynamic && cols != Dynamic && std::size_t(rows) * std::size_t(cols) * sizeof(Scalar) <= StackBytes;
+    return rows != Dynamic && cols != Dynamic &&
+           std::size_t(rows) * std::size_t(cols) * sizeof(Scalar) <= StackBytes;
   }
   template <int Cols>
-  using ParamBuffer = std::conditional_t<small_fixed(P, Cols), Eigen::Matrix<Scalar, P, Cols>, Work>;
+  using ParamBuffer =
+      std::conditional_t<small_fixed(P, Cols), Eigen::Matrix<Scalar, P, Cols>, Work>;
   template <int Cols>
-  static constexpr bool StackStoreFits =
-      Hidden_ != Dynamic && Hidden_ >= 2 && Cols != Dynamic && small_fixed(Hidden_, int(MaxStackLayers) * Cols);
+  static constexpr bool StackStoreFits = Hidden_ != Dynamic&& Hidden_ >= 2 &&
+                                         Cols != Dynamic&& small_fixed(Hidden_,
+                                                                       int(MaxStackLayers) * Cols);
   template <int Cols>
   using StackStore = Eigen::Matrix<Scalar, Hidden_, Dynamic, Eigen::ColMajor, Hidden_,
                                    StackStoreFits<Cols> ? int(MaxStackLayers) * Cols : 1>;
@@ -315,7 +332,8 @@ class MaskedAutoregressive
   /// The D passes over the columns first … first + x.cols() − 1 (x and the context are those
   /// columns; z and log_det the whole batch).
   template <typename ZR, typename XB, typename CB, typename Store, typename Params, typename LD>
-  void solve_block(const ZR& z, XB&& x, const CB* c, Store& store, Params& params, Index first, LD& log_det) const {
+  void solve_block(const ZR& z, XB&& x, const CB* c, Store& store, Params& params, Index first,
+                   LD& log_det) const {
     const Index m = x.cols();
     const Index D = made_.dim();
     const Index L = made_.hidden_layers();
@@ -333,11 +351,13 @@ class MaskedAutoregressive
         auto rows = store.block(s, l * m, e - s, m);
         if (l == 0) {
           rows.noalias() = made_.masked_weight(0).middleRows(s, e - s) * Made::dynamic_rows(x);
-          if (c != nullptr && cd > 0) rows.noalias() += made_.context_weight().middleRows(s, e - s) * (*c);
+          if (c != nullptr && cd > 0)
+            rows.noalias() += made_.context_weight().middleRows(s, e - s) * (*c);
         } else {
           const Index K = made_.degree_starts(l - 1)[g + 1];  // units below of degree ≤ k−1
           if (K > 0) {
-            rows.noalias() = made_.masked_weight(l).block(s, 0, e - s, K) * store.block(0, (l - 1) * m, K, m);
+            rows.noalias() =
+                made_.masked_weight(l).block(s, 0, e - s, K) * store.block(0, (l - 1) * m, K, m);
           } else {
             rows.setZero();
           }
@@ -349,7 +369,8 @@ class MaskedAutoregressive
       const Index r0 = i * P;
       if (L == 0) {
         params.noalias() = grouped_out.middleRows(r0, P) * Made::dynamic_rows(x);
-        if (c != nullptr && cd > 0) params.noalias() += made_.grouped_context_weight().middleRows(r0, P) * (*c);
+        if (c != nullptr && cd > 0)
+          params.noalias() += made_.grouped_context_weight().middleRows(r0, P) * (*c);
       } else {
         const Index K = made_.degree_starts(L - 1)[g + 1];  // units of degree < k
         if (K > 0) {
@@ -360,8 +381,8 @@ class MaskedAutoregressive
       }
       for (Index p = 0; p < P; ++p) params.row(p).array() += out_bias(p * D + i);
       auto x_row = x.row(i);
-      transformer_.inverse(z.row(i).middleCols(first, m), typename Made::ConstBlockRef(params), RowRef(x_row),
-                           log_det.middleCols(first, m));
+      transformer_.inverse(z.row(i).middleCols(first, m), typename Made::ConstBlockRef(params),
+                           RowRef(x_row), log_det.middleCols(first, m));
     }
   }
 
@@ -373,7 +394,8 @@ class MaskedAutoregressive
 /// (forward), sampling in Dim passes (inverse). See MaskedAutoregressive.
 /// @tparam Scalar float or double. @tparam Dim fixed or Eigen::Dynamic. @tparam Hidden MADE width.
 /// @tparam Activation MADE activation. @tparam ContextDim 0, fixed, or Eigen::Dynamic.
-template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU, int ContextDim = 0>
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
+          int ContextDim = 0>
 using MAF = MaskedAutoregressive<AffineTransformer<Scalar>, Dim, Hidden, Activation, ContextDim>;
 
 /// @brief Inverse autoregressive flow layer (Kingma et al. 2016): a MAF layer used the other way
@@ -381,7 +403,8 @@ using MAF = MaskedAutoregressive<AffineTransformer<Scalar>, Dim, Hidden, Activat
 /// evaluation (its forward) takes Dim passes. Build it from a MAF layer:
 /// `IAF<double, 4>{MAF<double, 4>(4, options)}`. The order applies to the latent dimensions:
 /// sample xᵢ depends on z_j for j not after i.
-template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU, int ContextDim = 0>
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
+          int ContextDim = 0>
 using IAF = Inverted<MAF<Scalar, Dim, Hidden, Activation, ContextDim>>;
 
 }  // namespace nflow

@@ -2,15 +2,15 @@
 /// @file
 /// @brief Permutation: a fixed permutation of the features, given or drawn from a seed.
 
-#include "nflow/core/bijector_base.hpp"
-#include "nflow/core/buffers.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/random.hpp"
-
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/buffers.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/random.hpp"
 
 namespace nflow {
 
@@ -38,9 +38,10 @@ class Permutation : public BijectorBase<Permutation<Scalar_, Dim_>> {
     for (Index i = 0; i < n; ++i) {
       const int p = indices(i);
       if (p < 0 || p >= n || seen[std::size_t(p)]) {
-        throw ParameterError("nflow::Permutation: parameter 'permutation' is not a permutation of 0.." +
-                             std::to_string(n - 1) + " (entry " + std::to_string(i) + " is " +
-                             std::to_string(p) + ")");
+        throw ParameterError(
+            "nflow::Permutation: parameter 'permutation' is not a permutation of 0.." +
+            std::to_string(n - 1) + " (entry " + std::to_string(i) + " is " + std::to_string(p) +
+            ")");
       }
       seen[std::size_t(p)] = true;
       inv_(p) = int(i);
@@ -67,23 +68,28 @@ class Permutation : public BijectorBase<Permutation<Scalar_, Dim_>> {
   void visit_buffers(F&& f) {
     BufferVector b = detail::to_buffer(perm_);
     f(std::string("permutation"), b);
-    *this = Permutation(detail::buffer_to_permutation("nflow::Permutation", "permutation", b, dim()));
+    *this =
+        Permutation(detail::buffer_to_permutation("nflow::Permutation", "permutation", b, dim()));
   }
 
   template <typename X, typename C>
   auto forward_impl(const X& x, const C&) const {
-    return detail::ResultFor<Scalar, Dim, X>{gather<X>(x, perm_), detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
+    return detail::ResultFor<Scalar, Dim, X>{gather<X>(x, perm_),
+                                             detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
   }
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C&) const {
-    return detail::ResultFor<Scalar, Dim, Z>{gather<Z>(z, inv_), detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
+    return detail::ResultFor<Scalar, Dim, Z>{gather<Z>(z, inv_),
+                                             detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     return gather<X>(gv, inv_);
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto inverse_vjp_impl(const Z&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     return gather<Z>(gv, perm_);
   }
 

@@ -2,10 +2,10 @@
 /// @file
 /// @brief Reverse: reverses the order of the features.
 
+#include <string>
+
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/errors.hpp"
-
-#include <string>
 
 namespace nflow {
 
@@ -39,7 +39,8 @@ class Reverse : public BijectorBase<Reverse<Scalar_, Dim_>> {
     return forward_impl(z, c);
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     return detail::BatchFor<Scalar, Dim, X>(gv.colwise().reverse());
   }
   template <typename Z, typename GV, typename GL, typename C>

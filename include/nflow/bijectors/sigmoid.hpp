@@ -2,11 +2,11 @@
 /// @file
 /// @brief Sigmoid: maps R^Dim onto the open unit cube (0, 1)^Dim.
 
+#include <string>
+
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/math/functions.hpp"
-
-#include <string>
 
 namespace nflow {
 
@@ -50,7 +50,8 @@ class Sigmoid : public BijectorBase<Sigmoid<Scalar_, Dim_>> {
     return r;
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     // dz/dx = σ(1 − σ); d log|det|/dx = 1 − 2σ.
     const detail::BatchFor<Scalar, Dim, X> s = sigmoid(x.array()).matrix();
     detail::BatchFor<Scalar, Dim, X> gx =
@@ -59,7 +60,8 @@ class Sigmoid : public BijectorBase<Sigmoid<Scalar_, Dim_>> {
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>, const C&) const {
+  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
+                        const C&) const {
     // dx/dz = 1/(z(1 − z)); d log|det|/dz = −1/z + 1/(1 − z) = (2z − 1)/(z(1 − z)).
     const auto inv_jac = (z.array() * (Scalar(1) - z.array())).inverse();
     detail::BatchFor<Scalar, Dim, Z> gz =

@@ -35,32 +35,36 @@
 /// they return ∂L/∂input and *add* ∂L/∂θ into `gp`, a flat vector laid out in the order of
 /// `visit_parameters` (each tensor column-major). See docs/gradients.md.
 
+#include <concepts>
+#include <type_traits>
+#include <utility>
+
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/tiling.hpp"
 #include "nflow/core/traits.hpp"
 #include "nflow/core/types.hpp"
 
-#include <concepts>
-#include <utility>
-#include <type_traits>
-
 namespace nflow {
 
 /// A context argument: either nflow::NoContext or an Eigen matrix expression (ContextDim × N).
 template <typename C>
-concept ContextArg =
-    is_no_context_v<C> || std::derived_from<std::remove_cvref_t<C>, Eigen::MatrixBase<std::remove_cvref_t<C>>>;
+concept ContextArg = is_no_context_v<C> ||
+    std::derived_from<std::remove_cvref_t<C>, Eigen::MatrixBase<std::remove_cvref_t<C>>>;
 
 namespace detail {
 template <typename D, typename X, typename C>
-concept HasForwardImpl = requires(const D& d, const X& x, const C& c) { d.forward_impl(x, c); };
+concept HasForwardImpl = requires(const D& d, const X& x, const C& c) {
+  d.forward_impl(x, c);
+};
 template <typename D, typename X, typename C>
-concept HasInverseImpl = requires(const D& d, const X& x, const C& c) { d.inverse_impl(x, c); };
+concept HasInverseImpl = requires(const D& d, const X& x, const C& c) {
+  d.inverse_impl(x, c);
+};
 /// The input's Scalar and compile-time rows fit bijector D (see CheckCallTypes).
 template <typename D, typename X>
 concept InputTypeFits = std::is_same_v<typename X::Scalar, typename D::Scalar> &&
-                        (D::Dim == Dynamic || X::RowsAtCompileTime == Dynamic || X::RowsAtCompileTime == D::Dim);
+    (D::Dim == Dynamic || X::RowsAtCompileTime == Dynamic || X::RowsAtCompileTime == D::Dim);
 
 /// The compile-time checks of a call's argument types. Every deduced call makes them first, so a
 /// float batch given to a double bijector reports this sentence before any error in the hooks.
@@ -69,7 +73,8 @@ struct CheckCallTypes {
   static_assert(std::is_same_v<typename X::Scalar, typename D::Scalar>,
                 "nflow: the input's Scalar must match the bijector's Scalar (float or double); "
                 "convert with .template cast<Scalar>() first");
-  static_assert(D::Dim == Dynamic || X::RowsAtCompileTime == Dynamic || X::RowsAtCompileTime == D::Dim,
+  static_assert(D::Dim == Dynamic || X::RowsAtCompileTime == Dynamic ||
+                    X::RowsAtCompileTime == D::Dim,
                 "nflow: the input must have Dim rows (one sample per column)");
   static constexpr bool context_fits = [] {
     if constexpr (is_no_context_v<C>) {
@@ -106,7 +111,8 @@ template <typename D, typename X, typename C>
 using ContextRefT = std::conditional_t<
     is_no_context_v<C>,
     std::conditional_t<(context_dim_v<D> > 0),
-                       Eigen::Matrix<typename D::Scalar, context_dim_v<D>, X::ColsAtCompileTime>, NoContext>,
+                       Eigen::Matrix<typename D::Scalar, context_dim_v<D>, X::ColsAtCompileTime>,
+                       NoContext>,
     C>;
 }  // namespace detail
 
@@ -125,12 +131,14 @@ struct TapeOf {
   using type = InputTape<typename B::Scalar, B::Dim>;
 };
 template <typename B>
-  requires requires { typename B::Tape; }
+requires requires { typename B::Tape; }
 struct TapeOf<B> {
   using type = typename B::Tape;
 };
 template <typename B>
-concept HasTapeHooks = requires { typename B::Tape; };
+concept HasTapeHooks = requires {
+  typename B::Tape;
+};
 
 /// x as a Batch<S, Dim, Dynamic>: a reference when it is one, a copy otherwise.
 template <typename S, int Dim, typename X>
@@ -155,13 +163,17 @@ class BijectorBase {
   // ---- forward: data x → latent z ----------------------------------------------------------
   /// (Available when the derived class writes forward_impl for this input and context.)
   template <typename X, ContextArg C = NoContext>
-    requires(!detail::InputTypeFits<detail::delay_t<Derived, X>, X> ||
-             detail::HasForwardImpl<detail::delay_t<Derived, X>, X, detail::ContextRefT<detail::delay_t<Derived, X>, X, C>>)
-  auto forward_and_log_det(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+  requires(!detail::InputTypeFits<detail::delay_t<Derived, X>, X> ||
+           detail::HasForwardImpl<
+               detail::delay_t<Derived, X>, X,
+               detail::ContextRefT<detail::delay_t<Derived, X>, X,
+                                   C>>) auto forward_and_log_det(const Eigen::MatrixBase<X>& x,
+                                                                 const C& context = C{}) const {
     static_assert(detail::CheckCallTypes<Derived, X, C>::ok);
     check_call("forward_and_log_det", x, context);
     if constexpr (X::ColsAtCompileTime == Dynamic) {
-      if (detail::tiles_batch(derived().splits_batches(), x.cols())) return tiled<false>(x, context);
+      if (detail::tiles_batch(derived().splits_batches(), x.cols()))
+        return tiled<false>(x, context);
     }
     return derived().forward_impl(x.derived(), context_or_placeholder(x, context));
   }
@@ -177,9 +189,12 @@ class BijectorBase {
   // ---- inverse: latent z → data x ----------------------------------------------------------
   /// (Available when the derived class writes inverse_impl for this input and context.)
   template <typename Z, ContextArg C = NoContext>
-    requires(!detail::InputTypeFits<detail::delay_t<Derived, Z>, Z> ||
-             detail::HasInverseImpl<detail::delay_t<Derived, Z>, Z, detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>>)
-  auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+  requires(!detail::InputTypeFits<detail::delay_t<Derived, Z>, Z> ||
+           detail::HasInverseImpl<
+               detail::delay_t<Derived, Z>, Z,
+               detail::ContextRefT<detail::delay_t<Derived, Z>, Z,
+                                   C>>) auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z,
+                                                                 const C& context = C{}) const {
     static_assert(detail::CheckCallTypes<Derived, Z, C>::ok);
     check_call("inverse_and_log_det", z, context);
     if constexpr (Z::ColsAtCompileTime == Dynamic) {
@@ -201,27 +216,25 @@ class BijectorBase {
   template <typename X, typename GV, typename GL, typename GP, ContextArg C = NoContext>
   auto forward_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& grad_value,
                    const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
-                   const C& context = C{}) const
-    requires detail::HasForwardVjpImpl<detail::delay_t<Derived, X>, X, GV, GL,
-                                       detail::ContextRefT<detail::delay_t<Derived, X>, X, C>>
-  {
+                   const C& context = C{}) const requires
+      detail::HasForwardVjpImpl<detail::delay_t<Derived, X>, X, GV, GL,
+                                detail::ContextRefT<detail::delay_t<Derived, X>, X, C>> {
     check_vjp("forward_vjp", x, grad_value, grad_log_det, grad_params, context);
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
-    return derived().forward_vjp_impl(x.derived(), grad_value.derived(), grad_log_det.derived(),
-                                      gp, context_or_placeholder(x, context));
+    return derived().forward_vjp_impl(x.derived(), grad_value.derived(), grad_log_det.derived(), gp,
+                                      context_or_placeholder(x, context));
   }
   /// ∂L/∂z for L(inverse_and_log_det(z)); adds ∂L/∂θ into `grad_params`.
   template <typename Z, typename GV, typename GL, typename GP, ContextArg C = NoContext>
   auto inverse_vjp(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& grad_value,
                    const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
-                   const C& context = C{}) const
-    requires detail::HasInverseVjpImpl<detail::delay_t<Derived, Z>, Z, GV, GL,
-                                       detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>>
-  {
+                   const C& context = C{}) const requires
+      detail::HasInverseVjpImpl<detail::delay_t<Derived, Z>, Z, GV, GL,
+                                detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>> {
     check_vjp("inverse_vjp", z, grad_value, grad_log_det, grad_params, context);
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
-    return derived().inverse_vjp_impl(z.derived(), grad_value.derived(), grad_log_det.derived(),
-                                      gp, context_or_placeholder(z, context));
+    return derived().inverse_vjp_impl(z.derived(), grad_value.derived(), grad_log_det.derived(), gp,
+                                      context_or_placeholder(z, context));
   }
 
   // ---- recorded forward pass and its vjp (training) ------------------------------------------
@@ -232,8 +245,9 @@ class BijectorBase {
   template <typename X, typename T, ContextArg C = NoContext>
   auto forward_recorded(const Eigen::MatrixBase<X>& x, T& tape, const C& context = C{}) const {
     using S = typename Derived::Scalar;
-    static_assert(std::is_same_v<T, tape_t<Derived>>,
-                  "nflow: forward_recorded(x, tape): the tape must be a nflow::tape_t<B> of this bijector");
+    static_assert(
+        std::is_same_v<T, tape_t<Derived>>,
+        "nflow: forward_recorded(x, tape): the tape must be a nflow::tape_t<B> of this bijector");
     check_call("forward_recorded", x, context);
     if constexpr (detail::HasTapeHooks<Derived>) {
       const auto& xb = detail::as_batch<S, Derived::Dim>(x);
@@ -254,18 +268,22 @@ class BijectorBase {
                             const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
                             const C& context = C{}) const {
     static_assert(std::is_same_v<T, tape_t<Derived>>,
-                  "nflow: forward_vjp_recorded(tape, ...): the tape must be a nflow::tape_t<B> of this bijector");
+                  "nflow: forward_vjp_recorded(tape, ...): the tape must be a nflow::tape_t<B> of "
+                  "this bijector");
     check_vjp("forward_vjp_recorded", grad_value, grad_value, grad_log_det, grad_params, context);
-    detail::check_cols("forward_vjp_recorded", "grad_value", tape.cols(), grad_value.rows(), grad_value.cols());
+    detail::check_cols("forward_vjp_recorded", "grad_value", tape.cols(), grad_value.rows(),
+                       grad_value.cols());
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
     const auto ctx = context_or_placeholder(grad_value, context);
     if constexpr (detail::HasTapeHooks<Derived>) {
       return derived().taped_vjp_impl(tape, grad_value.derived(), grad_log_det.derived(), gp, ctx);
     } else {
-      static_assert(detail::HasForwardVjpImpl<Derived, decltype(tape.input), GV, GL, std::remove_cvref_t<decltype(ctx)>>,
+      static_assert(detail::HasForwardVjpImpl<Derived, decltype(tape.input), GV, GL,
+                                              std::remove_cvref_t<decltype(ctx)>>,
                     "nflow: forward_vjp_recorded: this bijector has no forward vjp (it is not "
                     "ForwardDifferentiable)");
-      return derived().forward_vjp_impl(tape.input, grad_value.derived(), grad_log_det.derived(), gp, ctx);
+      return derived().forward_vjp_impl(tape.input, grad_value.derived(), grad_log_det.derived(),
+                                        gp, ctx);
     }
   }
 
@@ -280,19 +298,22 @@ class BijectorBase {
   auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params,
                        const C& context = C{}) const {
     tape_t<Derived> tape;
-    return forward_and_vjp(x, std::forward<Seed>(seed), std::forward<GP>(grad_params), context, tape);
+    return forward_and_vjp(x, std::forward<Seed>(seed), std::forward<GP>(grad_params), context,
+                           tape);
   }
   /// @brief forward_and_vjp() recording into a caller's tape: give the same tape to every step
   /// of a training loop and its buffers are reused (one tape per thread).
   template <typename X, typename Seed, typename GP, ContextArg C, typename T>
-  auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params, const C& context,
-                       T& tape) const {
+  auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params,
+                       const C& context, T& tape) const {
     using S = typename Derived::Scalar;
     const auto r = forward_recorded(x, tape, context);
-    Batch<S, Derived::Dim, Dynamic> grad_value = Batch<S, Derived::Dim, Dynamic>::Zero(r.value.rows(), r.value.cols());
+    Batch<S, Derived::Dim, Dynamic> grad_value =
+        Batch<S, Derived::Dim, Dynamic>::Zero(r.value.rows(), r.value.cols());
     PerSample<S, Dynamic> grad_log_det = PerSample<S, Dynamic>::Zero(1, r.value.cols());
     seed(r.value, r.log_det, grad_value, grad_log_det);
-    return forward_vjp_recorded(tape, grad_value, grad_log_det, std::forward<GP>(grad_params), context);
+    return forward_vjp_recorded(tape, grad_value, grad_log_det, std::forward<GP>(grad_params),
+                                context);
   }
 
   // ---- parameters, derived from the one hook parameters_impl ----------------------------------
@@ -301,7 +322,8 @@ class BijectorBase {
   /// per sample.
   Index parameter_count() const {
     Index n = 0;
-    Derived::parameters_impl(derived(), [&n](const auto& /*name*/, const auto& tensor) { n += tensor.size(); });
+    Derived::parameters_impl(
+        derived(), [&n](const auto& /*name*/, const auto& tensor) { n += tensor.size(); });
     return n;
   }
   /// @brief Calls `f(name, Eigen::Ref<ParameterMatrix<Scalar>>)` for each trainable tensor, in the
@@ -310,7 +332,9 @@ class BijectorBase {
   template <typename F>
   void visit_parameters(F&& f) {
     Derived& self = static_cast<Derived&>(*this);
-    self.update_parameters_impl([&] { Derived::parameters_impl(self, detail::RefVisitor<typename Derived::Scalar, false, F>{f}); });
+    self.update_parameters_impl([&] {
+      Derived::parameters_impl(self, detail::RefVisitor<typename Derived::Scalar, false, F>{f});
+    });
   }
   /// @brief Calls `f(name, Eigen::Ref<const ParameterMatrix<Scalar>>)` for each trainable tensor.
   template <typename F>
@@ -344,11 +368,12 @@ class BijectorBase {
   /// The compile-time part of the contract that concepts cannot see: parameters come from the one
   /// hook, never from a redefined visit_parameters or parameter_count.
   static constexpr bool check_parameter_hooks() {
-    static_assert(detail::InheritsParameterMembers<Derived, BijectorBase>,
-                  "nflow::BijectorBase: a bijector derived from BijectorBase must not define its own "
-                  "visit_parameters or parameter_count; write the one hook `template <typename Self, "
-                  "typename F> static void parameters_impl(Self& self, F&& f)` calling f(name, tensor) "
-                  "for each tensor, and the base derives both visits and the count from it");
+    static_assert(
+        detail::InheritsParameterMembers<Derived, BijectorBase>,
+        "nflow::BijectorBase: a bijector derived from BijectorBase must not define its own "
+        "visit_parameters or parameter_count; write the one hook `template <typename Self, "
+        "typename F> static void parameters_impl(Self& self, F&& f)` calling f(name, tensor) "
+        "for each tensor, and the base derives both visits and the count from it");
     return true;
   }
 
@@ -376,7 +401,7 @@ class BijectorBase {
   /// ContextDim == 0 or Dynamic receive NoContext when no context is given.
   template <typename X, typename C>
   static decltype(auto) context_or_placeholder(const Eigen::MatrixBase<X>& x, const C& context) {
-    if constexpr (is_no_context_v<C> && (context_dim_v<Derived> > 0)) {
+    if constexpr (is_no_context_v<C> && (context_dim_v < Derived >> 0)) {
       return Eigen::Matrix<typename Derived::Scalar, context_dim_v<Derived>, X::ColsAtCompileTime>(
           context_dim_v<Derived>, x.cols());
     } else if constexpr (is_no_context_v<C>) {
@@ -394,7 +419,8 @@ class BijectorBase {
     const Index cd = derived().context_dim();
     if constexpr (is_no_context_v<C>) {
       if (cd != 0) {
-        throw ShapeError(std::string("nflow: ") + where + ": this bijector is conditional and needs a context of " +
+        throw ShapeError(std::string("nflow: ") + where +
+                         ": this bijector is conditional and needs a context of " +
                          std::to_string(cd) + " rows and one column per sample");
       }
     } else {

@@ -14,17 +14,16 @@
 /// Names compose like parameter names: a Flow prefixes "<index>.", a Density "transform.".
 /// Objects without buffers simply have no visit_buffers; the helpers below treat them as empty.
 
-#include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/types.hpp"
-
 #include <Eigen/Core>
-
 #include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow {
 
@@ -41,7 +40,8 @@ void visit_buffers(T& object, F&& f) {
 template <typename T>
 std::vector<std::string> buffer_names(const T& object) {
   std::vector<std::string> names;
-  visit_buffers(object, [&](const std::string& name, const BufferVector&) { names.push_back(name); });
+  visit_buffers(object,
+                [&](const std::string& name, const BufferVector&) { names.push_back(name); });
   return names;
 }
 
@@ -49,7 +49,8 @@ std::vector<std::string> buffer_names(const T& object) {
 template <typename T>
 std::map<std::string, BufferVector, std::less<>> get_buffers(const T& object) {
   std::map<std::string, BufferVector, std::less<>> out;
-  visit_buffers(object, [&](const std::string& name, const BufferVector& b) { out.emplace(name, b); });
+  visit_buffers(object,
+                [&](const std::string& name, const BufferVector& b) { out.emplace(name, b); });
   return out;
 }
 
@@ -60,7 +61,8 @@ template <typename T>
 void set_buffers(T& object, const std::map<std::string, BufferVector, std::less<>>& values) {
   visit_buffers(object, [&](const std::string& name, BufferVector& b) {
     const auto it = values.find(name);
-    if (it == values.end()) throw ParameterError("nflow::set_buffers: no value for buffer '" + name + "'");
+    if (it == values.end())
+      throw ParameterError("nflow::set_buffers: no value for buffer '" + name + "'");
     b = it->second;
   });
 }
@@ -70,7 +72,8 @@ namespace detail {
 /// Visits the buffers of a member or step `b` under `prefix` (nothing if it has none).
 template <typename B, typename F>
 void visit_prefixed_buffers(B& b, std::string prefix, F& f) {
-  if constexpr (requires { b.visit_buffers(f); }) b.visit_buffers(prefixed_visitor(std::move(prefix), f));
+  if constexpr (requires { b.visit_buffers(f); })
+    b.visit_buffers(prefixed_visitor(std::move(prefix), f));
 }
 
 /// An index vector as a buffer.
@@ -78,18 +81,19 @@ inline BufferVector to_buffer(const Eigen::VectorXi& v) { return v.cast<std::int
 
 /// A buffer read back as indices: exactly `size` entries, each in [lo, hi]; otherwise a
 /// ParameterError "<owner>: buffer '<name>' ...".
-inline Eigen::VectorXi buffer_to_indices(const char* owner, const std::string& name, const BufferVector& b,
-                                         Index size, std::int64_t lo, std::int64_t hi) {
+inline Eigen::VectorXi buffer_to_indices(const char* owner, const std::string& name,
+                                         const BufferVector& b, Index size, std::int64_t lo,
+                                         std::int64_t hi) {
   if (b.size() != size) {
-    throw ParameterError(std::string(owner) + ": buffer '" + name + "' has " + std::to_string(b.size()) +
-                         " entries, expected " + std::to_string(size));
+    throw ParameterError(std::string(owner) + ": buffer '" + name + "' has " +
+                         std::to_string(b.size()) + " entries, expected " + std::to_string(size));
   }
   Eigen::VectorXi out(size);
   for (Index i = 0; i < size; ++i) {
     if (b(i) < lo || b(i) > hi) {
-      throw ParameterError(std::string(owner) + ": buffer '" + name + "' entry " + std::to_string(i) + " is " +
-                           std::to_string(b(i)) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                           "]");
+      throw ParameterError(std::string(owner) + ": buffer '" + name + "' entry " +
+                           std::to_string(i) + " is " + std::to_string(b(i)) + ", outside [" +
+                           std::to_string(lo) + ", " + std::to_string(hi) + "]");
     }
     out(i) = int(b(i));
   }
@@ -97,8 +101,8 @@ inline Eigen::VectorXi buffer_to_indices(const char* owner, const std::string& n
 }
 
 /// A buffer that must be a permutation of 0 … size−1.
-inline Eigen::VectorXi buffer_to_permutation(const char* owner, const std::string& name, const BufferVector& b,
-                                             Index size) {
+inline Eigen::VectorXi buffer_to_permutation(const char* owner, const std::string& name,
+                                             const BufferVector& b, Index size) {
   Eigen::VectorXi p = buffer_to_indices(owner, name, b, size, 0, std::int64_t(size) - 1);
   std::vector<bool> seen(std::size_t(size), false);
   for (Index i = 0; i < size; ++i) {

@@ -2,11 +2,11 @@
 /// @file
 /// @brief The Bijector concept and its trainable refinements.
 
-#include "nflow/core/traits.hpp"
-#include "nflow/core/types.hpp"
-
 #include <concepts>
 #include <string>
+
+#include "nflow/core/traits.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow {
 
@@ -20,7 +20,8 @@ template <typename B>
 concept Bijector = requires {
   typename B::Scalar;
   { B::Dim } -> std::convertible_to<int>;
-} && requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x) {
+}
+&&requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x) {
   { b.dim() } -> std::convertible_to<Index>;
   b.forward_and_log_det(x);
   b.inverse_and_log_det(x);
@@ -32,28 +33,27 @@ template <typename B>
 concept Parameterized = Bijector<B> && requires(B& b, const B& cb) {
   { cb.parameter_count() } -> std::convertible_to<Index>;
   b.visit_parameters([](const std::string&, Eigen::Ref<ParameterMatrix<typename B::Scalar>>) {});
-  cb.visit_parameters([](const std::string&, Eigen::Ref<const ParameterMatrix<typename B::Scalar>>) {});
+  cb.visit_parameters(
+      [](const std::string&, Eigen::Ref<const ParameterMatrix<typename B::Scalar>>) {});
 };
 
 /// @brief A Bijector with an exact reverse-mode gradient of its forward direction:
 /// `forward_vjp(x, grad_value, grad_log_det, grad_params)` returns ∂L/∂x and adds ∂L/∂θ into
 /// `grad_params` (laid out as the parameter visit order, each tensor column-major).
 template <typename B>
-concept ForwardDifferentiable =
-    Parameterized<B> && requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
-                                 const PerSample<typename B::Scalar, Dynamic>& g,
-                                 Vector<typename B::Scalar>& gp) {
-      b.forward_vjp(x, x, g, gp);
-    };
+concept ForwardDifferentiable = Parameterized<B> &&
+    requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
+             const PerSample<typename B::Scalar, Dynamic>& g, Vector<typename B::Scalar>& gp) {
+  b.forward_vjp(x, x, g, gp);
+};
 
 /// @brief Like ForwardDifferentiable, for the inverse (sampling) direction.
 template <typename B>
-concept InverseDifferentiable =
-    Parameterized<B> && requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
-                                 const PerSample<typename B::Scalar, Dynamic>& g,
-                                 Vector<typename B::Scalar>& gp) {
-      b.inverse_vjp(x, x, g, gp);
-    };
+concept InverseDifferentiable = Parameterized<B> &&
+    requires(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
+             const PerSample<typename B::Scalar, Dynamic>& g, Vector<typename B::Scalar>& gp) {
+  b.inverse_vjp(x, x, g, gp);
+};
 
 /// @brief An elementwise transformer: the map a coupling or autoregressive structure applies to
 /// the features it transforms, given the parameters its conditioner produces (the contract of
@@ -68,10 +68,11 @@ template <typename T>
 concept Transformer = requires {
   typename T::Scalar;
   { T::ParamsPerDim } -> std::convertible_to<int>;
-} && requires(const T& t, const Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& in,
-              Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& out,
-              const Eigen::Matrix<typename T::Scalar, 1, Dynamic>& grad_log_det,
-              Eigen::Matrix<typename T::Scalar, 1, Dynamic>& log_det) {
+}
+&&requires(const T& t, const Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& in,
+           Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& out,
+           const Eigen::Matrix<typename T::Scalar, 1, Dynamic>& grad_log_det,
+           Eigen::Matrix<typename T::Scalar, 1, Dynamic>& log_det) {
   t.forward(in, in, out, log_det);
   t.inverse(in, in, out, log_det);
   t.forward_backward(in, in, in, grad_log_det, out, out);

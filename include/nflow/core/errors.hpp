@@ -9,7 +9,6 @@
 /// sample (column) only; nflow::non_finite_columns() reports which columns those are.
 
 #include <Eigen/Core>
-
 #include <stdexcept>
 #include <string>
 #include <vector>

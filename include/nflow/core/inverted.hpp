@@ -2,12 +2,12 @@
 /// @file
 /// @brief Inverted<B>: the bijector B used the other way round.
 
+#include <utility>
+
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/composite.hpp"
 #include "nflow/core/concepts.hpp"
-
-#include <utility>
 
 namespace nflow {
 
@@ -30,7 +30,8 @@ class Inverted : public BijectorBase<Inverted<B>> {
   static constexpr Cost ForwardCost = inverse_cost_v<B>;
   static constexpr Cost InverseCost = forward_cost_v<B>;
 
-  Inverted() requires std::default_initializable<B> = default;
+  Inverted() requires std::default_initializable<B>
+  = default;
   explicit Inverted(B inner) : inner_(std::move(inner)) {}
 
   const B& inner() const { return inner_; }
@@ -61,23 +62,27 @@ class Inverted : public BijectorBase<Inverted<B>> {
 
   template <typename X, typename C>
   auto forward_impl(const X& x, const C& ctx) const {
-    return with_context<B>(ctx, [&](const auto&... c) { return inner_.inverse_and_log_det(x, c...); });
+    return with_context<B>(ctx,
+                           [&](const auto&... c) { return inner_.inverse_and_log_det(x, c...); });
   }
   template <typename Z, typename C>
   auto inverse_impl(const Z& z, const C& ctx) const {
-    return with_context<B>(ctx, [&](const auto&... c) { return inner_.forward_and_log_det(z, c...); });
+    return with_context<B>(ctx,
+                           [&](const auto&... c) { return inner_.forward_and_log_det(z, c...); });
   }
   template <typename X, typename GV, typename GL, typename C>
-    requires InverseDifferentiable<B>
+  requires InverseDifferentiable<B>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C& ctx) const {
-    return with_context<B>(ctx, [&](const auto&... c) { return inner_.inverse_vjp(x, gv, gl, gp, c...); });
+    return with_context<B>(
+        ctx, [&](const auto&... c) { return inner_.inverse_vjp(x, gv, gl, gp, c...); });
   }
   template <typename Z, typename GV, typename GL, typename C>
-    requires ForwardDifferentiable<B>
+  requires ForwardDifferentiable<B>
   auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C& ctx) const {
-    return with_context<B>(ctx, [&](const auto&... c) { return inner_.forward_vjp(z, gv, gl, gp, c...); });
+    return with_context<B>(
+        ctx, [&](const auto&... c) { return inner_.forward_vjp(z, gv, gl, gp, c...); });
   }
 
  private:

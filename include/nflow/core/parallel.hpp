@@ -49,7 +49,9 @@ inline thread_local bool inside_tile = false;
 
 /// @brief Threads a batch call may use (>= 1; default 1). @throws ParameterError if n < 1.
 inline void set_num_threads(int n) {
-  if (n < 1) throw ParameterError("nflow::set_num_threads: need at least 1 thread, got " + std::to_string(n));
+  if (n < 1)
+    throw ParameterError("nflow::set_num_threads: need at least 1 thread, got " +
+                         std::to_string(n));
   detail::num_threads_setting().store(n);
 }
 /// @brief The thread count batch calls use (see set_num_threads).
@@ -57,7 +59,9 @@ inline int num_threads() { return detail::num_threads_setting().load(); }
 
 /// @brief Columns per tile of a batch call (>= 1; default 256). @throws ParameterError if n < 1.
 inline void set_tile_columns(Index n) {
-  if (n < 1) throw ParameterError("nflow::set_tile_columns: need at least 1 column, got " + std::to_string(n));
+  if (n < 1)
+    throw ParameterError("nflow::set_tile_columns: need at least 1 column, got " +
+                         std::to_string(n));
   detail::tile_columns_setting().store(n);
 }
 /// @brief The tile width of batch calls (see set_tile_columns).

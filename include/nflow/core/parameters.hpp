@@ -9,13 +9,13 @@
 /// tensors in that order, each column-major. Names compose like PyTorch `state_dict` keys:
 /// a Flow prefixes its steps' names with `"<index>."`.
 
-#include "nflow/core/errors.hpp"
-#include "nflow/core/types.hpp"
-
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow {
 
@@ -84,7 +84,8 @@ namespace detail {
 /// visit has one tensor type whatever the storage (a fixed column, a matrix, a Ref).
 template <typename Scalar, bool Const, typename F>
 struct RefVisitor {
-  using Ref = std::conditional_t<Const, Eigen::Ref<const ParameterMatrix<Scalar>>, Eigen::Ref<ParameterMatrix<Scalar>>>;
+  using Ref = std::conditional_t<Const, Eigen::Ref<const ParameterMatrix<Scalar>>,
+                                 Eigen::Ref<ParameterMatrix<Scalar>>>;
   F& f;
   template <typename T>
   void operator()(const std::string& name, T&& tensor) const {
@@ -107,9 +108,9 @@ struct ProbeVisitor {
 template <typename D, typename Base>
 concept InheritsParameterMembers =
     std::is_same_v<decltype(&D::parameter_count), Index (Base::*)() const> && requires {
-      static_cast<void (Base::*)(ProbeVisitor&&)>(&D::template visit_parameters<ProbeVisitor>);
-      static_cast<void (Base::*)(ProbeVisitor&&) const>(&D::template visit_parameters<ProbeVisitor>);
-    };
+  static_cast<void (Base::*)(ProbeVisitor &&)>(&D::template visit_parameters<ProbeVisitor>);
+  static_cast<void (Base::*)(ProbeVisitor &&) const>(&D::template visit_parameters<ProbeVisitor>);
+};
 
 /// Wraps a visitor so that every name it sees is prefixed with `prefix`.
 template <typename F>

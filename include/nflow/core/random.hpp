@@ -8,7 +8,6 @@
 /// one platform's C library they are).
 
 #include <Eigen/Core>
-
 #include <bit>
 #include <cmath>
 #include <cstdint>

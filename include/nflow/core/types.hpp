@@ -7,7 +7,6 @@
 /// contiguous). A single point is `Dim × 1`. Log-dets and log-probs are `1 × N`, one per column.
 
 #include <Eigen/Core>
-
 #include <type_traits>
 
 namespace nflow {
@@ -56,7 +55,9 @@ enum class Cost {
 };
 
 /// Combines the costs of the steps of a composition: the most expensive one wins.
-constexpr Cost max_cost(Cost a, Cost b) { return static_cast<int>(a) >= static_cast<int>(b) ? a : b; }
+constexpr Cost max_cost(Cost a, Cost b) {
+  return static_cast<int>(a) >= static_cast<int>(b) ? a : b;
+}
 
 /// Scalar type of an Eigen expression or of a bijector.
 template <typename T>

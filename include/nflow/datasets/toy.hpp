@@ -7,11 +7,6 @@
 /// arXiv:1810.01367), written out below; draws use nflow's own random numbers, so a seed gives
 /// the same data with every compiler.
 
-#include "nflow/core/errors.hpp"
-#include "nflow/core/random.hpp"
-#include "nflow/core/types.hpp"
-#include "nflow/math/constants.hpp"
-
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -19,32 +14,46 @@
 #include <string>
 #include <string_view>
 
+#include "nflow/core/errors.hpp"
+#include "nflow/core/random.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/math/constants.hpp"
+
 namespace nflow::datasets {
 
 enum class Toy {
-  TwoMoons,      ///< two interleaved half circles (radius 2), noise σ = 0.2
-  EightGaussians,///< 8 Gaussians, σ = 0.5/√2, centres on a circle of radius 4/√2
-  Checkerboard,  ///< uniform on 8 squares of side 2 in [−4, 4]²; entropy log 32
-  Pinwheel,      ///< 5 curved arms
-  Rings,         ///< 4 concentric rings, radii 0.75, 1.5, 2.25, 3 (FFJORD's), noise σ = 0.08
-  TwoSpirals,    ///< two interleaved spirals
-  Circles,       ///< two concentric circles, radii 3 and 1.5, noise σ = 0.24
-  SwissRoll,     ///< the swiss roll's (x, z) projection, scaled by 1/5
+  TwoMoons,        ///< two interleaved half circles (radius 2), noise σ = 0.2
+  EightGaussians,  ///< 8 Gaussians, σ = 0.5/√2, centres on a circle of radius 4/√2
+  Checkerboard,    ///< uniform on 8 squares of side 2 in [−4, 4]²; entropy log 32
+  Pinwheel,        ///< 5 curved arms
+  Rings,           ///< 4 concentric rings, radii 0.75, 1.5, 2.25, 3 (FFJORD's), noise σ = 0.08
+  TwoSpirals,      ///< two interleaved spirals
+  Circles,         ///< two concentric circles, radii 3 and 1.5, noise σ = 0.24
+  SwissRoll,       ///< the swiss roll's (x, z) projection, scaled by 1/5
 };
 
-inline constexpr std::array<Toy, 8> all_toys{Toy::TwoMoons, Toy::EightGaussians, Toy::Checkerboard, Toy::Pinwheel,
-                                             Toy::Rings,    Toy::TwoSpirals,     Toy::Circles,      Toy::SwissRoll};
+inline constexpr std::array<Toy, 8> all_toys{Toy::TwoMoons, Toy::EightGaussians, Toy::Checkerboard,
+                                             Toy::Pinwheel, Toy::Rings,          Toy::TwoSpirals,
+                                             Toy::Circles,  Toy::SwissRoll};
 
 inline std::string_view name(Toy toy) {
   switch (toy) {
-    case Toy::TwoMoons: return "two_moons";
-    case Toy::EightGaussians: return "8gaussians";
-    case Toy::Checkerboard: return "checkerboard";
-    case Toy::Pinwheel: return "pinwheel";
-    case Toy::Rings: return "rings";
-    case Toy::TwoSpirals: return "2spirals";
-    case Toy::Circles: return "circles";
-    case Toy::SwissRoll: return "swissroll";
+    case Toy::TwoMoons:
+      return "two_moons";
+    case Toy::EightGaussians:
+      return "8gaussians";
+    case Toy::Checkerboard:
+      return "checkerboard";
+    case Toy::Pinwheel:
+      return "pinwheel";
+    case Toy::Rings:
+      return "rings";
+    case Toy::TwoSpirals:
+      return "2spirals";
+    case Toy::Circles:
+      return "circles";
+    case Toy::SwissRoll:
+      return "swissroll";
   }
   return "unknown";
 }
@@ -80,7 +89,8 @@ Batch<Scalar, 2, Dynamic> toy(Toy which, Index n, std::uint64_t seed) {
       case Toy::EightGaussians: {
         const int k = int(u() * 8.0);
         const double angle = 2.0 * pi * k / 8.0;
-        x.col(j) << (4.0 * std::cos(angle) + 0.5 * a) / std::sqrt(2.0), (4.0 * std::sin(angle) + 0.5 * b) / std::sqrt(2.0);
+        x.col(j) << (4.0 * std::cos(angle) + 0.5 * a) / std::sqrt(2.0),
+            (4.0 * std::sin(angle) + 0.5 * b) / std::sqrt(2.0);
         break;
       }
       case Toy::Checkerboard: {
@@ -116,7 +126,8 @@ Batch<Scalar, 2, Dynamic> toy(Toy which, Index n, std::uint64_t seed) {
       case Toy::Circles: {
         const double radius = u() < 0.5 ? 1.0 : 0.5;
         const double t = 2.0 * pi * u();
-        x.col(j) << 3.0 * (radius * std::cos(t) + 0.08 * a), 3.0 * (radius * std::sin(t) + 0.08 * b);
+        x.col(j) << 3.0 * (radius * std::cos(t) + 0.08 * a),
+            3.0 * (radius * std::sin(t) + 0.08 * b);
         break;
       }
       case Toy::SwissRoll: {
@@ -140,9 +151,12 @@ class Standardizer {
   Standardizer() = default;
   template <typename X>
   explicit Standardizer(const Eigen::MatrixBase<X>& data, Scalar min_scale = Scalar(1e-6)) {
-    if (data.cols() < 2) throw ShapeError("nflow::datasets::Standardizer: needs at least two samples to fit");
+    if (data.cols() < 2)
+      throw ShapeError("nflow::datasets::Standardizer: needs at least two samples to fit");
     mean_ = data.rowwise().mean();
-    scale_ = ((data.colwise() - mean_).array().square().rowwise().sum() / Scalar(data.cols() - 1)).sqrt().max(min_scale);
+    scale_ = ((data.colwise() - mean_).array().square().rowwise().sum() / Scalar(data.cols() - 1))
+                 .sqrt()
+                 .max(min_scale);
   }
   template <typename X>
   Batch<Scalar, Dynamic, Dynamic> apply(const Eigen::MatrixBase<X>& x) const {

@@ -2,6 +2,10 @@
 /// @file
 /// @brief Density<Base, Transform>: a normalizing flow as a probability density.
 
+#include <random>
+#include <string>
+#include <utility>
+
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/composite.hpp"
@@ -9,10 +13,6 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
-
-#include <random>
-#include <string>
-#include <utility>
 
 namespace nflow {
 
@@ -34,19 +34,23 @@ struct SamplesAndLogProb {
 /// @tparam Transform a nflow::Bijector in the data → latent direction.
 template <typename Base, typename Transform>
 class Density {
-  static_assert(Bijector<Transform>, "nflow::Density<Base, Transform>: Transform must model nflow::Bijector");
-  static_assert(std::is_same_v<typename Base::Scalar, typename Transform::Scalar>,
-                "nflow::Density<Base, Transform>: Base and Transform must use the same Scalar type");
+  static_assert(Bijector<Transform>,
+                "nflow::Density<Base, Transform>: Transform must model nflow::Bijector");
+  static_assert(
+      std::is_same_v<typename Base::Scalar, typename Transform::Scalar>,
+      "nflow::Density<Base, Transform>: Base and Transform must use the same Scalar type");
   static_assert(Base::Dim == Dynamic || Transform::Dim == Dynamic || Base::Dim == Transform::Dim,
                 "nflow::Density<Base, Transform>: Base and Transform must have the same dimension");
-  static_assert(detail::CheckParameterMembers<0, Base>::ok && detail::CheckParameterMembers<1, Transform>::ok);
+  static_assert(detail::CheckParameterMembers<0, Base>::ok &&
+                detail::CheckParameterMembers<1, Transform>::ok);
 
  public:
   using Scalar = typename Transform::Scalar;
   static constexpr int Dim = Transform::Dim != Dynamic ? Transform::Dim : Base::Dim;
   static constexpr int ContextDim = context_dim_v<Transform>;
 
-  Density(Base base, Transform transform) : base_(std::move(base)), transform_(std::move(transform)) {
+  Density(Base base, Transform transform)
+      : base_(std::move(base)), transform_(std::move(transform)) {
     if (base_.dim() != transform_.dim()) {
       throw ShapeError("nflow::Density: the base has dimension " + std::to_string(base_.dim()) +
                        " but the transform has dimension " + std::to_string(transform_.dim()));
@@ -79,8 +83,10 @@ class Density {
 
   /// `n` samples with their log-densities, from one pass: log p(x) = log p_base(z) − log|det ∂T⁻¹/∂z|.
   template <std::uniform_random_bit_generator G, ContextArg C = NoContext>
-  SamplesAndLogProb<Scalar, Dim> sample_and_log_prob(Index n, G& gen, const C& context = C{}) const {
-    if (n < 0) throw ShapeError("nflow::Density::sample: n must be non-negative, got " + std::to_string(n));
+  SamplesAndLogProb<Scalar, Dim> sample_and_log_prob(Index n, G& gen,
+                                                     const C& context = C{}) const {
+    if (n < 0)
+      throw ShapeError("nflow::Density::sample: n must be non-negative, got " + std::to_string(n));
     Batch<Scalar, Dim, Dynamic> z = base_.sample(n, gen);
     PerSample<Scalar, Dynamic> base_lp = base_.log_prob(z);
     auto r = [&] {
@@ -98,11 +104,11 @@ class Density {
 
   /// ∇ₓ log p(x), the score, per column (Dim × N). Needs a ForwardDifferentiable transform.
   template <typename X, ContextArg C = NoContext>
-  auto score(const Eigen::MatrixBase<X>& x, const C& context = C{}) const
-    requires ForwardDifferentiable<Transform>
-  {
+  auto score(const Eigen::MatrixBase<X>& x,
+             const C& context = C{}) const requires ForwardDifferentiable<Transform> {
     Vector<Scalar> scratch = Vector<Scalar>::Zero(parameter_count());
-    PerSample<Scalar, X::ColsAtCompileTime> ones = PerSample<Scalar, X::ColsAtCompileTime>::Ones(1, x.cols());
+    PerSample<Scalar, X::ColsAtCompileTime> ones =
+        PerSample<Scalar, X::ColsAtCompileTime>::Ones(1, x.cols());
     return log_prob_vjp(x, ones, scratch, context);
   }
 
@@ -110,10 +116,10 @@ class Density {
   /// `grad_params` (base parameters first, then the transform's).
   template <typename X, typename G, ContextArg C = NoContext>
   auto log_prob_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<G>& grad_log_prob,
-                    Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const
-    requires ForwardDifferentiable<Transform>
-  {
-    detail::check_size("Density::log_prob_vjp", "grad_params", parameter_count(), grad_params.size());
+                    Eigen::Ref<Vector<Scalar>> grad_params,
+                    const C& context = C{}) const requires ForwardDifferentiable<Transform> {
+    detail::check_size("Density::log_prob_vjp", "grad_params", parameter_count(),
+                       grad_params.size());
     detail::check_cols("Density::log_prob_vjp", "grad_log_prob", x.cols(), grad_log_prob.rows(),
                        grad_log_prob.cols());
     const Index nb = detail::part_parameter_count(base_);

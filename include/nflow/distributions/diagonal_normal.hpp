@@ -2,13 +2,13 @@
 /// @file
 /// @brief A diagonal normal base distribution with trainable mean and log-scale.
 
+#include <string>
+
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/math/constants.hpp"
-
-#include <string>
 
 namespace nflow {
 
@@ -29,8 +29,9 @@ class DiagonalNormal {
   /// Standard normal start: loc = 0, log_scale = 0.
   explicit DiagonalNormal(Index dim) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
-      throw ParameterError("nflow::DiagonalNormal: dim must be positive (and equal Dim when fixed), got " +
-                           std::to_string(dim));
+      throw ParameterError(
+          "nflow::DiagonalNormal: dim must be positive (and equal Dim when fixed), got " +
+          std::to_string(dim));
     }
     loc_ = Column::Zero(dim);
     log_scale_ = Column::Zero(dim);
@@ -61,9 +62,9 @@ class DiagonalNormal {
 
   /// ∂L/∂z from ∂L/∂log_prob (1 × N); adds ∂L/∂loc and ∂L/∂log_scale into `grad_params`.
   template <typename Z, typename G>
-  Batch<Scalar, Dim, Z::ColsAtCompileTime> log_prob_vjp(const Eigen::MatrixBase<Z>& z,
-                                                         const Eigen::MatrixBase<G>& grad_log_prob,
-                                                         Eigen::Ref<Vector<Scalar>> grad_params) const {
+  Batch<Scalar, Dim, Z::ColsAtCompileTime> log_prob_vjp(
+      const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<G>& grad_log_prob,
+      Eigen::Ref<Vector<Scalar>> grad_params) const {
     detail::check_rows("DiagonalNormal::log_prob_vjp", "z", dim(), z.rows(), z.cols());
     detail::check_size("DiagonalNormal::log_prob_vjp", "grad_params", parameter_count(),
                        grad_params.size());
@@ -75,8 +76,10 @@ class DiagonalNormal {
         (-(u.array().colwise() * inv_scale.array())).rowwise() * grad_log_prob.array();
     detail::GradientSlicer<Scalar> slicer(grad_params);
     slicer.next(dim()) -= dz.rowwise().sum();
-    slicer.next(dim()) +=
-        ((u.array().square() - Scalar(1)).rowwise() * grad_log_prob.array()).rowwise().sum().matrix();
+    slicer.next(dim()) += ((u.array().square() - Scalar(1)).rowwise() * grad_log_prob.array())
+                              .rowwise()
+                              .sum()
+                              .matrix();
     return dz;
   }
 

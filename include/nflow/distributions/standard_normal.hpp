@@ -23,8 +23,9 @@ class StandardNormal {
   StandardNormal() requires(Dim_ != Dynamic) = default;
   explicit StandardNormal(Index dim) : dim_(dim) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
-      throw ParameterError("nflow::StandardNormal: dim must be positive (and equal Dim when fixed), got " +
-                           std::to_string(dim));
+      throw ParameterError(
+          "nflow::StandardNormal: dim must be positive (and equal Dim when fixed), got " +
+          std::to_string(dim));
     }
   }
 
@@ -40,9 +41,9 @@ class StandardNormal {
 
   /// ∂L/∂z for L depending on log_prob(z) through `grad_log_prob` (1 × N). No parameters.
   template <typename Z, typename G>
-  Batch<Scalar, Dim, Z::ColsAtCompileTime> log_prob_vjp(const Eigen::MatrixBase<Z>& z,
-                                                         const Eigen::MatrixBase<G>& grad_log_prob,
-                                                         Eigen::Ref<Vector<Scalar>> /*grad_params*/) const {
+  Batch<Scalar, Dim, Z::ColsAtCompileTime> log_prob_vjp(
+      const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<G>& grad_log_prob,
+      Eigen::Ref<Vector<Scalar>> /*grad_params*/) const {
     detail::check_rows("StandardNormal::log_prob_vjp", "z", dim(), z.rows(), z.cols());
     return -(z.array().rowwise() * grad_log_prob.array()).matrix();
   }

@@ -261,10 +261,10 @@ class NflowsAffineAutoregressive final : public Layer<Scalar> {
   void inverse(Matrix<Scalar>& v, RowVector<Scalar>& log_det,
                const Matrix<Scalar>* c) const override {
     detail::autoregressive_inverse<Scalar>(
-        v, log_det, passes_, [&](const Matrix<Scalar>& x) -> Matrix<Scalar> { return made_(x, ctx(c)); },
-        [&](const Matrix<Scalar>& out, const Matrix<Scalar>& z, Matrix<Scalar>& x, RowVector<Scalar>& ld) {
-          apply(out, z, x, ld, false);
-        });
+        v, log_det, passes_,
+        [&](const Matrix<Scalar>& x) -> Matrix<Scalar> { return made_(x, ctx(c)); },
+        [&](const Matrix<Scalar>& out, const Matrix<Scalar>& z, Matrix<Scalar>& x,
+            RowVector<Scalar>& ld) { apply(out, z, x, ld, false); });
   }
   std::string description() const override {
     return "nflows MaskedAffineAutoregressiveTransform '" + prefix_ + "'";
@@ -468,10 +468,11 @@ class ZukoAffineAutoregressive final : public Layer<Scalar> {
                const Matrix<Scalar>* c) const override {
     detail::autoregressive_inverse<Scalar>(
         v, log_det, passes_,
-        [&](const Matrix<Scalar>& x) -> Matrix<Scalar> { return hyper_(detail::stack_rows(x, ctx(c))); },
-        [&](const Matrix<Scalar>& out, const Matrix<Scalar>& z, Matrix<Scalar>& x, RowVector<Scalar>& ld) {
-          apply(out, z, x, ld, false);
-        });
+        [&](const Matrix<Scalar>& x) -> Matrix<Scalar> {
+          return hyper_(detail::stack_rows(x, ctx(c)));
+        },
+        [&](const Matrix<Scalar>& out, const Matrix<Scalar>& z, Matrix<Scalar>& x,
+            RowVector<Scalar>& ld) { apply(out, z, x, ld, false); });
   }
   std::string description() const override {
     return "zuko MaskedAutoregressiveTransform '" + prefix_ + "'";

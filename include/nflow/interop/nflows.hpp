@@ -444,8 +444,7 @@ ImportedFlow<Scalar> load_nflows_maf(StateDict sd, const NflowsMafOptions& o = {
   sd.check_option("num_layers", o.num_layers, num_layers);
   sd.check_option("num_blocks_per_layer", o.num_blocks_per_layer, made.blocks);
   sd.check_option("use_residual_blocks", o.use_residual_blocks, made.residual);
-  sd.check_option("batch_norm_within_layers", o.batch_norm_within_layers,
-                       made.batch_norm_within);
+  sd.check_option("batch_norm_within_layers", o.batch_norm_within_layers, made.batch_norm_within);
   sd.check_option("batch_norm_between_layers", o.batch_norm_between_layers, bn_between);
   if (o.use_random_masks && *o.use_random_masks && made.residual) {
     sd.fail(
@@ -505,7 +504,7 @@ ImportedFlow<Scalar> load_nflows_simple_realnvp(StateDict sd,
   sd.check_option("num_blocks_per_layer", o.num_blocks_per_layer, info[0].blocks);
   sd.check_option("use_volume_preserving", o.use_volume_preserving, info[0].additive);
   sd.check_option("batch_norm_within_layers", o.batch_norm_within_layers,
-                       info[0].batch_norm_within);
+                  info[0].batch_norm_within);
   sd.check_option("batch_norm_between_layers", o.batch_norm_between_layers, bn_between);
   return detail::make_nflows_flow(std::move(r));
 }

@@ -12,8 +12,8 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <concepts>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -43,8 +43,8 @@ class StateDict {
   /// The state dict of the safetensors file at `path` (see from_file). Implicit, so that every
   /// importer, which takes a StateDict, also takes a file path: `load_zuko_maf("model.safetensors")`.
   template <typename Path>
-    requires std::convertible_to<const Path&, std::filesystem::path>
-  StateDict(const Path& path)  // NOLINT(google-explicit-constructor): a path is a state dict's source
+  requires std::convertible_to<const Path&, std::filesystem::path> StateDict(
+      const Path& path)  // NOLINT(google-explicit-constructor): a path is a state dict's source
       : StateDict(from_file(std::filesystem::path(path))) {}
 
   /// Reads the safetensors file at `path` (io::parse_safetensors validates it). PyTorch's 1-byte
@@ -303,7 +303,8 @@ class StateDict {
   void check_option(const char* what, const std::optional<bool>& given, bool found) const {
     if (given && *given != found) {
       fail(std::string(what) + " = " + (*given ? "True" : "False") +
-           " was given, but the file holds a model with " + what + " = " + (found ? "True" : "False"));
+           " was given, but the file holds a model with " + what + " = " +
+           (found ? "True" : "False"));
     }
   }
 

@@ -121,7 +121,8 @@ struct ZukoLayout {
   std::vector<std::string> prefixes;
   Index dim = 0;
 };
-inline ZukoLayout zuko_layout(StateDict& sd, const char* who, const char* key, const std::optional<Index>& features,
+inline ZukoLayout zuko_layout(StateDict& sd, const char* who, const char* key,
+                              const std::optional<Index>& features,
                               const std::optional<Index>& transforms) {
   ZukoLayout layout{zuko_prefixes(sd, who), 0};
   layout.dim = sd.length_of(layout.prefixes.front() + key);
@@ -134,11 +135,12 @@ inline ZukoLayout zuko_layout(StateDict& sd, const char* who, const char* key, c
 /// '<p>.hyper' must output `expected` values: the shift and scale of each transformed feature
 /// (`expectation` says how that count arises, for the message).
 template <typename Scalar>
-void check_affine_outputs(StateDict& sd, const ZukoMlp<Scalar>& mlp, const std::string& p, Index expected,
-                          const std::string& expectation) {
+void check_affine_outputs(StateDict& sd, const ZukoMlp<Scalar>& mlp, const std::string& p,
+                          Index expected, const std::string& expectation) {
   if (mlp.layers.back().out() != expected) {
-    sd.fail("'" + p + ".hyper' outputs " + std::to_string(mlp.layers.back().out()) + " values, expected " +
-            expectation + " (only the affine MonotonicAffineTransform is supported)");
+    sd.fail("'" + p + ".hyper' outputs " + std::to_string(mlp.layers.back().out()) +
+            " values, expected " + expectation +
+            " (only the affine MonotonicAffineTransform is supported)");
   }
 }
 
@@ -148,7 +150,8 @@ ImportedFlow<Scalar> finish_zuko(StateDict& sd, const char* who, Index dim, Inde
                                  std::vector<std::shared_ptr<const Layer<Scalar>>> layers) {
   ImportedBase<Scalar> base = load_zuko_base<Scalar>(sd, dim);
   sd.finish(who);
-  return ImportedFlow<Scalar>(std::move(base), ImportedTransform<Scalar>(dim, context_dim, std::move(layers)));
+  return ImportedFlow<Scalar>(std::move(base),
+                              ImportedTransform<Scalar>(dim, context_dim, std::move(layers)));
 }
 
 inline void check_hidden(StateDict& sd, const std::vector<Index>& given,
@@ -171,7 +174,8 @@ inline void check_hidden(StateDict& sd, const std::vector<Index>& given,
 /// layer's 'order', invalid orders). Each message names the tensor.
 template <typename Scalar = double>
 ImportedFlow<Scalar> load_zuko_maf(StateDict sd, const ZukoMafOptions& o = {}) {
-  const detail::ZukoLayout layout = detail::zuko_layout(sd, "load_zuko_maf", ".order", o.features, o.transforms);
+  const detail::ZukoLayout layout =
+      detail::zuko_layout(sd, "load_zuko_maf", ".order", o.features, o.transforms);
   const std::vector<std::string>& prefixes = layout.prefixes;
   const Index dim = layout.dim;
   const Index context_dim = sd.cols_of(prefixes.front() + ".hyper.0.weight") - dim;

@@ -17,8 +17,6 @@
 /// Whitespace (space, tab, CR, LF) may surround the top-level value (safetensors pads its header
 /// with spaces). Errors throw nflow::io::FormatError with the byte offset of the problem.
 
-#include "nflow/io/errors.hpp"
-
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -27,6 +25,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "nflow/io/errors.hpp"
 
 namespace nflow::io::json {
 
@@ -37,10 +37,10 @@ struct Value {
   enum class Kind { Null, Bool, Number, String, Array, Object };
 
   Kind kind = Kind::Null;
-  bool boolean = false;          ///< Kind::Bool
-  std::string text;              ///< Kind::String: the decoded UTF-8; Kind::Number: the literal
-  std::vector<Value> items;      ///< Kind::Array
-  std::vector<Member> members;   ///< Kind::Object, in document order; keys are unique
+  bool boolean = false;         ///< Kind::Bool
+  std::string text;             ///< Kind::String: the decoded UTF-8; Kind::Number: the literal
+  std::vector<Value> items;     ///< Kind::Array
+  std::vector<Member> members;  ///< Kind::Object, in document order; keys are unique
 
   bool is_object() const { return kind == Kind::Object; }
   bool is_array() const { return kind == Kind::Array; }
@@ -82,12 +82,18 @@ inline const Value* Value::find(std::string_view key) const {
 /// @brief Human-readable name of a kind, for error messages.
 inline const char* kind_name(Value::Kind k) {
   switch (k) {
-    case Value::Kind::Null: return "null";
-    case Value::Kind::Bool: return "a boolean";
-    case Value::Kind::Number: return "a number";
-    case Value::Kind::String: return "a string";
-    case Value::Kind::Array: return "an array";
-    case Value::Kind::Object: return "an object";
+    case Value::Kind::Null:
+      return "null";
+    case Value::Kind::Bool:
+      return "a boolean";
+    case Value::Kind::Number:
+      return "a number";
+    case Value::Kind::String:
+      return "a string";
+    case Value::Kind::Array:
+      return "an array";
+    case Value::Kind::Object:
+      return "an object";
   }
   return "?";
 }
@@ -155,7 +161,8 @@ class Parser {
   unsigned char peek() const { return static_cast<unsigned char>(s_[pos_]); }
 
   void skip_ws() {
-    while (!at_end() && (peek() == ' ' || peek() == '\t' || peek() == '\n' || peek() == '\r')) ++pos_;
+    while (!at_end() && (peek() == ' ' || peek() == '\t' || peek() == '\n' || peek() == '\r'))
+      ++pos_;
   }
 
   void expect(char c, const char* what) {
@@ -168,15 +175,28 @@ class Parser {
     if (++values_ > max_values) fail("more than " + std::to_string(max_values) + " values");
     Value v;
     switch (s_[pos_]) {
-      case '{': parse_object(v, depth + 1); break;
-      case '[': parse_array(v, depth + 1); break;
+      case '{':
+        parse_object(v, depth + 1);
+        break;
+      case '[':
+        parse_array(v, depth + 1);
+        break;
       case '"':
         v.kind = Value::Kind::String;
         v.text = parse_string();
         break;
-      case 't': literal("true"); v.kind = Value::Kind::Bool; v.boolean = true; break;
-      case 'f': literal("false"); v.kind = Value::Kind::Bool; break;
-      case 'n': literal("null"); break;
+      case 't':
+        literal("true");
+        v.kind = Value::Kind::Bool;
+        v.boolean = true;
+        break;
+      case 'f':
+        literal("false");
+        v.kind = Value::Kind::Bool;
+        break;
+      case 'n':
+        literal("null");
+        break;
       default:
         if (s_[pos_] == '-' || (s_[pos_] >= '0' && s_[pos_] <= '9')) {
           v.kind = Value::Kind::Number;
@@ -189,7 +209,8 @@ class Parser {
   }
 
   void literal(std::string_view word) {
-    if (s_.substr(pos_, word.size()) != word) fail("invalid literal, expected '" + std::string(word) + "'");
+    if (s_.substr(pos_, word.size()) != word)
+      fail("invalid literal, expected '" + std::string(word) + "'");
     pos_ += word.size();
   }
 
@@ -262,7 +283,8 @@ class Parser {
     if (at_end()) fail("unexpected end of input in a number");
     if (s_[pos_] == '0') {
       ++pos_;
-      if (!at_end() && peek() >= '0' && peek() <= '9') fail("leading zeros are not allowed in a number");
+      if (!at_end() && peek() >= '0' && peek() <= '9')
+        fail("leading zeros are not allowed in a number");
     } else if (digits() == 0) {
       fail("expected a digit in a number");
     }
@@ -284,10 +306,14 @@ class Parser {
     for (int i = 0; i < 4; ++i) {
       const char c = s_[pos_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= unsigned(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
-      else fail("invalid hex digit in a \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= unsigned(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= unsigned(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= unsigned(c - 'A' + 10);
+      else
+        fail("invalid hex digit in a \\u escape");
     }
     return v;
   }
@@ -341,14 +367,30 @@ class Parser {
       if (at_end()) fail("unterminated escape in a string");
       const char e = s_[pos_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           std::uint32_t cp = hex4();
           if (cp >= 0xDC00 && cp <= 0xDFFF) fail("lone low surrogate in a \\u escape");
@@ -362,7 +404,8 @@ class Parser {
           append_utf8(out, cp);
           break;
         }
-        default: fail("invalid escape in a string");
+        default:
+          fail("invalid escape in a string");
       }
     }
   }

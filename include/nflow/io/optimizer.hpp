@@ -5,15 +5,14 @@
 /// both into a model and an optimiser built the same way, and the next steps are bit-identical to
 /// those of the run that never stopped.
 
-#include "nflow/io/safetensors.hpp"
-
 #include <Eigen/Core>
-
 #include <filesystem>
 #include <istream>
 #include <ostream>
 #include <string>
 #include <utility>
+
+#include "nflow/io/safetensors.hpp"
 
 namespace nflow::io {
 
@@ -53,7 +52,8 @@ void save_optimizer(const Optimizer& optimizer, std::ostream& out, Metadata meta
   save(OptimizerState<Optimizer>(optimizer), out, SaveOptions{DType::F64, std::move(metadata)});
 }
 template <typename Optimizer>
-void save_optimizer(const Optimizer& optimizer, const std::filesystem::path& path, Metadata metadata = {}) {
+void save_optimizer(const Optimizer& optimizer, const std::filesystem::path& path,
+                    Metadata metadata = {}) {
   save(OptimizerState<Optimizer>(optimizer), path, SaveOptions{DType::F64, std::move(metadata)});
 }
 

@@ -27,13 +27,6 @@
 /// constructed with the same architecture (dimensions, widths, layer types) before loading into
 /// it, and the loader checks every shape against it.
 
-#include "nflow/core/buffers.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/types.hpp"
-#include "nflow/io/errors.hpp"
-#include "nflow/io/tensor_conversion.hpp"
-#include "nflow/io/tensor_file.hpp"
-
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -47,6 +40,13 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "nflow/core/buffers.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/io/errors.hpp"
+#include "nflow/io/tensor_conversion.hpp"
+#include "nflow/io/tensor_file.hpp"
 
 namespace nflow::io {
 
@@ -76,18 +76,21 @@ TensorFile to_tensor_file(const T& object, const SaveOptions& options = {}) {
     for (Index j = 0; j < tensor.cols(); ++j) {
       for (Index i = 0; i < tensor.rows(); ++i) {
         if (!std::isfinite(tensor(i, j))) {
-          throw ParameterError("nflow::io::save: tensor " + detail::quote_name(name) + " has a non-finite value at [" +
-                               std::to_string(i) + ", " + std::to_string(j) + "]");
+          throw ParameterError("nflow::io::save: tensor " + detail::quote_name(name) +
+                               " has a non-finite value at [" + std::to_string(i) + ", " +
+                               std::to_string(j) + "]");
         }
       }
     }
     if (!file.tensors.emplace(name, make_tensor(tensor, dtype, name)).second) {
-      throw std::logic_error("nflow::io::save: the object visits two parameters named " + detail::quote_name(name));
+      throw std::logic_error("nflow::io::save: the object visits two parameters named " +
+                             detail::quote_name(name));
     }
   });
   visit_buffers(object, [&](const std::string& name, const BufferVector& b) {
     if (!file.tensors.emplace(name, make_tensor(b, DType::I64, name)).second) {
-      throw std::logic_error("nflow::io::save: the object visits two tensors named " + detail::quote_name(name));
+      throw std::logic_error("nflow::io::save: the object visits two tensors named " +
+                             detail::quote_name(name));
     }
   });
   return file;
@@ -111,7 +114,8 @@ namespace detail {
 /// loader wrote. The layer names the tensor by its own name ("parameter 'log_s'", "buffer
 /// 'order'"); the full name is the latest of the names written so far (`written`) that ends
 /// with it ("3.log_s").
-inline std::string annotate_layer_error(const std::vector<std::string>& written, const std::string& message) {
+inline std::string annotate_layer_error(const std::vector<std::string>& written,
+                                        const std::string& message) {
   std::string local;
   for (const char* kind : {"parameter '", "buffer '"}) {
     const std::size_t p = message.find(kind);
@@ -130,7 +134,8 @@ inline std::string annotate_layer_error(const std::vector<std::string>& written,
     }
   }
   const std::string last = written.empty() ? std::string("?") : written.back();
-  return "nflow::io::load: the layer of tensor " + quote_name(last) + " rejected the loaded values: " + message;
+  return "nflow::io::load: the layer of tensor " + quote_name(last) +
+         " rejected the loaded values: " + message;
 }
 
 }  // namespace detail
@@ -147,16 +152,20 @@ inline std::string annotate_layer_error(const std::vector<std::string>& written,
 template <typename T>
 Metadata load(T& object, const TensorFile& file) {
   using Scalar = typename T::Scalar;
-  static_assert(std::is_floating_point_v<Scalar>, "nflow::io::load: the object's Scalar must be float or double");
+  static_assert(std::is_floating_point_v<Scalar>,
+                "nflow::io::load: the object's Scalar must be float or double");
   // Pass 1 (reads only): check every name, dtype, shape and value, and convert.
   std::map<std::string, ParameterMatrix<Scalar>, std::less<>> values;
   std::as_const(object).visit_parameters([&](const std::string& name, const auto& expected) {
     const auto it = file.tensors.find(name);
-    const std::string want = expected.cols() == 1
-                                 ? "[" + std::to_string(expected.rows()) + "] (or [" + std::to_string(expected.rows()) + ", 1])"
-                                 : "[" + std::to_string(expected.rows()) + ", " + std::to_string(expected.cols()) + "]";
+    const std::string want =
+        expected.cols() == 1
+            ? "[" + std::to_string(expected.rows()) + "] (or [" + std::to_string(expected.rows()) +
+                  ", 1])"
+            : "[" + std::to_string(expected.rows()) + ", " + std::to_string(expected.cols()) + "]";
     if (it == file.tensors.end()) {
-      throw FormatError("nflow::io::load: missing tensor " + detail::quote_name(name) + " (expected shape " + want + ")");
+      throw FormatError("nflow::io::load: missing tensor " + detail::quote_name(name) +
+                        " (expected shape " + want + ")");
     }
     const Tensor& t = it->second;
     if (t.dtype != DType::F32 && t.dtype != DType::F64) {
@@ -178,14 +187,16 @@ Metadata load(T& object, const TensorFile& file) {
       for (Index j = 0; j < m.cols(); ++j) {
         const double v = detail::element_as_double(t, k++);
         if (!std::isfinite(v)) {
-          throw ParameterError("nflow::io::load: tensor " + detail::quote_name(name) + " has a non-finite value (" +
-                               std::to_string(v) + ") at [" + std::to_string(i) + ", " + std::to_string(j) + "]");
+          throw ParameterError("nflow::io::load: tensor " + detail::quote_name(name) +
+                               " has a non-finite value (" + std::to_string(v) + ") at [" +
+                               std::to_string(i) + ", " + std::to_string(j) + "]");
         }
         m(i, j) = detail::checked_narrow<Scalar>(v, name, "load");
       }
     }
     if (!values.emplace(name, std::move(m)).second) {
-      throw std::logic_error("nflow::io::load: the object visits two parameters named " + detail::quote_name(name));
+      throw std::logic_error("nflow::io::load: the object visits two parameters named " +
+                             detail::quote_name(name));
     }
   });
   std::map<std::string, BufferVector, std::less<>> buffers;
@@ -193,8 +204,8 @@ Metadata load(T& object, const TensorFile& file) {
     const auto it = file.tensors.find(name);
     const std::string want = "[" + std::to_string(expected.size()) + "]";
     if (it == file.tensors.end()) {
-      throw FormatError("nflow::io::load: missing buffer " + detail::quote_name(name) + " (expected I64 of shape " +
-                        want + ")");
+      throw FormatError("nflow::io::load: missing buffer " + detail::quote_name(name) +
+                        " (expected I64 of shape " + want + ")");
     }
     const Tensor& t = it->second;
     if (t.dtype != DType::I32 && t.dtype != DType::I64) {
@@ -208,7 +219,8 @@ Metadata load(T& object, const TensorFile& file) {
     BufferVector b(expected.size());
     for (Index i = 0; i < b.size(); ++i) b(i) = detail::element_as_int64(t, std::size_t(i));
     if (values.contains(name) || !buffers.emplace(name, std::move(b)).second) {
-      throw std::logic_error("nflow::io::load: the object visits two tensors named " + detail::quote_name(name));
+      throw std::logic_error("nflow::io::load: the object visits two tensors named " +
+                             detail::quote_name(name));
     }
   });
   for (const auto& entry : file.tensors) {
@@ -225,17 +237,20 @@ Metadata load(T& object, const TensorFile& file) {
       written.push_back(name);
       const auto it = buffers.find(name);
       if (it == buffers.end()) {
-        throw std::logic_error("nflow::io::load: the object's const and non-const visit_buffers disagree at " +
-                               detail::quote_name(name));
+        throw std::logic_error(
+            "nflow::io::load: the object's const and non-const visit_buffers disagree at " +
+            detail::quote_name(name));
       }
       b = it->second;
     });
     copy.visit_parameters([&](const std::string& name, auto&& tensor) {
       written.push_back(name);
       const auto it = values.find(name);
-      if (it == values.end() || it->second.rows() != tensor.rows() || it->second.cols() != tensor.cols()) {
-        throw std::logic_error("nflow::io::load: the object's const and non-const visit_parameters disagree at " +
-                               detail::quote_name(name));
+      if (it == values.end() || it->second.rows() != tensor.rows() ||
+          it->second.cols() != tensor.cols()) {
+        throw std::logic_error(
+            "nflow::io::load: the object's const and non-const visit_parameters disagree at " +
+            detail::quote_name(name));
       }
       tensor = it->second;
     });

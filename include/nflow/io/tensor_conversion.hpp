@@ -15,12 +15,7 @@
 /// nflow::ParameterError naming the tensor (the conversion would be undefined), an integer that
 /// does not fit its dtype std::invalid_argument, a tensor of rank > 2 nflow::io::FormatError.
 
-#include "nflow/core/errors.hpp"
-#include "nflow/core/types.hpp"
-#include "nflow/io/tensor_file.hpp"
-
 #include <Eigen/Core>
-
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -36,6 +31,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "nflow/core/errors.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/io/tensor_file.hpp"
+
 namespace nflow::io {
 
 namespace detail {
@@ -44,10 +43,14 @@ namespace detail {
 inline double element_as_double(const Tensor& t, std::size_t i) {
   const unsigned char* p = t.data.data() + i * dtype_size(t.dtype);
   switch (t.dtype) {
-    case DType::F32: return double(std::bit_cast<float>(load_le<std::uint32_t>(p)));
-    case DType::F64: return std::bit_cast<double>(load_le<std::uint64_t>(p));
-    case DType::I32: return double(std::bit_cast<std::int32_t>(load_le<std::uint32_t>(p)));
-    case DType::I64: return double(std::bit_cast<std::int64_t>(load_le<std::uint64_t>(p)));
+    case DType::F32:
+      return double(std::bit_cast<float>(load_le<std::uint32_t>(p)));
+    case DType::F64:
+      return std::bit_cast<double>(load_le<std::uint64_t>(p));
+    case DType::I32:
+      return double(std::bit_cast<std::int32_t>(load_le<std::uint32_t>(p)));
+    case DType::I64:
+      return double(std::bit_cast<std::int64_t>(load_le<std::uint64_t>(p)));
   }
   return 0.0;
 }
@@ -65,8 +68,8 @@ template <typename Scalar>
 Scalar checked_narrow(double v, std::string_view name, const char* where) {
   if constexpr (std::is_same_v<Scalar, float>) {
     if (std::isfinite(v) && std::abs(v) > double(std::numeric_limits<float>::max())) {
-      throw ParameterError(std::string("nflow::io::") + where + ": tensor " + quote_name(name) + " holds " +
-                           std::to_string(v) + ", outside the range of a float");
+      throw ParameterError(std::string("nflow::io::") + where + ": tensor " + quote_name(name) +
+                           " holds " + std::to_string(v) + ", outside the range of a float");
     }
   }
   return static_cast<Scalar>(v);
@@ -81,11 +84,13 @@ Scalar checked_narrow(double v, std::string_view name, const char* where) {
 template <typename Derived>
 Tensor make_tensor(const Eigen::MatrixBase<Derived>& m, DType dtype, std::string_view name = "") {
   using S = typename Derived::Scalar;
-  static_assert(std::is_arithmetic_v<S>, "nflow::io::make_tensor: the matrix must hold float, double or integers");
+  static_assert(std::is_arithmetic_v<S>,
+                "nflow::io::make_tensor: the matrix must hold float, double or integers");
   const bool integer_dtype = dtype == DType::I32 || dtype == DType::I64;
   if (integer_dtype && std::is_floating_point_v<S>) {
     throw std::invalid_argument("nflow::io::make_tensor: tensor " + detail::quote_name(name) +
-                                ": a floating-point matrix cannot be stored as " + std::string(dtype_name(dtype)));
+                                ": a floating-point matrix cannot be stored as " +
+                                std::string(dtype_name(dtype)));
   }
   Tensor t;
   t.dtype = dtype;
@@ -101,15 +106,18 @@ Tensor make_tensor(const Eigen::MatrixBase<Derived>& m, DType dtype, std::string
     for (Index j = 0; j < m.cols(); ++j, p += size) {
       const S v = m(i, j);
       if (dtype == DType::F32) {
-        const float f = std::is_floating_point_v<S> ? detail::checked_narrow<float>(double(v), name, "make_tensor")
-                                                    : static_cast<float>(v);
+        const float f = std::is_floating_point_v<S>
+                            ? detail::checked_narrow<float>(double(v), name, "make_tensor")
+                            : static_cast<float>(v);
         detail::store_le(p, std::bit_cast<std::uint32_t>(f));
       } else if (dtype == DType::F64) {
         detail::store_le(p, std::bit_cast<std::uint64_t>(static_cast<double>(v)));
       } else if constexpr (std::is_integral_v<S>) {
-        if (dtype == DType::I64 ? !std::in_range<std::int64_t>(v) : !std::in_range<std::int32_t>(v)) {
-          throw std::invalid_argument("nflow::io::make_tensor: tensor " + detail::quote_name(name) + ": value " +
-                                      std::to_string(v) + " does not fit " + std::string(dtype_name(dtype)));
+        if (dtype == DType::I64 ? !std::in_range<std::int64_t>(v)
+                                : !std::in_range<std::int32_t>(v)) {
+          throw std::invalid_argument("nflow::io::make_tensor: tensor " + detail::quote_name(name) +
+                                      ": value " + std::to_string(v) + " does not fit " +
+                                      std::string(dtype_name(dtype)));
         }
         if (dtype == DType::I64) {
           detail::store_le(p, std::bit_cast<std::uint64_t>(static_cast<std::int64_t>(v)));
@@ -128,15 +136,17 @@ Tensor make_tensor(const Eigen::MatrixBase<Derived>& m, DType dtype, std::string
 template <typename Scalar>
 ParameterMatrix<Scalar> to_matrix(const Tensor& t, std::string_view name = "") {
   if (t.shape.size() > 2) {
-    detail::format_error("tensor " + detail::quote_name(name) + ": shape " + detail::shape_string(t.shape) +
-                         " has more than 2 dimensions");
+    detail::format_error("tensor " + detail::quote_name(name) + ": shape " +
+                         detail::shape_string(t.shape) + " has more than 2 dimensions");
   }
   const auto rows = Index(t.shape.empty() ? 1 : t.shape[0]);
   const auto cols = Index(t.shape.size() == 2 ? t.shape[1] : 1);
   ParameterMatrix<Scalar> m(rows, cols);
   std::size_t k = 0;
   for (Index i = 0; i < rows; ++i) {
-    for (Index j = 0; j < cols; ++j) m(i, j) = detail::checked_narrow<Scalar>(detail::element_as_double(t, k++), name, "to_matrix");
+    for (Index j = 0; j < cols; ++j)
+      m(i, j) =
+          detail::checked_narrow<Scalar>(detail::element_as_double(t, k++), name, "to_matrix");
   }
   return m;
 }
@@ -144,7 +154,8 @@ ParameterMatrix<Scalar> to_matrix(const Tensor& t, std::string_view name = "") {
 /// @brief Every tensor of rank ≤ 2 in a file as a matrix (see to_matrix), for inspection;
 /// throws FormatError if a tensor has rank > 2.
 template <typename Scalar = double>
-std::map<std::string, ParameterMatrix<Scalar>, std::less<>> load_parameters(const TensorFile& file) {
+std::map<std::string, ParameterMatrix<Scalar>, std::less<>> load_parameters(
+    const TensorFile& file) {
   std::map<std::string, ParameterMatrix<Scalar>, std::less<>> out;
   for (const auto& [name, t] : file.tensors) out.emplace(name, to_matrix<Scalar>(t, name));
   return out;
@@ -158,7 +169,8 @@ std::map<std::string, ParameterMatrix<Scalar>, std::less<>> load_parameters(std:
 
 /// @brief load_parameters() of the file at `path`.
 template <typename Scalar = double>
-std::map<std::string, ParameterMatrix<Scalar>, std::less<>> load_parameters(const std::filesystem::path& path) {
+std::map<std::string, ParameterMatrix<Scalar>, std::less<>> load_parameters(
+    const std::filesystem::path& path) {
   return load_parameters<Scalar>(read_safetensors(path));
 }
 

@@ -20,9 +20,6 @@
 /// bounded). Malformed content throws nflow::io::FormatError, an unreadable stream or file
 /// nflow::io::IoError. The reader is fuzzed by tests/fuzz/safetensors_fuzz.cpp.
 
-#include "nflow/io/errors.hpp"
-#include "nflow/io/json.hpp"
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +38,9 @@
 #include <utility>
 #include <vector>
 
+#include "nflow/io/errors.hpp"
+#include "nflow/io/json.hpp"
+
 namespace nflow::io {
 
 /// @brief Element types nflow reads: F32 and F64 for parameter values, I32 and I64 for integer
@@ -51,10 +51,14 @@ enum class DType { F32, F64, I32, I64 };
 /// The safetensors name of a dtype ("F32", ...).
 inline std::string_view dtype_name(DType d) {
   switch (d) {
-    case DType::F32: return "F32";
-    case DType::F64: return "F64";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
+    case DType::F32:
+      return "F32";
+    case DType::F64:
+      return "F64";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
   }
   return "?";
 }
@@ -80,7 +84,8 @@ constexpr DType dtype_of() {
   } else if constexpr (std::is_same_v<S, std::int32_t>) {
     return DType::I32;
   } else {
-    static_assert(std::is_same_v<S, std::int64_t>, "nflow::io::dtype_of<S>: S must be float, double, int32_t or int64_t");
+    static_assert(std::is_same_v<S, std::int64_t>,
+                  "nflow::io::dtype_of<S>: S must be float, double, int32_t or int64_t");
     return DType::I64;
   }
 }
@@ -157,7 +162,9 @@ struct Header {
 
 inline std::uint64_t header_uint(const json::Value& v, const std::string& name, const char* field) {
   const auto u = v.as_uint64();
-  if (!u) format_error("tensor " + quote_name(name) + ": every entry of '" + field + "' must be a non-negative integer");
+  if (!u)
+    format_error("tensor " + quote_name(name) + ": every entry of '" + field +
+                 "' must be a non-negative integer");
   return *u;
 }
 
@@ -177,14 +184,16 @@ inline Header parse_header(std::string_view text) {
     if (m.key == "__metadata__") {
       if (!m.value.is_object()) format_error("'__metadata__' must be an object of strings");
       for (json::Member& kv : m.value.members) {
-        if (!kv.value.is_string()) format_error("'__metadata__' entry " + quote_name(kv.key) + " must be a string");
+        if (!kv.value.is_string())
+          format_error("'__metadata__' entry " + quote_name(kv.key) + " must be a string");
         h.metadata.emplace(kv.key, std::move(kv.value.text));
       }
       continue;
     }
     const std::string& name = m.key;
     const json::Value& info = m.value;
-    if (!info.is_object()) format_error("tensor " + quote_name(name) + ": the entry must be an object");
+    if (!info.is_object())
+      format_error("tensor " + quote_name(name) + ": the entry must be an object");
     for (const json::Member& f : info.members) {
       if (f.key != "dtype" && f.key != "shape" && f.key != "data_offsets") {
         format_error("tensor " + quote_name(name) + ": unexpected field " + quote_name(f.key));
@@ -194,18 +203,21 @@ inline Header parse_header(std::string_view text) {
     const json::Value* shape = info.find("shape");
     const json::Value* offsets = info.find("data_offsets");
     if (!dtype || !shape || !offsets) {
-      format_error("tensor " + quote_name(name) + ": the entry needs 'dtype', 'shape' and 'data_offsets'");
+      format_error("tensor " + quote_name(name) +
+                   ": the entry needs 'dtype', 'shape' and 'data_offsets'");
     }
     HeaderEntry e;
     e.name = name;
-    if (!dtype->is_string()) format_error("tensor " + quote_name(name) + ": 'dtype' must be a string");
+    if (!dtype->is_string())
+      format_error("tensor " + quote_name(name) + ": 'dtype' must be a string");
     const auto d = dtype_from_name(dtype->text);
     if (!d) {
       format_error("tensor " + quote_name(name) + ": dtype " + quote_name(dtype->text) +
                    " is not supported (nflow reads F32, F64, I32 and I64)");
     }
     e.dtype = *d;
-    if (!shape->is_array()) format_error("tensor " + quote_name(name) + ": 'shape' must be an array");
+    if (!shape->is_array())
+      format_error("tensor " + quote_name(name) + ": 'shape' must be an array");
     std::uint64_t count = 1;
     bool overflow = false;
     for (const json::Value& s : shape->items) {
@@ -220,14 +232,16 @@ inline Header parse_header(std::string_view text) {
     e.begin = header_uint(offsets->items[0], name, "data_offsets");
     e.end = header_uint(offsets->items[1], name, "data_offsets");
     if (e.end < e.begin) {
-      format_error("tensor " + quote_name(name) + ": data_offsets [" + std::to_string(e.begin) + ", " +
-                   std::to_string(e.end) + "] end before they begin");
+      format_error("tensor " + quote_name(name) + ": data_offsets [" + std::to_string(e.begin) +
+                   ", " + std::to_string(e.end) + "] end before they begin");
     }
     const std::uint64_t size = dtype_size(e.dtype);
-    if (overflow || count > std::numeric_limits<std::uint64_t>::max() / size || count * size != e.end - e.begin) {
-      format_error("tensor " + quote_name(name) + ": data_offsets [" + std::to_string(e.begin) + ", " +
-                   std::to_string(e.end) + "] span " + std::to_string(e.end - e.begin) + " bytes, but shape " +
-                   shape_string(e.shape) + " of " + std::string(dtype_name(e.dtype)) + " needs " +
+    if (overflow || count > std::numeric_limits<std::uint64_t>::max() / size ||
+        count * size != e.end - e.begin) {
+      format_error("tensor " + quote_name(name) + ": data_offsets [" + std::to_string(e.begin) +
+                   ", " + std::to_string(e.end) + "] span " + std::to_string(e.end - e.begin) +
+                   " bytes, but shape " + shape_string(e.shape) + " of " +
+                   std::string(dtype_name(e.dtype)) + " needs " +
                    (overflow || count > std::numeric_limits<std::uint64_t>::max() / size
                         ? std::string("more than 2^64")
                         : std::to_string(count * size)));
@@ -243,13 +257,14 @@ inline Header parse_header(std::string_view text) {
   const HeaderEntry* previous = nullptr;
   for (const HeaderEntry* e : sorted) {
     if (e->begin < expected) {
-      format_error("tensor " + quote_name(e->name) + ": data_offsets [" + std::to_string(e->begin) + ", " +
-                   std::to_string(e->end) + "] overlap tensor " + quote_name(previous->name));
+      format_error("tensor " + quote_name(e->name) + ": data_offsets [" + std::to_string(e->begin) +
+                   ", " + std::to_string(e->end) + "] overlap tensor " +
+                   quote_name(previous->name));
     }
     if (e->begin > expected) {
-      format_error("tensor " + quote_name(e->name) + ": data_offsets [" + std::to_string(e->begin) + ", " +
-                   std::to_string(e->end) + "] leave a gap: the previous tensor ends at byte " +
-                   std::to_string(expected));
+      format_error("tensor " + quote_name(e->name) + ": data_offsets [" + std::to_string(e->begin) +
+                   ", " + std::to_string(e->end) +
+                   "] leave a gap: the previous tensor ends at byte " + std::to_string(expected));
     }
     expected = e->end;
     previous = e;
@@ -274,7 +289,8 @@ inline TensorFile assemble(Header&& h, const unsigned char* data) {
 
 /// Reads exactly `n` bytes, growing the buffer as bytes arrive (a hostile length costs no more
 /// memory than the stream really holds). Throws FormatError naming `what` if the stream ends.
-inline std::vector<unsigned char> read_exact(std::istream& in, std::uint64_t n, const std::string& what) {
+inline std::vector<unsigned char> read_exact(std::istream& in, std::uint64_t n,
+                                             const std::string& what) {
   std::vector<unsigned char> out;
   constexpr std::uint64_t chunk = std::uint64_t(1) << 20;
   while (out.size() < n) {
@@ -313,19 +329,20 @@ inline TensorFile parse_safetensors(std::span<const unsigned char> bytes) {
   const auto n = detail::load_le<std::uint64_t>(bytes.data());
   detail::check_header_length(n);
   if (n > bytes.size() - 8) {
-    detail::format_error("the header length " + std::to_string(n) + " runs past the end of the file (" +
-                         std::to_string(bytes.size() - 8) + " bytes follow the length)");
+    detail::format_error("the header length " + std::to_string(n) +
+                         " runs past the end of the file (" + std::to_string(bytes.size() - 8) +
+                         " bytes follow the length)");
   }
-  detail::Header h =
-      detail::parse_header(std::string_view(reinterpret_cast<const char*>(bytes.data() + 8), std::size_t(n)));
+  detail::Header h = detail::parse_header(
+      std::string_view(reinterpret_cast<const char*>(bytes.data() + 8), std::size_t(n)));
   const std::uint64_t available = bytes.size() - 8 - n;
   if (available < h.data_size) {
-    detail::format_error("truncated: the tensors need " + std::to_string(h.data_size) + " bytes of data, the file has " +
-                         std::to_string(available));
+    detail::format_error("truncated: the tensors need " + std::to_string(h.data_size) +
+                         " bytes of data, the file has " + std::to_string(available));
   }
   if (available > h.data_size) {
-    detail::format_error("the data buffer has " + std::to_string(available) + " bytes but the tensors cover only " +
-                         std::to_string(h.data_size));
+    detail::format_error("the data buffer has " + std::to_string(available) +
+                         " bytes but the tensors cover only " + std::to_string(h.data_size));
   }
   return detail::assemble(std::move(h), bytes.data() + 8 + n);
 }
@@ -341,8 +358,8 @@ inline TensorFile read_safetensors(std::istream& in) {
     const auto n = detail::load_le<std::uint64_t>(length.data());
     detail::check_header_length(n);
     const std::vector<unsigned char> header = detail::read_exact(in, n, "the header");
-    detail::Header h =
-        detail::parse_header(std::string_view(reinterpret_cast<const char*>(header.data()), header.size()));
+    detail::Header h = detail::parse_header(
+        std::string_view(reinterpret_cast<const char*>(header.data()), header.size()));
     const std::vector<unsigned char> data = detail::read_exact(in, h.data_size, "tensor data");
     return detail::assemble(std::move(h), data.data());
   } catch (const std::ios_base::failure& e) {  // a stream with exceptions() enabled
@@ -374,7 +391,8 @@ inline TensorFile read_safetensors(const std::filesystem::path& path) {
 /// "__metadata__", or a tensor's byte count does not match its shape and dtype.
 inline std::vector<unsigned char> serialize_safetensors(const TensorFile& file) {
   auto check_utf8 = [](std::string_view s, const char* what) {
-    if (!json::is_valid_utf8(s)) detail::format_error(std::string(what) + " " + detail::quote_name(s) + " is not valid UTF-8");
+    if (!json::is_valid_utf8(s))
+      detail::format_error(std::string(what) + " " + detail::quote_name(s) + " is not valid UTF-8");
   };
   std::vector<std::pair<const std::string*, const Tensor*>> order;
   for (const auto& [name, t] : file.tensors) {
@@ -388,8 +406,9 @@ inline std::vector<unsigned char> serialize_safetensors(const TensorFile& file) 
       count *= s;
     }
     if (count > t.data.size() || count * dtype_size(t.dtype) != t.data.size()) {
-      detail::format_error("tensor " + detail::quote_name(name) + ": " + std::to_string(t.data.size()) +
-                           " bytes of data do not match shape " + detail::shape_string(t.shape) + " of " +
+      detail::format_error("tensor " + detail::quote_name(name) + ": " +
+                           std::to_string(t.data.size()) + " bytes of data do not match shape " +
+                           detail::shape_string(t.shape) + " of " +
                            std::string(dtype_name(t.dtype)));
     }
     order.emplace_back(&name, &t);
@@ -425,7 +444,8 @@ inline std::vector<unsigned char> serialize_safetensors(const TensorFile& file) 
       if (i) header += ',';
       header += std::to_string(t->shape[i]);
     }
-    header += "],\"data_offsets\":[" + std::to_string(offset) + ',' + std::to_string(offset + t->data.size()) + "]}";
+    header += "],\"data_offsets\":[" + std::to_string(offset) + ',' +
+              std::to_string(offset + t->data.size()) + "]}";
     offset += t->data.size();
   }
   header += '}';
@@ -434,7 +454,8 @@ inline std::vector<unsigned char> serialize_safetensors(const TensorFile& file) 
   detail::store_le<std::uint64_t>(out.data(), header.size());
   std::copy(header.begin(), header.end(), out.begin() + 8);
   out.reserve(out.size() + std::size_t(offset));
-  for (const auto& entry : order) out.insert(out.end(), entry.second->data.begin(), entry.second->data.end());
+  for (const auto& entry : order)
+    out.insert(out.end(), entry.second->data.begin(), entry.second->data.end());
   return out;
 }
 
@@ -449,7 +470,8 @@ inline void write_safetensors(std::ostream& out, const TensorFile& file) {
 inline void write_safetensors(const std::filesystem::path& path, const TensorFile& file) {
   const std::vector<unsigned char> bytes = serialize_safetensors(file);  // before touching the file
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw IoError("nflow::io::safetensors: cannot open '" + path.string() + "' for writing");
+  if (!out)
+    throw IoError("nflow::io::safetensors: cannot open '" + path.string() + "' for writing");
   out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
   out.close();
   if (!out) throw IoError("nflow::io::safetensors: writing '" + path.string() + "' failed");

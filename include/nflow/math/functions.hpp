@@ -4,7 +4,6 @@
 /// log-sum-exp and a smooth clamp. Each works on a scalar and on an Eigen array expression.
 
 #include <Eigen/Core>
-
 #include <cmath>
 #include <concepts>
 #include <limits>

@@ -4,12 +4,11 @@
 /// solvers' callers need of a time-dependent field f(z, t, c)) and HasVectorField (a flow that
 /// exposes the field it integrates, as nflow::ContinuousFlow does).
 
-#include "nflow/core/types.hpp"
-
 #include <Eigen/Core>
-
 #include <concepts>
 #include <type_traits>
+
+#include "nflow/core/types.hpp"
 
 namespace nflow::ode {
 
@@ -27,7 +26,9 @@ concept VectorField = requires(const F& f, const Eigen::Matrix<typename F::Scala
   { f.context_dim() } -> std::convertible_to<Index>;
   { f.parameter_count() } -> std::convertible_to<Index>;
   { f.value(t, z, z) } -> std::convertible_to<Eigen::Matrix<typename F::Scalar, Dynamic, Dynamic>>;
-  { f.value_backward(t, z, z, z, grad) } -> std::convertible_to<Eigen::Matrix<typename F::Scalar, Dynamic, Dynamic>>;
+  {
+    f.value_backward(t, z, z, z, grad)
+    } -> std::convertible_to<Eigen::Matrix<typename F::Scalar, Dynamic, Dynamic>>;
 };
 
 /// @brief A flow whose map is the solution of an ODE with a VectorField it exposes as `field()`

@@ -22,7 +22,6 @@
 /// starting step) and §II.5 (Dormand–Prince 5(4)); Dormand & Prince 1980.
 
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -46,18 +45,18 @@ class OdeError : public std::runtime_error {
 struct SolveStats {
   Index function_evaluations = 0;  ///< calls of the right-hand side (or of its vjp, backwards)
   Index accepted_steps = 0;
-  Index rejected_steps = 0;        ///< adaptive solver only
+  Index rejected_steps = 0;  ///< adaptive solver only
 };
 
 /// @brief Settings of the adaptive Dormand–Prince 5(4) solver.
 struct Dopri5Options {
-  double rtol = 1e-5;          ///< relative tolerance
-  double atol = 1e-5;          ///< absolute tolerance
-  Index max_steps = 10000;     ///< attempted steps (accepted + rejected) before OdeError
-  double safety = 0.9;         ///< factor on the optimal step
-  double min_factor = 0.2;     ///< smallest step-size change per step
-  double max_factor = 10.0;    ///< largest step-size change per step
-  double initial_step = 0.0;   ///< |h| of the first step; 0 chooses it (Hairer's starting step)
+  double rtol = 1e-5;         ///< relative tolerance
+  double atol = 1e-5;         ///< absolute tolerance
+  Index max_steps = 10000;    ///< attempted steps (accepted + rejected) before OdeError
+  double safety = 0.9;        ///< factor on the optimal step
+  double min_factor = 0.2;    ///< smallest step-size change per step
+  double max_factor = 10.0;   ///< largest step-size change per step
+  double initial_step = 0.0;  ///< |h| of the first step; 0 chooses it (Hairer's starting step)
 };
 
 /// @brief An explicit Butcher tableau: stage i evaluates F at t + c_i h and
@@ -98,11 +97,12 @@ ButcherTableau<Scalar> dopri5_tableau() {
   t.a(3, 0) = Scalar(44.0 / 45), t.a(3, 1) = Scalar(-56.0 / 15), t.a(3, 2) = Scalar(32.0 / 9);
   t.a(4, 0) = Scalar(19372.0 / 6561), t.a(4, 1) = Scalar(-25360.0 / 2187),
          t.a(4, 2) = Scalar(64448.0 / 6561), t.a(4, 3) = Scalar(-212.0 / 729);
-  t.a(5, 0) = Scalar(9017.0 / 3168), t.a(5, 1) = Scalar(-355.0 / 33), t.a(5, 2) = Scalar(46732.0 / 5247),
-         t.a(5, 3) = Scalar(49.0 / 176), t.a(5, 4) = Scalar(-5103.0 / 18656);
+  t.a(5, 0) = Scalar(9017.0 / 3168), t.a(5, 1) = Scalar(-355.0 / 33),
+         t.a(5, 2) = Scalar(46732.0 / 5247), t.a(5, 3) = Scalar(49.0 / 176),
+         t.a(5, 4) = Scalar(-5103.0 / 18656);
   t.b.resize(6);
-  t.b << Scalar(35.0 / 384), Scalar(0), Scalar(500.0 / 1113), Scalar(125.0 / 192), Scalar(-2187.0 / 6784),
-      Scalar(11.0 / 84);
+  t.b << Scalar(35.0 / 384), Scalar(0), Scalar(500.0 / 1113), Scalar(125.0 / 192),
+      Scalar(-2187.0 / 6784), Scalar(11.0 / 84);
   t.c.resize(6);
   t.c << Scalar(0), Scalar(1.0 / 5), Scalar(3.0 / 10), Scalar(4.0 / 5), Scalar(8.0 / 9), Scalar(1);
   return t;
@@ -112,8 +112,8 @@ ButcherTableau<Scalar> dopri5_tableau() {
 template <typename Scalar>
 Eigen::Matrix<Scalar, 7, 1> dopri5_error_weights() {
   Eigen::Matrix<Scalar, 7, 1> e;
-  e << Scalar(71.0 / 57600), Scalar(0), Scalar(-71.0 / 16695), Scalar(71.0 / 1920), Scalar(-17253.0 / 339200),
-      Scalar(22.0 / 525), Scalar(-1.0 / 40);
+  e << Scalar(71.0 / 57600), Scalar(0), Scalar(-71.0 / 16695), Scalar(71.0 / 1920),
+      Scalar(-17253.0 / 339200), Scalar(22.0 / 525), Scalar(-1.0 / 40);
   return e;
 }
 
@@ -146,21 +146,22 @@ Eigen::Array<bool, 1, Dynamic> finite_columns(const Mat<Scalar>& y) {
 
 /// Throws OdeError if a column flagged in `active` holds a non-finite value.
 template <typename Scalar>
-void check_active_finite(const char* where, const Mat<Scalar>& y, const Eigen::Array<bool, 1, Dynamic>& active,
-                         double t) {
+void check_active_finite(const char* where, const Mat<Scalar>& y,
+                         const Eigen::Array<bool, 1, Dynamic>& active, double t) {
   for (Index j = 0; j < y.cols(); ++j) {
     if (active(j) && !y.col(j).allFinite()) {
-      throw OdeError(std::string("nflow::ode::") + where + ": the state of sample " + std::to_string(j) +
-                     " became non-finite by t = " + std::to_string(t) +
-                     " (the vector field blows up; lower the learning rate or the integration time)");
+      throw OdeError(
+          std::string("nflow::ode::") + where + ": the state of sample " + std::to_string(j) +
+          " became non-finite by t = " + std::to_string(t) +
+          " (the vector field blows up; lower the learning rate or the integration time)");
     }
   }
 }
 
 /// Stages i ≥ first of one explicit RK step: k[i] = F(t + c_i h, y + h Σ_{j<i} a_ij k[j]).
 template <typename Scalar, typename Rhs>
-void rk_stages(const ButcherTableau<Scalar>& tab, Rhs& rhs, Scalar t, Scalar h, const Mat<Scalar>& y,
-               std::vector<Mat<Scalar>>& k, Mat<Scalar>& stage, int first) {
+void rk_stages(const ButcherTableau<Scalar>& tab, Rhs& rhs, Scalar t, Scalar h,
+               const Mat<Scalar>& y, std::vector<Mat<Scalar>>& k, Mat<Scalar>& stage, int first) {
   for (int i = first; i < tab.stages; ++i) {
     stage = y;
     for (int j = 0; j < i; ++j) {
@@ -179,9 +180,12 @@ void rk_stages(const ButcherTableau<Scalar>& tab, Rhs& rhs, Scalar t, Scalar h, 
 /// @throws nflow::ParameterError if steps < 1; nflow::ode::OdeError if a column that was finite
 ///   at t0 ends non-finite.
 template <typename Scalar, typename Rhs>
-SolveStats rk4_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scalar, Dynamic, Dynamic>& y, Index steps,
+SolveStats rk4_integrate(Rhs&& rhs, Scalar t0, Scalar t1,
+                         Eigen::Matrix<Scalar, Dynamic, Dynamic>& y, Index steps,
                          StepRecord<Scalar>* record = nullptr) {
-  if (steps < 1) throw ParameterError("nflow::ode::rk4_integrate: parameter 'steps' must be >= 1, got " + std::to_string(steps));
+  if (steps < 1)
+    throw ParameterError("nflow::ode::rk4_integrate: parameter 'steps' must be >= 1, got " +
+                         std::to_string(steps));
   static const ButcherTableau<Scalar> tab = rk4_tableau<Scalar>();
   const auto active = detail::finite_columns<Scalar>(y);
   std::vector<detail::Mat<Scalar>> k(4);
@@ -216,14 +220,16 @@ SolveStats rk4_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scalar, 
 /// @throws nflow::ode::OdeError after max_steps attempted steps, or when |h| falls below the
 ///   resolution of t (a state that becomes non-finite ends this way), naming the time reached.
 template <typename Scalar, typename Rhs>
-SolveStats dopri5_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scalar, Dynamic, Dynamic>& y,
+SolveStats dopri5_integrate(Rhs&& rhs, Scalar t0, Scalar t1,
+                            Eigen::Matrix<Scalar, Dynamic, Dynamic>& y,
                             const Dopri5Options& opt = {}, StepRecord<Scalar>* record = nullptr) {
   using detail::Mat;
   if (!(opt.rtol >= 0) || !(opt.atol >= 0) || !(opt.rtol + opt.atol > 0) || opt.max_steps < 1 ||
-      !(opt.safety > 0 && opt.safety <= 1) || !(opt.min_factor > 0 && opt.min_factor <= 1) || !(opt.max_factor >= 1) ||
-      !(opt.initial_step >= 0)) {
+      !(opt.safety > 0 && opt.safety <= 1) || !(opt.min_factor > 0 && opt.min_factor <= 1) ||
+      !(opt.max_factor >= 1) || !(opt.initial_step >= 0)) {
     throw ParameterError(
-        "nflow::ode::dopri5_integrate: options must satisfy rtol, atol >= 0 (not both 0), max_steps >= 1, "
+        "nflow::ode::dopri5_integrate: options must satisfy rtol, atol >= 0 (not both 0), "
+        "max_steps >= 1, "
         "0 < safety <= 1, 0 < min_factor <= 1, max_factor >= 1, initial_step >= 0");
   }
   static const ButcherTableau<Scalar> tab = dopri5_tableau<Scalar>();
@@ -242,7 +248,8 @@ SolveStats dopri5_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scala
     for (Index j = 0; j < v.cols(); ++j) {
       if (!active(j)) continue;
       for (Index i = 0; i < v.rows(); ++i) {
-        const double sc = opt.atol + opt.rtol * std::max(std::abs(double(a(i, j))), std::abs(double(b(i, j))));
+        const double sc =
+            opt.atol + opt.rtol * std::max(std::abs(double(a(i, j))), std::abs(double(b(i, j))));
         const double r = double(v(i, j)) / sc;
         sum += r * r;
       }
@@ -285,9 +292,10 @@ SolveStats dopri5_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scala
   Index attempts = 0;
   while (dir * (double(t1) - t) > 0) {
     if (attempts++ >= opt.max_steps) {
-      throw OdeError("nflow::ode::dopri5_integrate: more than max_steps = " + std::to_string(opt.max_steps) +
-                     " steps without reaching t1 = " + std::to_string(double(t1)) + " (reached t = " + std::to_string(t) +
-                     "); loosen rtol/atol or raise max_steps");
+      throw OdeError(
+          "nflow::ode::dopri5_integrate: more than max_steps = " + std::to_string(opt.max_steps) +
+          " steps without reaching t1 = " + std::to_string(double(t1)) +
+          " (reached t = " + std::to_string(t) + "); loosen rtol/atol or raise max_steps");
     }
     const double remaining = std::abs(double(t1) - t);
     if (h >= remaining * (1 - 1e-12)) h = remaining;
@@ -321,15 +329,18 @@ SolveStats dopri5_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scala
       last_rejected = false;
     } else {
       ++stats.rejected_steps;
-      const double factor = std::isfinite(err) ? std::clamp(opt.safety * std::pow(err, -0.2), opt.min_factor, 1.0)
-                                               : opt.min_factor;
+      const double factor = std::isfinite(err)
+                                ? std::clamp(opt.safety * std::pow(err, -0.2), opt.min_factor, 1.0)
+                                : opt.min_factor;
       h *= factor;
       last_rejected = true;
     }
-    const double resolution = 16 * std::numeric_limits<Scalar>::epsilon() * std::max(1.0, std::abs(t));
+    const double resolution =
+        16 * std::numeric_limits<Scalar>::epsilon() * std::max(1.0, std::abs(t));
     if (h < resolution) {
-      throw OdeError("nflow::ode::dopri5_integrate: the step size underflowed at t = " + std::to_string(t) +
-                     " (the state became non-finite or the problem is too stiff for the tolerances)");
+      throw OdeError(
+          "nflow::ode::dopri5_integrate: the step size underflowed at t = " + std::to_string(t) +
+          " (the state became non-finite or the problem is too stiff for the tolerances)");
     }
   }
   detail::check_active_finite<Scalar>("dopri5_integrate", y, active, double(t1));
@@ -346,8 +357,9 @@ SolveStats dopri5_integrate(Rhs&& rhs, Scalar t0, Scalar t1, Eigen::Matrix<Scala
 ///   k̄_i = h b_i ȳ + Σ_{m>i} h a_mi Ȳ_m,  Ȳ_i = vjp(Y_i, k̄_i),  ȳ ← ȳ + Σ_i Ȳ_i.
 /// Exact for the computed value: the recorded step sizes are constants.
 template <typename Scalar, typename StageRhs, typename StageVjp>
-SolveStats rk_backprop(const ButcherTableau<Scalar>& tab, const StepRecord<Scalar>& record, StageRhs&& stage_rhs,
-                       StageVjp&& stage_vjp, Eigen::Matrix<Scalar, Dynamic, Dynamic>& adjoint) {
+SolveStats rk_backprop(const ButcherTableau<Scalar>& tab, const StepRecord<Scalar>& record,
+                       StageRhs&& stage_rhs, StageVjp&& stage_vjp,
+                       Eigen::Matrix<Scalar, Dynamic, Dynamic>& adjoint) {
   using detail::Mat;
   const int s = tab.stages;
   std::vector<Mat<Scalar>> k(static_cast<std::size_t>(s));
@@ -363,7 +375,8 @@ SolveStats rk_backprop(const ButcherTableau<Scalar>& tab, const StepRecord<Scala
     for (int i = 0; i < s; ++i) {
       inputs[std::size_t(i)] = y;
       for (int j = 0; j < i; ++j) {
-        if (tab.a(i, j) != Scalar(0)) inputs[std::size_t(i)] += (h * tab.a(i, j)) * k[std::size_t(j)];
+        if (tab.a(i, j) != Scalar(0))
+          inputs[std::size_t(i)] += (h * tab.a(i, j)) * k[std::size_t(j)];
       }
       if (i + 1 < s) {  // the last stage's value feeds nothing
         k[std::size_t(i)].resize(y.rows(), y.cols());

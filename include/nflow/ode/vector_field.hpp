@@ -5,7 +5,6 @@
 /// reverse-mode gradient of both, second derivatives included.
 
 #include <Eigen/Core>
-
 #include <cstdint>
 #include <random>
 #include <string>
@@ -24,16 +23,17 @@ namespace nflow::ode {
 
 /// How the divergence tr(∂f/∂z) is computed.
 enum class TraceEstimator {
-  Exact,                  ///< Σᵢ (∂f/∂z)ᵢᵢ from Dim forward-mode passes: exact, Dim× a forward pass
-  HutchinsonRademacher,   ///< εᵀ(∂f/∂z)ε with ε ∈ {−1, 1}^Dim: unbiased, one forward-mode pass
-  HutchinsonGaussian,     ///< εᵀ(∂f/∂z)ε with ε ~ N(0, I): unbiased, larger variance
+  Exact,  ///< Σᵢ (∂f/∂z)ᵢᵢ from Dim forward-mode passes: exact, Dim× a forward pass
+  HutchinsonRademacher,  ///< εᵀ(∂f/∂z)ε with ε ∈ {−1, 1}^Dim: unbiased, one forward-mode pass
+  HutchinsonGaussian,  ///< εᵀ(∂f/∂z)ε with ε ~ N(0, I): unbiased, larger variance
 };
 
 /// @brief Draws a Dim × N matrix of Hutchinson probes (column j is sample j's probe) from
 /// std::mt19937_64(seed), in storage order, so column j's probe does not depend on N.
 /// Rademacher: ±1 from uniform_open01 < 0.5; Gaussian: nflow::fill_standard_normal.
 template <typename Scalar>
-Eigen::Matrix<Scalar, Dynamic, Dynamic> hutchinson_probes(Index dim, Index n, TraceEstimator kind, std::uint64_t seed) {
+Eigen::Matrix<Scalar, Dynamic, Dynamic> hutchinson_probes(Index dim, Index n, TraceEstimator kind,
+                                                          std::uint64_t seed) {
   Eigen::Matrix<Scalar, Dynamic, Dynamic> p(dim, n);
   std::mt19937_64 gen(seed);
   if (kind == TraceEstimator::HutchinsonGaussian) {
@@ -50,10 +50,13 @@ namespace detail {
 /// Supported: Identity, ReLU (f″ = 0 almost everywhere), Tanh, SiLU, ELU.
 template <typename Act>
 struct SecondOrder {
-  static_assert(std::is_same_v<Act, nn::Tanh> || std::is_same_v<Act, nn::SiLU> || std::is_same_v<Act, nn::ELU> ||
-                    std::is_same_v<Act, nn::ReLU> || std::is_same_v<Act, nn::Identity>,
-                "nflow::ode::MLPVectorField<..., Activation>: the activation must be nn::Tanh, nn::SiLU, nn::ELU, "
-                "nn::ReLU or nn::Identity (its second derivative is needed for the gradient of the divergence)");
+  static_assert(std::is_same_v<Act, nn::Tanh> || std::is_same_v<Act, nn::SiLU> ||
+                    std::is_same_v<Act, nn::ELU> || std::is_same_v<Act, nn::ReLU> ||
+                    std::is_same_v<Act, nn::Identity>,
+                "nflow::ode::MLPVectorField<..., Activation>: the activation must be nn::Tanh, "
+                "nn::SiLU, nn::ELU, "
+                "nn::ReLU or nn::Identity (its second derivative is needed for the gradient of the "
+                "divergence)");
   template <typename A, typename Y, typename D1, typename D2>
   static void eval(const A& a, const Y& y, D1& d1, D2& d2) {
     using S = typename std::remove_cvref_t<A>::Scalar;
@@ -99,7 +102,8 @@ struct SecondOrder {
 /// Column independence: every output column depends on its own column only.
 /// @tparam Scalar_ float or double. @tparam Dim_ the dimension, or Dynamic.
 /// @tparam Hidden_ the hidden width, or Dynamic. @tparam Activation_ an nn activation.
-template <typename Scalar_, int Dim_ = Dynamic, int Hidden_ = Dynamic, typename Activation_ = nn::Tanh>
+template <typename Scalar_, int Dim_ = Dynamic, int Hidden_ = Dynamic,
+          typename Activation_ = nn::Tanh>
 class MLPVectorField {
  public:
   using Scalar = Scalar_;
@@ -112,8 +116,8 @@ class MLPVectorField {
   /// @param dim dimension of z; @param hidden_width, hidden_layers the MLP's sizes;
   /// @param context_dim rows of the user's context (0: none); @param seed initialisation;
   /// @param zero_last_layer start with f ≡ 0 (the flow is then the identity).
-  MLPVectorField(Index dim, Index hidden_width, Index hidden_layers, Index context_dim, std::uint64_t seed,
-                 bool zero_last_layer = false)
+  MLPVectorField(Index dim, Index hidden_width, Index hidden_layers, Index context_dim,
+                 std::uint64_t seed, bool zero_last_layer = false)
       : net_(dim, dim, hidden_width, hidden_layers, context_dim + 1), context_dim_(context_dim) {
     net_.initialize(seed, zero_last_layer);
   }
@@ -155,7 +159,9 @@ class MLPVectorField {
   }
 
   /// f(z_j, t_j, c_j) with one time per column (t is 1 × n).
-  Matrix value(const Row& t, const Matrix& z, const Matrix& c) const { return net_.forward(z, time_context(t, c)); }
+  Matrix value(const Row& t, const Matrix& z, const Matrix& c) const {
+    return net_.forward(z, time_context(t, c));
+  }
 
   /// Reverse mode of value(t, z, c) (per-column times) through the MLP's own backward pass:
   /// returns ∂L/∂z and ADDS ∂L/∂θ into `gp`, given gf = ∂L/∂f.
@@ -183,8 +189,8 @@ class MLPVectorField {
   /// f and its divergence: exact when `probes` is null, else Hutchinson's εᵀJε with ε = the
   /// probe column of each sample. The exact trace uses `trace` (from trace_matrix(), same
   /// weights) in closed form when it is given and not empty, else Dim tangent passes.
-  void value_and_divergence(Scalar t, const Matrix& z, const Matrix& c, const Matrix* probes, Matrix& f,
-                            Row& div, const Matrix* trace = nullptr) const {
+  void value_and_divergence(Scalar t, const Matrix& z, const Matrix& c, const Matrix* probes,
+                            Matrix& f, Row& div, const Matrix* trace = nullptr) const {
     const Matrix tc = time_context(t, c, z.cols());
     Forward fw;
     forward_pass(z, tc, fw);
@@ -218,8 +224,8 @@ class MLPVectorField {
   /// Reverse mode for L with ∂L/∂f = gf (Dim × n) and ∂L/∂div = gdiv (1 × n), the divergence
   /// computed as in value_and_divergence (exact, or with `probes`). Returns ∂L/∂z and ADDS ∂L/∂θ
   /// into `gp` (the network's flat layout). `gdiv` may be empty (no divergence term).
-  Matrix vjp(Scalar t, const Matrix& z, const Matrix& c, const Matrix& gf, const Row& gdiv, const Matrix* probes,
-             Eigen::Ref<Vector<Scalar>> gp) const {
+  Matrix vjp(Scalar t, const Matrix& z, const Matrix& c, const Matrix& gf, const Row& gdiv,
+             const Matrix* probes, Eigen::Ref<Vector<Scalar>> gp) const {
     const Matrix tc = time_context(t, c, z.cols());
     const Index layers = net_.hidden_layers();
     const Index d = dim();
@@ -250,7 +256,8 @@ class MLPVectorField {
         }
         // Output: div contribution = uᵀ·W_L·ḣ_{L−1}, with u = eᵢ or ε, weighted by gdiv.
         if (probes == nullptr) {
-          g.w[std::size_t(last())].row(i).noalias() += gdiv * hdot[std::size_t(layers - 1)].transpose();
+          g.w[std::size_t(last())].row(i).noalias() +=
+              gdiv * hdot[std::size_t(layers - 1)].transpose();
           hbar.noalias() = net_.weight(last()).row(i).transpose() * gdiv;
         } else {
           u = probes->array().rowwise() * gdiv.array();
@@ -346,7 +353,8 @@ class MLPVectorField {
   }
 
   Grads slices(Eigen::Ref<Vector<Scalar>> gp) const {
-    nflow::detail::check_size("ode::MLPVectorField::vjp", "grad_params", parameter_count(), gp.size());
+    nflow::detail::check_size("ode::MLPVectorField::vjp", "grad_params", parameter_count(),
+                              gp.size());
     Grads g;
     Scalar* p = gp.data();
     for (Index k = 0; k <= last(); ++k) {

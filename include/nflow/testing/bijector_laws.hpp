@@ -38,16 +38,6 @@
 /// overridden in LawOptions.
 
 #include <Eigen/LU>
-
-#include "nflow/core/bijector_base.hpp"
-#include "nflow/core/composite.hpp"
-#include "nflow/core/concepts.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/random.hpp"
-#include "nflow/core/traits.hpp"
-#include "nflow/core/types.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -57,6 +47,15 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/composite.hpp"
+#include "nflow/core/concepts.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/random.hpp"
+#include "nflow/core/traits.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow::testing {
 
@@ -69,10 +68,10 @@ enum class Domain {
 /// The name of every law check_laws() reports, in the order it reports them.
 inline const std::vector<std::string>& law_names() {
   static const std::vector<std::string> names = {
-      "round_trip",         "log_det_sum",          "batch_point",        "forward_log_det",
-      "inverse_log_det",    "fused_unfused",        "constant_log_det",   "nan_isolation",
-      "forward_vjp_recorded", "forward_vjp_input",  "forward_vjp_params", "inverse_vjp_input",
-      "inverse_vjp_params", "parameter_count",      "parameter_visits",   "parameter_round_trip",
+      "round_trip",           "log_det_sum",       "batch_point",        "forward_log_det",
+      "inverse_log_det",      "fused_unfused",     "constant_log_det",   "nan_isolation",
+      "forward_vjp_recorded", "forward_vjp_input", "forward_vjp_params", "inverse_vjp_input",
+      "inverse_vjp_params",   "parameter_count",   "parameter_visits",   "parameter_round_trip",
       "shape_error"};
   return names;
 }
@@ -91,17 +90,17 @@ struct LawSkip {
 };
 
 struct LawOptions {
-  Index batch = 7;              ///< samples per law batch
+  Index batch = 7;  ///< samples per law batch
   std::uint64_t seed = 20261129;
-  double input_scale = 1.0;     ///< standard deviation of Real-domain inputs
+  double input_scale = 1.0;  ///< standard deviation of Real-domain inputs
   Domain forward_domain = Domain::Real;
   Domain inverse_domain = Domain::Real;
-  Index jacobian_samples = 3;   ///< columns whose full Jacobian is checked
+  Index jacobian_samples = 3;  ///< columns whose full Jacobian is checked
   /// Tolerances; negative means "the default for this Scalar".
   double round_trip_tol = -1;
   double log_det_tol = -1;
-  double gradient_tol = -1;     ///< relative, on the infinity norm
-  double fd_step = -1;          ///< finite-difference step
+  double gradient_tol = -1;  ///< relative, on the infinity norm
+  double fd_step = -1;       ///< finite-difference step
   /// Laws not to run, each with the reason (reported as passed, with the reason as detail).
   std::vector<LawSkip> skipped;
 
@@ -134,7 +133,8 @@ class LawReport {
 
   /// Whether the caller opted out of `law` (then it is not run).
   bool skipped(const std::string& law) const {
-    return std::any_of(skipped_.begin(), skipped_.end(), [&](const LawSkip& s) { return s.law == law; });
+    return std::any_of(skipped_.begin(), skipped_.end(),
+                       [&](const LawSkip& s) { return s.law == law; });
   }
   /// A law's result (dropped if the caller opted out of the law).
   void add(LawResult r) {
@@ -142,17 +142,21 @@ class LawReport {
   }
   /// The law could not run for this type: a failure that says why, unless opted out.
   void cannot_run(const std::string& law, const std::string& why) {
-    add({law, 1.0, 0.0, "not run: " + why + " (opt out with LawOptions::skip(\"" + law + "\", reason))"});
+    add({law, 1.0, 0.0,
+         "not run: " + why + " (opt out with LawOptions::skip(\"" + law + "\", reason))"});
   }
   /// The harness's own policy leaves nothing to check: passed, with the note.
-  void not_applicable(const std::string& law, const std::string& note) { add({law, 0.0, 0.0, note}); }
+  void not_applicable(const std::string& law, const std::string& note) {
+    add({law, 0.0, 0.0, note});
+  }
 
   /// The results, then one passed result per opted-out law (a skip naming no law fails).
   std::vector<LawResult> finish() {
     for (const LawSkip& s : skipped_) {
       const auto& names = law_names();
       if (std::find(names.begin(), names.end(), s.law) == names.end()) {
-        out_.push_back({s.law, 1.0, 0.0, "LawOptions::skip names no law (see nflow::testing::law_names())"});
+        out_.push_back(
+            {s.law, 1.0, 0.0, "LawOptions::skip names no law (see nflow::testing::law_names())"});
       } else {
         out_.push_back({s.law, 0.0, 0.0, "skipped by the caller: " + s.reason});
       }
@@ -193,7 +197,8 @@ struct Defaults {
 inline double pick(double value, double fallback) { return value < 0 ? fallback : value; }
 
 template <typename Scalar, int Dim>
-Batch<Scalar, Dim, Dynamic> draw(Index rows, Index cols, Domain domain, double scale, std::mt19937_64& gen) {
+Batch<Scalar, Dim, Dynamic> draw(Index rows, Index cols, Domain domain, double scale,
+                                 std::mt19937_64& gen) {
   Batch<Scalar, Dim, Dynamic> m(rows, cols);
   if (domain == Domain::Real) {
     fill_standard_normal(m, gen);
@@ -245,15 +250,18 @@ double linear_loss(const R& r, const GV& gv, const GL& gl) {
 
 /// The vjp laws of one direction (and, forward, the recorded path), in double.
 template <bool inverse, typename B, typename C>
-void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& input, const C& ctx,
-                               double h, double tol, std::mt19937_64& gen, LawReport& rep) {
+void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& input,
+                               const C& ctx, double h, double tol, std::mt19937_64& gen,
+                               LawReport& rep) {
   using Scalar = typename B::Scalar;
   const std::string dir = inverse ? "inverse" : "forward";
   constexpr bool differentiable = inverse ? InverseDifferentiable<B> : ForwardDifferentiable<B>;
   if constexpr (!differentiable) {
-    const std::string why = std::string("not ") + (inverse ? "InverseDifferentiable" : "ForwardDifferentiable") +
-                            (Parameterized<B> ? " because " + dir + "_vjp(x, grad_value, grad_log_det, grad_params) is missing"
-                                              : ": " + why_not_parameterized<B>());
+    const std::string why =
+        std::string("not ") + (inverse ? "InverseDifferentiable" : "ForwardDifferentiable") +
+        (Parameterized<B>
+             ? " because " + dir + "_vjp(x, grad_value, grad_log_det, grad_params) is missing"
+             : ": " + why_not_parameterized<B>());
     rep.cannot_run(dir + "_vjp_input", why);
     rep.cannot_run(dir + "_vjp_params", why);
     if constexpr (!inverse) rep.cannot_run("forward_vjp_recorded", why);
@@ -282,26 +290,31 @@ void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dyn
       }
     });
     if constexpr (!inverse) {
-      if constexpr (!requires(tape_t<B>& t) { b.forward_recorded(input, t); }) {
-        rep.cannot_run("forward_vjp_recorded", "forward_recorded(x, tape) is missing (derive from nflow::BijectorBase)");
+      if constexpr (!requires(tape_t<B> & t) { b.forward_recorded(input, t); }) {
+        rep.cannot_run("forward_vjp_recorded",
+                       "forward_recorded(x, tape) is missing (derive from nflow::BijectorBase)");
       } else if (!rep.skipped("forward_vjp_recorded")) {
         // The recorded path: the same value, log-det and gradients as the unrecorded calls.
         tape_t<B> tape;
         Vector<Scalar> gp_rec = Vector<Scalar>::Zero(b.parameter_count());
         double err = 0;
         auto worst = [&](const auto& a, const auto& e) {
-          if (a.size() > 0) err = std::max(err, (a.template cast<double>() - e.template cast<double>()).cwiseAbs().maxCoeff());
+          if (a.size() > 0)
+            err = std::max(
+                err, (a.template cast<double>() - e.template cast<double>()).cwiseAbs().maxCoeff());
         };
         with_context<B>(ctx, [&](const auto&... c) {
           const auto r = b.forward_recorded(input, tape, c...);
-          const Batch<Scalar, B::Dim, Dynamic> gx_rec = b.forward_vjp_recorded(tape, gvs, gls, gp_rec, c...);
+          const Batch<Scalar, B::Dim, Dynamic> gx_rec =
+              b.forward_vjp_recorded(tape, gvs, gls, gp_rec, c...);
           const auto f = b.forward_and_log_det(input, c...);
           worst(r.value, f.value);
           worst(r.log_det, f.log_det);
           worst(gx_rec, gx);
         });
         worst(gp_rec, gp);
-        rep.add({"forward_vjp_recorded", err, 1e-10, "max |recorded - unrecorded| over value, log-det, gradients"});
+        rep.add({"forward_vjp_recorded", err, 1e-10,
+                 "max |recorded - unrecorded| over value, log-det, gradients"});
       }
     }
     // Input gradient.
@@ -317,7 +330,8 @@ void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dyn
             h);
       }
       const double scale_x = std::max(1.0, fd_x.cwiseAbs().maxCoeff());
-      rep.add({dir + "_vjp_input", (gx.template cast<double>() - fd_x).cwiseAbs().maxCoeff() / scale_x, tol,
+      rep.add({dir + "_vjp_input",
+               (gx.template cast<double>() - fd_x).cwiseAbs().maxCoeff() / scale_x, tol,
                "max |analytic - finite difference| / max(1, |fd|)"});
     }
     // Parameter gradient, one flat coordinate at a time.
@@ -349,7 +363,8 @@ void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dyn
 /// The parameter laws: parameter_count, parameter_visits, parameter_round_trip.
 template <typename B, typename C>
 void check_parameters(const B& b, const Batch<typename B::Scalar, B::Dim, Dynamic>& x,
-                      const Batch<typename B::Scalar, B::Dim, Dynamic>& z, const C& ctx, LawReport& rep) {
+                      const Batch<typename B::Scalar, B::Dim, Dynamic>& z, const C& ctx,
+                      LawReport& rep) {
   if constexpr (!Parameterized<B>) {
     for (const char* law : {"parameter_count", "parameter_visits", "parameter_round_trip"}) {
       rep.cannot_run(law, why_not_parameterized<B>());
@@ -357,9 +372,11 @@ void check_parameters(const B& b, const Batch<typename B::Scalar, B::Dim, Dynami
   } else {
     // Names and sizes as the const and the non-const visit see them.
     std::vector<std::pair<std::string, Index>> seen_const, seen;
-    b.visit_parameters([&](const std::string& name, const auto& t) { seen_const.emplace_back(name, t.size()); });
+    b.visit_parameters(
+        [&](const std::string& name, const auto& t) { seen_const.emplace_back(name, t.size()); });
     B copy = b;
-    copy.visit_parameters([&](const std::string& name, const auto& t) { seen.emplace_back(name, t.size()); });
+    copy.visit_parameters(
+        [&](const std::string& name, const auto& t) { seen.emplace_back(name, t.size()); });
     Index visited = 0;
     for (const auto& entry : seen_const) visited += entry.second;
     rep.add({"parameter_count", double(std::abs(visited - b.parameter_count())), 0.0,
@@ -369,7 +386,8 @@ void check_parameters(const B& b, const Batch<typename B::Scalar, B::Dim, Dynami
       if (i >= seen.size() || i >= seen_const.size() || seen[i] != seen_const[i]) {
         first_difference = "tensor " + std::to_string(i) + ": const visit sees '" +
                            (i < seen_const.size() ? seen_const[i].first : std::string("(none)")) +
-                           "', non-const visit sees '" + (i < seen.size() ? seen[i].first : std::string("(none)")) + "'";
+                           "', non-const visit sees '" +
+                           (i < seen.size() ? seen[i].first : std::string("(none)")) + "'";
         break;
       }
     }
@@ -383,7 +401,8 @@ void check_parameters(const B& b, const Batch<typename B::Scalar, B::Dim, Dynami
       } else {
         for (Index i = 0; i < a.size(); ++i) {
           const double u = double(a(i)), v = double(e(i));
-          if (!(u == v || (std::isnan(u) && std::isnan(v)))) diff = std::max(diff, std::isnan(u - v) ? 1.0 : std::abs(u - v));
+          if (!(u == v || (std::isnan(u) && std::isnan(v))))
+            diff = std::max(diff, std::isnan(u - v) ? 1.0 : std::abs(u - v));
         }
       }
     };
@@ -396,7 +415,8 @@ void check_parameters(const B& b, const Batch<typename B::Scalar, B::Dim, Dynami
       compare(i1.log_det, i0.log_det);
     });
     rep.add({"parameter_round_trip", diff, 0.0,
-             "set_parameters(b, get_parameters(b)) vs b: forward and inverse values and log-dets, bit for bit"});
+             "set_parameters(b, get_parameters(b)) vs b: forward and inverse values and log-dets, "
+             "bit for bit"});
   }
 }
 
@@ -407,15 +427,17 @@ void check_parameters(const B& b, const Batch<typename B::Scalar, B::Dim, Dynami
 /// one per checked column), then one passed result per law opted out of in `opt.skipped`.
 /// `b` is taken by value: the gradient laws perturb the copy's parameters.
 template <Bijector B, typename MakeContext = std::nullptr_t>
-std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext make_context = nullptr) {
+std::vector<LawResult> check_laws(B b, const LawOptions& opt = {},
+                                  MakeContext make_context = nullptr) {
   using Scalar = typename B::Scalar;
   using Defaults = detail::Defaults<Scalar>;
   using BatchT = Batch<Scalar, B::Dim, Dynamic>;
   using Point = Eigen::Matrix<Scalar, B::Dim, 1>;
   constexpr bool has_context = !std::is_same_v<MakeContext, std::nullptr_t>;
-  static_assert(!has_context || is_conditional_v<B>,
-                "nflow::testing::check_laws: a make_context(n, gen) was given, but the bijector is not "
-                "conditional (its ContextDim is 0)");
+  static_assert(
+      !has_context || is_conditional_v<B>,
+      "nflow::testing::check_laws: a make_context(n, gen) was given, but the bijector is not "
+      "conditional (its ContextDim is 0)");
   detail::LawReport rep(opt.skipped);
   std::mt19937_64 gen(opt.seed);
   const Index d = b.dim();
@@ -429,19 +451,23 @@ std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext m
 
   auto run = [&](const auto& ctx) {
     auto forward = [&](const auto& v, const auto& context) {
-      return with_context<B>(context, [&](const auto&... c) { return b.forward_and_log_det(v, c...); });
+      return with_context<B>(context,
+                             [&](const auto&... c) { return b.forward_and_log_det(v, c...); });
     };
     auto inverse = [&](const auto& v, const auto& context) {
-      return with_context<B>(context, [&](const auto&... c) { return b.inverse_and_log_det(v, c...); });
+      return with_context<B>(context,
+                             [&](const auto&... c) { return b.inverse_and_log_det(v, c...); });
     };
     // Round trip both ways.
     const auto fx = forward(x, ctx);
     const auto ifx = inverse(fx.value, ctx);
     const auto iz = inverse(z0, ctx);
     const auto fiz = forward(iz.value, ctx);
-    rep.add({"round_trip", std::max(detail::scaled_error(ifx.value, x), detail::scaled_error(fiz.value, z0)),
+    rep.add({"round_trip",
+             std::max(detail::scaled_error(ifx.value, x), detail::scaled_error(fiz.value, z0)),
              rt_tol, "inverse(forward(x)) vs x and forward(inverse(z)) vs z"});
-    rep.add({"log_det_sum", detail::scaled_error(fx.log_det + ifx.log_det, PerSample<Scalar, Dynamic>::Zero(n)),
+    rep.add({"log_det_sum",
+             detail::scaled_error(fx.log_det + ifx.log_det, PerSample<Scalar, Dynamic>::Zero(n)),
              rt_tol, "forward log-det + inverse log-det at forward(x)"});
 
     // Log-dets against finite-difference Jacobians, per column.
@@ -467,10 +493,14 @@ std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext m
       if (!rep.skipped("forward_log_det") || !rep.skipped("inverse_log_det")) {
         const double fd_f = detail::fd_log_abs_det<Scalar, B::Dim>(fmap, xj, h);
         const double fd_i = detail::fd_log_abs_det<Scalar, B::Dim>(imap, zj, h);
-        fwd_err = std::max(fwd_err, std::abs(fd_f - double(fx.log_det(j))) / (1.0 + std::abs(fd_f)));
-        inv_err = std::max(inv_err, std::abs(fd_i - double(iz.log_det(j))) / (1.0 + std::abs(fd_i)));
-        if (std::isnan(fd_f) || std::isnan(double(fx.log_det(j)))) fwd_err = std::numeric_limits<double>::quiet_NaN();
-        if (std::isnan(fd_i) || std::isnan(double(iz.log_det(j)))) inv_err = std::numeric_limits<double>::quiet_NaN();
+        fwd_err =
+            std::max(fwd_err, std::abs(fd_f - double(fx.log_det(j))) / (1.0 + std::abs(fd_f)));
+        inv_err =
+            std::max(inv_err, std::abs(fd_i - double(iz.log_det(j))) / (1.0 + std::abs(fd_i)));
+        if (std::isnan(fd_f) || std::isnan(double(fx.log_det(j))))
+          fwd_err = std::numeric_limits<double>::quiet_NaN();
+        if (std::isnan(fd_i) || std::isnan(double(iz.log_det(j))))
+          inv_err = std::numeric_limits<double>::quiet_NaN();
       }
 
       // One column alone equals the same column of the batch.
@@ -497,8 +527,10 @@ std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext m
     rep.add({"fused_unfused", fused, 0.0, "forward/inverse and their log-dets vs the fused calls"});
 
     if constexpr (is_constant_log_det_v<B>) {
-      const double spread = std::max(fx.log_det.maxCoeff() - fx.log_det.minCoeff(), iz.log_det.maxCoeff() - iz.log_det.minCoeff());
-      rep.add({"constant_log_det", double(spread), Defaults::batch_point, "spread of log-dets across samples"});
+      const double spread = std::max(fx.log_det.maxCoeff() - fx.log_det.minCoeff(),
+                                     iz.log_det.maxCoeff() - iz.log_det.minCoeff());
+      rep.add({"constant_log_det", double(spread), Defaults::batch_point,
+               "spread of log-dets across samples"});
     } else {
       rep.not_applicable("constant_log_det", "IsConstantLogDet is false: nothing to check");
     }
@@ -508,8 +540,9 @@ std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext m
       BatchT xn = x;
       xn(0, 0) = std::numeric_limits<Scalar>::quiet_NaN();
       const auto rn = forward(xn, ctx);
-      const double others = std::max((rn.value.rightCols(n - 1) - fx.value.rightCols(n - 1)).cwiseAbs().maxCoeff(),
-                                     (rn.log_det.rightCols(n - 1) - fx.log_det.rightCols(n - 1)).cwiseAbs().maxCoeff());
+      const double others = std::max(
+          (rn.value.rightCols(n - 1) - fx.value.rightCols(n - 1)).cwiseAbs().maxCoeff(),
+          (rn.log_det.rightCols(n - 1) - fx.log_det.rightCols(n - 1)).cwiseAbs().maxCoeff());
       const bool poisoned = !(rn.value.col(0).allFinite() && std::isfinite(double(rn.log_det(0))));
       rep.add({"nan_isolation", poisoned ? double(others) : 1.0, 0.0,
                poisoned ? "other columns changed" : "a NaN input gave a finite output"});
@@ -524,7 +557,9 @@ std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext m
       detail::check_direction_gradients<true>(b, z0, ctx, h, g_tol, gen, rep);
     } else {
       for (const std::string& law : gradient_law_names()) {
-        rep.not_applicable(law, "the gradient laws run in double only (finite differences in float are too coarse)");
+        rep.not_applicable(
+            law,
+            "the gradient laws run in double only (finite differences in float are too coarse)");
       }
     }
     detail::check_parameters(b, x, z0, ctx, rep);
@@ -551,7 +586,8 @@ std::vector<LawResult> check_laws(B b, const LawOptions& opt = {}, MakeContext m
     } catch (const ShapeError&) {
       threw = true;
     }
-    rep.add({"shape_error", threw ? 0.0 : 1.0, 0.0, "a batch with Dim + 1 rows must throw nflow::ShapeError"});
+    rep.add({"shape_error", threw ? 0.0 : 1.0, 0.0,
+             "a batch with Dim + 1 rows must throw nflow::ShapeError"});
   }
   return rep.finish();
 }

@@ -21,16 +21,15 @@
 /// Finite-difference gradients need a smooth map (a transformer with kinks, like a spline at its
 /// knots, needs inputs away from them).
 
-#include "nflow/testing/bijector_laws.hpp"
-
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include "nflow/testing/bijector_laws.hpp"
 
 namespace nflow::testing {
 
@@ -55,8 +54,8 @@ void check_transformer_gradients(const std::string& dir, Backward&& backward, Lo
                                  const Eigen::Matrix<Scalar, Dynamic, Dynamic>& input,
                                  const Eigen::Matrix<Scalar, Dynamic, Dynamic>& params,
                                  const Eigen::Matrix<Scalar, Dynamic, Dynamic>& g_value,
-                                 const Eigen::Matrix<Scalar, 1, Dynamic>& g_log_det, double h, double tol,
-                                 std::vector<LawResult>& out) {
+                                 const Eigen::Matrix<Scalar, 1, Dynamic>& g_log_det, double h,
+                                 double tol, std::vector<LawResult>& out) {
   using M = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
   M g_input(input.rows(), input.cols());
   M g_params(params.rows(), params.cols());
@@ -77,7 +76,8 @@ void check_transformer_gradients(const std::string& dir, Backward&& backward, Lo
   const Eigen::MatrixXd fd_input = fd_of(input, [&](const M& v) { return loss(v, params); });
   const Eigen::MatrixXd fd_params = fd_of(params, [&](const M& p) { return loss(input, p); });
   auto relative = [](const M& analytic, const Eigen::MatrixXd& fd) {
-    return (analytic.template cast<double>() - fd).cwiseAbs().maxCoeff() / std::max(1.0, fd.cwiseAbs().maxCoeff());
+    return (analytic.template cast<double>() - fd).cwiseAbs().maxCoeff() /
+           std::max(1.0, fd.cwiseAbs().maxCoeff());
   };
   out.push_back({dir + "_vjp_input", relative(g_input, fd_input), tol,
                  "direct gradient of the input vs finite differences"});
@@ -91,7 +91,8 @@ void check_transformer_gradients(const std::string& dir, Backward&& backward, Lo
 /// seed, input_scale, tolerances and fd_step (the domains do not apply); the gradient laws run in
 /// double unless `opt` skips "forward_vjp_params" (LawOptions::skip).
 template <typename T>
-std::vector<LawResult> check_transformer_laws(const T& t, const LawOptions& opt = {}, Index features = 3) {
+std::vector<LawResult> check_transformer_laws(const T& t, const LawOptions& opt = {},
+                                              Index features = 3) {
   using Scalar = typename T::Scalar;
   using Defaults = detail::Defaults<Scalar>;
   using M = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
@@ -130,27 +131,34 @@ std::vector<LawResult> check_transformer_laws(const T& t, const LawOptions& opt 
   const Out ifx = inverse(fx.value, params);
   const Out iz = inverse(z0, params);
   const Out fiz = forward(iz.value, params);
-  out.push_back({"round_trip", std::max(detail::scaled_error(ifx.value, x), detail::scaled_error(fiz.value, z0)), rt_tol,
-                 "inverse(forward(x)) vs x and forward(inverse(z)) vs z"});
-  out.push_back({"log_det_sum", detail::scaled_error(fx.log_det + ifx.log_det, Row::Zero(m)), rt_tol,
-                 "forward log-det + inverse log-det at forward(x)"});
+  out.push_back({"round_trip",
+                 std::max(detail::scaled_error(ifx.value, x), detail::scaled_error(fiz.value, z0)),
+                 rt_tol, "inverse(forward(x)) vs x and forward(inverse(z)) vs z"});
+  out.push_back({"log_det_sum", detail::scaled_error(fx.log_det + ifx.log_det, Row::Zero(m)),
+                 rt_tol, "forward log-det + inverse log-det at forward(x)"});
 
   auto log_det_error = [&](const Eigen::MatrixXd& diagonal, const Row& log_det) {
     const Eigen::RowVectorXd fd = diagonal.array().abs().log().colwise().sum();
-    return ((fd - log_det.template cast<double>()).array().abs() / (1.0 + fd.array().abs())).maxCoeff();
+    return ((fd - log_det.template cast<double>()).array().abs() / (1.0 + fd.array().abs()))
+        .maxCoeff();
   };
   out.push_back({"forward_log_det",
-                 log_det_error(detail::fd_diagonal([&](const M& v) { return forward(v, params).value; }, x, h), fx.log_det),
+                 log_det_error(detail::fd_diagonal(
+                                   [&](const M& v) { return forward(v, params).value; }, x, h),
+                               fx.log_det),
                  ld_tol, "vs Σ log|∂zᵢ/∂xᵢ| by finite differences"});
   out.push_back({"inverse_log_det",
-                 log_det_error(detail::fd_diagonal([&](const M& v) { return inverse(v, params).value; }, z0, h), iz.log_det),
+                 log_det_error(detail::fd_diagonal(
+                                   [&](const M& v) { return inverse(v, params).value; }, z0, h),
+                               iz.log_det),
                  ld_tol, "vs Σ log|∂xᵢ/∂zᵢ| by finite differences"});
 
   // Structures accumulate one feature at a time: the calls add into the log-det they are given.
   const Scalar start = Scalar(1.5);
   const double acc = std::max(detail::scaled_error(forward(x, params, start).log_det, fx.log_det),
                               detail::scaled_error(inverse(z0, params, start).log_det, iz.log_det));
-  out.push_back({"log_det_accumulates", acc, rt_tol, "log-det added to a non-zero log-det vs from zero"});
+  out.push_back(
+      {"log_det_accumulates", acc, rt_tol, "log-det added to a non-zero log-det vs from zero"});
 
   if constexpr (std::is_same_v<Scalar, double>) {
     if (!detail::LawReport(opt.skipped).skipped("forward_vjp_params")) {
@@ -158,16 +166,23 @@ std::vector<LawResult> check_transformer_laws(const T& t, const LawOptions& opt 
       const M g_value = detail::draw<Scalar, Dynamic>(n, m, Domain::Real, 1.0, gen);
       const Row g_log_det = detail::draw<Scalar, Dynamic>(1, m, Domain::Real, 1.0, gen);
       auto linear = [&](const Out& o) {
-        return (o.value.array() * g_value.array()).sum() + (o.log_det.array() * g_log_det.array()).sum();
+        return (o.value.array() * g_value.array()).sum() +
+               (o.log_det.array() * g_log_det.array()).sum();
       };
       detail::check_transformer_gradients<Scalar>(
           "forward",
-          [&](const M& v, const M& p, const M& gv, const Row& gl, M& gx, M& gp) { t.forward_backward(v, p, gv, gl, gx, gp); },
-          [&](const M& v, const M& p) { return linear(forward(v, p)); }, x, params, g_value, g_log_det, h, g_tol, out);
+          [&](const M& v, const M& p, const M& gv, const Row& gl, M& gx, M& gp) {
+            t.forward_backward(v, p, gv, gl, gx, gp);
+          },
+          [&](const M& v, const M& p) { return linear(forward(v, p)); }, x, params, g_value,
+          g_log_det, h, g_tol, out);
       detail::check_transformer_gradients<Scalar>(
           "inverse",
-          [&](const M& v, const M& p, const M& gv, const Row& gl, M& gz, M& gp) { t.inverse_backward(v, p, gv, gl, gz, gp); },
-          [&](const M& v, const M& p) { return linear(inverse(v, p)); }, z0, params, g_value, g_log_det, h, g_tol, out);
+          [&](const M& v, const M& p, const M& gv, const Row& gl, M& gz, M& gp) {
+            t.inverse_backward(v, p, gv, gl, gz, gp);
+          },
+          [&](const M& v, const M& p) { return linear(inverse(v, p)); }, z0, params, g_value,
+          g_log_det, h, g_tol, out);
     }
   }
   return out;

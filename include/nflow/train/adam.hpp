@@ -2,14 +2,14 @@
 /// @file
 /// @brief Adam and AdamW over a model's named parameters, with global-norm gradient clipping.
 
-#include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/types.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <type_traits>
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow::train {
 
@@ -56,12 +56,14 @@ template <typename Scalar>
 class Adam {
  public:
   Adam(Index parameter_count, AdamOptions options = {}) : options_(options) {
-    if (parameter_count < 0) throw ParameterError("nflow::train::Adam: parameter_count must be non-negative");
+    if (parameter_count < 0)
+      throw ParameterError("nflow::train::Adam: parameter_count must be non-negative");
     if (!(options.learning_rate >= 0) || !(options.beta1 >= 0 && options.beta1 < 1) ||
-        !(options.beta2 >= 0 && options.beta2 < 1) || !(options.epsilon > 0) || !(options.weight_decay >= 0) ||
-        !(options.clip_norm >= 0)) {
+        !(options.beta2 >= 0 && options.beta2 < 1) || !(options.epsilon > 0) ||
+        !(options.weight_decay >= 0) || !(options.clip_norm >= 0)) {
       throw ParameterError(
-          "nflow::train::Adam: options must satisfy learning_rate >= 0, 0 <= beta1, beta2 < 1, epsilon > 0, "
+          "nflow::train::Adam: options must satisfy learning_rate >= 0, 0 <= beta1, beta2 < 1, "
+          "epsilon > 0, "
           "weight_decay >= 0, clip_norm >= 0");
     }
     m_ = Eigen::VectorXd::Zero(parameter_count);
@@ -88,7 +90,8 @@ class Adam {
   template <typename Model>
   double step_model(Model& model, Eigen::Ref<Vector<Scalar>> grad, double lr = -1) {
     detail::check_size("Adam::step_model", "grad", m_.size(), grad.size());
-    detail::check_size("Adam::step_model", "the model's parameters", m_.size(), model.parameter_count());
+    detail::check_size("Adam::step_model", "the model's parameters", m_.size(),
+                       model.parameter_count());
     const Update u = begin_step(grad, lr);
     Index offset = 0;
     model.visit_parameters([&](const std::string&, auto&& tensor) {
@@ -114,7 +117,8 @@ class Adam {
     f(std::string("adam.step"), Eigen::Ref<Eigen::MatrixXd>(s));
     f(std::string("adam.m"), Eigen::Ref<Eigen::MatrixXd>(m_));
     f(std::string("adam.v"), Eigen::Ref<Eigen::MatrixXd>(v_));
-    if (!(s(0) >= 0) || s(0) != std::floor(s(0))) throw ParameterError("nflow::train::Adam: 'adam.step' must be a non-negative integer");
+    if (!(s(0) >= 0) || s(0) != std::floor(s(0)))
+      throw ParameterError("nflow::train::Adam: 'adam.step' must be a non-negative integer");
     step_ = Index(s(0));
   }
 
@@ -127,7 +131,8 @@ class Adam {
     if (lr < 0) lr = options_.learning_rate;
     const double norm = clip_global_norm<Scalar>(grad, options_.clip_norm);
     ++step_;
-    return {norm, lr, 1.0 - std::pow(options_.beta1, double(step_)), 1.0 - std::pow(options_.beta2, double(step_))};
+    return {norm, lr, 1.0 - std::pow(options_.beta1, double(step_)),
+            1.0 - std::pow(options_.beta2, double(step_))};
   }
   /// The update of the parameters `first` … `first + params.size() − 1`, in chunks of 256
   /// coefficients. Each chunk is computed in double with fixed-size vectorised array arithmetic:
@@ -204,9 +209,11 @@ struct Schedule {
   Index warmup_steps = 0;     ///< linear warm-up from 0 over the first steps
   /// The rate at `step` out of `total_steps` for a base rate `base`.
   double rate(double base, Index step, Index total_steps) const {
-    if (warmup_steps > 0 && step < warmup_steps) return base * double(step + 1) / double(warmup_steps);
+    if (warmup_steps > 0 && step < warmup_steps)
+      return base * double(step + 1) / double(warmup_steps);
     if (kind == Kind::Constant || total_steps <= warmup_steps) return base;
-    const double progress = std::min(1.0, double(step - warmup_steps) / double(total_steps - warmup_steps));
+    const double progress =
+        std::min(1.0, double(step - warmup_steps) / double(total_steps - warmup_steps));
     const double cosine = 0.5 * (1.0 + std::cos(3.14159265358979323846 * progress));
     return base * (min_fraction + (1.0 - min_fraction) * cosine);
   }

@@ -3,13 +3,6 @@
 /// @brief The fit loop: seeded mini-batches, Adam, a learning-rate schedule, validation with
 /// early stopping, a progress callback, and a clean stop on a non-finite loss.
 
-#include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
-#include "nflow/core/random.hpp"
-#include "nflow/core/types.hpp"
-#include "nflow/train/adam.hpp"
-#include "nflow/train/objectives.hpp"
-
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -17,6 +10,13 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+
+#include "nflow/core/errors.hpp"
+#include "nflow/core/parameters.hpp"
+#include "nflow/core/random.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/train/adam.hpp"
+#include "nflow/train/objectives.hpp"
 
 namespace nflow::train {
 
@@ -33,19 +33,19 @@ class TrainingError : public std::runtime_error {
 
 /// @brief What the progress callback receives.
 struct Progress {
-  Index epoch = 0;              ///< 0-based epoch just finished (or in progress, with `every_steps`)
-  Index step = 0;               ///< optimiser steps taken so far
-  double train_loss = 0;        ///< mean training loss since the previous report
+  Index epoch = 0;        ///< 0-based epoch just finished (or in progress, with `every_steps`)
+  Index step = 0;         ///< optimiser steps taken so far
+  double train_loss = 0;  ///< mean training loss since the previous report
   double validation_loss = std::numeric_limits<double>::quiet_NaN();  ///< NaN without validation
-  double seconds = 0;           ///< wall time since fit() started
+  double seconds = 0;  ///< wall time since fit() started
   double learning_rate = 0;
 };
 
 struct FitOptions {
   Index batch_size = 256;
-  Index epochs = 10;            ///< passes over the training set
-  Index max_steps = -1;         ///< if positive, stop after this many steps whatever the epochs
-  std::uint64_t seed = 1;       ///< shuffling
+  Index epochs = 10;       ///< passes over the training set
+  Index max_steps = -1;    ///< if positive, stop after this many steps whatever the epochs
+  std::uint64_t seed = 1;  ///< shuffling
   AdamOptions adam{};
   Schedule schedule = Schedule::constant();
   /// Early stopping: stop after this many validations without improvement (0: never) and restore
@@ -70,24 +70,31 @@ struct FitResult {
 /// Deterministic: the same seed, data and model give bit-identical parameters.
 template <typename D, typename X, typename V = Batch<typename D::Scalar, Dynamic, Dynamic>>
 FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& options,
-              const Eigen::MatrixBase<V>& validation = V(), const Batch<typename D::Scalar, Dynamic, Dynamic>& context = {},
+              const Eigen::MatrixBase<V>& validation = V(),
+              const Batch<typename D::Scalar, Dynamic, Dynamic>& context = {},
               const Batch<typename D::Scalar, Dynamic, Dynamic>& validation_context = {}) {
   using Scalar = typename D::Scalar;
   const Index n = data.cols();
   if (n == 0) throw ShapeError("nflow::train::fit: the training set is empty");
-  if (options.batch_size <= 0) throw ParameterError("nflow::train::fit: 'batch_size' must be positive");
+  if (options.batch_size <= 0)
+    throw ParameterError("nflow::train::fit: 'batch_size' must be positive");
   detail::check_rows("train::fit", "data", density.dim(), data.rows(), data.cols());
   const bool conditional = context.size() > 0;
   if (conditional) detail::check_cols("train::fit", "context", n, context.rows(), context.cols());
   const bool validate = validation.cols() > 0;
-  if (validate) detail::check_rows("train::fit", "validation", density.dim(), validation.rows(), validation.cols());
+  if (validate)
+    detail::check_rows("train::fit", "validation", density.dim(), validation.rows(),
+                       validation.cols());
 
   const Index batches_per_epoch = (n + options.batch_size - 1) / options.batch_size;
-  const Index total_steps = options.max_steps > 0 ? options.max_steps : options.epochs * batches_per_epoch;
+  const Index total_steps =
+      options.max_steps > 0 ? options.max_steps : options.epochs * batches_per_epoch;
   Adam<Scalar> adam(density.parameter_count(), options.adam);
   std::mt19937_64 gen(options.seed);
   const auto start = std::chrono::steady_clock::now();
-  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
 
   auto validation_loss = [&]() -> double {
     if (!validate) return std::numeric_limits<double>::quiet_NaN();
@@ -109,7 +116,8 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
     Progress p;
     p.epoch = epoch;
     p.step = result.steps;
-    p.train_loss = loss_count > 0 ? loss_sum / double(loss_count) : std::numeric_limits<double>::quiet_NaN();
+    p.train_loss =
+        loss_count > 0 ? loss_sum / double(loss_count) : std::numeric_limits<double>::quiet_NaN();
     p.validation_loss = validation_loss();
     p.seconds = seconds();
     p.learning_rate = options.schedule.rate(options.adam.learning_rate, result.steps, total_steps);
@@ -147,12 +155,14 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
         loss = nll(density, xb, grad, no_context, tape);
       }
       if (!std::isfinite(loss) || !grad.allFinite()) {
-        throw TrainingError("nflow::train::fit: the loss or its gradient became non-finite at step " +
-                                std::to_string(result.steps) + " (loss " + std::to_string(loss) +
-                                "); the parameters are those before this step",
-                            result.steps);
+        throw TrainingError(
+            "nflow::train::fit: the loss or its gradient became non-finite at step " +
+                std::to_string(result.steps) + " (loss " + std::to_string(loss) +
+                "); the parameters are those before this step",
+            result.steps);
       }
-      const double lr = options.schedule.rate(options.adam.learning_rate, result.steps, total_steps);
+      const double lr =
+          options.schedule.rate(options.adam.learning_rate, result.steps, total_steps);
       adam.step_model(density, grad, lr);
       ++result.steps;
       loss_sum += loss;

@@ -19,7 +19,6 @@
 /// exact log-likelihood of the learned flow.
 
 #include <Eigen/Core>
-
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -43,14 +42,17 @@ namespace nflow::train {
 /// @param context context_dim × N (an empty matrix when the field has none).
 /// @throws nflow::ShapeError on mismatched shapes or an empty batch.
 template <typename Field>
-double flow_matching_loss(const Field& field, const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
+double flow_matching_loss(const Field& field,
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
                           const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x0,
                           const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& tau,
-                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context, double sigma_min,
-                          Eigen::Ref<Vector<typename Field::Scalar>> grad) {
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
+                          double sigma_min, Eigen::Ref<Vector<typename Field::Scalar>> grad) {
   static_assert(ode::VectorField<Field>,
-                "nflow::train::flow_matching_loss: the field must model nflow::ode::VectorField (Scalar, dim(), "
-                "context_dim(), parameter_count(), value(t, z, c) and value_backward(t, z, c, gf, grad) with one "
+                "nflow::train::flow_matching_loss: the field must model nflow::ode::VectorField "
+                "(Scalar, dim(), "
+                "context_dim(), parameter_count(), value(t, z, c) and value_backward(t, z, c, gf, "
+                "grad) with one "
                 "time per column)");
   using S = typename Field::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
@@ -60,12 +62,17 @@ double flow_matching_loss(const Field& field, const Eigen::Matrix<typename Field
   nflow::detail::check_rows("train::flow_matching_loss", "x0", field.dim(), x0.rows(), x0.cols());
   nflow::detail::check_cols("train::flow_matching_loss", "x0", n, x0.rows(), x0.cols());
   nflow::detail::check_cols("train::flow_matching_loss", "tau", n, tau.rows(), tau.cols());
-  nflow::detail::check_rows("train::flow_matching_loss", "context", field.context_dim(), context.rows(), context.cols());
-  if (field.context_dim() > 0) nflow::detail::check_cols("train::flow_matching_loss", "context", n, context.rows(), context.cols());
-  nflow::detail::check_size("train::flow_matching_loss", "grad", field.parameter_count(), grad.size());
+  nflow::detail::check_rows("train::flow_matching_loss", "context", field.context_dim(),
+                            context.rows(), context.cols());
+  if (field.context_dim() > 0)
+    nflow::detail::check_cols("train::flow_matching_loss", "context", n, context.rows(),
+                              context.cols());
+  nflow::detail::check_size("train::flow_matching_loss", "grad", field.parameter_count(),
+                            grad.size());
   const S keep = S(1) - S(sigma_min);
   // x_τ = (1 − keep·τ) x₀ + τ x₁ ; target −u = keep·x₀ − x₁ ; flow time t = 1 − τ.
-  const M xt = (x0.array().rowwise() * (S(1) - keep * tau.array())).matrix() + (x1.array().rowwise() * tau.array()).matrix();
+  const M xt = (x0.array().rowwise() * (S(1) - keep * tau.array())).matrix() +
+               (x1.array().rowwise() * tau.array()).matrix();
   const M target = keep * x0 - x1;
   const Eigen::Matrix<S, 1, Dynamic> t = (S(1) - tau.array()).matrix();
   const M residual = field.value(t, xt, context) - target;
@@ -77,11 +84,14 @@ double flow_matching_loss(const Field& field, const Eigen::Matrix<typename Field
 /// @brief The same loss with x₀ ~ N(0, I) and τ ~ U(0, 1) drawn from `gen` (noise first, then
 /// times, each in storage order).
 template <typename Field, std::uniform_random_bit_generator G>
-double flow_matching_loss(const Field& field, const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
-                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context, double sigma_min,
-                          G& gen, Eigen::Ref<Vector<typename Field::Scalar>> grad) {
+double flow_matching_loss(const Field& field,
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
+                          double sigma_min, G& gen,
+                          Eigen::Ref<Vector<typename Field::Scalar>> grad) {
   using S = typename Field::Scalar;
-  const Eigen::Matrix<S, Dynamic, Dynamic> x0 = standard_normal_matrix<S>(x1.rows(), x1.cols(), gen);
+  const Eigen::Matrix<S, Dynamic, Dynamic> x0 =
+      standard_normal_matrix<S>(x1.rows(), x1.cols(), gen);
   Eigen::Matrix<S, 1, Dynamic> tau(x1.cols());
   for (Index j = 0; j < tau.size(); ++j) tau(j) = S(uniform_open01(gen));
   return flow_matching_loss(field, x1, x0, tau, context, sigma_min, grad);
@@ -89,10 +99,10 @@ double flow_matching_loss(const Field& field, const Eigen::Matrix<typename Field
 
 /// @brief Settings of fit_flow_matching.
 struct FlowMatchingOptions {
-  double sigma_min = 0.0;      ///< width of the path at the data end (0: straight lines to the data)
+  double sigma_min = 0.0;  ///< width of the path at the data end (0: straight lines to the data)
   Index batch_size = 256;
-  Index steps = 2000;          ///< optimiser steps
-  std::uint64_t seed = 1;      ///< mini-batches, noise and times
+  Index steps = 2000;      ///< optimiser steps
+  std::uint64_t seed = 1;  ///< mini-batches, noise and times
   AdamOptions adam{};
   Schedule schedule = Schedule::constant();
   /// Called every `report_every` steps with (step, mean loss since the last report).
@@ -103,7 +113,8 @@ struct FlowMatchingOptions {
 /// @brief What fit_flow_matching returns.
 struct FlowMatchingResult {
   Index steps = 0;
-  double final_loss = std::numeric_limits<double>::quiet_NaN();  ///< mean loss over the last report window
+  double final_loss =
+      std::numeric_limits<double>::quiet_NaN();  ///< mean loss over the last report window
 };
 
 /// @brief Trains the field of a flow that exposes one (ode::HasVectorField: a ContinuousFlow) by
@@ -113,23 +124,32 @@ struct FlowMatchingResult {
 /// @throws nflow::ShapeError on mismatched shapes; nflow::ParameterError on bad options;
 ///   std::runtime_error (with the step) if the loss or its gradient becomes non-finite.
 template <typename Flow>
-FlowMatchingResult fit_flow_matching(Flow& flow, const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& data,
-                                     const FlowMatchingOptions& options,
-                                     const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& context = {}) {
-  static_assert(ode::HasVectorField<Flow>,
-                "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as field() "
-                "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
+FlowMatchingResult fit_flow_matching(
+    Flow& flow, const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& data,
+    const FlowMatchingOptions& options,
+    const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& context = {}) {
+  static_assert(
+      ode::HasVectorField<Flow>,
+      "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as "
+      "field() "
+      "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
   using S = typename Flow::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   const Index n = data.cols();
   if (n == 0) throw ShapeError("nflow::train::fit_flow_matching: the training set is empty");
-  nflow::detail::check_rows("train::fit_flow_matching", "data", flow.dim(), data.rows(), data.cols());
+  nflow::detail::check_rows("train::fit_flow_matching", "data", flow.dim(), data.rows(),
+                            data.cols());
   if (flow.context_dim() > 0) {
-    nflow::detail::check_rows("train::fit_flow_matching", "context", flow.context_dim(), context.rows(), context.cols());
-    nflow::detail::check_cols("train::fit_flow_matching", "context", n, context.rows(), context.cols());
+    nflow::detail::check_rows("train::fit_flow_matching", "context", flow.context_dim(),
+                              context.rows(), context.cols());
+    nflow::detail::check_cols("train::fit_flow_matching", "context", n, context.rows(),
+                              context.cols());
   }
-  if (options.batch_size <= 0 || options.steps < 0 || !(options.sigma_min >= 0 && options.sigma_min < 1)) {
-    throw ParameterError("nflow::train::fit_flow_matching: options need batch_size > 0, steps >= 0, 0 <= sigma_min < 1");
+  if (options.batch_size <= 0 || options.steps < 0 ||
+      !(options.sigma_min >= 0 && options.sigma_min < 1)) {
+    throw ParameterError(
+        "nflow::train::fit_flow_matching: options need batch_size > 0, steps >= 0, 0 <= sigma_min "
+        "< 1");
   }
   Adam<S> adam(flow.parameter_count(), options.adam);
   std::mt19937_64 gen(options.seed);
@@ -154,14 +174,17 @@ FlowMatchingResult fit_flow_matching(Flow& flow, const Eigen::Matrix<typename Fl
     grad.setZero();
     const double loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
     if (!std::isfinite(loss) || !grad.allFinite()) {
-      throw std::runtime_error("nflow::train::fit_flow_matching: the loss or its gradient became non-finite at step " +
-                               std::to_string(step) + "; the parameters are those before this step");
+      throw std::runtime_error(
+          "nflow::train::fit_flow_matching: the loss or its gradient became non-finite at step " +
+          std::to_string(step) + "; the parameters are those before this step");
     }
-    adam.step_model(flow, grad, options.schedule.rate(options.adam.learning_rate, step, options.steps));
+    adam.step_model(flow, grad,
+                    options.schedule.rate(options.adam.learning_rate, step, options.steps));
     sum += loss;
     ++count;
     result.steps = step + 1;
-    if ((options.report_every > 0 && (step + 1) % options.report_every == 0) || step + 1 == options.steps) {
+    if ((options.report_every > 0 && (step + 1) % options.report_every == 0) ||
+        step + 1 == options.steps) {
       result.final_loss = sum / double(count);
       if (options.callback) options.callback(step + 1, result.final_loss);
       sum = 0;

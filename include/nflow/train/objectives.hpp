@@ -4,15 +4,15 @@
 /// unnormalised log-density, and their weighted sum. Each returns the loss and adds its gradient
 /// into a flat gradient vector laid out like the density's parameters.
 
-#include "nflow/core/bijector_base.hpp"
-#include "nflow/core/concepts.hpp"
-#include "nflow/core/errors.hpp"
-#include "nflow/core/types.hpp"
-
 #include <cmath>
 #include <random>
 #include <type_traits>
 #include <utility>
+
+#include "nflow/core/bijector_base.hpp"
+#include "nflow/core/concepts.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/types.hpp"
 
 namespace nflow::train {
 
@@ -30,8 +30,8 @@ using NllTape = tape_t<decltype(std::declval<const D&>().transform())>;
 /// (forward_and_vjp; see docs/gradients.md). A non-finite sample makes the loss non-finite (the
 /// fit loop stops on it).
 template <typename D, typename X, ContextArg C>
-double nll(const D& density, const Eigen::MatrixBase<X>& x, Eigen::Ref<Vector<typename D::Scalar>> grad,
-           const C& context, NllTape<D>& tape) {
+double nll(const D& density, const Eigen::MatrixBase<X>& x,
+           Eigen::Ref<Vector<typename D::Scalar>> grad, const C& context, NllTape<D>& tape) {
   using Scalar = typename D::Scalar;
   detail::check_size("train::nll", "grad", density.parameter_count(), grad.size());
   const Index n = x.cols();
@@ -51,8 +51,8 @@ double nll(const D& density, const Eigen::MatrixBase<X>& x, Eigen::Ref<Vector<ty
 
 /// @brief nll() with a tape of its own (allocated for this call).
 template <typename D, typename X, ContextArg C = NoContext>
-double nll(const D& density, const Eigen::MatrixBase<X>& x, Eigen::Ref<Vector<typename D::Scalar>> grad,
-           const C& context = C{}) {
+double nll(const D& density, const Eigen::MatrixBase<X>& x,
+           Eigen::Ref<Vector<typename D::Scalar>> grad, const C& context = C{}) {
   NllTape<D> tape;
   return nll(density, x, grad, context, tape);
 }
@@ -82,9 +82,9 @@ Target<LogProb, Grad> make_target(LogProb log_prob, Grad grad_log_prob) {
 /// held fixed in this objective). Needs an InverseDifferentiable transform (coupling layers, IAF).
 /// Returns the loss; KL(q‖p) = loss + log Z ≥ 0.
 template <typename D, typename T, std::uniform_random_bit_generator G>
-double reverse_kl(const D& density, const T& target, Index n, G& gen, Eigen::Ref<Vector<typename D::Scalar>> grad)
-  requires InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>>
-{
+double reverse_kl(const D& density, const T& target, Index n, G& gen,
+                  Eigen::Ref<Vector<typename D::Scalar>> grad) requires
+    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
   using Scalar = typename D::Scalar;
   detail::check_size("train::reverse_kl", "grad", density.parameter_count(), grad.size());
   if (n <= 0) throw ShapeError("nflow::train::reverse_kl: the number of samples must be positive");
@@ -94,7 +94,8 @@ double reverse_kl(const D& density, const T& target, Index n, G& gen, Eigen::Ref
   const PerSample<Scalar, Dynamic> log_p = target.log_prob(r.value);
   detail::check_cols("train::reverse_kl", "target log_prob", n, log_p.rows(), log_p.cols());
   const Batch<Scalar, D::Dim, Dynamic> score = target.grad_log_prob(r.value);
-  detail::check_rows("train::reverse_kl", "target gradient", density.dim(), score.rows(), score.cols());
+  detail::check_rows("train::reverse_kl", "target gradient", density.dim(), score.rows(),
+                     score.cols());
   // ∂loss/∂x = −∇ log p̃ / n; ∂loss/∂(inverse log-det) = −1/n.
   const Scalar inv_n = Scalar(1) / Scalar(n);
   const Batch<Scalar, D::Dim, Dynamic> gv = -inv_n * score;

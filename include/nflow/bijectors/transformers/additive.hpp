@@ -3,7 +3,6 @@
 /// @brief AdditiveTransformer: z = x − μ, the volume-preserving transformer of NICE.
 
 #include <Eigen/Core>
-
 #include <type_traits>
 
 #include "nflow/core/types.hpp"
@@ -32,24 +31,28 @@ class AdditiveTransformer {
   static constexpr bool IsVolumePreserving = true;
 
   template <typename X, typename P, typename Z, typename L>
-  void forward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z, L&& /*log_det*/) const {
+  void forward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z,
+               L&& /*log_det*/) const {
     z = x - params;
   }
   template <typename Z, typename P, typename X, typename L>
-  void inverse(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params, X&& x, L&& /*log_det*/) const {
+  void inverse(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params, X&& x,
+               L&& /*log_det*/) const {
     x = z + params;
   }
   /// ∂L/∂x = gz (direct), ∂L/∂μ = −gz.
   template <typename X, typename P, typename GZ, typename GL, typename GX, typename GP>
-  void forward_backward(const Eigen::MatrixBase<X>&, const Eigen::MatrixBase<P>&, const Eigen::MatrixBase<GZ>& grad_z,
-                        const Eigen::MatrixBase<GL>&, GX&& grad_x, GP&& grad_params) const {
+  void forward_backward(const Eigen::MatrixBase<X>&, const Eigen::MatrixBase<P>&,
+                        const Eigen::MatrixBase<GZ>& grad_z, const Eigen::MatrixBase<GL>&,
+                        GX&& grad_x, GP&& grad_params) const {
     grad_x = grad_z;
     grad_params = -grad_z;
   }
   /// ∂L/∂z = gx (direct), ∂L/∂μ = gx.
   template <typename Z, typename P, typename GX, typename GL, typename GZ, typename GP>
-  void inverse_backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<P>&, const Eigen::MatrixBase<GX>& grad_x,
-                        const Eigen::MatrixBase<GL>&, GZ&& grad_z, GP&& grad_params) const {
+  void inverse_backward(const Eigen::MatrixBase<Z>&, const Eigen::MatrixBase<P>&,
+                        const Eigen::MatrixBase<GX>& grad_x, const Eigen::MatrixBase<GL>&,
+                        GZ&& grad_z, GP&& grad_params) const {
     grad_z = grad_x;
     grad_params = grad_x;
   }

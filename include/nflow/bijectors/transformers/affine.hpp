@@ -20,7 +20,6 @@
 /// allocated.
 
 #include <Eigen/Core>
-
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -65,8 +64,9 @@ class AffineTransformer {
   explicit AffineTransformer(Scalar log_scale_bound = Constants<Scalar>::default_log_scale_bound)
       : bound_(log_scale_bound) {
     if (!(log_scale_bound > Scalar(0)) || !std::isfinite(log_scale_bound)) {
-      throw ParameterError("nflow::AffineTransformer: log_scale_bound must be positive and finite, got " +
-                           std::to_string(double(log_scale_bound)));
+      throw ParameterError(
+          "nflow::AffineTransformer: log_scale_bound must be positive and finite, got " +
+          std::to_string(double(log_scale_bound)));
     }
   }
 
@@ -80,7 +80,8 @@ class AffineTransformer {
 
   /// z = (x − μ) ⊙ exp(−α); adds −Σα (per column) into `log_det`.
   template <typename X, typename P, typename Z, typename L>
-  void forward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z, L&& log_det) const {
+  void forward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z,
+               L&& log_det) const {
     const Index n = x.rows();
     const auto mu = params.topRows(n);
     const auto raw = params.middleRows(n, n);
@@ -92,7 +93,8 @@ class AffineTransformer {
 
   /// x = μ + exp(α) ⊙ z; adds +Σα (per column) into `log_det`.
   template <typename Z, typename P, typename X, typename L>
-  void inverse(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params, X&& x, L&& log_det) const {
+  void inverse(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params, X&& x,
+               L&& log_det) const {
     const Index n = z.rows();
     const auto mu = params.topRows(n);
     const auto raw = params.middleRows(n, n);
@@ -106,14 +108,15 @@ class AffineTransformer {
   /// `grad_params` (overwritten): ∂L/∂μ = −gz ⊙ exp(−α), ∂L/∂r = (−gz ⊙ z − gl) ⊙ (1 − (α/B)²).
   template <typename X, typename P, typename GZ, typename GL, typename GX, typename GP>
   void forward_backward(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params,
-                        const Eigen::MatrixBase<GZ>& grad_z, const Eigen::MatrixBase<GL>& grad_log_det,
-                        GX&& grad_x, GP&& grad_params) const {
+                        const Eigen::MatrixBase<GZ>& grad_z,
+                        const Eigen::MatrixBase<GL>& grad_log_det, GX&& grad_x,
+                        GP&& grad_params) const {
     const Index n = x.rows();
     const auto mu = params.topRows(n);
     auto g_mu = grad_params.topRows(n);
     auto g_raw = grad_params.middleRows(n, n);
     g_raw.array() = log_scale(params.middleRows(n, n).array());  // α
-    grad_x.array() = (-g_raw.array()).exp();                       // exp(−α)
+    grad_x.array() = (-g_raw.array()).exp();                     // exp(−α)
     g_mu.array() = -grad_z.array() * grad_x.array();
     // ∂L/∂α = −gz ⊙ z − gl with z = (x − μ) ⊙ exp(−α); then the chain rule through the bound.
     g_raw.array() = ((g_mu.array() * (x.array() - mu.array())).rowwise() - grad_log_det.array()) *
@@ -126,13 +129,14 @@ class AffineTransformer {
   /// ∂L/∂μ = gx, ∂L/∂r = (gx ⊙ exp(α) ⊙ z + gl) ⊙ (1 − (α/B)²).
   template <typename Z, typename P, typename GX, typename GL, typename GZ, typename GP>
   void inverse_backward(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<P>& params,
-                        const Eigen::MatrixBase<GX>& grad_x, const Eigen::MatrixBase<GL>& grad_log_det,
-                        GZ&& grad_z, GP&& grad_params) const {
+                        const Eigen::MatrixBase<GX>& grad_x,
+                        const Eigen::MatrixBase<GL>& grad_log_det, GZ&& grad_z,
+                        GP&& grad_params) const {
     const Index n = z.rows();
     auto g_mu = grad_params.topRows(n);
     auto g_raw = grad_params.middleRows(n, n);
     g_raw.array() = log_scale(params.middleRows(n, n).array());  // α
-    grad_z.array() = grad_x.array() * g_raw.array().exp();         // gx ⊙ exp(α)
+    grad_z.array() = grad_x.array() * g_raw.array().exp();       // gx ⊙ exp(α)
     g_mu = grad_x;
     g_raw.array() = ((grad_z.array() * z.array()).rowwise() + grad_log_det.array()) *
                     (Scalar(1) - (g_raw.array() / bound_).square());
