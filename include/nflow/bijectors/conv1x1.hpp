@@ -106,26 +106,9 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
   }
   // forward_vjp_impl, inverse_vjp_impl: LUBijectorBase, through vjp<Inverse> below.
 
-  // ---- parameters --------------------------------------------------------------------------------
-  /// The parameters "lower", "upper", "log_s". After a non-const visit_parameters() the layer
-  /// re-validates and recomputes the cached weight, restoring the previous state and rethrowing
-  /// if a written value is invalid.
-  template <typename Self, typename F>
-  static void parameters_impl(Self& self, F&& f) {
-    if constexpr (std::is_const_v<Self>) {
-      f("lower", self.lu_.lower());
-      f("upper", self.lu_.upper());
-      f("log_s", self.lu_.log_s());
-    } else {
-      f("lower", self.lu_.lower_storage());
-      f("upper", self.lu_.upper_storage());
-      f("log_s", self.lu_.log_s_storage());
-    }
-  }
-  template <typename Write>
-  void update_parameters_impl(Write&& write) {
-    mutate(std::forward<Write>(write));
-  }
+  // Parameters "lower", "upper", "log_s" (LUBijectorBase::parameters_impl): after a non-const
+  // visit_parameters() the layer re-validates and recomputes the cached weight, restoring the
+  // previous state and rethrowing if a written value is invalid.
 
  private:
   static constexpr const char* kName = "Conv1x1";
@@ -183,18 +166,6 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
       });
     });
     return g_in;
-  }
-
-  template <typename Write>
-  void mutate(Write&& write) {
-    Conv1x1 backup = *this;
-    try {
-      write();
-      lu_.refresh(kName);
-    } catch (...) {
-      *this = std::move(backup);
-      throw;
-    }
   }
 
   Index height_;

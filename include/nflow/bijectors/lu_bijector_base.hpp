@@ -4,6 +4,7 @@
 /// LUParameterization they hold, its accessors and checked setters, its buffers, and the
 /// reverse-mode gradient of the LU map in either direction.
 
+#include <type_traits>
 #include <utility>
 
 #include "nflow/bijectors/lu_parameterization.hpp"
@@ -22,14 +23,17 @@ namespace nflow {
 /// "permutation" (P: row i of W is row permutation(i) of L·U') and "sign" (the fixed ±1 signs of
 /// U's diagonal); see nflow/core/buffers.hpp.
 ///
-/// Every write (the setters here, the buffer visit, the derived layer's parameter visit) goes
-/// through `Derived::mutate(write)`, which runs `write`, re-validates, refreshes the caches
-/// (O(n³), once per call, not per sample) and restores the previous state if anything throws:
-/// a rejected value throws ParameterError naming the parameter and leaves the layer unchanged.
+/// Every write (the setters here, the buffer visit, the parameter visit) goes through `mutate(write)`,
+/// which runs `write`, checks the derived layer's own parameters (`check_own_parameters()`, a hook
+/// declared here that does nothing; LULinear hides it to check its bias), re-validates and
+/// refreshes the LU caches (O(n³), once per call, not per sample) and restores the previous state
+/// if anything throws: a rejected value throws ParameterError naming the parameter and leaves the
+/// layer unchanged.
 ///
-/// The derived class provides `static constexpr const char* kName` (for messages), `mutate` and
+/// The derived class provides `static constexpr const char* kName` (for messages) and
 /// `vjp<Inverse>(in, gv, gl, gp)` (the vjp hooks of BijectorBase forward to it), and befriends
-/// this base.
+/// this base. A layer with parameters beyond the LU factors hides `parameters_impl`, visiting
+/// the factors first with `Base::parameters_impl(self, f)`.
 /// @tparam Derived the layer (CRTP). @tparam Scalar_ float or double.
 template <typename Derived, typename Scalar_>
 class LUBijectorBase : public BijectorBase<Derived> {
@@ -51,17 +55,17 @@ class LUBijectorBase : public BijectorBase<Derived> {
   template <typename D>
   void set_lower(const Eigen::MatrixBase<D>& v) {
     check_shape("lower", v, lu_.size());
-    derived().mutate([&] { lu_.lower_storage() = v; });
+    mutate([&] { lu_.lower_storage() = v; });
   }
   template <typename D>
   void set_upper(const Eigen::MatrixBase<D>& v) {
     check_shape("upper", v, lu_.size());
-    derived().mutate([&] { lu_.upper_storage() = v; });
+    mutate([&] { lu_.upper_storage() = v; });
   }
   template <typename D>
   void set_log_s(const Eigen::MatrixBase<D>& v) {
     check_shape("log_s", v, 1);
-    derived().mutate([&] { lu_.log_s_storage() = v; });
+    mutate([&] { lu_.log_s_storage() = v; });
   }
 
   /// @brief The buffers "permutation" and "sign". New values must be a permutation of 0 … n−1 and
@@ -72,7 +76,27 @@ class LUBijectorBase : public BijectorBase<Derived> {
   }
   template <typename F>
   void visit_buffers(F&& f) {
-    derived().mutate([&] { lu_.visit_buffers(f, Derived::kName); });
+    mutate([&] { lu_.visit_buffers(f, Derived::kName); });
+  }
+
+  // ---- the parameter hooks of BijectorBase ----------------------------------------------------
+  /// The LU factors "lower", "upper", "log_s", in this order (stored values; a non-const visit
+  /// writes the storage, then update_parameters_impl re-validates).
+  template <typename Self, typename F>
+  static void parameters_impl(Self& self, F&& f) {
+    if constexpr (std::is_const_v<Self>) {
+      f("lower", self.lu_.lower());
+      f("upper", self.lu_.upper());
+      f("log_s", self.lu_.log_s());
+    } else {
+      f("lower", self.lu_.lower_storage());
+      f("upper", self.lu_.upper_storage());
+      f("log_s", self.lu_.log_s_storage());
+    }
+  }
+  template <typename Write>
+  void update_parameters_impl(Write&& write) {
+    mutate(std::forward<Write>(write));
   }
 
   // ---- hooks for BijectorBase: both directions' vjps are Derived::vjp<Inverse> ----------------
@@ -88,6 +112,23 @@ class LUBijectorBase : public BijectorBase<Derived> {
   }
 
  protected:
+  /// The derived layer's own parameters are valid (hide to check them; throw ParameterError).
+  void check_own_parameters() const {}
+
+  /// Runs `write`, then checks and refreshes; restores the old state if anything throws.
+  template <typename Write>
+  void mutate(Write&& write) {
+    Derived backup = derived();
+    try {
+      write();
+      derived().check_own_parameters();
+      lu_.refresh(Derived::kName);
+    } catch (...) {
+      derived() = std::move(backup);
+      throw;
+    }
+  }
+
   explicit LUBijectorBase(LU lu) : lu_(std::move(lu)) {}
 
   /// Reverse mode of out = W · in (Inverse = false) or out = W⁻¹ · in (Inverse = true) on n × M

@@ -84,7 +84,7 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
   void set_bias(const Eigen::MatrixBase<D>& v) {
     detail::check_rows(kName, "bias", dim(), v.rows(), v.cols());
     detail::check_cols(kName, "bias", 1, v.rows(), v.cols());
-    mutate([&] { bias_ = v; });
+    this->mutate([&] { bias_ = v; });
   }
 
   // ---- hooks for BijectorBase ----------------------------------------------------------------
@@ -123,20 +123,8 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
   /// throws) the layer is restored to its state before the call and the exception propagates.
   template <typename Self, typename F>
   static void parameters_impl(Self& self, F&& f) {
-    if constexpr (std::is_const_v<Self>) {
-      f("lower", self.lu_.lower());
-      f("upper", self.lu_.upper());
-      f("log_s", self.lu_.log_s());
-    } else {
-      f("lower", self.lu_.lower_storage());
-      f("upper", self.lu_.upper_storage());
-      f("log_s", self.lu_.log_s_storage());
-    }
+    Base::parameters_impl(self, f);
     f("bias", self.bias_);
-  }
-  template <typename Write>
-  void update_parameters_impl(Write&& write) {
-    mutate(std::forward<Write>(write));
   }
 
   // visit_buffers ("permutation", "sign"): LUBijectorBase.
@@ -191,19 +179,10 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
     return g_in;
   }
 
-  /// Runs `write`, then re-validates and refreshes the caches; restores the old state on failure.
-  template <typename Write>
-  void mutate(Write&& write) {
-    LULinear backup = *this;
-    try {
-      write();
-      if (!bias_.allFinite()) {
-        throw ParameterError(std::string("nflow::") + kName + ": parameter 'bias' must be finite");
-      }
-      lu_.refresh(kName);
-    } catch (...) {
-      *this = std::move(backup);
-      throw;
+  /// The bias is finite (checked by LUBijectorBase::mutate after every write).
+  void check_own_parameters() const {
+    if (!bias_.allFinite()) {
+      throw ParameterError(std::string("nflow::") + kName + ": parameter 'bias' must be finite");
     }
   }
 
