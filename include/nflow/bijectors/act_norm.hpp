@@ -15,7 +15,6 @@
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/flow.hpp"
-#include "nflow/core/parameters.hpp"
 
 namespace nflow {
 

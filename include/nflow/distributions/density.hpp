@@ -11,7 +11,6 @@
 #include "nflow/core/composite.hpp"
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
 
 namespace nflow {

@@ -22,7 +22,6 @@
 #include <utility>
 #include <vector>
 
-#include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 
 namespace nflow::interop {

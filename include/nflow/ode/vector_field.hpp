@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "nflow/core/errors.hpp"
-#include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/math/functions.hpp"

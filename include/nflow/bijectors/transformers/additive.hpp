@@ -5,7 +5,6 @@
 #include <Eigen/Core>
 #include <type_traits>
 
-#include "nflow/core/types.hpp"
 
 namespace nflow {
 
