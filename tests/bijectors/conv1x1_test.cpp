@@ -18,18 +18,13 @@
 #include <nflow/testing/catch2.hpp>
 #include <random>
 
+#include "support/randomized.hpp"
+
 using namespace nflow;
 
 namespace {
 
-template <typename B>
-B with_random_parameters(B b, std::uint64_t seed, double scale = 0.5) {
-  using S = typename B::Scalar;
-  std::mt19937_64 gen(seed);
-  const Vector<S> theta = standard_normal_matrix<S>(b.parameter_count(), 1, gen);
-  set_parameters(b, theta * S(scale));
-  return b;
-}
+using nflow::test::randomized;
 
 /// A Conv1x1 and an LULinear with identical factors (same seed for P and sign, same parameters).
 struct Pair {
@@ -39,7 +34,7 @@ struct Pair {
 Pair random_pair(Index c, Index h, Index w, std::uint64_t seed) {
   Pair p{Conv1x1<double>::random_orthogonal(c, h, w, seed),
          LULinear<double>::random_orthogonal(c, seed)};
-  p.conv = with_random_parameters(p.conv, seed + 1, 0.4);
+  p.conv = randomized(p.conv, seed + 1, 0.4);
   p.lin.set_lower(p.conv.lower());
   p.lin.set_upper(p.conv.upper());
   p.lin.set_log_s(p.conv.log_s());
@@ -121,7 +116,7 @@ TEST_CASE("Conv1x1's gradients are LULinear's summed over pixels", "[bijectors][
 }
 
 TEST_CASE("Conv1x1 accepts inputs that are not contiguous matrices", "[bijectors][conv1x1]") {
-  const auto conv = with_random_parameters(Conv1x1<double, 3>(3, 2), 30);
+  const auto conv = randomized(Conv1x1<double, 3>(3, 2), 30);
   std::mt19937_64 gen(31);
   const Eigen::MatrixXd big = standard_normal_matrix<double>(conv.dim() + 3, 6, gen);
   const Eigen::MatrixXd x = big.topRows(conv.dim());
@@ -137,7 +132,7 @@ TEST_CASE("Conv1x1 accepts inputs that are not contiguous matrices", "[bijectors
 }
 
 TEST_CASE("Conv1x1 rejects invalid parameters and shapes", "[bijectors][conv1x1][errors]") {
-  auto conv = with_random_parameters(Conv1x1<double>(2, 2, 2), 40);
+  auto conv = randomized(Conv1x1<double>(2, 2, 2), 40);
   const Vector<double> before = get_parameters(conv);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_WITH(conv.set_log_s(Eigen::Vector2d(nan, 0.0)), Catch::Contains("'log_s'"));
@@ -162,7 +157,7 @@ TEST_CASE("initialize_act_norms initialises the ActNorm of a Glow step (ActNorm 
   const Index c = 3, h = 2, w = 2;
   Flow<ActNorm<double>, Conv1x1<double>> step(
       ActNorm<double>(c * h * w),
-      with_random_parameters(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
+      randomized(Conv1x1<double>::random_orthogonal(c, h, w, 50), 51, 0.3));
   std::mt19937_64 gen(52);
   const Eigen::MatrixXd data =
       (standard_normal_matrix<double>(c * h * w, 64, gen) * 3.0).array() + 1.0;

@@ -18,19 +18,13 @@
 #include <nflow/testing/catch2.hpp>
 #include <random>
 
+#include "support/randomized.hpp"
+
 using namespace nflow;
 
 namespace {
 
-/// Sets every parameter to `scale` times a standard normal draw, so the laws never check an identity.
-template <typename B>
-B with_random_parameters(B b, std::uint64_t seed, double scale = 0.5) {
-  using S = typename B::Scalar;
-  std::mt19937_64 gen(seed);
-  const Vector<S> theta = standard_normal_matrix<S>(b.parameter_count(), 1, gen);
-  set_parameters(b, theta * S(scale));
-  return b;
-}
+using nflow::test::randomized;
 
 /// W = P L (U + diag(sign exp(log_s))) by explicit loops, independent of the layer's own assembly.
 template <typename B>
@@ -60,8 +54,8 @@ TEST_CASE("LULinear's log-det equals log|det W| of the assembled weight",
     // Entries of size 0.5/√d keep W well conditioned at every d (random triangular factors with
     // O(1) entries are exponentially ill-conditioned in d, and then Eigen's determinant is the
     // inaccurate side of the comparison).
-    const auto b = with_random_parameters(LULinear<double>::random_orthogonal(d, std::uint64_t(d)),
-                                          100 + std::uint64_t(d), 0.5 / std::sqrt(double(d)));
+    const auto b = randomized(LULinear<double>::random_orthogonal(d, std::uint64_t(d)),
+                              100 + std::uint64_t(d), 0.5 / std::sqrt(double(d)));
     const Eigen::MatrixXd w = b.weight();
     const double expected = std::log(std::abs(w.partialPivLu().determinant()));
     INFO("d = " << d);
@@ -76,7 +70,7 @@ TEST_CASE("LULinear's log-det equals log|det W| of the assembled weight",
 
 TEST_CASE("LULinear's weight and forward match a naive assembly of P, L, U, sign and log_s",
           "[bijectors][lu_linear]") {
-  const auto b = with_random_parameters(LULinear<double, 6>::random_orthogonal(6, 21), 22);
+  const auto b = randomized(LULinear<double, 6>::random_orthogonal(6, 21), 22);
   const Eigen::MatrixXd w = naive_weight(b);
   CHECK((Eigen::MatrixXd(b.weight()) - w).cwiseAbs().maxCoeff() <= 1e-13 * w.cwiseAbs().maxCoeff());
   const Eigen::MatrixXd x = Eigen::MatrixXd::Random(6, 5);
@@ -144,7 +138,7 @@ TEST_CASE("LULinear inverts an ill-conditioned weight by triangular solves",
 
 TEST_CASE("LULinear rejects invalid parameters by name and stays unchanged",
           "[bijectors][lu_linear][errors]") {
-  auto b = with_random_parameters(LULinear<double>(3), 41);
+  auto b = randomized(LULinear<double>(3), 41);
   const Vector<double> before = get_parameters(b);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();
@@ -200,8 +194,8 @@ TEST_CASE("LULinear keeps ignored entries of 'lower' and 'upper' at zero, with z
 
 TEST_CASE("LULinear's single-point path allocates nothing with a fixed Dim",
           "[bijectors][lu_linear]") {
-  const auto b = with_random_parameters(LULinear<double, 4>{}, 51);
-  const auto big = with_random_parameters(LULinear<float, 20>::random_orthogonal(20, 1), 52);
+  const auto b = randomized(LULinear<double, 4>{}, 51);
+  const auto big = randomized(LULinear<float, 20>::random_orthogonal(20, 1), 52);
   const Eigen::Vector4d x = Eigen::Vector4d::Random();
   const Eigen::Matrix<float, 20, 1> xb = Eigen::Matrix<float, 20, 1>::Random();
   Eigen::internal::set_is_malloc_allowed(false);

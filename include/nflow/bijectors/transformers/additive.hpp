@@ -5,7 +5,6 @@
 #include <Eigen/Core>
 #include <type_traits>
 
-
 namespace nflow {
 
 /// @brief Elementwise shift with log-det exactly 0 (NICE's additive coupling law).
