@@ -27,7 +27,8 @@ namespace {
 using namespace nflow;
 
 struct Fitted {
-  double test_ll = 0;
+  Eigen::RowVectorXd test_lls;  // per test sample
+  double test_ll = 0;           // their mean
   long steps = 0;
   double seconds = 0;
 };
@@ -47,7 +48,8 @@ Fitted fit_toy(const char* model, Make make, datasets::Toy toy, long steps,
       train::fit(density, train_data, nflow_examples::fit_options(steps), valid_data);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const double test_ll = density.log_prob(test_data).mean();
+  const Eigen::RowVectorXd test_lls = density.log_prob(test_data);
+  const double test_ll = test_lls.mean();
   std::printf("%-9s %-14s %5ld steps  test log-likelihood %.4f nats  (%.0f s)\n", model,
               std::string(datasets::name(toy)).c_str(), long(result.steps), test_ll, seconds);
   std::fflush(stdout);
@@ -62,7 +64,7 @@ Fitted fit_toy(const char* model, Make make, datasets::Toy toy, long steps,
   for (int y = 0; y < panels.image.height; ++y)
     for (int x = 0; x < panels.image.width; ++x)
       gallery.set(x, row * (panel + gap) + y, panels.image.get(x, y));
-  return {test_ll, long(result.steps), seconds};
+  return {test_lls, test_ll, long(result.steps), seconds};
 }
 
 /// `out` with "_spline" before its extension: the NSF's picture beside the Real NVP's.
@@ -118,15 +120,22 @@ int main(int argc, char** argv) {
   }
   std::printf("one row per data set: learned density | samples from the flow | data\n");
   if (model == "both") {
+    // The difference is paired (the same test samples): its standard error is that of the
+    // per-sample differences of the log-likelihoods.
     std::printf(
-        "\n| toy | Real NVP test NLL | NSF test NLL | NSF − Real NVP | time Real NVP / NSF |\n");
+        "\n| toy | Real NVP test NLL | NSF test NLL | NSF − Real NVP (± s.e.) | time Real NVP / "
+        "NSF "
+        "|\n");
     std::printf("|---|---|---|---|---|\n");
     for (int row = 0; row < rows; ++row) {
       const auto& a = real_nvp[std::size_t(row)];
       const auto& b = spline[std::size_t(row)];
-      std::printf("| %s | %.3f | %.3f | %+.3f | %.0f s / %.0f s |\n",
+      const Eigen::ArrayXd d = (a.test_lls - b.test_lls).transpose().array();
+      const double se =
+          std::sqrt((d - d.mean()).square().sum() / double(d.size() - 1) / double(d.size()));
+      std::printf("| %s | %.3f | %.3f | %+.3f ± %.3f | %.0f s / %.0f s |\n",
                   std::string(datasets::name(datasets::all_toys[std::size_t(row)])).c_str(),
-                  -a.test_ll, -b.test_ll, a.test_ll - b.test_ll, a.seconds, b.seconds);
+                  -a.test_ll, -b.test_ll, a.test_ll - b.test_ll, se, a.seconds, b.seconds);
     }
   }
   return all_finite ? 0 : 1;
