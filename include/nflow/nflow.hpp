@@ -37,6 +37,7 @@
 #include "nflow/distributions/density.hpp"
 #include "nflow/distributions/diagonal_normal.hpp"
 #include "nflow/distributions/standard_normal.hpp"
+#include "nflow/distributions/uniform_box.hpp"
 #include "nflow/math/constants.hpp"
 #include "nflow/math/functions.hpp"
 #include "nflow/nn/activations.hpp"
