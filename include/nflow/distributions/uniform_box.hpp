@@ -23,6 +23,8 @@ namespace nflow {
 /// every sample lies in [lower, upper) (a value that rounds up to upperᵢ is moved one step below).
 /// No parameters: the bounds are fixed at construction (neither trained nor saved).
 /// Invariant: lowerᵢ < upperᵢ, both finite, and upperᵢ − lowerᵢ finite.
+/// References: Müller et al. 2019, "Neural Importance Sampling", arXiv:1808.03856 (flows on the
+/// unit hypercube with a uniform base).
 /// @tparam Scalar_ float or double.
 /// @tparam Dim_ the dimension, fixed or Eigen::Dynamic (then given to the constructor).
 template <typename Scalar_, int Dim_ = Dynamic>
