@@ -38,6 +38,7 @@
 #include "nflow/distributions/density.hpp"
 #include "nflow/distributions/diagonal_normal.hpp"
 #include "nflow/distributions/standard_normal.hpp"
+#include "nflow/distributions/uniform_box.hpp"
 #include "nflow/flows/neural_spline.hpp"
 #include "nflow/math/constants.hpp"
 #include "nflow/math/functions.hpp"
