@@ -1,11 +1,14 @@
 #pragma once
 /// @file
 /// @brief Ready-made neural spline flows (Durkan et al. 2019) in one line: a coupling NSF and an
-/// autoregressive NSF, conditional or not, with a permutation between layers, on a standard normal
-/// base.
+/// autoregressive NSF, conditional or not, with a permutation between layers. On R^d (the
+/// default, SplineDomain::Unbounded) the base is a standard normal; with SplineDomain::Bounded
+/// (or Circular) every layer maps the box [lower, upper]^d onto itself and the base is uniform on
+/// that box (neural importance sampling on the unit hypercube, flows on tori).
 ///
 ///     auto nsf = nflow::flows::coupling_nsf<double, 2, 8>({.hidden_width = 64});
 ///     auto cond = nflow::flows::autoregressive_nsf<double, 3, 5>({.context_dim = 2, .seed = 1});
+///     auto box = nflow::flows::coupling_nsf<double, 4, 6, Dynamic, 8, SplineDomain::Bounded>();
 ///     nsf.log_prob(x);  cond.sample(1000, context, rng);
 
 #include <cstdint>
@@ -20,6 +23,7 @@
 #include "nflow/core/flow.hpp"
 #include "nflow/distributions/density.hpp"
 #include "nflow/distributions/standard_normal.hpp"
+#include "nflow/distributions/uniform_box.hpp"
 
 namespace nflow::flows {
 
@@ -32,7 +36,7 @@ struct SplineFlowOptions {
   Index hidden_layers = 2;
   /// Rows of the context (0: unconditional).
   Index context_dim = 0;
-  /// The spline's interval and minimum sizes (default [−5, 5], identity outside).
+  /// The spline's interval and minimum sizes (default: the domain's, see SplineOptions).
   SplineOptions<Scalar> spline = {};
   /// Between layers: false reverses the features (every feature is transformed by every second
   /// coupling); true draws a random permutation per gap from `seed`.
@@ -99,6 +103,17 @@ auto interleaved(MakeLayer&& layer, MakeGap&& gap, std::index_sequence<I...>) {
   return F(step(std::integral_constant<std::size_t, I>{})...);
 }
 
+template <typename Scalar, int Dim, SplineDomain Domain>
+auto spline_base(Index dim, const RationalQuadraticSpline<Scalar, 2, Domain>& spline) {
+  if constexpr (Domain == SplineDomain::Unbounded) {
+    return StandardNormal<Scalar, Dim>(dim);
+  } else {
+    using V = Eigen::Matrix<Scalar, Dynamic, 1>;
+    return UniformBox<Scalar, Dim>(V::Constant(dim, spline.lower()),
+                                   V::Constant(dim, spline.upper()));
+  }
+}
+
 template <int Dim>
 Index checked_dim(Index dim, const char* who) {
   if (dim < 1 || (Dim != Dynamic && dim != Dim)) {
@@ -111,21 +126,30 @@ Index checked_dim(Index dim, const char* who) {
 
 }  // namespace detail
 
-/// The type of coupling_nsf(): `Layers` SplineCoupling layers (half masks) with a permutation
-/// between each two, on StandardNormal<Scalar, Dim>.
-template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8>
-using CouplingNSF = Density<
-    StandardNormal<Scalar, Dim>,
-    typename detail::FlowOf<typename detail::Interleave<
-        SplineCoupling<Scalar, Dim, Hidden, Bins>, Permutation<Scalar, Dim>, Layers>::type>::type>;
+/// The base of a spline flow on `Domain`: StandardNormal on R^d, UniformBox on a box.
+template <typename Scalar, int Dim, SplineDomain Domain>
+using SplineFlowBase = std::conditional_t<Domain == SplineDomain::Unbounded,
+                                          StandardNormal<Scalar, Dim>, UniformBox<Scalar, Dim>>;
 
-/// The type of autoregressive_nsf(): `Layers` SplineAutoregressive layers (run-time context)
-/// with a permutation between each two, on StandardNormal<Scalar, Dim>.
-template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8>
-using AutoregressiveNSF =
-    Density<StandardNormal<Scalar, Dim>,
+/// The type of coupling_nsf(): `Layers` spline couplings (half masks) with a permutation between
+/// each two, on SplineFlowBase.
+template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
+          SplineDomain Domain = SplineDomain::Unbounded>
+using CouplingNSF =
+    Density<SplineFlowBase<Scalar, Dim, Domain>,
             typename detail::FlowOf<typename detail::Interleave<
-                SplineAutoregressive<Scalar, Dim, Hidden, Bins, nn::ReLU, Dynamic>,
+                Coupling<RationalQuadraticSpline<Scalar, Bins, Domain>, Dim, Hidden, nn::ReLU>,
+                Permutation<Scalar, Dim>, Layers>::type>::type>;
+
+/// The type of autoregressive_nsf(): `Layers` autoregressive spline layers (run-time context)
+/// with a permutation between each two, on SplineFlowBase.
+template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
+          SplineDomain Domain = SplineDomain::Unbounded>
+using AutoregressiveNSF =
+    Density<SplineFlowBase<Scalar, Dim, Domain>,
+            typename detail::FlowOf<typename detail::Interleave<
+                MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins, Domain>, Dim, Hidden,
+                                     nn::ReLU, Dynamic>,
                 Permutation<Scalar, Dim>, Layers>::type>::type>;
 
 /// @brief A coupling neural spline flow on R^dim: every layer transforms the second half of its
@@ -133,16 +157,17 @@ using AutoregressiveNSF =
 /// computes from the first half (and the context); the permutations between layers make every
 /// feature transformed. A fresh flow is the identity map (log p = the base's). dim ≥ 2.
 /// @throws nflow::ParameterError on a bad size or option.
-template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8>
-CouplingNSF<Scalar, Dim, Layers, Hidden, Bins> coupling_nsf(
+template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
+          SplineDomain Domain = SplineDomain::Unbounded>
+CouplingNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> coupling_nsf(
     Index dim, const SplineFlowOptions<Scalar>& options = {}) {
   static_assert(Layers >= 1, "nflow::flows::coupling_nsf<..., Layers>: Layers must be >= 1");
-  using Layer = SplineCoupling<Scalar, Dim, Hidden, Bins>;
+  using Layer = Coupling<RationalQuadraticSpline<Scalar, Bins, Domain>, Dim, Hidden, nn::ReLU>;
   detail::checked_dim<Dim>(dim, "coupling_nsf");
   const Index width = options.hidden_width != 0 ? options.hidden_width
                       : Hidden != Dynamic       ? Index(Hidden)
                                                 : Index(64);
-  const RationalQuadraticSpline<Scalar, Bins> spline(options.spline);
+  const RationalQuadraticSpline<Scalar, Bins, Domain> spline(options.spline);
   auto layer = [&](std::uint64_t i) {
     return Layer(CouplingMask::half(dim),
                  CouplingOptions{width, options.hidden_layers, options.context_dim,
@@ -150,28 +175,32 @@ CouplingNSF<Scalar, Dim, Layers, Hidden, Bins> coupling_nsf(
                  spline);
   };
   auto gap = [&](std::uint64_t i) { return detail::gap<Scalar, Dim>(dim, options, i); };
-  return {StandardNormal<Scalar, Dim>(dim),
+  return {detail::spline_base<Scalar, Dim>(
+              dim, RationalQuadraticSpline<Scalar, 2, Domain>(options.spline)),
           detail::interleaved<Layer, Permutation<Scalar, Dim>, Layers>(
               layer, gap, std::make_index_sequence<std::size_t(2 * Layers - 1)>{})};
 }
 /// coupling_nsf() of the compile-time dimension Dim.
-template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8>
-requires(Dim != Dynamic) CouplingNSF<Scalar, Dim, Layers, Hidden, Bins> coupling_nsf(
+template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
+          SplineDomain Domain = SplineDomain::Unbounded>
+requires(Dim != Dynamic) CouplingNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> coupling_nsf(
     const SplineFlowOptions<Scalar>& options = {}) {
-  return coupling_nsf<Scalar, Dim, Layers, Hidden, Bins>(Index(Dim), options);
+  return coupling_nsf<Scalar, Dim, Layers, Hidden, Bins, Domain>(Index(Dim), options);
 }
 
 /// @brief An autoregressive neural spline flow on R^dim: every layer is a MADE conditioner and a
 /// rational-quadratic spline per feature (density in one pass, sampling in dim passes per layer),
 /// with a permutation between layers. A fresh flow is the identity map. dim ≥ 1.
 /// @throws nflow::ParameterError on a bad size or option.
-template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8>
-AutoregressiveNSF<Scalar, Dim, Layers, Hidden, Bins> autoregressive_nsf(
+template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
+          SplineDomain Domain = SplineDomain::Unbounded>
+AutoregressiveNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> autoregressive_nsf(
     Index dim, const SplineFlowOptions<Scalar>& options = {}) {
   static_assert(Layers >= 1, "nflow::flows::autoregressive_nsf<..., Layers>: Layers must be >= 1");
-  using Layer = SplineAutoregressive<Scalar, Dim, Hidden, Bins, nn::ReLU, Dynamic>;
+  using Layer = MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins, Domain>, Dim, Hidden,
+                                     nn::ReLU, Dynamic>;
   detail::checked_dim<Dim>(dim, "autoregressive_nsf");
-  const RationalQuadraticSpline<Scalar, Bins> spline(options.spline);
+  const RationalQuadraticSpline<Scalar, Bins, Domain> spline(options.spline);
   auto layer = [&](std::uint64_t i) {
     return Layer(dim,
                  AutoregressiveOptions{.hidden_width = options.hidden_width,
@@ -181,15 +210,18 @@ AutoregressiveNSF<Scalar, Dim, Layers, Hidden, Bins> autoregressive_nsf(
                  spline);
   };
   auto gap = [&](std::uint64_t i) { return detail::gap<Scalar, Dim>(dim, options, i); };
-  return {StandardNormal<Scalar, Dim>(dim),
+  return {detail::spline_base<Scalar, Dim>(
+              dim, RationalQuadraticSpline<Scalar, 2, Domain>(options.spline)),
           detail::interleaved<Layer, Permutation<Scalar, Dim>, Layers>(
               layer, gap, std::make_index_sequence<std::size_t(2 * Layers - 1)>{})};
 }
 /// autoregressive_nsf() of the compile-time dimension Dim.
-template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8>
-requires(Dim != Dynamic) AutoregressiveNSF<Scalar, Dim, Layers, Hidden, Bins> autoregressive_nsf(
-    const SplineFlowOptions<Scalar>& options = {}) {
-  return autoregressive_nsf<Scalar, Dim, Layers, Hidden, Bins>(Index(Dim), options);
+template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
+          SplineDomain Domain = SplineDomain::Unbounded>
+requires(Dim != Dynamic)
+    AutoregressiveNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> autoregressive_nsf(
+        const SplineFlowOptions<Scalar>& options = {}) {
+  return autoregressive_nsf<Scalar, Dim, Layers, Hidden, Bins, Domain>(Index(Dim), options);
 }
 
 }  // namespace nflow::flows
