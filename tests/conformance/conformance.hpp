@@ -540,6 +540,68 @@ struct IafFixedContext {
              testing::LawOptions(), no_forward_vjp()}};
   }
 };
+// Neural spline flows: the rational-quadratic spline through both structures, in its three
+// domains (inputs ~ N(0, 1) reach the tails of the bounded and circular ones).
+template <typename S>
+struct SplineCouplingFixed {
+  using Bijector = SplineCoupling<S, 4, 16, 4, nn::Tanh>;
+  static constexpr const char* Name = "laws: SplineCoupling<S, 4, 16, 4 bins, Tanh>";
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/rational_quadratic.hpp"};
+  static constexpr Index ContextRows = 0;
+  static std::vector<Case<Bijector>> cases() {
+    return {{"half mask", randomized(Bijector(CouplingMask::half(4), {16, 2, 0, 1}), 1, 0.3)}};
+  }
+};
+struct SplineCouplingBoundedConditional {
+  using Bijector =
+      Coupling<RationalQuadraticSpline<double, 5, SplineDomain::Bounded>, Dyn, Dyn, nn::Tanh>;
+  static constexpr const char* Name =
+      "laws: Coupling<RationalQuadraticSpline<double, 5, Bounded>, Dynamic, Dynamic, Tanh> with a "
+      "context";
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/rational_quadratic.hpp"};
+  static constexpr Index ContextRows = 2;
+  static std::vector<Case<Bijector>> cases() {
+    return {{"alternating mask, context 2, [-1.5, 2]",
+             randomized(Bijector(CouplingMask::alternating(5), {10, 2, 2, 4},
+                                 RationalQuadraticSpline<double, 5, SplineDomain::Bounded>(
+                                     {.lower = -1.5, .upper = 2})),
+                        4, 0.3)}};
+  }
+};
+template <typename S>
+struct SplineAutoregressiveFixed {
+  using Bijector = SplineAutoregressive<S, 3, 8, 4, nn::Tanh>;
+  static constexpr const char* Name = "laws: SplineAutoregressive<S, 3, 8, 4 bins, Tanh>";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/rational_quadratic.hpp"};
+  static constexpr Index ContextRows = 0;
+  static std::vector<Case<Bijector>> cases() {
+    return {{"reversed order",
+             randomized(Bijector({.order = nn::InputOrder::Reversed, .seed = 2}), 2, 0.3),
+             testing::LawOptions(), no_inverse_vjp()}};
+  }
+};
+struct SplineAutoregressiveCircularConditional {
+  using Bijector = MaskedAutoregressive<RationalQuadraticSpline<double, 6, SplineDomain::Circular>,
+                                        Dyn, Dyn, nn::Tanh, Dyn>;
+  static constexpr const char* Name =
+      "laws: MaskedAutoregressive<RationalQuadraticSpline<double, 6, Circular>, Dynamic, Dynamic, "
+      "Tanh, Dynamic> with a context";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/rational_quadratic.hpp"};
+  static constexpr Index ContextRows = 3;
+  static std::vector<Case<Bijector>> cases() {
+    return {{"random order, context 3",
+             randomized(Bijector(4, {.hidden_width = 9,
+                                     .context_dim = 3,
+                                     .order = nn::InputOrder::Random,
+                                     .seed = 6}),
+                        6, 0.3),
+             testing::LawOptions(), no_inverse_vjp()}};
+  }
+};
 /// Real NVP: affine couplings and reversals, conditional, gradients included.
 struct RealNvpFlow {
   using A = AffineCoupling<double, 3, 8, nn::Tanh>;
@@ -605,9 +667,11 @@ struct ElementwiseFlowFloat {
 using Structures = decltype(std::tuple_cat(
     FloatAndDouble<AffineCouplingFixed, AffineCouplingDynamic, AffineCouplingConditional,
                    AdditiveCouplingDynamic, AdditiveCouplingFixedConditional, MafFixed,
-                   MafDynamicConditional, IafFixed>{},
+                   MafDynamicConditional, IafFixed, SplineCouplingFixed,
+                   SplineAutoregressiveFixed>{},
     std::tuple<MafDynamic, MafFixedContext, AdditiveAutoregressive, IafFixedContext, RealNvpFlow,
-               MafFlow, IafFlow, ElementwiseFlowFloat>{}));
+               MafFlow, IafFlow, ElementwiseFlowFloat, SplineCouplingBoundedConditional,
+               SplineAutoregressiveCircularConditional>{}));
 
 // ---- Continuous: continuous flows ------------------------------------------------------------
 

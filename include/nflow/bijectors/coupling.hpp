@@ -11,6 +11,7 @@
 
 #include "nflow/bijectors/transformers/additive.hpp"
 #include "nflow/bijectors/transformers/affine.hpp"
+#include "nflow/bijectors/transformers/rational_quadratic.hpp"
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"
@@ -97,7 +98,8 @@ struct CouplingOptions {
 /// unconditional).
 /// References: Dinh et al. 2015 (NICE) arXiv:1410.8516; Dinh et al. 2017 (Real NVP)
 /// arXiv:1605.08803.
-/// @tparam Transformer AffineTransformer<S> or AdditiveTransformer<S> (or any type following the
+/// @tparam Transformer AffineTransformer<S>, AdditiveTransformer<S>, RationalQuadraticSpline<S, K>
+///   (or any type following the
 ///   transformer contract of transformers/affine.hpp).
 /// @tparam Dim_ the dimension, fixed or Eigen::Dynamic.
 /// @tparam Hidden the conditioner's hidden width, fixed or Eigen::Dynamic.
@@ -328,5 +330,11 @@ using AdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dim, Hidden, Acti
 /// Real NVP's affine coupling with a tanh-bounded log-scale.
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
 using AffineCoupling = Coupling<AffineTransformer<Scalar>, Dim, Hidden, Activation>;
+/// A neural spline flow's coupling layer (Durkan et al. 2019): a rational-quadratic spline of
+/// `Bins` bins on [−5, 5], the identity outside (RationalQuadraticSpline; for a bounded or
+/// circular domain use Coupling<RationalQuadraticSpline<Scalar, Bins, Domain>, ...>).
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, int Bins = 8,
+          typename Activation = nn::ReLU>
+using SplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dim, Hidden, Activation>;
 
 }  // namespace nflow

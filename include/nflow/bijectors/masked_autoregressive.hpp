@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "nflow/bijectors/transformers/affine.hpp"
+#include "nflow/bijectors/transformers/rational_quadratic.hpp"
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"
@@ -406,5 +407,13 @@ using MAF = MaskedAutoregressive<AffineTransformer<Scalar>, Dim, Hidden, Activat
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
           int ContextDim = 0>
 using IAF = Inverted<MAF<Scalar, Dim, Hidden, Activation, ContextDim>>;
+
+/// @brief Autoregressive neural spline flow layer (Durkan et al. 2019): a MADE conditioner and a
+/// rational-quadratic spline of `Bins` bins on [−5, 5], the identity outside (density in one pass,
+/// sampling in Dim passes; Inverted<SplineAutoregressive<...>> is its inverse-autoregressive form).
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, int Bins = 8,
+          typename Activation = nn::ReLU, int ContextDim = 0>
+using SplineAutoregressive = MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dim,
+                                                  Hidden, Activation, ContextDim>;
 
 }  // namespace nflow
