@@ -79,6 +79,11 @@ _OFFSETS = torch.tensor([0, 1, BINS + 1, BINS + 2, 2 * BINS + 2, 2 * BINS + 3])
 _ENDS = {}  # dtype -> [lower, …, lower, upper] (K + 1 entries), added to the padded cumsum
 
 
+def derivative(r):
+    """Interior knot derivatives from raw ones: m_d + softplus(r + c0), exactly 1 at r = 0."""
+    return F.softplus(r + _C0) + MIN_DERIVATIVE
+
+
 def _table(raw, n):
     """Feature-major raw parameters (N, n·(3K-1)) -> (N, n, 3(K+1)): X_0..X_K, Y_0..Y_K, d_0..d_K."""
     p = raw.view(raw.shape[0], n, PARAMS_PER_DIM)
@@ -88,7 +93,7 @@ def _table(raw, n):
     if ends is None:
         ends = _ENDS[raw.dtype] = torch.tensor([LOWER] * BINS + [UPPER], dtype=raw.dtype)
     knots = F.pad(torch.cumsum(sizes[..., :-1], -1), (1, 1)) + ends  # X_K = upper exactly
-    d = F.pad(F.softplus(p[..., 2 * BINS:] + _C0) + MIN_DERIVATIVE, (1, 1), value=1.0)
+    d = F.pad(derivative(p[..., 2 * BINS:]), (1, 1), value=1.0)  # d_0 = d_K = 1
     return torch.cat([knots.view(raw.shape[0], n, 2 * (BINS + 1)), d], -1)
 
 
