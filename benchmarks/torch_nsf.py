@@ -73,15 +73,15 @@ LARGE_SAMPLE = {("NSF", 64): 16384, ("NSF-AR", 16): 4096, ("NSF-AR", 64): 512}
 # (the bin index is the number of interior knots <= the input, a sum of K-1 comparisons). The bin
 # width is taken as X_{k+1} - X_k, equal to w_k up to rounding.
 _SPAN = UPPER - LOWER
-_C0 = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 # Gather offsets of X_k, X_{k+1}, Y_k, Y_{k+1}, d_k, d_{k+1} from the bin index k.
 _OFFSETS = torch.tensor([0, 1, BINS + 1, BINS + 2, 2 * BINS + 2, 2 * BINS + 3])
 _ENDS = {}  # dtype -> [lower, …, lower, upper] (K + 1 entries), added to the padded cumsum
 
 
 def derivative(r):
-    """Interior knot derivatives from raw ones: m_d + softplus(r + c0), exactly 1 at r = 0."""
-    return F.softplus(r + _C0) + MIN_DERIVATIVE
+    """Interior knot derivatives from raw ones, as nflow: 1 + (1 - m_d)(softplus(r) - log 2)/log 2
+    (= m_d + (1 - m_d) softplus(r)/log 2; exactly 1 at r = 0, m_d as r -> -inf)."""
+    return 1.0 + (1.0 - MIN_DERIVATIVE) / math.log(2.0) * (F.softplus(r) - math.log(2.0))
 
 
 def _table(raw, n):
