@@ -365,12 +365,11 @@ class RationalQuadraticSpline {
   }
 
   /// δ(r) = 1 + (1 − min_δ)·(softplus(r) − log 2)/log 2 (exactly 1 at r = 0).
-  Lane derivative(const Lane& r) const {
-    // softplus(0) is computed by the same (vectorised) code at each position as softplus(r), so
-    // that r = 0 gives exactly 1 whatever the vector math library rounds log1p(1) to.
-    const Lane zero = Lane::Zero(r.size());
-    const Lane difference = softplus(r) - softplus(zero);
-    return Scalar(1) + (Scalar(1) - o_.min_derivative) / Constants<Scalar>::log_two * difference;
+  /// δ(r) = 1 + (1 − min_δ)·(softplus(r) − softplus(0))/log 2, with softplus(0) given as a lane
+  /// computed by the same vectorised code (so r = 0 gives exactly 1 whatever log(2) rounds to).
+  Lane derivative(const Lane& r, const Lane& softplus_zero) const {
+    return Scalar(1) + (Scalar(1) - o_.min_derivative) / Constants<Scalar>::log_two *
+                           (softplus(r) - softplus_zero);
   }
   /// softplus(r) = max(r, 0) + log(1 + e^{−|r|}), to an absolute error of one ulp of 1 (all that
   /// δ needs) and vectorised (Eigen 3.4 has no vectorised log1p).
@@ -394,17 +393,18 @@ class RationalQuadraticSpline {
     cumulate(sp.pw, o_.min_bin_width, sp.x, t.lanes);
     cumulate(sp.ph, o_.min_bin_height, sp.y, t.lanes);
     Lane r;
+    const Lane softplus_zero = softplus(Lane::Zero(t.lanes));
     if constexpr (Unbounded) {
       sp.d[0].setOnes(t.lanes);
       sp.d[Bins].setOnes(t.lanes);
       for (int k = 1; k < Bins; ++k) {
         gather_raw(params, n, t, 2 * Bins + k - 1, r);
-        sp.d[std::size_t(k)] = derivative(r);
+        sp.d[std::size_t(k)] = derivative(r, softplus_zero);
       }
     } else {
       for (int k = 0; k < DerivativeParams; ++k) {
         gather_raw(params, n, t, 2 * Bins + k, r);
-        sp.d[std::size_t(k)] = derivative(r);
+        sp.d[std::size_t(k)] = derivative(r, softplus_zero);
       }
       if constexpr (Circular) sp.d[Bins] = sp.d[0];
     }
