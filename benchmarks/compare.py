@@ -7,7 +7,8 @@ jemalloc when it is available), and prints a markdown report:
 
     python3 benchmarks/compare.py
 
-Per model (NICE, RealNVP, Glow, MAF, CNF), d in {2, 16, 64} (H = 64, 128, 256) and scalar type:
+Per model (NICE, RealNVP, Glow, MAF, CNF, and the neural spline flows NSF and NSF-AR, whose PyTorch
+reference is benchmarks/torch_nsf.py), d in {2, 16, 64} (H = 64, 128, 256) and scalar type:
 log_prob latency of one point, throughput at batches of 256 and 65,536, sampling throughput, one
 training step at batch 256, at 1 and 2 threads; speed-up nflow/PyTorch; each figure as a fraction
 of the roofline (the model's FLOPs per sample at this machine's measured Eigen GEMM rate).
@@ -26,7 +27,25 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = ["NICE", "RealNVP", "Glow", "MAF", "CNF"]
+MODELS = ["NICE", "RealNVP", "Glow", "MAF", "CNF", "NSF", "NSF-AR"]
+# The spline flows: their PyTorch reference is benchmarks/torch_nsf.py, which registers them into
+# the shared scripts and runs them.
+SPLINE_MODELS = {"NSF", "NSF-AR"}
+# The spline flows' arithmetic beyond their dense layers, per transformed feature and pass: an
+# estimate, added to the roofline's FLOPs (the roofline then counts it at the GEMM rate, which it
+# cannot reach: exp, log and gathers are slower). Unbounded spline with K = 8 bins, an exp, log or
+# log1p counted as 10 FLOPs (a vectorised polynomial), every other operation as 1:
+#   transcendental: 2K exp (the softmaxes of widths and heights), 2(K - 1) for the softplus of the
+#                   K - 1 interior derivatives (exp and log1p), 1 log (the log-slope): 31 × 10 = 310
+#   arithmetic:     2·3K (softmax sums and divisions, the minimum-size affine map), 2K (cumsums),
+#                   2(K - 1) (softplus shift and minimum), K - 1 (bin comparisons), about 30 (the
+#                   rational-quadratic map and its slope): 48 + 16 + 14 + 7 + 30 = 115
+SPLINE_FLOPS_PER_FEATURE = 425
+# Spline evaluations per sample: NSF's 8 couplings transform d/2 features each (d - d//2 and d//2
+# alternately); NSF-AR's 5 layers transform d features, and its sampling runs each layer d times
+# (as PyTorch does and as the MAF roofline counts its dense products).
+SPLINE_FEATURES = {"NSF": lambda op, d: 4 * d,
+                   "NSF-AR": lambda op, d: 5 * d * (d if op == "sample" else 1)}
 HIDDEN = {2: 64, 16: 128, 64: 256}
 LARGE = 65536
 DEFAULT_FLAGS = "-O2 -DNDEBUG -march=native"
@@ -85,6 +104,13 @@ def put(index, key, rec):
         index[key] = rec
 
 
+def spline_flops(model, op, d):
+    """The spline arithmetic of one sample of a spline flow (estimate above; 0 for other models);
+    a training step counts three times the forward's, as the dense products do."""
+    features = SPLINE_FEATURES.get(model)
+    return 0.0 if features is None else SPLINE_FLOPS_PER_FEATURE * features(op, d) * (3.0 if op == "train_step" else 1.0)
+
+
 def load_nflow(paths, context):
     """Google Benchmark JSON -> ({(model, op, dtype, d, threads, cat): rec}, {(model, op, dtype, d): roofline})."""
     runs, medians = {}, {}
@@ -110,6 +136,7 @@ def load_nflow(paths, context):
         model, op, dtype, d, H = m["model"], m["op"], m["dtype"], int(m["d"]), int(m["H"])
         flops, gemm = b.get("flops_per_sample"), b.get("gemm_flops_per_second")
         if m["roof"]:
+            flops = (flops or 0.0) + spline_flops(model, op, d) if model in SPLINE_FEATURES else flops
             rate = gemm / flops if flops and gemm else b.get("items_per_second")
             if rate:
                 roof[(model, op, dtype, d)] = {"H": H, "flops": flops, "gemm": gemm, "rate": rate}
@@ -161,7 +188,7 @@ def nflow_filter(a):
 
 def run_nflow(a, out_dir):
     for model in a.models:
-        exe = a.build / "benchmarks" / f"compare_{model.lower()}"
+        exe = a.build / "benchmarks" / f"compare_{model.lower().replace('-', '_')}"
         if not exe.exists():
             log(f"missing {exe}: nflow {model} skipped")
             continue
@@ -210,6 +237,13 @@ def run_torch(a, info, out_dir):
     if info["jemalloc"]:
         variants.append((TORCH_SOURCES[1][1], {"LD_PRELOAD": info["jemalloc"],
                                                "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}))
+    def groups(names):
+        """(command prefix of a shared script, models): the spline flows through torch_nsf.py."""
+        spline = [n for n in names if n in SPLINE_MODELS]
+        shared = [n for n in names if n not in SPLINE_MODELS]
+        wrapper = [a.python, REPO / "benchmarks" / "torch_nsf.py", "--bench-dir", bench]
+        return [(lambda s: [a.python, bench / s], shared), (lambda s: [*wrapper, s], spline)]
+
     for fname, extra in variants:
         out = out_dir / fname
         for dtype in a.dtypes:
@@ -217,14 +251,19 @@ def run_torch(a, info, out_dir):
                 env = dict(os.environ, OMP_NUM_THREADS=str(t), **extra)
                 common = ["--threads", t, "--dtype", dtype, "--dims", dims, "--out", out]
                 if ops & {"log_prob", "sample"}:
-                    cmd = [a.python, bench / "bench_torch.py", *common, "--models", ",".join(models),
-                           "--batches", a.torch_batches, "--sample", int("sample" in ops), "--blas", info["blas"]]
-                    cmd += ["--budget", budget] if budget is not None else []
-                    cmd += ["--max-wait", a.torch_max_wait] if a.torch_max_wait is not None else []
-                    run(cmd, env=env, check=False)
+                    for script, names in groups(models):
+                        if not names:
+                            continue
+                        cmd = [*script("bench_torch.py"), *common, "--models", ",".join(names),
+                               "--batches", a.torch_batches, "--sample", int("sample" in ops), "--blas", info["blas"]]
+                        cmd += ["--budget", budget] if budget is not None else []
+                        cmd += ["--max-wait", a.torch_max_wait] if a.torch_max_wait is not None else []
+                        run(cmd, env=env, check=False)
                 if "train_step" in ops:
-                    run([a.python, bench / "bench_train.py", *common, "--models", ",".join(train_models),
-                         "--steps", 10 if a.quick else 30], env=env, check=False)
+                    for script, names in groups(train_models):
+                        if names:
+                            run([*script("bench_train.py"), *common, "--models", ",".join(names),
+                                 "--steps", 10 if a.quick else 30], env=env, check=False)
 
 
 def cmake_cache(build_dir):
@@ -354,6 +393,9 @@ class Report:
         if not keys:
             return
         self.out("## Roofline: the models' dense-layer products at this machine's Eigen GEMM rate (1 thread, tiles of 256)\n")
+        if any(k[0] in SPLINE_FEATURES for k in keys):
+            self.out("Spline flows: the FLOPs add an estimate of the spline arithmetic (benchmarks/compare.py, "
+                     "SPLINE_FLOPS_PER_FEATURE), counted at the same rate.\n")
         self.out("| model | d | H | dtype | op | FLOPs/sample | GEMM GFLOP/s | roofline samples/s | roofline time/sample |")
         self.out("|---|---|---|---|---|---|---|---|---|")
         for k in keys:

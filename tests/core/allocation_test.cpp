@@ -161,4 +161,13 @@ TEMPLATE_TEST_CASE(
                                IAF<S, D, H>{M({.hidden_width = H, .seed = 7})}));
   randomize(maf);
   CHECK(point_allocations(maf, x) == 0);
+
+  // Neural spline flows: spline couplings and an autoregressive spline layer (Dim passes).
+  using Sc = SplineCoupling<S, D, H, 5>;
+  using Sa = SplineAutoregressive<S, D, H, 5>;
+  Density nsf(StandardNormal<S, D>{},
+              Flow<Sc, Reverse<S, D>, Sa>(Sc(CouplingMask::half(D), copt), Reverse<S, D>{},
+                                          Sa({.hidden_width = H, .seed = 8})));
+  randomize(nsf);
+  CHECK(point_allocations(nsf, x) == 0);
 }
