@@ -1,0 +1,603 @@
+// Tests of nflow/bijectors/transformers/rational_quadratic.hpp (neural spline flows), checked
+// against independent truth: a long-double implementation of the paper's formulas (Durkan et al.
+// 2019, eqs. 4–6 and the appendix's inverse) and finite differences, in each domain (Unbounded,
+// Bounded, Circular) and a couple of bin counts, at interior, tail and edge points (the bounds,
+// one ulp either side of them, every knot, ±1e6, ±Inf, NaN), with random and extreme raw
+// parameters. The laws (random inputs, through Coupling and MaskedAutoregressive, and the edge
+// laws of nflow/testing/transformer_laws.hpp) run in the conformance list.
+//
+// One convention matters for the derivatives: a point exactly on a knot Xₖ belongs to bin k, the
+// bin on its right (and x = lower to bin 0), so its log-det is the right-hand derivative there;
+// the spline is C¹ in x, so both sides agree up to finite-difference error anyway, but the
+// parameters' gradient of the log-det is one-sided (the log-det has a kink in the parameters
+// at a knot), which is why the parameter gradients at knots are checked with grad_log_det = 0.
+#include <algorithm>
+#include <array>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+#include <nflow/nflow.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace nflow;
+
+namespace {
+
+using M = Eigen::MatrixXd;
+using Row = Eigen::RowVectorXd;
+using LD = long double;
+constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
+
+// The splines under test: every domain, two bin counts each (double), and one float spline.
+using UnboundedK8 = RationalQuadraticSpline<double, 8, SplineDomain::Unbounded>;
+using UnboundedK3 = RationalQuadraticSpline<double, 3, SplineDomain::Unbounded>;
+using BoundedK5 = RationalQuadraticSpline<double, 5, SplineDomain::Bounded>;
+using BoundedK1 = RationalQuadraticSpline<double, 1, SplineDomain::Bounded>;
+using CircularK6 = RationalQuadraticSpline<double, 6, SplineDomain::Circular>;
+using CircularK2 = RationalQuadraticSpline<double, 2, SplineDomain::Circular>;
+using FloatSpline = RationalQuadraticSpline<float, 8, SplineDomain::Unbounded>;
+
+/// Calls f(spline) for one spline of every double type, with non-default options for some.
+template <typename F>
+void for_each_spline(F&& f) {
+  {
+    INFO("Unbounded, K = 8, [-5, 5]");
+    f(UnboundedK8());
+  }
+  {
+    INFO("Unbounded, K = 3, [-2, 3], min_derivative 1e-2");
+    f(UnboundedK3({.lower = -2, .upper = 3, .min_derivative = 1e-2}));
+  }
+  {
+    INFO("Bounded, K = 5, [0, 1]");
+    f(BoundedK5());
+  }
+  {
+    INFO("Bounded, K = 1, [-1.5, 2]");
+    f(BoundedK1({.lower = -1.5, .upper = 2}));
+  }
+  {
+    INFO("Circular, K = 6, [-pi, pi]");
+    f(CircularK6());
+  }
+  {
+    INFO("Circular, K = 2, [0, 2]");
+    f(CircularK2({.lower = 0, .upper = 2, .min_bin_width = 0.05}));
+  }
+}
+
+// ---- raw parameters ---------------------------------------------------------------------------
+
+enum class Raw { Random, Zero, PlusMinusHuge, AllEqual, OneHuge, AllPlusHuge, AllMinusHuge };
+const std::vector<Raw> every_raw{Raw::Random,  Raw::Zero,        Raw::PlusMinusHuge, Raw::AllEqual,
+                                 Raw::OneHuge, Raw::AllPlusHuge, Raw::AllMinusHuge};
+const char* raw_name(Raw r) {
+  switch (r) {
+    case Raw::Random:
+      return "random N(0, 1.5²)";
+    case Raw::Zero:
+      return "all zero";
+    case Raw::PlusMinusHuge:
+      return "random ±1e4";
+    case Raw::AllEqual:
+      return "all equal (2.5)";
+    case Raw::OneHuge:
+      return "one huge entry per group (1e4)";
+    case Raw::AllPlusHuge:
+      return "all +1e4";
+    case Raw::AllMinusHuge:
+      return "all -1e4";
+  }
+  return "";
+}
+
+/// The raw parameters of one feature (ParamsPerDim entries: widths, heights, derivatives).
+template <typename T>
+Eigen::VectorXd raw_parameters(Raw kind, std::uint64_t seed) {
+  constexpr int K = T::Bins;
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  Eigen::VectorXd p(T::ParamsPerDim);
+  for (Index i = 0; i < p.size(); ++i) {
+    switch (kind) {
+      case Raw::Random:
+        p(i) = 1.5 * normal(gen);
+        break;
+      case Raw::Zero:
+        p(i) = 0;
+        break;
+      case Raw::PlusMinusHuge:
+        p(i) = normal(gen) < 0 ? -1e4 : 1e4;
+        break;
+      case Raw::AllEqual:
+        p(i) = 2.5;
+        break;
+      case Raw::OneHuge:
+        p(i) = normal(gen);
+        break;
+      case Raw::AllPlusHuge:
+        p(i) = 1e4;
+        break;
+      case Raw::AllMinusHuge:
+        p(i) = -1e4;
+        break;
+    }
+  }
+  if (kind == Raw::OneHuge) {
+    p(K / 2) = 1e4;                                                         // one width
+    p(K + K - 1) = 1e4;                                                     // one height
+    if (T::DerivativeParams > 0) p(2 * K + T::DerivativeParams - 1) = 1e4;  // one derivative
+  }
+  return p;
+}
+
+/// Blocked parameters for n features × m columns, column j feature i from `per_feature(i, j)`.
+template <typename T, typename F>
+M blocked(Index n, Index m, F&& per_feature) {
+  M params(T::ParamsPerDim * n, m);
+  for (Index j = 0; j < m; ++j)
+    for (Index i = 0; i < n; ++i) {
+      const Eigen::VectorXd p = per_feature(i, j);
+      for (int k = 0; k < T::ParamsPerDim; ++k) params(k * n + i, j) = p(k);
+    }
+  return params;
+}
+
+// ---- the independent reference: the paper's formulas in long double -------------------------
+
+struct Reference {
+  std::vector<LD> x, y, d;  // knots and knot derivatives
+  LD lower, upper;
+  SplineDomain domain;
+};
+
+template <typename T>
+Reference reference(const T& t, const std::vector<LD>& p) {
+  constexpr int K = T::Bins;
+  const auto& o = t.options();
+  Reference r;
+  r.lower = o.lower;
+  r.upper = o.upper;
+  r.domain = T::Domain;
+  const LD span = r.upper - r.lower;
+  auto knots = [&](int first, LD minimum) {
+    LD mx = -1e300L, sum = 0;
+    for (int k = 0; k < K; ++k) mx = std::max(mx, p[std::size_t(first + k)]);
+    std::vector<LD> e(K), out(K + 1);
+    for (int k = 0; k < K; ++k) sum += e[k] = std::exp(p[std::size_t(first + k)] - mx);
+    out[0] = r.lower;
+    for (int k = 0; k < K; ++k)
+      out[k + 1] = out[k] + span * (minimum + (1 - K * minimum) * e[k] / sum);
+    out[K] = r.upper;
+    return out;
+  };
+  r.x = knots(0, o.min_bin_width);
+  r.y = knots(K, o.min_bin_height);
+  auto delta = [&](LD raw) {
+    const LD softplus = std::max(raw, LD(0)) + std::log1p(std::exp(-std::abs(raw)));
+    return 1 + (1 - LD(o.min_derivative)) * (softplus - std::log(LD(2))) / std::log(LD(2));
+  };
+  r.d.assign(K + 1, 1);
+  for (int k = 0; k < T::DerivativeParams; ++k)
+    r.d[T::Domain == SplineDomain::Unbounded ? k + 1 : k] = delta(p[std::size_t(2 * K + k)]);
+  if (T::Domain == SplineDomain::Circular) r.d[K] = r.d[0];
+  return r;
+}
+
+/// A point reduced by whole periods as the header does it, in double (on the circle; else
+/// unchanged), and the shift: the reference is compared at the reduced point, where the header's
+/// own rounding of the reduction (~1e-10 at 1e6) is the same.
+template <typename T>
+std::pair<LD, double> reduced(const T& t, double v) {
+  if constexpr (T::Domain != SplineDomain::Circular) {
+    return {v, 0.0};
+  } else {
+    const double span = t.upper() - t.lower();
+    double shift = span * std::floor((v - t.lower()) / span);
+    double r = v - shift;
+    if (r < t.lower()) {  // rounding: wrap once more, or onto lower
+      r += span;
+      shift -= span;
+    }
+    if (r >= t.upper()) {
+      r = t.lower();
+      shift += span;
+    }
+    return {r, shift};
+  }
+}
+
+/// The reference forward map: value and derivative at x (NaN for NaN or, on the circle, ±Inf).
+std::pair<LD, LD> reference_forward(const Reference& r, LD x) {
+  const int K = int(r.x.size()) - 1;
+  LD shift = 0;
+  if (r.domain == SplineDomain::Circular) {
+    shift = (r.upper - r.lower) * std::floor((x - r.lower) / (r.upper - r.lower));
+    x -= shift;
+  }
+  if (std::isnan(x)) return {x, x};
+  if (x < r.lower || x >= r.upper) {
+    if (r.domain == SplineDomain::Unbounded) return {x + shift, 1};
+    const LD edge = x < r.lower ? r.lower : r.upper;
+    const LD d = x < r.lower ? r.d[0] : r.d[K];
+    return {edge + d * (x - edge) + shift, d};
+  }
+  int k = 0;
+  while (k + 1 < K && r.x[k + 1] <= x) ++k;
+  const LD w = r.x[k + 1] - r.x[k], h = r.y[k + 1] - r.y[k], s = h / w;
+  const LD xi = (x - r.x[k]) / w, t = xi * (1 - xi);
+  const LD den = s + (r.d[k] + r.d[k + 1] - 2 * s) * t;
+  const LD y = r.y[k] + h * (s * xi * xi + r.d[k] * t) / den;
+  const LD dy =
+      s * s * (r.d[k + 1] * xi * xi + 2 * s * t + r.d[k] * (1 - xi) * (1 - xi)) / (den * den);
+  return {y + shift, dy};
+}
+
+/// The reference inverse in long double (the map is monotone): Newton's method from `start`,
+/// with bisection when Newton does not settle.
+LD reference_inverse(const Reference& r, LD y, LD start) {
+  if (std::isnan(y)) return y;
+  if (std::isinf(y)) return r.domain == SplineDomain::Circular ? LD(nan_v) : y;
+  const LD tol = 8 * std::numeric_limits<LD>::epsilon() * (1 + std::abs(y));
+  LD x = start;
+  for (int i = 0; i < 8; ++i) {
+    const auto [f, d] = reference_forward(r, x);
+    if (std::abs(f - y) <= tol) return x;
+    x -= (f - y) / d;
+  }
+  LD lo = start - 1, hi = start + 1;
+  while (reference_forward(r, lo).first > y) lo -= 2 * (hi - lo);
+  while (reference_forward(r, hi).first < y) hi += 2 * (hi - lo);
+  for (int i = 0; i < 200 && hi - lo > tol; ++i) {
+    const LD mid = (lo + hi) / 2;
+    (reference_forward(r, mid).first <= y ? lo : hi) = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+// ---- evaluation helpers (always on MatrixXd, so each spline's calls are instantiated once) ----
+
+struct Result {
+  M value;
+  Row log_det;
+};
+template <typename T>
+Result run(const T& t, const M& in, const M& params, bool inverse) {
+  Result r{M(in.rows(), in.cols()), Row::Zero(in.cols())};
+  if (inverse) {
+    t.inverse(in, params, r.value, r.log_det);
+  } else {
+    t.forward(in, params, r.value, r.log_det);
+  }
+  return r;
+}
+/// The gradients of L = Σ gv ⊙ value + Σ gl ⊙ log_det: input, then parameters.
+template <typename T>
+std::pair<M, M> gradients(const T& t, const M& in, const M& params, const M& gv, const Row& gl,
+                          bool inverse) {
+  M g_in(in.rows(), in.cols()), g_params(params.rows(), params.cols());
+  if (inverse) {
+    t.inverse_backward(in, params, gv, gl, g_in, g_params);
+  } else {
+    t.forward_backward(in, params, gv, gl, g_in, g_params);
+  }
+  return {g_in, g_params};
+}
+
+/// Which side a finite difference may look at.
+enum class Side { Central, Right, Left };
+
+/// Derivatives at offset 0 of the coefficients of f(offsets) (an r × m matrix, column j a
+/// function of offsets(j) only), by a fourth-order stencil per column (central, or one-sided
+/// where the column's function is smooth on one side only); for each column the step among
+/// h0ⱼ·10^(−i/2), i = 0 … steps, with the smallest change from the previous step is used.
+/// Steps are powers of two, so the stencil's points are exact offsets.
+template <typename F>
+M finite_differences(F&& f, const Row& h0, const std::vector<Side>& sides, int steps = 8) {
+  const Index m = h0.size();
+  M best, best_change, previous;
+  for (int i = 0; i <= steps; ++i) {
+    Row h(m);
+    for (Index j = 0; j < m; ++j)
+      h(j) = std::exp2(std::floor(std::log2(h0(j) * std::pow(10.0, -0.5 * i))));
+    std::array<M, 9> at;  // at[c + 4] = f(c·h), evaluated where some column needs it
+    for (int c = -4; c <= 4; ++c) {
+      const bool needed = std::any_of(sides.begin(), sides.end(), [&](Side s) {
+        return s == Side::Central ? (c != 0 && std::abs(c) <= 2)
+               : s == Side::Right ? c >= 0
+                                  : c <= 0;
+      });
+      if (needed) at[std::size_t(c + 4)] = f(Row(double(c) * h));
+    }
+    auto v = [&](int c, Index j) { return at[std::size_t(c + 4)].col(j); };
+    M current(at[3].rows(), m);
+    for (Index j = 0; j < m; ++j) {
+      switch (sides[std::size_t(j)]) {
+        case Side::Central:
+          current.col(j) = (8.0 * (v(1, j) - v(-1, j)) - (v(2, j) - v(-2, j))) / (12.0 * h(j));
+          break;
+        case Side::Right:
+          current.col(j) =
+              (-25.0 * v(0, j) + 48.0 * v(1, j) - 36.0 * v(2, j) + 16.0 * v(3, j) - 3.0 * v(4, j)) /
+              (12.0 * h(j));
+          break;
+        case Side::Left:
+          current.col(j) = (25.0 * v(0, j) - 48.0 * v(-1, j) + 36.0 * v(-2, j) - 16.0 * v(-3, j) +
+                            3.0 * v(-4, j)) /
+                           (12.0 * h(j));
+          break;
+      }
+    }
+    if (i == 1) {
+      best = current;
+      best_change = (current - previous).cwiseAbs();
+    } else if (i > 1) {
+      const M change = (current - previous).cwiseAbs();
+      for (Index k = 0; k < current.size(); ++k)
+        if (change(k) < best_change(k)) {
+          best_change(k) = change(k);
+          best(k) = current(k);
+        }
+    }
+    previous = current;
+  }
+  return best;
+}
+
+/// The derivative at 0 of a long-double function by a fourth-order stencil (central or
+/// one-sided), the step among powers of two near h·10⁻ʲ, j = 0 … steps, with the smallest change
+/// from the previous step (long double leaves room for the tiny steps that steep knots need).
+template <typename F>
+LD fd_long_double(F&& f, LD h0, Side side, int steps = 8) {
+  auto estimate = [&](LD h) -> LD {
+    switch (side) {
+      case Side::Central:
+        return (8 * (f(h) - f(-h)) - (f(2 * h) - f(-2 * h))) / (12 * h);
+      case Side::Right:
+        return (-25 * f(0) + 48 * f(h) - 36 * f(2 * h) + 16 * f(3 * h) - 3 * f(4 * h)) / (12 * h);
+      case Side::Left:
+        return (25 * f(0) - 48 * f(-h) + 36 * f(-2 * h) - 16 * f(-3 * h) + 3 * f(-4 * h)) /
+               (12 * h);
+    }
+    return LD(nan_v);
+  };
+  LD previous = estimate(std::exp2(std::floor(std::log2(h0)))), best = previous;
+  LD best_change = LD(inf);
+  for (int j = 1; j <= steps; ++j) {
+    const LD current = estimate(std::exp2(std::floor(std::log2(h0 * std::pow(LD(10), -j)))));
+    if (std::abs(current - previous) < best_change) {
+      best_change = std::abs(current - previous);
+      best = current;
+    }
+    previous = current;
+  }
+  return best;
+}
+
+/// An edge point: where it is, from which side its derivative is taken, and a name.
+struct EdgePoint {
+  double v;
+  Side side;
+  std::string name;
+};
+
+/// The points of one direction for a spline with knots `knots` (X for forward, Y for inverse):
+/// inside every bin, the tails, far tails, the bounds and one ulp either side, every knot.
+std::vector<EdgePoint> edge_points(const std::vector<LD>& knots) {
+  const double lo = double(knots.front()), hi = double(knots.back());
+  const double span = hi - lo;
+  std::vector<EdgePoint> out;
+  for (std::size_t k = 0; k + 1 < knots.size(); ++k) {
+    const double a = double(knots[k]), b = double(knots[k + 1]);
+    out.push_back({a + 0.3 * (b - a), Side::Central, "inside bin " + std::to_string(k)});
+    out.push_back({a + 0.75 * (b - a), Side::Central, "inside bin " + std::to_string(k) + "'"});
+  }
+  out.push_back({lo - 0.6 * span, Side::Central, "tail below"});
+  out.push_back({hi + 0.4 * span, Side::Central, "tail above"});
+  out.push_back({-1e6 - 0.123, Side::Central, "far tail -1e6"});
+  out.push_back({1e6 + 0.123, Side::Central, "far tail 1e6"});
+  out.push_back({lo, Side::Right, "lower"});
+  out.push_back({hi, Side::Right, "upper"});
+  out.push_back({std::nextafter(lo, -inf), Side::Left, "one ulp below lower"});
+  out.push_back({std::nextafter(lo, inf), Side::Right, "one ulp above lower"});
+  out.push_back({std::nextafter(hi, -inf), Side::Left, "one ulp below upper"});
+  out.push_back({std::nextafter(hi, inf), Side::Right, "one ulp above upper"});
+  for (std::size_t k = 1; k + 1 < knots.size(); ++k)
+    out.push_back({double(knots[k]), Side::Right, "knot " + std::to_string(k)});
+  return out;
+}
+
+/// The finite-difference step scale at v: a hundredth of the narrowest bin inside (or near) the
+/// interval, a hundredth of |v| far out.
+double step_at(double v, const std::vector<LD>& knots, bool circular) {
+  double narrowest = inf;
+  for (std::size_t k = 0; k + 1 < knots.size(); ++k)
+    narrowest = std::min(narrowest, double(knots[k + 1] - knots[k]));
+  const double edge = std::max(std::abs(double(knots.front())), std::abs(double(knots.back())));
+  return std::abs(v) > 4 * edge + 4 && !circular ? 1e-2 * std::abs(v) : 1e-2 * narrowest;
+}
+
+/// |a − b| / (1 + |b|).
+double scaled(double a, double b) { return std::abs(a - b) / (1 + std::abs(b)); }
+
+/// Whether raw parameters of this kind leave the map well-conditioned enough for finite
+/// differences of the double-precision header itself (the extreme ones make slopes from 1e-9 to
+/// 1e8 within one bin: there the header's derivatives are checked against the reference's).
+bool well_conditioned(Raw kind) {
+  return kind == Raw::Random || kind == Raw::Zero || kind == Raw::AllEqual;
+}
+
+/// The edge, tail and interior points of one spline with one raw parameter set, one feature, in
+/// one direction: the round trip; the knots, values and log-dets against the long-double
+/// reference; the log-det against finite differences of the header (well-conditioned
+/// parameters) and of the reference; the gradients against finite differences of the reference
+/// in long double (one-sided at knots and bounds, where the point belongs to the bin on its
+/// right).
+template <typename T>
+void check_points(const T& t, const Eigen::VectorXd& p, Raw kind, bool inverse) {
+  const std::vector<LD> raw(p.data(), p.data() + p.size());
+  const Reference ref = reference(t, raw);
+  const std::vector<LD>& knots_in = inverse ? ref.y : ref.x;
+  const std::vector<EdgePoint> points = edge_points(knots_in);
+  const Index m = Index(points.size());
+  const Index np = T::ParamsPerDim;
+  M in(1, m);
+  std::vector<Side> sides;
+  Row h0(m);
+  for (Index j = 0; j < m; ++j) {
+    const EdgePoint& e = points[std::size_t(j)];
+    in(0, j) = e.v;
+    sides.push_back(e.side);
+    h0(j) = step_at(e.v, knots_in, T::Domain == SplineDomain::Circular);
+  }
+  const M params = p.replicate(1, m);
+  const Result r = run(t, in, params, inverse);
+  const Result back = run(t, r.value, params, !inverse);
+  // The knots the header reports agree with the reference's.
+  const auto knots = t.knots(params, 0, 0);
+  for (int k = 0; k <= T::Bins; ++k) {
+    CHECK(scaled(knots.x[std::size_t(k)], double(ref.x[std::size_t(k)])) < 1e-13);
+    CHECK(scaled(knots.y[std::size_t(k)], double(ref.y[std::size_t(k)])) < 1e-13);
+    CHECK(std::abs(std::log(knots.derivative[std::size_t(k)]) -
+                   std::log(double(ref.d[std::size_t(k)]))) < 1e-12);
+  }
+  // Gradient seeds: random, and zero on the log-det at knots (its kink in the parameters).
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> normal;
+  M gv(1, m);
+  Row gl(m);
+  for (Index j = 0; j < m; ++j) {
+    gv(0, j) = normal(gen);
+    gl(j) = points[std::size_t(j)].name.rfind("knot", 0) == 0 ? 0.0 : normal(gen);
+  }
+  const auto [g_in, g_params] = gradients(t, in, params, gv, gl, inverse);
+  // Finite differences of the header: the value per column, the input moved by `offsets`.
+  M fd_in;
+  if (well_conditioned(kind)) {
+    fd_in = finite_differences(
+        [&](const Row& offsets) { return M(run(t, M(in + offsets), params, inverse).value); }, h0,
+        sides, 12);
+  }
+  for (Index j = 0; j < m; ++j) {
+    const EdgePoint& e = points[std::size_t(j)];
+    INFO((inverse ? "inverse at " : "forward at ") << e.name << " = " << e.v);
+    const double y = r.value(0, j), ld = r.log_det(j);
+    REQUIRE(std::isfinite(y));
+    REQUIRE(std::isfinite(ld));
+    REQUIRE(std::isfinite(g_in(0, j)));
+    REQUIRE(g_params.col(j).allFinite());
+    // The round trip and the values against the reference. Where the map is flat (steep knots
+    // squeeze a bin's middle to slopes ~1e-9), x is determined by y only to the inherent
+    // ε·|y|/τ′(x): that allowance is added to 1e-10 on the x side of each comparison.
+    const double slope = std::exp(inverse ? -ld : ld);  // τ′ at the x side
+    const double x_side = inverse ? y : e.v, y_side = inverse ? e.v : y;
+    const double inherent = 4 * std::numeric_limits<double>::epsilon() * (1 + std::abs(y_side)) /
+                            slope / (1 + std::abs(x_side));
+    const auto [v_red, shift] = reduced(t, e.v);
+    const LD x_ref = inverse ? reference_inverse(ref, v_red, y - shift) + shift : LD(e.v);
+    const LD y_ref = inverse ? LD(e.v) : reference_forward(ref, v_red).first + shift;
+    if (inverse) {
+      CHECK(scaled(back.value(0, j), e.v) <= 1e-10);
+      CHECK(scaled(y, double(x_ref)) <= 1e-10 + inherent);
+    } else {
+      CHECK(scaled(back.value(0, j), e.v) <= 1e-10 + inherent);
+      CHECK(scaled(y, double(y_ref)) <= 1e-10);
+    }
+    // The log-dets against the reference's derivative (at the point each side reached).
+    auto ref_log_slope = [&](double x) {
+      return double(std::log(reference_forward(ref, reduced(t, x).first).second));
+    };
+    const double x_back = inverse ? y : back.value(0, j);
+    const double ld_x = inverse ? -ld : ld, ld_back = inverse ? back.log_det(j) : -back.log_det(j);
+    const double ld_tol = well_conditioned(kind) ? 1e-9 : 1e-6;
+    CHECK(std::abs(ld_x - ref_log_slope(x_side)) <= ld_tol);
+    CHECK(std::abs(ld_back - ref_log_slope(x_back)) <= ld_tol);
+    // The log-det against finite differences, of the header where it is well-conditioned and of
+    // the reference always (one-sided where the point is on a knot or a bound), at the reduced
+    // point.
+    // (Not far out on the circle: there the rounding of y ~ 1e6 swamps a difference quotient
+    // over steps that must stay inside one bin; the reference checks the reduced point.)
+    if (well_conditioned(kind) && (shift == 0 || std::abs(e.v) < 1e3))
+      CHECK(std::abs(std::log(fd_in(0, j)) - ld) <= 1e-6);
+    // The reference's derivatives by finite differences of its forward map in long double, at
+    // the (reduced) x of the point; the inverse's by the inverse function theorem (its own
+    // finite differences would inherit the inverse's ill-conditioning where the map is flat):
+    // ∂x/∂z = 1/τ′, ∂x/∂θ = −(∂y/∂θ)/τ′.
+    const LD xs = inverse ? reference_inverse(ref, v_red, y - shift) : v_red;
+    auto forward_at = [&](const std::vector<LD>& q, LD x) {
+      const auto [yy, d] = reference_forward(reference(t, q), x);
+      return std::pair<LD, LD>{yy, std::log(d)};
+    };
+    const LD h_x = LD(step_at(double(xs), ref.x, false));
+    // With extreme raw parameters one bin can hold slopes from 1e-12 to 1e8: there the
+    // closed-form reference above is the truth (≤ 1e-7) and finite differences, even in long
+    // double, resolve the derivatives to about 1e-3 only.
+    const double fd_tol = well_conditioned(kind) ? 1e-6 : 1e-3;
+    const Side side = (T::Domain == SplineDomain::Circular && v_red == LD(t.lower()))
+                          ? Side::Right  // reduced onto lower (a knot of the circle)
+                          : e.side;
+    const LD slope_ref = reference_forward(ref, xs).second;
+    const LD fd_slope =
+        fd_long_double([&](LD s) { return forward_at(raw, xs + s).first; }, h_x, side);
+    if (slope_ref > 1e-6L) CHECK(std::abs(double(std::log(fd_slope)) - ld_x) <= fd_tol);
+    const LD dy_dx = slope_ref;
+    const LD dlog_dx =
+        fd_long_double([&](LD s) { return forward_at(raw, xs + s).second; }, h_x, side);
+    // The input gradient (one-sided at knots and bounds).
+    const LD g_value = gv(0, j), g_log_det = gl(j);
+    const double expected_in = double(inverse ? (g_value - g_log_det * dlog_dx) / dy_dx
+                                              : g_value * dy_dx + g_log_det * dlog_dx);
+    CHECK(std::abs(g_in(0, j) - expected_in) <= fd_tol * std::max(1.0, std::abs(expected_in)));
+    // The parameters' gradient (the value is C¹ in the parameters also at a knot, where its
+    // one-sided difference is taken; the log-det is not, and its seed is 0 there).
+    const Side param_side = e.name.rfind("knot", 0) == 0 ? Side::Right : Side::Central;
+    double worst = 0;
+    Index worst_k = 0;
+    double worst_fd = 0;
+    // (Over one of the two points in each bin, for time: the other is inside the same bin.)
+    const bool second = e.name.back() == '\'';
+    for (Index k = 0; k < (second ? 0 : np); ++k) {
+      auto moved = [&](LD s) {
+        std::vector<LD> q = raw;
+        q[std::size_t(k)] += s;
+        return forward_at(q, xs);
+      };
+      const LD dy = fd_long_double([&](LD s) { return moved(s).first; }, 1e-4L, param_side, 5);
+      const LD dlog = g_log_det == 0 ? LD(0)
+                                     : fd_long_double([&](LD s) { return moved(s).second; }, 1e-4L,
+                                                      param_side, 5);
+      const LD dx = -dy / dy_dx;
+      const double fd = double(inverse ? g_value * dx - g_log_det * (dlog + dlog_dx * dx)
+                                       : g_value * dy + g_log_det * dlog);
+      const double err = std::abs(g_params(k, j) - fd) / std::max(1.0, std::abs(fd));
+      if (!(err <= worst)) {
+        worst = err;
+        worst_k = k;
+        worst_fd = fd;
+      }
+    }
+    INFO("worst raw parameter " << worst_k << ": " << g_params(worst_k, j) << " vs " << worst_fd);
+    CHECK(worst <= fd_tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("spline: round trip, values, log-dets and gradients at interior, tail and edge points",
+          "[spline]") {
+  for_each_spline([](const auto& t) {
+    using T = std::decay_t<decltype(t)>;
+    for (Raw kind : every_raw) {
+      for (std::uint64_t seed : {1u, 2u}) {
+        if (seed == 2 && kind != Raw::Random) continue;
+        INFO("raw parameters: " << raw_name(kind) << ", seed " << seed);
+        const Eigen::VectorXd p = raw_parameters<T>(kind, seed);
+        check_points(t, p, kind, false);
+        check_points(t, p, kind, true);
+      }
+    }
+  });
+}
