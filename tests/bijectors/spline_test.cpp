@@ -15,6 +15,7 @@
 #include <array>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <iomanip>
 #include <limits>
 #include <nflow/nflow.hpp>
 #include <random>
@@ -600,4 +601,207 @@ TEST_CASE("spline: round trip, values, log-dets and gradients at interior, tail 
       }
     }
   });
+}
+
+TEST_CASE("spline: ±Inf and NaN inputs behave as documented; a NaN touches only its element",
+          "[spline]") {
+  for_each_spline([](const auto& t) {
+    using T = std::decay_t<decltype(t)>;
+    constexpr bool circular = T::Domain == SplineDomain::Circular;
+    constexpr bool bounded = T::Domain == SplineDomain::Bounded;
+    // Three features × four columns, random parameters per element.
+    const Index n = 3, m = 4;
+    const M params = blocked<T>(
+        n, m, [](Index i, Index j) { return raw_parameters<T>(Raw::Random, 10 + 4 * i + j); });
+    std::mt19937_64 gen(3);
+    const M x = standard_normal_matrix<double>(n, m, gen) * 2.0;
+    const M gv = standard_normal_matrix<double>(n, m, gen);
+    const Row gl = standard_normal_matrix<double>(1, m, gen);
+    for (bool inverse : {false, true}) {
+      INFO((inverse ? "inverse" : "forward"));
+      const Result clean = run(t, x, params, inverse);
+      const auto [gx_clean, gp_clean] = gradients(t, x, params, gv, gl, inverse);
+      // ±Inf: Unbounded and Bounded pass it through their tails (value ±Inf, finite log-det:
+      // 0, or log δ₀ / log δ_K); on the circle it has no angle (NaN).
+      for (double special : {inf, -inf, nan_v}) {
+        INFO("input (1, 2) = " << special);
+        M xs = x;
+        xs(1, 2) = special;
+        const Result r = run(t, xs, params, inverse);
+        const auto [gx, gp] = gradients(t, xs, params, gv, gl, inverse);
+        const bool nan_out = std::isnan(special) || circular;
+        if (nan_out) {
+          CHECK(std::isnan(r.value(1, 2)));
+          CHECK(std::isnan(r.log_det(2)));
+        } else {
+          CHECK(r.value(1, 2) == special);
+          CHECK(std::isfinite(r.log_det(2)));
+          const auto k = t.knots(params, 1, 2);
+          const double edge_log_det =
+              bounded ? std::log(special > 0 ? k.derivative[T::Bins] : k.derivative[0]) : 0.0;
+          // The element's log-det: the column's, minus the clean element's, plus the tail's.
+          M single(1, 1), single_p(T::ParamsPerDim, 1);
+          single(0, 0) = x(1, 2);
+          for (int q = 0; q < T::ParamsPerDim; ++q) single_p(q, 0) = params(q * n + 1, 2);
+          const double clean_element = run(t, single, single_p, inverse).log_det(0);
+          CHECK(std::abs(r.log_det(2) - (clean.log_det(2) - clean_element +
+                                         (inverse ? -edge_log_det : edge_log_det))) < 1e-12);
+          // The input gradient is finite (the tail's slope); the parameters' too, except
+          // Bounded's boundary derivative: ∂z/∂δ = x − bound is infinite there.
+          CHECK(std::isfinite(gx(1, 2)));
+          if (!bounded) CHECK(gp.col(2).allFinite());
+        }
+        // Every other element (other features, other columns) is bit-identical.
+        for (Index j = 0; j < m; ++j) {
+          for (Index i = 0; i < n; ++i) {
+            if (i == 1 && j == 2) continue;
+            CHECK(r.value(i, j) == clean.value(i, j));
+            CHECK(gx(i, j) == gx_clean(i, j));
+          }
+          if (j != 2) {
+            CHECK(r.log_det(j) == clean.log_det(j));
+            CHECK(gp.col(j) == gp_clean.col(j));
+          }
+        }
+        // In the element's own column, the other features' parameter gradients do not see it
+        // unless the loss couples them (it does only through the column's log-det seed).
+        for (Index i : {Index(0), Index(2)})
+          for (int q = 0; q < T::ParamsPerDim; ++q)
+            CHECK(gp(q * n + i, 2) == gp_clean(q * n + i, 2));
+      }
+    }
+  });
+}
+
+TEST_CASE("spline: all-zero raw parameters are the identity exactly, and so are fresh layers",
+          "[spline]") {
+  for_each_spline([](const auto& t) {
+    using T = std::decay_t<decltype(t)>;
+    const Index n = 2, m = 40;
+    const M params = M::Zero(T::ParamsPerDim * n, m);
+    // Inside the interval, its bounds and knots, and (Unbounded) outside it.
+    M x(n, m);
+    for (Index j = 0; j < m; ++j) {
+      const double a = double(j) / double(m - 1);
+      x(0, j) = t.lower() + a * (t.upper() - t.lower());
+      x(1, j) = T::Domain == SplineDomain::Unbounded ? 3 * (t.lower() + a * (t.upper() - t.lower()))
+                                                     : t.lower() + a * a * (t.upper() - t.lower());
+    }
+    if (T::Domain == SplineDomain::Circular) x(0, m - 1) = std::nextafter(t.upper(), 0.0);
+    for (bool inverse : {false, true}) {
+      const Result r = run(t, x, params, inverse);
+      CHECK(r.value == x);
+      CHECK(r.log_det == Row::Zero(m));
+    }
+  });
+  std::mt19937_64 gen(4);
+  const M x = standard_normal_matrix<double>(4, 25, gen) * 3.0;
+  const SplineCoupling<double, Dynamic, Dynamic, 8, nn::Tanh> coupling(CouplingMask::half(4),
+                                                                       {16, 2, 0, 3});
+  const auto c = coupling.forward_and_log_det(x);
+  CHECK(c.value == x);
+  CHECK(c.log_det == Row::Zero(25));
+  const auto ci = coupling.inverse_and_log_det(x);
+  CHECK(ci.value == x);
+  CHECK(ci.log_det == Row::Zero(25));
+  const SplineAutoregressive<double, Dynamic, Dynamic, 8, nn::Tanh> maf(4, {.hidden_width = 16});
+  const auto a = maf.forward_and_log_det(x);
+  CHECK(a.value == x);
+  CHECK(a.log_det == Row::Zero(25));
+  const auto ai = maf.inverse_and_log_det(x);
+  CHECK(ai.value == x);
+  CHECK(ai.log_det == Row::Zero(25));
+}
+
+TEST_CASE("spline: monotone, continuous across knots and bounds, periodic on the circle",
+          "[spline]") {
+  for_each_spline([](const auto& t) {
+    using T = std::decay_t<decltype(t)>;
+    for (Raw kind : {Raw::Random, Raw::PlusMinusHuge, Raw::OneHuge}) {
+      INFO("raw parameters: " << raw_name(kind));
+      // With extreme parameters ∂log τ′/∂x reaches ~1e8: one ulp moves the log-det by ~1e-8·|x|.
+      const double log_det_tol = well_conditioned(kind) ? 1e-8 : 1e-3;
+      const Eigen::VectorXd p = raw_parameters<T>(kind, 5);
+      const double lo = t.lower(), hi = t.upper(), span = hi - lo;
+      // A fine grid over [lower − span/2, upper + span/2]: strictly increasing both ways.
+      const Index m = 4001;
+      M grid(1, m);
+      for (Index j = 0; j < m; ++j)
+        grid(0, j) = lo - span / 2 + 2 * span * double(j) / double(m - 1);
+      const M params = p.replicate(1, m);
+      for (bool inverse : {false, true}) {
+        const M v = run(t, grid, params, inverse).value;
+        CHECK((v.rightCols(m - 1).array() > v.leftCols(m - 1).array()).all());
+      }
+      // Continuity of value and log-det at each knot and bound: one ulp below vs on it.
+      const auto k = t.knots(params, 0, 0);
+      for (bool inverse : {false, true}) {
+        const auto& knots = inverse ? k.y : k.x;
+        M at(1, T::Bins + 1), below(1, T::Bins + 1);
+        for (int b = 0; b <= T::Bins; ++b) {
+          at(0, b) = knots[std::size_t(b)];
+          below(0, b) = std::nextafter(at(0, b), -inf);
+        }
+        const M pk = p.replicate(1, T::Bins + 1);
+        const Result ra = run(t, at, pk, inverse), rb = run(t, below, pk, inverse);
+        for (int b = 0; b <= T::Bins; ++b) {
+          INFO((inverse ? "inverse" : "forward")
+               << " at knot " << b << std::setprecision(17) << ": " << rb.value(0, b) << " -> "
+               << ra.value(0, b) << ", log-dets " << rb.log_det(b) << ", " << ra.log_det(b));
+          const double slope = std::exp(std::max(ra.log_det(b), rb.log_det(b)));
+          // (The inverse near the right knot of a bin whose left derivative is ~1e4 loses about
+          // 1e4 ulps in b = hδₖ − Δ·(δₖ + δₖ₊₁ − 2s): the round trip's 1e-10 still holds.)
+          CHECK(std::abs(ra.value(0, b) - rb.value(0, b)) <=
+                4 * slope * std::abs(at(0, b) - below(0, b)) +
+                    (well_conditioned(kind) ? 8 * std::numeric_limits<double>::epsilon() : 1e-10) *
+                        (1 + std::abs(ra.value(0, b))) * std::max(1.0, slope));
+          // C¹: the derivative agrees across (Unbounded: the boundary slope is 1; Bounded and
+          // Circular: δ₀ and δ_K continue linearly or periodically).
+          CHECK(std::abs(ra.log_det(b) - rb.log_det(b)) <= log_det_tol);
+        }
+      }
+      if constexpr (T::Domain == SplineDomain::Circular) {
+        // forward(x + period) = forward(x) + period, both directions; log τ′(lower) = log τ′(upper).
+        M xs(1, 6);
+        xs << lo, lo + 0.3 * span, hi - 0.1 * span, 0.5 * (lo + hi), lo + 0.999 * span, -7.25;
+        const M p6 = p.replicate(1, 6);
+        for (bool inverse : {false, true}) {
+          const Result r0 = run(t, xs, p6, inverse);
+          for (double periods : {1.0, -1.0, 3.0, 1000.0}) {
+            const Result r1 = run(t, M(xs.array() + periods * span), p6, inverse);
+            CHECK(((r1.value.array() - r0.value.array() - periods * span).abs() <=
+                   1e-12 * (1 + std::abs(periods) * span))
+                      .all());
+            CHECK(
+                ((r1.log_det - r0.log_det).array().abs() <= (well_conditioned(kind) ? 1e-9 : 1e-2))
+                    .all());
+          }
+        }
+        CHECK(k.derivative[0] == k.derivative[T::Bins]);
+      }
+    }
+  });
+}
+
+TEST_CASE("spline: options are checked with a sentence naming the option", "[spline]") {
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(UnboundedK8({.lower = 2, .upper = 2}), Contains("'lower' < 'upper'"));
+  CHECK_THROWS_WITH(UnboundedK8({.lower = 3, .upper = -3}), Contains("'lower' < 'upper'"));
+  CHECK_THROWS_WITH(BoundedK5({.lower = -inf, .upper = 1}), Contains("must be finite"));
+  CHECK_THROWS_WITH(CircularK6({.lower = 0, .upper = inf}), Contains("must be finite"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_bin_width = 0.125}), Contains("'min_bin_width'"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_bin_width = 0}), Contains("'min_bin_width'"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_bin_height = -1e-3}), Contains("'min_bin_height'"));
+  CHECK_THROWS_WITH(BoundedK1({.min_bin_height = 1}), Contains("'min_bin_height'"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_derivative = 1}), Contains("'min_derivative'"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_derivative = 0}), Contains("'min_derivative'"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_derivative = nan_v}), Contains("'min_derivative'"));
+  // A bin of 1e-6 of [−1e3, 1e3] is 2e-3, below 64 float epsilons at 1e3 (about 7.6e-3): the
+  // knots would not stay distinct in float; in double they do.
+  CHECK_THROWS_WITH(FloatSpline({.lower = -1e3f, .upper = 1e3f, .min_bin_width = 1e-6f}),
+                    Contains("too narrow"));
+  CHECK_THROWS_AS(FloatSpline({.lower = -1e3f, .upper = 1e3f, .min_bin_height = 1e-6f}),
+                  ParameterError);
+  CHECK_NOTHROW(FloatSpline({.lower = -1e3f, .upper = 1e3f}));
+  CHECK_NOTHROW(UnboundedK8({.lower = -1e3, .upper = 1e3, .min_bin_width = 1e-6}));
 }

@@ -555,10 +555,11 @@ class RationalQuadraticSpline {
     const Lane g_d1 = inside.select(gy * y_d1 + gl * l_d1, Scalar(0));
     // Through ξ = (x − Xₖ)/w and s = h/w.
     const Lane g_x = g_xi / pt.w;
-    const Lane g_left = -g_x;                                          // ∂/∂Xₖ
-    const Lane g_w = -(g_xi * xi + g_s * s) / pt.w;                    // ∂/∂wₖ
-    const Lane g_h = inside.select(gy * y_h + g_s / pt.w, Scalar(0));  // ∂/∂hₖ
-    const Lane g_bottom = inside.select(gy, Scalar(0));                // ∂/∂Yₖ
+    const Lane g_left = -g_x;  // ∂/∂Xₖ
+    // (Selected, not multiplied by zero: an inverse at ±Inf leaves ξ NaN outside the interval.)
+    const Lane g_w = inside.select(-(g_xi * xi + g_s * s) / pt.w, Scalar(0));  // ∂/∂wₖ
+    const Lane g_h = inside.select(gy * y_h + g_s / pt.w, Scalar(0));          // ∂/∂hₖ
+    const Lane g_bottom = inside.select(gy, Scalar(0));                        // ∂/∂Yₖ
     if constexpr (Unbounded) {
       gx = inside.select(g_x, gy);
     } else {
