@@ -698,19 +698,14 @@ TEST_CASE("spline: all-zero raw parameters are the identity exactly, and so are 
   const M x = standard_normal_matrix<double>(4, 25, gen) * 3.0;
   const SplineCoupling<double, Dynamic, Dynamic, 8, nn::Tanh> coupling(CouplingMask::half(4),
                                                                        {16, 2, 0, 3});
-  const auto c = coupling.forward_and_log_det(x);
-  CHECK(c.value == x);
-  CHECK(c.log_det == Row::Zero(25));
-  const auto ci = coupling.inverse_and_log_det(x);
-  CHECK(ci.value == x);
-  CHECK(ci.log_det == Row::Zero(25));
-  const SplineAutoregressive<double, Dynamic, Dynamic, 8, nn::Tanh> maf(4, {.hidden_width = 16});
-  const auto a = maf.forward_and_log_det(x);
-  CHECK(a.value == x);
-  CHECK(a.log_det == Row::Zero(25));
-  const auto ai = maf.inverse_and_log_det(x);
-  CHECK(ai.value == x);
-  CHECK(ai.log_det == Row::Zero(25));
+  auto is_identity = [&](const auto& layer) {
+    for (const auto& r : {layer.forward_and_log_det(x), layer.inverse_and_log_det(x)}) {
+      CHECK(r.value == x);
+      CHECK(r.log_det == Row::Zero(25));
+    }
+  };
+  is_identity(coupling);
+  is_identity(SplineAutoregressive<double, Dynamic, Dynamic, 8, nn::Tanh>(4, {.hidden_width = 16}));
 }
 
 TEST_CASE("spline: monotone, continuous across knots and bounds, periodic on the circle",
