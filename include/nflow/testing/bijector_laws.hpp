@@ -126,10 +126,15 @@ struct LawResult {
 
 namespace detail {
 
-/// Collects the results of one check_laws() call and applies the caller's opt-outs.
+/// Collects the results of one harness call (check_laws(), check_transformer_laws()) and applies
+/// the caller's opt-outs; `names` is that harness's list of laws, `list` the function returning
+/// it (named when a skip names no law).
 class LawReport {
  public:
-  explicit LawReport(const std::vector<LawSkip>& skipped) : skipped_(skipped) {}
+  explicit LawReport(const std::vector<LawSkip>& skipped,
+                     const std::vector<std::string>& names = law_names(),
+                     const char* list = "nflow::testing::law_names()")
+      : skipped_(skipped), names_(names), list_(list) {}
 
   /// Whether the caller opted out of `law` (then it is not run).
   bool skipped(const std::string& law) const {
@@ -153,10 +158,9 @@ class LawReport {
   /// The results, then one passed result per opted-out law (a skip naming no law fails).
   std::vector<LawResult> finish() {
     for (const LawSkip& s : skipped_) {
-      const auto& names = law_names();
-      if (std::find(names.begin(), names.end(), s.law) == names.end()) {
+      if (std::find(names_.begin(), names_.end(), s.law) == names_.end()) {
         out_.push_back(
-            {s.law, 1.0, 0.0, "LawOptions::skip names no law (see nflow::testing::law_names())"});
+            {s.law, 1.0, 0.0, std::string("LawOptions::skip names no law (see ") + list_ + ")"});
       } else {
         out_.push_back({s.law, 0.0, 0.0, "skipped by the caller: " + s.reason});
       }
@@ -166,6 +170,8 @@ class LawReport {
 
  private:
   const std::vector<LawSkip>& skipped_;
+  const std::vector<std::string>& names_;
+  const char* list_;
   std::vector<LawResult> out_;
 };
 

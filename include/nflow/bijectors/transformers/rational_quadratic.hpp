@@ -66,8 +66,9 @@ struct SplineOptions {
 ///     y = Yₖ + hₖ·(s·ξ² + δₖ·t) / D,    dy/dx = s²·(δₖ₊₁ξ² + 2s·t + δₖ(1 − ξ)²) / D²,
 ///
 /// evaluated in a form that is exact at the identity. The inverse solves the quadratic for ξ with
-/// the cancellation-free root ξ = 2c / (−b − √(b² − 4ac)) (the discriminant is clamped at 0 and the
-/// root to [0, 1]; no assertion, no division by a quantity that can vanish). Monotone: every bin
+/// the cancellation-free root ξ = 2c / (−b − √(b² − 4ac)), written (−b + √(b² − 4ac)) / 2a when
+/// b < 0 (the discriminant is clamped at 0 and the root to [0, 1]; no assertion, no division by a
+/// quantity that can vanish). Monotone: every bin
 /// has positive width, height and knot derivatives, so dy/dx > 0 everywhere.
 ///
 /// **Edges** (both directions, documented in docs/bijectors.md): x = lower is bin 0 at ξ = 0
@@ -411,10 +412,19 @@ class RationalQuadraticSpline {
   }
 
   /// On the circle: v ← v − shift with shift a whole number of periods and v in [lower, upper).
+  /// Rounding can leave v a hair outside (x just below a multiple of the period): it is wrapped
+  /// by one more period, or put on lower if that rounds to upper, so that every finite x is
+  /// evaluated in a bin (a tail would have the right value and log-det but a zero ∂log τ′/∂x).
   void reduce(Point& pt) const {
     if constexpr (Circular) {
       pt.shift = span_ * ((pt.v - o_.lower) / span_).floor();
       pt.v -= pt.shift;
+      const Mask under = pt.v < o_.lower;  // evaluated now: pt.v changes below
+      pt.v = under.select(pt.v + span_, pt.v);
+      pt.shift = under.select(pt.shift - span_, pt.shift);
+      const Mask over = pt.v >= o_.upper;
+      pt.v = over.select(o_.lower, pt.v);
+      pt.shift = over.select(pt.shift + span_, pt.shift);
     } else {
       pt.shift.setZero(pt.v.size());
     }
@@ -504,14 +514,18 @@ class RationalQuadraticSpline {
   void locate_inverse(const Spline& sp, Point& pt) const {
     reduce(pt);
     find_bin(sp, sp.y, pt);
-    // a ξ² + b ξ + c = 0 with the root in [0, 1]: ξ = 2c/(−b − √(b² − 4ac)) = 2sΔ/(b + √disc).
+    // a ξ² + b ξ + c = 0 with the root in [0, 1]: ξ = 2c/(−b − √(b² − 4ac)) = 2sΔ/den with
+    // den = b + √disc. For b < 0 that sum cancels (steep knots: δ ≫ s), and den is computed as
+    // the equal 4asΔ/(√disc − b) instead (then a > hs > 0 and Δ > 0): no cancellation either way.
     const Lane dy = (pt.v - pt.yk).max(Scalar(0));
     const Lane e = pt.d0 + pt.d1 - Scalar(2) * pt.s;
     const Lane a = pt.h * (pt.s - pt.d0) + dy * e;
     const Lane b = pt.h * pt.d0 - dy * e;
     const Lane c = -pt.s * dy;
     const Lane root = (b.square() - Scalar(4) * a * c).max(Scalar(0)).sqrt();
-    const Lane den = (b + root).max(std::numeric_limits<Scalar>::min());
+    const Lane den = (b >= Scalar(0))
+                         .select(b + root, Scalar(4) * a * pt.s * dy / (root - b))
+                         .max(std::numeric_limits<Scalar>::min());
     const Lane xi = Scalar(2) * pt.s * dy / den;
     pt.xi = xi.min(Scalar(1));
     // x = Xₖ + wξ, written as y + (Xₖ − Yₖ) + Δ(2h − den)/den: exactly y at the identity.
@@ -553,10 +567,11 @@ class RationalQuadraticSpline {
     const Lane g_d1 = inside.select(gy * y_d1 + gl * l_d1, Scalar(0));
     // Through ξ = (x − Xₖ)/w and s = h/w.
     const Lane g_x = g_xi / pt.w;
-    const Lane g_left = -g_x;                                          // ∂/∂Xₖ
-    const Lane g_w = -(g_xi * xi + g_s * s) / pt.w;                    // ∂/∂wₖ
-    const Lane g_h = inside.select(gy * y_h + g_s / pt.w, Scalar(0));  // ∂/∂hₖ
-    const Lane g_bottom = inside.select(gy, Scalar(0));                // ∂/∂Yₖ
+    const Lane g_left = -g_x;  // ∂/∂Xₖ
+    // (Selected, not multiplied by zero: an inverse at ±Inf leaves ξ NaN outside the interval.)
+    const Lane g_w = inside.select(-(g_xi * xi + g_s * s) / pt.w, Scalar(0));  // ∂/∂wₖ
+    const Lane g_h = inside.select(gy * y_h + g_s / pt.w, Scalar(0));          // ∂/∂hₖ
+    const Lane g_bottom = inside.select(gy, Scalar(0));                        // ∂/∂Yₖ
     if constexpr (Unbounded) {
       gx = inside.select(g_x, gy);
     } else {
