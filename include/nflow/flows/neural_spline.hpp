@@ -114,6 +114,18 @@ auto spline_base(Index dim, const RationalQuadraticSpline<Scalar, 2, Domain>& sp
   }
 }
 
+/// The Density of `Layers` layers made by `layer(i)`, a permutation between each two, on the
+/// domain's base.
+template <typename Scalar, int Dim, int Layers, SplineDomain Domain, typename Layer,
+          typename MakeLayer>
+auto assemble(Index dim, const SplineFlowOptions<Scalar>& options, MakeLayer&& layer) {
+  auto between = [&](std::uint64_t i) { return gap<Scalar, Dim>(dim, options, i); };
+  return Density(
+      spline_base<Scalar, Dim>(dim, RationalQuadraticSpline<Scalar, 2, Domain>(options.spline)),
+      interleaved<Layer, Permutation<Scalar, Dim>, Layers>(
+          layer, between, std::make_index_sequence<std::size_t(2 * Layers - 1)>{}));
+}
+
 template <int Dim>
 Index checked_dim(Index dim, const char* who) {
   if (dim < 1 || (Dim != Dynamic && dim != Dim)) {
@@ -174,11 +186,7 @@ CouplingNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> coupling_nsf(
                                  detail::layer_seed(options.seed, i)},
                  spline);
   };
-  auto gap = [&](std::uint64_t i) { return detail::gap<Scalar, Dim>(dim, options, i); };
-  return {detail::spline_base<Scalar, Dim>(
-              dim, RationalQuadraticSpline<Scalar, 2, Domain>(options.spline)),
-          detail::interleaved<Layer, Permutation<Scalar, Dim>, Layers>(
-              layer, gap, std::make_index_sequence<std::size_t(2 * Layers - 1)>{})};
+  return detail::assemble<Scalar, Dim, Layers, Domain, Layer>(dim, options, layer);
 }
 /// coupling_nsf() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
@@ -209,11 +217,7 @@ AutoregressiveNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> autoregressive_nsf(
                                        .seed = detail::layer_seed(options.seed, i)},
                  spline);
   };
-  auto gap = [&](std::uint64_t i) { return detail::gap<Scalar, Dim>(dim, options, i); };
-  return {detail::spline_base<Scalar, Dim>(
-              dim, RationalQuadraticSpline<Scalar, 2, Domain>(options.spline)),
-          detail::interleaved<Layer, Permutation<Scalar, Dim>, Layers>(
-              layer, gap, std::make_index_sequence<std::size_t(2 * Layers - 1)>{})};
+  return detail::assemble<Scalar, Dim, Layers, Domain, Layer>(dim, options, layer);
 }
 /// autoregressive_nsf() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Layers, int Hidden = Dynamic, int Bins = 8,
