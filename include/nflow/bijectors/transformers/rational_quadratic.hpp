@@ -165,10 +165,8 @@ class RationalQuadraticSpline {
                L&& log_det) const {
     for_tiles(x.rows(), x.cols(), [&](const Tile& t) {
       Spline sp;
-      build(params, x.rows(), t, sp);
       Point pt;
-      gather(x, t, pt.v);
-      locate_forward(sp, pt);
+      evaluate<false>(x, params, t, sp, pt);
       scatter(t, pt.out, pt.log_det, z, log_det);
     });
   }
@@ -179,10 +177,8 @@ class RationalQuadraticSpline {
                L&& log_det) const {
     for_tiles(z.rows(), z.cols(), [&](const Tile& t) {
       Spline sp;
-      build(params, z.rows(), t, sp);
       Point pt;
-      gather(z, t, pt.v);
-      locate_inverse(sp, pt);
+      evaluate<true>(z, params, t, sp, pt);
       scatter(t, pt.out, pt.log_det, x, log_det);
     });
   }
@@ -196,10 +192,8 @@ class RationalQuadraticSpline {
                         GP&& grad_params) const {
     for_tiles(x.rows(), x.cols(), [&](const Tile& t) {
       Spline sp;
-      build(params, x.rows(), t, sp);
       Point pt;
-      gather(x, t, pt.v);
-      locate_forward(sp, pt);
+      evaluate<false>(x, params, t, sp, pt);
       Lane gy, gl;
       gather(grad_z, t, gy);
       gather_per_column(grad_log_det, t, gl);
@@ -220,10 +214,8 @@ class RationalQuadraticSpline {
                         GP&& grad_params) const {
     for_tiles(z.rows(), z.cols(), [&](const Tile& t) {
       Spline sp;
-      build(params, z.rows(), t, sp);
       Point pt;
-      gather(z, t, pt.v);
-      locate_inverse(sp, pt);
+      evaluate<true>(z, params, t, sp, pt);
       // Re-express the point as a forward evaluation at the recovered x (same bin).
       pt.v = pt.out - pt.shift;
       Lane gx, gl;
@@ -329,10 +321,8 @@ class RationalQuadraticSpline {
   }
   template <typename Out, typename LD>
   static void scatter(const Tile& t, const Lane& v, const Lane& ld, Out&& out, LD&& log_det) {
-    for (Index q = 0; q < t.size; ++q) {
-      out.coeffRef(t.i[std::size_t(q)], t.j[std::size_t(q)]) = v(q);
-      log_det.coeffRef(0, t.j[std::size_t(q)]) += ld(q);
-    }
+    scatter_values(t, v, out);
+    for (Index q = 0; q < t.size; ++q) log_det.coeffRef(0, t.j[std::size_t(q)]) += ld(q);
   }
   template <typename P>
   static void gather_raw(const Eigen::MatrixBase<P>& params, Index n, const Tile& t, int p,
@@ -408,6 +398,19 @@ class RationalQuadraticSpline {
         sp.d[std::size_t(k)] = derivative(r, softplus_zero);
       }
       if constexpr (Circular) sp.d[Bins] = sp.d[0];
+    }
+  }
+
+  /// The knots of a tile's elements and the point `input` (x forward, z inverse) located in them.
+  template <bool Inverse, typename V, typename P>
+  void evaluate(const Eigen::MatrixBase<V>& input, const Eigen::MatrixBase<P>& params,
+                const Tile& t, Spline& sp, Point& pt) const {
+    build(params, input.rows(), t, sp);
+    gather(input, t, pt.v);
+    if constexpr (Inverse) {
+      locate_inverse(sp, pt);
+    } else {
+      locate_forward(sp, pt);
     }
   }
 
