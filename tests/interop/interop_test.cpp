@@ -107,6 +107,55 @@ std::vector<Model> models() {
                                                   .randmask = true,
                                                   .hidden_features = {16, 16}});
        }},
+      {"nflows_nsf_coupling",
+       [](StateDict sd) {
+         return load_nflows_flow(std::move(sd), {.features = 4,
+                                                 .context_features = 0,
+                                                 .tail_bound = 3.0,
+                                                 .num_bins = 8});
+       }},
+      {"nflows_nsf_ar",
+       [](StateDict sd) {
+         return load_nflows_flow(std::move(sd), {.features = 4,
+                                                 .context_features = 0,
+                                                 .tail_bound = 3.0,
+                                                 .num_bins = 8});
+       }},
+      {"nflows_nsf_ar_cond",
+       [](StateDict sd) {
+         return load_nflows_flow(std::move(sd), {.features = 4,
+                                                 .context_features = 2,
+                                                 .tail_bound = 3.0,
+                                                 .num_bins = 8});
+       }},
+      {"zuko_nsf",
+       [](StateDict sd) {
+         return load_zuko_nsf(std::move(sd), {.features = 4,
+                                              .context = 0,
+                                              .transforms = 3,
+                                              .bins = 8,
+                                              .randperm = false,
+                                              .hidden_features = {16, 16}});
+       }},
+      {"zuko_nsf_cond",
+       [](StateDict sd) {
+         return load_zuko_nsf(std::move(sd), {.features = 4,
+                                              .context = 2,
+                                              .transforms = 3,
+                                              .bins = 8,
+                                              .randperm = true,
+                                              .hidden_features = {16, 16}});
+       }},
+      {"zuko_nsf_coupling",
+       [](StateDict sd) {
+         return load_zuko_nsf(std::move(sd), {.features = 4,
+                                              .context = 0,
+                                              .transforms = 3,
+                                              .bins = 8,
+                                              .randperm = false,
+                                              .passes = 2,
+                                              .hidden_features = {16, 16}});
+       }},
   };
 }
 
@@ -269,9 +318,10 @@ TEST_CASE("interop: float models track the double references to 1e-5", "[interop
       const ImportedFlow<float> flow =
           n == "nflows_maf_preset"       ? load_nflows_maf<float>(std::move(sd))
           : n == "nflows_simple_realnvp" ? load_nflows_simple_realnvp<float>(std::move(sd))
-          : n.rfind("nflows", 0) == 0    ? load_nflows_flow<float>(std::move(sd))
-          : n.rfind("zuko_maf", 0) == 0  ? load_zuko_maf<float>(std::move(sd))
-                                         : load_zuko_realnvp<float>(std::move(sd));
+          : n.rfind("nflows", 0) == 0 ? load_nflows_flow<float>(std::move(sd), {.tail_bound = 3.0})
+          : n.rfind("zuko_maf", 0) == 0 ? load_zuko_maf<float>(std::move(sd))
+          : n.rfind("zuko_nsf", 0) == 0 ? load_zuko_nsf<float>(std::move(sd))
+                                        : load_zuko_realnvp<float>(std::move(sd));
       const Io io = read_io(n);
       const Eigen::MatrixXf x = io.x.cast<float>();
       const Eigen::MatrixXf eps = io.eps.cast<float>();
@@ -803,10 +853,8 @@ TEST_CASE("interop: synthetic zuko models (passes < D, random orders, odd D, C =
     const Flow flow =
         load_zuko_maf(StateDict(b.file),
                       {.features = d, .context = c, .transforms = 2, .hidden_features = {9, 6, 7}});
-    const auto* l0 =
-        dynamic_cast<const ZukoAffineAutoregressive<double>*>(&flow.transform().layer(0));
-    const auto* l1 =
-        dynamic_cast<const ZukoAffineAutoregressive<double>*>(&flow.transform().layer(1));
+    const auto* l0 = flow.transform().step(0).get_if<ImportedAffineAutoregressive<double>>();
+    const auto* l1 = flow.transform().step(1).get_if<ImportedAffineAutoregressive<double>>();
     REQUIRE(l0 != nullptr);
     REQUIRE(l1 != nullptr);
     CHECK(l0->passes() <= 2);

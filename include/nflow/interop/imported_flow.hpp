@@ -1,7 +1,7 @@
 #pragma once
 /// @file
-/// @brief ImportedTransform and ImportedFlow: a run-time chain of interop::Layer steps (the
-/// number and kind of layers come from the file), and that chain with its base distribution.
+/// @brief ImportedFlow: an imported model — a DynamicFlow of native layers (their number and
+/// kinds come from the file) with the library's base distribution.
 
 #include <Eigen/Core>
 #include <cmath>
@@ -17,95 +17,17 @@
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/distributions/density.hpp"
-#include "nflow/interop/layers.hpp"
+#include "nflow/core/dynamic_flow.hpp"
 #include "nflow/math/constants.hpp"
 
 namespace nflow::interop {
 
 /// @brief The transform of an imported model: its layers in the library's forward order (data →
-/// noise), as one nflow bijector with run-time Dim and ContextDim (Dim = ContextDim = Dynamic).
-///
-///     forward(x)  = L_n(… L_1(x)),   log|det ∂z/∂x| = Σ the layers' forward log-dets
-///     inverse(z)  = L_1⁻¹(… L_n⁻¹(z)), log|det ∂x/∂z| = Σ the layers' inverse log-dets
-///
-/// Models nflow::Bijector (forward_and_log_det, inverse_and_log_det, forward, inverse, … with an
-/// optional context batch, shape-checked with nflow::ShapeError); evaluation only: it has no
-/// parameters to visit and no vector-Jacobian products. A NaN or ±inf anywhere in an input column
-/// (or in that column's context) makes every output of that column NaN (value and log-det); other
-/// columns are unaffected. Immutable after loading; copies share the layers; thread-safe.
-/// @tparam Scalar_ float or double.
-template <typename Scalar_>
-class ImportedTransform : public BijectorBase<ImportedTransform<Scalar_>> {
- public:
-  using Scalar = Scalar_;
-  static constexpr int Dim = Dynamic;
-  static constexpr int ContextDim = Dynamic;
-  static constexpr bool IsConstantLogDet = false;
-  static constexpr Cost ForwardCost = Cost::OnePass;
-  static constexpr Cost InverseCost = Cost::DimPasses;
-
-  ImportedTransform() = default;
-  /// @param dim D > 0. @param context_dim rows of the context (0: unconditional).
-  ImportedTransform(Index dim, Index context_dim,
-                    std::vector<std::shared_ptr<const Layer<Scalar>>> layers)
-      : dim_(dim), context_dim_(context_dim), layers_(std::move(layers)) {}
-
-  Index dim() const { return dim_; }
-  Index context_dim() const { return context_dim_; }
-  /// Number of layers.
-  std::size_t size() const { return layers_.size(); }
-  /// Layer i in forward order.
-  const Layer<Scalar>& layer(std::size_t i) const { return *layers_.at(i); }
-
-  /// One line per layer: "i: <description>".
-  std::string summary() const {
-    std::string s;
-    for (std::size_t i = 0; i < layers_.size(); ++i)
-      s += std::to_string(i) + ": " + layers_[i]->description() + "\n";
-    return s;
-  }
-
-  // ---- hooks for BijectorBase ------------------------------------------------------------------
-  template <typename X, typename C>
-  ValueAndLogDet<Scalar, Dynamic, Dynamic> forward_impl(const X& x, const C& ctx) const {
-    return run(x, ctx, true);
-  }
-  template <typename Z, typename C>
-  ValueAndLogDet<Scalar, Dynamic, Dynamic> inverse_impl(const Z& z, const C& ctx) const {
-    return run(z, ctx, false);
-  }
-
- private:
-  template <typename X, typename C>
-  ValueAndLogDet<Scalar, Dynamic, Dynamic> run(const X& x, const C& ctx, bool forward) const {
-    const Matrix<Scalar> input = x;  // evaluated once (x may be any expression)
-    ValueAndLogDet<Scalar, Dynamic, Dynamic> r;
-    r.value = input;
-    r.log_det = RowVector<Scalar>::Zero(1, input.cols());
-    Matrix<Scalar> c;
-    if constexpr (!is_no_context_v<C>) c = ctx;
-    const Matrix<Scalar>* cp = context_dim_ > 0 ? &c : nullptr;
-    if (forward) {
-      for (const auto& l : layers_) l->forward(r.value, r.log_det, cp);
-    } else {
-      for (auto it = layers_.rbegin(); it != layers_.rend(); ++it)
-        (*it)->inverse(r.value, r.log_det, cp);
-    }
-    // A non-finite input column gives an all-NaN output column (documented contract).
-    const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
-    for (Index j = 0; j < input.cols(); ++j) {
-      if (!input.col(j).allFinite() || (cp != nullptr && !c.col(j).allFinite())) {
-        r.value.col(j).setConstant(nan);
-        r.log_det(j) = nan;
-      }
-    }
-    return r;
-  }
-
-  Index dim_ = 0;
-  Index context_dim_ = 0;
-  std::vector<std::shared_ptr<const Layer<Scalar>>> layers_;
-};
+/// noise) as native nflow bijectors (see nflow/interop/native.hpp) in a run-time sequence.
+/// Everything a DynamicFlow does works: gradients both ways, score, tapes, training, parameters
+/// and buffers by name, saving and loading with nflow::io.
+template <typename Scalar>
+using ImportedTransform = DynamicFlow<Scalar>;
 
 /// @brief The base distribution of an imported model: N(loc, diag(scale²)) (nflows'
 /// StandardNormal: loc = 0, scale = 1; zuko's DiagNormal with its 'base.loc' and 'base.scale'
@@ -166,7 +88,8 @@ class ImportedBase {
 /// calls of the transform (forward_and_log_det, inverse_and_log_det).
 ///
 /// Every batch is D × N (one sample per column), contexts C × N (or C × 1 for `sample`, shared by
-/// all n samples). Evaluation only (no gradients). See docs/interop.md.
+/// all n samples). The layers are native nflow bijectors: gradients, score, fine-tuning with
+/// nflow::train and saving with nflow::io work as for any Density. See docs/interop.md.
 template <typename Scalar_>
 class ImportedFlow : public Density<ImportedBase<Scalar_>, ImportedTransform<Scalar_>> {
   using Base = Density<ImportedBase<Scalar_>, ImportedTransform<Scalar_>>;

@@ -15,7 +15,8 @@
 /// `use_residual_blocks` for a MADE with num_blocks = 0, which the keys cannot tell.
 
 #include <Eigen/Core>
-#include <memory>
+#include <algorithm>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <utility>
@@ -23,8 +24,7 @@
 
 #include "nflow/core/errors.hpp"
 #include "nflow/interop/imported_flow.hpp"
-#include "nflow/interop/layers.hpp"
-#include "nflow/interop/masks.hpp"
+#include "nflow/interop/native.hpp"
 #include "nflow/interop/state_dict.hpp"
 
 namespace nflow::interop {
@@ -41,6 +41,15 @@ struct NflowsFlowOptions {
   /// MADE blocks: residual (nflows' default) or feed-forward. Only needed when num_blocks = 0
   /// (the keys then cannot tell); otherwise inferred and checked.
   std::optional<bool> use_residual_blocks = std::nullopt;
+  /// Spline layers (PiecewiseRationalQuadraticCouplingTransform,
+  /// MaskedPiecewiseRationalQuadraticAutoregressiveTransform, tails='linear'): the interval
+  /// [−tail_bound, tail_bound]. Required when the model has spline layers (a state dict does
+  /// not record it).
+  std::optional<double> tail_bound = std::nullopt;
+  std::optional<Index> num_bins = std::nullopt;  ///< K (read from the file; set: checked)
+  double min_bin_width = 1e-3;   ///< nflows' DEFAULT_MIN_BIN_WIDTH
+  double min_bin_height = 1e-3;  ///< nflows' DEFAULT_MIN_BIN_HEIGHT
+  double min_derivative = 1e-3;  ///< nflows' DEFAULT_MIN_DERIVATIVE
 };
 
 /// @brief `MaskedAutoregressiveFlow(features, hidden_features, num_layers, num_blocks_per_layer,
@@ -88,54 +97,17 @@ struct NflowsLayerInfo {
   bool residual = true;
   bool batch_norm_within = false;
   bool additive = false;
+  int spline_bins = 0;  ///< 0: affine or additive
   Eigen::VectorXi permutation;
 };
 
 template <typename Scalar>
 struct NflowsLoaded {
-  std::vector<std::shared_ptr<const Layer<Scalar>>> layers;
+  std::vector<AnyBijector<Scalar>> steps;
   std::vector<NflowsLayerInfo> info;
   Index dim = 0;
   Index context_dim = 0;
 };
-
-template <typename Scalar>
-Linear<Scalar> load_linear(StateDict& sd, const std::string& p, Index out, Index in) {
-  Linear<Scalar> l;
-  l.weight = sd.matrix<Scalar>(p + ".weight", out, in);
-  l.bias = sd.vector<Scalar>(p + ".bias", out);
-  return l;
-}
-
-/// An nflows MaskedLinear: weight, bias, mask (folded into the weight) and degrees (checked to
-/// be integers in [0, dim], otherwise unused: the mask defines the layer).
-template <typename Scalar>
-Linear<Scalar> load_masked_linear(StateDict& sd, const std::string& p, Index out, Index in,
-                                  Index dim, Eigen::MatrixXd& mask) {
-  Linear<Scalar> l = load_linear<Scalar>(sd, p, out, in);
-  mask = sd.mask(p + ".mask", out, in);
-  l.weight = l.weight.cwiseProduct(mask.cast<Scalar>());
-  sd.integers(p + ".degrees", out, 0, dim);
-  return l;
-}
-
-template <typename Scalar>
-BatchNorm1dEval<Scalar> load_batch_norm_1d(StateDict& sd, const std::string& p, Index n,
-                                           Scalar eps) {
-  BatchNorm1dEval<Scalar> bn;
-  bn.enabled = true;
-  bn.eps = eps;
-  bn.weight = sd.vector<Scalar>(p + ".weight", n);
-  bn.bias = sd.vector<Scalar>(p + ".bias", n);
-  bn.running_mean = sd.vector<Scalar>(p + ".running_mean", n);
-  bn.running_var = sd.vector<Scalar>(p + ".running_var", n);
-  if ((bn.running_var.array() < Scalar(0)).any()) {
-    throw ParameterError("nflow::interop: tensor '" + p + ".running_var' in " + sd.source() +
-                         " holds a negative variance");
-  }
-  if (sd.contains(p + ".num_batches_tracked")) sd.skip_counter(p + ".num_batches_tracked");
-  return bn;
-}
 
 /// Block indices under `prefix` ("….blocks."), required to be 0 … B−1.
 inline Index count_children(StateDict& sd, const std::string& prefix) {
@@ -148,98 +120,182 @@ inline Index count_children(StateDict& sd, const std::string& prefix) {
   return Index(idx.size());
 }
 
-/// Residual blocks "<p>.blocks.b.{batch_norm_layers.k, linear_layers.k, context_layer}".
+/// torch.nn.Linear (or nflows' MaskedLinear with its mask and degrees) at `from`, stored as the
+/// network's layer `to`.
 template <typename Scalar>
-NflowsResidualBlock<Scalar> load_residual_block(StateDict& sd, const std::string& p, Index h,
-                                                Index c, Index dim, bool masked,
-                                                Eigen::MatrixXd* m0, Eigen::MatrixXd* m1) {
-  NflowsResidualBlock<Scalar> b;
-  if (sd.has_prefix(p + ".batch_norm_layers.")) {
-    b.batch_norm0 = load_batch_norm_1d<Scalar>(sd, p + ".batch_norm_layers.0", h, Scalar(1e-3));
-    b.batch_norm1 = load_batch_norm_1d<Scalar>(sd, p + ".batch_norm_layers.1", h, Scalar(1e-3));
-  }
+void take_linear(StateDict& sd, NetworkTensors<Scalar>& t, const std::string& from,
+                 const std::string& to, Index out, Index in, bool masked, Index dim) {
+  t.parameters[to + ".weight"] = sd.matrix<Scalar>(from + ".weight", out, in);
+  t.parameters[to + ".bias"] = sd.vector<Scalar>(from + ".bias", out);
   if (masked) {
-    b.linear0 = load_masked_linear<Scalar>(sd, p + ".linear_layers.0", h, h, dim, *m0);
-    b.linear1 = load_masked_linear<Scalar>(sd, p + ".linear_layers.1", h, h, dim, *m1);
-  } else {
-    b.linear0 = load_linear<Scalar>(sd, p + ".linear_layers.0", h, h);
-    b.linear1 = load_linear<Scalar>(sd, p + ".linear_layers.1", h, h);
+    t.masks[to + ".weight"] = sd.mask(from + ".mask", out, in);
+    sd.integers(from + ".degrees", out, 0, dim);  // checked; the mask defines the layer
   }
-  if (c > 0) b.context_layer = load_linear<Scalar>(sd, p + ".context_layer", h, c);
-  return b;
 }
 
-/// MaskedAffineAutoregressiveTransform at `prefix` (D = dim). Sets `context_dim` from the file.
+/// torch.nn.BatchNorm1d (eval mode) at `from`, stored as the network's norm `to`.
 template <typename Scalar>
-std::shared_ptr<const Layer<Scalar>> load_nflows_maat(StateDict& sd, const std::string& prefix,
-                                                      Index dim, Index& context_dim,
-                                                      const NflowsFlowOptions& o,
-                                                      NflowsLayerInfo& info) {
-  const std::string p = prefix + ".autoregressive_net";
-  const Index h = sd.rows_of(p + ".initial_layer.weight");
-  NflowsNet<Scalar> net;
-  Eigen::MatrixXd mask;
-  net.initial = load_masked_linear<Scalar>(sd, p + ".initial_layer", h, dim, dim, mask);
-  Eigen::MatrixXd conn = mask;  // hidden unit k depends on input j
-  context_dim = 0;
-  if (sd.contains(p + ".context_layer.weight")) {
-    context_dim = sd.cols_of(p + ".context_layer.weight");
-    net.context_layer = load_linear<Scalar>(sd, p + ".context_layer", h, context_dim);
+void take_norm(StateDict& sd, NetworkTensors<Scalar>& t, const std::string& from,
+               const std::string& to, Index n) {
+  t.parameters[to + ".weight"] = sd.vector<Scalar>(from + ".weight", n);
+  t.parameters[to + ".bias"] = sd.vector<Scalar>(from + ".bias", n);
+  t.running_mean[to] = sd.vector<Scalar>(from + ".running_mean", n);
+  Vector<Scalar> var = sd.vector<Scalar>(from + ".running_var", n);
+  if ((var.array() < Scalar(0)).any()) {
+    throw ParameterError("nflow::interop: tensor '" + from + ".running_var' in " + sd.source() +
+                         " holds a negative variance");
   }
+  t.running_var[to] = std::move(var);
+  if (sd.contains(from + ".num_batches_tracked")) sd.skip_counter(from + ".num_batches_tracked");
+}
+
+/// nflows' MADE (`made`: masked layers, context through 'context_layer' and the residual blocks'
+/// additive context layers) or ResidualNet (context concatenated to the input, gated in the
+/// blocks) at `p`, as the tensors of an nn::BlockNetwork.
+template <typename Scalar>
+NetworkTensors<Scalar> take_nflows_net(StateDict& sd, const std::string& p, Index in, Index dim,
+                                       bool made, const std::optional<bool>& residual_option,
+                                       NflowsLayerInfo& info) {
+  NetworkTensors<Scalar> t;
+  auto& o = t.options;
+  const Index h = sd.rows_of(p + ".initial_layer.weight");
+  const Index cols = sd.cols_of(p + ".initial_layer.weight");
+  o.in_dim = in;
+  o.hidden_width = h;
+  o.masked = made;
+  o.batch_norm_eps = 1e-3;
+  Index c = 0;
+  if (made) {
+    if (cols != in)
+      sd.fail("'" + p + ".initial_layer.weight' has " + std::to_string(cols) +
+              " inputs, expected D = " + std::to_string(in));
+    take_linear(sd, t, p + ".initial_layer", "initial", h, in, true, dim);
+    if (sd.contains(p + ".context_layer.weight")) {
+      c = sd.cols_of(p + ".context_layer.weight");
+      o.context = nn::BlockContext::MadeInput;
+      take_linear(sd, t, p + ".context_layer", "context", h, c, false, dim);
+    }
+  } else {
+    c = cols - in;
+    if (c < 0)
+      sd.fail("'" + p + ".initial_layer.weight' has " + std::to_string(cols) +
+              " inputs, fewer than the " + std::to_string(in) + " conditioning features");
+    const ParameterMatrix<Scalar> w = sd.matrix<Scalar>(p + ".initial_layer.weight", h, cols);
+    t.parameters["initial.weight"] = w.leftCols(in);
+    if (c > 0) {
+      t.parameters["initial.context_weight"] = w.rightCols(c);
+      o.context = nn::BlockContext::InitialLayer;
+    }
+    t.parameters["initial.bias"] = sd.vector<Scalar>(p + ".initial_layer.bias", h);
+  }
+  o.context_dim = c;
   const Index nb = count_children(sd, p + ".blocks.");
-  bool residual = o.use_residual_blocks.value_or(true);
+  bool residual = made ? residual_option.value_or(true) : true;
   if (nb > 0) {
     residual = sd.contains(p + ".blocks.0.linear_layers.0.weight");
-    sd.check_option("use_residual_blocks", o.use_residual_blocks, residual);
+    if (made) sd.check_option("use_residual_blocks", residual_option, residual);
+    if (!made && !residual) sd.fail("'" + p + ".blocks.0' is not a ResidualNet block");
   }
-  net.residual = residual;
-  bool bn_within = false;
+  const bool bn = nb > 0 && (sd.has_prefix(p + ".blocks.0.batch_norm_layers.") ||
+                             sd.has_prefix(p + ".blocks.0.batch_norm."));
+  o.residual = residual;
+  o.blocks = nb;
+  o.batch_norm = bn;
+  if (c > 0 && residual) {
+    o.block_context = made ? nn::BlockContextMode::Additive : nn::BlockContextMode::Gated;
+  }
   for (Index b = 0; b < nb; ++b) {
     const std::string bp = p + ".blocks." + std::to_string(b);
+    const std::string to = "blocks." + std::to_string(b);
     if (residual) {
-      if (!sd.contains(bp + ".linear_layers.0.weight"))
-        sd.fail("'" + bp + "' is not a residual block like block 0");
-      Eigen::MatrixXd m0, m1;
-      net.residual_blocks.push_back(
-          load_residual_block<Scalar>(sd, bp, h, context_dim, dim, true, &m0, &m1));
-      bn_within = net.residual_blocks.back().batch_norm0.enabled;
-      conn = bool_or(conn, bool_product(m1, bool_product(m0, conn)));
+      if (bn) {
+        take_norm(sd, t, bp + ".batch_norm_layers.0", to + ".norm0", h);
+        take_norm(sd, t, bp + ".batch_norm_layers.1", to + ".norm1", h);
+      }
+      take_linear(sd, t, bp + ".linear_layers.0", to + ".linear0", h, h, made, dim);
+      take_linear(sd, t, bp + ".linear_layers.1", to + ".linear1", h, h, made, dim);
+      if (c > 0) take_linear(sd, t, bp + ".context_layer", to + ".context", h, c, false, dim);
     } else {
-      if (!sd.contains(bp + ".linear.weight"))
-        sd.fail("'" + bp + "' is not a feed-forward block like block 0");
-      NflowsFeedforwardBlock<Scalar> fb;
-      if (sd.has_prefix(bp + ".batch_norm."))
-        fb.batch_norm = load_batch_norm_1d<Scalar>(sd, bp + ".batch_norm", h, Scalar(1e-3));
-      Eigen::MatrixXd m;
-      fb.linear = load_masked_linear<Scalar>(sd, bp + ".linear", h, h, dim, m);
-      bn_within = fb.batch_norm.enabled;
-      net.feedforward_blocks.push_back(std::move(fb));
-      conn = bool_product(m, conn);
+      if (bn) take_norm(sd, t, bp + ".batch_norm", to + ".norm", h);
+      take_linear(sd, t, bp + ".linear", to + ".linear", h, h, true, dim);
     }
   }
-  const Index out = sd.rows_of(p + ".final_layer.weight");
-  if (out != 2 * dim) {
-    sd.fail("'" + p + ".final_layer.weight' has " + std::to_string(out) +
-            " outputs, expected 2·D = " + std::to_string(2 * dim) +
-            " (only the affine MaskedAffineAutoregressiveTransform is supported)");
-  }
-  net.final = load_masked_linear<Scalar>(sd, p + ".final_layer", out, h, dim, mask);
-  conn = bool_product(mask, conn);
-  Eigen::VectorXi natural(dim);
-  for (Index i = 0; i < dim; ++i) natural(i) = int(i);
-  const Index passes = check_autoregressive(feature_dependency(conn, dim, 2), natural,
-                                            "'" + p + "'", "the natural order 0, 1, …, D−1");
-  info.kind = NflowsKind::Autoregressive;
+  o.out_dim = sd.rows_of(p + ".final_layer.weight");
+  take_linear(sd, t, p + ".final_layer", "final", o.out_dim, h, made, dim);
   info.hidden = h;
   info.blocks = nb;
   info.residual = residual;
-  info.batch_norm_within = bn_within;
-  return std::make_shared<NflowsAffineAutoregressive<Scalar>>(std::move(net), dim, passes, prefix);
+  info.batch_norm_within = bn;
+  return t;
 }
 
+/// The nflows spline options of a layer with `bins` bins (tail_bound is required: a state dict
+/// does not record it).
 template <typename Scalar>
-std::shared_ptr<const Layer<Scalar>> load_nflows_coupling(StateDict& sd, const std::string& prefix,
-                                                          Index dim, NflowsLayerInfo& info) {
+SplineOptions<Scalar> nflows_spline_options(StateDict& sd, const NflowsFlowOptions& o,
+                                            const std::string& prefix, int bins,
+                                            Scalar raw_scale) {
+  if (!o.tail_bound) {
+    sd.fail("layer '" + prefix + "' is a rational-quadratic spline with linear tails; give its " +
+            "tail_bound in the options (a state dict does not record it; nflows' default is 1.0)");
+  }
+  sd.check_option("num_bins", o.num_bins, Index(bins));
+  SplineOptions<Scalar> s = SplineOptions<Scalar>::nflows(Scalar(*o.tail_bound), raw_scale);
+  s.min_bin_width = Scalar(o.min_bin_width);
+  s.min_bin_height = Scalar(o.min_bin_height);
+  s.min_derivative = Scalar(o.min_derivative);
+  return s;
+}
+
+/// MaskedAffineAutoregressiveTransform or MaskedPiecewiseRationalQuadraticAutoregressiveTransform
+/// (linear tails) at `prefix`. Sets `context_dim` from the file.
+template <typename Scalar>
+AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string& prefix, Index dim,
+                                               Index& context_dim, const NflowsFlowOptions& o,
+                                               NflowsLayerInfo& info) {
+  const std::string p = prefix + ".autoregressive_net";
+  NetworkTensors<Scalar> t = take_nflows_net<Scalar>(sd, p, dim, dim, true,
+                                                     o.use_residual_blocks, info);
+  context_dim = t.options.context_dim;
+  info.kind = NflowsKind::Autoregressive;
+  const Index out = t.options.out_dim;
+  const Index P = out % dim == 0 ? out / dim : 0;
+  if (P == 2) {  // [unconstrained scale, shift] per feature
+    permute_outputs(t, output_rows(dim, {1, 0}, OutputLayout::FeatureMajor));
+    return AnyBijector<Scalar>(
+        ImportedAffineAutoregressive<Scalar>(
+            build_network(t, prefix),
+            ScaleShiftTransformer<Scalar>(ScaleShiftOptions<Scalar>::nflows_autoregressive())),
+        "nflows MaskedAffineAutoregressiveTransform '" + prefix + "'");
+  }
+  const int K = spline_bins_of(P);
+  if (K == 0) {
+    sd.fail("'" + p + ".final_layer.weight' has " + std::to_string(out) +
+            " outputs: neither 2·D (affine) nor D·(3K − 1) (rational-quadratic spline with linear "
+            "tails)");
+  }
+  info.spline_bins = K;
+  std::vector<Index> order(std::size_t(P));
+  for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
+  permute_outputs(t, output_rows(dim, order, OutputLayout::FeatureMajor));
+  const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(sd, o, prefix, K, Scalar(1));
+  std::optional<AnyBijector<Scalar>> step;
+  if (!with_spline_bins(K, [&]<int Bins>() {
+        step.emplace(ImportedSplineAutoregressive<Scalar, Bins>(
+                         build_network(t, prefix), RationalQuadraticSpline<Scalar, Bins>(so)),
+                     "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" + prefix +
+                         "'");
+      }))
+    unsupported_bins(sd, prefix, K);
+  return std::move(*step);
+}
+
+/// Affine, additive or rational-quadratic (linear tails) coupling at `prefix`, with a
+/// ResidualNet conditioner. Sets `context_dim` from the file.
+template <typename Scalar>
+AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefix, Index dim,
+                                         Index& context_dim, const NflowsFlowOptions& o,
+                                         NflowsLayerInfo& info) {
   const Eigen::VectorXi id = sd.integers(prefix + ".identity_features",
                                          sd.length_of(prefix + ".identity_features"), 0, dim - 1);
   const Eigen::VectorXi tf = sd.integers(prefix + ".transform_features",
@@ -251,40 +307,105 @@ std::shared_ptr<const Layer<Scalar>> load_nflows_coupling(StateDict& sd, const s
     if (seen[std::size_t(i)] != 1) {
       throw ParameterError("nflow::interop: '" + prefix + ".identity_features' and '" + prefix +
                            ".transform_features' in " + sd.source() +
-                           " must split 0 … D−1 into two disjoint sets; "
-                           "feature " +
+                           " must split 0 … D−1 into two disjoint sets; feature " +
                            std::to_string(i) + " appears " + std::to_string(seen[std::size_t(i)]) +
                            " times");
     }
   }
   if (id.size() == 0 || tf.size() == 0)
     sd.fail("'" + prefix + "': a coupling layer needs identity and transformed features");
-  const std::string p = prefix + ".transform_net";
-  const Index h = sd.rows_of(p + ".initial_layer.weight");
-  NflowsNet<Scalar> net;
-  net.residual = true;
-  net.initial = load_linear<Scalar>(sd, p + ".initial_layer", h, id.size());
-  const Index nb = count_children(sd, p + ".blocks.");
-  for (Index b = 0; b < nb; ++b) {
-    net.residual_blocks.push_back(load_residual_block<Scalar>(
-        sd, p + ".blocks." + std::to_string(b), h, 0, dim, false, nullptr, nullptr));
-  }
-  const Index out = sd.rows_of(p + ".final_layer.weight");
-  if (out != tf.size() && out != 2 * tf.size()) {
-    sd.fail("'" + p + ".final_layer.weight' has " + std::to_string(out) + " outputs, expected " +
-            std::to_string(2 * tf.size()) + " (affine) or " + std::to_string(tf.size()) +
-            " (additive coupling)");
-  }
-  net.final = load_linear<Scalar>(sd, p + ".final_layer", out, h);
   info.kind = NflowsKind::Coupling;
-  info.hidden = h;
-  info.blocks = nb;
-  info.residual = true;
-  info.batch_norm_within = nb > 0 && net.residual_blocks.front().batch_norm0.enabled;
-  info.additive = out == tf.size();
-  std::vector<Index> ids(id.data(), id.data() + id.size()), tfs(tf.data(), tf.data() + tf.size());
-  return std::make_shared<NflowsCoupling<Scalar>>(std::move(ids), std::move(tfs), std::move(net),
-                                                  info.additive, prefix);
+  NetworkTensors<Scalar> t =
+      take_nflows_net<Scalar>(sd, prefix + ".transform_net", id.size(), dim, false, {}, info);
+  context_dim = t.options.context_dim;
+  // nflow's coupling feeds the conditioning features and orders the transformed ones by index;
+  // nflows in the order of its index buffers.
+  auto positions_by_index = [](const Eigen::VectorXi& v) {
+    std::vector<Index> pos(std::size_t(v.size()));
+    for (Index i = 0; i < v.size(); ++i) pos[std::size_t(i)] = i;
+    std::sort(pos.begin(), pos.end(), [&](Index a, Index b) { return v(a) < v(b); });
+    return pos;
+  };
+  t.parameters["initial.weight"] = take_cols(t.parameters["initial.weight"], positions_by_index(id));
+  const std::vector<Index> tf_pos = positions_by_index(tf);
+  std::vector<bool> transformed(std::size_t(dim), false);
+  for (Index i = 0; i < tf.size(); ++i) transformed[std::size_t(tf(i))] = true;
+  CouplingMask mask(std::move(transformed));
+  const Index nt = tf.size();
+  const Index out = t.options.out_dim;
+  const Index P = out % nt == 0 ? out / nt : 0;
+  const std::string name = "nflows " + std::string(P == 1   ? "AdditiveCouplingTransform"
+                                                   : P == 2 ? "AffineCouplingTransform"
+                                                            : "PiecewiseRationalQuadraticCouplingTransform") +
+                           " '" + prefix + "'";
+  if (P == 1) {  // z = x + t: nflow's additive transformer is z = x − μ, so μ = −t
+    info.additive = true;
+    permute_outputs(t, output_rows(nt, {0}, OutputLayout::Blocked, tf_pos));
+    t.parameters["final.weight"] *= Scalar(-1);
+    t.parameters["final.bias"] *= Scalar(-1);
+    return AnyBijector<Scalar>(ImportedAdditiveCoupling<Scalar>(std::move(mask),
+                                                                build_network(t, prefix),
+                                                                AdditiveTransformer<Scalar>()),
+                               name);
+  }
+  if (P == 2) {  // [shifts | unconstrained scales]
+    permute_outputs(t, output_rows(nt, {0, 1}, OutputLayout::Blocked, tf_pos));
+    return AnyBijector<Scalar>(
+        ImportedAffineCoupling<Scalar>(
+            std::move(mask), build_network(t, prefix),
+            ScaleShiftTransformer<Scalar>(ScaleShiftOptions<Scalar>::nflows_coupling())),
+        name);
+  }
+  const int K = spline_bins_of(P);
+  if (K == 0) {
+    sd.fail("'" + prefix + ".transform_net.final_layer.weight' has " + std::to_string(out) +
+            " outputs: not |T| (additive), 2·|T| (affine) or |T|·(3K − 1) (spline with linear "
+            "tails) for |T| = " +
+            std::to_string(nt));
+  }
+  info.spline_bins = K;
+  std::vector<Index> order(std::size_t(P));
+  for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
+  permute_outputs(t, output_rows(nt, order, OutputLayout::FeatureMajor, tf_pos));
+  // nflows divides the raw widths and heights by sqrt(hidden_features) of a ResidualNet.
+  const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(
+      sd, o, prefix, K, Scalar(1) / std::sqrt(Scalar(t.options.hidden_width)));
+  std::optional<AnyBijector<Scalar>> step;
+  if (!with_spline_bins(K, [&]<int Bins>() {
+        step.emplace(ImportedSplineCoupling<Scalar, Bins>(std::move(mask), build_network(t, prefix),
+                                                          RationalQuadraticSpline<Scalar, Bins>(so)),
+                     name);
+      }))
+    unsupported_bins(sd, prefix, K);
+  return std::move(*step);
+}
+
+/// nflows' BatchNorm transform in eval mode: z = w (x − m)/σ + b with w = softplus(u) + ε,
+/// σ² = running_var + ε (ε = 1e-5), i.e. nflow's ElementwiseAffine with log_scale = log w − ½ log
+/// σ² and shift = b − w m/σ.
+template <typename Scalar>
+AnyBijector<Scalar> load_nflows_batch_norm(StateDict& sd, const std::string& p, Index dim) {
+  const Scalar eps = Scalar(1e-5);
+  const Vector<Scalar> uw = sd.vector<Scalar>(p + ".unconstrained_weight", dim);
+  const Vector<Scalar> bias = sd.vector<Scalar>(p + ".bias", dim);
+  const Vector<Scalar> mean = sd.vector<Scalar>(p + ".running_mean", dim);
+  const Vector<Scalar> var = sd.vector<Scalar>(p + ".running_var", dim);
+  if ((var.array() < Scalar(0)).any()) {
+    throw ParameterError("nflow::interop: tensor '" + p + ".running_var' in " + sd.source() +
+                         " holds a negative variance");
+  }
+  Vector<Scalar> w(dim), log_scale(dim), shift(dim);
+  for (Index i = 0; i < dim; ++i) {
+    const Scalar u = uw(i);
+    w(i) = (u > Scalar(20) ? u : std::log1p(std::exp(u))) + eps;  // torch softplus, threshold 20
+    const Scalar sd_i = std::sqrt(var(i) + eps);
+    log_scale(i) = std::log(w(i)) - std::log(sd_i);
+    shift(i) = bias(i) - w(i) * mean(i) / sd_i;
+  }
+  ElementwiseAffine<Scalar> a(dim);
+  a.set_shift(shift);
+  a.set_log_scale(log_scale);
+  return AnyBijector<Scalar>(std::move(a), "nflows BatchNorm '" + p + "'");
 }
 
 /// Loads every layer of an nflows Flow's transform.
@@ -308,10 +429,10 @@ NflowsLoaded<Scalar> load_nflows_layers(StateDict& sd, const NflowsFlowOptions& 
     if (sd.contains(p + ".identity_features")) return NflowsKind::Coupling;
     sd.fail(std::string(what) + ": layer '" + p +
             "' is none of the supported nflows transforms (MaskedAffineAutoregressiveTransform, "
-            "a permutation, BatchNorm, Affine/AdditiveCouplingTransform)");
+            "MaskedPiecewiseRationalQuadraticAutoregressiveTransform, a permutation, BatchNorm, "
+            "Affine/AdditiveCouplingTransform, PiecewiseRationalQuadraticCouplingTransform)");
   };
   NflowsLoaded<Scalar> r;
-  // D from the first layer.
   {
     const std::string& p = prefixes.front();
     switch (kind_of(p)) {
@@ -332,60 +453,47 @@ NflowsLoaded<Scalar> load_nflows_layers(StateDict& sd, const NflowsFlowOptions& 
   if (r.dim <= 0) sd.fail(std::string(what) + ": the model has dimension 0");
   sd.check_option("features", o.features, r.dim);
   bool context_seen = false;
+  auto agree = [&](const std::string& p, Index c) {
+    if (context_seen && c != r.context_dim) {
+      sd.fail(std::string(what) + ": layer '" + p + "' takes a context of " + std::to_string(c) +
+              " features, but an earlier layer takes " + std::to_string(r.context_dim));
+    }
+    context_seen = true;
+    r.context_dim = c;
+  };
   for (const std::string& p : prefixes) {
     NflowsLayerInfo info;
     info.prefix = p;
+    Index c = 0;
     switch (kind_of(p)) {
-      case NflowsKind::Permutation: {
+      case NflowsKind::Permutation:
         info.kind = NflowsKind::Permutation;
         info.permutation = sd.permutation(p + "._permutation", r.dim);
-        r.layers.push_back(std::make_shared<PermutationLayer<Scalar>>(
-            info.permutation, "nflows Permutation '" + p + "'"));
+        r.steps.emplace_back(Permutation<Scalar>(info.permutation), "nflows Permutation '" + p + "'");
         break;
-      }
-      case NflowsKind::Autoregressive: {
-        Index c = 0;
-        r.layers.push_back(load_nflows_maat<Scalar>(sd, p, r.dim, c, o, info));
-        if (context_seen && c != r.context_dim) {
-          sd.fail(std::string(what) + ": layer '" + p + "' takes a context of " +
-                  std::to_string(c) + " features, but an earlier autoregressive layer takes " +
-                  std::to_string(r.context_dim));
-        }
-        context_seen = true;
-        r.context_dim = c;
+      case NflowsKind::Autoregressive:
+        r.steps.push_back(load_nflows_autoregressive<Scalar>(sd, p, r.dim, c, o, info));
+        agree(p, c);
         break;
-      }
-      case NflowsKind::BatchNorm: {
+      case NflowsKind::BatchNorm:
         info.kind = NflowsKind::BatchNorm;
-        const Scalar eps = Scalar(1e-5);
-        const Vector<Scalar> uw = sd.vector<Scalar>(p + ".unconstrained_weight", r.dim);
-        Vector<Scalar> bias = sd.vector<Scalar>(p + ".bias", r.dim);
-        Vector<Scalar> mean = sd.vector<Scalar>(p + ".running_mean", r.dim);
-        Vector<Scalar> var = sd.vector<Scalar>(p + ".running_var", r.dim);
-        if ((var.array() < Scalar(0)).any()) {
-          throw ParameterError("nflow::interop: tensor '" + p + ".running_var' in " + sd.source() +
-                               " holds a negative variance");
-        }
-        r.layers.push_back(std::make_shared<NflowsBatchNormLayer<Scalar>>(
-            uw, std::move(bias), std::move(mean), std::move(var), eps, p));
+        r.steps.push_back(load_nflows_batch_norm<Scalar>(sd, p, r.dim));
         break;
-      }
       case NflowsKind::Coupling:
-        r.layers.push_back(load_nflows_coupling<Scalar>(sd, p, r.dim, info));
+        r.steps.push_back(load_nflows_coupling<Scalar>(sd, p, r.dim, c, o, info));
+        agree(p, c);
         break;
     }
     r.info.push_back(std::move(info));
   }
-  if (o.context_features && *o.context_features != r.context_dim) {
-    sd.check_option("context_features", o.context_features, r.context_dim);
-  }
+  sd.check_option("context_features", o.context_features, r.context_dim);
   return r;
 }
 
 template <typename Scalar>
 ImportedFlow<Scalar> make_nflows_flow(NflowsLoaded<Scalar>&& r) {
   return ImportedFlow<Scalar>(ImportedBase<Scalar>::standard(r.dim),
-                              ImportedTransform<Scalar>(r.dim, r.context_dim, std::move(r.layers)));
+                              DynamicFlow<Scalar>(std::move(r.steps)));
 }
 
 }  // namespace detail

@@ -1,0 +1,219 @@
+#pragma once
+/// @file
+/// @brief What an imported nflows or zuko layer becomes: nflow's own structures (Coupling,
+/// MaskedAutoregressive, Permutation, ElementwiseAffine) with per-library transformers
+/// (ScaleShiftTransformer, RationalQuadraticSpline with the library's SplineOptions) and an
+/// nn::BlockNetwork conditioner, and the helpers that fill them from a state dict.
+///
+/// The libraries' conditioners write each feature's parameters in their own order (nflows' MADE:
+/// feature-major [D, P]; nflows' couplings: [shift block | scale block] or feature-major for
+/// splines; zuko: feature-major). nflow's transformers read them blocked (row p·n + i is
+/// parameter p of feature i), so the importer permutes the rows of the conditioner's last layer
+/// (weight, bias and mask) once at load time: an exact reordering, no arithmetic. A saved
+/// imported model is therefore an ordinary nflow model whose file records nflow's layout.
+
+#include <Eigen/Core>
+#include <cmath>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nflow/bijectors/coupling.hpp"
+#include "nflow/bijectors/elementwise_affine.hpp"
+#include "nflow/bijectors/masked_autoregressive.hpp"
+#include "nflow/bijectors/permutation.hpp"
+#include "nflow/bijectors/transformers/additive.hpp"
+#include "nflow/bijectors/transformers/rational_quadratic.hpp"
+#include "nflow/bijectors/transformers/scale_shift.hpp"
+#include "nflow/core/errors.hpp"
+#include "nflow/core/buffers.hpp"
+#include "nflow/core/types.hpp"
+#include "nflow/interop/state_dict.hpp"
+#include "nflow/nn/block_network.hpp"
+
+namespace nflow::interop {
+
+/// The conditioner of every imported layer (nflows' ResidualNet and MADE, zuko's MLP and
+/// MaskedMLP).
+template <typename Scalar>
+using ImportedNetwork = nn::BlockNetwork<Scalar, nn::ReLU>;
+
+/// nflows MaskedAffineAutoregressiveTransform and zuko's affine MaskedAutoregressiveTransform.
+template <typename Scalar>
+using ImportedAffineAutoregressive = MaskedAutoregressive<ScaleShiftTransformer<Scalar>, Dynamic,
+                                                          Dynamic, nn::ReLU, Dynamic,
+                                                          ImportedNetwork<Scalar>>;
+/// nflows AffineCouplingTransform and zuko's GeneralCouplingTransform (RealNVP).
+template <typename Scalar>
+using ImportedAffineCoupling =
+    Coupling<ScaleShiftTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU, ImportedNetwork<Scalar>>;
+/// nflows AdditiveCouplingTransform.
+template <typename Scalar>
+using ImportedAdditiveCoupling =
+    Coupling<AdditiveTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU, ImportedNetwork<Scalar>>;
+/// nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform and zuko's NSF layers.
+template <typename Scalar, int Bins>
+using ImportedSplineAutoregressive =
+    MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic, nn::ReLU,
+                         Dynamic, ImportedNetwork<Scalar>>;
+/// nflows PiecewiseRationalQuadraticCouplingTransform.
+template <typename Scalar, int Bins>
+using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic,
+                                        nn::ReLU, ImportedNetwork<Scalar>>;
+
+namespace detail {
+
+/// The numbers of spline bins an imported spline layer may have (each is a compiled type).
+inline constexpr int imported_spline_bins[] = {2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32, 64};
+
+inline std::string imported_spline_bins_text() {
+  std::string s;
+  for (int k : imported_spline_bins) s += (s.empty() ? "" : ", ") + std::to_string(k);
+  return s;
+}
+
+/// Calls `f.template operator()<K>()` with the compile-time K equal to `bins`; false if `bins` is
+/// not one of imported_spline_bins.
+template <std::size_t I = 0, typename F>
+bool with_spline_bins(int bins, F&& f) {
+  constexpr std::size_t n = sizeof(imported_spline_bins) / sizeof(int);
+  if constexpr (I < n) {
+    if (bins == imported_spline_bins[I]) {
+      f.template operator()<imported_spline_bins[I]>();
+      return true;
+    }
+    return with_spline_bins<I + 1>(bins, std::forward<F>(f));
+  } else {
+    return false;
+  }
+}
+
+/// The number of bins K of a linear-tail spline with P = 3K − 1 parameters per feature (0 if P
+/// is not of that form with K ≥ 2).
+inline int spline_bins_of(Index params_per_feature) {
+  return params_per_feature >= 5 && params_per_feature % 3 == 2 ? int((params_per_feature + 1) / 3)
+                                                                 : 0;
+}
+
+[[noreturn]] inline void unsupported_bins(StateDict& sd, const std::string& prefix, int bins) {
+  sd.fail("layer '" + prefix + "' has a spline of " + std::to_string(bins) +
+          " bins; nflow imports splines of " + imported_spline_bins_text() + " bins");
+}
+
+/// Where the library writes parameter p of feature i among a conditioner's outputs.
+enum class OutputLayout {
+  FeatureMajor,  ///< row i·P + p (nflows' MADE and splines, zuko)
+  Blocked,       ///< row p·n + i (nflows' affine couplings: [shifts | scales])
+};
+
+/// native_to_library[r] = the library's output row that becomes nflow's row r (= p·n + i),
+/// where nflow's parameter p is the library's parameter order[p] of the same feature, and
+/// nflow's feature i is the library's feature features[i] (its position in the library's list).
+inline std::vector<Index> output_rows(Index n, const std::vector<Index>& order, OutputLayout layout,
+                                      const std::vector<Index>& features = {}) {
+  const Index P = Index(order.size());
+  std::vector<Index> rows(std::size_t(P * n));
+  for (Index p = 0; p < P; ++p) {
+    for (Index i = 0; i < n; ++i) {
+      const Index f = features.empty() ? i : features[std::size_t(i)];
+      const Index q = order[std::size_t(p)];
+      rows[std::size_t(p * n + i)] = layout == OutputLayout::FeatureMajor ? f * P + q : q * n + f;
+    }
+  }
+  return rows;
+}
+
+/// The rows `rows` of m, in that order.
+template <typename M>
+M take_rows(const M& m, const std::vector<Index>& rows) {
+  M out(Index(rows.size()), m.cols());
+  for (std::size_t r = 0; r < rows.size(); ++r) out.row(Index(r)) = m.row(rows[r]);
+  return out;
+}
+/// The columns `cols` of m, in that order.
+template <typename M>
+M take_cols(const M& m, const std::vector<Index>& cols) {
+  M out(m.rows(), Index(cols.size()));
+  for (std::size_t c = 0; c < cols.size(); ++c) out.col(Index(c)) = m.col(cols[c]);
+  return out;
+}
+
+/// The tensors of an nn::BlockNetwork under its own names (parameters, masks, batch-norm
+/// statistics), collected from a state dict before the network is built.
+template <typename Scalar>
+struct NetworkTensors {
+  nn::BlockNetworkOptions options;
+  std::map<std::string, ParameterMatrix<Scalar>> parameters;
+  std::map<std::string, Eigen::MatrixXd> masks;  ///< by the weight's parameter name
+  std::map<std::string, Vector<Scalar>> running_mean, running_var;  ///< by norm name
+};
+
+/// Reorders the network's outputs: nflow's output r is the library's output rows[r] (the last
+/// layer's weight, bias and mask rows move together).
+template <typename Scalar>
+void permute_outputs(NetworkTensors<Scalar>& t, const std::vector<Index>& rows) {
+  t.parameters["final.weight"] = take_rows(t.parameters.at("final.weight"), rows);
+  t.parameters["final.bias"] = take_rows(t.parameters.at("final.bias"), rows);
+  const auto m = t.masks.find("final.weight");
+  if (m != t.masks.end()) m->second = take_rows(m->second, rows);
+  t.options.out_dim = Index(rows.size());
+}
+
+/// Builds the network and writes every collected tensor into it; throws if a name the network
+/// has was not collected (an importer bug) or the network rejects a value.
+template <typename Scalar>
+ImportedNetwork<Scalar> build_network(const NetworkTensors<Scalar>& t, const std::string& where) {
+  ImportedNetwork<Scalar> net(t.options);
+  Index written = 0;
+  net.visit_parameters([&](const std::string& name, auto tensor) {
+    const auto it = t.parameters.find(name);
+    if (it == t.parameters.end() || it->second.rows() != tensor.rows() ||
+        it->second.cols() != tensor.cols()) {
+      throw ParameterError("nflow::interop: " + where + ": no tensor of the right shape for '" +
+                           name + "'");
+    }
+    tensor = it->second;
+    ++written;
+  });
+  if (written != Index(t.parameters.size())) {
+    throw ParameterError("nflow::interop: " + where + ": " +
+                         std::to_string(Index(t.parameters.size()) - written) +
+                         " tensors have no place in the network");
+  }
+  // Masks ("<layer>.weight" → "<layer>.mask") and running statistics, through the buffers.
+  Index set = 0;
+  net.visit_buffers([&](const std::string& name, BufferVector& b) {
+    const auto ends = [&](const std::string& s) {
+      return name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (ends(".running_mean") || ends(".running_var")) {
+      const bool mean = ends(".running_mean");
+      const std::string norm = name.substr(0, name.rfind('.'));
+      const auto& source = mean ? t.running_mean : t.running_var;
+      const auto it = source.find(norm);
+      if (it == source.end() || it->second.size() != b.size())
+        throw ParameterError("nflow::interop: " + where + ": no statistic for '" + name + "'");
+      for (Index i = 0; i < b.size(); ++i)
+        b(i) = ImportedNetwork<Scalar>::statistic_to_buffer(double(it->second(i)));
+    } else {
+      const std::string weight = name.substr(0, name.size() - 4) + "weight";  // "….mask"
+      const auto it = t.masks.find(weight);
+      if (it == t.masks.end() || it->second.size() != b.size())
+        throw ParameterError("nflow::interop: " + where + ": no mask for '" + name + "'");
+      const Eigen::MatrixXd& m = it->second;  // column-major, as the buffer
+      for (Index i = 0; i < b.size(); ++i) b(i) = m.data()[i] != 0.0 ? 1 : 0;
+    }
+    ++set;
+  });
+  if (set != Index(t.masks.size() + t.running_mean.size() + t.running_var.size())) {
+    throw ParameterError("nflow::interop: " + where + ": the network has " + std::to_string(set) +
+                         " masks and statistics, the file " +
+                         std::to_string(t.masks.size() + t.running_mean.size() +
+                                        t.running_var.size()));
+  }
+  return net;
+}
+
+}  // namespace detail
+}  // namespace nflow::interop
