@@ -51,6 +51,7 @@
 
 #include "support/maf_test_support.hpp"
 #include "support/randomized.hpp"
+#include "support/test_conditioners.hpp"
 
 namespace nflow::conformance {
 
@@ -664,6 +665,41 @@ struct ElementwiseFlowFloat {
   }
 };
 
+// The structures' generic paths: a MADE and an MLP seen only through nn::Conditioner
+// (tests/support/test_conditioners.hpp), so the inverse runs passes() whole-network passes and
+// the gradients go through the conditioner's tape.
+struct OpaqueMadeAutoregressive {
+  using Bijector = MaskedAutoregressive<AffineTransformer<double>, Dyn, Dyn, nn::Tanh, Dyn,
+                                        test::Opaque<nn::MADE<double, Dyn, Dyn, nn::Tanh, 2>>>;
+  static constexpr const char* Name =
+      "laws: MaskedAutoregressive<AffineTransformer<double>, ..., Opaque<MADE>> with a context";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "nn/conditioner.hpp"};
+  static constexpr Index ContextRows = 3;
+  static std::vector<Case<Bijector>> cases() {
+    const DynMaf<double> made(4, {.hidden_width = 7,
+                                  .context_dim = 3,
+                                  .order = nn::InputOrder::Random,
+                                  .hidden_degrees = nn::HiddenDegrees::Random,
+                                  .seed = 9});
+    return {{"random order and degrees, context 3",
+             randomized(Bijector(test::Opaque(made.made())), 9, 0.3), testing::LawOptions(),
+             no_inverse_vjp()}};
+  }
+};
+struct OpaqueMlpCoupling {
+  using Bijector = Coupling<AffineTransformer<double>, Dyn, Dyn, nn::Tanh,
+                            test::Opaque<nn::MLP<double, Dyn, Dyn, Dyn, nn::Tanh>>>;
+  static constexpr const char* Name =
+      "laws: Coupling<AffineTransformer<double>, ..., Opaque<MLP>> with a context";
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "nn/conditioner.hpp"};
+  static constexpr Index ContextRows = 2;
+  static std::vector<Case<Bijector>> cases() {
+    const AffineCoupling<double, Dyn, Dyn, nn::Tanh> c(CouplingMask::alternating(5), {10, 2, 2, 4});
+    return {{"alternating mask, context 2",
+             randomized(Bijector(c.mask(), test::Opaque(c.conditioner())), 4, 0.3)}};
+  }
+};
+
 using Structures = decltype(std::tuple_cat(
     FloatAndDouble<AffineCouplingFixed, AffineCouplingDynamic, AffineCouplingConditional,
                    AdditiveCouplingDynamic, AdditiveCouplingFixedConditional, MafFixed,
@@ -671,7 +707,8 @@ using Structures = decltype(std::tuple_cat(
                    SplineAutoregressiveFixed>{},
     std::tuple<MafDynamic, MafFixedContext, AdditiveAutoregressive, IafFixedContext, RealNvpFlow,
                MafFlow, IafFlow, ElementwiseFlowFloat, SplineCouplingBoundedConditional,
-               SplineAutoregressiveCircularConditional>{}));
+               SplineAutoregressiveCircularConditional, OpaqueMadeAutoregressive,
+               OpaqueMlpCoupling>{}));
 
 // ---- Continuous: continuous flows ------------------------------------------------------------
 

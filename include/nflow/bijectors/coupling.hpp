@@ -1,11 +1,13 @@
 #pragma once
 /// @file
-/// @brief Coupling<Transformer>: the coupling structure of NICE and Real NVP, with an MLP
-/// conditioner, any elementwise transformer, masks, and an optional context.
+/// @brief Coupling<Transformer>: the coupling structure of NICE and Real NVP, with an MLP (or any
+/// nn::Conditioner) conditioner, any elementwise transformer, masks, and an optional context.
 
 #include <Eigen/Core>
+#include <concepts>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
+#include "nflow/nn/conditioner.hpp"
 #include "nflow/nn/mlp.hpp"
 
 namespace nflow {
@@ -87,12 +90,14 @@ struct CouplingOptions {
 ///     forward:  z_A = x_A,  z_B = τ(x_B; θ(x_A, c)),   log|det| = log|det ∂τ/∂x_B|
 ///     inverse:  x_A = z_A,  x_B = τ⁻¹(z_B; θ(z_A, c)), one pass
 ///
-/// θ is an MLP conditioner `nn::MLP` with input |A| (plus the context c, unmasked) and output
-/// ParamsPerDim·|B|. With the AffineTransformer this is Real NVP (z_B = (x_B − μ)·e^{−α}, α
+/// θ is a conditioner network with input |A| (plus the context c, unmasked) and output
+/// ParamsPerDim·|B|: by default an `nn::MLP` built from CouplingOptions, or any nn::Conditioner
+/// given to the constructor (an imported library's network, say). With the AffineTransformer this is Real NVP (z_B = (x_B − μ)·e^{−α}, α
 /// bounded by B·tanh(·/B)), with the AdditiveTransformer NICE (log-det exactly 0). A fresh layer
 /// is the identity (the conditioner's last layer starts at zero).
 ///
 /// Parameters: the conditioner's, prefixed "conditioner." ("conditioner.layers.0.weight", …).
+/// Buffers: "mask", then the conditioner's (if it has any) prefixed "conditioner.".
 /// Gradients: exact in both directions (forward for maximum likelihood, inverse for reverse KL).
 /// The context is optional at run time (ContextDim is Dynamic; context_dim() = 0 means
 /// unconditional).
@@ -104,12 +109,25 @@ struct CouplingOptions {
 /// @tparam Dim_ the dimension, fixed or Eigen::Dynamic.
 /// @tparam Hidden the conditioner's hidden width, fixed or Eigen::Dynamic.
 /// @tparam Activation the conditioner's activation (nn::ReLU, nn::Tanh, ...).
+/// @tparam Conditioner_ the conditioner network, an nn::Conditioner of the transformer's Scalar
+///   (by default the nn::MLP that Hidden and Activation describe; Hidden and Activation mean
+///   nothing for another one). Its one-point path allocates nothing when it is an
+///   nn::PointConditioner.
 template <typename Transformer, int Dim_ = Dynamic, int Hidden = Dynamic,
-          typename Activation = nn::ReLU>
-class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activation>> {
+          typename Activation = nn::ReLU,
+          typename Conditioner_ =
+              nn::MLP<typename Transformer::Scalar, Dynamic, Dynamic, Hidden, Activation>>
+class Coupling
+    : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activation, Conditioner_>> {
   static_assert(nflow::Transformer<Transformer>,
                 "nflow::Coupling<Transformer, ...>: Transformer must model nflow::Transformer (see "
                 "nflow/core/concepts.hpp and the contract in bijectors/transformers/affine.hpp)");
+  static_assert(nn::Conditioner<Conditioner_>,
+                "nflow::Coupling<..., Conditioner>: Conditioner must model nflow::nn::Conditioner "
+                "(see nflow/nn/conditioner.hpp)");
+  static_assert(std::is_same_v<typename Conditioner_::Scalar, typename Transformer::Scalar>,
+                "nflow::Coupling<..., Conditioner>: the Conditioner's Scalar must be the "
+                "Transformer's");
 
  public:
   using Scalar = typename Transformer::Scalar;
@@ -117,15 +135,33 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   static constexpr int ContextDim = Dynamic;
   static constexpr bool IsConstantLogDet = requires { Transformer::IsVolumePreserving; };
   static constexpr int P = Transformer::ParamsPerDim;
-  using Conditioner = nn::MLP<Scalar, Dynamic, Dynamic, Hidden, Activation>;
+  using Conditioner = Conditioner_;
 
-  Coupling(CouplingMask mask, CouplingOptions options = {}, Transformer transformer = Transformer())
-      : mask_(checked_mask(std::move(mask), options)),
+  /// @brief A layer whose conditioner is built from `options` (input |A| plus the context, output
+  /// P·|B|) and initialised with its last layer 0, so that the fresh layer is the identity.
+  /// Available when the Conditioner is constructible as (in, out, hidden width, hidden layers,
+  /// context dim) and initialisable, as nn::MLP is.
+  /// @throws nflow::ParameterError naming 'mask' or the network's offending size.
+  Coupling(CouplingMask mask, CouplingOptions options = {},
+           Transformer transformer = Transformer()) requires
+      std::constructible_from<Conditioner_, Index, Index, Index, Index, Index> &&
+      nn::InitializableConditioner<Conditioner_>
+      : mask_(checked_mask(std::move(mask), options.context_dim)),
         transformer_(std::move(transformer)),
-        conditioner_(Index(mask_.conditioning().size()), P * Index(mask_.transformed().size()),
+        conditioner_(Index(mask_.conditioning().size()), P* Index(mask_.transformed().size()),
                      options.hidden_width, options.hidden_layers, options.context_dim) {
     conditioner_.initialize(options.seed, /*zero_last_layer=*/true);
   }
+
+  /// @brief A layer with a given conditioner (its parameters as they are): its in_dim() must be
+  /// |A| and its out_dim() P·|B|, for the mask's sets A (conditioning) and B (transformed).
+  /// (A template only so that a braced CouplingOptions never reads as a Conditioner.)
+  /// @throws nflow::ParameterError naming 'conditioner' (or 'mask') otherwise.
+  template <std::same_as<Conditioner_> Net>
+  Coupling(CouplingMask mask, Net conditioner, Transformer transformer = Transformer())
+      : mask_(checked_mask(std::move(mask), conditioner.context_dim())),
+        transformer_(std::move(transformer)),
+        conditioner_(checked_conditioner(std::move(conditioner), mask_)) {}
 
   Index dim() const { return mask_.dim(); }
   Index context_dim() const { return conditioner_.context_dim(); }
@@ -144,15 +180,23 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
   /// transformed, 0 if it conditions (nflows' convention). A new value must have entries 0 or 1
   /// and the same number of each as the layer's conditioner was built for (ParameterError
   /// otherwise; the layer is then unchanged).
+  /// The conditioner's buffers (an nn::BufferedConditioner's) follow, prefixed "conditioner.";
+  /// it validates its own (see there).
   template <typename F>
   void visit_buffers(F&& f) const {
     const BufferVector b = mask_buffer();
     f(std::string("mask"), b);
+    if constexpr (nn::BufferedConditioner<Conditioner>) {
+      conditioner_.visit_buffers(detail::prefixed_visitor("conditioner.", f));
+    }
   }
   template <typename F>
   void visit_buffers(F&& f) {
     BufferVector b = mask_buffer();
     f(std::string("mask"), b);
+    if constexpr (nn::BufferedConditioner<Conditioner>) {
+      conditioner_.visit_buffers(detail::prefixed_visitor("conditioner.", f));
+    }
     const Eigen::VectorXi v = detail::buffer_to_indices("nflow::Coupling", "mask", b, dim(), 0, 1);
     std::vector<bool> t(std::size_t(v.size()));
     for (Index i = 0; i < v.size(); ++i) t[std::size_t(i)] = v(i) == 1;
@@ -260,18 +304,31 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     return b;
   }
 
-  static CouplingMask checked_mask(CouplingMask mask, const CouplingOptions& options) {
+  static CouplingMask checked_mask(CouplingMask mask, Index context_dim) {
     if (Dim_ != Dynamic && mask.dim() != Dim_) {
       throw ParameterError("nflow::Coupling: parameter 'mask' has dimension " +
                            std::to_string(mask.dim()) + " but the layer's Dim is " +
                            std::to_string(Dim_));
     }
-    if (mask.conditioning().empty() && options.context_dim == 0) {
+    if (mask.conditioning().empty() && context_dim == 0) {
       throw ParameterError(
           "nflow::Coupling: parameter 'mask' leaves no feature to condition on and there is no "
           "context");
     }
     return mask;
+  }
+
+  static Conditioner checked_conditioner(Conditioner net, const CouplingMask& mask) {
+    const Index in = Index(mask.conditioning().size());
+    const Index out = P * Index(mask.transformed().size());
+    if (net.in_dim() != in || net.out_dim() != out) {
+      throw ParameterError(
+          "nflow::Coupling: parameter 'conditioner' maps " + std::to_string(net.in_dim()) +
+          " inputs to " + std::to_string(net.out_dim()) + " outputs; the mask needs " +
+          std::to_string(in) + " inputs (conditioning features) and " + std::to_string(out) +
+          " outputs (" + std::to_string(P) + " per transformed feature)");
+    }
+    return net;
   }
 
   // A subset of the features: dynamic rows, bounded by Dim when Dim is fixed (then on the stack).
@@ -295,11 +352,12 @@ class Coupling : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activat
     return r;
   }
 
-  /// The transformer's parameters θ(x_A, c). One point with a fixed Dim: in a fixed-capacity
-  /// vector, so that (with a fixed Hidden) the call allocates nothing.
+  /// The transformer's parameters θ(x_A, c). One point with a fixed Dim and an
+  /// nn::PointConditioner: in a fixed-capacity vector, so that (with a fixed Hidden) the call
+  /// allocates nothing.
   template <int Cols, typename XA, typename C>
   auto condition(const XA& xa, const C& ctx) const {
-    if constexpr (Cols == 1 && Dim_ != Dynamic) {
+    if constexpr (Cols == 1 && Dim_ != Dynamic && nn::PointConditioner<Conditioner>) {
       Eigen::Matrix<Scalar, Dynamic, 1, Eigen::ColMajor, P * Dim_, 1> params;
       conditioner_.forward_point_into(xa, params, ctx);
       return params;

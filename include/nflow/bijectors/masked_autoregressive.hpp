@@ -1,8 +1,9 @@
 #pragma once
 /// @file
-/// @brief MaskedAutoregressive<Transformer, ...>: the autoregressive structure (a MADE conditioner
-/// and an elementwise transformer) with its Dim-pass autoregressive solve, and the user-facing
-/// aliases MAF (masked autoregressive flow) and IAF (inverse autoregressive flow).
+/// @brief MaskedAutoregressive<Transformer, ...>: the autoregressive structure (a MADE conditioner,
+/// or any nn::Conditioner that states its connectivity, and an elementwise transformer) with its
+/// autoregressive solve, and the user-facing aliases MAF (masked autoregressive flow) and IAF
+/// (inverse autoregressive flow).
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "nflow/bijectors/transformers/affine.hpp"
 #include "nflow/bijectors/transformers/rational_quadratic.hpp"
@@ -23,6 +25,7 @@
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/nn/activations.hpp"
+#include "nflow/nn/conditioner.hpp"
 #include "nflow/nn/made.hpp"
 #include "nflow/nn/masks.hpp"
 
@@ -75,6 +78,21 @@ struct AutoregressiveOptions {
 /// layer is the identity (the MADE's last layer is 0). Context: ContextDim fixed > 0, Dynamic
 /// (run-time `context_dim`, possibly 0) or 0; it feeds every first-layer unit of the MADE.
 ///
+/// **Another conditioner** (an imported library's masked network, say): any
+/// nn::ConnectedConditioner θ = net(x, c) with in_dim D and out_dim P·D, its rows blocked as the
+/// transformer contract says (row p·D + i is parameter p of feature i). Feature i depends on
+/// feature j when any of its P rows connects to input j; that graph must have no self-loop and
+/// no cycle (ParameterError naming 'conditioner' otherwise). With `passes` = 1 + the length of
+/// the longest dependency chain (1 when no feature depends on another):
+///
+///     forward:  θ = net(x, c),  zᵢ = τ(xᵢ; θᵢ)                                   (one pass)
+///     inverse:  x⁽⁰⁾ = 0;  for k = 1 … passes: x⁽ᵏ⁾ = τ⁻¹(z; net(x⁽ᵏ⁻¹⁾, c)),  log-det of the last
+///
+/// (nflows and zuko invert with D such passes). After pass k every feature whose longest chain
+/// below it has length < k is exact, so x⁽ᵖᵃˢˢᵉˢ⁾ = x exactly. Each pass runs the whole network:
+/// the inverse costs `passes` forward passes. Parameters and buffers are the conditioner's,
+/// prefixed "conditioner."; context_dim() is the conditioner's.
+///
 /// Domain: all of R^D. NaN or Inf in a sample makes that sample's outputs non-finite only.
 /// Thread safety: every evaluation is const and uses only local buffers.
 ///
@@ -88,11 +106,16 @@ struct AutoregressiveOptions {
 /// @tparam Hidden_ MADE hidden width, fixed or Eigen::Dynamic.
 /// @tparam Activation_ the MADE's activation (nn::ReLU, nn::Tanh, nn::Identity, …).
 /// @tparam ContextDim_ 0 (unconditional), a fixed context size, or Eigen::Dynamic.
+/// @tparam Conditioner_ the MADE that Hidden and Activation describe (the default: the fast
+///   degree-grouped inverse), or any nn::ConnectedConditioner of the transformer's Scalar (then
+///   Hidden and Activation mean nothing).
 template <typename Transformer_, int Dim_ = Dynamic, int Hidden_ = Dynamic,
-          typename Activation_ = nn::ReLU, int ContextDim_ = 0>
+          typename Activation_ = nn::ReLU, int ContextDim_ = 0,
+          typename Conditioner_ = nn::MADE<typename Transformer_::Scalar, Dim_, Hidden_,
+                                           Activation_, Transformer_::ParamsPerDim>>
 class MaskedAutoregressive
-    : public BijectorBase<
-          MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_>> {
+    : public BijectorBase<MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_,
+                                               ContextDim_, Conditioner_>> {
   static_assert(
       Transformer<Transformer_>,
       "nflow::MaskedAutoregressive<Transformer, ...>: Transformer must model nflow::Transformer "
@@ -106,6 +129,17 @@ class MaskedAutoregressive
   using Scalar = typename Transformer::Scalar;
   using Activation = Activation_;
   using Made = nn::MADE<Scalar, Dim_, Hidden_, Activation_, Transformer::ParamsPerDim>;
+  using Conditioner = Conditioner_;
+  /// True when the conditioner is the layer's MADE (built from AutoregressiveOptions, inverted by
+  /// the degree-grouped solve); false for any other conditioner (inverted in passes()).
+  static constexpr bool HasMade = std::is_same_v<Conditioner_, Made>;
+  static_assert(HasMade || nn::ConnectedConditioner<Conditioner_>,
+                "nflow::MaskedAutoregressive<..., Conditioner>: a Conditioner other than the "
+                "layer's MADE must model nflow::nn::ConnectedConditioner (an nn::Conditioner with "
+                "connectivity(); see nflow/nn/conditioner.hpp)");
+  static_assert(std::is_same_v<typename Conditioner_::Scalar, Scalar>,
+                "nflow::MaskedAutoregressive<..., Conditioner>: the Conditioner's Scalar must be "
+                "the Transformer's");
   static constexpr int Dim = Dim_;
   static constexpr int Hidden = Hidden_;
   static constexpr int ContextDim = ContextDim_;
@@ -116,50 +150,79 @@ class MaskedAutoregressive
   /// @brief A layer of dimension `dim` (equal to Dim when fixed).
   /// @throws nflow::ParameterError on an invalid size, order or context dimension.
   explicit MaskedAutoregressive(Index dim, const AutoregressiveOptions& options = {},
-                                Transformer transformer = Transformer())
-      : made_(make_made(dim, options)), transformer_(std::move(transformer)) {}
+                                Transformer transformer = Transformer()) requires HasMade
+      : net_(make_made(dim, options)),
+        transformer_(std::move(transformer)) {}
 
   /// @brief A layer of the compile-time dimension Dim.
   explicit MaskedAutoregressive(const AutoregressiveOptions& options = {},
-                                Transformer transformer = Transformer()) requires(Dim_ != Dynamic)
+                                Transformer transformer = Transformer()) requires(Dim_ != Dynamic &&
+                                                                                  HasMade)
       : MaskedAutoregressive(Index(Dim_), options, std::move(transformer)) {}
 
-  Index dim() const { return made_.dim(); }
-  Index context_dim() const { return made_.context_dim(); }
-  /// The generation order: dimension order(k) is the (k+1)-th to be generated.
-  const Eigen::VectorXi& order() const { return made_.order(); }
-  const Made& made() const { return made_; }
-  const Transformer& transformer() const { return transformer_; }
+  /// @brief A layer with a given conditioner (parameters as they are): in_dim() = D (equal to Dim
+  /// when fixed), out_dim() = P·D, context_dim() equal to ContextDim when fixed, and, unless it is
+  /// the layer's MADE, a connectivity() without self-loop or cycle (see the class comment), which
+  /// fixes passes().
+  /// @throws nflow::ParameterError naming 'conditioner' otherwise.
+  explicit MaskedAutoregressive(Conditioner net, Transformer transformer = Transformer())
+      : net_(checked_conditioner(std::move(net))),
+        transformer_(std::move(transformer)),
+        passes_(count_passes(net_)) {}
 
-  /// The parameters: those of the made, prefixed "made.".
+  Index dim() const { return net_.in_dim(); }
+  Index context_dim() const { return net_.context_dim(); }
+  /// The generation order: dimension order(k) is the (k+1)-th to be generated.
+  const Eigen::VectorXi& order() const requires HasMade { return net_.order(); }
+  const Made& made() const requires HasMade { return net_; }
+  const Conditioner& conditioner() const { return net_; }
+  const Transformer& transformer() const { return transformer_; }
+  /// Network evaluations of the inverse: the longest dependency chain + 1 for another
+  /// conditioner; D for the MADE (whose solve evaluates each unit once over its D steps).
+  Index passes() const {
+    if constexpr (HasMade) {
+      return dim();
+    } else {
+      return passes_;
+    }
+  }
+
+  /// The parameters: those of the conditioner, prefixed "made." (the MADE) or "conditioner.".
   template <typename Self, typename F>
   static void parameters_impl(Self& self, F&& f) {
-    self.made_.visit_parameters(detail::prefixed_visitor("made.", f));
+    self.net_.visit_parameters(detail::prefixed_visitor(Prefix, f));
   }
-  /// The MADE's buffers, "made.order" and "made.hidden_degrees.<l>" (see nn::MADE).
+  /// The conditioner's buffers, prefixed likewise: for the MADE "made.order" and
+  /// "made.hidden_degrees.<l>" (see nn::MADE). (Only when the conditioner has buffers.) A new
+  /// value that changes another conditioner's connectivity is checked as the constructor does.
   template <typename F>
-  void visit_buffers(F&& f) const {
-    made_.visit_buffers(detail::prefixed_visitor("made.", f));
+  void visit_buffers(F&& f) const requires nn::BufferedConditioner<Conditioner> {
+    net_.visit_buffers(detail::prefixed_visitor(Prefix, f));
   }
   template <typename F>
-  void visit_buffers(F&& f) {
-    made_.visit_buffers(detail::prefixed_visitor("made.", f));
+  void visit_buffers(F&& f) requires nn::BufferedConditioner<Conditioner> {
+    net_.visit_buffers(detail::prefixed_visitor(Prefix, f));
+    if constexpr (!HasMade) passes_ = count_passes(net_);
   }
 
   // ---- hooks for BijectorBase ------------------------------------------------------------------
   template <typename X, typename C>
   auto forward_impl(const X& x, const C& ctx) const {
-    constexpr int Cols = X::ColsAtCompileTime;
-    const typename Made::template InputRef<Cols> xr(x);
     detail::ResultFor<Scalar, Dim, X> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
-    made_.template forward_blocks<Cols>(
-        xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
-          const Index m = params.cols();
-          transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
-                               r.log_det.middleCols(first, m));
-        });
+    if constexpr (HasMade) {
+      constexpr int Cols = X::ColsAtCompileTime;
+      const typename Made::template InputRef<Cols> xr(x);
+      net_.template forward_blocks<Cols>(
+          xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
+            const Index m = params.cols();
+            transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
+                                 r.log_det.middleCols(first, m));
+          });
+    } else {
+      transformer_.forward(x, net_.forward(x, ctx), r.value, r.log_det);
+    }
     return r;
   }
 
@@ -169,41 +232,68 @@ class MaskedAutoregressive
     ValueAndLogDet<Scalar, Dim, Cols> r;
     r.value.resize(z.rows(), z.cols());
     r.log_det.setZero(1, z.cols());
-    const typename Made::template InputRef<Cols> zr(z);
-    Made::template with_context<Cols>(ctx, [&](const typename Made::template ContextRef<Cols>* c) {
-      solve_autoregressive<Cols>(zr, c, r);
-    });
+    if constexpr (HasMade) {
+      const typename Made::template InputRef<Cols> zr(z);
+      Made::template with_context<Cols>(ctx,
+                                        [&](const typename Made::template ContextRef<Cols>* c) {
+                                          solve_autoregressive<Cols>(zr, c, r);
+                                        });
+    } else {
+      r.value.setZero();
+      for (Index k = 0; k < passes_; ++k) {
+        const auto params = net_.forward(r.value, ctx);
+        r.log_det.setZero();
+        transformer_.inverse(z, params, r.value, r.log_det);
+      }
+    }
     return r;
   }
 
-  /// ∂L/∂x through both paths: the transformer's direct ∂z/∂x and the MADE's θ(x).
+  /// ∂L/∂x through both paths: the transformer's direct ∂z/∂x and the conditioner's θ(x) (the
+  /// MADE block by block; another conditioner through its tape).
   template <typename X, typename GV, typename GL, typename C>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
                         const C& ctx) const {
-    constexpr int Cols = X::ColsAtCompileTime;
-    const typename Made::template InputRef<Cols> xr(x);
     detail::BatchFor<Scalar, Dim, X> gx;
-    gx.resize(x.rows(), x.cols());
-    made_.template backward_blocks<Cols>(
-        xr, ctx,
-        [&](Index first, const typename Made::ConstBlockRef& params,
-            typename Made::BlockRef grad_params) {
-          const Index m = params.cols();
-          transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
-                                        gl.middleCols(first, m), gx.middleCols(first, m),
-                                        grad_params);
-        },
-        gp, gx);
+    if constexpr (HasMade) {
+      constexpr int Cols = X::ColsAtCompileTime;
+      const typename Made::template InputRef<Cols> xr(x);
+      gx.resize(x.rows(), x.cols());
+      net_.template backward_blocks<Cols>(
+          xr, ctx,
+          [&](Index first, const typename Made::ConstBlockRef& params,
+              typename Made::BlockRef grad_params) {
+            const Index m = params.cols();
+            transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
+                                          gl.middleCols(first, m), gx.middleCols(first, m),
+                                          grad_params);
+          },
+          gp, gx);
+    } else {
+      Tape tape;
+      record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
+      gx = taped_vjp_impl(tape, gv, gl, gp, ctx);
+    }
     return gx;
   }
 
-  /// What forward_recorded() keeps for forward_vjp_recorded(): the MADE's input and activations,
-  /// and its outputs (the transformer's parameters), for the whole batch.
+  /// What forward_recorded() keeps for forward_vjp_recorded(): the conditioner's tape (the
+  /// MADE's holds its input and activations), the input x when the conditioner's tape need not
+  /// hold it, and the conditioner's outputs (the transformer's parameters), for the whole batch.
   struct Tape {
-    typename Made::Tape net;
-    ParameterMatrix<Scalar> params;  ///< the MADE's outputs, out × N
+    typename Conditioner::Tape net;
+    Batch<Scalar, Dim, Dynamic> input;  ///< x (another conditioner; the MADE's tape holds it)
+    ParameterMatrix<Scalar> params;     ///< the conditioner's outputs, out × N
     /// The number of samples recorded.
-    Index cols() const { return net.cols(); }
+    Index cols() const { return params.cols(); }
+    /// The recorded x.
+    const auto& x() const {
+      if constexpr (HasMade) {
+        return net.input;
+      } else {
+        return input;
+      }
+    }
   };
 
   template <typename C>
@@ -211,7 +301,8 @@ class MaskedAutoregressive
     ValueAndLogDet<Scalar, Dim, Dynamic> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
-    tape.params = made_.forward_recorded(x, tape.net, ctx);
+    if constexpr (!HasMade) tape.input = x;
+    tape.params = net_.forward_recorded(x, tape.net, ctx);
     transformer_.forward(x, tape.params, r.value, r.log_det);
     return r;
   }
@@ -221,12 +312,86 @@ class MaskedAutoregressive
                       const C& ctx) const {
     Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
     ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
-    transformer_.forward_backward(tape.net.input, tape.params, gv, gl, gx, grad_params);
-    gx += made_.backward_recorded(tape.net, grad_params, gp, ctx);
+    transformer_.forward_backward(tape.x(), tape.params, gv, gl, gx, grad_params);
+    gx += net_.backward_recorded(tape.net, grad_params, gp, ctx);
     return gx;
   }
 
  private:
+  static constexpr const char* Prefix = HasMade ? "made." : "conditioner.";
+
+  static Conditioner checked_conditioner(Conditioner net) {
+    const Index d = net.in_dim();
+    std::string problem;
+    if (d <= 0 || (Dim_ != Dynamic && d != Dim_)) {
+      problem = "has in_dim " + std::to_string(d) + " (it must be positive, and equal Dim when " +
+                "fixed)";
+    } else if (net.out_dim() != P * d) {
+      problem = "has out_dim " + std::to_string(net.out_dim()) + "; the transformer needs " +
+                std::to_string(P) + " per feature, " + std::to_string(P * d);
+    } else if (ContextDim_ != Dynamic && net.context_dim() != ContextDim_) {
+      problem = "has context_dim " + std::to_string(net.context_dim()) +
+                " but the layer's ContextDim is " + std::to_string(ContextDim_);
+    }
+    if (!problem.empty()) {
+      throw ParameterError("nflow::MaskedAutoregressive: parameter 'conditioner' " + problem);
+    }
+    return net;
+  }
+
+  /// 1 + the longest chain of the feature dependency graph (another conditioner than the MADE) of `net` (feature i depends on j when
+  /// a row p·D + i connects to input j), by longest-path layering in topological order.
+  static Index count_passes(const Conditioner& net) {
+    if constexpr (HasMade) {
+      return 0;  // unused: passes() is D
+    } else {
+      return count_dependency_passes(net);
+    }
+  }
+  static Index count_dependency_passes(const Conditioner& net) {
+    const Index d = net.in_dim();
+    const nn::Connectivity c = net.connectivity();
+    const auto fail = [](const std::string& problem) {
+      return ParameterError("nflow::MaskedAutoregressive: parameter 'conditioner' " + problem);
+    };
+    if (c.rows() != P * d || c.cols() != d) {
+      throw fail(
+          "has a connectivity() of " + std::to_string(c.rows()) + " x " + std::to_string(c.cols()) +
+          "; expected out_dim x in_dim = " + std::to_string(P * d) + " x " + std::to_string(d));
+    }
+    nn::Connectivity depends = nn::Connectivity::Constant(d, d, false);  // (i, j): i needs j
+    for (Index p = 0; p < P; ++p) depends = depends.array() || c.middleRows(p * d, d).array();
+    std::vector<Index> waiting(std::size_t(d), 0);  // unresolved dependencies of each feature
+    std::vector<Index> depth(std::size_t(d), 0);    // its longest chain
+    std::vector<Index> ready;
+    for (Index i = 0; i < d; ++i) {
+      if (depends(i, i)) {
+        throw fail("is not autoregressive: feature " + std::to_string(i) + " depends on itself");
+      }
+      waiting[std::size_t(i)] = depends.row(i).count();
+      if (waiting[std::size_t(i)] == 0) ready.push_back(i);
+    }
+    Index longest = 0;
+    for (std::size_t k = 0; k < ready.size(); ++k) {  // `ready` grows as features resolve
+      const Index j = ready[k];
+      longest = std::max(longest, depth[std::size_t(j)]);
+      for (Index i = 0; i < d; ++i) {
+        if (!depends(i, j)) continue;
+        depth[std::size_t(i)] = std::max(depth[std::size_t(i)], depth[std::size_t(j)] + 1);
+        if (--waiting[std::size_t(i)] == 0) ready.push_back(i);
+      }
+    }
+    if (Index(ready.size()) != d) {
+      for (Index i = 0; i < d; ++i) {
+        if (waiting[std::size_t(i)] > 0) {
+          throw fail("is not autoregressive: feature " + std::to_string(i) +
+                     " lies on or after a dependency cycle");
+        }
+      }
+    }
+    return longest + 1;
+  }
+
   static Made make_made(Index dim, const AutoregressiveOptions& o) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
       throw ParameterError(
@@ -296,8 +461,8 @@ class MaskedAutoregressive
                             const typename Made::template ContextRef<Cols>* context,
                             ValueAndLogDet<Scalar, Dim, Cols>& r) const {
     const Index n = z.cols();
-    const Index h = made_.hidden_width();
-    const Index L = made_.hidden_layers();
+    const Index h = net_.hidden_width();
+    const Index L = net_.hidden_layers();
     r.value.setZero();
     if constexpr (Cols != Dynamic) {
       ParamBuffer<Cols> params;
@@ -336,34 +501,34 @@ class MaskedAutoregressive
   void solve_block(const ZR& z, XB&& x, const CB* c, Store& store, Params& params, Index first,
                    LD& log_det) const {
     const Index m = x.cols();
-    const Index D = made_.dim();
-    const Index L = made_.hidden_layers();
-    const Index cd = made_.context_dim();
-    const Work& grouped_out = made_.grouped_output_weight();
-    const Vector<Scalar>& out_bias = made_.bias(L);
+    const Index D = net_.dim();
+    const Index L = net_.hidden_layers();
+    const Index cd = net_.context_dim();
+    const Work& grouped_out = net_.grouped_output_weight();
+    const Vector<Scalar>& out_bias = net_.bias(L);
     for (Index k = 1; k <= D; ++k) {
       const std::size_t g = std::size_t(k - 1);  // the degree that becomes computable
-      const Index i = made_.order()(k - 1);
+      const Index i = net_.order()(k - 1);
       for (Index l = 0; l < L; ++l) {
-        const auto& start = made_.degree_starts(l);
+        const auto& start = net_.degree_starts(l);
         const Index s = start[g];
         const Index e = start[g + 1];
         if (e == s) continue;
         auto rows = store.block(s, l * m, e - s, m);
         if (l == 0) {
-          rows.noalias() = made_.masked_weight(0).middleRows(s, e - s) * Made::dynamic_rows(x);
+          rows.noalias() = net_.masked_weight(0).middleRows(s, e - s) * Made::dynamic_rows(x);
           if (c != nullptr && cd > 0)
-            rows.noalias() += made_.context_weight().middleRows(s, e - s) * (*c);
+            rows.noalias() += net_.context_weight().middleRows(s, e - s) * (*c);
         } else {
-          const Index K = made_.degree_starts(l - 1)[g + 1];  // units below of degree ≤ k−1
+          const Index K = net_.degree_starts(l - 1)[g + 1];  // units below of degree ≤ k−1
           if (K > 0) {
             rows.noalias() =
-                made_.masked_weight(l).block(s, 0, e - s, K) * store.block(0, (l - 1) * m, K, m);
+                net_.masked_weight(l).block(s, 0, e - s, K) * store.block(0, (l - 1) * m, K, m);
           } else {
             rows.setZero();
           }
         }
-        rows.colwise() += made_.bias(l).segment(s, e - s);
+        rows.colwise() += net_.bias(l).segment(s, e - s);
         Activation::apply(rows);
       }
       // The P outputs of dimension i: one product with the rows grouped by dimension.
@@ -371,9 +536,9 @@ class MaskedAutoregressive
       if (L == 0) {
         params.noalias() = grouped_out.middleRows(r0, P) * Made::dynamic_rows(x);
         if (c != nullptr && cd > 0)
-          params.noalias() += made_.grouped_context_weight().middleRows(r0, P) * (*c);
+          params.noalias() += net_.grouped_context_weight().middleRows(r0, P) * (*c);
       } else {
-        const Index K = made_.degree_starts(L - 1)[g + 1];  // units of degree < k
+        const Index K = net_.degree_starts(L - 1)[g + 1];  // units of degree < k
         if (K > 0) {
           params.noalias() = grouped_out.block(r0, 0, P, K) * store.block(0, (L - 1) * m, K, m);
         } else {
@@ -387,8 +552,9 @@ class MaskedAutoregressive
     }
   }
 
-  Made made_;
+  Conditioner net_;
   Transformer transformer_;
+  Index passes_ = 0;  ///< another conditioner's passes (see passes())
 };
 
 /// @brief Masked autoregressive flow layer (Papamakarios et al. 2017): density in one pass
