@@ -5,7 +5,8 @@
 /// Every public entry point checks shapes before it touches data. A mismatch throws
 /// nflow::ShapeError naming the call, the expected and the actual shape. Parameters that would
 /// make a map invalid (a zero LU diagonal, a non-permutation) throw nflow::ParameterError naming
-/// the parameter. Non-finite *inputs* are not errors: they propagate to the outputs of their own
+/// the parameter. A type-erased bijector (nflow::AnyBijector, nflow::DynamicFlow) asked for a
+/// capability the bijector it holds lacks throws nflow::UnsupportedError. Non-finite *inputs* are not errors: they propagate to the outputs of their own
 /// sample (column) only; nflow::non_finite_columns() reports which columns those are.
 
 #include <Eigen/Core>
@@ -27,6 +28,15 @@ class ShapeError : public std::invalid_argument {
 class ParameterError : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
+};
+
+/// @brief Thrown when a call asks for something the object cannot do: a vector-Jacobian product
+/// of a type-erased bijector (nflow::AnyBijector, nflow::DynamicFlow) whose held bijector has
+/// none (ask first with has_forward_vjp() / has_inverse_vjp()), or a call of a DynamicFlow with
+/// no steps. The message names the step or the held bijector's description.
+class UnsupportedError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
 };
 
 namespace detail {

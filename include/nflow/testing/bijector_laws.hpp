@@ -272,6 +272,11 @@ void check_direction_gradients(B& b, const Batch<typename B::Scalar, B::Dim, Dyn
     rep.cannot_run(dir + "_vjp_params", why);
     if constexpr (!inverse) rep.cannot_run("forward_vjp_recorded", why);
   } else {
+    // Every law of this direction opted out: the vjp is not called at all (a type-erased
+    // bijector, nflow::DynamicFlow, answers a missing vjp at run time by throwing).
+    if (rep.skipped(dir + "_vjp_input") && rep.skipped(dir + "_vjp_params") &&
+        (inverse || rep.skipped("forward_vjp_recorded")))
+      return;
     const Index d = input.rows();
     const Index n = input.cols();
     const Eigen::MatrixXd gv = standard_normal_matrix<double>(d, n, gen);
