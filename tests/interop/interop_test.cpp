@@ -563,27 +563,57 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+/// The fixture `n` as PyTorch's writer stores it: zuko's masks as BOOL, index buffers as I64.
+std::vector<unsigned char> torch_file(const std::string& n) {
+  return torch_style_bytes(read_model(n), [&](const std::string& key) -> std::string {
+    if (n.rfind("zuko", 0) == 0 && ends_with(key, ".mask")) return "BOOL";
+    if (ends_with(key, ".order") || ends_with(key, ".degrees") || ends_with(key, "._permutation") ||
+        ends_with(key, ".num_batches_tracked")) {
+      return "I64";
+    }
+    return "F64";
+  });
+}
+
+/// Writes `bytes` to a file in the temporary directory and returns its path.
+std::filesystem::path write_temp(const std::vector<unsigned char>& bytes, const std::string& tag) {
+  const auto path =
+      std::filesystem::temp_directory_path() / ("nflow_interop_" + tag + ".safetensors");
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  return path;
+}
+
+/// `bytes` with its JSON header replaced by edit(header) (re-padded, the length rewritten).
+std::vector<unsigned char> edit_header(const std::vector<unsigned char>& bytes,
+                                       const std::function<std::string(std::string)>& edit) {
+  std::uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= std::uint64_t(bytes[std::size_t(i)]) << (8 * i);
+  std::string header = edit(std::string(bytes.begin() + 8, bytes.begin() + 8 + long(n)));
+  while (header.size() % 8 != 0) header += ' ';
+  std::vector<unsigned char> out(8);
+  for (int i = 0; i < 8; ++i)
+    out[std::size_t(i)] = static_cast<unsigned char>(std::uint64_t(header.size()) >> (8 * i));
+  out.insert(out.end(), header.begin(), header.end());
+  out.insert(out.end(), bytes.begin() + 8 + long(n), bytes.end());
+  return out;
+}
+
+/// `s` with its one occurrence of `from` replaced by `to` (REQUIREs exactly one).
+std::string replace_once(std::string s, const std::string& from, const std::string& to) {
+  const std::size_t p = s.find(from);
+  REQUIRE(p != std::string::npos);
+  REQUIRE(s.find(from, p + 1) == std::string::npos);
+  return s.replace(p, from.size(), to);
+}
+
 }  // namespace
 
 TEST_CASE("interop: BOOL masks and I64 buffers load as PyTorch writes them", "[interop]") {
   for (const char* name : {"zuko_maf_cond", "zuko_realnvp_cond", "nflows_maf_preset"}) {
     DYNAMIC_SECTION(name) {
       const std::string n = name;
-      const auto bytes =
-          torch_style_bytes(read_model(n), [&](const std::string& key) -> std::string {
-            if (n.rfind("zuko", 0) == 0 && ends_with(key, ".mask")) return "BOOL";
-            if (ends_with(key, ".order") || ends_with(key, ".degrees") ||
-                ends_with(key, "._permutation") || ends_with(key, ".num_batches_tracked")) {
-              return "I64";
-            }
-            return "F64";
-          });
-      const auto path =
-          std::filesystem::temp_directory_path() / ("nflow_interop_" + n + "_torch.safetensors");
-      {
-        std::ofstream out(path, std::ios::binary);
-        out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-      }
+      const auto path = write_temp(torch_file(n), n + "_torch");
       const std::vector<Model> all = models();
       const Model m =
           *std::find_if(all.begin(), all.end(), [&](const Model& x) { return x.name == n; });
@@ -594,6 +624,70 @@ TEST_CASE("interop: BOOL masks and I64 buffers load as PyTorch writes them", "[i
       CHECK(max_rel_error(lp, io.log_prob) <= kTol);
       std::filesystem::remove(path);
     }
+  }
+}
+
+TEST_CASE("interop: files with BOOL tensors get every check of the strict reader",
+          "[interop][strict]") {
+  // zuko_realnvp_cond as PyTorch writes it: three BOOL masks of shape [4].
+  const std::vector<unsigned char> good = torch_file("zuko_realnvp_cond");
+  const std::string mask = R"("transform.transforms.1.mask":{"dtype":"BOOL","shape":[4])";
+  auto expect = [&](const std::vector<unsigned char>& bytes, const std::string& what1,
+                    const std::string& what2) {
+    const auto path = write_temp(bytes, "bool_strict");
+    CHECK_THROWS_AS(StateDict::from_file(path), nflow::io::FormatError);
+    CHECK_THAT(
+        error_of([&] { StateDict::from_file(path); }),
+        Catch::Contains(what1) && Catch::Contains(what2) && !Catch::Contains("not supported"));
+    std::filesystem::remove(path);
+  };
+  SECTION("an unknown entry field") {
+    expect(
+        edit_header(good, [&](std::string h) { return replace_once(h, mask, mask + ",\"x\":1"); }),
+        "'transform.transforms.1.mask'", "unexpected field 'x'");
+  }
+  SECTION("a __metadata__ that is not an object") {
+    expect(edit_header(good,
+                       [&](std::string h) {
+                         return replace_once(h, R"("__metadata__":{"format":"pt"})",
+                                             R"("__metadata__":"pt")");
+                       }),
+           "'__metadata__' must be an object", "");
+  }
+  SECTION("trailing bytes after the data") {
+    std::vector<unsigned char> longer = good;
+    longer.insert(longer.end(), {0, 0, 0, 0});
+    expect(longer, "cover only", "");
+  }
+  SECTION("a truncated file") {
+    // Every BOOL mask is cut off; the data ends inside the last tensor.
+    const std::vector<unsigned char> cut(good.begin(), good.end() - 3);
+    expect(cut, "truncated", "is cut short");
+  }
+  SECTION("a BOOL shape that does not match the offsets, in BOOL sizes") {
+    expect(edit_header(good,
+                       [&](std::string h) {
+                         std::string bigger = mask;
+                         bigger.replace(bigger.size() - 2, 1, "5");
+                         return replace_once(h, mask, bigger);
+                       }),
+           "tensor 'transform.transforms.1.mask' (BOOL, shape [5]) needs 5 bytes", "span 4");
+  }
+  SECTION("a BOOL byte that is neither 0 nor 1") {
+    // The mask's first byte, found from its data_offsets, set to 2.
+    const nflow::io::TensorFile parsed = nflow::io::parse_safetensors(good);
+    REQUIRE(parsed.tensors.at("transform.transforms.1.mask").dtype == nflow::io::DType::BOOL);
+    std::uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= std::uint64_t(good[std::size_t(i)]) << (8 * i);
+    const std::string header(good.begin() + 8, good.begin() + 8 + long(n));
+    const std::size_t at = header.find(mask);
+    REQUIRE(at != std::string::npos);
+    const std::size_t offsets = header.find("\"data_offsets\":[", at) + 16;
+    const std::size_t begin = std::stoull(header.substr(offsets));
+    std::vector<unsigned char> bad = good;
+    bad[8 + std::size_t(n) + begin] = 2;
+    expect(bad, "tensor 'transform.transforms.1.mask' (BOOL, shape [4]) holds the byte 2",
+           "0 or 1");
   }
 }
 

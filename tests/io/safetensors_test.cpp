@@ -240,6 +240,138 @@ TEST_CASE("integer tensors are readable for inspection", "[io][safetensors]") {
   CHECK_THROWS_WITH(load_bytes(g, as_param), Contains("'bias'") && Contains("I64"));
 }
 
+TEST_CASE("PyTorch's one-byte dtypes, I64 and F32 are read and converted", "[io][safetensors]") {
+  // As safetensors.torch.save_file writes an int64 buffer, a float32 weight, a bool mask, a uint8
+  // and an int8 tensor (8-byte types first, each little-endian).
+  const Bytes data = cat({{1, 0, 0, 0, 0, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF},
+                          f32_half,
+                          f32_neg,
+                          {1, 0, 1, 0, 0, 1},
+                          {200, 7},
+                          {0xFF, 0x80}});
+  const Bytes bytes =
+      file_bytes(R"({"__metadata__":{"format":"pt"},)"
+                 R"("order":{"dtype":"I64","shape":[2],"data_offsets":[0,16]},)"
+                 R"("w":{"dtype":"F32","shape":[2],"data_offsets":[16,24]},)"
+                 R"("x.mask":{"dtype":"BOOL","shape":[2,3],"data_offsets":[24,30]},)"
+                 R"("u":{"dtype":"U8","shape":[2],"data_offsets":[30,32]},)"
+                 R"("i":{"dtype":"I8","shape":[2],"data_offsets":[32,34]}})",
+                 data);
+  const io::TensorFile file = io::parse_safetensors(bytes);
+  CHECK(file.tensors.at("x.mask").dtype == io::DType::BOOL);
+  CHECK(file.tensors.at("u").dtype == io::DType::U8);
+  CHECK(file.tensors.at("i").dtype == io::DType::I8);
+  std::stringstream stream(to_string(bytes));
+  const auto m = io::load_parameters(stream);
+  CHECK(m.at("order") == Eigen::Vector2d(1, -2));
+  CHECK(m.at("w") == Eigen::Vector2d(0.5, -1));
+  Eigen::MatrixXd mask(2, 3);
+  mask << 1, 0, 1, 0, 0, 1;
+  CHECK(m.at("x.mask") == mask);
+  CHECK(m.at("u") == Eigen::Vector2d(200, 7));
+  CHECK(m.at("i") == Eigen::Vector2d(-1, -128));
+  CHECK(io::to_matrix<float>(file.tensors.at("i"), "i") == Eigen::Vector2f(-1, -128));
+
+  // make_tensor writes the same bytes, and the writer keeps the dtypes (one-byte types last).
+  CHECK(io::make_tensor(mask.cast<int>(), io::DType::BOOL).data == file.tensors.at("x.mask").data);
+  CHECK(io::make_tensor(Eigen::Vector2i(200, 7), io::DType::U8).data == file.tensors.at("u").data);
+  CHECK(io::make_tensor(Eigen::Vector2i(-1, -128), io::DType::I8).data ==
+        file.tensors.at("i").data);
+  const io::TensorFile back = io::parse_safetensors(io::serialize_safetensors(file));
+  for (const auto& [name, t] : file.tensors) {
+    INFO(name);
+    CHECK(back.tensors.at(name).dtype == t.dtype);
+    CHECK(back.tensors.at(name).shape == t.shape);
+    CHECK(back.tensors.at(name).data == t.data);
+  }
+  // Values that do not fit the dtype are refused, and a BOOL byte other than 0/1 is not written.
+  CHECK_THROWS_AS(io::make_tensor(Eigen::Vector2i(0, 2), io::DType::BOOL), std::invalid_argument);
+  CHECK_THROWS_AS(io::make_tensor(Eigen::Vector2i(0, 256), io::DType::U8), std::invalid_argument);
+  CHECK_THROWS_AS(io::make_tensor(Eigen::Vector2i(0, -1), io::DType::U8), std::invalid_argument);
+  CHECK_THROWS_AS(io::make_tensor(Eigen::Vector2i(0, -129), io::DType::I8), std::invalid_argument);
+  CHECK_THROWS_AS(io::make_tensor(Eigen::Vector2d(0, 1), io::DType::BOOL), std::invalid_argument);
+  io::TensorFile two = file;
+  two.tensors.at("x.mask").data[1] = 2;
+  CHECK_THROWS_WITH(io::serialize_safetensors(two), Contains("'x.mask'") && Contains("byte 2"));
+}
+
+TEST_CASE("files with BOOL tensors get every strict check", "[io][safetensors][strict]") {
+  // A [4, 3] BOOL mask (12 bytes) and a [2] F32 weight.
+  const std::string mask = R"("x.mask":{"dtype":"BOOL","shape":[4,3],"data_offsets":[0,12]})";
+  const std::string weight = R"("w":{"dtype":"F32","shape":[2],"data_offsets":[12,20]})";
+  const Bytes data = cat({Bytes(12, 1), f32_one, f32_two});
+  auto header = [&](const std::string& m, const std::string& extra = "") {
+    return "{" + extra + m + "," + weight + "}";
+  };
+  REQUIRE_NOTHROW(io::parse_safetensors(file_bytes(header(mask), data)));
+  // Both readers (a whole buffer, a stream) must reject `bytes` naming `what1` and `what2`.
+  auto expect = [&](const Bytes& bytes, const std::string& what1, const std::string& what2,
+                    bool stream_too = true) {
+    INFO(to_string(bytes));
+    CHECK_THROWS_AS(io::parse_safetensors(bytes), io::FormatError);
+    CHECK_THROWS_WITH(io::parse_safetensors(bytes),
+                      Contains(what1) && Contains(what2) && !Contains("not supported"));
+    if (stream_too) {
+      std::stringstream in(to_string(bytes));
+      CHECK_THROWS_WITH(io::read_safetensors(in),
+                        Contains(what1) && Contains(what2) && !Contains("not supported"));
+    }
+  };
+  SECTION("an unknown entry field") {
+    expect(file_bytes(header(R"("x.mask":{"dtype":"BOOL","shape":[4,3],"data_offsets":[0,12],)"
+                             R"("x":1})"),
+                      data),
+           "'x.mask'", "unexpected field 'x'");
+  }
+  SECTION("a __metadata__ that is not an object") {
+    expect(file_bytes(header(mask, R"("__metadata__":"pt",)"), data),
+           "'__metadata__' must be an object", "");
+  }
+  SECTION("trailing bytes after the data") {
+    expect(file_bytes(header(mask), cat({data, Bytes(4, 0)})), "cover only 20", "", false);
+  }
+  SECTION("a truncated file: the size, and the tensor cut short") {
+    const std::string w_first = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                R"("x.mask":{"dtype":"BOOL","shape":[4,3],"data_offsets":[8,20]}})";
+    expect(file_bytes(w_first, cat({f32_one, f32_two, Bytes(4, 1)})),
+           "truncated: the tensors need 20 bytes of data",
+           "tensor 'x.mask' (BOOL, shape [4, 3]) at data_offsets [8, 20] is cut short");
+    expect(file_bytes(header(mask), Bytes(8, 1)), "truncated",
+           "tensor 'x.mask' (BOOL, shape [4, 3]) at data_offsets [0, 12] is cut short");
+  }
+  SECTION("a shape that does not match the offsets, in the file's dtype and sizes") {
+    expect(file_bytes(R"({"x.mask":{"dtype":"BOOL","shape":[4,3],"data_offsets":[0,8]}})",
+                      Bytes(8, 1)),
+           "tensor 'x.mask' (BOOL, shape [4, 3]) needs 12 bytes", "its data_offsets [0, 8] span 8");
+    expect(file_bytes(R"({"u":{"dtype":"U8","shape":[3],"data_offsets":[0,4]}})", Bytes(4, 1)),
+           "tensor 'u' (U8, shape [3]) needs 3 bytes", "span 4");
+  }
+  SECTION("a BOOL byte that is neither 0 nor 1") {
+    Bytes bad = data;
+    bad[5] = 2;
+    expect(file_bytes(header(mask), bad), "tensor 'x.mask' (BOOL, shape [4, 3]) holds the byte 2",
+           "at element 5");
+  }
+  SECTION("half precision is named and refused") {
+    for (const char* dt : {"F16", "BF16"}) {
+      const std::string half =
+          std::string(R"({"h":{"dtype":")") + dt + R"(","shape":[2],"data_offsets":[0,4]}})";
+      const Bytes bytes = file_bytes(half, Bytes(4, 0));
+      CHECK_THROWS_WITH(
+          io::parse_safetensors(bytes),
+          Contains("tensor 'h'") && Contains(std::string("dtype '") + dt + "' is not supported"));
+    }
+  }
+  SECTION("a BOOL tensor is no parameter") {
+    Grid<double> g;
+    const Bytes bytes =
+        file_bytes(R"({"bias":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]},)"
+                   R"("weight":{"dtype":"F32","shape":[2,3],"data_offsets":[2,26]}})",
+                   cat({{1, 0}, Bytes(24, 0)}));
+    CHECK_THROWS_WITH(load_bytes(g, bytes), Contains("'bias'") && Contains("BOOL"));
+  }
+}
+
 // ---- round trips ----------------------------------------------------------------------------------
 
 TEST_CASE("a flow round-trips bit-exactly into a differently initialised flow",

@@ -6,18 +6,16 @@
 /// Every accessor names the key in its exception. Structure problems (a missing key, a key that
 /// no layer uses, a wrong rank or shape) throw nflow::io::FormatError; well-formed values that
 /// are invalid (NaN or ±inf, a mask entry other than 0/1, a non-integer index, an index out of
-/// range, a permutation with a repeated index) throw nflow::ParameterError. F64, F32, I64 and
-/// I32 tensors are accepted for every key (PyTorch's int64 buffers and float32 weights convert
-/// exactly or by rounding to the requested Scalar).
+/// range, a permutation with a repeated index) throw nflow::ParameterError. Tensors of every
+/// DType nflow reads (F64, F32, I64, I32, I8, U8, BOOL) are accepted for every key: PyTorch's
+/// int64 buffers, bool masks and float32 weights convert exactly (BOOL to 0 and 1) or by rounding
+/// to the requested Scalar.
 
 #include <Eigen/Core>
-#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <optional>
 #include <set>
 #include <string>
@@ -28,8 +26,8 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/io/errors.hpp"
-#include "nflow/io/json.hpp"
 #include "nflow/io/tensor_conversion.hpp"
+#include "nflow/io/tensor_file.hpp"
 
 namespace nflow::interop {
 
@@ -47,117 +45,11 @@ class StateDict {
       const Path& path)  // NOLINT(google-explicit-constructor): a path is a state dict's source
       : StateDict(from_file(std::filesystem::path(path))) {}
 
-  /// Reads the safetensors file at `path` (io::parse_safetensors validates it). PyTorch's 1-byte
-  /// dtypes, which io does not read (BOOL: zuko's masks; U8; I8), are first widened to I32 so
-  /// that `safetensors.torch.save_file(model.state_dict(), path)` loads as written.
+  /// Reads the safetensors file at `path` with io::read_safetensors: the one strict reader, which
+  /// also reads PyTorch's one-byte dtypes (BOOL: zuko's masks; U8; I8), so that
+  /// `safetensors.torch.save_file(model.state_dict(), path)` loads as written.
   static StateDict from_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw io::IoError("nflow::interop: cannot open '" + path.string() + "' for reading");
-    std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
-                                     std::istreambuf_iterator<char>());
-    if (in.bad()) throw io::IoError("nflow::interop: reading '" + path.string() + "' failed");
-    try {
-      return StateDict(io::parse_safetensors(widen_byte_dtypes(std::move(bytes))), path.string());
-    } catch (const io::FormatError& e) {
-      throw io::FormatError(std::string(e.what()) + " (in '" + path.string() + "')");
-    }
-  }
-
-  /// A safetensors file with every BOOL, U8 and I8 tensor rewritten as I32 (same values, same
-  /// order, offsets recomputed); the bytes unchanged if there is none or if the file is malformed
-  /// (io::parse_safetensors then reports the problem).
-  static std::vector<unsigned char> widen_byte_dtypes(std::vector<unsigned char> bytes) {
-    if (bytes.size() < 8) return bytes;
-    std::uint64_t n = 0;
-    for (int i = 0; i < 8; ++i) n |= std::uint64_t(bytes[std::size_t(i)]) << (8 * i);
-    if (n > bytes.size() - 8) return bytes;
-    io::json::Value root;
-    try {
-      root = io::json::parse(
-          std::string_view(reinterpret_cast<const char*>(bytes.data()) + 8, std::size_t(n)));
-    } catch (const io::FormatError&) {
-      return bytes;
-    }
-    if (!root.is_object()) return bytes;
-    struct Entry {
-      const io::json::Member* member;
-      std::string dtype;
-      std::uint64_t begin, end;
-    };
-    std::vector<Entry> entries;
-    bool any = false;
-    for (const io::json::Member& m : root.members) {
-      if (m.key == "__metadata__") continue;
-      const io::json::Value* d = m.value.find("dtype");
-      const io::json::Value* off = m.value.find("data_offsets");
-      if (d == nullptr || !d->is_string() || off == nullptr || !off->is_array() ||
-          off->items.size() != 2)
-        return bytes;
-      const auto b = off->items[0].as_uint64();
-      const auto e = off->items[1].as_uint64();
-      if (!b || !e || *e < *b) return bytes;
-      any = any || d->text == "BOOL" || d->text == "U8" || d->text == "I8";
-      entries.push_back({&m, d->text, *b, *e});
-    }
-    if (!any) return bytes;
-    std::sort(entries.begin(), entries.end(),
-              [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
-    const std::uint64_t available = bytes.size() - 8 - n;
-    std::uint64_t expected = 0;
-    for (const Entry& e : entries) {
-      if (e.begin != expected || e.end > available) return bytes;  // io reports gaps and overlaps
-      expected = e.end;
-    }
-    const unsigned char* data = bytes.data() + 8 + n;
-    std::vector<unsigned char> out_data;
-    std::string header = "{";
-    if (const io::json::Value* meta = root.find("__metadata__");
-        meta != nullptr && meta->is_object()) {
-      header += "\"__metadata__\":{";
-      for (std::size_t i = 0; i < meta->members.size(); ++i) {
-        if (!meta->members[i].value.is_string()) return bytes;
-        if (i > 0) header += ",";
-        io::json::append_quoted(header, meta->members[i].key);
-        header += ":";
-        io::json::append_quoted(header, meta->members[i].value.text);
-      }
-      header += "},";
-    }
-    for (const Entry& e : entries) {
-      const bool narrow = e.dtype == "BOOL" || e.dtype == "U8" || e.dtype == "I8";
-      const std::uint64_t begin = out_data.size();
-      for (std::uint64_t k = e.begin; k < e.end; ++k) {
-        if (!narrow) {
-          out_data.push_back(data[k]);
-          continue;
-        }
-        const std::int32_t v = e.dtype == "I8" ? std::int32_t(static_cast<signed char>(data[k]))
-                                               : std::int32_t(data[k]);
-        const auto u = static_cast<std::uint32_t>(v);
-        for (int byte = 0; byte < 4; ++byte)
-          out_data.push_back(static_cast<unsigned char>(u >> (8 * byte)));
-      }
-      io::json::append_quoted(header, e.member->key);
-      header += ":{\"dtype\":";
-      io::json::append_quoted(header, narrow ? std::string("I32") : e.dtype);
-      header += ",\"shape\":[";
-      const io::json::Value* shape = e.member->value.find("shape");
-      if (shape == nullptr || !shape->is_array()) return bytes;
-      for (std::size_t i = 0; i < shape->items.size(); ++i) {
-        if (!shape->items[i].as_uint64()) return bytes;
-        header += (i > 0 ? "," : "") + shape->items[i].text;
-      }
-      header += "],\"data_offsets\":[" + std::to_string(begin) + "," +
-                std::to_string(out_data.size()) + "]},";
-    }
-    header.back() = '}';
-    while (header.size() % 8 != 0) header += ' ';
-    std::vector<unsigned char> out(8);
-    for (int i = 0; i < 8; ++i)
-      out[std::size_t(i)] = static_cast<unsigned char>(std::uint64_t(header.size()) >> (8 * i));
-    out.insert(out.end(), header.begin(), header.end());
-    out.insert(out.end(), out_data.begin(), out_data.end());
-    return out;
+    return StateDict(io::read_safetensors(path), path.string());
   }
 
   const std::string& source() const { return source_; }

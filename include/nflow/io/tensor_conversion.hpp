@@ -1,7 +1,7 @@
 #pragma once
 /// @file
-/// @brief Raw safetensors tensors ↔ Eigen matrices: make_tensor (a matrix into F32, F64, I32 or
-/// I64 bytes), to_matrix (a tensor of rank ≤ 2 into a matrix of float or double) and
+/// @brief Raw safetensors tensors ↔ Eigen matrices: make_tensor (a matrix into the bytes of any
+/// DType), to_matrix (a tensor of rank ≤ 2, of any DType, into a matrix of float or double) and
 /// load_parameters (every tensor of a file as a matrix, for inspection).
 ///
 /// Layout conventions (see docs/io.md):
@@ -39,27 +39,31 @@ namespace nflow::io {
 
 namespace detail {
 
-/// Element `i` of `t` as a double (exact for F32, F64 and I32; I64 rounds beyond 2^53).
-inline double element_as_double(const Tensor& t, std::size_t i) {
-  const unsigned char* p = t.data.data() + i * dtype_size(t.dtype);
-  switch (t.dtype) {
-    case DType::F32:
-      return double(std::bit_cast<float>(load_le<std::uint32_t>(p)));
-    case DType::F64:
-      return std::bit_cast<double>(load_le<std::uint64_t>(p));
-    case DType::I32:
-      return double(std::bit_cast<std::int32_t>(load_le<std::uint32_t>(p)));
-    case DType::I64:
-      return double(std::bit_cast<std::int64_t>(load_le<std::uint64_t>(p)));
-  }
-  return 0.0;
-}
-
-/// Element `i` of an I32 or I64 tensor, exactly.
+/// Element `i` of a tensor of an integer dtype (I64, I32, I8, U8, BOOL), exactly.
 inline std::int64_t element_as_int64(const Tensor& t, std::size_t i) {
   const unsigned char* p = t.data.data() + i * dtype_size(t.dtype);
-  if (t.dtype == DType::I32) return std::bit_cast<std::int32_t>(load_le<std::uint32_t>(p));
+  switch (t.dtype) {
+    case DType::I32:
+      return std::bit_cast<std::int32_t>(load_le<std::uint32_t>(p));
+    case DType::I8:
+      return std::bit_cast<std::int8_t>(*p);
+    case DType::U8:
+    case DType::BOOL:  // 0 or 1: the reader rejects other bytes
+      return *p;
+    case DType::I64:
+    case DType::F32:
+    case DType::F64:
+      break;
+  }
   return std::bit_cast<std::int64_t>(load_le<std::uint64_t>(p));
+}
+
+/// Element `i` of `t` as a double (exact for every dtype but I64, which rounds beyond 2^53).
+inline double element_as_double(const Tensor& t, std::size_t i) {
+  const unsigned char* p = t.data.data() + i * dtype_size(t.dtype);
+  if (t.dtype == DType::F32) return double(std::bit_cast<float>(load_le<std::uint32_t>(p)));
+  if (t.dtype == DType::F64) return std::bit_cast<double>(load_le<std::uint64_t>(p));
+  return double(element_as_int64(t, i));
 }
 
 /// Converts a double to Scalar; throws ParameterError (naming the tensor) if a finite value is
@@ -80,14 +84,14 @@ Scalar checked_narrow(double v, std::string_view name, const char* where) {
 /// @brief A tensor holding matrix `m` in `dtype`: shape [rows, cols] row-major, or [rows] when
 /// `m` has one column. Floating values go to F32 or F64 (NaN and ±inf are stored as they are; a
 /// finite value beyond the float range throws ParameterError naming `name`); integer matrices
-/// may also go to I32 or I64 (values must fit).
+/// may also go to I64, I32, I8, U8 or BOOL (values must fit: std::invalid_argument otherwise;
+/// BOOL takes 0 and 1 only).
 template <typename Derived>
 Tensor make_tensor(const Eigen::MatrixBase<Derived>& m, DType dtype, std::string_view name = "") {
   using S = typename Derived::Scalar;
   static_assert(std::is_arithmetic_v<S>,
                 "nflow::io::make_tensor: the matrix must hold float, double or integers");
-  const bool integer_dtype = dtype == DType::I32 || dtype == DType::I64;
-  if (integer_dtype && std::is_floating_point_v<S>) {
+  if (!is_floating(dtype) && std::is_floating_point_v<S>) {
     throw std::invalid_argument("nflow::io::make_tensor: tensor " + detail::quote_name(name) +
                                 ": a floating-point matrix cannot be stored as " +
                                 std::string(dtype_name(dtype)));
@@ -113,17 +117,15 @@ Tensor make_tensor(const Eigen::MatrixBase<Derived>& m, DType dtype, std::string
       } else if (dtype == DType::F64) {
         detail::store_le(p, std::bit_cast<std::uint64_t>(static_cast<double>(v)));
       } else if constexpr (std::is_integral_v<S>) {
-        if (dtype == DType::I64 ? !std::in_range<std::int64_t>(v)
-                                : !std::in_range<std::int32_t>(v)) {
+        const auto [lo, hi] = detail::integer_range(dtype);
+        if (!std::in_range<std::int64_t>(v) || std::int64_t(v) < lo || std::int64_t(v) > hi) {
           throw std::invalid_argument("nflow::io::make_tensor: tensor " + detail::quote_name(name) +
                                       ": value " + std::to_string(v) + " does not fit " +
                                       std::string(dtype_name(dtype)));
         }
-        if (dtype == DType::I64) {
-          detail::store_le(p, std::bit_cast<std::uint64_t>(static_cast<std::int64_t>(v)));
-        } else {
-          detail::store_le(p, std::bit_cast<std::uint32_t>(static_cast<std::int32_t>(v)));
-        }
+        // Two's complement, little-endian, truncated to the element size.
+        const auto u = static_cast<std::uint64_t>(static_cast<std::int64_t>(v));
+        for (std::size_t b = 0; b < size; ++b) p[b] = static_cast<unsigned char>(u >> (8 * b));
       }
     }
   }

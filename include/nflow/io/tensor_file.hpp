@@ -44,9 +44,17 @@
 namespace nflow::io {
 
 /// @brief Element types nflow reads: F32 and F64 for parameter values, I32 and I64 for integer
-/// buffers (nflow writes I64). Other safetensors dtypes (F16, BF16, U8, BOOL, ...)
-/// are rejected with a FormatError that names them.
-enum class DType { F32, F64, I32, I64 };
+/// buffers (nflow writes I64), and PyTorch's one-byte types I8, U8 and BOOL (zuko's masks), which
+/// the importers read as `safetensors.torch.save_file` writes them. Each is named as in the file
+/// ("F32", ..., "BOOL"). Other safetensors dtypes (F16, BF16, I16, U64, ...) are rejected with a
+/// FormatError that names the tensor and the dtype.
+///
+/// A BOOL element is one byte, 0 or 1 (the reader rejects any other byte); it converts to 0 or 1.
+enum class DType { F32, F64, I32, I64, I8, U8, BOOL };
+
+/// Every dtype nflow reads, in the order of the enumeration.
+inline constexpr DType all_dtypes[] = {DType::F32, DType::F64, DType::I32, DType::I64,
+                                       DType::I8,  DType::U8,  DType::BOOL};
 
 /// The safetensors name of a dtype ("F32", ...).
 inline std::string_view dtype_name(DType d) {
@@ -59,16 +67,39 @@ inline std::string_view dtype_name(DType d) {
       return "I32";
     case DType::I64:
       return "I64";
+    case DType::I8:
+      return "I8";
+    case DType::U8:
+      return "U8";
+    case DType::BOOL:
+      return "BOOL";
   }
   return "?";
 }
 
-/// Bytes per element.
-inline std::size_t dtype_size(DType d) { return d == DType::F32 || d == DType::I32 ? 4 : 8; }
+/// Bytes per element: 8 for F64 and I64, 4 for F32 and I32, 1 for I8, U8 and BOOL.
+inline std::size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::F64:
+    case DType::I64:
+      return 8;
+    case DType::F32:
+    case DType::I32:
+      return 4;
+    case DType::I8:
+    case DType::U8:
+    case DType::BOOL:
+      return 1;
+  }
+  return 0;
+}
+
+/// True for F32 and F64; every other dtype holds integers (BOOL: 0 and 1).
+inline bool is_floating(DType d) { return d == DType::F32 || d == DType::F64; }
 
 /// The dtype called `name`, or std::nullopt if nflow does not support it.
 inline std::optional<DType> dtype_from_name(std::string_view name) {
-  for (DType d : {DType::F32, DType::F64, DType::I32, DType::I64}) {
+  for (DType d : all_dtypes) {
     if (dtype_name(d) == name) return d;
   }
   return std::nullopt;
@@ -128,6 +159,33 @@ inline std::string shape_string(const std::vector<std::uint64_t>& shape) {
 }
 
 inline std::string quote_name(std::string_view name) { return "'" + std::string(name) + "'"; }
+
+/// "tensor 'x.mask' (BOOL, shape [4, 3])": how every message about one tensor names it, in the
+/// file's own dtype.
+inline std::string tensor_label(std::string_view name, DType dtype,
+                                const std::vector<std::uint64_t>& shape) {
+  return "tensor " + quote_name(name) + " (" + std::string(dtype_name(dtype)) + ", shape " +
+         shape_string(shape) + ")";
+}
+
+/// The values an integer dtype holds, [lo, hi] (BOOL: [0, 1]).
+inline std::pair<std::int64_t, std::int64_t> integer_range(DType d) {
+  switch (d) {
+    case DType::I8:
+      return {-128, 127};
+    case DType::U8:
+      return {0, 255};
+    case DType::BOOL:
+      return {0, 1};
+    case DType::I32:
+      return {std::numeric_limits<std::int32_t>::min(), std::numeric_limits<std::int32_t>::max()};
+    case DType::I64:
+    case DType::F32:
+    case DType::F64:
+      break;
+  }
+  return {std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max()};
+}
 
 template <typename U>
 U load_le(const unsigned char* p) {
@@ -213,7 +271,7 @@ inline Header parse_header(std::string_view text) {
     const auto d = dtype_from_name(dtype->text);
     if (!d) {
       format_error("tensor " + quote_name(name) + ": dtype " + quote_name(dtype->text) +
-                   " is not supported (nflow reads F32, F64, I32 and I64)");
+                   " is not supported (nflow reads F32, F64, I32, I64, I8, U8 and BOOL)");
     }
     e.dtype = *d;
     if (!shape->is_array())
@@ -236,15 +294,12 @@ inline Header parse_header(std::string_view text) {
                    ", " + std::to_string(e.end) + "] end before they begin");
     }
     const std::uint64_t size = dtype_size(e.dtype);
-    if (overflow || count > std::numeric_limits<std::uint64_t>::max() / size ||
-        count * size != e.end - e.begin) {
-      format_error("tensor " + quote_name(name) + ": data_offsets [" + std::to_string(e.begin) +
-                   ", " + std::to_string(e.end) + "] span " + std::to_string(e.end - e.begin) +
-                   " bytes, but shape " + shape_string(e.shape) + " of " +
-                   std::string(dtype_name(e.dtype)) + " needs " +
-                   (overflow || count > std::numeric_limits<std::uint64_t>::max() / size
-                        ? std::string("more than 2^64")
-                        : std::to_string(count * size)));
+    overflow = overflow || count > std::numeric_limits<std::uint64_t>::max() / size;
+    if (overflow || count * size != e.end - e.begin) {
+      format_error(tensor_label(name, e.dtype, e.shape) + " needs " +
+                   (overflow ? std::string("more than 2^64") : std::to_string(count * size)) +
+                   " bytes, but its data_offsets [" + std::to_string(e.begin) + ", " +
+                   std::to_string(e.end) + "] span " + std::to_string(e.end - e.begin));
     }
     h.entries.push_back(std::move(e));
   }
@@ -273,11 +328,48 @@ inline Header parse_header(std::string_view text) {
   return h;
 }
 
-/// Attaches the bytes (exactly h.data_size of them) to the entries.
+/// FormatError if `dtype` is BOOL and one of the `n` bytes at `p` is neither 0 nor 1.
+inline void check_bool_bytes(std::string_view name, DType dtype,
+                             const std::vector<std::uint64_t>& shape, const unsigned char* p,
+                             std::uint64_t n) {
+  if (dtype != DType::BOOL) return;
+  for (std::uint64_t k = 0; k < n; ++k) {
+    if (p[k] > 1) {
+      format_error(tensor_label(name, dtype, shape) + " holds the byte " +
+                   std::to_string(int(p[k])) + " at element " + std::to_string(k) +
+                   "; a BOOL element is 0 or 1");
+    }
+  }
+}
+
+/// Checks that the `available` bytes of data hold every tensor of `h` (FormatError "truncated",
+/// naming the first tensor cut short, if not) and, if `exact`, nothing more. `source` is "file"
+/// or "stream", for the message.
+inline void check_data_size(const Header& h, std::uint64_t available, bool exact,
+                            const char* source) {
+  if (available < h.data_size) {
+    const HeaderEntry* cut = nullptr;
+    for (const HeaderEntry& e : h.entries) {
+      if (e.end > available && (!cut || e.begin < cut->begin)) cut = &e;
+    }
+    format_error("truncated: the tensors need " + std::to_string(h.data_size) +
+                 " bytes of data, the " + source + " has " + std::to_string(available) + "; " +
+                 tensor_label(cut->name, cut->dtype, cut->shape) + " at data_offsets [" +
+                 std::to_string(cut->begin) + ", " + std::to_string(cut->end) + "] is cut short");
+  }
+  if (exact && available > h.data_size) {
+    format_error("the data buffer has " + std::to_string(available) +
+                 " bytes but the tensors cover only " + std::to_string(h.data_size));
+  }
+}
+
+/// Attaches the bytes (exactly h.data_size of them) to the entries; FormatError for a BOOL
+/// element other than 0 or 1.
 inline TensorFile assemble(Header&& h, const unsigned char* data) {
   TensorFile f;
   f.metadata = std::move(h.metadata);
   for (HeaderEntry& e : h.entries) {
+    check_bool_bytes(e.name, e.dtype, e.shape, data + e.begin, e.end - e.begin);
     Tensor t;
     t.dtype = e.dtype;
     t.shape = std::move(e.shape);
@@ -287,10 +379,9 @@ inline TensorFile assemble(Header&& h, const unsigned char* data) {
   return f;
 }
 
-/// Reads exactly `n` bytes, growing the buffer as bytes arrive (a hostile length costs no more
-/// memory than the stream really holds). Throws FormatError naming `what` if the stream ends.
-inline std::vector<unsigned char> read_exact(std::istream& in, std::uint64_t n,
-                                             const std::string& what) {
+/// Reads up to `n` bytes (fewer if the stream ends first), growing the buffer as bytes arrive (a
+/// hostile length costs no more memory than the stream really holds).
+inline std::vector<unsigned char> read_up_to(std::istream& in, std::uint64_t n) {
   std::vector<unsigned char> out;
   constexpr std::uint64_t chunk = std::uint64_t(1) << 20;
   while (out.size() < n) {
@@ -300,9 +391,20 @@ inline std::vector<unsigned char> read_exact(std::istream& in, std::uint64_t n,
     in.read(reinterpret_cast<char*>(out.data() + old), std::streamsize(want));
     const auto got = std::uint64_t(in.gcount());
     if (got < want) {
-      format_error("truncated: the stream ended after " + std::to_string(old + got) + " of the " +
-                   std::to_string(n) + " bytes of " + what);
+      out.resize(old + std::size_t(got));
+      break;
     }
+  }
+  return out;
+}
+
+/// Reads exactly `n` bytes; throws FormatError naming `what` if the stream ends first.
+inline std::vector<unsigned char> read_exact(std::istream& in, std::uint64_t n,
+                                             const std::string& what) {
+  std::vector<unsigned char> out = read_up_to(in, n);
+  if (out.size() < n) {
+    format_error("truncated: the stream ended after " + std::to_string(out.size()) + " of the " +
+                 std::to_string(n) + " bytes of " + what);
   }
   return out;
 }
@@ -335,15 +437,7 @@ inline TensorFile parse_safetensors(std::span<const unsigned char> bytes) {
   }
   detail::Header h = detail::parse_header(
       std::string_view(reinterpret_cast<const char*>(bytes.data() + 8), std::size_t(n)));
-  const std::uint64_t available = bytes.size() - 8 - n;
-  if (available < h.data_size) {
-    detail::format_error("truncated: the tensors need " + std::to_string(h.data_size) +
-                         " bytes of data, the file has " + std::to_string(available));
-  }
-  if (available > h.data_size) {
-    detail::format_error("the data buffer has " + std::to_string(available) +
-                         " bytes but the tensors cover only " + std::to_string(h.data_size));
-  }
+  detail::check_data_size(h, bytes.size() - 8 - n, true, "file");
   return detail::assemble(std::move(h), bytes.data() + 8 + n);
 }
 
@@ -360,7 +454,8 @@ inline TensorFile read_safetensors(std::istream& in) {
     const std::vector<unsigned char> header = detail::read_exact(in, n, "the header");
     detail::Header h = detail::parse_header(
         std::string_view(reinterpret_cast<const char*>(header.data()), header.size()));
-    const std::vector<unsigned char> data = detail::read_exact(in, h.data_size, "tensor data");
+    const std::vector<unsigned char> data = detail::read_up_to(in, h.data_size);
+    detail::check_data_size(h, data.size(), false, "stream");
     return detail::assemble(std::move(h), data.data());
   } catch (const std::ios_base::failure& e) {  // a stream with exceptions() enabled
     throw IoError(std::string("nflow::io::safetensors: reading failed: ") + e.what());
@@ -388,7 +483,8 @@ inline TensorFile read_safetensors(const std::filesystem::path& path) {
 /// first, then by name, after a header padded with spaces to a multiple of 8 bytes, so every
 /// tensor is aligned to its element size (as the reference writer does).
 /// @throws FormatError if a name or metadata string is not valid UTF-8, a tensor is named
-/// "__metadata__", or a tensor's byte count does not match its shape and dtype.
+/// "__metadata__", a tensor's byte count does not match its shape and dtype, or a BOOL byte is
+/// neither 0 nor 1 (the writer never writes what the reader rejects).
 inline std::vector<unsigned char> serialize_safetensors(const TensorFile& file) {
   auto check_utf8 = [](std::string_view s, const char* what) {
     if (!json::is_valid_utf8(s))
@@ -406,11 +502,10 @@ inline std::vector<unsigned char> serialize_safetensors(const TensorFile& file) 
       count *= s;
     }
     if (count > t.data.size() || count * dtype_size(t.dtype) != t.data.size()) {
-      detail::format_error("tensor " + detail::quote_name(name) + ": " +
-                           std::to_string(t.data.size()) + " bytes of data do not match shape " +
-                           detail::shape_string(t.shape) + " of " +
-                           std::string(dtype_name(t.dtype)));
+      detail::format_error(detail::tensor_label(name, t.dtype, t.shape) + ": " +
+                           std::to_string(t.data.size()) + " bytes of data do not match the shape");
     }
+    detail::check_bool_bytes(name, t.dtype, t.shape, t.data.data(), t.data.size());
     order.emplace_back(&name, &t);
   }
   std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
