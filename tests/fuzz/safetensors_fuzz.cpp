@@ -10,7 +10,7 @@
 //   mkdir -p /tmp/st_corpus
 //   NFLOW_FUZZ_WRITE_SEED=/tmp/st_corpus/seed.safetensors /tmp/safetensors_fuzz -runs=0 /tmp/st_corpus
 //   /tmp/safetensors_fuzz -max_total_time=60 -max_len=4096 /tmp/st_corpus
-// (the second line writes a valid file for the flow below as the first corpus entry).
+// (the second line writes the two seed files of LLVMFuzzerInitialize as the first corpus entries).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -18,6 +18,7 @@
 #include <nflow/io/safetensors.hpp>
 #include <nflow/nflow.hpp>
 #include <span>
+#include <string>
 
 namespace {
 using FuzzFlow = nflow::Flow<nflow::AffineCoupling<double, 2>, nflow::ActNorm<double, 2>,
@@ -30,10 +31,22 @@ FuzzFlow make_flow() {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  // With NFLOW_FUZZ_WRITE_SEED=<path> in the environment, write a valid file to start from.
+  // With NFLOW_FUZZ_WRITE_SEED=<path> in the environment, write two valid files to start from:
+  // the flow's own file at <path>, and at <path>_bytes one with a tensor of every integer dtype
+  // (as PyTorch writes buffers and masks: I64, I32, I8, U8, BOOL).
   if (const char* path = std::getenv("NFLOW_FUZZ_WRITE_SEED")) {
     std::ofstream out(path, std::ios::binary);
     nflow::io::save(make_flow(), out, {nflow::io::DType::F32, {{"seed", "1"}}});
+    nflow::io::TensorFile bytes;
+    const Eigen::Matrix<int, 2, 3> values =
+        (Eigen::Matrix<int, 2, 3>() << 1, 0, 1, 0, 0, 1).finished();
+    for (const nflow::io::DType d : nflow::io::all_dtypes) {
+      if (nflow::io::is_floating(d)) continue;
+      bytes.tensors.emplace(std::string(nflow::io::dtype_name(d)),
+                            nflow::io::make_tensor(values, d));
+    }
+    std::ofstream more(std::string(path) + "_bytes", std::ios::binary);
+    nflow::io::write_safetensors(more, bytes);
   }
   return 0;
 }
