@@ -202,9 +202,12 @@ def main():
         else:
             xt, ct = toy_data(24, gen, conditional)
             xf = 3.0 * torch.randn(8, 4, generator=gen)
-            edge = 4.0 if conditional else 5.0
-            x = torch.cat([xt, xf, torch.tensor([[-edge, edge, -edge, edge], [edge, -edge, edge, -edge]])])
-            c = None if ctx is None else torch.cat([ct, 2.0 * torch.randn(10, 2, generator=gen)])
+            x = torch.cat([xt, xf])
+            c = None if ctx is None else torch.cat([ct, 2.0 * torch.randn(8, 2, generator=gen)])
+            if name.startswith("spline"):  # points on the splines' bounds
+                edge = 4.0 if conditional else 5.0
+                x = torch.cat([x, torch.tensor([[-edge, edge, -edge, edge], [edge, -edge, edge, -edge]])])
+                c = None if c is None else torch.cat([c, torch.randn(2, 2, generator=gen)])
             eps = torch.randn(16, 4, generator=gen)
             ce = None if ctx is None else torch.randn(16, 2, generator=gen)
         with torch.no_grad():

@@ -1304,10 +1304,11 @@ def to_config(m: nn.Module) -> dict:
         c = {"type": m.kind, "dim": m.dim, "hidden_width": m.made.hidden_width,
              "hidden_layers": m.made.hidden_layers, "context_dim": m.context_dim,
              "order": m.order_spec if isinstance(m.order_spec, str) else list(m.order),
-             "activation": m.made.activation, "hidden_degrees": m.made.hidden_degrees_kind, "seed": m.seed}
+             "activation": m.made.activation}
         if isinstance(m, MAF):
             c["log_scale_bound"] = m.log_scale_bound
-        else:
+        c.update({"hidden_degrees": m.made.hidden_degrees_kind, "seed": m.seed})
+        if isinstance(m, SplineAutoregressive):
             c["spline"] = m.transformer.options()
         return c
     if isinstance(m, UniformBox):
