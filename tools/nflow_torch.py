@@ -28,6 +28,13 @@ Conventions (the same as nflow's, see include/nflow/...):
   ``save_safetensors`` also puts the architecture in the file's ``__metadata__`` (key
   ``"nflow_torch.architecture"``, JSON).
 
+Transformers: a coupling or autoregressive layer holds one, as nflow's ``Coupling<Transformer>``
+and ``MaskedAutoregressive<Transformer>`` do: ``AffineTransformer`` (AffineCoupling, MAF, IAF),
+``AdditiveTransformer`` (AdditiveCoupling) or ``RationalQuadraticSpline`` (SplineCoupling,
+SplineAutoregressive: neural spline flows on R, an interval or a circle, with nflow's
+parameterisation and edge rules; bounded and circular flows take a ``UniformBox`` base). The
+spline's options are constructor arguments on both sides, not tensors in the file.
+
 Random structures: nflow's seeded ``InputOrder::Random`` / ``HiddenDegrees::Random`` (``MAF(...,
 order="random", hidden_degrees="random", seed=s)``), ``Permutation::random(dim, seed)`` and
 ``LULinear::random_orthogonal(dim, seed)`` are reproduced bit for bit from the same seed
