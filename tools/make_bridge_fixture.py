@@ -17,13 +17,26 @@ tests/interop/bridge_test.cpp):
                                seed 11), Permutation::random(4, 5), LULinear::random_orthogonal(4, 9),
                                MAF (natural order, Random hidden degrees, seed 3)>>: nflow's seeded
                                structures, reproduced from the seeds by the bridge
+  spline.safetensors           Density<StandardNormal, Flow<Coupling<RationalQuadraticSpline<4>>
+                               (half mask), Permutation, MaskedAutoregressive<RationalQuadraticSpline<4>>
+                               (reversed order)>>: a neural spline flow mixing a coupling and an
+                               autoregressive layer, unconditional
+  spline_conditional.safetensors
+                               the same types with a context of 2 rows, splines on [-4, 4] with
+                               min_derivative 0.01, a seeded random autoregressive order
+  spline_box.safetensors       Density<UniformBox on [-pi, pi]^3, Flow<Coupling<RationalQuadraticSpline<4,
+                               Circular>>, Permutation, MaskedAutoregressive<RationalQuadraticSpline<4,
+                               Bounded> on [-pi, pi]>>, trained on angles
   <name>_io.safetensors        inputs and PyTorch's outputs, batch-first: x [N, 4] (+ context
                                [N, 2]), log_prob [N], z [N, 4], logabsdet [N], eps [M, 4],
                                x_from_eps [M, 4], inverse_logabsdet [M], lu_structure [4, 4]
                                (P diag(sign) of the LULinear step, for LULinear::from_weight);
                                random_structures_io also holds the structures the bridge derived
                                from the seeds (maf0.order, maf0.hidden_degrees.0/1,
-                               maf3.hidden_degrees.0/1, perm, lu.perm, lu.sign) for the C++ test
+                               maf3.hidden_degrees.0/1, perm, lu.perm, lu.sign) for the C++ test;
+                               the spline files hold points on the spline bounds and, for
+                               spline_box, x_tails [T, 3] outside the box (tails, other periods)
+                               with their z_tails and logabsdet_tails (their log_prob is -inf)
 
 Each model is trained for a few hundred Adam steps (float64) on a toy data set so that its
 parameters are far from their initial values. Deterministic: fixed torch seed, one thread.
@@ -33,6 +46,7 @@ Usage: python3 tools/make_bridge_fixture.py [--out tests/data/bridge] [--steps 3
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -58,7 +72,37 @@ def toy_data(n, gen, conditional):
     return torch.stack([x0, x1, x2, x3], 1), None
 
 
+def angle_data(n, gen):
+    """Correlated angles on [-pi, pi)^3."""
+    wrap = lambda v: torch.remainder(v + math.pi, 2 * math.pi) - math.pi  # noqa: E731
+    a = torch.randn(n, 3, generator=gen)
+    x0 = wrap(1.0 + 0.6 * a[:, 0])
+    x1 = wrap(x0 + 2.0 + 0.4 * a[:, 1])
+    x2 = torch.tanh(x0 + 0.3 * a[:, 2]) * 2.5
+    return torch.stack([x0, x1, x2], 1)
+
+
+def build_spline(kind):
+    if kind == "spline_box":
+        box = nt.RationalQuadraticSpline(4, "bounded", -math.pi, math.pi)
+        return nt.Density(nt.UniformBox(3, -math.pi, math.pi), nt.Flow(
+            nt.SplineCoupling(3, nt.half_mask(3), 8, 2, spline=nt.RationalQuadraticSpline(4, "circular")),
+            nt.Permutation([2, 0, 1]),
+            nt.SplineAutoregressive(3, 8, 2, order="natural", spline=box)))
+    conditional = kind == "spline_conditional"
+    spline = nt.RationalQuadraticSpline(4, lower=-4.0, upper=4.0, min_derivative=1e-2) if conditional else \
+        nt.RationalQuadraticSpline(4)
+    ctx = 2 if conditional else 0
+    return nt.Density(nt.StandardNormal(4), nt.Flow(
+        nt.SplineCoupling(4, nt.half_mask(4), 8, 2, context_dim=ctx, spline=spline),
+        nt.Permutation([3, 1, 0, 2]),
+        nt.SplineAutoregressive(4, 8, 2, context_dim=ctx, order="random" if conditional else "reversed", seed=3,
+                                spline=spline)))
+
+
 def build(kind, gen):
+    if kind.startswith("spline"):
+        return build_spline(kind)
     if kind == "random_structures":
         flow = nt.Flow(
             nt.MAF(4, hidden_width=12, hidden_layers=2, order="random", hidden_degrees="random", seed=11),
@@ -116,17 +160,24 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "bridge"))
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--only", nargs="*", default=None, help="regenerate only these fixtures")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
 
     for name, conditional, seed in (("realnvp_maf", False, 20261129), ("conditional", True, 7),
-                                    ("random_structures", False, 3)):
+                                    ("random_structures", False, 3), ("spline", False, 17),
+                                    ("spline_conditional", True, 18), ("spline_box", False, 19)):
+        if args.only is not None and name not in args.only:
+            continue
         print(name)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        data, ctx = toy_data(4096, gen, conditional)
+        if name == "spline_box":
+            data, ctx = angle_data(4096, gen), None
+        else:
+            data, ctx = toy_data(4096, gen, conditional)
         model = train(build(name, gen), data, ctx, args.steps, gen)
         model.eval()
 
@@ -137,13 +188,28 @@ def main():
         if name == "realnvp_maf":
             nt.save_safetensors(tensors, os.path.join(args.out, f"{name}_f32.safetensors"), "f32", meta)
 
-        # Inputs: held-out data and a few far-out points (saturated log-scales, extrapolation).
-        xt, ct = toy_data(24, gen, conditional)
-        xf = 3.0 * torch.randn(8, 4, generator=gen)
-        x = torch.cat([xt, xf])
-        c = None if ctx is None else torch.cat([ct, 2.0 * torch.randn(8, 2, generator=gen)])
-        eps = torch.randn(16, 4, generator=gen)
-        ce = None if ctx is None else torch.randn(16, 2, generator=gen)
+        # Inputs: held-out data and a few far-out points (saturated log-scales, extrapolation;
+        # for the splines, their tails), and points on the spline bounds.
+        io = {}
+        if name == "spline_box":
+            pi = math.pi
+            x = torch.cat([angle_data(24, gen), torch.tensor(
+                [[-pi, pi, 0.5], [pi, -pi, -pi], [0.1, pi, pi], [-pi, -pi, -pi], [pi, pi, pi]])])
+            io["x_tails"] = torch.tensor([[4.0, -0.2, 0.3], [0.2, -3.5, 3.3], [-7.0, 9.0, -12.0], [1.0, 2.0, 3.5]])
+            eps = torch.cat([-pi + 2 * pi * torch.rand(16, 3, generator=gen), torch.tensor(
+                [[-pi, -pi, -pi], [pi, pi, pi], [pi, -pi, 0.0], [5.0, -4.0, 0.5]])])
+            c = ce = None
+        else:
+            xt, ct = toy_data(24, gen, conditional)
+            xf = 3.0 * torch.randn(8, 4, generator=gen)
+            x = torch.cat([xt, xf])
+            c = None if ctx is None else torch.cat([ct, 2.0 * torch.randn(8, 2, generator=gen)])
+            if name.startswith("spline"):  # points on the splines' bounds
+                edge = 4.0 if conditional else 5.0
+                x = torch.cat([x, torch.tensor([[-edge, edge, -edge, edge], [edge, -edge, edge, -edge]])])
+                c = None if c is None else torch.cat([c, torch.randn(2, 2, generator=gen)])
+            eps = torch.randn(16, 4, generator=gen)
+            ce = None if ctx is None else torch.randn(16, 2, generator=gen)
         with torch.no_grad():
             z, ld = model.transform(x, c)
             lp = model.log_prob(x, c)
@@ -152,9 +218,13 @@ def main():
             xr, ldr = model.transform.inverse(z, c)
             assert torch.allclose(xr, x, atol=1e-9, rtol=1e-9), (xr - x).abs().max()
             assert torch.allclose(ldr, -ld, atol=1e-9)
-        lu = [s for s in model.transform.children() if isinstance(s, nt.LULinear)][0]
-        io = {"x": x, "log_prob": lp, "z": z, "logabsdet": ld, "eps": eps, "x_from_eps": xe,
-              "inverse_logabsdet": ild, "lu_structure": lu.structure_matrix()}
+            if "x_tails" in io:
+                io["z_tails"], io["logabsdet_tails"] = model.transform(io["x_tails"])
+        io.update({"x": x, "log_prob": lp, "z": z, "logabsdet": ld, "eps": eps, "x_from_eps": xe,
+                   "inverse_logabsdet": ild})
+        lu = [s for s in model.transform.children() if isinstance(s, nt.LULinear)]
+        if lu:
+            io["lu_structure"] = lu[0].structure_matrix()
         if name == "random_structures":
             steps = list(model.transform.children())
             as_i64 = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731

@@ -28,6 +28,13 @@ Conventions (the same as nflow's, see include/nflow/...):
   ``save_safetensors`` also puts the architecture in the file's ``__metadata__`` (key
   ``"nflow_torch.architecture"``, JSON).
 
+Transformers: a coupling or autoregressive layer holds one, as nflow's ``Coupling<Transformer>``
+and ``MaskedAutoregressive<Transformer>`` do: ``AffineTransformer`` (AffineCoupling, MAF, IAF),
+``AdditiveTransformer`` (AdditiveCoupling) or ``RationalQuadraticSpline`` (SplineCoupling,
+SplineAutoregressive: neural spline flows on R, an interval or a circle, with nflow's
+parameterisation and edge rules; bounded and circular flows take a ``UniformBox`` base). The
+spline's options are constructor arguments on both sides, not tensors in the file.
+
 Random structures: nflow's seeded ``InputOrder::Random`` / ``HiddenDegrees::Random`` (``MAF(...,
 order="random", hidden_degrees="random", seed=s)``), ``Permutation::random(dim, seed)`` and
 ``LULinear::random_orthogonal(dim, seed)`` are reproduced bit for bit from the same seed
@@ -48,8 +55,10 @@ from torch import nn
 
 __all__ = [
     "ACTIVATIONS", "DEFAULT_LOG_SCALE_BOUND", "half_mask", "alternating_mask",
-    "MLP", "MADE", "AffineCoupling", "AdditiveCoupling", "MAF", "IAF", "ActNorm", "LULinear",
-    "Reverse", "Permutation", "ElementwiseAffine", "Flow", "StandardNormal", "DiagonalNormal",
+    "MLP", "MADE", "AffineTransformer", "AdditiveTransformer", "RationalQuadraticSpline", "SPLINE_DOMAINS",
+    "AffineCoupling", "AdditiveCoupling", "SplineCoupling", "MAF", "IAF", "SplineAutoregressive", "ActNorm",
+    "LULinear", "Reverse", "Permutation", "ElementwiseAffine", "Flow", "StandardNormal", "DiagonalNormal",
+    "UniformBox",
     "Density", "initialize_act_norms", "state_dict_for_nflow", "buffers_for_nflow", "save_safetensors",
     "load_safetensors", "to_config", "from_config", "cpp_snippet",
 ]
@@ -326,6 +335,10 @@ class MADE(nn.Module):
 
 
 # ---- transformers -----------------------------------------------------------------------------
+# nflow's transformer contract (bijectors/transformers/affine.hpp): an elementwise map of the n
+# features of v ([N, n] here) given raw parameters ``params`` ([N, P·n], blocked: column p·n + i
+# is raw parameter p of feature i, nflow's row p·n + i); ``forward`` is data -> latent, both
+# directions return (value, log|det| summed over the features, shape [N]).
 
 def _affine_forward(x, mu, raw, bound):
     alpha = bound * torch.tanh(raw / bound)
@@ -335,6 +348,224 @@ def _affine_forward(x, mu, raw, bound):
 def _affine_inverse(z, mu, raw, bound):
     alpha = bound * torch.tanh(raw / bound)
     return mu + torch.exp(alpha) * z, alpha.sum(-1)
+
+
+class AffineTransformer:
+    """nflow::AffineTransformer<S>(bound): z = (x - mu) exp(-alpha), alpha = B tanh(r / B),
+    parameters blocked [all mu, all raw log-scales r]."""
+    params_per_dim = 2
+
+    def __init__(self, log_scale_bound: float = DEFAULT_LOG_SCALE_BOUND):
+        self.log_scale_bound = float(log_scale_bound)
+
+    def forward(self, x, params):
+        n = x.shape[1]
+        return _affine_forward(x, params[:, :n], params[:, n:2 * n], self.log_scale_bound)
+
+    def inverse(self, z, params):
+        n = z.shape[1]
+        return _affine_inverse(z, params[:, :n], params[:, n:2 * n], self.log_scale_bound)
+
+
+class AdditiveTransformer:
+    """nflow::AdditiveTransformer<S>: z = x - mu, log|det| = 0."""
+    params_per_dim = 1
+
+    def forward(self, x, params):
+        return x - params, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def inverse(self, z, params):
+        return z + params, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+
+
+#: nflow::SplineDomain by name -> (C++ enumerator, default [lower, upper]).
+SPLINE_DOMAINS = {
+    "unbounded": ("nflow::SplineDomain::Unbounded", (-5.0, 5.0)),
+    "bounded": ("nflow::SplineDomain::Bounded", (0.0, 1.0)),
+    "circular": ("nflow::SplineDomain::Circular", (-math.pi, math.pi)),
+}
+#: nflow::SplineOptions' default minimum bin width, height and knot derivative.
+DEFAULT_SPLINE_MINIMUM = 1e-3
+
+
+class RationalQuadraticSpline:
+    """nflow::RationalQuadraticSpline<S, bins, Domain>(SplineOptions): the monotone
+    rational-quadratic spline of neural spline flows (Durkan et al. 2019, arXiv:1906.04032), with
+    nflow's parameterisation and edge rules (include/nflow/bijectors/transformers/
+    rational_quadratic.hpp), in PyTorch.
+
+    Raw parameters of one feature (``params_per_dim``, blocked p·n + i): K raw widths u, K raw
+    heights v, then the raw knot derivatives r ("unbounded": the K - 1 interior knots, the two
+    boundary derivatives are 1; "bounded": all K + 1; "circular": K, r_0 serving the first and the
+    last knot). With span = upper - lower:
+
+        w_k = span (min_w + (1 - K min_w) softmax(u)_k),  h_k likewise from v and min_h,
+        X_k = lower + sum_{j<k} w_j (X_K = upper exactly),  Y_k likewise,
+        delta = 1 + (1 - min_delta) (softplus(r) - softplus(0)) / log 2,
+
+    so all-zero raw parameters are the identity. In bin k (X_k <= x < X_{k+1}; the bin of x is the
+    number of interior knots <= x), s = h_k/w_k, xi = (x - X_k)/w_k, t = xi (1 - xi),
+    D = s + (d_k + d_{k+1} - 2s) t: y = Y_k + h_k (s xi^2 + d_k t) / D, dy/dx = s^2 (d_{k+1} xi^2 +
+    2 s t + d_k (1 - xi)^2) / D^2; the inverse takes the cancellation-free root of the bin's
+    quadratic. Outside [lower, upper] (x = upper included): "unbounded" is the identity (log-det
+    0), "bounded" continues linearly with the boundary derivative, "circular" reduces x by whole
+    periods into [lower, upper), maps it and adds the periods back. NaN gives NaN value and
+    log-det. Every formula is written in nflow's order of operations (softplus as max(r, 0) +
+    log(1 + e^-|r|), knots summed one by one), so the two agree to rounding.
+
+    ``lower``/``upper`` None means the domain's default ([-5, 5], [0, 1], [-pi, pi])."""
+
+    def __init__(self, bins: int = 8, domain: str = "unbounded", lower: Optional[float] = None,
+                 upper: Optional[float] = None, min_bin_width: float = DEFAULT_SPLINE_MINIMUM,
+                 min_bin_height: float = DEFAULT_SPLINE_MINIMUM,
+                 min_derivative: float = DEFAULT_SPLINE_MINIMUM):
+        if domain not in SPLINE_DOMAINS:
+            raise ValueError(f"nflow_torch.RationalQuadraticSpline: domain must be one of {sorted(SPLINE_DOMAINS)}")
+        if not 1 <= int(bins) <= 256:
+            raise ValueError("nflow_torch.RationalQuadraticSpline: bins must be in [1, 256]")
+        self.bins, self.domain = int(bins), domain
+        default = SPLINE_DOMAINS[domain][1]
+        self.lower = float(default[0] if lower is None else lower)
+        self.upper = float(default[1] if upper is None else upper)
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower < self.upper):
+            raise ValueError("nflow_torch.RationalQuadraticSpline: 'lower' < 'upper' must be finite, "
+                             f"got [{self.lower}, {self.upper}]")
+        for name, value, limit in (("min_bin_width", min_bin_width, 1.0 / self.bins),
+                                   ("min_bin_height", min_bin_height, 1.0 / self.bins),
+                                   ("min_derivative", min_derivative, 1.0)):
+            if not 0.0 < float(value) < limit:
+                raise ValueError(f"nflow_torch.RationalQuadraticSpline: '{name}' must be in (0, {limit}), got {value}")
+        self.min_bin_width, self.min_bin_height = float(min_bin_width), float(min_bin_height)
+        self.min_derivative = float(min_derivative)
+        K = self.bins
+        self.derivative_params = K - 1 if domain == "unbounded" else K + 1 if domain == "bounded" else K
+        self.params_per_dim = 2 * K + self.derivative_params
+
+    def options(self) -> dict:
+        """The constructor's arguments (JSON-able; ``RationalQuadraticSpline(**options())``)."""
+        return {"bins": self.bins, "domain": self.domain, "lower": self.lower, "upper": self.upper,
+                "min_bin_width": self.min_bin_width, "min_bin_height": self.min_bin_height,
+                "min_derivative": self.min_derivative}
+
+    # -- the knots ------------------------------------------------------------------------------
+    def _knots(self, p, minimum):
+        # softmax shifted by its maximum, then lower + span·Σ(min + (1 - K·min)·p), last = upper.
+        K, span = self.bins, self.upper - self.lower
+        e = torch.exp(p - p.max(1, keepdim=True)[0])
+        sum_e = e[:, 0]
+        for k in range(1, K):
+            sum_e = sum_e + e[:, k]
+        w = e / sum_e.unsqueeze(1)
+        scale, floor = span * (1.0 - K * minimum), span * minimum
+        knots = [torch.full_like(w[:, 0], self.lower)]
+        for b in range(1, K):
+            knots.append(knots[-1] + (floor + scale * w[:, b - 1]))
+        knots.append(torch.full_like(w[:, 0], self.upper))
+        return torch.stack(knots, 1)
+
+    @staticmethod
+    def _softplus(r):
+        return torch.clamp(r, min=0) + torch.log(1.0 + torch.exp(-r.abs()))
+
+    def _derivatives(self, r):
+        # delta = 1 + (1 - min_delta)/log 2 · (softplus(r) - softplus(0)), softplus(0) computed
+        # by the same formula (exactly 1 at r = 0).
+        sp0 = self._softplus(torch.zeros((), dtype=r.dtype, device=r.device))
+        d = 1.0 + (1.0 - self.min_derivative) / math.log(2.0) * (self._softplus(r) - sp0)
+        ones = torch.ones(r.shape[0], 1, r.shape[2], dtype=r.dtype, device=r.device)
+        if self.domain == "unbounded":
+            return torch.cat([ones, d, ones], 1)
+        if self.domain == "circular":
+            return torch.cat([d, d[:, :1]], 1)
+        return d
+
+    def knots(self, params, n):
+        """(X, Y, delta), each [N, K + 1, n], of the n features' splines from ``params``."""
+        K = self.bins
+        p = params.reshape(params.shape[0], self.params_per_dim, n)
+        return (self._knots(p[:, :K], self.min_bin_width), self._knots(p[:, K:2 * K], self.min_bin_height),
+                self._derivatives(p[:, 2 * K:]))
+
+    # -- the map --------------------------------------------------------------------------------
+    def forward(self, x, params):
+        """z = spline(x), log|dz/dx| summed over the features."""
+        return self._evaluate(x, params, inverse=False)
+
+    def inverse(self, z, params):
+        """x = spline^-1(z), log|dx/dz| summed over the features."""
+        return self._evaluate(z, params, inverse=True)
+
+    def elementwise(self, v, params, inverse=False):
+        """The value and the per-feature log|derivative| ([N, n] each)."""
+        K = self.bins
+        X, Y, d = self.knots(params, v.shape[1])
+        lo, hi, span = self.lower, self.upper, self.upper - self.lower
+        if self.domain == "circular":
+            shift = span * torch.floor((v - lo) / span)
+            v = v - shift
+            under = v < lo
+            v = torch.where(under, v + span, v)
+            shift = torch.where(under, shift - span, shift)
+            over = v >= hi
+            v = torch.where(over, torch.full_like(v, lo), v)
+            shift = torch.where(over, shift + span, shift)
+        else:
+            shift = torch.zeros_like(v)
+        knots = Y if inverse else X
+        # The bin: the number of interior knots <= v (0 for NaN).
+        b = (knots[:, 1:K] <= v.unsqueeze(1)).sum(1, keepdim=True)
+        take = lambda t, o: t.gather(1, b + o).squeeze(1)  # noqa: E731
+        xk, yk, d0, d1 = take(X, 0), take(Y, 0), take(d, 0), take(d, 1)
+        w, h = take(X, 1) - xk, take(Y, 1) - yk
+        s = h / w
+        below, above = ~(v >= knots[:, 0]), v >= knots[:, K]
+        tiny = torch.finfo(v.dtype).tiny
+        if inverse:
+            dy = torch.clamp(v - yk, min=0)
+            e = d0 + d1 - 2.0 * s
+            a = h * (s - d0) + dy * e
+            bq = h * d0 - dy * e
+            c = -s * dy
+            root = torch.sqrt(torch.clamp(bq * bq - 4.0 * a * c, min=0))
+            positive = bq >= 0
+            den = torch.where(positive, bq + root,
+                              4.0 * a * s * dy / torch.where(positive, torch.ones_like(bq), root - bq))
+            den = torch.clamp(den, min=tiny)
+            xi_raw = 2.0 * s * dy / den
+            xi = torch.clamp(xi_raw, max=1.0)
+            residual = v + (xk - yk) + dy * (2.0 * h - den) / den
+            out = torch.where(xi_raw <= 1.0, residual, xk + w * xi)
+        else:
+            dx = v - xk
+            xi = torch.clamp(dx / w, 0.0, 1.0)
+        t = xi * (1.0 - xi)
+        den = s + (d0 + d1 - 2.0 * s) * t
+        m = torch.clamp(s + (d1 - s) * xi * xi + (d0 - s) * (1.0 - xi) * (1.0 - xi), min=tiny)
+        log_det = torch.log(s * s * m / (den * den))
+        if inverse:
+            log_det = -log_det
+        else:
+            q = s * (s + (d0 - s) * (1.0 - xi)) / den
+            out = v + (yk - xk) + dx * (q - 1.0)
+        outside = below | above
+        if self.domain == "unbounded":
+            out = torch.where(outside, v, out)
+            log_det = torch.where(outside, torch.zeros_like(v), log_det)
+        else:
+            dlo, dhi = d[:, 0], d[:, K]
+            if inverse:
+                left, right = lo + (v - lo) / dlo, hi + (v - hi) / dhi
+            else:
+                left, right = lo + dlo * (v - lo), hi + dhi * (v - hi)
+            out = torch.where(below, left, torch.where(above, right, out))
+            tail = torch.where(below, torch.log(dlo), torch.log(dhi))
+            log_det = torch.where(outside, -tail if inverse else tail, log_det)
+        log_det = torch.where(torch.isnan(v), torch.full_like(v, float("nan")), log_det)
+        return out + shift, log_det
+
+    def _evaluate(self, v, params, inverse):
+        out, log_det = self.elementwise(v, params, inverse)
+        return out, log_det.sum(-1)
 
 
 # ---- bijectors --------------------------------------------------------------------------------
@@ -357,24 +588,26 @@ class _Bijector(nn.Module):
 
 
 class _Coupling(_Bijector):
-    params_per_dim = 0
+    """nflow::Coupling<Transformer>: z_A = x_A, z_B = tau(x_B; MLP(x_A, c)) with the
+    transformer's P = ``transformer.params_per_dim`` raw parameters per transformed feature
+    (the MLP's output blocked: parameter p of feature i of B is output p·|B| + i)."""
     kind = ""
 
-    def __init__(self, dim: int, mask: Optional[Sequence[bool]] = None, hidden_width: int = 64,
-                 hidden_layers: int = 2, context_dim: int = 0, activation: str = "relu"):
+    def __init__(self, dim: int, mask: Optional[Sequence[bool]], hidden_width: int, hidden_layers: int,
+                 context_dim: int, activation: str, transformer):
         super().__init__()
         mask = half_mask(dim) if mask is None else [bool(v) for v in mask]
         if len(mask) != dim or dim < 2:
             raise ValueError("nflow_torch: a coupling mask needs dim >= 2 entries equal to the layer's dim")
         self.dim, self.mask, self.context_dim, self.activation = dim, mask, context_dim, activation
-        self.hidden_width, self.hidden_layers = hidden_width, hidden_layers
+        self.hidden_width, self.hidden_layers, self.transformer = hidden_width, hidden_layers, transformer
         self.cond_idx = [i for i, t in enumerate(mask) if not t]
         self.trans_idx = [i for i, t in enumerate(mask) if t]
         if not self.trans_idx:
             raise ValueError("nflow_torch: the coupling mask transforms no feature")
         if not self.cond_idx and context_dim == 0:
             raise ValueError("nflow_torch: the coupling mask leaves no feature to condition on and there is no context")
-        self.conditioner = MLP(len(self.cond_idx), self.params_per_dim * len(self.trans_idx), hidden_width,
+        self.conditioner = MLP(len(self.cond_idx), transformer.params_per_dim * len(self.trans_idx), hidden_width,
                                hidden_layers, context_dim, activation, zero_last_layer=True)
 
     def _split(self, v):
@@ -388,12 +621,12 @@ class _Coupling(_Bijector):
 
     def forward(self, x, context=None):
         xa, xb = self._split(x)
-        zb, ld = self._transform(xb, self.conditioner(xa, context), inverse=False)
+        zb, ld = self.transformer.forward(xb, self.conditioner(xa, context))
         return self._merge(xa, zb), ld
 
     def inverse(self, z, context=None):
         za, zb = self._split(z)
-        xb, ld = self._transform(zb, self.conditioner(za, context), inverse=True)
+        xb, ld = self.transformer.inverse(zb, self.conditioner(za, context))
         return self._merge(za, xb), ld
 
     def _nflow_buffers(self):
@@ -405,85 +638,96 @@ class AffineCoupling(_Coupling):
     """nflow::AffineCoupling: z_B = (x_B - mu) exp(-alpha), alpha = B tanh(r / B), with
     [mu, r] = MLP(x_A, c) (blocked: first |B| outputs mu, next |B| raw log-scales r);
     log|det| = -sum(alpha). ``mask[i]`` True = feature i is transformed."""
-    params_per_dim = 2
     kind = "AffineCoupling"
 
     def __init__(self, dim, mask=None, hidden_width=64, hidden_layers=2, context_dim=0, activation="relu",
                  log_scale_bound: float = DEFAULT_LOG_SCALE_BOUND):
-        super().__init__(dim, mask, hidden_width, hidden_layers, context_dim, activation)
-        self.log_scale_bound = float(log_scale_bound)
+        super().__init__(dim, mask, hidden_width, hidden_layers, context_dim, activation,
+                         AffineTransformer(log_scale_bound))
 
-    def _transform(self, v, params, inverse):
-        n = len(self.trans_idx)
-        mu, raw = params[:, :n], params[:, n:2 * n]
-        return (_affine_inverse if inverse else _affine_forward)(v, mu, raw, self.log_scale_bound)
+    @property
+    def log_scale_bound(self) -> float:
+        return self.transformer.log_scale_bound
 
 
 class AdditiveCoupling(_Coupling):
     """nflow::AdditiveCoupling (NICE): z_B = x_B - mu(x_A, c), log|det| = 0."""
-    params_per_dim = 1
     kind = "AdditiveCoupling"
 
-    def _transform(self, v, params, inverse):
-        zero = torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
-        return (v + params if inverse else v - params), zero
+    def __init__(self, dim, mask=None, hidden_width=64, hidden_layers=2, context_dim=0, activation="relu"):
+        super().__init__(dim, mask, hidden_width, hidden_layers, context_dim, activation, AdditiveTransformer())
 
 
-class MAF(_Bijector):
-    """nflow::MAF (MaskedAutoregressive with the AffineTransformer): [mu, r] = MADE(x, c),
-    z = (x - mu) exp(-alpha), log|det| = -sum(alpha); inverse in D passes in the MADE's order.
+class SplineCoupling(_Coupling):
+    """nflow::Coupling<RationalQuadraticSpline<S, K, Domain>> (nflow::SplineCoupling when the
+    domain is unbounded): z_B = spline(x_B; MLP(x_A, c)), the MLP's (3K - 1, 3K + 1 or 3K)·|B|
+    outputs blocked as the spline's raw parameters. ``spline``: a RationalQuadraticSpline
+    (default: 8 bins on [-5, 5], the identity outside). A fresh layer is the identity."""
+    kind = "SplineCoupling"
 
-    ``order``: "natural", "reversed" or a list (a permutation of 0..D-1, nflow's custom_order)."""
-    kind = "MAF"
+    def __init__(self, dim, mask=None, hidden_width=64, hidden_layers=2, context_dim=0, activation="relu",
+                 spline: Optional[RationalQuadraticSpline] = None):
+        super().__init__(dim, mask, hidden_width, hidden_layers, context_dim, activation,
+                         RationalQuadraticSpline() if spline is None else spline)
 
-    def __init__(self, dim: int, hidden_width: int = 64, hidden_layers: int = 2, context_dim: int = 0,
-                 order="natural", activation: str = "relu", log_scale_bound: float = DEFAULT_LOG_SCALE_BOUND,
-                 hidden_degrees: str = "sequential", seed: int = 0):
+
+def _made_order(dim: int, order, gen: "MT19937_64") -> List[int]:
+    # nflow::nn::make_order: Natural, Reversed, Random (drawn from gen) or a custom permutation.
+    if not isinstance(order, str):
+        return [int(v) for v in order]
+    if order == "natural":
+        return list(range(dim))
+    if order == "reversed":
+        return list(range(dim - 1, -1, -1))
+    if order == "random":
+        return random_permutation(dim, gen)
+    raise ValueError("nflow_torch: order must be 'natural', 'reversed', 'random' or a list of indices")
+
+
+class _MaskedAutoregressive(_Bijector):
+    """nflow::MaskedAutoregressive<Transformer>: theta = MADE(x, c) with the transformer's P
+    parameters per dimension (MADE output p·D + i), z = tau(x; theta) in one pass; the inverse in
+    D passes in the MADE's order.
+
+    ``order``: "natural", "reversed", "random" (seeded) or a list (a permutation of 0..D-1,
+    nflow's custom_order)."""
+    kind = ""
+
+    def __init__(self, dim: int, hidden_width: int, hidden_layers: int, context_dim: int, order,
+                 activation: str, hidden_degrees: str, seed: int, transformer):
         super().__init__()
         # nflow's MaskedAutoregressive: gen = mt19937_64(seed); the Random order is drawn first
         # (random_permutation), then the MADE's seed (one 64-bit draw), which seeds its random
         # hidden degrees. ``seed`` matters only for "random" orders or hidden degrees.
         gen = MT19937_64(seed)
-        if isinstance(order, str):
-            if order == "natural":
-                seq = list(range(dim))
-            elif order == "reversed":
-                seq = list(range(dim - 1, -1, -1))
-            elif order == "random":
-                seq = random_permutation(dim, gen)
-            else:
-                raise ValueError("nflow_torch.MAF: order must be 'natural', 'reversed', 'random' or a list of indices")
-        else:
-            seq = [int(v) for v in order]
+        seq = _made_order(dim, order, gen)
         self.dim, self.context_dim, self.order_spec, self.seed = dim, context_dim, order, seed
-        self.log_scale_bound = float(log_scale_bound)
-        self.made = MADE(dim, hidden_width, hidden_layers, context_dim, seq, 2, activation,
+        self.transformer = transformer
+        self.made = MADE(dim, hidden_width, hidden_layers, context_dim, seq, transformer.params_per_dim, activation,
                          hidden_degrees=hidden_degrees, seed=gen())
 
     @property
     def order(self) -> List[int]:
         return self.made.order
 
-    def _maf_forward(self, x, context):
-        p = self.made(x, context)
-        return _affine_forward(x, p[:, :self.dim], p[:, self.dim:], self.log_scale_bound)
+    def _ar_forward(self, x, context):
+        return self.transformer.forward(x, self.made(x, context))
 
-    def _maf_inverse(self, z, context):
+    def _ar_inverse(self, z, context):
+        # Pass k fixes dimension order[k] (its parameters depend only on the ones before it);
+        # the log-det is the transformer's at the final parameters.
         x = torch.zeros_like(z)
         for i in self.made.order:
-            p = self.made(x, context)
-            xi, _ = _affine_inverse(z[:, i], p[:, i], p[:, self.dim + i], self.log_scale_bound)
+            xi = self.transformer.inverse(z, self.made(x, context))[0][:, i]
             x = x.clone()
             x[:, i] = xi
-        p = self.made(x, context)
-        alpha = self.log_scale_bound * torch.tanh(p[:, self.dim:] / self.log_scale_bound)
-        return x, alpha.sum(-1)
+        return x, self.transformer.inverse(z, self.made(x, context))[1]
 
     def forward(self, x, context=None):
-        return self._maf_forward(x, context)
+        return self._ar_forward(x, context)
 
     def inverse(self, z, context=None):
-        return self._maf_inverse(z, context)
+        return self._ar_inverse(z, context)
 
     def _nflow_tensors(self):
         out = {}
@@ -499,16 +743,48 @@ class MAF(_Bijector):
         return {f"made.{k}": v for k, v in self.made._nflow_buffers().items()}
 
 
+class MAF(_MaskedAutoregressive):
+    """nflow::MAF (MaskedAutoregressive with the AffineTransformer, ContextDim = context_dim):
+    [mu, r] = MADE(x, c), z = (x - mu) exp(-alpha), log|det| = -sum(alpha); inverse in D passes
+    in the MADE's order."""
+    kind = "MAF"
+
+    def __init__(self, dim: int, hidden_width: int = 64, hidden_layers: int = 2, context_dim: int = 0,
+                 order="natural", activation: str = "relu", log_scale_bound: float = DEFAULT_LOG_SCALE_BOUND,
+                 hidden_degrees: str = "sequential", seed: int = 0):
+        super().__init__(dim, hidden_width, hidden_layers, context_dim, order, activation, hidden_degrees, seed,
+                         AffineTransformer(log_scale_bound))
+
+    @property
+    def log_scale_bound(self) -> float:
+        return self.transformer.log_scale_bound
+
+
+class SplineAutoregressive(_MaskedAutoregressive):
+    """nflow::MaskedAutoregressive<RationalQuadraticSpline<S, K, Domain>, D, Hidden, Act,
+    Eigen::Dynamic> (the layer of nflow::flows::autoregressive_nsf; its context size is a run-time
+    value, so it counts as conditional in a Flow, like a coupling): z = spline(x; MADE(x, c)), the
+    spline's raw parameter p of dimension i at MADE output p·D + i. ``spline``: a
+    RationalQuadraticSpline (default: 8 bins on [-5, 5], the identity outside)."""
+    kind = "SplineAutoregressive"
+
+    def __init__(self, dim: int, hidden_width: int = 64, hidden_layers: int = 2, context_dim: int = 0,
+                 order="natural", activation: str = "relu", hidden_degrees: str = "sequential", seed: int = 0,
+                 spline: Optional[RationalQuadraticSpline] = None):
+        super().__init__(dim, hidden_width, hidden_layers, context_dim, order, activation, hidden_degrees, seed,
+                         RationalQuadraticSpline() if spline is None else spline)
+
+
 class IAF(MAF):
     """nflow::IAF = Inverted<MAF>: forward is the MAF's inverse (D passes), inverse is the MAF's
     forward (one pass). Same parameters and names as the MAF ("made.layers...")."""
     kind = "IAF"
 
     def forward(self, x, context=None):
-        return self._maf_inverse(x, context)
+        return self._ar_inverse(x, context)
 
     def inverse(self, z, context=None):
-        return self._maf_forward(z, context)
+        return self._ar_forward(z, context)
 
 
 class ActNorm(_Bijector):
@@ -765,9 +1041,10 @@ class Flow(_Bijector):
 
 
 def _is_conditional(step) -> bool:
-    # nflow: a Coupling's ContextDim is Dynamic, so it is always "conditional"; a MAF is when its
+    # nflow: a Coupling's ContextDim is Dynamic, so it is always "conditional", and so is a
+    # SplineAutoregressive (built with ContextDim = Eigen::Dynamic); a MAF is when its
     # context_dim > 0 (this bridge builds MAFs with a fixed ContextDim = context_dim).
-    if isinstance(step, _Coupling):
+    if isinstance(step, (_Coupling, SplineAutoregressive)):
         return True
     if isinstance(step, MAF):
         return step.context_dim > 0
@@ -820,6 +1097,43 @@ class DiagonalNormal(nn.Module):
 
     def _nflow_tensors(self):
         return {n: p.detach() for n, p in self.named_parameters()}
+
+    def _nflow_buffers(self):
+        return {}
+
+
+class UniformBox(nn.Module):
+    """nflow::UniformBox<S, D>(lower, upper): uniform on the closed box [lower, upper] (scalars or
+    D values; default the unit box), the base of bounded and circular spline flows.
+    log p(z) = -sum(log(upper - lower)) inside, -inf outside, NaN for a sample holding a NaN.
+    No parameters and no buffers (the bounds are constructor arguments in nflow, not saved)."""
+    kind = "UniformBox"
+
+    def __init__(self, dim: int, lower=0.0, upper=1.0):
+        super().__init__()
+        lo = [float(lower)] * dim if isinstance(lower, (int, float)) else [float(v) for v in lower]
+        hi = [float(upper)] * dim if isinstance(upper, (int, float)) else [float(v) for v in upper]
+        if dim < 1 or len(lo) != dim or len(hi) != dim or not all(
+                math.isfinite(a) and math.isfinite(b) and a < b for a, b in zip(lo, hi)):
+            raise ValueError("nflow_torch.UniformBox: lower and upper must hold dim finite bounds with lower < upper")
+        self.dim, self.bounds = dim, (lo, hi)  # as given (the buffers follow the module's dtype)
+        self.register_buffer("lower", torch.tensor(lo))
+        self.register_buffer("upper", torch.tensor(hi))
+
+    def log_prob(self, z):
+        inside = ((z >= self.lower) & (z <= self.upper)).all(-1)
+        log_volume = torch.log(self.upper - self.lower).sum()
+        lp = torch.where(inside, -log_volume, torch.full_like(z[:, 0], -math.inf))
+        return torch.where(torch.isnan(z).any(-1), torch.full_like(lp, math.nan), lp)
+
+    def sample(self, n, generator=None):
+        u = torch.rand(n, self.dim, dtype=self.lower.dtype, generator=generator)
+        z = self.lower + (self.upper - self.lower) * u
+        # In [lower, upper): a value that rounds up to upper moves one step below (as nflow).
+        return torch.where(z >= self.upper, torch.nextafter(self.upper, self.lower).expand_as(z), z)
+
+    def _nflow_tensors(self):
+        return {}
 
     def _nflow_buffers(self):
         return {}
@@ -990,13 +1304,22 @@ def to_config(m: nn.Module) -> dict:
              "hidden_layers": m.hidden_layers, "context_dim": m.context_dim, "activation": m.activation}
         if isinstance(m, AffineCoupling):
             c["log_scale_bound"] = m.log_scale_bound
+        if isinstance(m, SplineCoupling):
+            c["spline"] = m.transformer.options()
         return c
-    if isinstance(m, MAF):
-        return {"type": m.kind, "dim": m.dim, "hidden_width": m.made.hidden_width,
-                "hidden_layers": m.made.hidden_layers, "context_dim": m.context_dim,
-                "order": m.order_spec if isinstance(m.order_spec, str) else list(m.order),
-                "activation": m.made.activation, "log_scale_bound": m.log_scale_bound,
-                "hidden_degrees": m.made.hidden_degrees_kind, "seed": m.seed}
+    if isinstance(m, _MaskedAutoregressive):
+        c = {"type": m.kind, "dim": m.dim, "hidden_width": m.made.hidden_width,
+             "hidden_layers": m.made.hidden_layers, "context_dim": m.context_dim,
+             "order": m.order_spec if isinstance(m.order_spec, str) else list(m.order),
+             "activation": m.made.activation}
+        if isinstance(m, MAF):
+            c["log_scale_bound"] = m.log_scale_bound
+        c.update({"hidden_degrees": m.made.hidden_degrees_kind, "seed": m.seed})
+        if isinstance(m, SplineAutoregressive):
+            c["spline"] = m.transformer.options()
+        return c
+    if isinstance(m, UniformBox):
+        return {"type": "UniformBox", "dim": m.dim, "lower": m.bounds[0], "upper": m.bounds[1]}
     if isinstance(m, LULinear):
         c = {"type": "LULinear", "dim": m.dim, "perm": m.perm.tolist(), "sign": m.sign.tolist()}
         if getattr(m, "seed", None) is not None:
@@ -1026,6 +1349,15 @@ def from_config(c: dict) -> nn.Module:
         if t == "AffineCoupling":
             return AffineCoupling(c["dim"], log_scale_bound=c.get("log_scale_bound", DEFAULT_LOG_SCALE_BOUND), **kw)
         return AdditiveCoupling(c["dim"], **kw)
+    if t == "SplineCoupling":
+        return SplineCoupling(c["dim"], c["mask"], c["hidden_width"], c["hidden_layers"], c["context_dim"],
+                              c["activation"], RationalQuadraticSpline(**c["spline"]))
+    if t == "SplineAutoregressive":
+        return SplineAutoregressive(c["dim"], c["hidden_width"], c["hidden_layers"], c["context_dim"], c["order"],
+                                    c["activation"], c["hidden_degrees"], c["seed"],
+                                    RationalQuadraticSpline(**c["spline"]))
+    if t == "UniformBox":
+        return UniformBox(c["dim"], c["lower"], c["upper"])
     if t in ("MAF", "IAF"):
         return (MAF if t == "MAF" else IAF)(c["dim"], c["hidden_width"], c["hidden_layers"], c["context_dim"],
                                             c["order"], c["activation"], c.get("log_scale_bound", DEFAULT_LOG_SCALE_BOUND),
@@ -1043,6 +1375,26 @@ def from_config(c: dict) -> nn.Module:
     raise ValueError(f"nflow_torch.from_config: unknown type {t!r}")
 
 
+def _cpp_vector(values: Sequence[float], S: str) -> str:
+    D = len(values)
+    if all(v == values[0] for v in values):
+        return f"Eigen::Matrix<{S}, {D}, 1>::Constant({D}, {float(values[0])!r})"
+    return f"(Eigen::Matrix<{S}, {D}, 1>() << {', '.join(repr(float(v)) for v in values)}).finished()"
+
+
+def _cpp_spline(spline: "RationalQuadraticSpline", S: str) -> Tuple[str, str]:
+    """The C++ type of ``spline`` and its construction ("" when every option is the default)."""
+    enum, (lo, hi) = SPLINE_DOMAINS[spline.domain]
+    t = f"nflow::RationalQuadraticSpline<{S}, {spline.bins}>" if spline.domain == "unbounded" else \
+        f"nflow::RationalQuadraticSpline<{S}, {spline.bins}, {enum}>"
+    given = [(".lower", spline.lower, lo), (".upper", spline.upper, hi),
+             (".min_bin_width", spline.min_bin_width, DEFAULT_SPLINE_MINIMUM),
+             (".min_bin_height", spline.min_bin_height, DEFAULT_SPLINE_MINIMUM),
+             (".min_derivative", spline.min_derivative, DEFAULT_SPLINE_MINIMUM)]
+    opts = [f"{k} = {v!r}" for k, v, default in given if v != default]  # SplineOptions' order
+    return t, (f"{t}({{{', '.join(opts)}}})" if opts else "")
+
+
 def _cpp_type_and_ctor(m: nn.Module, S: str) -> Tuple[str, str]:
     D = m.dim
     if isinstance(m, Density):
@@ -1056,9 +1408,18 @@ def _cpp_type_and_ctor(m: nn.Module, S: str) -> Tuple[str, str]:
     if isinstance(m, (StandardNormal, DiagonalNormal, ActNorm, Reverse, ElementwiseAffine)):
         t = f"nflow::{m.kind}<{S}, {D}>"
         return t, f"{t}({D})"
+    if isinstance(m, UniformBox):
+        t = f"nflow::UniformBox<{S}, {D}>"
+        lo, hi = m.bounds
+        if lo == [0.0] * D and hi == [1.0] * D:
+            return t, f"{t}({D})"
+        return t, f"{t}({_cpp_vector(lo, S)}, {_cpp_vector(hi, S)})"
     if isinstance(m, _Coupling):
         act = ACTIVATIONS[m.activation][1]
         t = f"nflow::{m.kind}<{S}, {D}, Eigen::Dynamic, {act}>"
+        if isinstance(m, SplineCoupling):
+            spline_type, spline_ctor = _cpp_spline(m.transformer, S)
+            t = f"nflow::Coupling<{spline_type}, {D}, Eigen::Dynamic, {act}>"
         if m.mask == half_mask(D):
             mask = f"nflow::CouplingMask::half({D})"
         elif m.mask == half_mask(D, True):
@@ -1073,10 +1434,16 @@ def _cpp_type_and_ctor(m: nn.Module, S: str) -> Tuple[str, str]:
         extra = ""
         if isinstance(m, AffineCoupling) and m.log_scale_bound != DEFAULT_LOG_SCALE_BOUND:
             extra = f", nflow::AffineTransformer<{S}>({m.log_scale_bound!r})"
+        if isinstance(m, SplineCoupling) and spline_ctor:
+            extra = f", {spline_ctor}"
         return t, f"{t}({mask}, {opts}{extra})"
-    if isinstance(m, MAF):
+    if isinstance(m, _MaskedAutoregressive):
         act = ACTIVATIONS[m.made.activation][1]
-        maf = f"nflow::MAF<{S}, {D}, Eigen::Dynamic, {act}, {m.context_dim}>"
+        if isinstance(m, MAF):
+            maf = f"nflow::MAF<{S}, {D}, Eigen::Dynamic, {act}, {m.context_dim}>"
+        else:
+            spline_type, spline_ctor = _cpp_spline(m.transformer, S)
+            maf = f"nflow::MaskedAutoregressive<{spline_type}, {D}, Eigen::Dynamic, {act}, Eigen::Dynamic>"
         if m.order_spec == "natural":
             order = ".order = nflow::nn::InputOrder::Natural"
         elif m.order_spec == "reversed":
@@ -1092,8 +1459,10 @@ def _cpp_type_and_ctor(m: nn.Module, S: str) -> Tuple[str, str]:
         opts = (f"{{.hidden_width = {m.made.hidden_width}, .hidden_layers = {m.made.hidden_layers}, "
                 f".context_dim = {m.context_dim}, {order}}}")
         extra = ""
-        if m.log_scale_bound != DEFAULT_LOG_SCALE_BOUND:
+        if isinstance(m, MAF) and m.log_scale_bound != DEFAULT_LOG_SCALE_BOUND:
             extra = f", nflow::AffineTransformer<{S}>({m.log_scale_bound!r})"
+        if isinstance(m, SplineAutoregressive) and spline_ctor:
+            extra = f", {spline_ctor}"
         ctor = f"{maf}({D}, {opts}{extra})"
         if isinstance(m, IAF):
             return f"nflow::Inverted<{maf}>", f"nflow::Inverted<{maf}>({ctor})"

@@ -3,6 +3,7 @@
 tests/interop/bridge_test.cpp). Run: python3 tools/test_nflow_torch.py  (unittest, no pytest)."""
 
 import json
+import math
 import os
 import struct
 import sys
@@ -37,6 +38,12 @@ def layers(ctx=0):
         nt.MAF(5, 8, 2, order="random", hidden_degrees="random", seed=4, **c),
         nt.MAF(5, 8, 0, order="reversed", **c),
         nt.IAF(5, 8, 2, order="reversed", **c),
+        nt.SplineCoupling(5, nt.half_mask(5), 8, 2, **c),
+        nt.SplineCoupling(5, nt.alternating_mask(5), 8, 1, activation="tanh",
+                          spline=nt.RationalQuadraticSpline(3, "bounded", -2.0, 1.5, 0.05, 0.02, 0.1), **c),
+        nt.SplineAutoregressive(5, 8, 2, order="reversed", **c),
+        nt.SplineAutoregressive(5, 8, 2, order="random", seed=2,
+                                spline=nt.RationalQuadraticSpline(4, "circular", -1.0, 2.0), **c),
     ]
     if ctx == 0:
         out += [nt.ActNorm(5), nt.LULinear(5), nt.LULinear.random_orthogonal(5, 2), nt.Reverse(5),
@@ -68,16 +75,24 @@ class BridgeTest(unittest.TestCase):
                     self.assertAlmostEqual(torch.linalg.slogdet(jac)[1].item(), ld[0].item(), places=9)
 
     def test_made_is_autoregressive_in_its_order(self):
+        spline = nt.RationalQuadraticSpline(2, "bounded")  # 6 parameters per dimension
         for ctx in (0, 2):
             for spec in ("natural", "reversed", [2, 0, 3, 1], "random"):
                 maf = perturb(nt.MAF(4, 6, 2, context_dim=ctx, order=spec, hidden_degrees="random", seed=1))
-                c = torch.randn(1, 2) if ctx else None
-                jac = torch.autograd.functional.jacobian(lambda v: maf.made(v.unsqueeze(0), c)[0], torch.randn(4))
-                deg = maf.made.input_degrees
-                for r in range(8):
-                    for j in range(4):
-                        if deg[j] >= deg[r % 4]:
-                            self.assertEqual(jac[r, j].item(), 0.0)
+                ar = perturb(nt.SplineAutoregressive(4, 6, 2, ctx, spec, hidden_degrees="random", seed=1, spline=spline))
+                self.assert_autoregressive(maf, ctx)
+                self.assert_autoregressive(ar, ctx)
+
+    def assert_autoregressive(self, layer, ctx):
+        # Output row r of the MADE belongs to dimension r % D and depends only on earlier ones.
+        c = torch.randn(1, 2) if ctx else None
+        jac = torch.autograd.functional.jacobian(lambda v: layer.made(v.unsqueeze(0), c)[0], torch.randn(4))
+        deg = layer.made.input_degrees
+        self.assertEqual(jac.shape[0], 4 * layer.transformer.params_per_dim)
+        for r in range(jac.shape[0]):
+            for j in range(4):
+                if deg[j] >= deg[r % 4]:
+                    self.assertEqual(jac[r, j].item(), 0.0)
 
     def test_lu_from_weight_and_structure(self):
         w = torch.randn(6, 6, generator=torch.Generator().manual_seed(3))
@@ -131,6 +146,48 @@ class BridgeTest(unittest.TestCase):
         self.assertNotIn("set_initialized", snippet)
         self.assertIn("transform.2.made.order", names)
         self.assertIn("transform.3.initialized", names)
+
+    def test_spline_models_config_names_and_snippet(self):
+        bounded = nt.RationalQuadraticSpline(5, "bounded", -2.0, 3.0, min_bin_width=0.01, min_derivative=0.05)
+        model = nt.Density(nt.UniformBox(3, -2.0, [3.0, 3.0, 3.0]), nt.Flow(
+            nt.SplineCoupling(3, nt.alternating_mask(3), 8, 2, context_dim=2, activation="tanh", spline=bounded),
+            nt.Permutation([2, 0, 1]),
+            nt.SplineAutoregressive(3, 8, 1, context_dim=2, order="random", seed=4, spline=bounded)))
+        perturb(model)
+        names = set(nt.state_dict_for_nflow(model))
+        self.assertEqual({n for n in names if not n.startswith("transform.0.conditioner.layers.")
+                          and not n.startswith("transform.2.made.layers.")},
+                         {"transform.0.mask", "transform.1.permutation", "transform.2.made.order",
+                          "transform.2.made.hidden_degrees.0"})
+        self.assertEqual(tuple(nt.state_dict_for_nflow(model)["transform.2.made.layers.1.bias"].shape), (3 * 16,))  # P = 2K + K + 1
+        rebuilt = nt.from_config(json.loads(json.dumps(nt.to_config(model))))
+        rebuilt.load_state_dict(model.state_dict())
+        x, c = 0.5 + 2.0 * torch.rand(6, 3), torch.randn(6, 2)
+        self.assertTrue(torch.equal(rebuilt.log_prob(x, c), model.log_prob(x, c)))
+        self.assertEqual(nt.to_config(rebuilt), nt.to_config(model))
+        snippet = nt.cpp_snippet(model)
+        spline = ("nflow::RationalQuadraticSpline<double, 5, nflow::SplineDomain::Bounded>({.lower = -2.0, "
+                  ".upper = 3.0, .min_bin_width = 0.01, .min_derivative = 0.05})")
+        self.assertIn("nflow::Coupling<nflow::RationalQuadraticSpline<double, 5, nflow::SplineDomain::Bounded>, 3, "
+                      "Eigen::Dynamic, nflow::nn::Tanh>(nflow::CouplingMask::alternating(3), {.hidden_width = 8, "
+                      f".hidden_layers = 2, .context_dim = 2}}, {spline})", snippet)
+        self.assertIn("nflow::MaskedAutoregressive<nflow::RationalQuadraticSpline<double, 5, "
+                      "nflow::SplineDomain::Bounded>, 3, Eigen::Dynamic, nflow::nn::ReLU, Eigen::Dynamic>(3, "
+                      "{.hidden_width = 8, .hidden_layers = 1, .context_dim = 2, .order = "
+                      f"nflow::nn::InputOrder::Random, .seed = 4}}, {spline})", snippet)
+        self.assertIn("nflow::UniformBox<double, 3>(Eigen::Matrix<double, 3, 1>::Constant(3, -2.0), "
+                      "Eigen::Matrix<double, 3, 1>::Constant(3, 3.0))", snippet)
+        # Defaults print no options; the unit box is UniformBox(D); float uses float types.
+        plain = nt.Density(nt.UniformBox(2), nt.Flow(nt.SplineCoupling(2, spline=nt.RationalQuadraticSpline(3, "circular"))))
+        snippet = nt.cpp_snippet(plain, "float")
+        self.assertIn("nflow::UniformBox<float, 2>(2)", snippet)
+        self.assertIn("nflow::Coupling<nflow::RationalQuadraticSpline<float, 3, nflow::SplineDomain::Circular>, 2, "
+                      "Eigen::Dynamic, nflow::nn::ReLU>(nflow::CouplingMask::half(2), {.hidden_width = 64, "
+                      ".hidden_layers = 2, .context_dim = 0})", snippet)
+        # A spline autoregressive layer counts as conditional (run-time context), like a coupling.
+        with self.assertRaises(ValueError):
+            nt.Flow(nt.SplineAutoregressive(3, 8, 1), nt.MAF(3, 8, 1, context_dim=2))
+        nt.Flow(nt.SplineAutoregressive(3, 8, 1), nt.MAF(3, 8, 1))
 
     def test_exported_buffers_names_and_values(self):
         # One flow with every layer type; the expected values follow nflow's conventions
@@ -282,7 +339,8 @@ class BridgeTest(unittest.TestCase):
         self.assertEqual(model["transform.2.permutation"].tolist(), io["lu.perm"].tolist())
         self.assertEqual(model["transform.2.sign"].tolist(), [int(v) for v in io["lu.sign"].tolist()])
         # Every fixture model file holds exactly what its architecture exports.
-        for name in ("realnvp_maf", "realnvp_maf_f32", "conditional", "random_structures"):
+        for name in ("realnvp_maf", "realnvp_maf_f32", "conditional", "random_structures", "spline",
+                     "spline_conditional", "spline_box"):
             with self.subTest(fixture=name):
                 tensors, meta = nt.load_safetensors(os.path.join(here, f"{name}.safetensors"))
                 arch = nt.from_config(json.loads(meta["nflow_torch.architecture"]))
@@ -296,6 +354,179 @@ class BridgeTest(unittest.TestCase):
     def test_flow_refuses_mixed_contexts(self):
         with self.assertRaises(ValueError):
             nt.Flow(nt.AffineCoupling(4, context_dim=2), nt.AffineCoupling(4))
+
+
+def splines():
+    """One spline per domain and option set the tests run (bins 1 included)."""
+    return [nt.RationalQuadraticSpline(),
+            nt.RationalQuadraticSpline(1, "unbounded", -2.0, 3.0),
+            nt.RationalQuadraticSpline(5, "bounded"),
+            nt.RationalQuadraticSpline(3, "bounded", -2.0, 1.5, 0.05, 0.02, 0.1),
+            nt.RationalQuadraticSpline(6, "circular"),
+            nt.RationalQuadraticSpline(1, "circular", 0.0, 1.0, min_derivative=0.5)]
+
+
+def spline_inputs(spline, n, gen):
+    """Points inside, on the bounds and outside [lower, upper] (tails, other periods)."""
+    lo, hi = spline.lower, spline.upper
+    span = hi - lo
+    inside = lo + span * torch.rand(40, n, generator=gen)
+    far = lo - span + 3 * span * torch.rand(20, n, generator=gen)
+    edges = torch.tensor([lo, hi, lo - 0.25 * span, hi + 0.5 * span]).repeat(n, 1).T
+    return torch.cat([inside, far, edges])
+
+
+class SplineTest(unittest.TestCase):
+    """nt.RationalQuadraticSpline: finite-difference log-dets, round trips, nflow's edges."""
+
+    def test_log_det_against_finite_differences(self):
+        gen = torch.Generator().manual_seed(5)
+        for spline in splines():
+            with self.subTest(spline=spline.options()):
+                x = spline_inputs(spline, 3, gen)
+                raw = torch.randn(x.shape[0], 3 * spline.params_per_dim, generator=gen)
+                for inverse in (False, True):
+                    _, ld = spline.elementwise(x, raw, inverse)
+                    # (Central differences: O(h^2) error, O(h) across a knot or a bound, where
+                    # the second derivative jumps, and O(eps |y| / h) rounding.)
+                    h = 1e-7 * (spline.upper - spline.lower)
+                    up, _ = spline.elementwise(x + h, raw, inverse)
+                    down, _ = spline.elementwise(x - h, raw, inverse)
+                    fd = (up - down) / (2 * h)
+                    slope = torch.exp(ld)
+                    self.assertLess(((fd - slope).abs() / (1e-7 + slope)).max().item(), 1e-4)
+                    # The summed log-det is the per-feature one's sum.
+                    _, total = (spline.inverse if inverse else spline.forward)(x, raw)
+                    self.assertLess((total - ld.sum(-1)).abs().max().item(), 1e-12)
+
+    def test_round_trip(self):
+        gen = torch.Generator().manual_seed(6)
+        for spline in splines():
+            with self.subTest(spline=spline.options()):
+                x = spline_inputs(spline, 4, gen)
+                raw = 2.0 * torch.randn(x.shape[0], 4 * spline.params_per_dim, generator=gen)
+                z, ld = spline.forward(x, raw)
+                xr, ild = spline.inverse(z, raw)
+                self.assertLess(((xr - x).abs() / x.abs().clamp(min=1)).max().item(), 1e-10)
+                self.assertLess((ld + ild).abs().max().item(), 1e-9)
+                zr, _ = spline.forward(spline.inverse(x, raw)[0], raw)
+                self.assertLess(((zr - x).abs() / x.abs().clamp(min=1)).max().item(), 1e-10)
+
+    def test_zero_parameters_are_the_identity_and_edges_are_exact(self):
+        for spline in splines():
+            with self.subTest(spline=spline.options()):
+                lo, hi = spline.lower, spline.upper
+                x = torch.linspace(lo, hi, 17).unsqueeze(1)[:-1]  # [lower, upper)
+                zero = torch.zeros(x.shape[0], spline.params_per_dim)
+                for inverse in (False, True):
+                    z, ld = spline.elementwise(x, zero, inverse)
+                    self.assertTrue(torch.equal(z, x))
+                    self.assertTrue(torch.equal(ld, torch.zeros_like(ld)))
+                # Any parameters map the bounds to themselves (the circle: lower to lower, upper
+                # to lower + one period).
+                raw = torch.randn(2, spline.params_per_dim, generator=torch.Generator().manual_seed(1))
+                ends = torch.tensor([[lo], [hi]])
+                for inverse in (False, True):
+                    z, ld = spline.elementwise(ends, raw, inverse)
+                    self.assertEqual(z[0, 0].item(), lo)
+                    self.assertAlmostEqual(z[1, 0].item(), hi, places=14)
+                    self.assertTrue(torch.isfinite(ld).all())
+                # NaN in, NaN out (value and log-det), for that element only.
+                v = torch.tensor([[float("nan"), 0.5 * (lo + hi)]])
+                z, ld = spline.elementwise(v, torch.randn(1, 2 * spline.params_per_dim))
+                self.assertTrue(torch.isnan(z[0, 0]) and torch.isnan(ld[0, 0]))
+                self.assertTrue(torch.isfinite(z[0, 1]) and torch.isfinite(ld[0, 1]))
+
+    def test_tails(self):
+        raw = torch.randn(3, 2 * 9, generator=torch.Generator().manual_seed(2))
+        x = torch.tensor([[-7.0, 6.0], [-5.5, 9.0], [-100.0, 5.0]])
+        z, ld = nt.RationalQuadraticSpline(4).elementwise(x, raw.repeat(1, 11)[:, :2 * 11])
+        self.assertTrue(torch.equal(z, x))  # unbounded: the identity outside [-5, 5] and at 5
+        self.assertTrue(torch.equal(ld, torch.zeros_like(ld)))
+        bounded = nt.RationalQuadraticSpline(4, "bounded")
+        raw = torch.randn(3, 2 * bounded.params_per_dim, generator=torch.Generator().manual_seed(3))
+        x = torch.tensor([[-1.0, 2.0], [-0.5, 1.5], [-3.0, 4.0]])
+        z, ld = bounded.elementwise(x, raw)
+        _, d, delta = bounded.knots(raw, 2)
+        self.assertLess((z[:, 0] - delta[:, 0, 0] * x[:, 0]).abs().max().item(), 1e-14)
+        self.assertLess((z[:, 1] - (1 + delta[:, -1, 1] * (x[:, 1] - 1))).abs().max().item(), 1e-14)
+        self.assertLess((ld[:, 0] - torch.log(delta[:, 0, 0])).abs().max().item(), 1e-14)
+        circle = nt.RationalQuadraticSpline(4, "circular")
+        raw = torch.randn(1, 2 * circle.params_per_dim, generator=torch.Generator().manual_seed(4)).repeat(3, 1)
+        x = torch.tensor([[0.3, -2.0], [0.3 + 2 * math.pi, -2.0 - 4 * math.pi], [0.3 - 6 * math.pi, -2.0 + 2 * math.pi]])
+        z, ld = circle.elementwise(x, raw)
+        shift = x - x[:1]
+        self.assertLess((z - z[:1] - shift).abs().max().item(), 1e-13)  # commutes with periods
+        self.assertLess((ld - ld[:1]).abs().max().item(), 1e-12)
+
+    def test_knots_and_parameter_layout(self):
+        # Blocked: raw parameter p of feature i is column p·n + i; zero raw parameters give equal
+        # bins and unit derivatives; the circle ties its first and last derivative.
+        for spline in splines():
+            K, n = spline.bins, 3
+            X, Y, d = spline.knots(torch.zeros(1, n * spline.params_per_dim), n)
+            even = torch.linspace(spline.lower, spline.upper, K + 1)
+            self.assertLess((X[0, :, 0] - even).abs().max().item(), 1e-13)
+            self.assertTrue(torch.equal(d, torch.ones_like(d)))
+        spline = nt.RationalQuadraticSpline(3, "circular")
+        raw = torch.zeros(1, 2 * spline.params_per_dim)
+        raw[0, (2 * 3) * 2 + 1] = 1.0  # derivative parameter 0 of feature 1
+        X, Y, d = spline.knots(raw, 2)
+        self.assertGreater(d[0, 0, 1].item(), 1.0)
+        self.assertEqual(d[0, 0, 1].item(), d[0, 3, 1].item())
+        self.assertEqual(d[0, :, 0].tolist(), [1.0] * 4)
+        self.assertEqual(spline.params_per_dim, 9)
+        self.assertEqual(nt.RationalQuadraticSpline(3).params_per_dim, 8)
+        self.assertEqual(nt.RationalQuadraticSpline(3, "bounded").params_per_dim, 10)
+
+    def test_matches_the_benchmark_reference(self):
+        # benchmarks/torch_nsf.py writes nflow's unbounded 8-bin spline independently (feature-
+        # major parameters, torch's softplus and cumsum).
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+        sys.path.insert(0, here)
+        try:
+            import torch_nsf
+        finally:
+            sys.path.remove(here)
+        spline = nt.RationalQuadraticSpline()
+        gen = torch.Generator().manual_seed(7)
+        n, N, P = 3, 64, spline.params_per_dim
+        raw = 1.5 * torch.randn(N, P * n, generator=gen)
+        x = 4.0 * torch.randn(N, n, generator=gen)
+        feature_major = raw.view(N, P, n).transpose(1, 2).reshape(N, P * n)
+        z, ld = spline.forward(x, raw)
+        z_ref, ld_ref = torch_nsf.rq_forward(x, feature_major)
+        self.assertLess((z - z_ref).abs().max().item(), 1e-12)
+        self.assertLess((ld - ld_ref).abs().max().item(), 1e-12)
+        x_ref, ild_ref = torch_nsf.rq_inverse(z, feature_major, with_log_det=True)
+        xr, ild = spline.inverse(z, raw)
+        self.assertLess((xr - x_ref).abs().max().item(), 1e-10)
+        self.assertLess((ild - ild_ref).abs().max().item(), 1e-9)
+
+    def test_gradients_through_the_parameters(self):
+        spline = nt.RationalQuadraticSpline(3, "bounded", -1.0, 2.0)
+        gen = torch.Generator().manual_seed(8)
+        x = spline_inputs(spline, 2, gen)[::7]
+        raw = torch.randn(x.shape[0], 2 * spline.params_per_dim, generator=gen, requires_grad=True)
+        for inverse in (False, True):
+            self.assertTrue(torch.autograd.gradcheck(lambda r: spline.elementwise(x, r, inverse), (raw,)))
+
+    def test_invalid_options(self):
+        for kw in ({"domain": "torus"}, {"bins": 0}, {"lower": 1.0, "upper": 1.0},
+                   {"bins": 4, "min_bin_width": 0.25}, {"min_derivative": 1.0}, {"min_bin_height": 0.0}):
+            with self.subTest(kw=kw), self.assertRaises(ValueError):
+                nt.RationalQuadraticSpline(**kw)
+
+    def test_uniform_box(self):
+        box = nt.UniformBox(2, [-1.0, 0.0], [1.0, 4.0])
+        z = torch.tensor([[0.0, 1.0], [-1.0, 4.0], [1.5, 1.0], [0.0, float("nan")]])
+        lp = box.log_prob(z)
+        self.assertAlmostEqual(lp[0].item(), -math.log(8.0), places=14)
+        self.assertEqual(lp[1].item(), lp[0].item())  # closed box
+        self.assertEqual(lp[2].item(), -math.inf)
+        self.assertTrue(math.isnan(lp[3].item()))
+        s = box.sample(1000, torch.Generator().manual_seed(1))
+        self.assertTrue(((s >= box.lower) & (s < box.upper)).all())
 
 
 if __name__ == "__main__":
