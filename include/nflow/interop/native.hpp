@@ -149,6 +149,17 @@ struct NetworkTensors {
   std::map<std::string, Vector<Scalar>> running_mean, running_var;  ///< by norm name
 };
 
+/// Runs `make()` (which builds a layer from `where`'s tensors) and adds "layer '<where>' in
+/// <file>" to a ParameterError it throws (masks that are not autoregressive, invalid options).
+template <typename F>
+auto in_layer(const StateDict& sd, const std::string& where, F&& make) -> decltype(make()) {
+  try {
+    return make();
+  } catch (const ParameterError& e) {
+    throw ParameterError("nflow::interop: '" + where + "' in " + sd.source() + ": " + e.what());
+  }
+}
+
 /// Reorders the network's outputs: nflow's output r is the library's output rows[r] (the last
 /// layer's weight, bias and mask rows move together).
 template <typename Scalar>

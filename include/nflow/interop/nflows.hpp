@@ -262,11 +262,13 @@ AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string&
   const Index P = out % dim == 0 ? out / dim : 0;
   if (P == 2) {  // [unconstrained scale, shift] per feature
     permute_outputs(t, output_rows(dim, {1, 0}, OutputLayout::FeatureMajor));
-    return AnyBijector<Scalar>(
-        ImportedAffineAutoregressive<Scalar>(
-            build_network(t, prefix),
-            ScaleShiftTransformer<Scalar>(ScaleShiftOptions<Scalar>::nflows_autoregressive())),
-        "nflows MaskedAffineAutoregressiveTransform '" + prefix + "'");
+    return in_layer(sd, p, [&] {
+      return AnyBijector<Scalar>(
+          ImportedAffineAutoregressive<Scalar>(
+              build_network(t, prefix),
+              ScaleShiftTransformer<Scalar>(ScaleShiftOptions<Scalar>::nflows_autoregressive())),
+          "nflows MaskedAffineAutoregressiveTransform '" + prefix + "'");
+    });
   }
   const int K = spline_bins_of(P);
   if (K == 0) {
@@ -275,16 +277,18 @@ AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string&
             "tails)");
   }
   info.spline_bins = K;
-  std::vector<Index> order(std::size_t(P));
+  std::vector<Index> order(static_cast<std::size_t>(P));
   for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
   permute_outputs(t, output_rows(dim, order, OutputLayout::FeatureMajor));
   const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(sd, o, prefix, K, Scalar(1));
   std::optional<AnyBijector<Scalar>> step;
   if (!with_spline_bins(K, [&]<int Bins>() {
-        step.emplace(ImportedSplineAutoregressive<Scalar, Bins>(
-                         build_network(t, prefix), RationalQuadraticSpline<Scalar, Bins>(so)),
-                     "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" + prefix +
-                         "'");
+        in_layer(sd, p, [&] {
+          step.emplace(ImportedSplineAutoregressive<Scalar, Bins>(
+                           build_network(t, prefix), RationalQuadraticSpline<Scalar, Bins>(so)),
+                       "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" +
+                           prefix + "'");
+        });
       }))
     unsupported_bins(sd, prefix, K);
   return std::move(*step);
@@ -364,7 +368,7 @@ AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefi
             std::to_string(nt));
   }
   info.spline_bins = K;
-  std::vector<Index> order(std::size_t(P));
+  std::vector<Index> order(static_cast<std::size_t>(P));
   for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
   permute_outputs(t, output_rows(nt, order, OutputLayout::FeatureMajor, tf_pos));
   // nflows divides the raw widths and heights by sqrt(hidden_features) of a ResidualNet.

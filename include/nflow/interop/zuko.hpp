@@ -230,10 +230,14 @@ std::vector<AnyBijector<Scalar>> load_zuko_autoregressive(
     const std::string& p = layout.prefixes[t];
     const Eigen::VectorXi order = sd.integers(p + ".order", dim, 0, dim - 1);
     if (randperm && !*randperm) {
+      // zuko stores order // ceil(D / passes): with g = ceil(D / groups), arange(D) // g.
+      const Index groups = Index(order.maxCoeff()) + 1;
+      const Index g = (dim + groups - 1) / groups;
       for (Index i = 0; i < dim; ++i) {
-        if (order(i) != int(t % 2 == 0 ? i : dim - 1 - i)) {
+        if (order(i) != int((t % 2 == 0 ? i : dim - 1 - i) / g)) {
           sd.fail("randperm = False was given, but '" + p + ".order' is not " +
-                  (t % 2 == 0 ? "arange(D)" : "flip(arange(D))"));
+                  (t % 2 == 0 ? "arange(D)" : "flip(arange(D))") +
+                  (g > 1 ? " // " + std::to_string(g) : std::string()));
         }
       }
     }
@@ -255,7 +259,7 @@ std::vector<AnyBijector<Scalar>> load_zuko_autoregressive(
     check_autoregressive(feature_dependency(conn, dim, P), order, "'" + p + ".hyper'",
                          "the order of '" + p + ".order'");
     permute_outputs(net, output_rows(dim, order_of_params, OutputLayout::FeatureMajor));
-    steps.push_back(make(p, net));
+    steps.push_back(in_layer(sd, p + ".hyper", [&] { return make(p, net); }));
   }
   return steps;
 }
@@ -314,7 +318,7 @@ ImportedFlow<Scalar> load_zuko_nsf(StateDict sd, const ZukoNsfOptions& o = {}) {
   sd.check_option("bins", o.bins, Index(K));
   const SplineOptions<Scalar> so = SplineOptions<Scalar>::zuko(Scalar(o.bound), Scalar(o.slope));
   const Index P = 3 * Index(K) - 1;
-  std::vector<Index> order(std::size_t(P));
+  std::vector<Index> order(static_cast<std::size_t>(P));
   for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
   std::vector<AnyBijector<Scalar>> steps;
   const bool supported = detail::with_spline_bins(K, [&]<int Bins>() {
@@ -348,7 +352,7 @@ ImportedFlow<Scalar> load_zuko_realnvp(StateDict sd, const ZukoRealNvpOptions& o
   for (std::size_t t = 0; t < layout.prefixes.size(); ++t) {
     const std::string& p = layout.prefixes[t];
     const Eigen::VectorXd mask = sd.mask_vector(p + ".mask", dim);
-    std::vector<bool> transformed(std::size_t(dim));
+    std::vector<bool> transformed(static_cast<std::size_t>(dim));
     Index constant = 0;
     for (Index i = 0; i < dim; ++i) {
       transformed[std::size_t(i)] = mask(i) == 0.0;
