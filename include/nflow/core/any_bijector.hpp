@@ -178,35 +178,15 @@ class AnyBijectorModel final : public AnyBijectorConcept<typename B::Scalar> {
     }
   }
 
-  Result forward(const Mat& x, const Mat* ctx) const override {
-    return on_context(ctx, [&](const auto&... c) {
-      return to_result(b_.forward_and_log_det(as_batch<S, B::Dim>(x), c...));
-    });
-  }
-  Result inverse(const Mat& z, const Mat* ctx) const override {
-    return on_context(ctx, [&](const auto&... c) {
-      return to_result(b_.inverse_and_log_det(as_batch<S, B::Dim>(z), c...));
-    });
-  }
+  Result forward(const Mat& x, const Mat* ctx) const override { return call<false>(x, ctx); }
+  Result inverse(const Mat& z, const Mat* ctx) const override { return call<true>(z, ctx); }
   Mat forward_vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp,
                   const Mat* ctx) const override {
-    if constexpr (ForwardDifferentiable<B>) {
-      return on_context(ctx, [&](const auto&... c) {
-        return Mat(b_.forward_vjp(as_batch<S, B::Dim>(x), as_batch<S, B::Dim>(gv), gl, gp, c...));
-      });
-    } else {
-      throw UnsupportedError("nflow::AnyBijector: forward_vjp called without a check");
-    }
+    return vjp<false>(x, gv, gl, gp, ctx);
   }
   Mat inverse_vjp(const Mat& z, const Mat& gv, const Row& gl, GradRef gp,
                   const Mat* ctx) const override {
-    if constexpr (InverseDifferentiable<B>) {
-      return on_context(ctx, [&](const auto&... c) {
-        return Mat(b_.inverse_vjp(as_batch<S, B::Dim>(z), as_batch<S, B::Dim>(gv), gl, gp, c...));
-      });
-    } else {
-      throw UnsupportedError("nflow::AnyBijector: inverse_vjp called without a check");
-    }
+    return vjp<true>(z, gv, gl, gp, ctx);
   }
   Result record(const Mat& x, const Mat* ctx, std::unique_ptr<AnyTapeBase>& tape) const override {
     if (!tape || tape->type() != tape_type()) tape = std::make_unique<AnyTapeModel<Tape>>();
@@ -253,6 +233,33 @@ class AnyBijectorModel final : public AnyBijectorConcept<typename B::Scalar> {
       return f(*ctx);
     }
   }
+  template <bool Inverse>
+  Result call(const Mat& x, const Mat* ctx) const {
+    return on_context(ctx, [&](const auto&... c) {
+      const auto& xb = as_batch<S, B::Dim>(x);
+      if constexpr (Inverse) {
+        return to_result(b_.inverse_and_log_det(xb, c...));
+      } else {
+        return to_result(b_.forward_and_log_det(xb, c...));
+      }
+    });
+  }
+  template <bool Inverse>
+  Mat vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx) const {
+    if constexpr (Inverse ? InverseDifferentiable<B> : ForwardDifferentiable<B>) {
+      return on_context(ctx, [&](const auto&... c) {
+        const auto& xb = as_batch<S, B::Dim>(x);
+        const auto& gb = as_batch<S, B::Dim>(gv);
+        if constexpr (Inverse) {
+          return Mat(b_.inverse_vjp(xb, gb, gl, gp, c...));
+        } else {
+          return Mat(b_.forward_vjp(xb, gb, gl, gp, c...));
+        }
+      });
+    } else {
+      throw UnsupportedError("nflow::AnyBijector: a vjp the held bijector lacks was called");
+    }
+  }
   static NoContext context_of() { return {}; }
   static const Mat& context_of(const Mat& c) { return c; }
   template <typename R>
@@ -269,8 +276,8 @@ class AnyBijectorModel final : public AnyBijectorConcept<typename B::Scalar> {
 /// a bijector of run-time dimension (Dim = ContextDim = Eigen::Dynamic).
 ///
 /// forward, inverse, their log-dets and vjps, the recorded pass, parameters and buffers are those
-/// of the held bijector B, unchanged: AnyBijector(b).forward_and_log_det(x) equals
-/// b.forward_and_log_det(x) bit for bit, its parameters are b's (same visit order, same names,
+/// of the held bijector B, unchanged: AnyBijector(b).forward_and_log_det(x) is
+/// b.forward_and_log_det(x) of the same batch, its parameters are b's (same visit order, same names,
 /// unprefixed) and so are its buffers. Inputs of any Eigen expression type are evaluated once to
 /// a dynamic matrix and given to B as a Batch<Scalar, B::Dim, Dynamic> (copied only when B's Dim
 /// is fixed). A context is passed through when B is conditional; context_dim() is B's (0 for an
@@ -390,22 +397,12 @@ class AnyBijector : public BijectorBase<AnyBijector<Scalar_>> {
   template <typename X, typename GV, typename GL, typename C>
   BatchFor<Scalar, Dynamic, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
                                                 Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
-    require(has_forward_vjp(), "forward_vjp", false);
-    return on_context(ctx, [&](const Mat* c) {
-      return BatchFor<Scalar, Dynamic, X>(model().forward_vjp(
-          detail::as_batch<Scalar, Dynamic>(x), detail::as_batch<Scalar, Dynamic>(gv),
-          detail::as_batch<Scalar, 1>(gl), gp, c));
-    });
+    return vjp_impl<false>(x, gv, gl, gp, ctx);
   }
   template <typename Z, typename GV, typename GL, typename C>
   BatchFor<Scalar, Dynamic, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
                                                 Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
-    require(has_inverse_vjp(), "inverse_vjp", true);
-    return on_context(ctx, [&](const Mat* c) {
-      return BatchFor<Scalar, Dynamic, Z>(model().inverse_vjp(
-          detail::as_batch<Scalar, Dynamic>(z), detail::as_batch<Scalar, Dynamic>(gv),
-          detail::as_batch<Scalar, 1>(gl), gp, c));
-    });
+    return vjp_impl<true>(z, gv, gl, gp, ctx);
   }
 
   /// What forward_recorded() keeps: the held bijector's tape (nflow::tape_t), type-erased. A
@@ -437,6 +434,20 @@ class AnyBijector : public BijectorBase<AnyBijector<Scalar_>> {
   }
 
  private:
+  template <bool Inverse, typename X, typename GV, typename GL, typename C>
+  BatchFor<Scalar, Dynamic, X> vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                        Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+    require(Inverse ? has_inverse_vjp() : has_forward_vjp(),
+            Inverse ? "inverse_vjp" : "forward_vjp", Inverse);
+    return on_context(ctx, [&](const Mat* c) {
+      const auto& xb = detail::as_batch<Scalar, Dynamic>(x);
+      const auto& gb = detail::as_batch<Scalar, Dynamic>(gv);
+      const auto& glb = detail::as_batch<Scalar, 1>(gl);
+      return BatchFor<Scalar, Dynamic, X>(Inverse ? model().inverse_vjp(xb, gb, glb, gp, c)
+                                                  : model().forward_vjp(xb, gb, glb, gp, c));
+    });
+  }
+
   template <typename B>
   static std::unique_ptr<Concept> make_model(B bijector) {
     static_assert(Bijector<B>,
