@@ -195,9 +195,42 @@ struct Reference {
 };
 
 /// L = Σ G ⊙ f(x, c).
-double loss(const Net& net, const Mat& x, const Mat& c, const Mat& g) {
+template <typename N>
+double loss(const N& net, const Mat& x, const Mat& c, const Mat& g) {
   const Mat y = net.context_dim() > 0 ? net.forward(x, c) : net.forward(x);
   return (y.array() * g.array()).sum();
+}
+
+/// Checks ∂L/∂θ (added into `grad`) and ∂L/∂x (`gx`) of L = Σ G ⊙ f(x, c) against central
+/// differences, entry by entry (relative error ≤ 1e-7).
+template <typename N>
+void check_finite_differences(N& net, const Mat& x, const Mat& c, const Mat& g, const Vec& grad,
+                              const Mat& gx) {
+  const Vec theta = nflow::get_parameters(net);
+  const double h = 1e-6;
+  double worst = 0.0;
+  for (Index i = 0; i < theta.size(); ++i) {
+    Vec t = theta;
+    t(i) += h;
+    nflow::set_parameters(net, t);
+    const double up = loss(net, x, c, g);
+    t(i) -= 2 * h;
+    nflow::set_parameters(net, t);
+    const double fd = (up - loss(net, x, c, g)) / (2 * h);
+    worst = std::max(worst, std::abs(fd - grad(i)) / (1.0 + std::abs(fd)));
+  }
+  nflow::set_parameters(net, theta);
+  CHECK(worst <= 1e-7);
+  double worst_x = 0.0;
+  for (Index i = 0; i < x.size(); ++i) {
+    Mat xp = x;
+    xp(i) += h;
+    Mat xm = x;
+    xm(i) -= h;
+    const double fd = (loss(net, xp, c, g) - loss(net, xm, c, g)) / (2 * h);
+    worst_x = std::max(worst_x, std::abs(fd - gx(i)) / (1.0 + std::abs(fd)));
+  }
+  CHECK(worst_x <= 1e-7);
 }
 
 }  // namespace
@@ -258,35 +291,7 @@ TEST_CASE("BlockNetwork: gradients against finite differences for every option c
     }
     CHECK((grad_recorded.array() - 1.0 - grad.array()).abs().maxCoeff() <= 1e-13);
 
-    // ∂L/∂θ, entry by entry.
-    const Vec theta = nflow::get_parameters(net);
-    const double h = 1e-6;
-    double worst = 0.0;
-    for (Index i = 0; i < theta.size(); ++i) {
-      Vec t = theta;
-      t(i) += h;
-      nflow::set_parameters(net, t);
-      const double up = loss(net, x, c, g);
-      t(i) -= 2 * h;
-      nflow::set_parameters(net, t);
-      const double down = loss(net, x, c, g);
-      const double fd = (up - down) / (2 * h);
-      worst = std::max(worst, std::abs(fd - grad(i)) / (1.0 + std::abs(fd)));
-    }
-    nflow::set_parameters(net, theta);
-    CHECK(worst <= 1e-7);
-
-    // ∂L/∂x.
-    double worst_x = 0.0;
-    for (Index i = 0; i < x.size(); ++i) {
-      Mat xp = x;
-      xp(i) += h;
-      Mat xm = x;
-      xm(i) -= h;
-      const double fd = (loss(net, xp, c, g) - loss(net, xm, c, g)) / (2 * h);
-      worst_x = std::max(worst_x, std::abs(fd - gx(i)) / (1.0 + std::abs(fd)));
-    }
-    CHECK(worst_x <= 1e-7);
+    check_finite_differences(net, x, c, g, grad, gx);
   }
 }
 
@@ -696,30 +701,12 @@ TEST_CASE("BlockNetwork: the SiLU path (derivative from the pre-activation)",
     const Mat g = random_matrix(3, 3, gen);
     Vec grad = Vec::Zero(net.parameter_count());
     const Mat gx = net.backward(x, g, grad, c);
-    const auto l = [&](const NetS& m, const Mat& xx) {
-      return (m.forward(xx, c).array() * g.array()).sum();
-    };
-    const Vec theta = nflow::get_parameters(net);
-    const double h = 1e-6;
-    for (Index i = 0; i < theta.size(); ++i) {
-      Vec t = theta;
-      t(i) += h;
-      nflow::set_parameters(net, t);
-      const double up = l(net, x);
-      t(i) -= 2 * h;
-      nflow::set_parameters(net, t);
-      const double fd = (up - l(net, x)) / (2 * h);
-      CHECK(std::abs(fd - grad(i)) <= 1e-7 * (1.0 + std::abs(fd)));
-    }
-    nflow::set_parameters(net, theta);
-    for (Index i = 0; i < x.size(); ++i) {
-      Mat xp = x;
-      xp(i) += h;
-      Mat xm = x;
-      xm(i) -= h;
-      const double fd = (l(net, xp) - l(net, xm)) / (2 * h);
-      CHECK(std::abs(fd - gx(i)) <= 1e-7 * (1.0 + std::abs(fd)));
-    }
+    check_finite_differences(net, x, c, g, grad, gx);
+    NetS::Tape tape;
+    net.forward_recorded(x, tape, c);
+    Vec grad_recorded = Vec::Zero(net.parameter_count());
+    CHECK((net.backward_recorded(tape, g, grad_recorded, c) - gx).cwiseAbs().maxCoeff() <= 1e-14);
+    CHECK((grad_recorded - grad).cwiseAbs().maxCoeff() <= 1e-13);
   }
 }
 
