@@ -635,6 +635,17 @@ TEST_CASE("BlockNetwork: option and shape errors", "[nn][block_network]") {
   const Net other({.in_dim = 3, .out_dim = 2, .hidden_width = 4, .blocks = 2});
   Vec other_grad = Vec::Zero(other.parameter_count());
   CHECK_THROWS_WITH(other.backward_recorded(tape, g, other_grad), Catch::Contains("tape"));
+  // Same sizes, other options (no gate): the tape lacks the gate's values.
+  const Net additive({.in_dim = 3,
+                      .out_dim = 2,
+                      .hidden_width = 4,
+                      .blocks = 1,
+                      .context_dim = 2,
+                      .residual = true,
+                      .block_context = BlockContextMode::Additive});
+  Net::Tape additive_tape;
+  additive.forward_recorded(x, additive_tape, c);
+  CHECK_THROWS_WITH(net.backward_recorded(additive_tape, g, grad, c), Catch::Contains("tape"));
 }
 
 TEST_CASE("BlockNetwork: large batches (several blocks of columns) and NaN columns",

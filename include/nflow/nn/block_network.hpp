@@ -278,9 +278,7 @@ class BlockNetwork {
   Matrix backward_recorded(const Tape& tape, const Eigen::MatrixBase<GD>& grad_out,
                            Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const {
     const Index n = tape.cols();
-    if (tape.input.rows() != in_dim() || tape.hidden.size() != std::size_t(blocks() + 1) ||
-        tape.blocks.size() != std::size_t(blocks()) ||
-        tape.hidden.back().rows() != hidden_width() || tape.hidden.back().cols() != n) {
+    if (!tape_fits(tape)) {
       throw ShapeError("nflow: " + where("backward_recorded") +
                        ": the tape was not recorded by forward_recorded() of a network of this "
                        "shape");
@@ -806,6 +804,35 @@ class BlockNetwork {
       const ConstRef c(context.derived());
       f(&c);
     }
+  }
+
+  /// Whether `t` holds every value back_propagate() reads, at this network's sizes (a tape
+  /// recorded by a network of other sizes or options does not).
+  bool tape_fits(const Tape& t) const {
+    const Index n = t.cols();
+    const Index H = hidden_width();
+    constexpr bool from_output = Activation::BackwardFromOutput;
+    const auto fits = [&](const Matrix& m, bool needed) {
+      return !needed || (m.rows() == H && m.cols() == n);
+    };
+    if (t.input.rows() != in_dim() || t.hidden.size() != std::size_t(blocks() + 1) ||
+        t.blocks.size() != std::size_t(blocks()))
+      return false;
+    bool ok = fits(t.made, made_.weight >= 0) &&
+              fits(t.made_pre, made_.weight >= 0 && !from_output) &&
+              fits(t.initial_pre, !options_.residual && !from_output);
+    for (const Matrix& h : t.hidden) ok = ok && fits(h, true);
+    const bool gated = options_.block_context == BlockContextMode::Gated;
+    for (const typename Tape::Block& r : t.blocks) {
+      if (options_.residual) {
+        ok = ok && fits(r.a0, true) && fits(r.pre0, !from_output) && fits(r.t1, true) &&
+             fits(r.a1, true) && fits(r.pre1, !from_output) && fits(r.t2, gated) &&
+             fits(r.gate, gated);
+      } else {
+        ok = ok && fits(r.a0, options_.batch_norm) && fits(r.pre1, !from_output);
+      }
+    }
+    return ok;
   }
 
   // -- kernels --
