@@ -7,6 +7,7 @@
 
 #include "nflow/nn/block_network.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
@@ -34,10 +35,15 @@ std::string label(const BlockNetworkOptions& o) {
   return "residual=" + std::to_string(o.residual) + " batch_norm=" + std::to_string(o.batch_norm) +
          " masked=" + std::to_string(o.masked) + " context=" + std::to_string(int(o.context)) +
          " block_context=" + std::to_string(int(o.block_context)) +
-         " context_dim=" + std::to_string(o.context_dim);
+         " context_dim=" + std::to_string(o.context_dim) +
+         " hidden_widths=" + std::to_string(o.hidden_widths.size());
 }
 
-/// Every option combination that matters, on a small network (in 3, out 4, width 5, 2 blocks).
+/// The unequal hidden widths of the feed-forward cases (H_0, H_1, H_2 for 2 blocks).
+const std::vector<Index> unequal_widths = {5, 3, 7};
+
+/// Every option combination that matters, on a small network (in 3, out 4, width 5, 2 blocks);
+/// each feed-forward one also with the hidden widths {5, 3, 7}.
 std::vector<BlockNetworkOptions> all_combinations() {
   std::vector<BlockNetworkOptions> out;
   for (const bool residual : {true, false}) {
@@ -60,6 +66,10 @@ std::vector<BlockNetworkOptions> all_combinations() {
                            .masked = masked,
                            .context = context,
                            .block_context = block});
+            if (!residual) {
+              out.push_back(out.back());
+              out.back().hidden_widths = unequal_widths;
+            }
           }
         }
       }
@@ -167,7 +177,7 @@ struct Reference {
   Vec operator()(const Vec& x, const Vec& c) const {
     Vec h = p.at("initial.weight").cwiseProduct(mask("initial")) * x + p.at("initial.bias");
     if (o.context == BlockContext::InitialLayer && o.context_dim > 0) {
-      Mat cm = Mat::Ones(o.hidden_width, o.context_dim);
+      Mat cm = Mat::Ones(p.at("initial.context_weight").rows(), o.context_dim);
       if (o.masked) {
         const nflow::BufferVector& b = buffers.at("initial.context_mask");
         cm = Eigen::Map<const Eigen::Matrix<std::int64_t, -1, -1>>(b.data(), cm.rows(), cm.cols())
@@ -195,9 +205,42 @@ struct Reference {
 };
 
 /// L = Σ G ⊙ f(x, c).
-double loss(const Net& net, const Mat& x, const Mat& c, const Mat& g) {
+template <typename N>
+double loss(const N& net, const Mat& x, const Mat& c, const Mat& g) {
   const Mat y = net.context_dim() > 0 ? net.forward(x, c) : net.forward(x);
   return (y.array() * g.array()).sum();
+}
+
+/// Checks ∂L/∂θ (added into `grad`) and ∂L/∂x (`gx`) of L = Σ G ⊙ f(x, c) against central
+/// differences, entry by entry (relative error ≤ 1e-7).
+template <typename N>
+void check_finite_differences(N& net, const Mat& x, const Mat& c, const Mat& g, const Vec& grad,
+                              const Mat& gx) {
+  const Vec theta = nflow::get_parameters(net);
+  const double h = 1e-6;
+  double worst = 0.0;
+  for (Index i = 0; i < theta.size(); ++i) {
+    Vec t = theta;
+    t(i) += h;
+    nflow::set_parameters(net, t);
+    const double up = loss(net, x, c, g);
+    t(i) -= 2 * h;
+    nflow::set_parameters(net, t);
+    const double fd = (up - loss(net, x, c, g)) / (2 * h);
+    worst = std::max(worst, std::abs(fd - grad(i)) / (1.0 + std::abs(fd)));
+  }
+  nflow::set_parameters(net, theta);
+  CHECK(worst <= 1e-7);
+  double worst_x = 0.0;
+  for (Index i = 0; i < x.size(); ++i) {
+    Mat xp = x;
+    xp(i) += h;
+    Mat xm = x;
+    xm(i) -= h;
+    const double fd = (loss(net, xp, c, g) - loss(net, xm, c, g)) / (2 * h);
+    worst_x = std::max(worst_x, std::abs(fd - gx(i)) / (1.0 + std::abs(fd)));
+  }
+  CHECK(worst_x <= 1e-7);
 }
 
 }  // namespace
@@ -258,35 +301,7 @@ TEST_CASE("BlockNetwork: gradients against finite differences for every option c
     }
     CHECK((grad_recorded.array() - 1.0 - grad.array()).abs().maxCoeff() <= 1e-13);
 
-    // ∂L/∂θ, entry by entry.
-    const Vec theta = nflow::get_parameters(net);
-    const double h = 1e-6;
-    double worst = 0.0;
-    for (Index i = 0; i < theta.size(); ++i) {
-      Vec t = theta;
-      t(i) += h;
-      nflow::set_parameters(net, t);
-      const double up = loss(net, x, c, g);
-      t(i) -= 2 * h;
-      nflow::set_parameters(net, t);
-      const double down = loss(net, x, c, g);
-      const double fd = (up - down) / (2 * h);
-      worst = std::max(worst, std::abs(fd - grad(i)) / (1.0 + std::abs(fd)));
-    }
-    nflow::set_parameters(net, theta);
-    CHECK(worst <= 1e-7);
-
-    // ∂L/∂x.
-    double worst_x = 0.0;
-    for (Index i = 0; i < x.size(); ++i) {
-      Mat xp = x;
-      xp(i) += h;
-      Mat xm = x;
-      xm(i) -= h;
-      const double fd = (loss(net, xp, c, g) - loss(net, xm, c, g)) / (2 * h);
-      worst_x = std::max(worst_x, std::abs(fd - gx(i)) / (1.0 + std::abs(fd)));
-    }
-    CHECK(worst_x <= 1e-7);
+    check_finite_differences(net, x, c, g, grad, gx);
   }
 }
 
@@ -343,75 +358,103 @@ TEST_CASE("BlockNetwork: masked weight entries get exactly zero gradient and hav
 
 TEST_CASE("BlockNetwork: a feed-forward network equals nn::MLP with the same weights",
           "[nn][block_network]") {
-  // MLP with L hidden layers = feed-forward BlockNetwork with L − 1 blocks (zuko's MLP).
+  // MLP with L hidden layers = feed-forward BlockNetwork with L − 1 blocks (zuko's MLP). Hidden
+  // widths H_0 … H_B of different values: the MLP of the widest width with each layer's weight
+  // and bias zero outside its H_{l+1} × H_l corner (a unit with zero weights and bias is
+  // tanh(0) = 0 and feeds nothing).
   using MLP =
       nflow::nn::MLP<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::Dynamic, nflow::nn::Tanh>;
   const Index layers = 3;
-  MLP mlp(3, 4, 6, layers, 2);
-  mlp.initialize(5, false);
-  Net net({.in_dim = 3,
-           .out_dim = 4,
-           .hidden_width = 6,
-           .blocks = layers - 1,
-           .context_dim = 2,
-           .residual = false});
-  std::map<std::string, Mat> by_name;
-  mlp.visit_parameters([&](const std::string& name, const auto& t) { by_name[name] = t; });
-  const auto mlp_name = [&](const std::string& name) {
-    if (name.starts_with("initial.")) return "layers.0." + name.substr(8);
-    if (name.starts_with("final."))
-      return "layers." + std::to_string(layers) + "." + name.substr(6);
-    // "blocks.<b>.linear.weight" -> "layers.<b+1>.weight"
-    const std::size_t dot = name.find('.', 7);
-    const int b = std::stoi(name.substr(7, dot - 7));
-    return "layers." + std::to_string(b + 1) + name.substr(name.rfind('.'));
-  };
-  net.visit_parameters(
-      [&](const std::string& name, Eigen::Ref<Mat> t) { t = by_name.at(mlp_name(name)); });
-  std::mt19937_64 gen(4);
-  const Mat x = random_matrix(3, 10, gen);
-  const Mat c = random_matrix(2, 10, gen);
-  CHECK((net.forward(x, c) - mlp.forward(x, c)).cwiseAbs().maxCoeff() <= 1e-13);
-  CHECK(net.parameter_count() == mlp.parameter_count());
+  for (const std::vector<Index>& widths : {std::vector<Index>{}, unequal_widths}) {
+    INFO("hidden_widths of " << widths.size());
+    Net net({.in_dim = 3,
+             .out_dim = 4,
+             .hidden_width = widths.empty() ? 6 : 0,
+             .hidden_widths = widths,
+             .blocks = layers - 1,
+             .context_dim = 2,
+             .residual = false});
+    const Index widest = *std::max_element(net.hidden_widths().begin(), net.hidden_widths().end());
+    MLP mlp(3, 4, widest, layers, 2);
+    mlp.initialize(5, false);
+    const auto mlp_name = [&](const std::string& name) {
+      if (name.starts_with("initial.")) return "layers.0." + name.substr(8);
+      if (name.starts_with("final."))
+        return "layers." + std::to_string(layers) + "." + name.substr(6);
+      // "blocks.<b>.linear.weight" -> "layers.<b+1>.weight"
+      const std::size_t dot = name.find('.', 7);
+      const int b = std::stoi(name.substr(7, dot - 7));
+      return "layers." + std::to_string(b + 1) + name.substr(name.rfind('.'));
+    };
+    std::map<std::string, Mat> corner;  // by the MLP's names: the network's tensor shapes
+    net.visit_parameters(
+        [&](const std::string& name, const auto& t) { corner[mlp_name(name)] = t; });
+    std::map<std::string, Mat> by_name;
+    mlp.visit_parameters([&](const std::string& name, auto&& t) {
+      const Mat& shape = corner.at(name);
+      const Mat used = t.topLeftCorner(shape.rows(), shape.cols());
+      t.setZero();
+      t.topLeftCorner(shape.rows(), shape.cols()) = used;
+      by_name[name] = used;
+    });
+    net.visit_parameters(
+        [&](const std::string& name, Eigen::Ref<Mat> t) { t = by_name.at(mlp_name(name)); });
+    std::mt19937_64 gen(4);
+    const Mat x = random_matrix(3, 10, gen);
+    const Mat c = random_matrix(2, 10, gen);
+    CHECK((net.forward(x, c) - mlp.forward(x, c)).cwiseAbs().maxCoeff() <= 1e-13);
+    if (widths.empty()) {
+      CHECK(net.parameter_count() == mlp.parameter_count());
+    } else {
+      // [W_in C_in] b_in, then block 0 (3 × 5), block 1 (7 × 3), final (4 × 7).
+      CHECK(net.parameter_count() == 5 * 5 + 5 + 3 * 5 + 3 + 7 * 3 + 7 + 4 * 7 + 4);
+    }
+  }
 }
 
 TEST_CASE("BlockNetwork: connectivity matches a numerical dependence check",
           "[nn][block_network]") {
   std::mt19937_64 gen(5);
-  for (const bool residual : {true, false}) {
-    for (const bool masked : {true, false}) {
-      const BlockNetworkOptions o{.in_dim = 5,
-                                  .out_dim = 6,
-                                  .hidden_width = 4,
-                                  .blocks = 2,
-                                  .residual = residual,
-                                  .batch_norm = true,
-                                  .masked = masked};
-      INFO(label(o));
-      Net net(o);
-      std::mt19937_64 mask_gen(11);
-      if (masked) {
-        // Sparse masks, so that the pattern is far from full.
-        auto masks = random_masks(net, mask_gen);
-        std::bernoulli_distribution keep(0.5);
-        for (auto& m : masks) m = m.unaryExpr([&](double v) { return keep(mask_gen) ? v : 0.0; });
-        net.set_masks(masks);
+  // Residual and feed-forward (the latter also with hidden widths {5, 3, 7}), masked or not.
+  for (const std::vector<Index>& widths : {std::vector<Index>{}, unequal_widths}) {
+    for (const bool residual : {true, false}) {
+      if (residual && !widths.empty()) continue;
+      for (const bool masked : {true, false}) {
+        const BlockNetworkOptions o{.in_dim = 5,
+                                    .out_dim = 6,
+                                    .hidden_width = widths.empty() ? 4 : 0,
+                                    .hidden_widths = widths,
+                                    .blocks = 2,
+                                    .residual = residual,
+                                    .batch_norm = true,
+                                    .masked = masked};
+        INFO(label(o));
+        Net net(o);
+        std::mt19937_64 mask_gen(11);
+        if (masked) {
+          // Sparse masks, so that the pattern is far from full.
+          auto masks = random_masks(net, mask_gen);
+          std::bernoulli_distribution keep(0.5);
+          for (auto& m : masks) m = m.unaryExpr([&](double v) { return keep(mask_gen) ? v : 0.0; });
+          net.set_masks(masks);
+        }
+        net.initialize(gen, false);
+        const Net::Connectivity structural = net.connectivity();
+        REQUIRE(structural.rows() == 6);
+        REQUIRE(structural.cols() == 5);
+        Net::Connectivity numerical(6, 5);
+        const Vec x = random_matrix(5, 1, gen);
+        const Vec y = net.forward(x);
+        for (Index i = 0; i < 5; ++i) {
+          Vec xp = x;
+          xp(i) += 0.5;
+          numerical.col(i) = ((net.forward(xp) - y).array().abs() > 1e-12).matrix();
+        }
+        CHECK(numerical == structural);
+        if (!masked) CHECK(structural.all());
+        if (masked) CHECK_FALSE(structural.all());
+        CHECK(structural.any());
       }
-      net.initialize(gen, false);
-      const Net::Connectivity structural = net.connectivity();
-      REQUIRE(structural.rows() == 6);
-      REQUIRE(structural.cols() == 5);
-      Net::Connectivity numerical(6, 5);
-      const Vec x = random_matrix(5, 1, gen);
-      const Vec y = net.forward(x);
-      for (Index i = 0; i < 5; ++i) {
-        Vec xp = x;
-        xp(i) += 0.5;
-        numerical.col(i) = ((net.forward(xp) - y).array().abs() > 1e-12).matrix();
-      }
-      CHECK(numerical == structural);
-      if (!masked) CHECK(structural.all());
-      if (masked) CHECK_FALSE(structural.all());
     }
   }
 }
@@ -472,6 +515,43 @@ TEST_CASE("BlockNetwork: parameter and buffer names, counts and initialisation",
         std::vector<std::string>{"initial.mask", "initial.context_mask", "blocks.0.linear.mask",
                                  "blocks.0.norm.running_mean", "blocks.0.norm.running_var",
                                  "final.mask"});
+
+  // Hidden widths {5, 3, 7}: block b's norm has H_b units and its linear is H_{b+1} × H_b; each
+  // linear is drawn with the bound 1/√(its input width).
+  Net shaped({.in_dim = 3,
+              .out_dim = 2,
+              .hidden_widths = unequal_widths,
+              .blocks = 2,
+              .context_dim = 2,
+              .batch_norm = true,
+              .masked = true});
+  shaped.initialize(3, false);
+  std::vector<std::string> shapes;
+  shaped.visit_parameters([&](const std::string& name, const auto& t) {
+    shapes.push_back(name + " " + std::to_string(t.rows()) + "x" + std::to_string(t.cols()));
+    const double bound = name.starts_with("blocks.0.linear")   ? 1 / std::sqrt(5.0)
+                         : name.starts_with("blocks.1.linear") ? 1 / std::sqrt(3.0)
+                         : name.starts_with("final.")          ? 1 / std::sqrt(7.0)
+                                                               : 1.0;
+    INFO(name);
+    CHECK(t.cwiseAbs().maxCoeff() <= bound);
+    if (name == "blocks.1.linear.weight") CHECK(t.cwiseAbs().maxCoeff() > 1 / std::sqrt(7.0));
+  });
+  CHECK(shapes == std::vector<std::string>{"initial.weight 5x3", "initial.context_weight 5x2",
+                                           "initial.bias 5x1", "blocks.0.linear.weight 3x5",
+                                           "blocks.0.linear.bias 3x1", "blocks.0.norm.weight 5x1",
+                                           "blocks.0.norm.bias 5x1", "blocks.1.linear.weight 7x3",
+                                           "blocks.1.linear.bias 7x1", "blocks.1.norm.weight 3x1",
+                                           "blocks.1.norm.bias 3x1", "final.weight 2x7",
+                                           "final.bias 2x1"});
+  const auto shaped_buffers = nflow::get_buffers(shaped);
+  CHECK(shaped_buffers.at("blocks.0.norm.running_var").size() == 5);
+  CHECK(shaped_buffers.at("blocks.1.norm.running_mean").size() == 3);
+  CHECK(shaped_buffers.at("blocks.1.linear.mask").size() == 21);
+  CHECK_THROWS_WITH(shaped.visit_buffers([](const std::string& name, nflow::BufferVector& b) {
+    if (name == "blocks.1.norm.running_mean") b.setZero(5);
+  }),
+                    Catch::Contains("expected 3"));
 
   // Initialisation: PyTorch bounds, batch norm 1/0, a zero last layer, masked entries 0.
   std::mt19937_64 gen(6);
@@ -596,6 +676,28 @@ TEST_CASE("BlockNetwork: option and shape errors", "[nn][block_network]") {
                     Catch::Contains("uses the context"));
   CHECK_THROWS_AS(Net({.in_dim = 3, .out_dim = 2, .hidden_width = 4, .batch_norm_eps = 0.0}),
                   ParameterError);
+  // hidden_widths: feed-forward only, blocks + 1 entries >= 1, hidden_width 0 or the first.
+  const auto widths = [](std::vector<Index> w, Index hidden_width = 0, bool residual = false) {
+    return BlockNetworkOptions{.in_dim = 3,
+                               .out_dim = 2,
+                               .hidden_width = hidden_width,
+                               .hidden_widths = std::move(w),
+                               .blocks = 2,
+                               .residual = residual};
+  };
+  CHECK_THROWS_WITH(Net(widths({5, 3, 7}, 0, true)),
+                    Catch::Contains("hidden_widths") && Catch::Contains("residual"));
+  CHECK_THROWS_WITH(Net(widths({5, 3, 7}, 5, true)), Catch::Contains("hidden_widths"));
+  CHECK_THROWS_WITH(Net(widths({5, 3})), Catch::Contains("hidden_widths must have blocks + 1 = 3"));
+  CHECK_THROWS_WITH(Net(widths({5, 3, 7, 2})), Catch::Contains("got 4"));
+  CHECK_THROWS_WITH(Net(widths({5, 0, 7})), Catch::Contains("hidden_widths[1] must be >= 1"));
+  CHECK_THROWS_WITH(Net(widths({5, 3, -2})), Catch::Contains("hidden_widths[2]"));
+  CHECK_THROWS_WITH(Net(widths({5, 3, 7}, 3)),
+                    Catch::Contains("hidden_width must be 0 or hidden_widths[0] = 5"));
+  const Net unequal(widths({5, 3, 7}, 5));
+  CHECK(unequal.hidden_width() == 5);
+  CHECK(unequal.hidden_widths() == std::vector<Index>{5, 3, 7});
+  CHECK(Net(widths({}, 4)).hidden_widths() == std::vector<Index>{4, 4, 4});
 
   const Net net = make_net({.in_dim = 3,
                             .out_dim = 2,
@@ -630,6 +732,26 @@ TEST_CASE("BlockNetwork: option and shape errors", "[nn][block_network]") {
   const Net other({.in_dim = 3, .out_dim = 2, .hidden_width = 4, .blocks = 2});
   Vec other_grad = Vec::Zero(other.parameter_count());
   CHECK_THROWS_WITH(other.backward_recorded(tape, g, other_grad), Catch::Contains("tape"));
+  // Same sizes, other options (no gate): the tape lacks the gate's values.
+  const Net additive({.in_dim = 3,
+                      .out_dim = 2,
+                      .hidden_width = 4,
+                      .blocks = 1,
+                      .context_dim = 2,
+                      .residual = true,
+                      .block_context = BlockContextMode::Additive});
+  Net::Tape additive_tape;
+  additive.forward_recorded(x, additive_tape, c);
+  CHECK_THROWS_WITH(net.backward_recorded(additive_tape, g, grad, c), Catch::Contains("tape"));
+  // Same in, out and blocks, other hidden widths: the tape's hidden values have other rows.
+  Net::Tape unequal_tape;
+  unequal.forward_recorded(x, unequal_tape);
+  const Net narrower(widths({5, 4, 7}));
+  Vec narrower_grad = Vec::Zero(narrower.parameter_count());
+  Vec unequal_grad = Vec::Zero(unequal.parameter_count());
+  CHECK_NOTHROW(unequal.backward_recorded(unequal_tape, g, unequal_grad));
+  CHECK_THROWS_WITH(narrower.backward_recorded(unequal_tape, g, narrower_grad),
+                    Catch::Contains("tape"));
 }
 
 TEST_CASE("BlockNetwork: large batches (several blocks of columns) and NaN columns",
@@ -696,30 +818,12 @@ TEST_CASE("BlockNetwork: the SiLU path (derivative from the pre-activation)",
     const Mat g = random_matrix(3, 3, gen);
     Vec grad = Vec::Zero(net.parameter_count());
     const Mat gx = net.backward(x, g, grad, c);
-    const auto l = [&](const NetS& m, const Mat& xx) {
-      return (m.forward(xx, c).array() * g.array()).sum();
-    };
-    const Vec theta = nflow::get_parameters(net);
-    const double h = 1e-6;
-    for (Index i = 0; i < theta.size(); ++i) {
-      Vec t = theta;
-      t(i) += h;
-      nflow::set_parameters(net, t);
-      const double up = l(net, x);
-      t(i) -= 2 * h;
-      nflow::set_parameters(net, t);
-      const double fd = (up - l(net, x)) / (2 * h);
-      CHECK(std::abs(fd - grad(i)) <= 1e-7 * (1.0 + std::abs(fd)));
-    }
-    nflow::set_parameters(net, theta);
-    for (Index i = 0; i < x.size(); ++i) {
-      Mat xp = x;
-      xp(i) += h;
-      Mat xm = x;
-      xm(i) -= h;
-      const double fd = (l(net, xp) - l(net, xm)) / (2 * h);
-      CHECK(std::abs(fd - gx(i)) <= 1e-7 * (1.0 + std::abs(fd)));
-    }
+    check_finite_differences(net, x, c, g, grad, gx);
+    NetS::Tape tape;
+    net.forward_recorded(x, tape, c);
+    Vec grad_recorded = Vec::Zero(net.parameter_count());
+    CHECK((net.backward_recorded(tape, g, grad_recorded, c) - gx).cwiseAbs().maxCoeff() <= 1e-14);
+    CHECK((grad_recorded - grad).cwiseAbs().maxCoeff() <= 1e-13);
   }
 }
 

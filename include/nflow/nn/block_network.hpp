@@ -46,9 +46,14 @@ enum class BlockContextMode {
 
 /// @brief The architecture of a BlockNetwork (use designated initialisers).
 struct BlockNetworkOptions {
-  Index in_dim = 0;         ///< rows of x (>= 0; in_dim + context_dim >= 1)
-  Index out_dim = 0;        ///< rows of y (>= 1)
-  Index hidden_width = 0;   ///< H, the width of every hidden layer (>= 1)
+  Index in_dim = 0;        ///< rows of x (>= 0; in_dim + context_dim >= 1)
+  Index out_dim = 0;       ///< rows of y (>= 1)
+  Index hidden_width = 0;  ///< H, the width of every hidden layer (>= 1; see hidden_widths)
+  /// Feed-forward only: the width of each hidden layer, H_0 (the initial layer's output), then
+  /// H_{b+1} (block b's output) for b < blocks: blocks + 1 entries, each >= 1 (zuko's
+  /// hidden_features of different widths, e.g. (64, 128, 32)). Empty: every hidden layer is
+  /// hidden_width. When given, hidden_width must be 0 (unset) or H_0.
+  std::vector<Index> hidden_widths = {};
   Index blocks = 0;         ///< number of blocks (>= 0)
   Index context_dim = 0;    ///< rows of the context (>= 0; 0 = unconditional)
   bool residual = false;    ///< residual blocks (true) or feed-forward blocks (false)
@@ -73,6 +78,11 @@ struct BlockNetworkOptions {
 ///                    t = f(BN1(t));  t = W̃2·t + b2;  [t = t ⊙ σ(C_b·c + b_b)];  h = h + t
 ///     feed-forward:  h = f(h);  for each block b:  h = f(W̃·BN(h) + b)
 ///     y = W̃_out·h + b_out
+///
+/// Every hidden layer has H = hidden_width units, except that a feed-forward network may give
+/// each its own width (options hidden_widths = {H_0, …, H_B}): the initial layer (and MadeInput's
+/// context layer) has H_0 outputs, block b's batch norm has H_b units and its linear is
+/// H_{b+1} × H_b, and the final layer is out × H_B.
 ///
 /// ([t += …] with block_context = Additive, [t ⊙ σ(…)] with Gated; the per-block context layers
 /// are never masked; a block without batch_norm has BN = identity). Eval-mode batch norm, per
@@ -176,6 +186,9 @@ class BlockNetwork {
   /// @throws nflow::ParameterError naming the offending option.
   explicit BlockNetwork(const BlockNetworkOptions& options) : options_(options) {
     check_options();
+    widths_ = options_.hidden_widths.empty()
+                  ? std::vector<Index>(std::size_t(options_.blocks + 1), options_.hidden_width)
+                  : options_.hidden_widths;
     build();
     reset_statistics();
     refresh();
@@ -184,8 +197,8 @@ class BlockNetwork {
   /// @brief Draws every parameter like PyTorch's nn.Linear default: uniform on
   /// (−1/√fan_in, 1/√fan_in) for the weights and biases of a linear, with fan_in = in_dim +
   /// context_dim for the initial layer under InitialLayer (in_dim otherwise), context_dim for the
-  /// context layers and hidden_width for the others; batch-norm weights 1, biases 0, running
-  /// means 0, variances 1. Tensors are filled in visit order, each column-major, from
+  /// context layers and the width of their input for the others; batch-norm weights 1, biases 0,
+  /// running means 0, variances 1. Tensors are filled in visit order, each column-major, from
   /// std::mt19937_64(seed) through nflow::uniform_open01 (the same values on every compiler);
   /// masked entries are then set to 0. Masks are kept.
   /// @param zero_last_layer set "final.weight" and "final.bias" to 0, so that the network outputs
@@ -278,9 +291,7 @@ class BlockNetwork {
   Matrix backward_recorded(const Tape& tape, const Eigen::MatrixBase<GD>& grad_out,
                            Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const {
     const Index n = tape.cols();
-    if (tape.input.rows() != in_dim() || tape.hidden.size() != std::size_t(blocks() + 1) ||
-        tape.blocks.size() != std::size_t(blocks()) ||
-        tape.hidden.back().rows() != hidden_width() || tape.hidden.back().cols() != n) {
+    if (!tape_fits(tape)) {
       throw ShapeError("nflow: " + where("backward_recorded") +
                        ": the tape was not recorded by forward_recorded() of a network of this "
                        "shape");
@@ -385,9 +396,10 @@ class BlockNetwork {
   }
 
   /// @brief Writable visit: `f(name, BufferVector&)` with each current value; then every new
-  /// value is validated (a mask: rows·cols entries, each 0 or 1; a running mean: H finite
-  /// values; a running variance: H finite values >= 0) and all are applied together, or
-  /// nflow::ParameterError names the first bad buffer and the network is unchanged.
+  /// value is validated (a mask: rows·cols entries, each 0 or 1; a running mean: one finite
+  /// value per unit of its norm; a running variance: one finite value >= 0 per unit) and all are
+  /// applied together, or nflow::ParameterError names the first bad buffer and the network is
+  /// unchanged.
   template <typename F>
   void visit_buffers(F&& f) {
     std::vector<BufferEntry> entries = buffer_values();
@@ -453,7 +465,12 @@ class BlockNetwork {
   Index in_dim() const { return options_.in_dim; }
   Index out_dim() const { return options_.out_dim; }
   Index context_dim() const { return options_.context_dim; }
-  Index hidden_width() const { return options_.hidden_width; }
+  /// @brief H_0, the initial layer's output width: the width of every hidden layer unless the
+  /// options give hidden_widths of different values (then see hidden_widths()).
+  Index hidden_width() const { return widths_.front(); }
+  /// @brief The width of each hidden layer, H_0 … H_B (blocks + 1 entries; all hidden_width
+  /// when the options give no hidden_widths).
+  const std::vector<Index>& hidden_widths() const { return widths_; }
   Index blocks() const { return options_.blocks; }
   const BlockNetworkOptions& options() const { return options_; }
 
@@ -543,16 +560,32 @@ class BlockNetwork {
 
   void check_options() const {
     const auto& o = options_;
-    const auto at_least = [&](const char* what, Index value, Index minimum) {
+    const auto at_least = [&](const std::string& what, Index value, Index minimum) {
       if (value < minimum) {
-        fail_option(std::string(what) + " must be >= " + std::to_string(minimum) + ", got " +
+        fail_option(what + " must be >= " + std::to_string(minimum) + ", got " +
                     std::to_string(value));
       }
     };
     at_least("in_dim", o.in_dim, 0);
     at_least("out_dim", o.out_dim, 1);
-    at_least("hidden_width", o.hidden_width, 1);
     at_least("blocks", o.blocks, 0);
+    if (o.hidden_widths.empty()) {
+      at_least("hidden_width", o.hidden_width, 1);
+    } else {
+      if (o.residual)
+        fail_option("hidden_widths must be empty for residual blocks (residual = true)");
+      if (Index(o.hidden_widths.size()) != o.blocks + 1) {
+        fail_option("hidden_widths must have blocks + 1 = " + std::to_string(o.blocks + 1) +
+                    " entries, got " + std::to_string(o.hidden_widths.size()));
+      }
+      for (std::size_t i = 0; i < o.hidden_widths.size(); ++i)
+        at_least("hidden_widths[" + std::to_string(i) + "]", o.hidden_widths[i], 1);
+      if (o.hidden_width != 0 && o.hidden_width != o.hidden_widths.front()) {
+        fail_option("hidden_width must be 0 or hidden_widths[0] = " +
+                    std::to_string(o.hidden_widths.front()) + " when hidden_widths is given, got " +
+                    std::to_string(o.hidden_width));
+      }
+    }
     at_least("context_dim", o.context_dim, 0);
     if (o.in_dim + (o.context == BlockContext::InitialLayer ? o.context_dim : 0) < 1)
       fail_option("the initial layer has no input (in_dim = 0 without an InitialLayer context)");
@@ -591,12 +624,12 @@ class BlockNetwork {
     return l;
   }
 
-  Index add_norm(const std::string& prefix) {
+  Index add_norm(const std::string& prefix, Index width) {
     const Index id = Index(norms_.size());
     Norm n;
     n.name = prefix.substr(0, prefix.size() - 1);
-    n.weight = add_tensor(prefix + "weight", Kind::NormWeight, hidden_width(), 1, 0, false, id);
-    n.bias = add_tensor(prefix + "bias", Kind::NormBias, hidden_width(), 1, 0);
+    n.weight = add_tensor(prefix + "weight", Kind::NormWeight, width, 1, 0, false, id);
+    n.bias = add_tensor(prefix + "bias", Kind::NormBias, width, 1, 0);
     norms_.push_back(std::move(n));
     return id;
   }
@@ -604,7 +637,8 @@ class BlockNetwork {
   /// The tensor table, in visit order.
   void build() {
     const auto& o = options_;
-    const Index H = o.hidden_width;
+    const std::vector<Index>& W = widths_;
+    const Index H = W.front();
     const Index C = o.context_dim;
     const bool context_in_initial = o.context == BlockContext::InitialLayer && C > 0;
     const Index initial_fan_in = o.in_dim + (context_in_initial ? C : 0);
@@ -624,21 +658,22 @@ class BlockNetwork {
     for (Index b = 0; b < o.blocks; ++b) {
       Block& k = blocks_[std::size_t(b)];
       const std::string p = "blocks." + std::to_string(b) + ".";
-      if (o.residual) {
+      if (o.residual) {  // every width is H
         k.linear0 = add_linear(p + "linear0.", H, H, H, o.masked);
         k.linear1 = add_linear(p + "linear1.", H, H, H, o.masked);
         if (o.block_context != BlockContextMode::None)
           k.context = add_linear(p + "context.", H, C, C, false);
         if (o.batch_norm) {
-          k.norm0 = add_norm(p + "norm0.");
-          k.norm1 = add_norm(p + "norm1.");
+          k.norm0 = add_norm(p + "norm0.", H);
+          k.norm1 = add_norm(p + "norm1.", H);
         }
       } else {
-        k.linear0 = add_linear(p + "linear.", H, H, H, o.masked);
-        if (o.batch_norm) k.norm0 = add_norm(p + "norm.");
+        const Index in = W[std::size_t(b)];
+        k.linear0 = add_linear(p + "linear.", W[std::size_t(b + 1)], in, in, o.masked);
+        if (o.batch_norm) k.norm0 = add_norm(p + "norm.", in);
       }
     }
-    final_ = add_linear("final.", o.out_dim, H, H, o.masked);
+    final_ = add_linear("final.", o.out_dim, W.back(), W.back(), o.masked);
     const Tensor& last = tensors_.back();
     params_.setZero(last.offset + last.rows * last.cols);
     mask_.setOnes(params_.size());
@@ -646,8 +681,8 @@ class BlockNetwork {
 
   void reset_statistics() {
     for (Norm& n : norms_) {
-      n.mean.setZero(hidden_width());
-      n.var.setOnes(hidden_width());
+      n.mean.setZero(tensors_[std::size_t(n.weight)].rows);
+      n.var.setOnes(tensors_[std::size_t(n.weight)].rows);
     }
   }
 
@@ -734,9 +769,10 @@ class BlockNetwork {
   }
 
   void decode_statistic(const BufferEntry& e, Norm& n) const {
-    if (e.value.size() != hidden_width()) {
+    const Index units = tensors_[std::size_t(n.weight)].rows;
+    if (e.value.size() != units) {
       fail_buffer(e.name, "has " + std::to_string(e.value.size()) + " entries, expected " +
-                              std::to_string(hidden_width()));
+                              std::to_string(units));
     }
     Vector<Scalar>& out = e.is_var ? n.var : n.mean;
     for (Index i = 0; i < e.value.size(); ++i) {
@@ -808,11 +844,43 @@ class BlockNetwork {
     }
   }
 
+  /// Whether `t` holds every value back_propagate() reads, at this network's sizes (a tape
+  /// recorded by a network of other sizes or options does not).
+  bool tape_fits(const Tape& t) const {
+    const Index n = t.cols();
+    constexpr bool from_output = Activation::BackwardFromOutput;
+    // Whether m is H_l × n, when needed.
+    const auto fits = [&](const Matrix& m, Index l, bool needed) {
+      return !needed || (m.rows() == widths_[std::size_t(l)] && m.cols() == n);
+    };
+    if (t.input.rows() != in_dim() || t.hidden.size() != std::size_t(blocks() + 1) ||
+        t.blocks.size() != std::size_t(blocks()))
+      return false;
+    bool ok = fits(t.made, 0, made_.weight >= 0) &&
+              fits(t.made_pre, 0, made_.weight >= 0 && !from_output) &&
+              fits(t.initial_pre, 0, !options_.residual && !from_output);
+    for (Index l = 0; l <= blocks(); ++l) ok = ok && fits(t.hidden[std::size_t(l)], l, true);
+    const bool gated = options_.block_context == BlockContextMode::Gated;
+    for (Index b = 0; b < blocks(); ++b) {
+      const typename Tape::Block& r = t.blocks[std::size_t(b)];
+      if (options_.residual) {
+        ok = ok && fits(r.a0, b, true) && fits(r.pre0, b, !from_output) && fits(r.t1, b, true) &&
+             fits(r.a1, b, true) && fits(r.pre1, b, !from_output) && fits(r.t2, b, gated) &&
+             fits(r.gate, b, gated);
+      } else {
+        ok = ok && fits(r.a0, b, options_.batch_norm) && fits(r.pre1, b + 1, !from_output);
+      }
+    }
+    return ok;
+  }
+
   // -- kernels --
 
   /// Scalars of activations one column of a recorded pass holds (to size blocks of a batch).
   Index record_scalars() const {
-    return in_dim() + out_dim() + hidden_width() * (3 + 7 * blocks());
+    Index blocks_scalars = 0;
+    for (Index b = 1; b <= blocks(); ++b) blocks_scalars += 7 * widths_[std::size_t(b)];
+    return in_dim() + out_dim() + 3 * widths_.front() + blocks_scalars;
   }
 
   /// Calls f(first, m) over consecutive blocks of columns of a batch of n.
@@ -876,7 +944,7 @@ class BlockNetwork {
   /// The forward pass of the columns of x (context c or nullptr) into y, recorded into t.
   void record(const ConstRef& x, const ConstRef* c, Tape& t, Eigen::Ref<Matrix> y) const {
     const Index n = x.cols();
-    const Index H = hidden_width();
+    const Index H = hidden_width();  // H_0; every width of a residual network
     const Index B = blocks();
     const bool residual = options_.residual;
     t.input = x;
@@ -898,7 +966,7 @@ class BlockNetwork {
       typename Tape::Block& r = t.blocks[std::size_t(b)];
       const Matrix& h = t.hidden[std::size_t(b)];
       Matrix& next = t.hidden[std::size_t(b + 1)];
-      next.resize(H, n);
+      next.resize(widths_[std::size_t(b + 1)], n);
       if (residual) {
         normalize(k.norm0, h, r.a0);
         activate(r.a0, r.pre0);
@@ -996,9 +1064,10 @@ class BlockNetwork {
   Linear made_;  ///< MadeInput's context layer (weight −1 otherwise)
   Linear final_;
   Index mask_count_ = 0;
-  Vector<Scalar> params_;  ///< every tensor, in visit order, column-major
-  Vector<Scalar> mask_;    ///< 0/1 per parameter (1 for everything not masked)
-  Vector<Scalar> used_;    ///< params_ ⊙ mask_ (masked networks only)
+  std::vector<Index> widths_;  ///< H_0 … H_B
+  Vector<Scalar> params_;      ///< every tensor, in visit order, column-major
+  Vector<Scalar> mask_;        ///< 0/1 per parameter (1 for everything not masked)
+  Vector<Scalar> used_;        ///< params_ ⊙ mask_ (masked networks only)
 };
 
 }  // namespace nflow::nn
