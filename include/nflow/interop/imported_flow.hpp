@@ -63,6 +63,22 @@ class ImportedBase {
     return lp;
   }
 
+  /// ∂L/∂z for L depending on log_prob(z) through `grad_log_prob` (1 × N): −(z − loc)/scale²
+  /// per column, times the column's gradient. loc and scale are buffers (not trained), as in the
+  /// libraries.
+  template <typename Z, typename G>
+  Batch<Scalar, Dynamic, Z::ColsAtCompileTime> log_prob_vjp(
+      const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<G>& grad_log_prob,
+      Eigen::Ref<Vector<Scalar>> /*grad_params*/) const {
+    nflow::detail::check_rows("ImportedBase::log_prob_vjp", "z", dim(), z.rows(), z.cols());
+    Batch<Scalar, Dynamic, Z::ColsAtCompileTime> g(z.rows(), z.cols());
+    for (Index j = 0; j < z.cols(); ++j) {
+      g.col(j) = (-(z.col(j) - loc_).array() / scale_.array().square() * grad_log_prob(0, j))
+                     .matrix();
+    }
+    return g;
+  }
+
   /// `n` samples loc + scale ⊙ ε, ε drawn with nflow::fill_standard_normal.
   template <std::uniform_random_bit_generator G>
   Batch<Scalar, Dynamic, Dynamic> sample(Index n, G& gen) const {

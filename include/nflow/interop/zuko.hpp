@@ -141,15 +141,10 @@ NetworkTensors<Scalar> take_zuko_mlp(StateDict& sd, const std::string& p, Index 
     if (!last) widths.push_back(out);
     cols = out;
   }
-  for (Index w : widths) {
-    if (w != widths.front()) {
-      sd.fail("'" + root + "' has hidden layers of different widths; nflow's conditioner needs "
-              "equal widths");
-    }
-  }
   o.in_dim = in;
   o.out_dim = cols;
   o.hidden_width = widths.front();
+  o.hidden_widths = widths;
   o.blocks = Index(idx.size()) - 2;
   o.context_dim = context;
   o.residual = false;
