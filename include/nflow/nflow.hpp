@@ -24,6 +24,7 @@
 #include "nflow/bijectors/transformers/affine.hpp"
 #include "nflow/bijectors/transformers/rational_quadratic.hpp"
 #include "nflow/core/any_bijector.hpp"
+#include "nflow/bijectors/transformers/scale_shift.hpp"
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/concepts.hpp"

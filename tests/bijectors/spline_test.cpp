@@ -883,3 +883,219 @@ TEST_CASE("spline: float round trip and log-det at the edge points", "[spline][f
     }
   }
 }
+
+// ---- the libraries' parameterisations (SplineOptions::nflows, ::zuko) -------------------------
+// Independent truth: each library's spline as the fixture README (/work/shared/fixtures, section
+// "From the raw conditioner output to bins") states it, in long double, with the library's own
+// knots, end knots, boundary derivatives and bin search (nflows: knot j in bin j, both ends
+// inside, searchsorted eps 1e-6 on the last knot; zuko: knot j in bin j − 1, −B outside, X_K not
+// clamped to B), against the transformer with the matching options.
+
+namespace {
+
+enum class Library { Nflows, Zuko };
+
+/// One library's spline of one feature: knots, knot derivatives and its bin-search rule.
+struct LibrarySpline {
+  Library library;
+  std::vector<LD> x, y, d;
+  LD bound;
+};
+
+LD torch_softplus(LD v) { return v > 20 ? v : std::log1p(std::exp(v)); }
+
+/// The library's knots from raw parameters p = [uw (K) | uh (K) | ud (K − 1)].
+LibrarySpline library_spline(Library lib, int K, const std::vector<LD>& p, LD bound,
+                             LD raw_scale = 1, LD slope = LD(1e-3)) {
+  LibrarySpline s{lib, {}, {}, {}, bound};
+  const LD log_slope = std::log(slope);
+  auto knots = [&](int first) {
+    std::vector<LD> u(static_cast<std::size_t>(K)), e(u), out(u.size() + 1);
+    LD mx = -1e300L, sum = 0;
+    for (int k = 0; k < K; ++k) {
+      LD v = p[std::size_t(first + k)];
+      if (lib == Library::Zuko) v = v / (1 + std::abs(2 * v / log_slope));
+      u[std::size_t(k)] = lib == Library::Nflows ? v * raw_scale : v;
+      mx = std::max(mx, u[std::size_t(k)]);
+    }
+    for (int k = 0; k < K; ++k) sum += e[std::size_t(k)] = std::exp(u[std::size_t(k)] - mx);
+    LD cum = 0;
+    out[0] = -bound;
+    for (int k = 0; k < K; ++k) {
+      const LD w = e[std::size_t(k)] / sum;
+      cum += lib == Library::Nflows ? LD(1e-3) + (1 - LD(1e-3) * K) * w : w;
+      out[std::size_t(k + 1)] =
+          lib == Library::Nflows ? 2 * bound * cum - bound : bound * (2 * cum - 1);
+    }
+    if (lib == Library::Nflows) out[std::size_t(K)] = bound;  // zuko leaves X_K unclamped
+    return out;
+  };
+  s.x = knots(0);
+  s.y = knots(K);
+  s.d.assign(std::size_t(K + 1), 0);
+  const LD pad = std::log(std::exp(1 - LD(1e-3)) - 1);  // nflows' boundary logit
+  for (int j = 0; j <= K; ++j) {
+    const bool end = j == 0 || j == K;
+    LD u = end ? LD(0) : p[std::size_t(2 * K + j - 1)];
+    if (lib == Library::Nflows) {
+      s.d[std::size_t(j)] = LD(1e-3) + torch_softplus(end ? pad : u);
+    } else {
+      if (!end) u = u / (1 + std::abs(u / log_slope));
+      s.d[std::size_t(j)] = std::exp(u);
+    }
+  }
+  return s;
+}
+
+/// The library's bin of v among `knots` (−1: outside, identity).
+int library_bin(const LibrarySpline& s, const std::vector<LD>& knots, LD v) {
+  const int K = int(knots.size()) - 1;
+  if (s.library == Library::Nflows) {
+    if (!(v >= -s.bound && v <= s.bound)) return -1;
+    int count = 0;
+    for (int j = 0; j <= K; ++j) count += v >= knots[std::size_t(j)] + (j == K ? LD(1e-6) : 0);
+    return count - 1;
+  }
+  int count = 0;
+  for (int j = 0; j <= K; ++j) count += knots[std::size_t(j)] < v;
+  const int k = count - 1;
+  return k >= 0 && k < K ? k : -1;
+}
+
+/// The library's forward (inverse = false) or inverse at v: value and log-derivative.
+std::pair<LD, LD> library_map(const LibrarySpline& s, LD v, bool inverse) {
+  const int k = library_bin(s, inverse ? s.y : s.x, v);
+  if (k < 0) return {v, 0};
+  const std::size_t b = std::size_t(k);
+  const LD xl = s.x[b], xh = s.x[b + 1], yl = s.y[b], yh = s.y[b + 1];
+  const LD dl = s.d[b], dh = s.d[b + 1], sl = (yh - yl) / (xh - xl);
+  auto log_slope_at = [&](LD t) {
+    const LD q = sl + (dl + dh - 2 * sl) * t * (1 - t);
+    return std::log(sl * sl * (dh * t * t + 2 * sl * t * (1 - t) + dl * (1 - t) * (1 - t))) -
+           2 * std::log(q);
+  };
+  if (!inverse) {
+    const LD t = (v - xl) / (xh - xl);
+    const LD q = sl + (dl + dh - 2 * sl) * t * (1 - t);
+    return {yl + (yh - yl) * (sl * t * t + dl * t * (1 - t)) / q, log_slope_at(t)};
+  }
+  const LD r = v - yl, e = dl + dh - 2 * sl;
+  const LD a = (yh - yl) * (sl - dl) + r * e, bq = (yh - yl) * dl - r * e, c = -sl * r;
+  const LD t = 2 * c / (-bq - std::sqrt(bq * bq - 4 * a * c));
+  return {xl + t * (xh - xl), -log_slope_at(t)};
+}
+
+}  // namespace
+
+TEST_CASE("spline: the nflows and zuko parameterisations agree with the libraries' formulas",
+          "[spline][profiles]") {
+  struct Profile {
+    std::string name;
+    Library library;
+    double bound, raw_scale, slope;
+  };
+  const std::vector<Profile> profiles = {
+      {"nflows coupling, B = 3, 1/sqrt(20)", Library::Nflows, 3.0, 1 / std::sqrt(20.0), 0},
+      {"nflows autoregressive, B = 3", Library::Nflows, 3.0, 1.0, 0},
+      {"zuko, B = 5, slope 1e-3", Library::Zuko, 5.0, 1.0, 1e-3},
+      {"zuko, B = 2.5, slope 1e-2", Library::Zuko, 2.5, 1.0, 1e-2}};
+  for (const Profile& pr : profiles) {
+    INFO(pr.name);
+    const SplineOptions<double> o = pr.library == Library::Nflows
+                                        ? SplineOptions<double>::nflows(pr.bound, pr.raw_scale)
+                                        : SplineOptions<double>::zuko(pr.bound, pr.slope);
+    const UnboundedK8 t(o);
+    for (Raw kind : {Raw::Random, Raw::Zero, Raw::PlusMinusHuge, Raw::AllEqual, Raw::OneHuge}) {
+      for (std::uint64_t seed : {1u, 2u, 3u}) {
+        if (seed > 1 && kind != Raw::Random && kind != Raw::PlusMinusHuge) continue;
+        INFO("raw parameters: " << raw_name(kind) << ", seed " << seed);
+        Eigen::VectorXd p = raw_parameters<UnboundedK8>(kind, seed);
+        if (kind == Raw::Random && seed == 3) p *= 4;  // wide: saturated softmax, steep knots
+        const std::vector<LD> raw(p.data(), p.data() + p.size());
+        const LibrarySpline lib =
+            library_spline(pr.library, 8, raw, pr.bound, pr.raw_scale, pr.slope);
+        for (bool inverse : {false, true}) {
+          const std::vector<LD>& knots = inverse ? lib.y : lib.x;
+          std::vector<EdgePoint> points = edge_points(knots);
+          for (double special : {inf, -inf, -2.0 * pr.bound, 2.5 * pr.bound})
+            points.push_back({special, Side::Central, "special " + std::to_string(special)});
+          const Index m = Index(points.size());
+          M in(1, m);
+          for (Index j = 0; j < m; ++j) in(0, j) = points[std::size_t(j)].v;
+          const Result r = run(t, in, p.replicate(1, m), inverse);
+          for (Index j = 0; j < m; ++j) {
+            INFO((inverse ? "inverse at " : "forward at ")
+                 << points[std::size_t(j)].name << std::setprecision(17) << " = " << in(0, j));
+            const auto [value, log_det] = library_map(lib, in(0, j), inverse);
+            if (std::isinf(in(0, j))) {
+              CHECK(r.value(0, j) == in(0, j));
+              CHECK(r.log_det(j) == 0.0);
+              continue;
+            }
+            // 1e-12 relative, plus what rounding the knots (to ε·B) moves the answer by: the
+            // reference's one-sided slopes in long double (steep bins of extreme parameters
+            // make ∂ log τ′/∂x reach 1e4 and more, at knots on one side only).
+            const LD h = LD(1e-8) * pr.bound;
+            const auto [v_plus, l_plus] = library_map(lib, in(0, j) + h, inverse);
+            const auto [v_minus, l_minus] = library_map(lib, in(0, j) - h, inverse);
+            const LD shift = 8 * std::numeric_limits<double>::epsilon() * pr.bound / h;
+            const LD v_tol = 1e-12L * std::max(LD(1), std::abs(value)) +
+                             shift * std::max(std::abs(v_plus - value), std::abs(value - v_minus));
+            const LD l_tol =
+                1e-12L * std::max(LD(1), std::abs(log_det)) +
+                shift * std::max(std::abs(l_plus - log_det), std::abs(log_det - l_minus));
+            // The inverse in a bin whose knot derivatives differ by 1e7 (extreme parameters)
+            // loses about 1e4 ulps in its quadratic (see the continuity test above): there the
+            // round trip holds to 1e-10 and the log-det to 1e-3 (1e-6 for the wide random set),
+            // as for nflow's own parameterisation.
+            const bool lossy = inverse && (!well_conditioned(kind) || seed == 3);
+            const LD lossy_log_det = !lossy ? 0 : well_conditioned(kind) ? 1e-6L : 1e-3L;
+            CHECK(std::abs(LD(r.value(0, j)) - value) <=
+                  v_tol + (lossy ? 1e-10L * (1 + std::abs(value)) : 0));
+            CHECK(std::abs(LD(r.log_det(j)) - log_det) <=
+                  l_tol + lossy_log_det * (1 + std::abs(log_det)));
+          }
+          // NaN: NaN value and log-det (nflow's contract; the libraries give the identity).
+          M nan_in(1, 1);
+          nan_in(0, 0) = nan_v;
+          const Result rn = run(t, nan_in, M(p), inverse);
+          CHECK(std::isnan(rn.value(0, 0)));
+          CHECK(std::isnan(rn.log_det(0)));
+        }
+        // The knots the transformer reports are the library's (up to rounding).
+        const auto k = t.knots(M(p), 0, 0);
+        for (std::size_t b = 0; b <= 8; ++b) {
+          CHECK(std::abs(LD(k.x[b]) - lib.x[b]) <= 1e-14L * pr.bound);
+          CHECK(std::abs(LD(k.y[b]) - lib.y[b]) <= 1e-14L * pr.bound);
+          CHECK(std::abs(std::log(LD(k.derivative[b])) - std::log(lib.d[b])) <= 1e-13L);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("spline: parameterisation options are checked, defaults unchanged",
+          "[spline][profiles]") {
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(UnboundedK8({.raw_scale = 0}), Contains("'raw_scale'"));
+  CHECK_THROWS_WITH(UnboundedK8({.raw_scale = inf}), Contains("'raw_scale'"));
+  CHECK_THROWS_WITH(UnboundedK8({.soft_clip_slope = 1}), Contains("'soft_clip_slope'"));
+  CHECK_THROWS_WITH(UnboundedK8({.soft_clip_slope = -0.5}), Contains("'soft_clip_slope'"));
+  CHECK_THROWS_WITH(UnboundedK8({.derivative = SplineDerivative::Exp}), Contains("'derivative'"));
+  // Minima of 0 only with the soft clip; min_derivative unused by Exp.
+  CHECK_THROWS_WITH(UnboundedK8({.min_bin_width = 0, .derivative = SplineDerivative::Softplus}),
+                    Contains("'min_bin_width'"));
+  CHECK_THROWS_WITH(UnboundedK8({.min_derivative = 0, .soft_clip_slope = 1e-3}),
+                    Contains("'min_derivative'"));
+  CHECK_NOTHROW(UnboundedK8(SplineOptions<double>::zuko()));
+  CHECK_NOTHROW(UnboundedK8(SplineOptions<double>::nflows(3, 0.25)));
+  // Without a minimum, the clip must still leave a bin Scalar can resolve: slope 1e-30 clips
+  // into ±34.5, a bin of 1/(1 + 7e30) of the span.
+  CHECK_THROWS_WITH(UnboundedK8(SplineOptions<double>::zuko(5, 1e-30)), Contains("too narrow"));
+  CHECK_THROWS_WITH(FloatSpline(SplineOptions<float>::zuko(5, 1e-6f)), Contains("too narrow"));
+  CHECK_NOTHROW(FloatSpline(SplineOptions<float>::zuko()));
+  const SplineOptions<double> d;
+  CHECK(d.derivative == SplineDerivative::Shifted);
+  CHECK(d.raw_scale == 1.0);
+  CHECK(d.soft_clip_slope == 0.0);
+}

@@ -37,6 +37,7 @@
 #include <nflow/bijectors/permutation.hpp>
 #include <nflow/bijectors/reverse.hpp>
 #include <nflow/bijectors/sigmoid.hpp>
+#include <nflow/bijectors/transformers/scale_shift.hpp>
 #include <nflow/core/flow.hpp>
 #include <nflow/core/inverted.hpp>
 #include <nflow/core/parameters.hpp>
@@ -603,6 +604,53 @@ struct SplineAutoregressiveCircularConditional {
              testing::LawOptions(), no_inverse_vjp()}};
   }
 };
+// The affine forms of Real NVP, nflows and zuko (ScaleShiftTransformer), one case per scale
+// function through each structure (one type each: the kinds are run-time options).
+template <typename S>
+struct ScaleShiftCouplingFixed {
+  using Bijector = Coupling<ScaleShiftTransformer<S>, 4, 16, nn::Tanh>;
+  static constexpr const char* Name = "laws: Coupling<ScaleShiftTransformer<S>, 4, 16, Tanh>";
+  static constexpr std::array Headers{"bijectors/coupling.hpp",
+                                      "bijectors/transformers/scale_shift.hpp"};
+  static constexpr Index ContextRows = 0;
+  static std::vector<Case<Bijector>> cases() {
+    using O = ScaleShiftOptions<S>;
+    auto layer = [](O o, std::uint64_t seed) {
+      return randomized(
+          Bijector(CouplingMask::half(4), {16, 2, 0, seed}, ScaleShiftTransformer<S>(o)), seed,
+          0.3);
+    };
+    return {{"nflows coupling (sigmoid)", layer(O::nflows_coupling(), 1)},
+            {"nflows autoregressive (softplus)", layer(O::nflows_autoregressive(), 2)},
+            {"zuko (soft-clipped exp)", layer(O::zuko(), 3)},
+            {"Real NVP (tanh exp)", layer(O::real_nvp(), 4)}};
+  }
+};
+struct ScaleShiftAutoregressiveConditional {
+  using Bijector = MaskedAutoregressive<ScaleShiftTransformer<double>, Dyn, Dyn, nn::Tanh, Dyn>;
+  static constexpr const char* Name =
+      "laws: MaskedAutoregressive<ScaleShiftTransformer<double>, Dynamic, Dynamic, Tanh, Dynamic> "
+      "with a context";
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/transformers/scale_shift.hpp"};
+  static constexpr Index ContextRows = 2;
+  static std::vector<Case<Bijector>> cases() {
+    using O = ScaleShiftOptions<double>;
+    auto layer = [](O o, std::uint64_t seed) {
+      return randomized(Bijector(4, {.hidden_width = 8, .context_dim = 2, .seed = seed},
+                                 ScaleShiftTransformer<double>(o)),
+                        seed, 0.3);
+    };
+    return {{"nflows autoregressive (softplus), context 2", layer(O::nflows_autoregressive(), 5),
+             testing::LawOptions(), no_inverse_vjp()},
+            {"nflows coupling (sigmoid), context 2", layer(O::nflows_coupling(), 6),
+             testing::LawOptions(), no_inverse_vjp()},
+            {"zuko (soft-clipped exp), context 2", layer(O::zuko(), 7), testing::LawOptions(),
+             no_inverse_vjp()},
+            {"Real NVP (tanh exp), context 2", layer(O::real_nvp(2), 8), testing::LawOptions(),
+             no_inverse_vjp()}};
+  }
+};
 /// Real NVP: affine couplings and reversals, conditional, gradients included.
 struct RealNvpFlow {
   using A = AffineCoupling<double, 3, 8, nn::Tanh>;
@@ -703,12 +751,12 @@ struct OpaqueMlpCoupling {
 using Structures = decltype(std::tuple_cat(
     FloatAndDouble<AffineCouplingFixed, AffineCouplingDynamic, AffineCouplingConditional,
                    AdditiveCouplingDynamic, AdditiveCouplingFixedConditional, MafFixed,
-                   MafDynamicConditional, IafFixed, SplineCouplingFixed,
-                   SplineAutoregressiveFixed>{},
+                   MafDynamicConditional, IafFixed, SplineCouplingFixed, SplineAutoregressiveFixed,
+                   ScaleShiftCouplingFixed>{},
     std::tuple<MafDynamic, MafFixedContext, AdditiveAutoregressive, IafFixedContext, RealNvpFlow,
                MafFlow, IafFlow, ElementwiseFlowFloat, SplineCouplingBoundedConditional,
                SplineAutoregressiveCircularConditional, OpaqueMadeAutoregressive,
-               OpaqueMlpCoupling>{}));
+               OpaqueMlpCoupling, ScaleShiftAutoregressiveConditional>{}));
 
 // ---- Continuous: continuous flows ------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 // The laws on every coupling and autoregressive layer (each transformer through both structures),
 // on Inverted and on Flow: the Structures part of the conformance list (conformance.hpp); and the
 // transformer laws (nflow/testing/transformer_laws.hpp) on each transformer alone.
+#include <cmath>
 #include <nflow/testing/transformer_laws.hpp>
 #include <string>
 #include <type_traits>
@@ -68,4 +69,14 @@ TEST_CASE("transformer laws: RationalQuadraticSpline, every domain, double and f
   run(RationalQuadraticSpline<float, 8, SplineDomain::Unbounded>({.lower = -2, .upper = 3}));
   run(RationalQuadraticSpline<float, 5, SplineDomain::Bounded>());
   run(RationalQuadraticSpline<float, 6, SplineDomain::Circular>());
+  // The libraries' parameterisations (SplineOptions::nflows, ::zuko): soft clip, raw_scale,
+  // Softplus and Exp derivatives through the backward passes too.
+  using Unbounded8 = RationalQuadraticSpline<double, 8, SplineDomain::Unbounded>;
+  using Unbounded8f = RationalQuadraticSpline<float, 8, SplineDomain::Unbounded>;
+  run(Unbounded8(SplineOptions<double>::nflows(3, 1 / std::sqrt(20.0))));
+  run(Unbounded8(SplineOptions<double>::nflows(2)));
+  run(Unbounded8(SplineOptions<double>::zuko()));
+  run(Unbounded8(SplineOptions<double>::zuko(2, 1e-2)));
+  run(Unbounded8f(SplineOptions<float>::nflows(3, 0.25f)));
+  run(Unbounded8f(SplineOptions<float>::zuko()));
 }

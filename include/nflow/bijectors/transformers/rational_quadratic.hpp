@@ -14,6 +14,7 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/math/constants.hpp"
+#include "nflow/math/functions.hpp"
 
 namespace nflow {
 
@@ -29,8 +30,20 @@ enum class SplineDomain {
   Circular,
 };
 
-/// @brief Options of a RationalQuadraticSpline. Designated initialisers:
-/// `{.lower = -3, .upper = 3, .min_derivative = 1e-4}`.
+/// @brief How a RationalQuadraticSpline maps a raw knot-derivative parameter r to δ > 0.
+enum class SplineDerivative {
+  /// δ = 1 + (1 − min_δ)·(softplus(r) − softplus(0)) / log 2: δ(0) = 1 exactly (nflow's default,
+  /// so that zero raw parameters are the identity).
+  Shifted,
+  /// δ = min_δ + softplus(r), softplus as torch computes it (r itself for r > 20): nflows.
+  Softplus,
+  /// δ = exp(r): zuko (with the soft clip, so δ ∈ (slope, 1/slope)); needs soft_clip_slope > 0.
+  Exp,
+};
+
+/// @brief Options of a RationalQuadraticSpline, all run-time (a file can record them).
+/// Designated initialisers: `{.lower = -3, .upper = 3, .min_derivative = 1e-4}`; the factories
+/// nflows() and zuko() give the libraries' parameterisations. The defaults are nflow's own.
 template <typename Scalar>
 struct SplineOptions {
   /// The interval [lower, upper] the bins cover; NaN means the domain's default: Unbounded
@@ -40,8 +53,38 @@ struct SplineOptions {
   /// Each bin's width (height) is at least this fraction of upper − lower; K·min < 1.
   Scalar min_bin_width = Scalar(1e-3);
   Scalar min_bin_height = Scalar(1e-3);
-  /// Every knot derivative is at least this (> 0, < 1).
+  /// Every knot derivative is at least this (> 0, < 1; unused by SplineDerivative::Exp).
   Scalar min_derivative = Scalar(1e-3);
+  /// The map from raw knot-derivative parameters to derivatives (SplineDerivative).
+  SplineDerivative derivative = SplineDerivative::Shifted;
+  /// The raw widths and heights are multiplied by this (> 0) before the softmax (nflows'
+  /// coupling layers: 1/√hidden_features).
+  Scalar raw_scale = Scalar(1);
+  /// 0: off. Otherwise s ∈ (0, 1) and, before anything else, zuko's soft clip with
+  /// c = |log s|: widths and heights w ← w/(1 + |2w/c|) (into ±c/2), raw derivatives
+  /// r ← r/(1 + |r/c|) (into ±c). min_bin_width and min_bin_height may then be 0.
+  Scalar soft_clip_slope = Scalar(0);
+
+  /// nflows 0.14 (PiecewiseRationalQuadraticCouplingTransform and the masked autoregressive
+  /// one, tails='linear'): [−tail_bound, tail_bound], minimum sizes and derivative 10⁻³,
+  /// δ = 10⁻³ + softplus(r); raw_scale 1/√hidden_features for the coupling layers, 1 for MADE.
+  static SplineOptions nflows(Scalar tail_bound, Scalar raw_scale = Scalar(1)) {
+    return {.lower = -tail_bound,
+            .upper = tail_bound,
+            .derivative = SplineDerivative::Softplus,
+            .raw_scale = raw_scale};
+  }
+  /// zuko 1.6 MonotonicRQSTransform(bound, slope): [−bound, bound], soft clip with `slope`,
+  /// no minimum sizes, δ = exp(r).
+  static SplineOptions zuko(Scalar bound = Scalar(5), Scalar slope = Scalar(1e-3)) {
+    return {.lower = -bound,
+            .upper = bound,
+            .min_bin_width = Scalar(0),
+            .min_bin_height = Scalar(0),
+            .min_derivative = Scalar(0),
+            .derivative = SplineDerivative::Exp,
+            .soft_clip_slope = slope};
+  }
 };
 
 /// @brief Elementwise monotone rational-quadratic spline with K bins (Durkan, Bekasov, Murray,
@@ -58,7 +101,25 @@ struct SplineOptions {
 ///
 /// so all-zero raw parameters give the identity map **exactly** (value and log-det 0, bit for
 /// bit, inside the interval): a conditioner whose last layer starts at zero starts a deep spline
-/// flow at the identity.
+/// flow at the identity. These are the defaults; SplineOptions also gives the parameterisations
+/// of nflows and zuko (SplineOptions::nflows(), ::zuko()), all at run time, in this order:
+///
+///     soft clip (soft_clip_slope s > 0, c = |log s|):  u ← u/(1 + |2u/c|), v likewise,
+///                                                      r ← r/(1 + |r/c|)
+///     raw_scale a:                                     u ← a·u, v ← a·v
+///     derivative:  Shifted (above) | Softplus δ = min_δ + softplus(r) | Exp δ = e^r
+///
+/// with min_bin_width = min_bin_height = 0 allowed under the clip (zuko has none: the clip alone
+/// keeps every bin at least span/(1 + (K − 1)·e^{a·c}) wide). On Unbounded the two boundary
+/// derivatives are exactly 1 in every mode (nflows pads r with a constant giving 1 to rounding,
+/// zuko with e⁰). The knots are computed as above in every mode (nflows scales the running sum
+/// of the widths, zuko computes B(2·cumsum − 1) and leaves X_K = B only to rounding): the knots
+/// agree to rounding, and as the map is continuous in x and in the knots (C¹ in x across every
+/// knot, value ±B and slope 1 at the bounds on Unbounded), values and log-dets agree with both
+/// libraries to rounding (10⁻¹⁰ relative is what the imports promise). On a tie (x exactly on
+/// a knot or bound) the libraries choose other bins than nflow does (nflows: knot j is bin j,
+/// x = upper is inside; zuko: knot j is bin j − 1, x = lower is outside, x = X_K inside): both
+/// bins give the same value and log-det up to rounding, so the choice does not show.
 ///
 /// **The map** (forward = data → latent). In bin k (Xₖ ≤ x < Xₖ₊₁), with s = hₖ/wₖ,
 /// ξ = (x − Xₖ)/wₖ, t = ξ(1 − ξ), D = s + (δₖ + δₖ₊₁ − 2s)·t:
@@ -105,8 +166,11 @@ class RationalQuadraticSpline {
   static constexpr int ParamsPerDim = 2 * Bins_ + DerivativeParams;
 
   /// @throws nflow::ParameterError (naming the option) if lower ≥ upper or either is not
-  /// finite, a minimum is not in (0, 1/K) (derivative: (0, 1)), or the narrowest allowed bin is
-  /// too narrow for Scalar to keep its knots distinct.
+  /// finite, a minimum is not in (0, 1/K) ([0, 1/K) with the soft clip; derivative: (0, 1),
+  /// unused by Exp), raw_scale is not positive and finite, soft_clip_slope is not 0 or in
+  /// (0, 1), Exp is asked for without the soft clip (exp of an unclipped raw value over- and
+  /// underflows), or the narrowest bin the options allow is too narrow for Scalar to keep its
+  /// knots distinct.
   explicit RationalQuadraticSpline(SplineOptions<Scalar> options = {}) : o_(options) {
     if (std::isnan(o_.lower)) o_.lower = default_lower();
     if (std::isnan(o_.upper)) o_.upper = default_upper();
@@ -116,12 +180,43 @@ class RationalQuadraticSpline {
                            std::to_string(double(o_.lower)) + ", " +
                            std::to_string(double(o_.upper)) + "]");
     }
-    check_minimum(who, "min_bin_width", o_.min_bin_width, Scalar(1) / Scalar(Bins));
-    check_minimum(who, "min_bin_height", o_.min_bin_height, Scalar(1) / Scalar(Bins));
-    check_minimum(who, "min_derivative", o_.min_derivative, Scalar(1));
+    const Scalar slope = o_.soft_clip_slope;
+    if (!(slope == Scalar(0) || (slope > Scalar(0) && slope < Scalar(1)))) {
+      throw ParameterError(who + "option 'soft_clip_slope' must be 0 (off) or in (0, 1), got " +
+                           std::to_string(double(slope)));
+    }
+    const bool clip = slope > Scalar(0);
+    if (!(o_.raw_scale > Scalar(0)) || !std::isfinite(o_.raw_scale)) {
+      throw ParameterError(who + "option 'raw_scale' must be positive and finite, got " +
+                           std::to_string(double(o_.raw_scale)));
+    }
+    check_minimum(who, "min_bin_width", o_.min_bin_width, Scalar(1) / Scalar(Bins), clip);
+    check_minimum(who, "min_bin_height", o_.min_bin_height, Scalar(1) / Scalar(Bins), clip);
+    if (o_.derivative == SplineDerivative::Exp) {
+      if (!clip) {
+        throw ParameterError(who +
+                             "option 'derivative' Exp needs 'soft_clip_slope' > 0 (exp of "
+                             "an unclipped raw parameter over- and underflows)");
+      }
+    } else {
+      check_minimum(who, "min_derivative", o_.min_derivative, Scalar(1), false);
+    }
     span_ = o_.upper - o_.lower;
+    // The smallest softmax weight the raw values allow: 0 without the clip (only the minimum
+    // holds a bin open), 1/(1 + (K − 1)·e^{2c}) with them clipped into ±c/2 (times raw_scale).
+    Scalar smallest_weight = Scalar(0);
+    if (clip) {
+      const Scalar c = -std::log(slope);
+      clip_width_ = Scalar(2) / c;
+      clip_derivative_ = Scalar(1) / c;
+      smallest_weight = Scalar(1) / (Scalar(1) + Scalar(Bins - 1) * std::exp(o_.raw_scale * c));
+    }
+    auto narrowest_bin = [&](Scalar minimum) {
+      return span_ * (minimum + (Scalar(1) - Scalar(Bins) * minimum) * smallest_weight);
+    };
     const Scalar edge = std::max(std::abs(o_.lower), std::abs(o_.upper));
-    const Scalar narrowest = span_ * std::min(o_.min_bin_width, o_.min_bin_height);
+    const Scalar narrowest =
+        std::min(narrowest_bin(o_.min_bin_width), narrowest_bin(o_.min_bin_height));
     if (!(narrowest > Scalar(64) * std::numeric_limits<Scalar>::epsilon() * edge)) {
       throw ParameterError(who + "the narrowest bin (" + std::to_string(double(narrowest)) +
                            ") is too narrow for this Scalar at bound " +
@@ -279,10 +374,11 @@ class RationalQuadraticSpline {
            : Circular                       ? Constants<Scalar>::pi
                                             : Scalar(5);
   }
-  static void check_minimum(const std::string& who, const char* name, Scalar value, Scalar limit) {
-    if (!(value > Scalar(0)) || !(value < limit)) {
-      throw ParameterError(who + "option '" + name + "' must be in (0, " +
-                           std::to_string(double(limit)) + "), got " +
+  static void check_minimum(const std::string& who, const char* name, Scalar value, Scalar limit,
+                            bool zero_allowed) {
+    if (!(value > Scalar(0) || (zero_allowed && value == Scalar(0))) || !(value < limit)) {
+      throw ParameterError(who + "option '" + name + "' must be in " + (zero_allowed ? "[" : "(") +
+                           "0, " + std::to_string(double(limit)) + "), got " +
                            std::to_string(double(value)));
     }
   }
@@ -355,29 +451,64 @@ class RationalQuadraticSpline {
     k[Bins].setConstant(size, o_.upper);
   }
 
-  /// δ(r) = 1 + (1 − min_δ)·(softplus(r) − log 2)/log 2 (exactly 1 at r = 0).
+  /// δ(r) of the (clipped) raw derivative r, per SplineDerivative. Shifted:
   /// δ(r) = 1 + (1 − min_δ)·(softplus(r) − softplus(0))/log 2, with softplus(0) given as a lane
   /// computed by the same vectorised code (so r = 0 gives exactly 1 whatever log(2) rounds to).
   Lane derivative(const Lane& r, const Lane& softplus_zero) const {
+    switch (o_.derivative) {
+      case SplineDerivative::Softplus:
+        return o_.min_derivative + torch_softplus(r);
+      case SplineDerivative::Exp:
+        return r.exp();
+      case SplineDerivative::Shifted:
+        break;
+    }
     return Scalar(1) + (Scalar(1) - o_.min_derivative) / Constants<Scalar>::log_two *
                            (softplus(r) - softplus_zero);
+  }
+  /// softplus as torch computes it (threshold 20: r itself above), exact to rounding (log1p):
+  /// with min_δ = 10⁻³, δ is then nflows' to ~10⁻¹⁶ relative.
+  static Lane torch_softplus(const Lane& r) {
+    return (r > Scalar(20)).select(r, nflow::softplus(r));
   }
   /// softplus(r) = max(r, 0) + log(1 + e^{−|r|}), to an absolute error of one ulp of 1 (all that
   /// δ needs) and vectorised (Eigen 3.4 has no vectorised log1p).
   static Lane softplus(const Lane& r) {
     return r.max(Scalar(0)) + (Scalar(1) + (-r.abs()).exp()).log();
   }
-  /// dδ/dr = (1 − min_δ)·σ(r)/log 2.
+  /// dδ/dr of the (clipped) raw derivative r: Shifted (1 − min_δ)·σ(r)/log 2, Softplus σ(r)
+  /// (1 above torch's threshold), Exp e^r.
   Lane derivative_slope(const Lane& r) const {
+    if (o_.derivative == SplineDerivative::Exp) return r.exp();
     const Lane sig = r.min(Scalar(0)).exp() / (Scalar(1) + (-r.abs()).exp());
+    if (o_.derivative == SplineDerivative::Softplus) return (r > Scalar(20)).select(Scalar(1), sig);
     return (Scalar(1) - o_.min_derivative) / Constants<Scalar>::log_two * sig;
   }
+
+  /// zuko's soft clip v/(1 + |v|·c) (c = clip_width_ or clip_derivative_) and its slope
+  /// 1/(1 + |v|·c)².
+  static Lane clip(const Lane& v, Scalar c) { return v / (Scalar(1) + v.abs() * c); }
+  static Lane clip_slope(const Lane& v, Scalar c) {
+    return (Scalar(1) + v.abs() * c).square().inverse();
+  }
+  bool clipped() const { return clip_width_ > Scalar(0); }
+  /// A raw width or height as the softmax sees it: clipped, then times raw_scale.
+  void prepare_raw(Lane& v) const {
+    if (clipped()) v = clip(v, clip_width_);
+    if (o_.raw_scale != Scalar(1)) v *= o_.raw_scale;
+  }
+  /// A raw derivative parameter as δ(·) sees it: clipped.
+  Lane prepare_derivative(const Lane& r) const { return clipped() ? clip(r, clip_derivative_) : r; }
 
   template <typename P>
   void build(const Eigen::MatrixBase<P>& params, Index n, const Tile& t, Spline& sp) const {
     for (int k = 0; k < Bins; ++k) {
       gather_raw(params, n, t, k, sp.pw[std::size_t(k)]);
       gather_raw(params, n, t, Bins + k, sp.ph[std::size_t(k)]);
+    }
+    if (clipped() || o_.raw_scale != Scalar(1)) {
+      for (auto& v : sp.pw) prepare_raw(v);
+      for (auto& v : sp.ph) prepare_raw(v);
     }
     softmax(sp.pw);
     softmax(sp.ph);
@@ -390,12 +521,12 @@ class RationalQuadraticSpline {
       sp.d[Bins].setOnes(t.lanes);
       for (int k = 1; k < Bins; ++k) {
         gather_raw(params, n, t, 2 * Bins + k - 1, r);
-        sp.d[std::size_t(k)] = derivative(r, softplus_zero);
+        sp.d[std::size_t(k)] = derivative(prepare_derivative(r), softplus_zero);
       }
     } else {
       for (int k = 0; k < DerivativeParams; ++k) {
         gather_raw(params, n, t, 2 * Bins + k, r);
-        sp.d[std::size_t(k)] = derivative(r, softplus_zero);
+        sp.d[std::size_t(k)] = derivative(prepare_derivative(r), softplus_zero);
       }
       if constexpr (Circular) sp.d[Bins] = sp.d[0];
     }
@@ -594,9 +725,18 @@ class RationalQuadraticSpline {
     }
     softmax_backward(sp.pw, o_.min_bin_width, gw);
     softmax_backward(sp.ph, o_.min_bin_height, gh);
+    Lane r;
     for (int k = 0; k < Bins; ++k) {
-      scatter_raw(t, n, k, gw[std::size_t(k)], grad_params);
-      scatter_raw(t, n, Bins + k, gh[std::size_t(k)], grad_params);
+      for (int p : {k, Bins + k}) {
+        Lane& g = p < Bins ? gw[std::size_t(k)] : gh[std::size_t(k)];
+        // Through raw_scale and the soft clip (prepare_raw).
+        if (o_.raw_scale != Scalar(1)) g *= o_.raw_scale;
+        if (clipped()) {
+          gather_raw(params, n, t, p, r);
+          g *= clip_slope(r, clip_width_);
+        }
+        scatter_raw(t, n, p, g, grad_params);
+      }
     }
     // Knot derivatives: δₖ from the bin's left knot, δₖ₊₁ from its right; tails: δ₀ or δ_K.
     std::array<Lane, Bins + 1> gd;
@@ -613,12 +753,13 @@ class RationalQuadraticSpline {
       gd[Bins] += pt.above.select(gy * (pt.v - o_.upper) + gl / dk, Scalar(0));
     }
     if constexpr (Circular) gd[0] += gd[Bins];
-    Lane r;
     for (int k = 0; k < DerivativeParams; ++k) {
       const int p = 2 * Bins + k;
       const int knot = Unbounded ? k + 1 : k;
       gather_raw(params, n, t, p, r);
-      scatter_raw(t, n, p, Lane(gd[std::size_t(knot)] * derivative_slope(r)), grad_params);
+      Lane g = gd[std::size_t(knot)] * derivative_slope(prepare_derivative(r));
+      if (clipped()) g *= clip_slope(r, clip_derivative_);
+      scatter_raw(t, n, p, g, grad_params);
     }
   }
 
@@ -640,6 +781,8 @@ class RationalQuadraticSpline {
 
   SplineOptions<Scalar> o_;
   Scalar span_ = Scalar(0);
+  Scalar clip_width_ = Scalar(0);       ///< 2/|log s| (0: no soft clip)
+  Scalar clip_derivative_ = Scalar(0);  ///< 1/|log s|
 };
 
 }  // namespace nflow
