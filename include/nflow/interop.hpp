@@ -7,8 +7,8 @@
 /// JSON parser): include this header where models are imported. See docs/interop.md.
 
 #include "nflow/interop/imported_flow.hpp"
-#include "nflow/interop/native.hpp"
 #include "nflow/interop/masks.hpp"
+#include "nflow/interop/native.hpp"
 #include "nflow/interop/nflows.hpp"
 #include "nflow/interop/state_dict.hpp"
 #include "nflow/interop/zuko.hpp"

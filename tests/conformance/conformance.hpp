@@ -755,8 +755,8 @@ using Structures = decltype(std::tuple_cat(
                    ScaleShiftCouplingFixed>{},
     std::tuple<MafDynamic, MafFixedContext, AdditiveAutoregressive, IafFixedContext, RealNvpFlow,
                MafFlow, IafFlow, ElementwiseFlowFloat, SplineCouplingBoundedConditional,
-               SplineAutoregressiveCircularConditional, OpaqueMadeAutoregressive,
-               OpaqueMlpCoupling, ScaleShiftAutoregressiveConditional>{}));
+               SplineAutoregressiveCircularConditional, OpaqueMadeAutoregressive, OpaqueMlpCoupling,
+               ScaleShiftAutoregressiveConditional>{}));
 
 // ---- Continuous: continuous flows ------------------------------------------------------------
 

@@ -4,9 +4,6 @@
 // non-finite inputs.
 
 #include "nflow/interop.hpp"
-#include "nflow/io.hpp"
-#include "nflow/testing/catch2.hpp"
-#include "nflow/train/fit.hpp"
 
 #include <Eigen/Dense>
 #include <algorithm>
@@ -23,6 +20,10 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "nflow/io.hpp"
+#include "nflow/testing/catch2.hpp"
+#include "nflow/train/fit.hpp"
 
 #ifndef NFLOW_TEST_DATA_DIR
 #error "NFLOW_TEST_DATA_DIR must name the directory that holds fixtures/"
@@ -112,24 +113,21 @@ std::vector<Model> models() {
        }},
       {"nflows_nsf_coupling",
        [](StateDict sd) {
-         return load_nflows_flow(std::move(sd), {.features = 4,
-                                                 .context_features = 0,
-                                                 .tail_bound = 3.0,
-                                                 .num_bins = 8});
+         return load_nflows_flow(
+             std::move(sd),
+             {.features = 4, .context_features = 0, .tail_bound = 3.0, .num_bins = 8});
        }},
       {"nflows_nsf_ar",
        [](StateDict sd) {
-         return load_nflows_flow(std::move(sd), {.features = 4,
-                                                 .context_features = 0,
-                                                 .tail_bound = 3.0,
-                                                 .num_bins = 8});
+         return load_nflows_flow(
+             std::move(sd),
+             {.features = 4, .context_features = 0, .tail_bound = 3.0, .num_bins = 8});
        }},
       {"nflows_nsf_ar_cond",
        [](StateDict sd) {
-         return load_nflows_flow(std::move(sd), {.features = 4,
-                                                 .context_features = 2,
-                                                 .tail_bound = 3.0,
-                                                 .num_bins = 8});
+         return load_nflows_flow(
+             std::move(sd),
+             {.features = 4, .context_features = 2, .tail_bound = 3.0, .num_bins = 8});
        }},
       {"zuko_nsf",
        [](StateDict sd) {
@@ -1002,9 +1000,9 @@ const Model& model_named(const std::string& name) {
 
 TEST_CASE("interop: imported models pass the bijector laws, gradients included",
           "[interop][native]") {
-  for (const std::string name : {"nflows_maf_cond", "nflows_maf_preset", "nflows_simple_realnvp",
-                                 "nflows_nsf_coupling", "nflows_nsf_ar_cond", "zuko_realnvp_cond",
-                                 "zuko_nsf_cond", "zuko_nsf_coupling"}) {
+  for (const std::string name :
+       {"nflows_maf_cond", "nflows_maf_preset", "nflows_simple_realnvp", "nflows_nsf_coupling",
+        "nflows_nsf_ar_cond", "zuko_realnvp_cond", "zuko_nsf_cond", "zuko_nsf_coupling"}) {
     DYNAMIC_SECTION(name) {
       const Flow flow = load(model_named(name));
       nflow::testing::LawOptions opt;

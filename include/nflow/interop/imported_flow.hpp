@@ -13,11 +13,11 @@
 #include <vector>
 
 #include "nflow/core/bijector_base.hpp"
+#include "nflow/core/dynamic_flow.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/distributions/density.hpp"
-#include "nflow/core/dynamic_flow.hpp"
 #include "nflow/math/constants.hpp"
 
 namespace nflow::interop {
@@ -73,8 +73,8 @@ class ImportedBase {
     nflow::detail::check_rows("ImportedBase::log_prob_vjp", "z", dim(), z.rows(), z.cols());
     Batch<Scalar, Dynamic, Z::ColsAtCompileTime> g(z.rows(), z.cols());
     for (Index j = 0; j < z.cols(); ++j) {
-      g.col(j) = (-(z.col(j) - loc_).array() / scale_.array().square() * grad_log_prob(0, j))
-                     .matrix();
+      g.col(j) =
+          (-(z.col(j) - loc_).array() / scale_.array().square() * grad_log_prob(0, j)).matrix();
     }
     return g;
   }

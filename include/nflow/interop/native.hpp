@@ -26,8 +26,8 @@
 #include "nflow/bijectors/transformers/additive.hpp"
 #include "nflow/bijectors/transformers/rational_quadratic.hpp"
 #include "nflow/bijectors/transformers/scale_shift.hpp"
-#include "nflow/core/errors.hpp"
 #include "nflow/core/buffers.hpp"
+#include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/interop/state_dict.hpp"
 #include "nflow/nn/block_network.hpp"
@@ -41,9 +41,9 @@ using ImportedNetwork = nn::BlockNetwork<Scalar, nn::ReLU>;
 
 /// nflows MaskedAffineAutoregressiveTransform and zuko's affine MaskedAutoregressiveTransform.
 template <typename Scalar>
-using ImportedAffineAutoregressive = MaskedAutoregressive<ScaleShiftTransformer<Scalar>, Dynamic,
-                                                          Dynamic, nn::ReLU, Dynamic,
-                                                          ImportedNetwork<Scalar>>;
+using ImportedAffineAutoregressive =
+    MaskedAutoregressive<ScaleShiftTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU, Dynamic,
+                         ImportedNetwork<Scalar>>;
 /// nflows AffineCouplingTransform and zuko's GeneralCouplingTransform (RealNVP).
 template <typename Scalar>
 using ImportedAffineCoupling =
@@ -55,8 +55,8 @@ using ImportedAdditiveCoupling =
 /// nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform and zuko's NSF layers.
 template <typename Scalar, int Bins>
 using ImportedSplineAutoregressive =
-    MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic, nn::ReLU,
-                         Dynamic, ImportedNetwork<Scalar>>;
+    MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic, nn::ReLU, Dynamic,
+                         ImportedNetwork<Scalar>>;
 /// nflows PiecewiseRationalQuadraticCouplingTransform.
 template <typename Scalar, int Bins>
 using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic,
@@ -93,7 +93,7 @@ bool with_spline_bins(int bins, F&& f) {
 /// is not of that form with K ≥ 2).
 inline int spline_bins_of(Index params_per_feature) {
   return params_per_feature >= 5 && params_per_feature % 3 == 2 ? int((params_per_feature + 1) / 3)
-                                                                 : 0;
+                                                                : 0;
 }
 
 [[noreturn]] inline void unsupported_bins(StateDict& sd, const std::string& prefix, int bins) {
@@ -218,10 +218,10 @@ ImportedNetwork<Scalar> build_network(const NetworkTensors<Scalar>& t, const std
     ++set;
   });
   if (set != Index(t.masks.size() + t.running_mean.size() + t.running_var.size())) {
-    throw ParameterError("nflow::interop: " + where + ": the network has " + std::to_string(set) +
-                         " masks and statistics, the file " +
-                         std::to_string(t.masks.size() + t.running_mean.size() +
-                                        t.running_var.size()));
+    throw ParameterError(
+        "nflow::interop: " + where + ": the network has " + std::to_string(set) +
+        " masks and statistics, the file " +
+        std::to_string(t.masks.size() + t.running_mean.size() + t.running_var.size()));
   }
   return net;
 }

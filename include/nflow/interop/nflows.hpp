@@ -47,9 +47,9 @@ struct NflowsFlowOptions {
   /// not record it).
   std::optional<double> tail_bound = std::nullopt;
   std::optional<Index> num_bins = std::nullopt;  ///< K (read from the file; set: checked)
-  double min_bin_width = 1e-3;   ///< nflows' DEFAULT_MIN_BIN_WIDTH
-  double min_bin_height = 1e-3;  ///< nflows' DEFAULT_MIN_BIN_HEIGHT
-  double min_derivative = 1e-3;  ///< nflows' DEFAULT_MIN_DERIVATIVE
+  double min_bin_width = 1e-3;                   ///< nflows' DEFAULT_MIN_BIN_WIDTH
+  double min_bin_height = 1e-3;                  ///< nflows' DEFAULT_MIN_BIN_HEIGHT
+  double min_derivative = 1e-3;                  ///< nflows' DEFAULT_MIN_DERIVATIVE
 };
 
 /// @brief `MaskedAutoregressiveFlow(features, hidden_features, num_layers, num_blocks_per_layer,
@@ -233,8 +233,7 @@ NetworkTensors<Scalar> take_nflows_net(StateDict& sd, const std::string& p, Inde
 /// does not record it).
 template <typename Scalar>
 SplineOptions<Scalar> nflows_spline_options(StateDict& sd, const NflowsFlowOptions& o,
-                                            const std::string& prefix, int bins,
-                                            Scalar raw_scale) {
+                                            const std::string& prefix, int bins, Scalar raw_scale) {
   if (!o.tail_bound) {
     sd.fail("layer '" + prefix + "' is a rational-quadratic spline with linear tails; give its " +
             "tail_bound in the options (a state dict does not record it; nflows' default is 1.0)");
@@ -254,8 +253,8 @@ AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string&
                                                Index& context_dim, const NflowsFlowOptions& o,
                                                NflowsLayerInfo& info) {
   const std::string p = prefix + ".autoregressive_net";
-  NetworkTensors<Scalar> t = take_nflows_net<Scalar>(sd, p, dim, dim, true,
-                                                     o.use_residual_blocks, info);
+  NetworkTensors<Scalar> t =
+      take_nflows_net<Scalar>(sd, p, dim, dim, true, o.use_residual_blocks, info);
   context_dim = t.options.context_dim;
   info.kind = NflowsKind::Autoregressive;
   const Index out = t.options.out_dim;
@@ -284,10 +283,10 @@ AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string&
   std::optional<AnyBijector<Scalar>> step;
   if (!with_spline_bins(K, [&]<int Bins>() {
         in_layer(sd, p, [&] {
-          step.emplace(ImportedSplineAutoregressive<Scalar, Bins>(
-                           build_network(t, prefix), RationalQuadraticSpline<Scalar, Bins>(so)),
-                       "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" +
-                           prefix + "'");
+          step.emplace(
+              ImportedSplineAutoregressive<Scalar, Bins>(build_network(t, prefix),
+                                                         RationalQuadraticSpline<Scalar, Bins>(so)),
+              "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" + prefix + "'");
         });
       }))
     unsupported_bins(sd, prefix, K);
@@ -330,7 +329,8 @@ AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefi
     std::sort(pos.begin(), pos.end(), [&](Index a, Index b) { return v(a) < v(b); });
     return pos;
   };
-  t.parameters["initial.weight"] = take_cols(t.parameters["initial.weight"], positions_by_index(id));
+  t.parameters["initial.weight"] =
+      take_cols(t.parameters["initial.weight"], positions_by_index(id));
   const std::vector<Index> tf_pos = positions_by_index(tf);
   std::vector<bool> transformed(std::size_t(dim), false);
   for (Index i = 0; i < tf.size(); ++i) transformed[std::size_t(tf(i))] = true;
@@ -338,19 +338,20 @@ AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefi
   const Index nt = tf.size();
   const Index out = t.options.out_dim;
   const Index P = out % nt == 0 ? out / nt : 0;
-  const std::string name = "nflows " + std::string(P == 1   ? "AdditiveCouplingTransform"
-                                                   : P == 2 ? "AffineCouplingTransform"
-                                                            : "PiecewiseRationalQuadraticCouplingTransform") +
+  const std::string name = "nflows " +
+                           std::string(P == 1   ? "AdditiveCouplingTransform"
+                                       : P == 2 ? "AffineCouplingTransform"
+                                                : "PiecewiseRationalQuadraticCouplingTransform") +
                            " '" + prefix + "'";
   if (P == 1) {  // z = x + t: nflow's additive transformer is z = x − μ, so μ = −t
     info.additive = true;
     permute_outputs(t, output_rows(nt, {0}, OutputLayout::Blocked, tf_pos));
     t.parameters["final.weight"] *= Scalar(-1);
     t.parameters["final.bias"] *= Scalar(-1);
-    return AnyBijector<Scalar>(ImportedAdditiveCoupling<Scalar>(std::move(mask),
-                                                                build_network(t, prefix),
-                                                                AdditiveTransformer<Scalar>()),
-                               name);
+    return AnyBijector<Scalar>(
+        ImportedAdditiveCoupling<Scalar>(std::move(mask), build_network(t, prefix),
+                                         AdditiveTransformer<Scalar>()),
+        name);
   }
   if (P == 2) {  // [shifts | unconstrained scales]
     permute_outputs(t, output_rows(nt, {0, 1}, OutputLayout::Blocked, tf_pos));
@@ -376,9 +377,10 @@ AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefi
       sd, o, prefix, K, Scalar(1) / std::sqrt(Scalar(t.options.hidden_width)));
   std::optional<AnyBijector<Scalar>> step;
   if (!with_spline_bins(K, [&]<int Bins>() {
-        step.emplace(ImportedSplineCoupling<Scalar, Bins>(std::move(mask), build_network(t, prefix),
-                                                          RationalQuadraticSpline<Scalar, Bins>(so)),
-                     name);
+        step.emplace(
+            ImportedSplineCoupling<Scalar, Bins>(std::move(mask), build_network(t, prefix),
+                                                 RationalQuadraticSpline<Scalar, Bins>(so)),
+            name);
       }))
     unsupported_bins(sd, prefix, K);
   return std::move(*step);
@@ -473,7 +475,8 @@ NflowsLoaded<Scalar> load_nflows_layers(StateDict& sd, const NflowsFlowOptions& 
       case NflowsKind::Permutation:
         info.kind = NflowsKind::Permutation;
         info.permutation = sd.permutation(p + "._permutation", r.dim);
-        r.steps.emplace_back(Permutation<Scalar>(info.permutation), "nflows Permutation '" + p + "'");
+        r.steps.emplace_back(Permutation<Scalar>(info.permutation),
+                             "nflows Permutation '" + p + "'");
         break;
       case NflowsKind::Autoregressive:
         r.steps.push_back(load_nflows_autoregressive<Scalar>(sd, p, r.dim, c, o, info));

@@ -107,7 +107,8 @@ NetworkTensors<Scalar> take_zuko_mlp(StateDict& sd, const std::string& p, Index 
     }
   }
   if (idx.size() < 2) {
-    sd.fail("'" + root + "' has a single linear layer (hidden_features = []); nflow's conditioner "
+    sd.fail("'" + root +
+            "' has a single linear layer (hidden_features = []); nflow's conditioner "
             "needs at least one hidden layer");
   }
   NetworkTensors<Scalar> t;
@@ -121,7 +122,7 @@ NetworkTensors<Scalar> take_zuko_mlp(StateDict& sd, const std::string& p, Index 
     Eigen::MatrixXd m;
     if (masked) m = sd.mask(lp + ".mask", out, cols);
     const bool first = l == 0, last = l + 1 == idx.size();
-    const std::string to = first ? std::string("initial")
+    const std::string to = first  ? std::string("initial")
                            : last ? std::string("final")
                                   : "blocks." + std::to_string(l - 1) + ".linear";
     if (first) {
@@ -246,7 +247,8 @@ std::vector<AnyBijector<Scalar>> load_zuko_autoregressive(
     }
     std::vector<Index> widths;
     Eigen::MatrixXd conn;
-    NetworkTensors<Scalar> net = take_zuko_mlp<Scalar>(sd, p, dim, context_dim, true, widths, &conn);
+    NetworkTensors<Scalar> net =
+        take_zuko_mlp<Scalar>(sd, p, dim, context_dim, true, widths, &conn);
     check_hidden(sd, hidden, widths, p + ".hyper");
     check_outputs(sd, net, p, P * dim, expectation);
     // Dependencies only from lower to higher 'order' (zuko's passes = 2 coupling has equal
@@ -280,8 +282,9 @@ ImportedFlow<Scalar> load_zuko_maf(StateDict sd, const ZukoMafOptions& o = {}) {
   const ScaleShiftTransformer<Scalar> affine(ScaleShiftOptions<Scalar>::zuko(Scalar(o.slope)));
   auto steps = detail::load_zuko_autoregressive<Scalar>(
       sd, layout, context_dim, o.randperm, o.hidden_features, std::nullopt, 2, {0, 1},
-      "2·D = " + std::to_string(2 * dim) + " (only the affine MonotonicAffineTransform here; "
-      "load splines with load_zuko_nsf)",
+      "2·D = " + std::to_string(2 * dim) +
+          " (only the affine MonotonicAffineTransform here; "
+          "load splines with load_zuko_nsf)",
       [&](const std::string& p, const detail::NetworkTensors<Scalar>& t) {
         return AnyBijector<Scalar>(
             ImportedAffineAutoregressive<Scalar>(detail::build_network(t, p), affine),
@@ -301,10 +304,12 @@ ImportedFlow<Scalar> load_zuko_nsf(StateDict sd, const ZukoNsfOptions& o = {}) {
   const Index dim = layout.dim;
   const std::string& first = layout.prefixes.front();
   const Index context_dim = sd.cols_of(first + ".hyper.0.weight") - dim;
-  if (context_dim < 0) sd.fail("load_zuko_nsf: '" + first + ".hyper.0.weight' has fewer inputs than D");
+  if (context_dim < 0)
+    sd.fail("load_zuko_nsf: '" + first + ".hyper.0.weight' has fewer inputs than D");
   sd.check_option("context", o.context, context_dim);
   const std::vector<Index> last = sd.child_indices(first + ".hyper.");
-  const Index out = last.empty() ? 0 : sd.rows_of(first + ".hyper." + std::to_string(last.back()) + ".weight");
+  const Index out =
+      last.empty() ? 0 : sd.rows_of(first + ".hyper." + std::to_string(last.back()) + ".weight");
   const int K = out % dim == 0 ? detail::spline_bins_of(out / dim) : 0;
   if (K == 0) {
     sd.fail("load_zuko_nsf: '" + first + ".hyper' outputs " + std::to_string(out) +
@@ -378,10 +383,11 @@ ImportedFlow<Scalar> load_zuko_realnvp(StateDict sd, const ZukoRealNvpOptions& o
         detail::take_zuko_mlp<Scalar>(sd, p, constant, c, false, widths);
     detail::check_hidden(sd, o.hidden_features, widths, p + ".hyper");
     const Index nb = dim - constant;
-    detail::check_outputs(sd, net, p, 2 * nb,
-                          "2 × " + std::to_string(nb) +
-                              " (only the affine MonotonicAffineTransform is supported)");
-    detail::permute_outputs(net, detail::output_rows(nb, {0, 1}, detail::OutputLayout::FeatureMajor));
+    detail::check_outputs(
+        sd, net, p, 2 * nb,
+        "2 × " + std::to_string(nb) + " (only the affine MonotonicAffineTransform is supported)");
+    detail::permute_outputs(net,
+                            detail::output_rows(nb, {0, 1}, detail::OutputLayout::FeatureMajor));
     if (constant == 0 && c == 0) {
       throw ParameterError("nflow::interop: mask '" + p + ".mask' in " + sd.source() +
                            " leaves no feature to condition on and there is no context");
