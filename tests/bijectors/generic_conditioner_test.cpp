@@ -45,14 +45,35 @@ Eigen::MatrixXd normals(Index rows, Index cols, std::uint64_t seed) {
 }
 
 /// ∂L/∂x and ∂L/∂θ of forward_vjp with fixed upstream gradients.
-template <typename B, typename C>
+template <typename B>
 std::pair<Eigen::MatrixXd, Eigen::VectorXd> forward_gradients(const B& b, const Eigen::MatrixXd& x,
-                                                              const C& c) {
+                                                              const Eigen::MatrixXd& c) {
   const Eigen::MatrixXd gv = normals(x.rows(), x.cols(), 90);
   const Eigen::RowVectorXd gl = normals(1, x.cols(), 91);
   Eigen::VectorXd gp = Eigen::VectorXd::Zero(b.parameter_count());
   Eigen::MatrixXd gx = b.forward_vjp(x, gv, gl, gp, c);
   return {gx, gp};
+}
+
+double max_abs(const Eigen::MatrixXd& m) { return m.cwiseAbs().maxCoeff(); }
+
+/// `b` computes what `reference` computes at (x, c): both directions with their log-dets, and
+/// the forward gradients (those of reference's parameters, which b's visit first), to `tol`.
+template <typename B, typename R>
+void check_same_map(const B& b, const R& reference, const Eigen::MatrixXd& x,
+                    const Eigen::MatrixXd& c, double tol) {
+  const auto f0 = reference.forward_and_log_det(x, c);
+  const auto f1 = b.forward_and_log_det(x, c);
+  CHECK(max_abs(f1.value - f0.value) < tol);
+  CHECK(max_abs(f1.log_det - f0.log_det) < tol);
+  const auto i0 = reference.inverse_and_log_det(x, c);
+  const auto i1 = b.inverse_and_log_det(x, c);
+  CHECK(max_abs(i1.value - i0.value) < tol);
+  CHECK(max_abs(i1.log_det - i0.log_det) < tol);
+  const auto [gx0, gp0] = forward_gradients(reference, x, c);
+  const auto [gx1, gp1] = forward_gradients(b, x, c);
+  CHECK(max_abs(gx1 - gx0) < tol);
+  CHECK(max_abs(gp1.head(gp0.size()) - gp0) < tol);
 }
 }  // namespace
 
@@ -83,28 +104,16 @@ TEST_CASE("MaskedAutoregressive with an opaque MADE reproduces the MADE fast pat
 
   const Eigen::MatrixXd x = normals(d, 37, 1);
   const Eigen::MatrixXd c = normals(cd, 37, 2);
-  const auto f0 = fast.forward_and_log_det(x, c);
-  const auto f1 = generic.forward_and_log_det(x, c);
-  CHECK((f1.value - f0.value).cwiseAbs().maxCoeff() < 1e-13);
-  CHECK((f1.log_det - f0.log_det).cwiseAbs().maxCoeff() < 1e-13);
-  const auto i0 = fast.inverse_and_log_det(x, c);
-  const auto i1 = generic.inverse_and_log_det(x, c);
-  CHECK((i1.value - i0.value).cwiseAbs().maxCoeff() < 1e-12);
-  CHECK((i1.log_det - i0.log_det).cwiseAbs().maxCoeff() < 1e-12);
+  check_same_map(generic, fast, x, c, 1e-12);
   // The MADE given to the constructor keeps the fast path.
   const FastMaf again{fast.made()};
   CHECK(again.passes() == d);
-  CHECK(again.forward(x, c) == f0.value);
-  CHECK(again.inverse(x, c) == i0.value);
+  CHECK(again.forward(x, c) == fast.forward(x, c));
+  CHECK(again.inverse(x, c) == fast.inverse(x, c));
   // One point.
   const Eigen::VectorXd x0 = x.col(3);
   const Eigen::VectorXd c0 = c.col(3);
-  CHECK((generic.inverse(x0, c0) - i0.value.col(3)).cwiseAbs().maxCoeff() < 1e-12);
-  // Gradients.
-  const auto [gx0, gp0] = forward_gradients(fast, x, c);
-  const auto [gx1, gp1] = forward_gradients(generic, x, c);
-  CHECK((gx1 - gx0).cwiseAbs().maxCoeff() < 1e-12);
-  CHECK((gp1 - gp0).cwiseAbs().maxCoeff() < 1e-12);
+  CHECK(max_abs(generic.inverse(x0, c0) - fast.inverse(x0, c0)) < 1e-12);
 }
 
 TEST_CASE("MaskedAutoregressive's generic inverse needs all its passes",
@@ -117,7 +126,7 @@ TEST_CASE("MaskedAutoregressive's generic inverse needs all its passes",
   REQUIRE(generic.passes() == d);
   const Eigen::MatrixXd z = normals(d, 6, 5);
   const Eigen::MatrixXd x = fast.inverse(z);
-  CHECK((generic.inverse(z) - x).cwiseAbs().maxCoeff() < 1e-12);
+  CHECK(max_abs(generic.inverse(z) - x) < 1e-12);
   // The same network claiming a chain one shorter (feature 4 independent of feature 3): the
   // layer then stops a pass early and misses.
   test::Opaque<Made> shorter(fast.made());
@@ -126,7 +135,7 @@ TEST_CASE("MaskedAutoregressive's generic inverse needs all its passes",
   shorter.claimed = claim;
   const GenericMaf early{shorter};
   CHECK(early.passes() == d - 1);
-  CHECK((early.inverse(z) - x).cwiseAbs().maxCoeff() > 1e-6);
+  CHECK(max_abs(early.inverse(z) - x) > 1e-6);
 }
 
 TEST_CASE("A two-group conditioner inverts in 2 passes and reproduces a coupling layer",
@@ -144,18 +153,7 @@ TEST_CASE("A two-group conditioner inverts in 2 passes and reproduces a coupling
   set_parameters(coupling, get_parameters(split.mlp()));
   const Eigen::MatrixXd x = normals(d, 11, 7);
   const Eigen::MatrixXd c = normals(cd, 11, 8);
-  const auto f0 = coupling.forward_and_log_det(x, c);
-  const auto f1 = layer.forward_and_log_det(x, c);
-  CHECK((f1.value - f0.value).cwiseAbs().maxCoeff() < 1e-13);
-  CHECK((f1.log_det - f0.log_det).cwiseAbs().maxCoeff() < 1e-13);
-  const auto i0 = coupling.inverse_and_log_det(x, c);
-  const auto i1 = layer.inverse_and_log_det(x, c);
-  CHECK((i1.value - i0.value).cwiseAbs().maxCoeff() < 1e-13);
-  CHECK((i1.log_det - i0.log_det).cwiseAbs().maxCoeff() < 1e-13);
-  const auto [gx0, gp0] = forward_gradients(coupling, x, c);
-  const auto [gx1, gp1] = forward_gradients(layer, x, c);
-  CHECK((gx1 - gx0).cwiseAbs().maxCoeff() < 1e-12);
-  CHECK((gp1.head(gp0.size()) - gp0).cwiseAbs().maxCoeff() < 1e-12);
+  check_same_map(layer, coupling, x, c, 1e-12);
   CHECK(parameter_names(layer).back() == "conditioner.bias");
 
   // With biases the first group is transformed too, and two passes still invert exactly.
@@ -163,10 +161,10 @@ TEST_CASE("A two-group conditioner inverts in 2 passes and reproduces a coupling
   theta.tail(2 * d) = normals(2 * d, 1, 9) * 0.5;
   set_parameters(layer, theta);
   const auto f = layer.forward_and_log_det(x, c);
-  CHECK((f.value.topRows(2) - x.topRows(2)).cwiseAbs().maxCoeff() > 1e-3);
+  CHECK(max_abs(f.value.topRows(2) - x.topRows(2)) > 1e-3);
   const auto back = layer.inverse_and_log_det(f.value, c);
-  CHECK((back.value - x).cwiseAbs().maxCoeff() < 1e-12);
-  CHECK((back.log_det + f.log_det).cwiseAbs().maxCoeff() < 1e-12);
+  CHECK(max_abs(back.value - x) < 1e-12);
+  CHECK(max_abs(back.log_det + f.log_det) < 1e-12);
 }
 
 TEST_CASE("MaskedAutoregressive refuses conditioners that are not autoregressive or misfit",
@@ -203,26 +201,15 @@ TEST_CASE("Coupling with an opaque MLP reproduces the default coupling",
   CHECK(generic.context_dim() == cd);
   const Eigen::MatrixXd x = normals(5, 13, 2);
   const Eigen::MatrixXd c = normals(cd, 13, 3);
-  const auto f0 = fast.forward_and_log_det(x, c);
-  const auto f1 = generic.forward_and_log_det(x, c);
-  CHECK((f1.value - f0.value).cwiseAbs().maxCoeff() < 1e-14);
-  CHECK((f1.log_det - f0.log_det).cwiseAbs().maxCoeff() < 1e-14);
-  const auto i0 = fast.inverse_and_log_det(x, c);
-  const auto i1 = generic.inverse_and_log_det(x, c);
-  CHECK((i1.value - i0.value).cwiseAbs().maxCoeff() < 1e-14);
-  CHECK((i1.log_det - i0.log_det).cwiseAbs().maxCoeff() < 1e-14);
-  const auto [gx0, gp0] = forward_gradients(fast, x, c);
-  const auto [gx1, gp1] = forward_gradients(generic, x, c);
-  CHECK((gx1 - gx0).cwiseAbs().maxCoeff() < 1e-13);
-  CHECK((gp1 - gp0).cwiseAbs().maxCoeff() < 1e-13);
+  check_same_map(generic, fast, x, c, 1e-13);
   const Eigen::MatrixXd gv = normals(5, 13, 4);
   const Eigen::RowVectorXd gl = normals(1, 13, 5);
   Eigen::VectorXd gq0 = Eigen::VectorXd::Zero(fast.parameter_count());
   Eigen::VectorXd gq1 = gq0;
   const Eigen::MatrixXd gz0 = fast.inverse_vjp(x, gv, gl, gq0, c);
   const Eigen::MatrixXd gz1 = generic.inverse_vjp(x, gv, gl, gq1, c);
-  CHECK((gz1 - gz0).cwiseAbs().maxCoeff() < 1e-13);
-  CHECK((gq1 - gq0).cwiseAbs().maxCoeff() < 1e-13);
+  CHECK(max_abs(gz1 - gz0) < 1e-13);
+  CHECK(max_abs(gq1 - gq0) < 1e-13);
 }
 
 TEST_CASE("Coupling refuses a conditioner of the wrong size",
