@@ -124,8 +124,9 @@ const std::string& name_of() {
     const std::string scalar =
         std::is_same_v<typename Entry::Bijector::Scalar, float> ? "float" : "double";
     std::string n = Entry::Name;
-    for (auto at = n.find("<S"); at != std::string::npos; at = n.find("<S", at))
-      n.replace(at + 1, 1, scalar);
+    // Only a lone S ("<S," or "<S>"), not the S of a name ("<ScaleShift...").
+    for (auto at = n.find("<S"); at != std::string::npos; at = n.find("<S", at + 1))
+      if (at + 2 < n.size() && (n[at + 2] == ',' || n[at + 2] == '>')) n.replace(at + 1, 1, scalar);
     return n;
   }();
   return name;
