@@ -65,7 +65,7 @@ using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, D
 namespace detail {
 
 /// The numbers of spline bins an imported spline layer may have (each is a compiled type).
-inline constexpr int imported_spline_bins[] = {2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32, 64};
+inline constexpr int imported_spline_bins[] = {4, 8, 10, 16};
 
 inline std::string imported_spline_bins_text() {
   std::string s;
