@@ -20,11 +20,6 @@ inline Eigen::MatrixXd bool_product(const Eigen::MatrixXd& a, const Eigen::Matri
   return ((a * b).array() > 0.0).cast<double>().matrix();
 }
 
-/// Boolean or of two 0/1 matrices of one shape.
-inline Eigen::MatrixXd bool_or(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
-  return a.cwiseMax(b);
-}
-
 /// Reduces an output connectivity of `per_feature · D` rows (outputs of feature i are rows
 /// per_feature·i … per_feature·i + per_feature − 1: the libraries' interleaved [D, k] view) to the
 /// D × D dependency of feature i on input j.

@@ -107,6 +107,13 @@ enum class OutputLayout {
   Blocked,       ///< row p·n + i (nflows' affine couplings: [shifts | scales])
 };
 
+/// 0, 1, …, P − 1: the parameters of a feature in the library's order (splines).
+inline std::vector<Index> identity_order(Index P) {
+  std::vector<Index> order(static_cast<std::size_t>(P));
+  for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
+  return order;
+}
+
 /// native_to_library[r] = the library's output row that becomes nflow's row r (= p·n + i),
 /// where nflow's parameter p is the library's parameter order[p] of the same feature, and
 /// nflow's feature i is the library's feature features[i] (its position in the library's list).

@@ -276,8 +276,7 @@ AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string&
             "tails)");
   }
   info.spline_bins = K;
-  std::vector<Index> order(static_cast<std::size_t>(P));
-  for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
+  const std::vector<Index> order = identity_order(P);
   permute_outputs(t, output_rows(dim, order, OutputLayout::FeatureMajor));
   const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(sd, o, prefix, K, Scalar(1));
   std::optional<AnyBijector<Scalar>> step;
@@ -369,8 +368,7 @@ AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefi
             std::to_string(nt));
   }
   info.spline_bins = K;
-  std::vector<Index> order(static_cast<std::size_t>(P));
-  for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
+  const std::vector<Index> order = identity_order(P);
   permute_outputs(t, output_rows(nt, order, OutputLayout::FeatureMajor, tf_pos));
   // nflows divides the raw widths and heights by sqrt(hidden_features) of a ResidualNet.
   const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(

@@ -318,8 +318,7 @@ ImportedFlow<Scalar> load_zuko_nsf(StateDict sd, const ZukoNsfOptions& o = {}) {
   sd.check_option("bins", o.bins, Index(K));
   const SplineOptions<Scalar> so = SplineOptions<Scalar>::zuko(Scalar(o.bound), Scalar(o.slope));
   const Index P = 3 * Index(K) - 1;
-  std::vector<Index> order(static_cast<std::size_t>(P));
-  for (Index q = 0; q < P; ++q) order[std::size_t(q)] = q;
+  const std::vector<Index> order = detail::identity_order(P);
   std::vector<AnyBijector<Scalar>> steps;
   const bool supported = detail::with_spline_bins(K, [&]<int Bins>() {
     const RationalQuadraticSpline<Scalar, Bins> spline(so);
