@@ -35,6 +35,7 @@
 #include "nflow/core/parallel.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/random.hpp"
+#include "nflow/core/stack.hpp"
 #include "nflow/core/traits.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/datasets/toy.hpp"

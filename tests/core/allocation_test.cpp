@@ -171,3 +171,18 @@ TEMPLATE_TEST_CASE(
   randomize(nsf);
   CHECK(point_allocations(nsf, x) == 0);
 }
+
+TEST_CASE("one point through a Stack of fixed-size blocks does not allocate",
+          "[allocation][stack]") {
+  // The blocks live in a std::vector; the per-call values are fixed-size, block to block.
+  using S = double;
+  constexpr int D = 6;
+  using Aff = AffineCoupling<S, D, 16>;
+  std::mt19937_64 gen(5);
+  const Eigen::Matrix<S, D, 1> x = standard_normal_matrix<S, D>(D, 1, gen);
+  Density stack(StandardNormal<S, D>{}, Stack<Aff>(3, [](Index i) {
+                  return Aff(CouplingMask::half(D, i % 2 == 1), CouplingOptions{16, 2, 0, 1});
+                }));
+  randomize(stack);
+  CHECK(point_allocations(stack, x) == 0);
+}

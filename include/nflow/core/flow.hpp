@@ -18,6 +18,7 @@
 /// What the steps must satisfy, and what the flow derives from them, is in flow_traits.hpp; the
 /// recorded pass and the vjps in flow_gradients.hpp.
 
+#include <concepts>
 #include <cstddef>
 #include <string>
 #include <tuple>
@@ -231,6 +232,50 @@ void visit_steps(const Flow<Bs...>& flow, F&& f) {
     (f(flow.template step<Is>(), std::integral_constant<std::size_t, Is>{}), ...);
   }
   (std::index_sequence_for<Bs...>{});
+}
+
+namespace detail {
+template <std::size_t, typename T>
+using RepeatedType = T;
+/// Flow<Block, …, Block> with N steps; a sentence when N < 1.
+template <int N, typename Block>
+struct RepeatFlow {
+  static_assert(N >= 1,
+                "nflow::Repeat<N, Block> / nflow::repeat<N>: N must be at least 1 (a flow needs at "
+                "least one step; for a depth chosen at run time, possibly 0 while it is built, use "
+                "nflow::Stack<Block>)");
+  template <std::size_t... Is>
+  static Flow<RepeatedType<Is, Block>...> make(std::index_sequence<Is...>);
+  using type = decltype(make(std::make_index_sequence<std::size_t(N >= 1 ? N : 1)>{}));
+};
+}  // namespace detail
+
+/// @brief Flow<Block, …, Block>: N steps of one type, repeated at compile time. Steps are
+/// addressable with step<i>() and named "<i>.<name>" as in any Flow, so Repeat<n, Block> and a
+/// Stack<Block> of n blocks (nflow/core/stack.hpp) share names, layout and files. N < 1 does not
+/// compile (with a sentence).
+/// @tparam N the number of steps, at least 1.
+/// @tparam Block the step type (an nflow::Bijector).
+template <int N, typename Block>
+using Repeat = typename detail::RepeatFlow<N, Block>::type;
+
+/// @brief The Repeat<N, Block> of the blocks make(0), …, make(N − 1) (called in that order), so
+/// each block can get its own seed or mask; Block is what make returns. Example:
+/// `repeat<4>([](Index i) { return AffineCoupling<double, 4>(CouplingMask::half(4, i % 2 == 1),
+/// {.seed = std::uint64_t(i)}); })`.
+template <int N, typename F>
+requires std::invocable<F&, Index>
+auto repeat(F&& make) {
+  using Block = std::remove_cvref_t<std::invoke_result_t<F&, Index>>;
+  return [&]<std::size_t... Is>(std::index_sequence<Is...>) {
+    return Repeat<N, Block>{make(Index(Is))...};  // braces: called in order 0, 1, …
+  }
+  (std::make_index_sequence<std::size_t(N >= 1 ? N : 1)>{});
+}
+/// @brief The Repeat<N, Block> of N copies of `block`.
+template <int N, typename Block>
+requires(!std::invocable<const Block&, Index>) auto repeat(const Block& block) {
+  return repeat<N>([&block](Index) { return block; });
 }
 
 }  // namespace nflow
