@@ -102,19 +102,20 @@ concept InitializableConditioner = Conditioner<N> && requires(N& n, std::uint64_
 namespace nflow {
 
 namespace detail {
-template <typename T>
-inline constexpr bool always_false_v = false;
-
 /// @brief The first member of every conditioner options struct: it takes no value, so that
 /// positional initialisation (`CouplingOptions{64, 2, 7}`, whose third number would silently be
 /// the context, not the seed) fails with a sentence, while designated initialisers skip it.
-/// Empty and [[no_unique_address]]: it costs nothing.
+/// Empty and [[no_unique_address]]: it costs nothing. (Its default constructor is explicit so
+/// that `{{}, 64, 2, 7}` fails too.)
 struct UseDesignatedInitializers {
+  template <typename T>
+  static constexpr bool PositionalInitializer = false;
+
   explicit UseDesignatedInitializers() = default;
   template <typename T>
   requires(!std::is_same_v<std::remove_cvref_t<T>, UseDesignatedInitializers>)
       UseDesignatedInitializers(T&&) {  // NOLINT(google-explicit-constructor): it must be reached
-    static_assert(always_false_v<T>,
+    static_assert(PositionalInitializer<T>,
                   "nflow: options structs take designated initializers only, e.g. "
                   "{.hidden_width = 64, .hidden_layers = 2, .context_dim = 0, .seed = 7}");
   }
