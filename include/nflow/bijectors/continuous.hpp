@@ -33,7 +33,7 @@ enum class OdeSolver {
 /// ConditionerOptions' (same names, meanings and order); the flow's own follow.
 struct ContinuousFlowOptions {
   /// hidden_width, hidden_layers, context_dim, seed (of the field's MLP): see
-  /// ConditionerOptions.
+  /// ConditionerOptions. The default seed is 0, so flows built without one start alike.
   NFLOW_CONDITIONER_OPTIONS_FIELDS;
   bool zero_last_layer = false;  ///< start with f ≡ 0 (the identity map)
   OdeSolver solver = OdeSolver::RK4;

@@ -39,7 +39,8 @@ struct AutoregressiveOptions {
   /// hidden_width, hidden_layers (>= 0; 0 makes μ and α affine in the earlier inputs),
   /// context_dim, seed: see ConditionerOptions. The seed seeds std::mt19937_64, which draws the
   /// random order (if any), then the seed of the MADE (its random degrees, if any, and its
-  /// weights); the same seed gives the same layer on every compiler.
+  /// weights); the same seed gives the same layer on every compiler. The default seed is 0 for
+  /// every layer, so layers built without one start alike: give each layer its own.
   NFLOW_CONDITIONER_OPTIONS_FIELDS;
   /// The autoregressive order: Natural, Reversed or Random (seeded).
   nn::InputOrder order = nn::InputOrder::Natural;
