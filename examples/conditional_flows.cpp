@@ -17,8 +17,10 @@ int main(int argc, char** argv) {
   using C2 = AffineCoupling<double, 2, 32>;
   using R = Reverse<double, 2>;
   Flow<C2, R, C2, R, C2, R, C2> real_nvp(
-      C2(CouplingMask::half(2), {32, 2, 0, 1}), R{}, C2(CouplingMask::half(2), {32, 2, 0, 2}), R{},
-      C2(CouplingMask::half(2), {32, 2, 0, 3}), R{}, C2(CouplingMask::half(2), {32, 2, 0, 4}));
+      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 1}), R{},
+      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 2}), R{},
+      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 3}), R{},
+      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 4}));
   std::printf("Real NVP: %ld parameters\n", long(real_nvp.parameter_count()));
 
   // ---- a conditional Glow-style flow: (ActNorm → LULinear → AffineCoupling) × 3, context dim 1 -
@@ -26,7 +28,8 @@ int main(int argc, char** argv) {
   using L = LULinear<double, 2>;
   using C = AffineCoupling<double, 2, 64>;
   auto coupling = [](std::uint64_t seed) {
-    return C(CouplingMask::half(2), {64, 2, /*context_dim=*/1, seed});
+    return C(CouplingMask::half(2),
+             {.hidden_width = 64, .hidden_layers = 2, .context_dim = 1, .seed = seed});
   };
   using Glow = Flow<A, L, C, A, L, C, A, L, C>;
   Density density(StandardNormal<double, 2>{}, Glow(A{}, L::random_orthogonal(2, 1), coupling(1),

@@ -31,7 +31,7 @@ struct Sizes {
 
 template <typename S, int D, int H>
 CNF<S, D, H> make_flow(Sizes sizes, OdeSolver solver, ode::TraceEstimator trace) {
-  CNF<S, D, H> f(sizes.dim, {sizes.hidden, 2, 0, 1});
+  CNF<S, D, H> f(sizes.dim, {.hidden_width = sizes.hidden, .hidden_layers = 2, .seed = 1});
   std::mt19937_64 gen(7);
   // A field of moderate size, so Dopri5 takes a realistic number of steps.
   set_parameters(f, Vector<S>(standard_normal_matrix<S>(f.parameter_count(), 1, gen) * S(0.1)));

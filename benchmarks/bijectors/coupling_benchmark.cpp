@@ -17,8 +17,9 @@ using Layer = AffineCoupling<S, D, H>;
 
 template <typename S, int D, int H>
 Layer<S, D, H> make_layer(int i) {
-  return Layer<S, D, H>(CouplingMask::half(D, i % 2 == 1),
-                        CouplingOptions{H, 2, 0, std::uint64_t(i + 1)});
+  return Layer<S, D, H>(
+      CouplingMask::half(D, i % 2 == 1),
+      CouplingOptions{.hidden_width = H, .hidden_layers = 2, .seed = std::uint64_t(i + 1)});
 }
 
 template <typename Model, typename S, int D>

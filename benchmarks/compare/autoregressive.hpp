@@ -21,8 +21,8 @@ auto autoregressive_density(Index d) {
   auto m = [&](int k) {
     return M(d, {.hidden_width = h,
                  .hidden_layers = 2,
-                 .order = k % 2 == 0 ? nn::InputOrder::Natural : nn::InputOrder::Reversed,
-                 .seed = std::uint64_t(k + 1)});
+                 .seed = std::uint64_t(k + 1),
+                 .order = k % 2 == 0 ? nn::InputOrder::Natural : nn::InputOrder::Reversed});
   };
   auto density =
       Density(StandardNormal<S, D>(d), Flow<M, M, M, M, M>(m(0), m(1), m(2), m(3), m(4)));

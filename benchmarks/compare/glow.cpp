@@ -29,7 +29,8 @@ struct Glow : FamilyDefaults<Glow> {
     };
     auto l = [&](int k) { return L::random_orthogonal(d, std::uint64_t(k + 11)); };
     auto c = [&](int k) {
-      return C(CouplingMask::half(d), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)},
+      return C(CouplingMask::half(d),
+               CouplingOptions{.hidden_width = h, .hidden_layers = 2, .seed = std::uint64_t(k + 1)},
                AffineTransformer<S>(S(1)));
     };
     auto density =

@@ -20,7 +20,9 @@ struct Nice : FamilyDefaults<Nice> {
     using C = AdditiveCoupling<S, D, H>;
     const Index h = hidden_for(d);
     auto c = [&](int k) {
-      return C(CouplingMask::half(d, k % 2 == 1), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)});
+      return C(
+          CouplingMask::half(d, k % 2 == 1),
+          CouplingOptions{.hidden_width = h, .hidden_layers = 2, .seed = std::uint64_t(k + 1)});
     };
     auto density =
         Density(StandardNormal<S, D>(d), Flow<C, C, C, C, ElementwiseAffine<S, D>>(

@@ -22,7 +22,8 @@ struct RealNVP : FamilyDefaults<RealNVP> {
     using R = Reverse<S, D>;
     const Index h = hidden_for(d);
     auto c = [&](int k) {
-      return C(CouplingMask::half(d), CouplingOptions{h, 2, 0, std::uint64_t(k + 1)},
+      return C(CouplingMask::half(d),
+               CouplingOptions{.hidden_width = h, .hidden_layers = 2, .seed = std::uint64_t(k + 1)},
                AffineTransformer<S>(S(1)));
     };
     const R r(d);

@@ -26,7 +26,8 @@ int main() {
                  C, R, C>;
   const Index d = 16;
   auto c = [&](int k) {
-    return C(CouplingMask::half(d), CouplingOptions{128, 2, 0, std::uint64_t(k)});
+    return C(CouplingMask::half(d),
+             CouplingOptions{.hidden_width = 128, .hidden_layers = 2, .seed = std::uint64_t(k)});
   };
   const R r(d);
   const Density density(StandardNormal<S>(d), F(c(0), r, c(1), r, c(2), r, c(3), r, c(4), r, c(5),

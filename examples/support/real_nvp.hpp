@@ -15,7 +15,9 @@ using RealNVPDensity2 = nflow::Density<nflow::StandardNormal<double, 2>, RealNVP
 /// A fresh model (every coupling the identity); `seed` seeds the conditioners' first layers.
 inline RealNVPDensity2 make_real_nvp_2d(std::uint64_t seed = 0) {
   auto c = [seed](std::uint64_t i) {
-    return Coupling2(nflow::CouplingMask::half(2), nflow::CouplingOptions{64, 2, 0, seed * 16 + i});
+    return Coupling2(
+        nflow::CouplingMask::half(2),
+        nflow::CouplingOptions{.hidden_width = 64, .hidden_layers = 2, .seed = seed * 16 + i});
   };
   const Swap2 r{};
   return RealNVPDensity2(

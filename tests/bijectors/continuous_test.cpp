@@ -156,7 +156,7 @@ TEST_CASE("the pushforward of N(0, I) under dz/dt = A z is N(0, e^A e^Aᵀ)", "[
 
 TEST_CASE("the exact divergence equals the trace of the MLP's Jacobian", "[continuous][trace]") {
   using Flow = ContinuousFlow<double, 4, 16, nn::Tanh>;
-  const Flow flow = randomize(Flow(4, {16, 3, 0, 1}), 3, 0.4);
+  const Flow flow = randomize(Flow(4, {.hidden_width = 16, .hidden_layers = 3, .seed = 1}), 3, 0.4);
   std::mt19937_64 gen(4);
   const MatrixXd z = standard_normal_matrix<double>(4, 6, gen);
   const auto div = flow.divergence(z, 0.3);
@@ -172,7 +172,8 @@ TEST_CASE("the closed-form exact trace (one and two hidden layers) equals the Ja
           "[continuous][trace]") {
   for (Index layers : {Index(1), Index(2), Index(3)}) {
     using Flow = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh>;
-    const Flow flow = randomize(Flow(5, {12, layers, 0, 1}), 3, 0.4);
+    const Flow flow =
+        randomize(Flow(5, {.hidden_width = 12, .hidden_layers = layers, .seed = 1}), 3, 0.4);
     const auto& field = flow.field();
     const MatrixXd trace = field.trace_matrix();
     CHECK(trace.size() ==
@@ -196,7 +197,7 @@ TEST_CASE("the closed-form exact trace (one and two hidden layers) equals the Ja
 
 TEST_CASE("Hutchinson's estimate is unbiased", "[continuous][trace]") {
   using Flow = ContinuousFlow<double, 5, 16, nn::Tanh>;
-  const Flow flow = randomize(Flow(5, {16, 2, 0, 1}), 5, 0.5);
+  const Flow flow = randomize(Flow(5, {.hidden_width = 16, .hidden_layers = 2, .seed = 1}), 5, 0.5);
   std::mt19937_64 gen(6);
   const Eigen::VectorXd z = standard_normal_matrix<double>(5, 1, gen);
   const double exact = flow.divergence(z, 0.7)(0);
@@ -220,7 +221,7 @@ TEST_CASE("a continuous flow round-trips and its log-det matches the finite-diff
   std::mt19937_64 gen(7);
   const MatrixXd x = standard_normal_matrix<double>(3, 4, gen);
   for (auto solver : {OdeSolver::RK4, OdeSolver::Dopri5}) {
-    Flow flow = randomize(Flow(3, {16, 2, 0, 1}), 8, 0.5);
+    Flow flow = randomize(Flow(3, {.hidden_width = 16, .hidden_layers = 2, .seed = 1}), 8, 0.5);
     ode::Dopri5Options tight;
     tight.rtol = 1e-10;
     tight.atol = 1e-10;
@@ -241,7 +242,8 @@ TEST_CASE("a continuous flow round-trips and its log-det matches the finite-diff
 TEST_CASE("the context changes the map, and a conditional flow checks its context",
           "[continuous][context]") {
   using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, Dynamic>;
-  const Flow flow = randomize(Flow(2, {8, 2, 1, 1}), 14, 0.5);
+  const Flow flow = randomize(
+      Flow(2, {.hidden_width = 8, .hidden_layers = 2, .context_dim = 1, .seed = 1}), 14, 0.5);
   std::mt19937_64 gen(15);
   const MatrixXd x = standard_normal_matrix<double>(2, 5, gen);
   const MatrixXd c0 = MatrixXd::Zero(1, 5);
@@ -251,13 +253,15 @@ TEST_CASE("the context changes the map, and a conditional flow checks its contex
   CHECK_THROWS_AS(flow.forward(x), ShapeError);
   CHECK_THROWS_AS(flow.forward(x, MatrixXd::Zero(2, 5)), ShapeError);
   CHECK_THROWS_AS(flow.forward(x, MatrixXd::Zero(1, 4)), ShapeError);
-  CHECK_THROWS_AS((ContinuousFlow<double, 2>(2, {8, 2, 1, 1})), ParameterError);
+  CHECK_THROWS_AS((ContinuousFlow<double, 2>(
+                      2, {.hidden_width = 8, .hidden_layers = 2, .context_dim = 1, .seed = 1})),
+                  ParameterError);
   CHECK_THROWS_AS((ContinuousFlow<double, 2>(3)), ParameterError);
 }
 
 TEST_CASE("bad input: NaN columns stay NaN, ODE failures throw", "[continuous][errors]") {
   using Flow = ContinuousFlow<double, 2, 8, nn::Tanh>;
-  Flow flow = randomize(Flow(2, {8, 2, 0, 1}), 16, 0.5);
+  Flow flow = randomize(Flow(2, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 16, 0.5);
   std::mt19937_64 gen(17);
   MatrixXd x = standard_normal_matrix<double>(2, 4, gen);
   for (auto solver : {OdeSolver::RK4, OdeSolver::Dopri5}) {
@@ -296,7 +300,7 @@ TEST_CASE("bad input: NaN columns stay NaN, ODE failures throw", "[continuous][e
 
 TEST_CASE("solve() reports the solver's work", "[continuous][ode]") {
   using Flow = ContinuousFlow<double, 2, 8, nn::Tanh>;
-  Flow flow = randomize(Flow(2, {8, 2, 0, 1}), 18, 0.5);
+  Flow flow = randomize(Flow(2, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 18, 0.5);
   std::mt19937_64 gen(19);
   const MatrixXd x = standard_normal_matrix<double>(2, 8, gen);
   flow.set_solver(OdeSolver::RK4, 10);
@@ -315,9 +319,36 @@ TEST_CASE("solve() reports the solver's work", "[continuous][ode]") {
         2 + 6 * (tight.stats.accepted_steps + tight.stats.rejected_steps));
 }
 
+TEST_CASE("solve() says 'no context' as every other call does", "[continuous][context]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh>;
+  const Flow flow = randomize(Flow(2, {.seed = 1}), 18, 0.5);
+  std::mt19937_64 gen(19);
+  const MatrixXd x = standard_normal_matrix<double>(2, 8, gen);
+  const auto a = flow.solve(x, no_context, false);
+  const auto b = flow.solve(x, MatrixXd(), false);  // the older spelling still works
+  CHECK(a.value == b.value);
+  CHECK(a.log_det == b.log_det);
+  CHECK(a.value == flow.forward(x));
+  using Conditional = ContinuousFlow<double, 2, 8, nn::Tanh, 1>;
+  const Conditional conditional(2);
+  CHECK_THROWS_WITH(conditional.solve(x, no_context, true),
+                    Catch::Contains("conditional") && Catch::Contains("1 rows"));
+}
+
+TEST_CASE("a continuous flow's options: 0 means the compile-time Hidden", "[continuous][errors]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh>;
+  CHECK(Flow(2).options().hidden_width == 8);
+  CHECK(Flow(2).field().parameter_count() ==
+        Flow(2, {.hidden_width = 8}).field().parameter_count());
+  CHECK(ContinuousFlow<double>(2).options().hidden_width == 64);
+  CHECK_THROWS_WITH(Flow(2, {.hidden_width = 64}),
+                    Catch::Contains("'hidden_width' = 64") && Catch::Contains("Hidden = 8"));
+}
+
 TEST_CASE("the flow-matching gradient matches finite differences", "[continuous][flow_matching]") {
   using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, Dynamic>;
-  Flow flow = randomize(Flow(2, {8, 2, 1, 1}), 20, 0.5);
+  Flow flow = randomize(
+      Flow(2, {.hidden_width = 8, .hidden_layers = 2, .context_dim = 1, .seed = 1}), 20, 0.5);
   std::mt19937_64 gen(21);
   const MatrixXd x1 = standard_normal_matrix<double>(2, 5, gen);
   const MatrixXd x0 = standard_normal_matrix<double>(2, 5, gen);
@@ -368,7 +399,7 @@ TEST_CASE(
   const MatrixXd test_data = (chol * standard_normal_matrix<double>(2, 500, gen)).colwise() + mu;
 
   using Flow = ContinuousFlow<double, 2, 32, nn::Tanh>;
-  Flow flow(2, {32, 2, 0, 23});
+  Flow flow(2, {.hidden_width = 32, .hidden_layers = 2, .seed = 23});
   train::FlowMatchingOptions fm;
   fm.steps = 1500;
   fm.batch_size = 256;
@@ -430,7 +461,7 @@ TEST_CASE("conditional flow matching: the context selects the Gaussian",
   MatrixXd data = 0.5 * standard_normal_matrix<double>(2, n, gen);
   data.row(0) += 1.5 * c;
   using Flow = ContinuousFlow<double, 2, 32, nn::Tanh, 1>;
-  Flow flow(2, {32, 2, 1, 25});
+  Flow flow(2, {.hidden_width = 32, .hidden_layers = 2, .context_dim = 1, .seed = 25});
   train::FlowMatchingOptions fm;
   fm.steps = 1500;
   fm.adam.learning_rate = 3e-3;

@@ -22,7 +22,9 @@ B randomize(B b, std::uint64_t seed, double scale = 0.3) {
 TEMPLATE_TEST_CASE("additive coupling preserves volume", "[coupling]", float, double) {
   using S = TestType;
   using Add = AdditiveCoupling<S, Dynamic, Dynamic, nn::Tanh>;
-  const Add b = randomize(Add(CouplingMask::alternating(4), {12, 2, 0, 5}), 5, 0.5);
+  const Add b = randomize(
+      Add(CouplingMask::alternating(4), {.hidden_width = 12, .hidden_layers = 2, .seed = 5}), 5,
+      0.5);
   STATIC_REQUIRE(Add::IsConstantLogDet);
   std::mt19937_64 gen(1);
   const Batch<S, Dynamic, Dynamic> x = standard_normal_matrix<S>(4, 9, gen);
@@ -32,7 +34,9 @@ TEMPLATE_TEST_CASE("additive coupling preserves volume", "[coupling]", float, do
 
 TEST_CASE("a coupling layer leaves its conditioning features unchanged", "[coupling]") {
   const auto b =
-      randomize(AffineCoupling<double>(CouplingMask::alternating(6), {16, 2, 0, 1}), 7, 1.0);
+      randomize(AffineCoupling<double>(CouplingMask::alternating(6),
+                                       {.hidden_width = 16, .hidden_layers = 2, .seed = 1}),
+                7, 1.0);
   std::mt19937_64 gen(2);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(6, 20, gen);
   const Eigen::MatrixXd z = b.forward(x);
@@ -41,22 +45,27 @@ TEST_CASE("a coupling layer leaves its conditioning features unchanged", "[coupl
 }
 
 TEST_CASE("a fresh coupling layer is the identity", "[coupling]") {
-  const AffineCoupling<double> b(CouplingMask::half(4), {32, 2, 0, 9});
+  const AffineCoupling<double> b(CouplingMask::half(4),
+                                 {.hidden_width = 32, .hidden_layers = 2, .seed = 9});
   std::mt19937_64 gen(3);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(4, 10, gen);
   const auto r = b.forward_and_log_det(x);
   CHECK(r.value == x);
   CHECK(r.log_det.cwiseAbs().maxCoeff() == 0.0);
   // Reproducible initialisation: same seed, same parameters.
-  const AffineCoupling<double> c(CouplingMask::half(4), {32, 2, 0, 9});
-  const AffineCoupling<double> d(CouplingMask::half(4), {32, 2, 0, 10});
+  const AffineCoupling<double> c(CouplingMask::half(4),
+                                 {.hidden_width = 32, .hidden_layers = 2, .seed = 9});
+  const AffineCoupling<double> d(CouplingMask::half(4),
+                                 {.hidden_width = 32, .hidden_layers = 2, .seed = 10});
   CHECK(get_parameters(b) == get_parameters(c));
   CHECK(get_parameters(b) != get_parameters(d));
 }
 
 TEST_CASE("the affine coupling's log-scale is bounded", "[coupling]") {
   // Huge conditioner outputs cannot push the scale past e^{±B}.
-  auto b = randomize(AffineCoupling<double>(CouplingMask::half(2), {8, 1, 0, 1}), 11, 50.0);
+  auto b = randomize(AffineCoupling<double>(CouplingMask::half(2),
+                                            {.hidden_width = 8, .hidden_layers = 1, .seed = 1}),
+                     11, 50.0);
   std::mt19937_64 gen(4);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(2, 200, gen) * 10.0;
   const auto r = b.forward_and_log_det(x);
@@ -70,7 +79,9 @@ TEST_CASE("coupling masks are validated", "[coupling][errors]") {
   CHECK_THROWS_AS(CouplingMask::half(1), ParameterError);
   CHECK_THROWS_WITH(AffineCoupling<double>(CouplingMask(std::vector<bool>{true, true})),
                     Catch::Contains("mask"));
-  CHECK_NOTHROW(AffineCoupling<double>(CouplingMask(std::vector<bool>{true, true}), {8, 1, 2, 0}));
+  CHECK_NOTHROW(
+      AffineCoupling<double>(CouplingMask(std::vector<bool>{true, true}),
+                             {.hidden_width = 8, .hidden_layers = 1, .context_dim = 2, .seed = 0}));
   CHECK_THROWS_AS((AffineCoupling<double, 3>(CouplingMask::half(4))), ParameterError);
   const auto m = CouplingMask::half(5);
   CHECK(m.conditioning() == std::vector<int>{0, 1});
@@ -83,9 +94,18 @@ TEST_CASE("the score of a conditional Real NVP density matches finite difference
           "[coupling][flow][gradients]") {
   using A = AffineCoupling<double, 3, 8, nn::Tanh>;
   using RealNVP = Flow<A, Reverse<double, 3>, A, Reverse<double, 3>, A>;
-  const RealNVP flow(randomize(A(CouplingMask::half(3), {8, 2, 2, 1}), 1), Reverse<double, 3>{},
-                     randomize(A(CouplingMask::half(3), {8, 2, 2, 2}), 2), Reverse<double, 3>{},
-                     randomize(A(CouplingMask::alternating(3), {8, 2, 2, 3}), 3));
+  const RealNVP flow(
+      randomize(A(CouplingMask::half(3),
+                  {.hidden_width = 8, .hidden_layers = 2, .context_dim = 2, .seed = 1}),
+                1),
+      Reverse<double, 3>{},
+      randomize(A(CouplingMask::half(3),
+                  {.hidden_width = 8, .hidden_layers = 2, .context_dim = 2, .seed = 2}),
+                2),
+      Reverse<double, 3>{},
+      randomize(A(CouplingMask::alternating(3),
+                  {.hidden_width = 8, .hidden_layers = 2, .context_dim = 2, .seed = 3}),
+                3));
   // The score of a density made of coupling layers, against finite differences (the flow's own
   // laws, gradients included, run in the conformance list).
   const Density density(StandardNormal<double, 3>{}, flow);
@@ -100,4 +120,60 @@ TEST_CASE("the score of a conditional Real NVP density matches finite difference
     const double fd = (density.log_prob(xp, c) - density.log_prob(xm, c)).sum() / 2e-5;
     CHECK(s(i) == Approx(fd).epsilon(1e-6).margin(1e-8));
   }
+}
+
+TEST_CASE("a coupling's options: 0 means the compile-time Hidden and ContextDim",
+          "[coupling][errors]") {
+  // The width is given once, in the type; the options may repeat it but not contradict it.
+  const AffineCoupling<double, 2, 32> fixed(CouplingMask::half(2));
+  CHECK(fixed.conditioner().hidden_width() == 32);
+  CHECK(AffineCoupling<double, 2, 32>(CouplingMask::half(2), {.hidden_width = 32})
+            .conditioner()
+            .hidden_width() == 32);
+  CHECK(AffineCoupling<double>(CouplingMask::half(2)).conditioner().hidden_width() == 64);
+  CHECK_THROWS_AS((AffineCoupling<double, 2, 32>(CouplingMask::half(2), {.hidden_width = 64})),
+                  ParameterError);
+  CHECK_THROWS_WITH(
+      (AffineCoupling<double, 2, 32>(CouplingMask::half(2), {.hidden_width = 64})),
+      Catch::Contains("'hidden_width'") && Catch::Contains("64") && Catch::Contains("32"));
+}
+
+TEST_CASE("a coupling with a compile-time context computes what the run-time one does",
+          "[coupling][context]") {
+  using Fixed = AffineCoupling<double, 3, 8, nn::Tanh, 2>;
+  using Run = AffineCoupling<double, 3, 8, nn::Tanh>;
+  STATIC_REQUIRE(Fixed::ContextDim == 2);
+  STATIC_REQUIRE(AffineCoupling<double, 3, 8, nn::Tanh, 0>::ContextDim == 0);
+  STATIC_REQUIRE(SplineCoupling<double, 3, 8, 4, nn::Tanh, 2>::ContextDim == 2);
+  STATIC_REQUIRE(AdditiveCoupling<double, 3, 8, nn::Tanh, 2>::ContextDim == 2);
+  // context_dim 0 in the options means ContextDim; the same seed gives the same parameters.
+  const Fixed fixed = randomize(Fixed(CouplingMask::half(3), {.seed = 1}), 1);
+  const Run run = randomize(Run(CouplingMask::half(3), {.context_dim = 2, .seed = 1}), 1);
+  CHECK(fixed.context_dim() == 2);
+  std::mt19937_64 gen(2);
+  const Eigen::MatrixXd x = standard_normal_matrix<double>(3, 5, gen);
+  const Eigen::MatrixXd c = standard_normal_matrix<double>(2, 5, gen);
+  const auto a = fixed.forward_and_log_det(x, c);
+  const auto b = run.forward_and_log_det(x, c);
+  CHECK(a.value == b.value);
+  CHECK(a.log_det == b.log_det);
+  CHECK_THROWS_AS(fixed.forward(x), ShapeError);
+  // A Flow of steps with the same fixed context has that ContextDim.
+  using Conditional = Flow<Fixed, Reverse<double, 3>, Fixed>;
+  STATIC_REQUIRE(Conditional::ContextDim == 2);
+}
+
+TEST_CASE("a coupling rejects a context_dim that contradicts its ContextDim",
+          "[coupling][context][errors]") {
+  using Fixed = AffineCoupling<double, 3, 8, nn::Tanh, 2>;
+  CHECK_THROWS_WITH(Fixed(CouplingMask::half(3), {.context_dim = 3}),
+                    Catch::Contains("'context_dim'") && Catch::Contains("ContextDim 2"));
+  CHECK_THROWS_WITH(
+      (AffineCoupling<double, 3, 8, nn::Tanh, 0>(CouplingMask::half(3), {.context_dim = 2})),
+      Catch::Contains("'context_dim'") && Catch::Contains("ContextDim is 0"));
+  // A given conditioner must take the layer's context too.
+  using Net = Fixed::Conditioner;
+  CHECK_NOTHROW(Fixed(CouplingMask::half(3), Net(1, 4, 8, 2, 2)));
+  CHECK_THROWS_WITH(Fixed(CouplingMask::half(3), Net(1, 4, 8, 2, 3)),
+                    Catch::Contains("'conditioner'") && Catch::Contains("ContextDim is 2"));
 }

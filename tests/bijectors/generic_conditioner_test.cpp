@@ -30,7 +30,8 @@ using GenericMaf =
 using SplitMaf = MaskedAutoregressive<AffineTransformer<double>, Dyn, Dyn, nn::Tanh, Dyn,
                                       test::SplitConditioner<double>>;
 using FastCoupling = AffineCoupling<double, Dyn, Dyn, nn::Tanh>;
-using GenericCoupling = Coupling<AffineTransformer<double>, Dyn, Dyn, nn::Tanh, test::Opaque<Mlp>>;
+using GenericCoupling =
+    Coupling<AffineTransformer<double>, Dyn, Dyn, nn::Tanh, Dyn, test::Opaque<Mlp>>;
 static_assert(std::is_same_v<FastMaf::Made, Made> && FastMaf::HasMade && !GenericMaf::HasMade);
 static_assert(nn::Conditioner<Made> && nn::PointConditioner<Made> &&
               nn::BufferedConditioner<Made> && nn::InitializableConditioner<Mlp>);
@@ -84,9 +85,9 @@ TEST_CASE("MaskedAutoregressive with an opaque MADE reproduces the MADE fast pat
   const FastMaf fast = test::randomized(FastMaf(d, {.hidden_width = 7,
                                                     .hidden_layers = 2,
                                                     .context_dim = cd,
+                                                    .seed = 4,
                                                     .order = nn::InputOrder::Random,
-                                                    .hidden_degrees = nn::HiddenDegrees::Random,
-                                                    .seed = 4}),
+                                                    .hidden_degrees = nn::HiddenDegrees::Random}),
                                         4, 0.4);
   const GenericMaf generic{test::Opaque<Made>(fast.made())};
   // Every output of degree k reaches an input of degree k - 1 here: the longest chain is D - 1.
@@ -149,7 +150,8 @@ TEST_CASE("A two-group conditioner inverts in 2 passes and reproduces a coupling
   CHECK(layer.conditioner().connectivity().count() == 2 * 2 * 2);
   // With zero biases the features 0, 1 pass unchanged (shift 0, log-scale 0): a coupling layer
   // with the same MLP, computed by the coupling structure.
-  FastCoupling coupling(CouplingMask::half(d), {9, 1, cd, 0});
+  FastCoupling coupling(CouplingMask::half(d),
+                        {.hidden_width = 9, .hidden_layers = 1, .context_dim = cd, .seed = 0});
   set_parameters(coupling, get_parameters(split.mlp()));
   const Eigen::MatrixXd x = normals(d, 11, 7);
   const Eigen::MatrixXd c = normals(cd, 11, 8);
@@ -192,8 +194,10 @@ TEST_CASE("MaskedAutoregressive refuses conditioners that are not autoregressive
 TEST_CASE("Coupling with an opaque MLP reproduces the default coupling",
           "[bijectors][coupling][conditioner]") {
   const Index cd = 2;
-  const FastCoupling fast =
-      test::randomized(FastCoupling(CouplingMask::alternating(5), {8, 2, cd, 1}), 1, 0.5);
+  const FastCoupling fast = test::randomized(
+      FastCoupling(CouplingMask::alternating(5),
+                   {.hidden_width = 8, .hidden_layers = 2, .context_dim = cd, .seed = 1}),
+      1, 0.5);
   const GenericCoupling generic(fast.mask(), test::Opaque<Mlp>(fast.conditioner()));
   CHECK(parameter_names(generic) == parameter_names(fast));
   CHECK(get_parameters(generic) == get_parameters(fast));

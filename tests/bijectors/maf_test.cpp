@@ -143,7 +143,7 @@ TEMPLATE_TEST_CASE("MAF's Jacobian is exactly triangular in its order, both ways
     }
   };
   run(randomized(FixedMaf<S>({.order = InputOrder::Reversed}), 1, 0.5), no_context, 2);
-  run(randomized(DynMaf<S>(6, {.hidden_width = 9, .order = InputOrder::Random, .seed = 4}), 3, 0.5),
+  run(randomized(DynMaf<S>(6, {.hidden_width = 9, .seed = 4, .order = InputOrder::Random}), 3, 0.5),
       no_context, 4);
   Eigen::Matrix<S, Dyn, 1> c(2);
   c << S(0.3), S(-1.1);
@@ -195,9 +195,9 @@ TEST_CASE("A fresh MAF layer is the identity, and its parameters carry the MADE'
 TEST_CASE("MAF orders: natural, reversed and seeded random", "[bijectors][maf][order]") {
   CHECK(DynMaf<double>(4).order() == Eigen::Vector4i(0, 1, 2, 3));
   CHECK(DynMaf<double>(4, {.order = InputOrder::Reversed}).order() == Eigen::Vector4i(3, 2, 1, 0));
-  const Eigen::VectorXi r1 = DynMaf<double>(6, {.order = InputOrder::Random, .seed = 3}).order();
-  const Eigen::VectorXi r2 = DynMaf<double>(6, {.order = InputOrder::Random, .seed = 3}).order();
-  const Eigen::VectorXi r3 = DynMaf<double>(6, {.order = InputOrder::Random, .seed = 4}).order();
+  const Eigen::VectorXi r1 = DynMaf<double>(6, {.seed = 3, .order = InputOrder::Random}).order();
+  const Eigen::VectorXi r2 = DynMaf<double>(6, {.seed = 3, .order = InputOrder::Random}).order();
+  const Eigen::VectorXi r3 = DynMaf<double>(6, {.seed = 4, .order = InputOrder::Random}).order();
   CHECK(r1 == r2);
   CHECK(r1 != r3);
   CHECK(DynMaf<double>(3, {.custom_order = Eigen::Vector3i(2, 0, 1)}).made().input_degrees() ==
@@ -209,6 +209,9 @@ TEST_CASE("MAF orders: natural, reversed and seeded random", "[bijectors][maf][o
 TEST_CASE("MAF rejects inconsistent options and missing contexts", "[bijectors][maf][errors]") {
   CHECK_THROWS_AS(FixedMaf<double>(4), ParameterError);
   CHECK_THROWS_AS(FixedMaf<double>({.hidden_width = 5}), ParameterError);  // Hidden is 8
+  CHECK_THROWS_WITH(FixedMaf<double>({.hidden_width = 5}),
+                    Catch::Contains("'hidden_width' = 5") && Catch::Contains("Hidden = 8"));
+  CHECK_THROWS_WITH(CondMaf<double>({.context_dim = 3}), Catch::Contains("'context_dim' = 3"));
   CHECK_THROWS_AS(FixedMaf<double>({.context_dim = 2}), ParameterError);
   CHECK_THROWS_AS(CondMaf<double>({.context_dim = 3}), ParameterError);
   CHECK_THROWS_AS(DynMaf<double>(3, {.custom_order = Eigen::Vector3i(0, 1, 1)}), ParameterError);
@@ -314,8 +317,8 @@ TEMPLATE_TEST_CASE("MAF's Dim-pass inverse equals a naive solve that reruns the 
   check(DynMaf<S>(6, {.hidden_width = 9,
                       .hidden_layers = 3,
                       .context_dim = 2,
-                      .hidden_degrees = nn::HiddenDegrees::Random,
-                      .seed = 5}),
+                      .seed = 5,
+                      .hidden_degrees = nn::HiddenDegrees::Random}),
         3, 2);
   check(DynMaf<S>(4, {.hidden_width = 8, .hidden_layers = 0, .context_dim = 1}), 2,
         3);  // no hidden layer

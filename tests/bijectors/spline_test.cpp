@@ -696,8 +696,8 @@ TEST_CASE("spline: all-zero raw parameters are the identity exactly, and so are 
   });
   std::mt19937_64 gen(4);
   const M x = standard_normal_matrix<double>(4, 25, gen) * 3.0;
-  const SplineCoupling<double, Dynamic, Dynamic, 8, nn::Tanh> coupling(CouplingMask::half(4),
-                                                                       {16, 2, 0, 3});
+  const SplineCoupling<double, Dynamic, Dynamic, 8, nn::Tanh> coupling(
+      CouplingMask::half(4), {.hidden_width = 16, .hidden_layers = 2, .seed = 3});
   auto is_identity = [&](const auto& layer) {
     for (const auto& r : {layer.forward_and_log_det(x), layer.inverse_and_log_det(x)}) {
       CHECK(r.value == x);
@@ -805,8 +805,9 @@ TEST_CASE("spline: a 2-D density of SplineCoupling layers integrates to 1; sampl
           "[spline]") {
   using Layer = SplineCoupling<double, 2, 16, 8, nn::Tanh>;
   using Flow2 = Flow<Layer, Reverse<double, 2>, Layer>;
-  Flow2 f(Layer(CouplingMask::half(2), {16, 2, 0, 1}), Reverse<double, 2>(),
-          Layer(CouplingMask::half(2), {16, 2, 0, 2}));
+  Flow2 f(Layer(CouplingMask::half(2), {.hidden_width = 16, .hidden_layers = 2, .seed = 1}),
+          Reverse<double, 2>(),
+          Layer(CouplingMask::half(2), {.hidden_width = 16, .hidden_layers = 2, .seed = 2}));
   std::mt19937_64 gen(8);
   set_parameters(
       f, Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.15));

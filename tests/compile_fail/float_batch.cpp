@@ -3,7 +3,8 @@
 #include <nflow/nflow.hpp>
 int main() {
   nflow::Flow<nflow::AffineCoupling<double, 2>, nflow::Reverse<double, 2>> flow(
-      nflow::AffineCoupling<double, 2>(nflow::CouplingMask::half(2), {4, 1}),
+      nflow::AffineCoupling<double, 2>(nflow::CouplingMask::half(2),
+                                       {.hidden_width = 4, .hidden_layers = 1}),
       nflow::Reverse<double, 2>());
   const Eigen::Matrix<float, 2, Eigen::Dynamic> x =
       Eigen::Matrix<float, 2, Eigen::Dynamic>::Zero(2, 3);

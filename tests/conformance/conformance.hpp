@@ -375,7 +375,9 @@ struct AffineCouplingFixed {
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"half mask", randomized(Bijector(CouplingMask::half(4), {16, 2, 0, 1}), 1, 0.3)}};
+    return {{"half mask", randomized(Bijector(CouplingMask::half(4),
+                                              {.hidden_width = 16, .hidden_layers = 2, .seed = 1}),
+                                     1, 0.3)}};
   }
 };
 template <typename S>
@@ -387,7 +389,9 @@ struct AffineCouplingDynamic {
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     return {{"alternating mask",
-             randomized(Bijector(CouplingMask::alternating(5, true), {12, 3, 0, 2}), 2, 0.3)}};
+             randomized(Bijector(CouplingMask::alternating(5, true),
+                                 {.hidden_width = 12, .hidden_layers = 3, .seed = 2}),
+                        2, 0.3)}};
   }
 };
 template <typename S>
@@ -399,8 +403,11 @@ struct AffineCouplingConditional {
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {{"half mask, context 2",
-             randomized(Bijector(CouplingMask::half(3), {10, 2, 2, 3}), 3, 0.3)}};
+    return {
+        {"half mask, context 2",
+         randomized(Bijector(CouplingMask::half(3),
+                             {.hidden_width = 10, .hidden_layers = 2, .context_dim = 2, .seed = 3}),
+                    3, 0.3)}};
   }
 };
 template <typename S>
@@ -411,20 +418,23 @@ struct AdditiveCouplingDynamic {
                                       "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {
-        {"alternating mask", randomized(Bijector(CouplingMask::alternating(4), {12, 2, 0, 5}), 5)}};
+    return {{"alternating mask",
+             randomized(Bijector(CouplingMask::alternating(4),
+                                 {.hidden_width = 12, .hidden_layers = 2, .seed = 5}),
+                        5)}};
   }
 };
 template <typename S>
 struct AdditiveCouplingFixedConditional {
-  using Bijector = AdditiveCoupling<S, 6, 8, nn::Tanh>;
-  static constexpr const char* Name = "laws: AdditiveCoupling<S, 6, 8, Tanh> with a context";
+  using Bijector = AdditiveCoupling<S, 6, 8, nn::Tanh, 3>;
+  static constexpr const char* Name =
+      "laws: AdditiveCoupling<S, 6, 8, Tanh, 3> (a compile-time context)";
   static constexpr std::array Headers{"bijectors/coupling.hpp",
                                       "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 3;
   static std::vector<Case<Bijector>> cases() {
     return {{"half mask, context 3",
-             randomized(Bijector(CouplingMask::half(6), {8, 1, 3, 6}), 6, 0.3)}};
+             randomized(Bijector(CouplingMask::half(6), {.hidden_layers = 1, .seed = 6}), 6, 0.3)}};
   }
 };
 
@@ -471,8 +481,8 @@ struct MafDynamicConditional {
              randomized(Bijector(3, {.hidden_width = 9,
                                      .hidden_layers = 3,
                                      .context_dim = 4,
-                                     .hidden_degrees = nn::HiddenDegrees::Random,
-                                     .seed = 5}),
+                                     .seed = 5,
+                                     .hidden_degrees = nn::HiddenDegrees::Random}),
                         5, 0.3),
              testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -488,7 +498,7 @@ struct MafDynamic {
   static std::vector<Case<Bijector>> cases() {
     return {
         {"random order",
-         randomized(Bijector(5, {.hidden_width = 7, .order = nn::InputOrder::Random, .seed = 3}), 3,
+         randomized(Bijector(5, {.hidden_width = 7, .seed = 3, .order = nn::InputOrder::Random}), 3,
                     0.3),
          testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -516,7 +526,7 @@ struct AdditiveAutoregressive {
   static std::vector<Case<Bijector>> cases() {
     return {
         {"dim 4, random order",
-         randomized(Bijector(4, {.hidden_width = 6, .order = nn::InputOrder::Random, .seed = 8}), 8,
+         randomized(Bijector(4, {.hidden_width = 6, .seed = 8, .order = nn::InputOrder::Random}), 8,
                     0.3),
          testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -553,7 +563,9 @@ struct SplineCouplingFixed {
                                       "bijectors/transformers/rational_quadratic.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    return {{"half mask", randomized(Bijector(CouplingMask::half(4), {16, 2, 0, 1}), 1, 0.3)}};
+    return {{"half mask", randomized(Bijector(CouplingMask::half(4),
+                                              {.hidden_width = 16, .hidden_layers = 2, .seed = 1}),
+                                     1, 0.3)}};
   }
 };
 struct SplineCouplingBoundedConditional {
@@ -566,11 +578,13 @@ struct SplineCouplingBoundedConditional {
                                       "bijectors/transformers/rational_quadratic.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {{"alternating mask, context 2, [-1.5, 2]",
-             randomized(Bijector(CouplingMask::alternating(5), {10, 2, 2, 4},
-                                 RationalQuadraticSpline<double, 5, SplineDomain::Bounded>(
-                                     {.lower = -1.5, .upper = 2})),
-                        4, 0.3)}};
+    return {
+        {"alternating mask, context 2, [-1.5, 2]",
+         randomized(Bijector(CouplingMask::alternating(5),
+                             {.hidden_width = 10, .hidden_layers = 2, .context_dim = 2, .seed = 4},
+                             RationalQuadraticSpline<double, 5, SplineDomain::Bounded>(
+                                 {.lower = -1.5, .upper = 2})),
+                    4, 0.3)}};
   }
 };
 template <typename S>
@@ -582,7 +596,7 @@ struct SplineAutoregressiveFixed {
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     return {{"reversed order",
-             randomized(Bijector({.order = nn::InputOrder::Reversed, .seed = 2}), 2, 0.3),
+             randomized(Bijector({.seed = 2, .order = nn::InputOrder::Reversed}), 2, 0.3),
              testing::LawOptions(), no_inverse_vjp()}};
   }
 };
@@ -599,8 +613,8 @@ struct SplineAutoregressiveCircularConditional {
     return {{"random order, context 3",
              randomized(Bijector(4, {.hidden_width = 9,
                                      .context_dim = 3,
-                                     .order = nn::InputOrder::Random,
-                                     .seed = 6}),
+                                     .seed = 6,
+                                     .order = nn::InputOrder::Random}),
                         6, 0.3),
              testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -618,8 +632,9 @@ struct ScaleShiftCouplingFixed {
     using O = ScaleShiftOptions<S>;
     auto layer = [](O o, std::uint64_t seed) {
       return randomized(
-          Bijector(CouplingMask::half(4), {16, 2, 0, seed}, ScaleShiftTransformer<S>(o)), seed,
-          0.3);
+          Bijector(CouplingMask::half(4), {.hidden_width = 16, .hidden_layers = 2, .seed = seed},
+                   ScaleShiftTransformer<S>(o)),
+          seed, 0.3);
     };
     return {{"nflows coupling (sigmoid)", layer(O::nflows_coupling(), 1)},
             {"nflows autoregressive (softplus)", layer(O::nflows_autoregressive(), 2)},
@@ -662,11 +677,19 @@ struct RealNvpFlow {
                                       "bijectors/reverse.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    return {
-        {"three couplings, context 2",
-         Bijector(randomized(A(CouplingMask::half(3), {8, 2, 2, 1}), 1, 0.3), Reverse<double, 3>{},
-                  randomized(A(CouplingMask::half(3), {8, 2, 2, 2}), 2, 0.3), Reverse<double, 3>{},
-                  randomized(A(CouplingMask::alternating(3), {8, 2, 2, 3}), 3, 0.3))}};
+    return {{"three couplings, context 2",
+             Bijector(
+                 randomized(A(CouplingMask::half(3),
+                              {.hidden_width = 8, .hidden_layers = 2, .context_dim = 2, .seed = 1}),
+                            1, 0.3),
+                 Reverse<double, 3>{},
+                 randomized(A(CouplingMask::half(3),
+                              {.hidden_width = 8, .hidden_layers = 2, .context_dim = 2, .seed = 2}),
+                            2, 0.3),
+                 Reverse<double, 3>{},
+                 randomized(A(CouplingMask::alternating(3),
+                              {.hidden_width = 8, .hidden_layers = 2, .context_dim = 2, .seed = 3}),
+                            3, 0.3))}};
   }
 };
 struct MafFlow {
@@ -682,8 +705,8 @@ struct MafFlow {
                       Reverse<double>(4),
                       randomized(M(4, {.hidden_width = 6,
                                        .context_dim = 2,
-                                       .order = nn::InputOrder::Random,
-                                       .seed = 9}),
+                                       .seed = 9,
+                                       .order = nn::InputOrder::Random}),
                                  2, 0.3)),
              testing::LawOptions(), no_inverse_vjp()}};
   }
@@ -727,23 +750,25 @@ struct OpaqueMadeAutoregressive {
   static std::vector<Case<Bijector>> cases() {
     const DynMaf<double> made(4, {.hidden_width = 7,
                                   .context_dim = 3,
+                                  .seed = 9,
                                   .order = nn::InputOrder::Random,
-                                  .hidden_degrees = nn::HiddenDegrees::Random,
-                                  .seed = 9});
+                                  .hidden_degrees = nn::HiddenDegrees::Random});
     return {{"random order and degrees, context 3",
              randomized(Bijector(test::Opaque(made.made())), 9, 0.3), testing::LawOptions(),
              no_inverse_vjp()}};
   }
 };
 struct OpaqueMlpCoupling {
-  using Bijector = Coupling<AffineTransformer<double>, Dyn, Dyn, nn::Tanh,
+  using Bijector = Coupling<AffineTransformer<double>, Dyn, Dyn, nn::Tanh, Dyn,
                             test::Opaque<nn::MLP<double, Dyn, Dyn, Dyn, nn::Tanh>>>;
   static constexpr const char* Name =
       "laws: Coupling<AffineTransformer<double>, ..., Opaque<MLP>> with a context";
   static constexpr std::array Headers{"bijectors/coupling.hpp", "nn/conditioner.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    const AffineCoupling<double, Dyn, Dyn, nn::Tanh> c(CouplingMask::alternating(5), {10, 2, 2, 4});
+    const AffineCoupling<double, Dyn, Dyn, nn::Tanh> c(
+        CouplingMask::alternating(5),
+        {.hidden_width = 10, .hidden_layers = 2, .context_dim = 2, .seed = 4});
     return {{"alternating mask, context 2",
              randomized(Bijector(c.mask(), test::Opaque(c.conditioner())), 4, 0.3)}};
   }
@@ -795,7 +820,7 @@ struct ContinuousFixed {
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    Bijector flow = randomized(Bijector(2, {8, 2, 0, 1}), 11);
+    Bijector flow = randomized(Bijector(2, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 11);
     flow.set_solver(OdeSolver::RK4, 40);
     return {{"RK4, 40 steps", flow, rk4_40_steps<S>()}};
   }
@@ -808,11 +833,13 @@ struct ContinuousDynamicConditional {
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
-    Bijector flow = randomized(Bijector(3, {6, 2, 2, 2}), 12);
+    Bijector flow = randomized(
+        Bijector(3, {.hidden_width = 6, .hidden_layers = 2, .context_dim = 2, .seed = 2}), 12);
     flow.set_solver(OdeSolver::RK4, 40);
     std::vector<Case<Bijector>> out{{"dim 3, RK4, 40 steps", flow, rk4_40_steps<S>()}};
     if constexpr (std::is_same_v<S, double>) {
-      Bijector few = randomized(Bijector(2, {6, 2, 2, 3}), 26);
+      Bijector few = randomized(
+          Bijector(2, {.hidden_width = 6, .hidden_layers = 2, .context_dim = 2, .seed = 3}), 26);
       few.set_solver(OdeSolver::RK4, 5);
       out.push_back({"dim 2, RK4, 5 steps (gradients)", few, rk4_few_steps()});
     }
@@ -826,7 +853,8 @@ struct ContinuousFixedContext {
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 1;
   static std::vector<Case<Bijector>> cases() {
-    Bijector flow = randomized(Bijector(2, {8, 1, 1, 3}), 13);
+    Bijector flow = randomized(
+        Bijector(2, {.hidden_width = 8, .hidden_layers = 1, .context_dim = 1, .seed = 3}), 13);
     flow.set_solver(OdeSolver::RK4, 40);
     return {{"RK4, 40 steps", flow, rk4_40_steps<S>()}};
   }
@@ -840,7 +868,7 @@ struct ContinuousGradients {
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    Bijector exact = randomized(Bijector(3, {8, 2, 0, 1}), 9);
+    Bijector exact = randomized(Bijector(3, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 9);
     exact.set_solver(OdeSolver::RK4, 6);
     Bijector rademacher = exact;
     rademacher.set_trace(ode::TraceEstimator::HutchinsonRademacher);
@@ -862,7 +890,7 @@ struct ContinuousDopri5 {
   static constexpr std::array Headers{"bijectors/continuous.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
-    Bijector flow = randomized(Bijector(2, {8, 2, 0, 1}), 10);
+    Bijector flow = randomized(Bijector(2, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 10);
     ode::Dopri5Options dp;
     dp.rtol = 1e-9;
     dp.atol = 1e-9;

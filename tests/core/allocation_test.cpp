@@ -124,7 +124,7 @@ TEMPLATE_TEST_CASE(
   constexpr int H = 16;
   std::mt19937_64 gen(3);
   const Eigen::Matrix<S, D, 1> x = standard_normal_matrix<S, D>(D, 1, gen);
-  const CouplingOptions copt{H, 2, 0, 1};
+  const CouplingOptions copt{.hidden_width = H, .hidden_layers = 2, .seed = 1};
 
   // NICE: additive couplings and a diagonal scaling.
   using Add = AdditiveCoupling<S, D, H>;
@@ -157,7 +157,7 @@ TEMPLATE_TEST_CASE(
   Density maf(
       StandardNormal<S, D>{},
       Flow<M, M, IAF<S, D, H>>(M({.hidden_width = H, .seed = 5}),
-                               M({.hidden_width = H, .order = nn::InputOrder::Reversed, .seed = 6}),
+                               M({.hidden_width = H, .seed = 6, .order = nn::InputOrder::Reversed}),
                                IAF<S, D, H>{M({.hidden_width = H, .seed = 7})}));
   randomize(maf);
   CHECK(point_allocations(maf, x) == 0);

@@ -30,7 +30,10 @@ constexpr Index kDim = 4;
 /// The four steps, with random parameters (a fresh coupling or MAF layer is the identity).
 Static make_static(Index context_dim, std::uint64_t seed) {
   Static flow(
-      Coupling4(CouplingMask::half(kDim), CouplingOptions{8, 1, context_dim, seed}),
+      Coupling4(
+          CouplingMask::half(kDim),
+          CouplingOptions{
+              .hidden_width = 8, .hidden_layers = 1, .context_dim = context_dim, .seed = seed}),
       Perm::random(kDim, seed + 1),
       Maf(kDim,
           {.hidden_width = 8, .hidden_layers = 1, .context_dim = context_dim, .seed = seed + 2}),

@@ -32,9 +32,15 @@ using TestFlow = Flow<Coupling4, Reverse<double>, Maf4, Coupling4>;
 Density<StandardNormal<double>, TestFlow> make_density(Index context_dim = 0) {
   const Index d = 4;
   TestFlow flow(
-      Coupling4(CouplingMask::half(d), CouplingOptions{16, 2, context_dim, 1}), Reverse<double>(d),
+      Coupling4(CouplingMask::half(d),
+                CouplingOptions{
+                    .hidden_width = 16, .hidden_layers = 2, .context_dim = context_dim, .seed = 1}),
+      Reverse<double>(d),
       Maf4(d, {.hidden_width = 16, .hidden_layers = 2, .context_dim = context_dim, .seed = 2}),
-      Coupling4(CouplingMask::half(d, true), CouplingOptions{16, 2, context_dim, 3}));
+      Coupling4(
+          CouplingMask::half(d, true),
+          CouplingOptions{
+              .hidden_width = 16, .hidden_layers = 2, .context_dim = context_dim, .seed = 3}));
   Density density(StandardNormal<double>(d), std::move(flow));
   std::mt19937_64 gen(4);
   set_parameters(

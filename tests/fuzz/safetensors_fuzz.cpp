@@ -25,8 +25,10 @@ using FuzzFlow = nflow::Flow<nflow::AffineCoupling<double, 2>, nflow::ActNorm<do
                              nflow::LULinear<double, 2>>;
 
 FuzzFlow make_flow() {
-  return FuzzFlow(nflow::AffineCoupling<double, 2>(nflow::CouplingMask::half(2), {4, 1, 0, 1}),
-                  nflow::ActNorm<double, 2>{}, nflow::LULinear<double, 2>{});
+  return FuzzFlow(
+      nflow::AffineCoupling<double, 2>(nflow::CouplingMask::half(2),
+                                       {.hidden_width = 4, .hidden_layers = 1, .seed = 1}),
+      nflow::ActNorm<double, 2>{}, nflow::LULinear<double, 2>{});
 }
 }  // namespace
 

@@ -238,16 +238,16 @@ TEST_CASE(
   RDensity model(nflow::StandardNormal<double, 4>(4),
                  RFlow(nflow::MAF<double, 4>(4, {.hidden_width = 12,
                                                  .hidden_layers = 2,
+                                                 .seed = 11,
                                                  .order = InputOrder::Random,
-                                                 .hidden_degrees = HiddenDegrees::Random,
-                                                 .seed = 11}),
+                                                 .hidden_degrees = HiddenDegrees::Random}),
                        nflow::Permutation<double, 4>::random(4, 5),
                        nflow::LULinear<double, 4>::random_orthogonal(4, 9),
                        nflow::MAF<double, 4>(4, {.hidden_width = 12,
                                                  .hidden_layers = 2,
+                                                 .seed = 3,
                                                  .order = InputOrder::Natural,
-                                                 .hidden_degrees = HiddenDegrees::Random,
-                                                 .seed = 3})));
+                                                 .hidden_degrees = HiddenDegrees::Random})));
   const auto& f = model.transform();
   // The structures the bridge derived from the same seeds.
   CHECK(f.step<0>().order().cast<double>() == matrix(io, "maf0.order"));
@@ -292,8 +292,8 @@ SplineDensity make_spline(bool conditional) {
               {.hidden_width = 8,
                .hidden_layers = 2,
                .context_dim = context,
-               .order = conditional ? InputOrder::Random : InputOrder::Reversed,
-               .seed = 3},
+               .seed = 3,
+               .order = conditional ? InputOrder::Random : InputOrder::Reversed},
               spline)));
 }
 

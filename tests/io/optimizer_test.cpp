@@ -12,10 +12,11 @@ namespace {
 using C = AffineCoupling<double, 2, 8>;
 using Model = Density<StandardNormal<double, 2>, Flow<C, Reverse<double, 2>, C>>;
 Model make_model() {
-  return Model(
-      StandardNormal<double, 2>{},
-      Flow<C, Reverse<double, 2>, C>(C(CouplingMask::half(2), {8, 2, 0, 1}), Reverse<double, 2>{},
-                                     C(CouplingMask::half(2), {8, 2, 0, 2})));
+  return Model(StandardNormal<double, 2>{},
+               Flow<C, Reverse<double, 2>, C>(
+                   C(CouplingMask::half(2), {.hidden_width = 8, .hidden_layers = 2, .seed = 1}),
+                   Reverse<double, 2>{},
+                   C(CouplingMask::half(2), {.hidden_width = 8, .hidden_layers = 2, .seed = 2})));
 }
 /// `steps` Adam steps of maximum likelihood on fixed batches drawn from `gen`.
 void train_steps(Model& model, train::Adam<double>& adam, int steps, std::mt19937_64& gen) {

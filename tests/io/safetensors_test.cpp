@@ -50,8 +50,9 @@ using SmallFlow = Flow<ActNorm<S, 2>, LULinear<S, 2>>;
 
 template <typename S>
 BigFlow<S> make_big_flow(std::uint64_t seed) {
-  BigFlow<S> f(AffineCoupling<S, 4>(CouplingMask::half(4), {8, 1, 0, seed}), Reverse<S, 4>{},
-               ActNorm<S, 4>{}, LULinear<S, 4>{});
+  BigFlow<S> f(AffineCoupling<S, 4>(CouplingMask::half(4),
+                                    {.hidden_width = 8, .hidden_layers = 1, .seed = seed}),
+               Reverse<S, 4>{}, ActNorm<S, 4>{}, LULinear<S, 4>{});
   std::mt19937_64 gen(seed);
   set_parameters(f, Vector<S>(standard_normal_matrix<S>(f.parameter_count(), 1, gen) * S(0.3)));
   f.template step<2>().set_initialized(true);
@@ -146,12 +147,13 @@ BufferFlow make_buffer_flow(std::uint64_t seed, bool alternate) {
   maf.seed = seed;
   AutoregressiveOptions iaf = maf;
   iaf.seed = seed + 100;
-  BufferFlow f(
-      Permutation<double, 4>::random(4, seed),
-      AffineCoupling<double, 4>(
-          alternate ? CouplingMask::alternating(4) : CouplingMask::half(4, true), {8, 1, 0, seed}),
-      MAF<double, 4, 8>(maf), ActNorm<double, 4>{}, LULinear<double, 4>::random_orthogonal(4, seed),
-      IAF<double, 4, 8>(MAF<double, 4, 8>(iaf)));
+  BufferFlow f(Permutation<double, 4>::random(4, seed),
+               AffineCoupling<double, 4>(
+                   alternate ? CouplingMask::alternating(4) : CouplingMask::half(4, true),
+                   {.hidden_width = 8, .hidden_layers = 1, .seed = seed}),
+               MAF<double, 4, 8>(maf), ActNorm<double, 4>{},
+               LULinear<double, 4>::random_orthogonal(4, seed),
+               IAF<double, 4, 8>(MAF<double, 4, 8>(iaf)));
   std::mt19937_64 gen(seed);
   set_parameters(f,
                  Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, gen) * 0.2));
@@ -627,7 +629,8 @@ TEST_CASE("visit_buffers validates what it is given, layer by layer", "[buffers]
                     Contains("'hidden_degrees.0'"));
   CHECK(get_buffers(made) == values);
   // A Coupling mask can move (same counts); a Permutation takes any permutation of its size.
-  AffineCoupling<double> c(CouplingMask::half(4), {4, 1, 0, 1});
+  AffineCoupling<double> c(CouplingMask::half(4),
+                           {.hidden_width = 4, .hidden_layers = 1, .seed = 1});
   set_buffers(c, {{"mask", (BufferVector(4) << 1, 0, 1, 0).finished()}});
   CHECK(c.mask().transformed() == std::vector<int>{0, 2});
   Permutation<double> p = Permutation<double>::random(5, 2);

@@ -142,7 +142,9 @@ TEST_CASE(
   using M = MAF<double, Dynamic, Dynamic, nn::Tanh, Dynamic>;
   const Index d = 4, k = 3, n = 9;
   auto coupling = [&](bool flip, std::uint64_t seed) {
-    return C(CouplingMask::half(d, flip), CouplingOptions{8, 2, k, seed});
+    return C(
+        CouplingMask::half(d, flip),
+        CouplingOptions{.hidden_width = 8, .hidden_layers = 2, .context_dim = k, .seed = seed});
   };
   AutoregressiveOptions mo;
   mo.hidden_width = 8;

@@ -16,7 +16,8 @@ using RealNVP = Flow<Layer, R, Layer, R, Layer, R, Layer, R, Layer, R, Layer, R,
 
 Density<StandardNormal<double, 2>, RealNVP> real_nvp() {
   auto layer = [](int i) {
-    return Layer(CouplingMask::half(2), CouplingOptions{64, 2, 0, std::uint64_t(i)});
+    return Layer(CouplingMask::half(2),
+                 CouplingOptions{.hidden_width = 64, .hidden_layers = 2, .seed = std::uint64_t(i)});
   };
   return Density(StandardNormal<double, 2>{},
                  RealNVP(layer(1), R{}, layer(2), R{}, layer(3), R{}, layer(4), R{}, layer(5), R{},
@@ -36,8 +37,8 @@ Density<StandardNormal<double, 2>, Maf5> maf() {
   auto layer = [](int i) {
     return MafLayer({.hidden_width = 128,
                      .hidden_layers = 2,
-                     .order = i % 2 == 1 ? nn::InputOrder::Natural : nn::InputOrder::Reversed,
-                     .seed = std::uint64_t(i)});
+                     .seed = std::uint64_t(i),
+                     .order = i % 2 == 1 ? nn::InputOrder::Natural : nn::InputOrder::Reversed});
   };
   return Density(StandardNormal<double, 2>{}, Maf5(layer(1), Norm{}, layer(2), Norm{}, layer(3),
                                                    Norm{}, layer(4), Norm{}, layer(5)));

@@ -15,6 +15,7 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/nn/conditioner.hpp"
 #include "nflow/ode/solvers.hpp"
 #include "nflow/ode/vector_field.hpp"
 
@@ -27,11 +28,13 @@ enum class OdeSolver {
 };
 
 /// @brief Settings of a ContinuousFlow: the field's sizes and seed, the solver and the trace.
+/// Aggregate; designated initialisers only (a positional list is a compile error), e.g.
+/// `{.hidden_width = 64, .seed = 3, .solver = OdeSolver::Dopri5}`. The first four fields are
+/// ConditionerOptions' (same names, meanings and order); the flow's own follow.
 struct ContinuousFlowOptions {
-  Index hidden_width = 64;
-  Index hidden_layers = 2;
-  Index context_dim = 0;         ///< rows of the context (0: unconditional)
-  std::uint64_t seed = 0;        ///< initialisation of the field
+  /// hidden_width, hidden_layers, context_dim, seed (of the field's MLP): see
+  /// ConditionerOptions. The default seed is 0, so flows built without one start alike.
+  NFLOW_CONDITIONER_OPTIONS_FIELDS;
   bool zero_last_layer = false;  ///< start with f ≡ 0 (the identity map)
   OdeSolver solver = OdeSolver::RK4;
   Index rk4_steps = 20;
@@ -90,6 +93,8 @@ struct ContinuousSolveResult {
 /// @tparam Hidden hidden width or Dynamic. @tparam Activation nn::Tanh (default), nn::SiLU, ...
 /// @tparam ContextDim_ 0 (unconditional), a fixed positive size, or Dynamic (set at run time by
 ///   options.context_dim).
+/// options() returns the options with hidden_width and context_dim resolved (never 0 for the
+/// width).
 template <typename Scalar_, int Dim_ = Dynamic, int Hidden = Dynamic,
           typename Activation = nn::Tanh, int ContextDim_ = 0>
 class ContinuousFlow
@@ -105,8 +110,8 @@ class ContinuousFlow
 
   ContinuousFlow(Index dim, ContinuousFlowOptions options = {})
       : options_(checked(dim, options)),
-        field_(dim, options.hidden_width, options.hidden_layers, options_.context_dim, options.seed,
-               options.zero_last_layer) {}
+        field_(dim, options_.hidden_width, options_.hidden_layers, options_.context_dim,
+               options_.seed, options_.zero_last_layer) {}
 
   Index dim() const { return field_.dim(); }
   Index context_dim() const { return field_.context_dim(); }
@@ -130,8 +135,20 @@ class ContinuousFlow
   }
 
   /// @brief Integrates x (Dim × N) from t = 0 to 1 (`inverse` false) or 1 to 0, returning the
-  /// value, the log-det and the solver's statistics. `context` is an empty matrix when
-  /// context_dim() = 0. Shapes are not checked here (the bijector calls check them).
+  /// value, the log-det and the solver's statistics. Without a context (context_dim() = 0) pass
+  /// nflow::no_context (or, as before, an empty matrix). Shapes are not checked here (the
+  /// bijector calls check them).
+  /// @throws nflow::ShapeError for nflow::no_context when the flow is conditional.
+  ContinuousSolveResult<Scalar, Dim> solve(const Matrix& x, NoContext, bool inverse) const {
+    if (context_dim() != 0) {
+      throw ShapeError(
+          "nflow::ContinuousFlow::solve: this flow is conditional and needs a "
+          "context of " +
+          std::to_string(context_dim()) + " rows and one column per sample");
+    }
+    return solve(x, Matrix(), inverse);
+  }
+  /// The same with a context: a context_dim() × N matrix (empty when context_dim() = 0).
   ContinuousSolveResult<Scalar, Dim> solve(const Matrix& x, const Matrix& context,
                                            bool inverse) const {
     const Index d = dim();
@@ -213,21 +230,9 @@ class ContinuousFlow
                            " but the flow's Dim is " + std::to_string(Dim_));
     }
     if (dim < 1) throw ParameterError("nflow::ContinuousFlow: parameter 'dim' must be >= 1");
-    if constexpr (ContextDim_ == 0) {
-      if (o.context_dim != 0) {
-        throw ParameterError(
-            "nflow::ContinuousFlow: options.context_dim must be 0 when ContextDim is 0");
-      }
-    } else if constexpr (ContextDim_ != Dynamic) {
-      if (o.context_dim == 0) o.context_dim = ContextDim_;
-      if (o.context_dim != ContextDim_) {
-        throw ParameterError(
-            "nflow::ContinuousFlow: options.context_dim = " + std::to_string(o.context_dim) +
-            " differs from ContextDim = " + std::to_string(ContextDim_));
-      }
-    }
-    if (o.context_dim < 0)
-      throw ParameterError("nflow::ContinuousFlow: options.context_dim must be >= 0");
+    o.hidden_width = detail::resolve_hidden_width<Hidden>("nflow::ContinuousFlow", o.hidden_width);
+    o.context_dim =
+        detail::resolve_context_dim<ContextDim_>("nflow::ContinuousFlow", o.context_dim);
     if (o.rk4_steps < 1)
       throw ParameterError("nflow::ContinuousFlow: options.rk4_steps must be >= 1");
     return o;

@@ -76,13 +76,11 @@ class CouplingMask {
   std::vector<int> transform_;
 };
 
-/// Sizes and seed of a coupling layer's conditioner.
-struct CouplingOptions {
-  Index hidden_width = 64;
-  Index hidden_layers = 2;
-  Index context_dim = 0;   ///< rows of the context (0: unconditional)
-  std::uint64_t seed = 0;  ///< initialisation of the conditioner (last layer zero: identity)
-};
+/// @brief How a coupling layer builds its conditioner: nflow::ConditionerOptions (hidden_width,
+/// hidden_layers, context_dim, seed; designated initialisers only, e.g.
+/// `{.hidden_width = 128, .seed = 3}`). The default seed is 0 for every layer: give each layer
+/// of a flow its own seed.
+using CouplingOptions = ConditionerOptions;
 
 /// @brief A coupling layer: the features in the mask's conditioning set A pass through unchanged
 /// and parameterise an elementwise transformer τ of the features in B.
@@ -99,8 +97,10 @@ struct CouplingOptions {
 /// Parameters: the conditioner's, prefixed "conditioner." ("conditioner.layers.0.weight", …).
 /// Buffers: "mask", then the conditioner's (if it has any) prefixed "conditioner.".
 /// Gradients: exact in both directions (forward for maximum likelihood, inverse for reverse KL).
-/// The context is optional at run time (ContextDim is Dynamic; context_dim() = 0 means
-/// unconditional).
+/// Context: ContextDim 0 (unconditional), fixed > 0 (every call needs a context of that many
+/// rows; a Flow of steps with different fixed ContextDim does not compile), or Dynamic (the
+/// default: the run-time options.context_dim, possibly 0 for unconditional). The context feeds the
+/// conditioner's first layer, unmasked.
 /// References: Dinh et al. 2015 (NICE) arXiv:1410.8516; Dinh et al. 2017 (Real NVP)
 /// arXiv:1605.08803.
 /// @tparam Transformer AffineTransformer<S>, AdditiveTransformer<S>, RationalQuadraticSpline<S, K>
@@ -109,16 +109,18 @@ struct CouplingOptions {
 /// @tparam Dim_ the dimension, fixed or Eigen::Dynamic.
 /// @tparam Hidden the conditioner's hidden width, fixed or Eigen::Dynamic.
 /// @tparam Activation the conditioner's activation (nn::ReLU, nn::Tanh, ...).
+/// @tparam ContextDim_ 0 (unconditional), a fixed context size, or Eigen::Dynamic (the default,
+///   set at run time by options.context_dim).
 /// @tparam Conditioner_ the conditioner network, an nn::Conditioner of the transformer's Scalar
 ///   (by default the nn::MLP that Hidden and Activation describe; Hidden and Activation mean
 ///   nothing for another one). Its one-point path allocates nothing when it is an
 ///   nn::PointConditioner.
 template <typename Transformer, int Dim_ = Dynamic, int Hidden = Dynamic,
-          typename Activation = nn::ReLU,
+          typename Activation = nn::ReLU, int ContextDim_ = Dynamic,
           typename Conditioner_ =
               nn::MLP<typename Transformer::Scalar, Dynamic, Dynamic, Hidden, Activation>>
-class Coupling
-    : public BijectorBase<Coupling<Transformer, Dim_, Hidden, Activation, Conditioner_>> {
+class Coupling : public BijectorBase<
+                     Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>> {
   static_assert(nflow::Transformer<Transformer>,
                 "nflow::Coupling<Transformer, ...>: Transformer must model nflow::Transformer (see "
                 "nflow/core/concepts.hpp and the contract in bijectors/transformers/affine.hpp)");
@@ -128,33 +130,40 @@ class Coupling
   static_assert(std::is_same_v<typename Conditioner_::Scalar, typename Transformer::Scalar>,
                 "nflow::Coupling<..., Conditioner>: the Conditioner's Scalar must be the "
                 "Transformer's");
+  static_assert(ContextDim_ == Dynamic || ContextDim_ >= 0,
+                "nflow::Coupling<..., ContextDim>: ContextDim must be >= 0 or Eigen::Dynamic");
 
  public:
   using Scalar = typename Transformer::Scalar;
   static constexpr int Dim = Dim_;
-  static constexpr int ContextDim = Dynamic;
+  static constexpr int ContextDim = ContextDim_;
   static constexpr bool IsConstantLogDet = requires { Transformer::IsVolumePreserving; };
   static constexpr int P = Transformer::ParamsPerDim;
   using Conditioner = Conditioner_;
 
   /// @brief A layer whose conditioner is built from `options` (input |A| plus the context, output
   /// P·|B|) and initialised with its last layer 0, so that the fresh layer is the identity.
+  /// `options.hidden_width` 0 means Hidden (64 when Dynamic), `options.context_dim` 0 means
+  /// ContextDim (0 when Dynamic); see ConditionerOptions.
   /// Available when the Conditioner is constructible as (in, out, hidden width, hidden layers,
   /// context dim) and initialisable, as nn::MLP is.
-  /// @throws nflow::ParameterError naming 'mask' or the network's offending size.
+  /// @throws nflow::ParameterError naming 'mask', 'hidden_width' (a width other than a fixed
+  ///   Hidden), 'context_dim' (one that contradicts ContextDim) or the network's offending size.
   Coupling(CouplingMask mask, CouplingOptions options = {},
            Transformer transformer = Transformer()) requires
       std::constructible_from<Conditioner_, Index, Index, Index, Index, Index> &&
       nn::InitializableConditioner<Conditioner_>
-      : mask_(checked_mask(std::move(mask), options.context_dim)),
+      : mask_(checked_mask(std::move(mask), resolved_context_dim(options))),
         transformer_(std::move(transformer)),
         conditioner_(Index(mask_.conditioning().size()), P* Index(mask_.transformed().size()),
-                     options.hidden_width, options.hidden_layers, options.context_dim) {
+                     detail::resolve_hidden_width<Hidden>(Who, options.hidden_width),
+                     options.hidden_layers, resolved_context_dim(options)) {
     conditioner_.initialize(options.seed, /*zero_last_layer=*/true);
   }
 
   /// @brief A layer with a given conditioner (its parameters as they are): its in_dim() must be
-  /// |A| and its out_dim() P·|B|, for the mask's sets A (conditioning) and B (transformed).
+  /// |A| and its out_dim() P·|B|, for the mask's sets A (conditioning) and B (transformed), and its
+  /// context_dim() ContextDim when that is not Dynamic.
   /// (A template only so that a braced CouplingOptions never reads as a Conditioner.)
   /// @throws nflow::ParameterError naming 'conditioner' (or 'mask') otherwise.
   template <std::same_as<Conditioner_> Net>
@@ -304,6 +313,12 @@ class Coupling
     return b;
   }
 
+  static constexpr const char* Who = "nflow::Coupling";
+
+  static Index resolved_context_dim(const CouplingOptions& options) {
+    return detail::resolve_context_dim<ContextDim_>(Who, options.context_dim);
+  }
+
   static CouplingMask checked_mask(CouplingMask mask, Index context_dim) {
     if (Dim_ != Dynamic && mask.dim() != Dim_) {
       throw ParameterError("nflow::Coupling: parameter 'mask' has dimension " +
@@ -327,6 +342,11 @@ class Coupling
           " inputs to " + std::to_string(net.out_dim()) + " outputs; the mask needs " +
           std::to_string(in) + " inputs (conditioning features) and " + std::to_string(out) +
           " outputs (" + std::to_string(P) + " per transformed feature)");
+    }
+    if (ContextDim_ != Dynamic && net.context_dim() != ContextDim_) {
+      throw ParameterError("nflow::Coupling: parameter 'conditioner' takes a context of " +
+                           std::to_string(net.context_dim()) + " rows; the layer's ContextDim is " +
+                           std::to_string(ContextDim_));
     }
     return net;
   }
@@ -383,16 +403,19 @@ class Coupling
 };
 
 /// NICE's additive coupling (log-det exactly 0).
-template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
-using AdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dim, Hidden, Activation>;
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
+          int ContextDim = Dynamic>
+using AdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dim, Hidden, Activation, ContextDim>;
 /// Real NVP's affine coupling with a tanh-bounded log-scale.
-template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU>
-using AffineCoupling = Coupling<AffineTransformer<Scalar>, Dim, Hidden, Activation>;
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
+          int ContextDim = Dynamic>
+using AffineCoupling = Coupling<AffineTransformer<Scalar>, Dim, Hidden, Activation, ContextDim>;
 /// A neural spline flow's coupling layer (Durkan et al. 2019): a rational-quadratic spline of
 /// `Bins` bins on [−5, 5], the identity outside (RationalQuadraticSpline; for a bounded or
 /// circular domain use Coupling<RationalQuadraticSpline<Scalar, Bins, Domain>, ...>).
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, int Bins = 8,
-          typename Activation = nn::ReLU>
-using SplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dim, Hidden, Activation>;
+          typename Activation = nn::ReLU, int ContextDim = Dynamic>
+using SplineCoupling =
+    Coupling<RationalQuadraticSpline<Scalar, Bins>, Dim, Hidden, Activation, ContextDim>;
 
 }  // namespace nflow

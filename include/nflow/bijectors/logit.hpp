@@ -3,6 +3,7 @@
 /// @brief Logit: maps data in the open unit cube (0, 1)^Dim onto R^Dim, with an optional squeeze.
 
 #include <cmath>
+#include <concepts>
 #include <string>
 
 #include "nflow/core/bijector_base.hpp"
@@ -19,6 +20,10 @@ namespace nflow {
 /// α ∈ [0, ½) keeps y away from 0 and 1 (Real NVP uses α = 0.05 for images); α = 0 is the plain
 /// logit. A column with x outside (0, 1) (outside [−α/(1−2α), (1−α)/(1−2α)] when α > 0) gives NaN
 /// or ±∞ in that column only. No trainable parameters; α is fixed at construction.
+///
+/// Construction: `Logit<S, D>()` or `Logit<S, D>(alpha)` with a fixed D, `Logit<S>(dim)` or
+/// `Logit<S>(dim, alpha)`; an integer argument is always the dimension and a floating-point one
+/// α (of any floating type), so `Logit<float, 2>(0.05)` is α = 0.05, not an ambiguous call.
 /// @tparam Scalar_ float or double. @tparam Dim_ fixed or Eigen::Dynamic.
 template <typename Scalar_, int Dim_ = Dynamic>
 class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
@@ -26,11 +31,26 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
   using Scalar = Scalar_;
   static constexpr int Dim = Dim_;
 
-  explicit Logit(Scalar alpha = Scalar(0)) requires(Dim_ != Dynamic) : Logit(Index(Dim_), alpha) {}
-  explicit Logit(Index dim, Scalar alpha = Scalar(0)) : dim_(dim), alpha_(alpha) {
-    if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
-      throw ParameterError("nflow::Logit: dim must be positive (and equal Dim when fixed), got " +
-                           std::to_string(dim));
+  /// @brief The fixed dimension Dim, α = 0.
+  Logit() requires(Dim_ != Dynamic) : Logit(Index(Dim_)) {}
+  /// @brief The fixed dimension Dim and α (any floating-point type; a Dynamic Logit needs its
+  /// dimension first, Logit(dim, alpha)).
+  template <std::floating_point A>
+  explicit Logit(A alpha) : Logit(Index(Dim_ == Dynamic ? 0 : Dim_), Scalar(alpha)) {
+    static_assert(Dim_ != Dynamic,
+                  "nflow::Logit<Scalar, Eigen::Dynamic>(alpha): a Logit of run-time dimension "
+                  "needs the dimension first, Logit(dim, alpha)");
+  }
+  /// @brief Dimension `dim` (equal to Dim when fixed) and α ∈ [0, ½).
+  /// @throws nflow::ParameterError naming 'dim' or 'alpha'.
+  template <std::integral I>
+  explicit Logit(I dim, Scalar alpha = Scalar(0)) : dim_(Index(dim)), alpha_(alpha) {
+    if (dim <= 0 || (Dim_ != Dynamic && Index(dim) != Dim_)) {
+      throw ParameterError(
+          "nflow::Logit: parameter 'dim' must be positive (and equal Dim when fixed), got " +
+          std::to_string(dim) +
+          " (an integer argument is the dimension; α is a floating-point one, e.g. "
+          "Logit<double, 2>(0.05))");
     }
     if (!(alpha >= Scalar(0) && alpha < Scalar(0.5))) {
       throw ParameterError("nflow::Logit: parameter 'alpha' must lie in [0, 0.5), got " +

@@ -31,25 +31,23 @@
 
 namespace nflow {
 
-/// @brief How to build the MADE conditioner of an autoregressive layer. Aggregate: use designated
-/// initialisers, e.g. `{.hidden_width = 128, .order = nn::InputOrder::Reversed, .seed = 3}`.
+/// @brief How to build the MADE conditioner of an autoregressive layer. Aggregate; designated
+/// initialisers only (a positional list is a compile error), e.g.
+/// `{.hidden_width = 128, .seed = 3, .order = nn::InputOrder::Reversed}`. The first four fields
+/// are ConditionerOptions' (same names, meanings and order); the MADE's own follow.
 struct AutoregressiveOptions {
-  /// Units per hidden layer; 0 means the compile-time Hidden, or 64 when Hidden is Dynamic.
-  Index hidden_width = 0;
-  /// Hidden layers of the MADE (>= 0; 0 makes μ and α affine in the earlier inputs).
-  Index hidden_layers = 2;
-  /// Rows of the context; 0 means the compile-time ContextDim (0 when it is Dynamic).
-  Index context_dim = 0;
+  /// hidden_width, hidden_layers (>= 0; 0 makes μ and α affine in the earlier inputs),
+  /// context_dim, seed: see ConditionerOptions. The seed seeds std::mt19937_64, which draws the
+  /// random order (if any), then the seed of the MADE (its random degrees, if any, and its
+  /// weights); the same seed gives the same layer on every compiler. The default seed is 0 for
+  /// every layer, so layers built without one start alike: give each layer its own.
+  NFLOW_CONDITIONER_OPTIONS_FIELDS;
   /// The autoregressive order: Natural, Reversed or Random (seeded).
   nn::InputOrder order = nn::InputOrder::Natural;
   /// If non-empty, a permutation of 0 … D−1 that overrides `order`.
   Eigen::VectorXi custom_order = Eigen::VectorXi();
   /// Sequential or Random (seeded) hidden degrees.
   nn::HiddenDegrees hidden_degrees = nn::HiddenDegrees::Sequential;
-  /// Seeds std::mt19937_64, which draws the random order (if any), then the seed of the MADE
-  /// (its random degrees, if any, and its weights). The same seed gives the same layer on every
-  /// compiler.
-  std::uint64_t seed = 0;
 };
 
 /// @brief An autoregressive layer: a MADE conditioner produces, for each dimension i, the
@@ -398,27 +396,9 @@ class MaskedAutoregressive
           "nflow::MaskedAutoregressive: dim must be positive (and equal Dim when fixed), got " +
           std::to_string(dim));
     }
-    Index cd = o.context_dim;
-    if constexpr (ContextDim_ == 0) {
-      if (cd != 0) {
-        throw ParameterError(
-            "nflow::MaskedAutoregressive: context_dim = " + std::to_string(cd) +
-            " given to a layer whose ContextDim is 0 (use ContextDim = Eigen::Dynamic or a "
-            "fixed size for a conditional layer)");
-      }
-    } else if constexpr (ContextDim_ != Dynamic) {
-      if (cd == 0) cd = ContextDim_;
-      if (cd != ContextDim_) {
-        throw ParameterError("nflow::MaskedAutoregressive: context_dim = " + std::to_string(cd) +
-                             " differs from the compile-time ContextDim " +
-                             std::to_string(ContextDim_));
-      }
-    } else if (cd < 0) {
-      throw ParameterError("nflow::MaskedAutoregressive: context_dim must be >= 0, got " +
-                           std::to_string(cd));
-    }
-    const Index width =
-        o.hidden_width != 0 ? o.hidden_width : (Hidden_ != Dynamic ? Index(Hidden_) : Index(64));
+    const char* who = "nflow::MaskedAutoregressive";
+    const Index cd = detail::resolve_context_dim<ContextDim_>(who, o.context_dim);
+    const Index width = detail::resolve_hidden_width<Hidden_>(who, o.hidden_width);
     std::mt19937_64 gen(o.seed);
     Eigen::VectorXi order =
         o.custom_order.size() > 0 ? o.custom_order : nn::make_order(o.order, dim, gen);

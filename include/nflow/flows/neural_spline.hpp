@@ -176,14 +176,13 @@ CouplingNSF<Scalar, Dim, Layers, Hidden, Bins, Domain> coupling_nsf(
   static_assert(Layers >= 1, "nflow::flows::coupling_nsf<..., Layers>: Layers must be >= 1");
   using Layer = Coupling<RationalQuadraticSpline<Scalar, Bins, Domain>, Dim, Hidden, nn::ReLU>;
   detail::checked_dim<Dim>(dim, "coupling_nsf");
-  const Index width = options.hidden_width != 0 ? options.hidden_width
-                      : Hidden != Dynamic       ? Index(Hidden)
-                                                : Index(64);
   const RationalQuadraticSpline<Scalar, Bins, Domain> spline(options.spline);
   auto layer = [&](std::uint64_t i) {
     return Layer(CouplingMask::half(dim),
-                 CouplingOptions{width, options.hidden_layers, options.context_dim,
-                                 detail::layer_seed(options.seed, i)},
+                 CouplingOptions{.hidden_width = options.hidden_width,
+                                 .hidden_layers = options.hidden_layers,
+                                 .context_dim = options.context_dim,
+                                 .seed = detail::layer_seed(options.seed, i)},
                  spline);
   };
   return detail::assemble<Scalar, Dim, Layers, Domain, Layer>(dim, options, layer);

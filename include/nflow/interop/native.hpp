@@ -46,12 +46,12 @@ using ImportedAffineAutoregressive =
                          ImportedNetwork<Scalar>>;
 /// nflows AffineCouplingTransform and zuko's GeneralCouplingTransform (RealNVP).
 template <typename Scalar>
-using ImportedAffineCoupling =
-    Coupling<ScaleShiftTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU, ImportedNetwork<Scalar>>;
+using ImportedAffineCoupling = Coupling<ScaleShiftTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU,
+                                        Dynamic, ImportedNetwork<Scalar>>;
 /// nflows AdditiveCouplingTransform.
 template <typename Scalar>
-using ImportedAdditiveCoupling =
-    Coupling<AdditiveTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU, ImportedNetwork<Scalar>>;
+using ImportedAdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU,
+                                          Dynamic, ImportedNetwork<Scalar>>;
 /// nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform and zuko's NSF layers.
 template <typename Scalar, int Bins>
 using ImportedSplineAutoregressive =
@@ -60,7 +60,7 @@ using ImportedSplineAutoregressive =
 /// nflows PiecewiseRationalQuadraticCouplingTransform.
 template <typename Scalar, int Bins>
 using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic,
-                                        nn::ReLU, ImportedNetwork<Scalar>>;
+                                        nn::ReLU, Dynamic, ImportedNetwork<Scalar>>;
 
 namespace detail {
 
