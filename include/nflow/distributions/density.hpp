@@ -88,7 +88,8 @@ class Density {
   /// drawn given column j) or 1 (n samples for one context, e.g. n posterior draws for one
   /// observation: `sample(n, gen, c)` with c context_dim × 1).
   /// @throws nflow::ShapeError when the context has neither 1 nor n columns (the message names
-  ///   both numbers), or does not fit the transform; the generator is then not advanced.
+  ///   both numbers; nothing is drawn), or does not fit the transform (its rows, or a context
+  ///   given to an unconditional transform).
   template <std::uniform_random_bit_generator G, ContextArg C = NoContext>
   Batch<Scalar, Dim, Dynamic> sample(Index n, G& gen, const C& context = C{}) const {
     return sample_and_log_prob(n, gen, context).samples;
