@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   ml.max_steps = steps / 2;
   ml.adam.learning_rate = 1e-3;
   ml.seed = 2;
-  train::fit(density, data, ml);
+  train::fit(density, {.samples = data}, ml);
   report("after likelihood only:");
 
   // Stage 2: likelihood + reverse KL (weights 0.1 and 1), cosine-decayed learning rate.

@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
   options.callback = [](const train::Progress& p) {
     std::printf("step %5ld  train NLL %.4f  (%.1f s)\n", long(p.step), p.train_loss, p.seconds);
   };
-  train::fit(density, x, options, Eigen::MatrixXd(), c);
+  train::fit(density, {.samples = x, .context = c}, options);
   const double nll = -density.log_prob(x_test, c_test).mean();
   std::printf("conditional test NLL: %.4f nats per sample\n", nll);
 

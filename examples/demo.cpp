@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   };
   std::printf("nflow demo: Real NVP (8 affine couplings, MLP 2x64) on %s, %ld parameters\n",
               which.c_str(), long(density.parameter_count()));
-  const auto result = train::fit(density, train_data, options, valid_data);
+  const auto result =
+      train::fit(density, {.samples = train_data}, options, {.samples = valid_data});
 
   const double test_ll = density.log_prob(test_data).mean();
   std::printf(

@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   std::printf(
       "flow matching: continuous flow (MLP 2x64 tanh field, %ld parameters) on 8 gaussians\n",
       long(flow.parameter_count()));
-  train::fit_flow_matching(flow, Eigen::MatrixXd(train_data), fm);
+  train::fit_flow_matching(flow, {.samples = train_data}, fm);
 
   // Exact log-likelihood: log p(x) = log N(z; 0, I) + ∫₀¹ tr ∂f/∂z dt, with the exact trace and
   // an adaptive solver at a tolerance far below the differences that matter.

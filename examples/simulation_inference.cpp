@@ -167,7 +167,8 @@ int main(int argc, char** argv) {
     std::printf("step %5ld  train NLL %.4f  validation NLL %.4f  (%.1f s)\n", long(p.step),
                 p.train_loss, p.validation_loss, p.seconds);
   };
-  const auto result = train::fit(density, theta_train, options, theta_valid, x_train, x_valid);
+  const auto result = train::fit(density, {.samples = theta_train, .context = x_train}, options,
+                                 {.samples = theta_valid, .context = x_valid});
   std::printf("best validation NLL %.4f at step %ld\n", result.best_validation_loss,
               long(result.best_step));
 

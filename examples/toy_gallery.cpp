@@ -44,8 +44,8 @@ Fitted fit_toy(const char* model, Make make, datasets::Toy toy, long steps,
   const auto test_data = datasets::toy(toy, 20000, 3);
   auto density = make();
   const auto start = std::chrono::steady_clock::now();
-  const auto result =
-      train::fit(density, train_data, nflow_examples::fit_options(steps), valid_data);
+  const auto result = train::fit(density, {.samples = train_data},
+                                 nflow_examples::fit_options(steps), {.samples = valid_data});
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const Eigen::RowVectorXd test_lls = density.log_prob(test_data);

@@ -405,9 +405,15 @@ TEST_CASE(
   fm.batch_size = 256;
   fm.adam.learning_rate = 3e-3;
   fm.schedule = train::Schedule::cosine(0.05);
-  const auto result = train::fit_flow_matching(flow, train_data, fm);
+  const auto result = train::fit_flow_matching(flow, {.samples = train_data}, fm);
   CHECK(result.steps == 1500);
   CHECK(std::isfinite(result.final_loss));
+  // A context for this unconditional flow is an error naming it, raised before any step.
+  const Vector<double> trained = get_parameters(flow);
+  CHECK_THROWS_WITH(
+      (train::fit_flow_matching(flow, {.samples = train_data, .context = test_data}, fm)),
+      Catch::Contains("takes no context") && Catch::Contains("data.context"));
+  CHECK(get_parameters(flow) == trained);
 
   // The field against the analytic optimum f*(x, t) = −v*(x, 1 − t), on typical points.
   double field_err = 0;
@@ -466,7 +472,15 @@ TEST_CASE("conditional flow matching: the context selects the Gaussian",
   fm.steps = 1500;
   fm.adam.learning_rate = 3e-3;
   fm.schedule = train::Schedule::cosine(0.05);
-  train::fit_flow_matching(flow, data, fm, c);
+  train::fit_flow_matching(flow, {.samples = data, .context = c}, fm);
+  // Without its contexts, or with one per sample missing: errors naming them, before any step.
+  const Vector<double> trained = get_parameters(flow);
+  CHECK_THROWS_WITH((train::fit_flow_matching(flow, {.samples = data}, fm)),
+                    Catch::Contains("conditional") && Catch::Contains("data.context"));
+  CHECK_THROWS_WITH(
+      (train::fit_flow_matching(flow, {.samples = data, .context = c.leftCols(n - 1)}, fm)),
+      Catch::Contains("data.context") && Catch::Contains("4096 columns"));
+  CHECK(get_parameters(flow) == trained);
   // Held-out mean log-likelihood under the right context is near the truth; under the swapped
   // context it is far lower.
   MatrixXd ct(1, 400);

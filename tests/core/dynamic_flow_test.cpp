@@ -146,7 +146,7 @@ TEST_CASE("A Density over a DynamicFlow trains with train::fit", "[dynamic_flow]
   opt.max_steps = 40;
   opt.epochs = 100;
   opt.adam.learning_rate = 1e-2;
-  const train::FitResult r = train::fit(density, data, opt);
+  const train::FitResult r = train::fit(density, {.samples = data}, opt);
   const double after = -density.log_prob(data).mean();
   CHECK(r.steps == 40);
   CHECK(std::isfinite(after));

@@ -1,9 +1,11 @@
 // Base distributions and Density: normalisation, sampling moments, consistency of sample and
-// log_prob, gradients and the score.
+// log_prob, gradients and the score; sampling per context column.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <nflow/nflow.hpp>
 #include <random>
+#include <vector>
 
 #include "support/toy_bijectors.hpp"
 
@@ -136,4 +138,50 @@ TEST_CASE("a conditional density takes one context per sample or one shared",
   CHECK((density.log_prob(s.samples, shared) - s.log_prob).cwiseAbs().maxCoeff() < 1e-10);
   CHECK_THROWS_AS(density.log_prob(s.samples), ShapeError);
   CHECK_THROWS_AS(density.sample(10, gen, Eigen::RowVectorXd::Zero(3)), ShapeError);
+}
+
+TEST_CASE("sampling one sample per context column equals sampling each context alone",
+          "[density][context]") {
+  using CA = test::ContextAffine<double, 2, 1>;
+  Density density(StandardNormal<double, 2>{},
+                  Flow<CA, Reverse<double, 2>>(CA(2, 1, 3), Reverse<double, 2>{}));
+  const Eigen::RowVectorXd c = Eigen::RowVectorXd::LinSpaced(6, -2.0, 3.0);
+  std::mt19937_64 g1(8), g2(8), g3(8);
+  const auto s = density.sample_and_log_prob(g1, c);  // n = c.cols()
+  REQUIRE(s.samples.cols() == 6);
+  CHECK(density.sample(g2, c) == s.samples);
+  // Sample j is the inverse of the j-th base draw given context j alone.
+  const Eigen::Matrix<double, 2, Eigen::Dynamic> z = density.base().sample(6, g3);
+  for (Index j = 0; j < 6; ++j) {
+    const Eigen::Matrix<double, 1, 1> cj(c(j));
+    const Eigen::Vector2d xj = density.transform().inverse(Eigen::Vector2d(z.col(j)), cj);
+    CHECK((xj - s.samples.col(j)).cwiseAbs().maxCoeff() < 1e-12);
+    CHECK(s.log_prob(j) == Approx(density.log_prob(xj, cj)).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("a context of neither 1 nor n columns is an error naming both; NaN stays in its column",
+          "[density][context]") {
+  using CA = test::ContextAffine<double, 2, 1>;
+  Density density(StandardNormal<double, 2>{},
+                  Flow<CA, Reverse<double, 2>>(CA(2, 1, 3), Reverse<double, 2>{}));
+  std::mt19937_64 gen(4), fresh(4);
+  const Eigen::RowVectorXd c3 = Eigen::RowVectorXd::Zero(3);
+  CHECK_THROWS_AS(density.sample(5, gen, c3), ShapeError);
+  CHECK_THROWS_WITH(density.sample_and_log_prob(5, gen, c3), Catch::Contains("1 column") &&
+                                                                 Catch::Contains("5 columns") &&
+                                                                 Catch::Contains("1 x 3"));
+  CHECK(gen() == fresh());  // the failed calls drew nothing
+  // NaN in one context column: that sample and its log-density are NaN, the others unchanged.
+  Eigen::RowVectorXd c = Eigen::RowVectorXd::LinSpaced(4, -1.0, 1.0);
+  std::mt19937_64 g1(6), g2(6);
+  const auto finite = density.sample_and_log_prob(g1, c);
+  c(2) = std::numeric_limits<double>::quiet_NaN();
+  const auto s = density.sample_and_log_prob(g2, c);
+  CHECK(non_finite_columns(s.samples) == std::vector<Index>{2});
+  CHECK(std::isnan(s.log_prob(2)));
+  for (Index j : {0, 1, 3}) {
+    CHECK(s.samples.col(j) == finite.samples.col(j));
+    CHECK(s.log_prob(j) == finite.log_prob(j));
+  }
 }

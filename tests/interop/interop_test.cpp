@@ -1059,7 +1059,7 @@ TEST_CASE("interop: an imported model fine-tunes, saves as an nflow file and loa
   fo.batch_size = 48;
   fo.epochs = 30;
   fo.adam.learning_rate = 1e-3;
-  nflow::train::fit(flow, x, fo, Mat(), c);
+  nflow::train::fit(flow, {.samples = x, .context = c}, fo);
   const double after = -flow.log_prob(x, c).mean();
   INFO("mean NLL before " << before << ", after " << after);
   CHECK(after < before - 1e-3);

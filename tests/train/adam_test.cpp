@@ -8,6 +8,8 @@
 #include <random>
 #include <vector>
 
+#include "support/toy_bijectors.hpp"
+
 using namespace nflow;
 
 TEST_CASE("Adam's first steps match the update rule computed by hand", "[train][adam]") {
@@ -240,7 +242,7 @@ TEST_CASE("fit recovers a Gaussian's maximum-likelihood fit and is bit-reproduci
     CHECK(p.seconds >= 0);
   };
   auto d1 = make_density();
-  const auto result = train::fit(d1, data, opt, valid);
+  const auto result = train::fit(d1, {.samples = data}, opt, {.samples = valid});
   CHECK(reports >= 60);
   CHECK(result.steps == 60 * 20);
   // The model family contains the truth, so the fit reaches the empirical MLE: the Gaussian with
@@ -252,7 +254,7 @@ TEST_CASE("fit recovers a Gaussian's maximum-likelihood fit and is bit-reproduci
   // Same seed, same data: bit-identical parameters.
   auto d2 = make_density();
   opt.callback = nullptr;
-  train::fit(d2, data, opt, valid);
+  train::fit(d2, {.samples = data}, opt, {.samples = valid});
   CHECK(get_parameters(d1) == get_parameters(d2));
 }
 
@@ -269,7 +271,7 @@ TEST_CASE("early stopping restores the best validation parameters", "[train][fit
     best_seen = std::min(best_seen, p.validation_loss);
   };
   auto d = make_density();
-  const auto r = train::fit(d, data, opt, valid);
+  const auto r = train::fit(d, {.samples = data}, opt, {.samples = valid});
   CHECK(r.stopped_early);
   CHECK(r.epochs < 200);
   CHECK(train::nll_value(d, valid) == Approx(best_seen).epsilon(1e-12));
@@ -285,14 +287,98 @@ TEST_CASE("a non-finite loss stops training with the step and keeps the last fin
   train::FitOptions opt;
   opt.batch_size = 100;  // the first batch holds the NaN
   opt.epochs = 3;
-  CHECK_THROWS_AS(train::fit(d, data, opt), train::TrainingError);
+  CHECK_THROWS_AS(train::fit(d, {.samples = data}, opt), train::TrainingError);
   try {
-    train::fit(d, data, opt);
+    train::fit(d, {.samples = data}, opt);
   } catch (const train::TrainingError& e) {
     CHECK(e.step() == 0);
     CHECK(std::string(e.what()).find("step 0") != std::string::npos);
   }
   CHECK(get_parameters(d) == before);
+}
+
+namespace {
+// A conditional density: the context shifts and scales the map (test::ContextAffine), and data
+// whose first coordinate follows the context, one context column per sample.
+using CondAffine = test::ContextAffine<double, 2, 1>;
+Density<StandardNormal<double, 2>, CondAffine> make_conditional_density() {
+  return {StandardNormal<double, 2>{}, CondAffine(2, 1, 3)};
+}
+void conditional_data(Index n, std::uint64_t seed, Eigen::MatrixXd& x, Eigen::MatrixXd& c) {
+  std::mt19937_64 gen(seed);
+  c = standard_normal_matrix<double>(1, n, gen);
+  x = 0.5 * standard_normal_matrix<double>(2, n, gen);
+  x.row(0) += 2.0 * c;
+}
+}  // namespace
+
+TEST_CASE("fit on data sets: a conditional fit validates on its own contexts; views fit as copies",
+          "[train][fit][context]") {
+  Eigen::MatrixXd x, c;
+  conditional_data(700, 12, x, c);
+  const train::FitOptions opt{.batch_size = 100, .epochs = 8, .adam = {.learning_rate = 0.05}};
+  // Views: the samples are the top rows of a larger matrix (an outer stride of 3), the rest are
+  // blocks of columns.
+  Eigen::MatrixXd big(3, 700);
+  big.topRows(2) = x;
+  big.row(2).setConstant(99.0);
+  auto d1 = make_conditional_density();
+  const auto r =
+      train::fit(d1, {.samples = big.topRows(2).leftCols(500), .context = c.leftCols(500)}, opt,
+                 {.samples = x.rightCols(200), .context = c.rightCols(200)});
+  CHECK(r.steps == 8 * 5);
+  // The restored parameters are the best on the validation samples given their own contexts.
+  const double valid_nll = train::nll_value(d1, x.rightCols(200), c.rightCols(200));
+  CHECK(r.best_validation_loss == Approx(valid_nll).epsilon(1e-12));
+  // The model learned the dependence on the context: the contexts of other samples fit worse.
+  const Eigen::MatrixXd other = c.rightCols(200).rowwise().reverse();
+  CHECK(train::nll_value(d1, x.rightCols(200), other) > valid_nll + 0.5);
+  // Plain copies (and a row-vector context, which the Data evaluates into itself) give
+  // bit-identical parameters.
+  const Eigen::MatrixXd xt = x.leftCols(500), xv = x.rightCols(200);
+  const Eigen::RowVectorXd ct = c.leftCols(500), cv = c.rightCols(200);
+  auto d2 = make_conditional_density();
+  train::fit(d2, {.samples = xt, .context = ct}, opt, {.samples = xv, .context = cv});
+  CHECK(get_parameters(d1) == get_parameters(d2));
+}
+
+TEST_CASE("fit checks its data sets before any step and names the argument", "[train][fit]") {
+  Eigen::MatrixXd x, c;
+  conditional_data(50, 13, x, c);
+  auto cond = make_conditional_density();
+  auto uncond = make_density();
+  const Vector<double> cond_before = get_parameters(cond), uncond_before = get_parameters(uncond);
+  bool called = false;
+  const train::FitOptions opt{.epochs = 1,
+                              .callback = [&](const train::Progress&) { called = true; }};
+  const Eigen::MatrixXd none;
+  // A context for an unconditional density; none for a conditional one.
+  CHECK_THROWS_AS((train::fit(uncond, {.samples = x, .context = c}, opt)), ShapeError);
+  CHECK_THROWS_WITH((train::fit(uncond, {.samples = x, .context = c}, opt)),
+                    Catch::Contains("takes no context") && Catch::Contains("train.context"));
+  CHECK_THROWS_AS((train::fit(cond, {.samples = x}, opt)), ShapeError);
+  CHECK_THROWS_WITH((train::fit(cond, {.samples = x}, opt)),
+                    Catch::Contains("conditional") && Catch::Contains("train.context"));
+  // Mismatched columns of samples and context; a context of the wrong dimension.
+  CHECK_THROWS_WITH((train::fit(cond, {.samples = x, .context = c.leftCols(49)}, opt)),
+                    Catch::Contains("train.context") && Catch::Contains("50 columns") &&
+                        Catch::Contains("1 x 49"));
+  const Eigen::MatrixXd c2 = Eigen::MatrixXd::Zero(2, 50);
+  CHECK_THROWS_WITH((train::fit(cond, {.samples = x, .context = c2}, opt)),
+                    Catch::Contains("train.context") && Catch::Contains("1 rows"));
+  // The same checks on the validation set, and on the samples' shapes.
+  CHECK_THROWS_WITH((train::fit(cond, {.samples = x, .context = c}, opt, {.samples = x})),
+                    Catch::Contains("validation.context"));
+  CHECK_THROWS_WITH((train::fit(cond, {.samples = x, .context = c}, opt, {.context = c})),
+                    Catch::Contains("validation.samples") && Catch::Contains("empty"));
+  CHECK_THROWS_WITH((train::fit(uncond, {.samples = x}, opt, {.samples = x.topRows(1)})),
+                    Catch::Contains("validation.samples") && Catch::Contains("2 rows"));
+  CHECK_THROWS_WITH((train::fit(uncond, {.samples = none}, opt)),
+                    Catch::Contains("train.samples") && Catch::Contains("empty"));
+  CHECK_THROWS_AS((train::fit(uncond, {.samples = none}, opt)), ShapeError);
+  CHECK_FALSE(called);
+  CHECK(get_parameters(cond) == cond_before);
+  CHECK(get_parameters(uncond) == uncond_before);
 }
 
 TEST_CASE("reverse KL reaches a Gaussian target with a known normaliser", "[train][reverse_kl]") {

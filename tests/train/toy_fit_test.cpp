@@ -54,7 +54,7 @@ double fit_and_test(datasets::Toy toy, Index steps, Model density = real_nvp()) 
   options.seed = 7;
   const auto data = datasets::toy(toy, 20000, 1);
   initialize_act_norms(density.transform(), data.leftCols(2048));  // the MAF's; Real NVP has none
-  train::fit(density, data, options);
+  train::fit(density, {.samples = data}, options);
   const double nll = train::nll_value(density, datasets::toy(toy, 20000, 3));
   UNSCOPED_INFO("test NLL " << nll);
   return nll;
@@ -74,7 +74,7 @@ Cnf fit_cnf_by_flow_matching(datasets::Toy toy, Index steps, double learning_rat
   fm.adam.learning_rate = learning_rate;
   fm.schedule = train::Schedule::cosine(0.05);
   fm.seed = 1;
-  train::fit_flow_matching(flow, datasets::toy(toy, 20000, 1), fm);
+  train::fit_flow_matching(flow, {.samples = datasets::toy(toy, 20000, 1)}, fm);
   return flow;
 }
 

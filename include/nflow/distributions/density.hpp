@@ -26,7 +26,8 @@ struct SamplesAndLogProb {
 ///
 /// `log_prob(x)` evaluates the forward (normalizing) direction once; `sample(n, rng)` draws z from
 /// the base and maps it through the inverse. With a conditional transform every call takes a
-/// context: one column per sample, or for `sample` a single column shared by all n samples.
+/// context: one column per sample, or for `sample` a single column shared by all n samples;
+/// `sample(gen, context)` draws one sample per context column.
 /// Parameters are named "base.<name>" then "transform.<name>"; the flat gradient follows that
 /// order. NaN in a sample gives NaN for that sample's log-density only.
 /// @tparam Base a base distribution (StandardNormal, DiagonalNormal, or one of the same shape).
@@ -57,6 +58,15 @@ class Density {
   }
 
   Index dim() const { return transform_.dim(); }
+  /// Rows of the context the transform takes (0: unconditional), known at run time when
+  /// ContextDim is Dynamic.
+  Index context_dim() const {
+    if constexpr (is_conditional_v<Transform>) {
+      return transform_.context_dim();
+    } else {
+      return 0;
+    }
+  }
   const Base& base() const { return base_; }
   Base& base() { return base_; }
   const Transform& transform() const { return transform_; }
@@ -74,18 +84,45 @@ class Density {
     }
   }
 
-  /// `n` samples, Dim × n. A context may have n columns or 1 (shared by every sample).
+  /// `n` samples, Dim × n. With a conditional transform the context has n columns (sample j is
+  /// drawn given column j) or 1 (n samples for one context, e.g. n posterior draws for one
+  /// observation: `sample(n, gen, c)` with c context_dim × 1).
+  /// @throws nflow::ShapeError when the context has neither 1 nor n columns (the message names
+  ///   both numbers; nothing is drawn), or does not fit the transform (its rows, or a context
+  ///   given to an unconditional transform).
   template <std::uniform_random_bit_generator G, ContextArg C = NoContext>
   Batch<Scalar, Dim, Dynamic> sample(Index n, G& gen, const C& context = C{}) const {
     return sample_and_log_prob(n, gen, context).samples;
   }
 
+  /// One sample per context column: sample j is drawn given column j, so n = context.cols() (e.g.
+  /// one posterior draw for each of 10⁴ observations, in one call). The same as
+  /// `sample(context.cols(), gen, context)`.
+  template <std::uniform_random_bit_generator G, typename C>
+  Batch<Scalar, Dim, Dynamic> sample(G& gen, const Eigen::MatrixBase<C>& context) const {
+    return sample_and_log_prob(context.cols(), gen, context.derived()).samples;
+  }
+
   /// `n` samples with their log-densities, from one pass: log p(x) = log p_base(z) − log|det ∂T⁻¹/∂z|.
+  /// The context is as for sample(n, gen, context): n columns, or 1 shared by all n samples.
+  ///
+  /// The base draws come first, in storage order, so sample j uses the same latent z_j whatever
+  /// the context. NaN in a context column is not an error: the samples drawn with that column
+  /// (all n of them when one column is shared) and their log-densities are NaN, and no other
+  /// sample is affected; nflow::non_finite_columns(context) says which columns those are.
   template <std::uniform_random_bit_generator G, ContextArg C = NoContext>
   SamplesAndLogProb<Scalar, Dim> sample_and_log_prob(Index n, G& gen,
                                                      const C& context = C{}) const {
     if (n < 0)
       throw ShapeError("nflow::Density::sample: n must be non-negative, got " + std::to_string(n));
+    if constexpr (!is_no_context_v<C>) {
+      if (context.cols() != 1 && context.cols() != n) {
+        throw ShapeError("nflow::Density::sample: the context must have 1 column (shared by all " +
+                         std::to_string(n) + " samples) or " + std::to_string(n) +
+                         " columns (one per sample), got " +
+                         detail::shape_string(context.rows(), context.cols()));
+      }
+    }
     Batch<Scalar, Dim, Dynamic> z = base_.sample(n, gen);
     PerSample<Scalar, Dynamic> base_lp = base_.log_prob(z);
     auto r = [&] {
@@ -99,6 +136,14 @@ class Density {
       }
     }();
     return {std::move(r.value), base_lp - r.log_det};
+  }
+
+  /// One sample per context column with its log-density (n = context.cols()); see
+  /// sample(gen, context).
+  template <std::uniform_random_bit_generator G, typename C>
+  SamplesAndLogProb<Scalar, Dim> sample_and_log_prob(G& gen,
+                                                     const Eigen::MatrixBase<C>& context) const {
+    return sample_and_log_prob(context.cols(), gen, context.derived());
   }
 
   /// ∇ₓ log p(x), the score, per column (Dim × N). Needs a ForwardDifferentiable transform.

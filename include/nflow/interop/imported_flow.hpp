@@ -115,8 +115,6 @@ class ImportedFlow : public Density<ImportedBase<Scalar_>, ImportedTransform<Sca
   ImportedFlow(ImportedBase<Scalar> base, ImportedTransform<Scalar> transform)
       : Base(std::move(base), std::move(transform)) {}
 
-  Index context_dim() const { return this->transform().context_dim(); }
-
   /// (z, log|det ∂z/∂x|) of data x.
   template <typename X, ContextArg C = NoContext>
   ValueAndLogDet<Scalar, Dynamic, Dynamic> forward_and_log_det(const Eigen::MatrixBase<X>& x,

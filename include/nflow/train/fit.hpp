@@ -16,6 +16,7 @@
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/train/adam.hpp"
+#include "nflow/train/data.hpp"
 #include "nflow/train/objectives.hpp"
 
 namespace nflow::train {
@@ -53,7 +54,7 @@ struct FitOptions {
   Index patience = 0;
   /// Report (and validate) every this many steps; 0 means once per epoch.
   Index report_every_steps = 0;
-  std::function<void(const Progress&)> callback;
+  std::function<void(const Progress&)> callback{};
 };
 
 struct FitResult {
@@ -65,26 +66,38 @@ struct FitResult {
   bool stopped_early = false;
 };
 
-/// @brief Fits `density` to the columns of `data` by maximum likelihood (mean NLL), optionally
-/// conditional on `context` (one column per sample), with `validation` data for early stopping.
-/// Deterministic: the same seed, data and model give bit-identical parameters.
-template <typename D, typename X, typename V = Batch<typename D::Scalar, Dynamic, Dynamic>>
-FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& options,
-              const Eigen::MatrixBase<V>& validation = V(),
-              const Batch<typename D::Scalar, Dynamic, Dynamic>& context = {},
-              const Batch<typename D::Scalar, Dynamic, Dynamic>& validation_context = {}) {
+/// @brief Fits `density` to the samples of `train` by maximum likelihood (mean NLL), conditional
+/// on `train.context` (one column per sample) when the density is conditional, with an optional
+/// `validation` data set (of the same form) for early stopping and the restore of the best
+/// parameters:
+///
+///     train::fit(density, {.samples = x}, {.epochs = 50, .patience = 5}, {.samples = x_valid});
+///     train::fit(posterior, {.samples = theta, .context = obs}, options,
+///                {.samples = theta_valid, .context = obs_valid});
+///
+/// The data sets are views (train::Data): the matrices must outlive the call, which they do when
+/// the Data are written in it. Deterministic: the same seed, data and model give bit-identical
+/// parameters.
+/// @throws nflow::ShapeError, before any step, when a data set does not fit the density: empty
+///   samples, samples without dim() rows, a context for an unconditional density, none for a
+///   conditional one, or a context without context_dim() rows or one column per sample (the
+///   message names the argument: `train.samples`, `validation.context`, ...);
+///   nflow::ParameterError on a non-positive batch size; TrainingError on a non-finite loss.
+template <typename D>
+FitResult fit(D& density, const Data<typename D::Scalar>& train, const FitOptions& options,
+              const Data<typename D::Scalar>& validation = {}) {
   using Scalar = typename D::Scalar;
-  const Index n = data.cols();
-  if (n == 0) throw ShapeError("nflow::train::fit: the training set is empty");
   if (options.batch_size <= 0)
     throw ParameterError("nflow::train::fit: 'batch_size' must be positive");
-  detail::check_rows("train::fit", "data", density.dim(), data.rows(), data.cols());
-  const bool conditional = context.size() > 0;
-  if (conditional) detail::check_cols("train::fit", "context", n, context.rows(), context.cols());
-  const bool validate = validation.cols() > 0;
-  if (validate)
-    detail::check_rows("train::fit", "validation", density.dim(), validation.rows(),
-                       validation.cols());
+  nflow::detail::check_data("train::fit", "train", train, density.dim(), density.context_dim());
+  const bool validate = !validation.empty();
+  if (validate) {
+    nflow::detail::check_data("train::fit", "validation", validation, density.dim(),
+                              density.context_dim());
+  }
+  const auto& data = train.samples;
+  const Index n = data.cols();
+  const bool conditional = density.context_dim() > 0;
 
   const Index batches_per_epoch = (n + options.batch_size - 1) / options.batch_size;
   const Index total_steps =
@@ -98,8 +111,8 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
 
   auto validation_loss = [&]() -> double {
     if (!validate) return std::numeric_limits<double>::quiet_NaN();
-    if (conditional) return nll_value(density, validation, validation_context);
-    return nll_value(density, validation);
+    if (conditional) return nll_value(density, validation.samples, validation.context);
+    return nll_value(density, validation.samples);
   };
 
   FitResult result;
@@ -149,7 +162,7 @@ FitResult fit(D& density, const Eigen::MatrixBase<X>& data, const FitOptions& op
       grad.setZero();
       double loss = 0;
       if (conditional) {
-        cb = context(Eigen::all, idx);
+        cb = train.context(Eigen::all, idx);
         loss = nll(density, xb, grad, cb, tape);
       } else {
         loss = nll(density, xb, grad, no_context, tape);

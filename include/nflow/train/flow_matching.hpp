@@ -31,6 +31,7 @@
 #include "nflow/core/types.hpp"
 #include "nflow/ode/concepts.hpp"
 #include "nflow/train/adam.hpp"
+#include "nflow/train/data.hpp"
 
 namespace nflow::train {
 
@@ -107,7 +108,7 @@ struct FlowMatchingOptions {
   Schedule schedule = Schedule::constant();
   /// Called every `report_every` steps with (step, mean loss since the last report).
   Index report_every = 100;
-  std::function<void(Index, double)> callback;
+  std::function<void(Index, double)> callback{};
 };
 
 /// @brief What fit_flow_matching returns.
@@ -118,16 +119,22 @@ struct FlowMatchingResult {
 };
 
 /// @brief Trains the field of a flow that exposes one (ode::HasVectorField: a ContinuousFlow) by
-/// conditional flow matching on the columns of `data` (optionally with one context column per
-/// sample), with Adam. Mini-batches are drawn without replacement from a fresh seeded permutation
-/// each epoch. Deterministic for a given seed.
-/// @throws nflow::ShapeError on mismatched shapes; nflow::ParameterError on bad options;
+/// conditional flow matching on the samples of `data`, with one context column per sample when
+/// the flow is conditional, with Adam:
+///
+///     train::fit_flow_matching(flow, {.samples = x}, {.steps = 2000});
+///     train::fit_flow_matching(flow, {.samples = x, .context = c}, options);
+///
+/// `data` is a view (train::Data): its matrices must outlive the call. Mini-batches are drawn
+/// without replacement from a fresh seeded permutation each epoch. Deterministic for a given seed.
+/// @throws nflow::ShapeError, before any step, when `data` does not fit the flow (empty samples,
+///   samples without dim() rows, a context for an unconditional flow, none for a conditional one,
+///   a context without context_dim() rows or one column per sample; the message names
+///   `data.samples` or `data.context`); nflow::ParameterError on bad options;
 ///   std::runtime_error (with the step) if the loss or its gradient becomes non-finite.
 template <typename Flow>
-FlowMatchingResult fit_flow_matching(
-    Flow& flow, const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& data,
-    const FlowMatchingOptions& options,
-    const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& context = {}) {
+FlowMatchingResult fit_flow_matching(Flow& flow, const Data<typename Flow::Scalar>& data,
+                                     const FlowMatchingOptions& options) {
   static_assert(
       ode::HasVectorField<Flow>,
       "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as "
@@ -135,16 +142,9 @@ FlowMatchingResult fit_flow_matching(
       "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
   using S = typename Flow::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
-  const Index n = data.cols();
-  if (n == 0) throw ShapeError("nflow::train::fit_flow_matching: the training set is empty");
-  nflow::detail::check_rows("train::fit_flow_matching", "data", flow.dim(), data.rows(),
-                            data.cols());
-  if (flow.context_dim() > 0) {
-    nflow::detail::check_rows("train::fit_flow_matching", "context", flow.context_dim(),
-                              context.rows(), context.cols());
-    nflow::detail::check_cols("train::fit_flow_matching", "context", n, context.rows(),
-                              context.cols());
-  }
+  nflow::detail::check_data("train::fit_flow_matching", "data", data, flow.dim(),
+                            flow.context_dim());
+  const Index n = data.samples.cols();
   if (options.batch_size <= 0 || options.steps < 0 ||
       !(options.sigma_min >= 0 && options.sigma_min < 1)) {
     throw ParameterError(
@@ -169,8 +169,8 @@ FlowMatchingResult fit_flow_matching(
     }
     const auto idx = order.segment(cursor, size);
     cursor += size;
-    xb = data(Eigen::all, idx);
-    if (flow.context_dim() > 0) cb = context(Eigen::all, idx);
+    xb = data.samples(Eigen::all, idx);
+    if (flow.context_dim() > 0) cb = data.context(Eigen::all, idx);
     grad.setZero();
     const double loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
     if (!std::isfinite(loss) || !grad.allFinite()) {
