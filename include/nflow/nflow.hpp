@@ -43,7 +43,7 @@
 #include "nflow/distributions/diagonal_normal.hpp"
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/distributions/uniform_box.hpp"
-#include "nflow/flows/neural_spline.hpp"
+#include "nflow/flows/presets.hpp"
 #include "nflow/math/constants.hpp"
 #include "nflow/math/functions.hpp"
 #include "nflow/nn/activations.hpp"

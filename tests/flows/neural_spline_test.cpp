@@ -1,11 +1,11 @@
-// The ready-made spline flows (nflow/flows/neural_spline.hpp): identity when fresh, a valid
+// The spline flow presets (nflow/flows/presets.hpp): identity when fresh, a valid
 // density once trained-like parameters are drawn (round trip, change of variables against a
 // finite-difference Jacobian, normalisation on a grid), context handling, seeds and errors.
 #include <Eigen/LU>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
-#include <nflow/flows/neural_spline.hpp>
+#include <nflow/flows/presets.hpp>
 #include <random>
 
 #include "support/randomized.hpp"
@@ -41,7 +41,7 @@ double fd_log_det(const T& transform, const Eigen::VectorXd& x, const Eigen::Mat
 
 TEST_CASE("coupling_nsf: a fresh flow is the identity; drawn parameters give a density",
           "[flows][spline]") {
-  auto nsf = flows::coupling_nsf<double, 2, 4>({.hidden_width = 16, .seed = 3});
+  auto nsf = flows::coupling_nsf<double, 2>({.transforms = 4, .hidden_features = 16, .seed = 3});
   std::mt19937_64 rng(1);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(2, 50, rng) * 2.0;
   // Fresh: every coupling is the identity, exactly: the flow only permutes (3 reversals of R²).
@@ -70,8 +70,11 @@ TEST_CASE("coupling_nsf: a fresh flow is the identity; drawn parameters give a d
 
 TEST_CASE("autoregressive_nsf: conditional, identity when fresh, change of variables",
           "[flows][spline]") {
-  auto nsf = flows::autoregressive_nsf<double, Dynamic, 3>(
-      3, {.hidden_width = 12, .context_dim = 2, .random_permutations = true, .seed = 4});
+  auto nsf = flows::autoregressive_nsf<double>(3, {.transforms = 3,
+                                                   .hidden_features = 12,
+                                                   .context = 2,
+                                                   .permutation = flows::Permutations::Random,
+                                                   .seed = 4});
   std::mt19937_64 rng(2);
   const Eigen::MatrixXd x = standard_normal_matrix<double>(3, 20, rng);
   const Eigen::MatrixXd c = standard_normal_matrix<double>(2, 20, rng);
@@ -93,23 +96,25 @@ TEST_CASE("autoregressive_nsf: conditional, identity when fresh, change of varia
 
 TEST_CASE("spline flow presets: distinct layers, reproducible seeds, float, errors",
           "[flows][spline]") {
-  auto a = flows::coupling_nsf<float, 4, 3, 8>({.seed = 9});
-  auto b = flows::coupling_nsf<float, 4, 3, 8>({.seed = 9});
-  auto c = flows::coupling_nsf<float, 4, 3, 8>({.seed = 10});
+  auto a = flows::coupling_nsf<float, 4, 8>({.transforms = 3, .seed = 9});
+  auto b = flows::coupling_nsf<float, 4, 8>({.transforms = 3, .seed = 9});
+  auto c = flows::coupling_nsf<float, 4, 8>({.transforms = 3, .seed = 10});
   CHECK(get_parameters(a.transform()) == get_parameters(b.transform()));
   CHECK(get_parameters(a.transform()) != get_parameters(c.transform()));
   // No two layers start alike (first-layer weights differ).
-  CHECK(a.transform().step<0>().conditioner().weight(0) !=
-        a.transform().step<2>().conditioner().weight(0));
-  CHECK_THROWS_AS((flows::coupling_nsf<double, Dynamic, 2>(1)), ParameterError);
-  CHECK_THROWS_AS((flows::autoregressive_nsf<double, 3, 2>(4)), ParameterError);
-  CHECK_THROWS_AS((flows::coupling_nsf<double, 2, 2>({.spline = {.lower = 1, .upper = -1}})),
-                  ParameterError);
+  CHECK(a.transform().step(0).step<0>().conditioner().weight(0) !=
+        a.transform().step(1).step<0>().conditioner().weight(0));
+  CHECK_THROWS_AS((flows::coupling_nsf<double>(1, {.transforms = 2})), ParameterError);
+  CHECK_THROWS_AS((flows::autoregressive_nsf<double, 3>(4, {.transforms = 2})), ParameterError);
+  CHECK_THROWS_AS(
+      (flows::coupling_nsf<double, 2>({.transforms = 2, .spline = {.lower = 1, .upper = -1}})),
+      ParameterError);
 }
 
 TEST_CASE("coupling_nsf on a bounded domain: a density on the unit square",
           "[flows][spline][bounded]") {
-  auto box = flows::coupling_nsf<double, 2, 3, 16, 6, SplineDomain::Bounded>({.seed = 2});
+  auto box =
+      flows::coupling_nsf<double, 2, 16, 6, SplineDomain::Bounded>({.transforms = 3, .seed = 2});
   box.transform() = test::randomized(box.transform(), 8, 0.3);
   // exp(log p) integrates to 1 over [0, 1]² (midpoint rule), and is 0 outside.
   const int n = 300;

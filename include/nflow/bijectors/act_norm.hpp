@@ -15,6 +15,7 @@
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/flow.hpp"
+#include "nflow/core/stack.hpp"
 
 namespace nflow {
 
@@ -270,6 +271,10 @@ template <typename T>
 struct IsFlow : std::false_type {};
 template <typename... Bs>
 struct IsFlow<Flow<Bs...>> : std::true_type {};
+template <typename T>
+struct IsStack : std::false_type {};
+template <typename B>
+struct IsStack<Stack<B>> : std::true_type {};
 
 template <typename B, typename V, typename C>
 V initialize_act_norms_step(B& b, V v, const C& ctx) {
@@ -280,6 +285,10 @@ V initialize_act_norms_step(B& b, V v, const C& ctx) {
     visit_steps(b,
                 [&](auto& step, auto) { v = initialize_act_norms_step(step, std::move(v), ctx); });
     return v;
+  } else if constexpr (IsStack<B>::value) {
+    for (Index i = 0; i < b.size(); ++i)
+      v = initialize_act_norms_step(b.step(i), std::move(v), ctx);
+    return v;
   } else {
     return V(with_context<B>(ctx, [&](const auto&... c) {
                return b.forward_and_log_det(v, c...);
@@ -289,11 +298,11 @@ V initialize_act_norms_step(B& b, V v, const C& ctx) {
 
 }  // namespace detail
 
-/// @brief Data-dependent initialisation of every ActNorm in `bijector` (an ActNorm, or a Flow,
-/// nested flows included): pushes `batch` forward step by step and initialises each ActNorm on
+/// @brief Data-dependent initialisation of every ActNorm in `bijector` (an ActNorm, a Flow or a
+/// Stack, nested ones included): pushes `batch` forward step by step and initialises each ActNorm on
 /// the batch as it arrives there, so that its output has mean 0 and variance 1 per feature.
 /// Returns the batch at the output of `bijector` (computed with the new parameters). Steps that
-/// are not ActNorms or Flows (including Inverted<...>) are only evaluated. Conditional steps
+/// are not ActNorms, Flows or Stacks (including Inverted<...>) are only evaluated. Conditional steps
 /// receive `context`.
 template <typename B, typename X, ContextArg C = NoContext>
 Batch<typename B::Scalar, B::Dim, Dynamic> initialize_act_norms(B& bijector,
