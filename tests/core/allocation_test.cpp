@@ -181,7 +181,8 @@ TEST_CASE("one point through a Stack of fixed-size blocks does not allocate",
   std::mt19937_64 gen(5);
   const Eigen::Matrix<S, D, 1> x = standard_normal_matrix<S, D>(D, 1, gen);
   Density stack(StandardNormal<S, D>{}, Stack<Aff>(3, [](Index i) {
-                  return Aff(CouplingMask::half(D, i % 2 == 1), CouplingOptions{16, 2, 0, 1});
+                  return Aff(CouplingMask::half(D, i % 2 == 1),
+                             CouplingOptions{.hidden_width = 16, .hidden_layers = 2, .seed = 1});
                 }));
   randomize(stack);
   CHECK(point_allocations(stack, x) == 0);
