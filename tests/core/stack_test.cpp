@@ -34,8 +34,8 @@ Block make_block(Index i, Index context_dim) {
   Block b(Coupling4(CouplingMask::half(kDim, i % 2 == 1), CouplingOptions{8, 1, context_dim, seed}),
           Perm4::random(kDim, seed + 1));
   std::mt19937_64 gen(seed + 2);
-  set_parameters(
-      b, Vector<double>(standard_normal_matrix<double>(b.parameter_count(), 1, gen) * 0.3));
+  set_parameters(b,
+                 Vector<double>(standard_normal_matrix<double>(b.parameter_count(), 1, gen) * 0.3));
   return b;
 }
 
@@ -65,8 +65,9 @@ TEST_CASE("Stack and Repeat: sizes and capabilities are the Block's", "[stack]")
   CHECK(s.has_forward_vjp());
   CHECK(s.has_inverse_vjp());
   CHECK(s.forward_cost() == Cost::OnePass);
-  CHECK(s.summary() == "0: block (dim 4, 60 parameters)\n1: block (dim 4, 60 parameters)\n"
-                       "2: block (dim 4, 60 parameters)\n");
+  CHECK(s.summary() ==
+        "0: block (dim 4, 60 parameters)\n1: block (dim 4, 60 parameters)\n"
+        "2: block (dim 4, 60 parameters)\n");
 }
 
 TEST_CASE("A Stack computes what the Repeat of the same blocks computes", "[stack]") {
