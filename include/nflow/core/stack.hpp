@@ -276,18 +276,32 @@ class Stack : public BijectorBase<Stack<Block>> {
   requires ForwardDifferentiable<Block> BatchFor<Scalar, Dim, X> forward_vjp_impl(
       const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx)
   const {
-    require_vjp(false, "forward_vjp");
-    const auto& c = evaluated_context(ctx);
-    Tape tape;  // a recorded forward pass, then the blocks' vjps from their tapes
-    record_forward_impl(detail::as_batch<Scalar, Dim>(x), c, tape);
-    return BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, c));
+    return BatchFor<Scalar, Dim, X>(
+        recorded_vjp(detail::as_batch<Scalar, Dim>(x), gv, gl, gp, evaluated_context(ctx)));
   }
   template <typename Z, typename GV, typename GL, typename C>
   requires InverseDifferentiable<Block> BatchFor<Scalar, Dim, Z> inverse_vjp_impl(
       const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx)
   const {
+    return BatchFor<Scalar, Dim, Z>(inverse_chain_vjp(z, gv, gl, gp, evaluated_context(ctx)));
+  }
+
+ private:
+  /// forward_vjp: a recorded forward pass, then the blocks' vjps from their tapes.
+  template <typename GV, typename GL, typename C>
+  Mat recorded_vjp(const Mat& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                   const C& c) const {
+    require_vjp(false, "forward_vjp");
+    Tape tape;
+    record_forward_impl(x, c, tape);
+    return taped_vjp_impl(tape, gv, gl, gp, c);
+  }
+  /// inverse_vjp: the inverse pass (last block first) keeping what each block's inverse
+  /// receives, then the blocks' inverse vjps from block 0 up.
+  template <typename Z, typename GV, typename GL, typename C>
+  Mat inverse_chain_vjp(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                        const C& c) const {
     require_vjp(true, "inverse_vjp");
-    const auto& c = evaluated_context(ctx);
     const std::size_t n = steps_.size();
     std::vector<Mat> inputs(n);  // inputs[i]: what block i's inverse receives
     inputs[n - 1] = z;
@@ -309,10 +323,9 @@ class Stack : public BijectorBase<Stack<Block>> {
         });
       });
     }
-    return BatchFor<Scalar, Dim, Z>(std::move(g));
+    return g;
   }
 
- private:
   /// Forward: blocks 0 … n−1; inverse: blocks n−1 … 0. The context is evaluated once; the input
   /// is copied only when it is not already a batch of the result's type.
   template <bool Inverse, typename X, typename C>
