@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "support/panels.hpp"
-#include "support/real_nvp.hpp"
 
 namespace {
 
@@ -88,7 +87,7 @@ int main(int argc, char** argv) {
   }
   data.row(1) = standard_normal_matrix<double>(1, data.cols(), gen);
 
-  auto density = nflow_examples::make_real_nvp_2d();
+  auto density = flows::real_nvp<double, 2, 64>({.transforms = 8});
   // The reverse KL is mode-seeking: a flow that has only seen the left well never proposes the
   // right one, 11 kT above the barrier. So its target starts hot (kT = 4 flattens the barrier to
   // under 3 kT) and is cooled geometrically to kT = 1 over the first 60 % of the KL stage.

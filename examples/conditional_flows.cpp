@@ -1,4 +1,4 @@
-// Declaring flows in a few lines: a Real NVP and a conditional Glow-style flow
+// Flows in one line each (presets, docs/presets.md): a Real NVP and a conditional Glow
 // (ActNorm → LULinear → AffineCoupling, repeated) whose density follows a context variable.
 //
 // The data: two moons rotated by an angle c ∈ [0, π); the flow learns p(x | c). After training it
@@ -13,28 +13,12 @@ using namespace nflow;
 int main(int argc, char** argv) {
   const long steps = argc > 1 ? std::stol(argv[1]) : 1500;
 
-  // ---- a Real NVP: four affine couplings with reversals, MLP 2 x 32 ---------------------------
-  using C2 = AffineCoupling<double, 2, 32>;
-  using R = Reverse<double, 2>;
-  Flow<C2, R, C2, R, C2, R, C2> real_nvp(
-      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 1}), R{},
-      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 2}), R{},
-      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 3}), R{},
-      C2(CouplingMask::half(2), {.hidden_width = 32, .hidden_layers = 2, .seed = 4}));
+  // ---- a Real NVP: four affine couplings (MLP 2 x 32) with reversals between them ----------
+  auto real_nvp = flows::real_nvp<double, 2, 32>({.transforms = 4, .seed = 1});
   std::printf("Real NVP: %ld parameters\n", long(real_nvp.parameter_count()));
 
-  // ---- a conditional Glow-style flow: (ActNorm → LULinear → AffineCoupling) × 3, context dim 1 -
-  using A = ActNorm<double, 2>;
-  using L = LULinear<double, 2>;
-  using C = AffineCoupling<double, 2, 64>;
-  auto coupling = [](std::uint64_t seed) {
-    return C(CouplingMask::half(2),
-             {.hidden_width = 64, .hidden_layers = 2, .context_dim = 1, .seed = seed});
-  };
-  using Glow = Flow<A, L, C, A, L, C, A, L, C>;
-  Density density(StandardNormal<double, 2>{}, Glow(A{}, L::random_orthogonal(2, 1), coupling(1),
-                                                    A{}, L::random_orthogonal(2, 2), coupling(2),
-                                                    A{}, L::random_orthogonal(2, 3), coupling(3)));
+  // ---- a conditional Glow: (ActNorm → LULinear → AffineCoupling) × 3, MLP 2 x 64, context 1 --
+  auto density = flows::glow<double, 2, 64>({.transforms = 3, .context = 1, .seed = 1});
   std::printf("conditional Glow: %ld parameters, context dimension %ld\n",
               long(density.parameter_count()), long(density.transform().context_dim()));
 

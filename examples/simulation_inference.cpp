@@ -39,8 +39,7 @@
 #include <vector>
 
 #include "support/panels.hpp"
-#include "support/real_nvp.hpp"
-#include "support/spline_flow.hpp"
+#include "support/protocol.hpp"
 
 namespace {
 
@@ -160,7 +159,8 @@ int main(int argc, char** argv) {
   // probability 0.997. (One run each, 6,000 steps, with the flow then built by hand: B = 2, 3, 5
   // gave KL(p ‖ q) at x_o of 0.18, 0.13, 0.20 nats and test NLLs of −3.48, −3.56, −3.51; with
   // B = 2 only 91 % of q's mass lay in the prior's box.)
-  auto density = nflow_examples::make_spline_flow_2d(/*seed=*/0, /*context_dim=*/2, bound);
+  auto density = flows::coupling_nsf<double, 2, 64>(
+      {.transforms = 8, .context = 2, .spline = {.lower = -bound, .upper = bound}});
   auto options = nflow_examples::fit_options(steps);
   options.report_every_steps = std::max(1L, steps / 10);
   options.callback = [](const train::Progress& p) {

@@ -19,8 +19,7 @@
 #include <vector>
 
 #include "support/panels.hpp"
-#include "support/real_nvp.hpp"
-#include "support/spline_flow.hpp"
+#include "support/protocol.hpp"
 
 namespace {
 
@@ -98,14 +97,14 @@ int main(int argc, char** argv) {
     const auto toy = datasets::all_toys[std::size_t(row)];
     if (fit_real_nvp) {
       real_nvp[std::size_t(row)] = fit_toy(
-          "real_nvp", [] { return nflow_examples::make_real_nvp_2d(); }, toy, steps,
+          "real_nvp", [] { return flows::real_nvp<double, 2, 64>({.transforms = 8}); }, toy, steps,
           real_nvp_gallery, row);
       all_finite = all_finite && std::isfinite(real_nvp[std::size_t(row)].test_ll);
     }
     if (fit_spline) {
       spline[std::size_t(row)] = fit_toy(
-          "spline", [] { return nflow_examples::make_spline_flow_2d(); }, toy, steps,
-          spline_gallery, row);
+          "spline", [] { return flows::coupling_nsf<double, 2, 64>({.transforms = 8}); }, toy,
+          steps, spline_gallery, row);
       all_finite = all_finite && std::isfinite(spline[std::size_t(row)].test_ll);
     }
   }
