@@ -213,6 +213,26 @@ Stack<Permuted<Layer>> permuted_stack(Index dim, const Options& o, MakeLayer&& l
   });
 }
 
+/// A coupling preset: `o.transforms` blocks of a coupling Layer (half mask; the transformer `t`,
+/// if given) and the permutation after it, on `base`.
+template <typename Layer, typename Base, typename Options, typename... Transformer>
+auto coupling_density(Index dim, Index width, const Options& o, Base base,
+                      const Transformer&... t) {
+  return Density(std::move(base), permuted_stack<Layer>(dim, o, [&](Index i) {
+                   return Layer(CouplingMask::half(dim), coupling_options(o, width, i), t...);
+                 }));
+}
+/// An autoregressive preset: `o.transforms` blocks of Wrap(Layer) (Layer a MADE layer with the
+/// transformer `t`, if given) and the permutation after it, on `base`.
+template <typename Layer, typename Wrap = Layer, typename Base, typename Options,
+          typename... Transformer>
+auto autoregressive_density(Index dim, Index width, const Options& o, Base base,
+                            const Transformer&... t) {
+  return Density(std::move(base), permuted_stack<Wrap>(dim, o, [&](Index i) {
+                   return Wrap(Layer(dim, autoregressive_options(o, width, i), t...));
+                 }));
+}
+
 template <typename Scalar, int Dim, int Bins, SplineDomain Domain>
 RationalQuadraticSpline<Scalar, Bins, Domain> checked_spline(const char* who,
                                                              const SplineFlowOptions<Scalar>& o) {
@@ -302,12 +322,9 @@ using CNF = Density<StandardNormal<Scalar, Dim>,
 /// @throws nflow::ParameterError on a bad dim or option.
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
 RealNVP<Scalar, Dim, Hidden> real_nvp(Index dim, const CouplingFlowOptions& options = {}) {
-  using Layer = detail::AffineLayer<Scalar, Dim, Hidden>;
   const Index w = detail::checked_width<Dim, Hidden>("real_nvp", dim, options, 2, 1);
-  return RealNVP<Scalar, Dim, Hidden>(
-      StandardNormal<Scalar, Dim>(dim), detail::permuted_stack<Layer>(dim, options, [&](Index i) {
-        return Layer(CouplingMask::half(dim), detail::coupling_options(options, w, i));
-      }));
+  return detail::coupling_density<detail::AffineLayer<Scalar, Dim, Hidden>>(
+      dim, w, options, StandardNormal<Scalar, Dim>(dim));
 }
 /// real_nvp() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Hidden = Dynamic>
@@ -323,12 +340,9 @@ requires(Dim !=
 /// @throws nflow::ParameterError on a bad dim or option.
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
 NICE<Scalar, Dim, Hidden> nice(Index dim, const CouplingFlowOptions& options = {}) {
-  using Layer = detail::AdditiveLayer<Scalar, Dim, Hidden>;
   const Index w = detail::checked_width<Dim, Hidden>("nice", dim, options, 2, 1);
-  return NICE<Scalar, Dim, Hidden>(
-      DiagonalNormal<Scalar, Dim>(dim), detail::permuted_stack<Layer>(dim, options, [&](Index i) {
-        return Layer(CouplingMask::half(dim), detail::coupling_options(options, w, i));
-      }));
+  return detail::coupling_density<detail::AdditiveLayer<Scalar, Dim, Hidden>>(
+      dim, w, options, DiagonalNormal<Scalar, Dim>(dim));
 }
 /// nice() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Hidden = Dynamic>
@@ -370,12 +384,9 @@ requires(Dim != Dynamic) Glow<Scalar, Dim, Hidden> glow(const GlowOptions& optio
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
 MaskedAutoregressiveFlow<Scalar, Dim, Hidden> maf(Index dim,
                                                   const AutoregressiveFlowOptions& options = {}) {
-  using Layer = detail::MafLayer<Scalar, Dim, Hidden>;
   const Index w = detail::checked_width<Dim, Hidden>("maf", dim, options, 1, 0);
-  return MaskedAutoregressiveFlow<Scalar, Dim, Hidden>(
-      StandardNormal<Scalar, Dim>(dim), detail::permuted_stack<Layer>(dim, options, [&](Index i) {
-        return Layer(dim, detail::autoregressive_options(options, w, i));
-      }));
+  return detail::autoregressive_density<detail::MafLayer<Scalar, Dim, Hidden>>(
+      dim, w, options, StandardNormal<Scalar, Dim>(dim));
 }
 /// maf() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Hidden = Dynamic>
@@ -392,13 +403,10 @@ requires(Dim != Dynamic) MaskedAutoregressiveFlow<Scalar, Dim, Hidden> maf(
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
 InverseAutoregressiveFlow<Scalar, Dim, Hidden> iaf(Index dim,
                                                    const AutoregressiveFlowOptions& options = {}) {
-  using Layer = Inverted<detail::MafLayer<Scalar, Dim, Hidden>>;
+  using Layer = detail::MafLayer<Scalar, Dim, Hidden>;
   const Index w = detail::checked_width<Dim, Hidden>("iaf", dim, options, 1, 0);
-  return InverseAutoregressiveFlow<Scalar, Dim, Hidden>(
-      StandardNormal<Scalar, Dim>(dim), detail::permuted_stack<Layer>(dim, options, [&](Index i) {
-        return Layer(detail::MafLayer<Scalar, Dim, Hidden>(
-            dim, detail::autoregressive_options(options, w, i)));
-      }));
+  return detail::autoregressive_density<Layer, Inverted<Layer>>(dim, w, options,
+                                                                StandardNormal<Scalar, Dim>(dim));
 }
 /// iaf() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Hidden = Dynamic>
@@ -419,14 +427,10 @@ template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, int Bins = 8
           SplineDomain Domain = SplineDomain::Unbounded>
 CouplingNSF<Scalar, Dim, Hidden, Bins, Domain> coupling_nsf(
     Index dim, const SplineFlowOptions<Scalar>& options = {}) {
-  using Layer = detail::SplineCouplingLayer<Scalar, Dim, Hidden, Bins, Domain>;
   const Index w = detail::checked_width<Dim, Hidden>("coupling_nsf", dim, options, 2, 1);
   const auto spline = detail::checked_spline<Scalar, Dim, Bins, Domain>("coupling_nsf", options);
-  return CouplingNSF<Scalar, Dim, Hidden, Bins, Domain>(
-      detail::spline_base<Scalar, Dim>(dim, spline),
-      detail::permuted_stack<Layer>(dim, options, [&](Index i) {
-        return Layer(CouplingMask::half(dim), detail::coupling_options(options, w, i), spline);
-      }));
+  return detail::coupling_density<detail::SplineCouplingLayer<Scalar, Dim, Hidden, Bins, Domain>>(
+      dim, w, options, detail::spline_base<Scalar, Dim>(dim, spline), spline);
 }
 /// coupling_nsf() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Hidden = Dynamic, int Bins = 8,
@@ -445,15 +449,12 @@ template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, int Bins = 8
           SplineDomain Domain = SplineDomain::Unbounded>
 AutoregressiveNSF<Scalar, Dim, Hidden, Bins, Domain> autoregressive_nsf(
     Index dim, const SplineFlowOptions<Scalar>& options = {}) {
-  using Layer = detail::SplineAutoregressiveLayer<Scalar, Dim, Hidden, Bins, Domain>;
   const Index w = detail::checked_width<Dim, Hidden>("autoregressive_nsf", dim, options, 1, 0);
   const auto spline =
       detail::checked_spline<Scalar, Dim, Bins, Domain>("autoregressive_nsf", options);
-  return AutoregressiveNSF<Scalar, Dim, Hidden, Bins, Domain>(
-      detail::spline_base<Scalar, Dim>(dim, spline),
-      detail::permuted_stack<Layer>(dim, options, [&](Index i) {
-        return Layer(dim, detail::autoregressive_options(options, w, i), spline);
-      }));
+  return detail::autoregressive_density<
+      detail::SplineAutoregressiveLayer<Scalar, Dim, Hidden, Bins, Domain>>(
+      dim, w, options, detail::spline_base<Scalar, Dim>(dim, spline), spline);
 }
 /// autoregressive_nsf() of the compile-time dimension Dim.
 template <typename Scalar, int Dim, int Hidden = Dynamic, int Bins = 8,
