@@ -63,7 +63,7 @@ ToyFit fit_two_moons(D& flow, Index steps) {
   options.max_steps = steps;
   options.adam.learning_rate = 5e-3;
   options.seed = 3;
-  train::fit(flow, data, options);
+  train::fit(flow, {.samples = data}, options);
   r.trained = train::nll_value(flow, test);
   UNSCOPED_INFO("two moons test NLL: fresh " << r.fresh << ", trained " << r.trained
                                              << ", best Gaussian " << r.gaussian);
@@ -213,7 +213,7 @@ TEST_CASE("cnf: laws (run-time dim), trains by flow matching, seeds", "[flows][p
   fm.steps = 400;
   fm.batch_size = 128;
   fm.adam.learning_rate = 5e-3;
-  train::fit_flow_matching(flow.transform().step(0), data, fm);
+  train::fit_flow_matching(flow.transform().step(0), {.samples = data}, fm);
   const double trained = train::nll_value(flow, test);
   UNSCOPED_INFO("two moons test NLL: fresh " << fresh << ", trained " << trained);
   CHECK(trained < fresh - 0.5);
