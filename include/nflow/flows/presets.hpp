@@ -44,6 +44,7 @@
 #include "nflow/distributions/diagonal_normal.hpp"
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/distributions/uniform_box.hpp"
+#include "nflow/nn/conditioner.hpp"
 
 namespace nflow::flows {
 
@@ -56,6 +57,8 @@ enum class Permutations {
 
 /// @brief Options of real_nvp() and nice(). Aggregate: designated initialisers.
 struct CouplingFlowOptions {
+  /// Not a field: makes positional initialisation a compile error (nn/conditioner.hpp).
+  [[no_unique_address]] ::nflow::detail::UseDesignatedInitializers designated_initializers_only{};
   Index transforms = 3;       ///< coupling layers (blocks), ≥ 1
   Index hidden_features = 0;  ///< hidden width; 0: the compile-time Hidden, or 64
   Index hidden_layers = 2;    ///< hidden layers of each conditioner MLP, ≥ 1
@@ -66,6 +69,8 @@ struct CouplingFlowOptions {
 
 /// @brief Options of glow(). Aggregate: designated initialisers.
 struct GlowOptions {
+  /// Not a field: makes positional initialisation a compile error (nn/conditioner.hpp).
+  [[no_unique_address]] ::nflow::detail::UseDesignatedInitializers designated_initializers_only{};
   Index transforms = 3;       ///< steps (ActNorm, LU linear, affine coupling), ≥ 1
   Index hidden_features = 0;  ///< hidden width; 0: the compile-time Hidden, or 64
   Index hidden_layers = 2;    ///< hidden layers of each coupling's MLP, ≥ 1
@@ -75,6 +80,8 @@ struct GlowOptions {
 
 /// @brief Options of maf() and iaf(). Aggregate: designated initialisers.
 struct AutoregressiveFlowOptions {
+  /// Not a field: makes positional initialisation a compile error (nn/conditioner.hpp).
+  [[no_unique_address]] ::nflow::detail::UseDesignatedInitializers designated_initializers_only{};
   Index transforms = 3;       ///< autoregressive layers (blocks), ≥ 1
   Index hidden_features = 0;  ///< hidden width of each MADE; 0: the compile-time Hidden, or 64
   Index hidden_layers = 2;    ///< hidden layers of each MADE, ≥ 0
@@ -87,6 +94,8 @@ struct AutoregressiveFlowOptions {
 /// initialisers.
 template <typename Scalar>
 struct SplineFlowOptions {
+  /// Not a field: makes positional initialisation a compile error (nn/conditioner.hpp).
+  [[no_unique_address]] ::nflow::detail::UseDesignatedInitializers designated_initializers_only{};
   Index transforms = 3;       ///< spline layers (blocks), ≥ 1
   Index hidden_features = 0;  ///< hidden width; 0: the compile-time Hidden, or 64
   Index hidden_layers = 2;    ///< hidden layers of each conditioner, ≥ 1 (coupling), ≥ 0 (MADE)
@@ -103,6 +112,8 @@ struct SplineFlowOptions {
 
 /// @brief Options of cnf(). Aggregate: designated initialisers.
 struct ContinuousPresetOptions {
+  /// Not a field: makes positional initialisation a compile error (nn/conditioner.hpp).
+  [[no_unique_address]] ::nflow::detail::UseDesignatedInitializers designated_initializers_only{};
   Index transforms = 1;       ///< continuous flows in sequence (blocks), ≥ 1
   Index hidden_features = 0;  ///< hidden width of each field's MLP; 0: Hidden, or 64
   Index hidden_layers = 2;    ///< hidden layers of each field's MLP, ≥ 1
