@@ -55,6 +55,16 @@ Native<S> native() {
   return d;
 }
 
+/// The imported model or the native one.
+template <typename S, bool Imported>
+auto make() {
+  if constexpr (Imported) {
+    return imported<S>();
+  } else {
+    return native<S>();
+  }
+}
+
 template <typename S>
 Batch<S, 4, Dynamic> points(Index n) {
   std::mt19937_64 gen(7);
@@ -63,12 +73,7 @@ Batch<S, 4, Dynamic> points(Index n) {
 
 template <typename S, bool Imported>
 void BM_LogProbPoint(benchmark::State& state) {
-  const auto flow = [] {
-    if constexpr (Imported)
-      return imported<S>();
-    else
-      return native<S>();
-  }();
+  const auto flow = make<S, Imported>();
   const Eigen::Matrix<S, 4, 1> x = points<S>(1);
   for (auto _ : state) {
     S lp = flow.log_prob(x);
@@ -79,12 +84,7 @@ void BM_LogProbPoint(benchmark::State& state) {
 
 template <typename S, bool Imported>
 void BM_LogProbBatch(benchmark::State& state) {
-  const auto flow = [] {
-    if constexpr (Imported)
-      return imported<S>();
-    else
-      return native<S>();
-  }();
+  const auto flow = make<S, Imported>();
   const Index n = state.range(0);
   const Batch<S, 4, Dynamic> x = points<S>(n);
   for (auto _ : state) {
@@ -96,12 +96,7 @@ void BM_LogProbBatch(benchmark::State& state) {
 
 template <typename S, bool Imported>
 void BM_Sample(benchmark::State& state) {
-  const auto flow = [] {
-    if constexpr (Imported)
-      return imported<S>();
-    else
-      return native<S>();
-  }();
+  const auto flow = make<S, Imported>();
   const Index n = state.range(0);
   std::mt19937_64 gen(11);
   for (auto _ : state) {
