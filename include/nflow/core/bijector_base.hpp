@@ -322,8 +322,7 @@ class BijectorBase {
   /// per sample.
   Index parameter_count() const {
     Index n = 0;
-    Derived::parameters_impl(
-        derived(), [&n](const auto& /*name*/, const auto& tensor) { n += tensor.size(); });
+    visit_parameters([&n](const std::string& /*name*/, const auto& tensor) { n += tensor.size(); });
     return n;
   }
   /// @brief Calls `f(name, Eigen::Ref<ParameterMatrix<Scalar>>)` for each trainable tensor, in the
@@ -331,15 +330,14 @@ class BijectorBase {
   /// wrote, refreshes caches, and restores the old values if that fails).
   template <typename F>
   void visit_parameters(F&& f) {
-    Derived& self = static_cast<Derived&>(*this);
-    self.update_parameters_impl([&] {
-      Derived::parameters_impl(self, detail::RefVisitor<typename Derived::Scalar, false, F>{f});
-    });
+    visit_parameters_erased(detail::VisitorRef<typename Derived::Scalar, false>(f));
   }
   /// @brief Calls `f(name, Eigen::Ref<const ParameterMatrix<Scalar>>)` for each trainable tensor.
   template <typename F>
   void visit_parameters(F&& f) const {
-    Derived::parameters_impl(derived(), detail::RefVisitor<typename Derived::Scalar, true, F>{f});
+    using V = const detail::VisitorRef<typename Derived::Scalar, true>;
+    V v(f);
+    Derived::parameters_impl(derived(), detail::RefVisitor<typename Derived::Scalar, true, V>{v});
   }
 
   Index context_dim() const {
@@ -364,6 +362,16 @@ class BijectorBase {
   }
 
   const Derived& derived() const { return static_cast<const Derived&>(*this); }
+
+  /// The one instantiation of the mutable visit per bijector type (V is a detail::VisitorRef).
+  template <typename V>
+  void visit_parameters_erased(const V& v) {
+    Derived& self = static_cast<Derived&>(*this);
+    self.update_parameters_impl([&] {
+      Derived::parameters_impl(self,
+                               detail::RefVisitor<typename Derived::Scalar, false, const V>{v});
+    });
+  }
 
   /// The compile-time part of the contract that concepts cannot see: parameters come from the one
   /// hook, never from a redefined visit_parameters or parameter_count.

@@ -9,6 +9,7 @@
 /// tensors in that order, each column-major. Names compose like PyTorch `state_dict` keys:
 /// a Flow prefixes its steps' names with `"<index>."`.
 
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -95,6 +96,31 @@ struct RefVisitor {
       f(name, Ref(tensor));
     }
   }
+};
+
+/// A non-owning, type-erased reference to a parameter visitor `f(name, Ref)` (Ref as in
+/// RefVisitor). BijectorBase::visit_parameters wraps the caller's visitor in one, so that a
+/// layer's parameters_impl, and everything it visits, is instantiated once per const-ness instead
+/// of once per visitor type (parameter_count, get/set_parameters, Adam, file I/O, ...): compile
+/// time. One indirect call per tensor.
+template <typename Scalar, bool Const>
+class VisitorRef {
+ public:
+  using Ref = std::conditional_t<Const, Eigen::Ref<const ParameterMatrix<Scalar>>,
+                                 Eigen::Ref<ParameterMatrix<Scalar>>>;
+  template <typename F>
+  explicit VisitorRef(F& f)
+      : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* object, const std::string& name, Ref tensor) {
+          (*static_cast<F*>(object))(name, std::move(tensor));
+        }) {}
+  void operator()(const std::string& name, Ref tensor) const {
+    call_(object_, name, std::move(tensor));
+  }
+
+ private:
+  void* object_;
+  void (*call_)(void*, const std::string&, Ref);
 };
 
 /// A visitor that accepts any (name, tensor): probes which visit_parameters overloads exist.
