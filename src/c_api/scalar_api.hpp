@@ -361,9 +361,7 @@ struct ScalarApi {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
       const FitArguments args = parse_fit_options(options_json);
-      if (c.n == 0) {
-        throw Failure(NFLOW_ERROR_SIZE, "n is 0: fitting needs at least one data point");
-      }
+      if (c.n == 0) return;  // as every call: n = 0 does nothing (the model is unchanged)
       check_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       check_context(c, context, context_stride);
       const Matrix<S> xm = read_matrix("x", layout, x, x_stride, dim(c), c.n, false);
