@@ -85,8 +85,14 @@ def _scalar_code(dtype, allow_file):
     )
 
 
+def _json_value(value):
+    if isinstance(value, _np.generic):  # NumPy scalars, e.g. np.int64(8)
+        return value.item()
+    raise TypeError("nflow: an option value must be a number, string or bool, got %r" % (value,))
+
+
 def _options_json(options):
-    return _json.dumps(options) if options else None
+    return _json.dumps(options, default=_json_value) if options else None
 
 
 class Model:

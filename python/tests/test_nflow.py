@@ -275,7 +275,7 @@ class ModelTest(unittest.TestCase):
 
     def test_fit_float32_data_converts(self):
         model = nflow.Model.preset("maf", DIM, dtype=np.float32, transforms=1, seed=2)
-        final = model.fit(self.x, epochs=1, batch_size=64)  # float64 data: converted
+        final = model.fit(self.x, epochs=np.int64(1), batch_size=64)  # float64 data: converted
         self.assertTrue(math.isfinite(final))
 
     # ---- errors ----------------------------------------------------------------------------
