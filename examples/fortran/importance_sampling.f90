@@ -26,10 +26,10 @@ program importance_sampling
   real(dp), parameter :: sd(2, 3) = reshape([0.4_dp, 0.6_dp, 0.5_dp, 0.3_dp, 0.25_dp, 0.25_dp], &
                                             [2, 3])
   ! The threshold on the variance ratio (plain Monte Carlo / trained flow). Plain Monte Carlo's
-  ! variance per point is |B| integral(g^2) - I^2, about 19 I^2 here; importance sampling's is
-  ! I^2 chi^2(g/I || q), which for a flow close to g/I is a fraction of I^2 (the printed run:
-  ! about 0.3 I^2, a ratio near 60). A ratio of 20 needs chi^2 below about 1: a flow that has
-  ! learnt the three modes. The untrained flow (a standard normal) gets a ratio near 2.
+  ! variance per point is |B| integral(g^2) - I^2, about 10 I^2 here; importance sampling's is
+  ! I^2 chi^2(g/I || q), a small fraction of I^2 when the flow q is close to g/I. A ratio of 20
+  ! asks chi^2 <= 0.5: a flow that has learnt the three modes and their widths. The untrained
+  ! flow (a standard normal) does worse than plain Monte Carlo (about 20 I^2).
   real(dp), parameter :: required_ratio = 20
   type(nflow_model) :: flow
   real(dp), allocatable :: train(:, :), x(:, :), log_q(:), values(:)
