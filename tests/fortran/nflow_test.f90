@@ -29,7 +29,7 @@ module checks_float
   character(len=*), parameter :: label = 'float'
   ! float: 2^-23 = 1.2e-7 per operation; finite differences at h = 1e-2 have a truncation error
   ! of about h^2 |f'''| and a rounding error of about 1e-7 |f| / h.
-  real(wp), parameter :: tol = 1e-5_wp, fd_step = 1e-2_wp, fd_tol = 2e-2_wp
+  real(wp), parameter :: tol = 1e-5_wp, fd_step = 1e-2_wp, fd_tol = 5e-3_wp
 contains
   include 'checks.inc'
 end module checks_float
