@@ -24,8 +24,9 @@
 !> - A model owns its handle: close it with %close() (a finalizer also closes it where the compiler
 !>   finalizes); assigning one open model to another is refused (two owners of one handle).
 !>
-!> The float procedures (_f) repeat the double ones (_d) with c_float for c_double: the file is
-!> written so, not generated; keep the two blocks alike.
+!> The float procedures (_f) repeat the double ones (_d): the float block is the double block with
+!> c_float for c_double (but learning_rate stays c_double) and _f, _f32 for _d, _d32 (sed -e
+!> '/learning_rate$/!s/c_double/c_float/g' -e 's/_d\b/_f/g' -e 's/_d32\b/_f32/g'). Keep them alike.
 module nflow
   use, intrinsic :: iso_c_binding, only: c_ptr, c_null_ptr, c_null_char, c_associated, c_loc, &
                                          c_f_pointer, c_int, c_size_t, c_int8_t, c_int32_t, &
