@@ -9,6 +9,7 @@
 /// - Values that are well-formed but invalid for the object (NaN, ±inf, a double too large for a
 ///   float, or a value a layer rejects such as a singular LU diagonal) throw nflow::ParameterError
 ///   instead, naming the tensor.
+/// - nflow::io::VersionError (a FormatError): a model file of a newer schema.
 
 #include <stdexcept>
 #include <string>
@@ -25,6 +26,13 @@ class IoError : public std::runtime_error {
 class FormatError : public IoError {
  public:
   using IoError::IoError;
+};
+
+/// @brief The file was written with a newer model-file schema than this library reads (see
+/// docs/model_files.md); the message names both versions.
+class VersionError : public FormatError {
+ public:
+  using FormatError::FormatError;
 };
 
 }  // namespace nflow::io

@@ -28,6 +28,7 @@
 /// it, and the loader checks every shape against it.
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -44,11 +45,24 @@
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/io/architecture.hpp"
 #include "nflow/io/errors.hpp"
 #include "nflow/io/tensor_conversion.hpp"
 #include "nflow/io/tensor_file.hpp"
 
 namespace nflow::io {
+
+/// @brief An object that can describe its architecture: `describe_architecture(object)`, found
+/// by argument-dependent lookup, returns its description as a json::Value (Null when this
+/// particular object cannot be described, e.g. a DynamicFlow holding a user's bijector).
+/// nflow/io/describe.hpp (included by nflow/io/model.hpp) declares it for nflow's layers,
+/// flows and densities; a TU that does not include it saves and loads exactly as before
+/// (without descriptions), at no compile-time cost. save() and load() take the answer as a
+/// defaulted template argument, so the two kinds of TU instantiate different functions.
+template <typename T>
+concept SelfDescribing = requires(const T& object) {
+  { describe_architecture(object) } -> std::same_as<json::Value>;
+};
 
 /// @brief Options of save(): the dtype of the file (default: the object's Scalar; F32 or F64)
 /// and string metadata stored under "__metadata__".
@@ -60,9 +74,13 @@ struct SaveOptions {
 /// @brief The tensors of every parameter of `object` (any type with `Scalar` and
 /// `visit_parameters`: a bijector, a Flow, a Density), by their composed names, and of every
 /// buffer (as I64 vectors).
+/// When the object describes itself (SelfDescribing, and its description is not Null), the
+/// metadata also gets "nflow.version", "nflow.schema" and "nflow.architecture" (see
+/// docs/model_files.md).
 /// @throws ParameterError if a value is not finite (it could not be loaded back) or does not fit
-/// the chosen dtype; std::invalid_argument for an integer dtype.
-template <typename T>
+/// the chosen dtype; std::invalid_argument for an integer dtype or a metadata key of the user's
+/// that starts with "nflow." (reserved).
+template <typename T, bool Describe = SelfDescribing<T>>
 TensorFile to_tensor_file(const T& object, const SaveOptions& options = {}) {
   using Scalar = typename T::Scalar;
   const DType dtype = options.dtype.value_or(dtype_of<Scalar>());
@@ -70,8 +88,23 @@ TensorFile to_tensor_file(const T& object, const SaveOptions& options = {}) {
     throw std::invalid_argument("nflow::io::save: parameters are saved as F32 or F64, not " +
                                 std::string(dtype_name(dtype)));
   }
+  for (const auto& entry : options.metadata) {
+    if (entry.first.starts_with("nflow.")) {
+      throw std::invalid_argument("nflow::io::save: metadata key '" + entry.first +
+                                  "' starts with \"nflow.\", which is reserved for nflow's own "
+                                  "keys (version, schema, architecture); choose another name");
+    }
+  }
   TensorFile file;
   file.metadata = options.metadata;
+  if constexpr (Describe) {
+    const json::Value description = describe_architecture(object);
+    if (description.kind != json::Value::Kind::Null) {
+      file.metadata.emplace(version_key, NFLOW_VERSION_STRING);
+      file.metadata.emplace(schema_key, std::to_string(schema_version()));
+      file.metadata.emplace(architecture_key, json::write(description));
+    }
+  }
   object.visit_parameters([&](const std::string& name, const auto& tensor) {
     for (Index j = 0; j < tensor.cols(); ++j) {
       for (Index i = 0; i < tensor.rows(); ++i) {
@@ -97,15 +130,15 @@ TensorFile to_tensor_file(const T& object, const SaveOptions& options = {}) {
 }
 
 /// @brief Saves every parameter of `object` to `out` as a safetensors file.
-template <typename T>
+template <typename T, bool Describe = SelfDescribing<T>>
 void save(const T& object, std::ostream& out, const SaveOptions& options = {}) {
-  write_safetensors(out, to_tensor_file(object, options));
+  write_safetensors(out, to_tensor_file<T, Describe>(object, options));
 }
 
 /// @brief Saves every parameter of `object` to the file at `path` (created or truncated).
-template <typename T>
+template <typename T, bool Describe = SelfDescribing<T>>
 void save(const T& object, const std::filesystem::path& path, const SaveOptions& options = {}) {
-  write_safetensors(path, to_tensor_file(object, options));
+  write_safetensors(path, to_tensor_file<T, Describe>(object, options));
 }
 
 namespace detail {
@@ -149,11 +182,23 @@ inline std::string annotate_layer_error(const std::vector<std::string>& written,
 /// @throws FormatError for a missing or unexpected name, a wrong shape or dtype;
 /// ParameterError for a non-finite value, a value out of float range, or a value the object
 /// rejects (the message names the tensor). On any exception `object` is unchanged.
-template <typename T>
+///
+/// Before that, a file of a newer model-file schema throws VersionError, and when the object
+/// describes itself (SelfDescribing) and the file has a description ("nflow.architecture"),
+/// the two must agree: otherwise FormatError naming the first difference ("the model, transform
+/// (repeat), step (sequence), step 0 (coupling), transformer: bins 8 in the file, 10 in the
+/// type"). Files without a description (written before the schema) load as before.
+template <typename T, bool Check = SelfDescribing<T>>
 Metadata load(T& object, const TensorFile& file) {
   using Scalar = typename T::Scalar;
   static_assert(std::is_floating_point_v<Scalar>,
                 "nflow::io::load: the object's Scalar must be float or double");
+  if constexpr (Check) {
+    detail::check_description(file.metadata, describe_architecture(std::as_const(object)),
+                              std::is_same_v<Scalar, float>);
+  } else {
+    check_schema(file.metadata);
+  }
   // Pass 1 (reads only): check every name, dtype, shape and value, and convert.
   std::map<std::string, ParameterMatrix<Scalar>, std::less<>> values;
   std::as_const(object).visit_parameters([&](const std::string& name, const auto& expected) {
@@ -262,21 +307,21 @@ Metadata load(T& object, const TensorFile& file) {
 }
 
 /// @brief Loads `object` from one safetensors file read from `in` (see read_safetensors).
-template <typename T>
+template <typename T, bool Check = SelfDescribing<T>>
 Metadata load(T& object, std::istream& in) {
-  return load(object, read_safetensors(in));
+  return load<T, Check>(object, read_safetensors(in));
 }
 
 /// @brief Loads `object` from the safetensors file at `path`.
-template <typename T>
+template <typename T, bool Check = SelfDescribing<T>>
 Metadata load(T& object, const std::filesystem::path& path) {
-  return load(object, read_safetensors(path));
+  return load<T, Check>(object, read_safetensors(path));
 }
 
 /// @brief Loads `object` from a whole safetensors file held in memory.
-template <typename T>
+template <typename T, bool Check = SelfDescribing<T>>
 Metadata load(T& object, std::span<const unsigned char> bytes) {
-  return load(object, parse_safetensors(bytes));
+  return load<T, Check>(object, parse_safetensors(bytes));
 }
 
 }  // namespace nflow::io
