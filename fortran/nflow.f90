@@ -772,6 +772,14 @@ contains
     call matrix(s, 'context', shp, s%context_dim, .true., stride)
   end subroutine context_matrix
 
+  !> No context given: right for an unconditional model only.
+  subroutine no_context(s)
+    type(call_state), intent(inout) :: s
+    if (s%st /= NFLOW_OK .or. s%context_dim == 0) return
+    call fail(s, NFLOW_ERROR_INPUT, 'the model is conditional (context_dim '// &
+              itoa(s%context_dim)//'): give context=, one column per point or one for all')
+  end subroutine no_context
+
   !> A C string copied into a Fortran one ("" for a null pointer).
   function from_c_string(text) result(string)
     type(c_ptr), intent(in) :: text
@@ -869,6 +877,7 @@ contains
     call begin(s, 'log_prob', self, layout)
     call points(s, 'x', shape(x), s%dim, x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     call values(s, 'log_prob', size(log_prob))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -899,6 +908,7 @@ contains
     call points(s, 'x', shape(x), s%dim, x_stride)
     call matrix(s, 'z', shape(z), s%dim, .false., z_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_det)) call values(s, 'log_det', size(log_det))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -930,6 +940,7 @@ contains
     call points(s, 'z', shape(z), s%dim, z_stride)
     call matrix(s, 'x', shape(x), s%dim, .false., x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_det)) call values(s, 'log_det', size(log_det))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -962,6 +973,7 @@ contains
     call points(s, 'u', shape(u), s%dim, u_stride)
     call matrix(s, 'x', shape(x), s%dim, .false., x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_prob)) call values(s, 'log_prob', size(log_prob))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -995,6 +1007,7 @@ contains
     call begin(s, 'sample', self, layout)
     call points(s, 'x', shape(x), s%dim, x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_prob)) call values(s, 'log_prob', size(log_prob))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -1038,6 +1051,7 @@ contains
     call points(s, 'x', shape(x), s%dim, x_stride)
     call matrix(s, 'grad', shape(grad), s%dim, .false., g_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
       call from_c(s, c_score_d(self%handle, int(s%n, c_size_t), s%layout, c_loc(x), x_stride, &
@@ -1097,6 +1111,7 @@ contains
     call begin(s, 'fit', self, layout)
     call points(s, 'x', shape(x), s%dim, x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     call fit_options(s, json, epochs, batch_size, learning_rate, seed, options_json)
     if (s%st == NFLOW_OK .and. s%n == 0) call fail(s, NFLOW_ERROR_SIZE, 'x has no points')
     if (s%st == NFLOW_OK) then
@@ -1128,6 +1143,7 @@ contains
     call begin(s, 'log_prob', self, layout)
     call points(s, 'x', shape(x), s%dim, x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     call values(s, 'log_prob', size(log_prob))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -1158,6 +1174,7 @@ contains
     call points(s, 'x', shape(x), s%dim, x_stride)
     call matrix(s, 'z', shape(z), s%dim, .false., z_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_det)) call values(s, 'log_det', size(log_det))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -1189,6 +1206,7 @@ contains
     call points(s, 'z', shape(z), s%dim, z_stride)
     call matrix(s, 'x', shape(x), s%dim, .false., x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_det)) call values(s, 'log_det', size(log_det))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -1221,6 +1239,7 @@ contains
     call points(s, 'u', shape(u), s%dim, u_stride)
     call matrix(s, 'x', shape(x), s%dim, .false., x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_prob)) call values(s, 'log_prob', size(log_prob))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -1254,6 +1273,7 @@ contains
     call begin(s, 'sample', self, layout)
     call points(s, 'x', shape(x), s%dim, x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (present(log_prob)) call values(s, 'log_prob', size(log_prob))
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
@@ -1297,6 +1317,7 @@ contains
     call points(s, 'x', shape(x), s%dim, x_stride)
     call matrix(s, 'grad', shape(grad), s%dim, .false., g_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
       call from_c(s, c_score_f(self%handle, int(s%n, c_size_t), s%layout, c_loc(x), x_stride, &
@@ -1356,6 +1377,7 @@ contains
     call begin(s, 'fit', self, layout)
     call points(s, 'x', shape(x), s%dim, x_stride)
     if (present(context)) call context_matrix(s, shape(context), c_stride)
+    if (.not. present(context)) call no_context(s)
     call fit_options(s, json, epochs, batch_size, learning_rate, seed, options_json)
     if (s%st == NFLOW_OK .and. s%n == 0) call fail(s, NFLOW_ERROR_SIZE, 'x has no points')
     if (s%st == NFLOW_OK) then

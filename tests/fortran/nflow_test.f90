@@ -27,9 +27,10 @@ module checks_float
   integer, parameter :: wp = c_float, other_wp = c_double
   integer, parameter :: scalar = NFLOW_FLOAT32, other_scalar = NFLOW_FLOAT64
   character(len=*), parameter :: label = 'float'
-  ! float: 2^-23 = 1.2e-7 per operation; finite differences at h = 1e-2 have a truncation error
-  ! of about h^2 |f'''| and a rounding error of about 1e-7 |f| / h.
-  real(wp), parameter :: tol = 1e-5_wp, fd_step = 1e-2_wp, fd_tol = 5e-3_wp
+  ! float: a trained flow's log_prob carries rounding noise of about 1e-4 absolute (measured), so
+  ! central differences of float log_prob only check the score's sign and scale (fd_tol 0.2);
+  ! checks.inc compares the float score with the double one (1e-3) for the real check.
+  real(wp), parameter :: tol = 1e-5_wp, fd_step = 4e-3_wp, fd_tol = 0.2_wp
 contains
   include 'checks.inc'
 end module checks_float
