@@ -1088,6 +1088,7 @@ contains
   !> Fits the model to the points x by maximum likelihood; options as keywords (those given are
   !> passed, docs/training.md) or as a JSON object in options_json; final_nll gets the mean
   !> negative log-likelihood of x after training. The handle must not be in use by another thread.
+  !> No points (n = 0): nothing is done, as in every call.
   subroutine fit_d(self, x, context, epochs, batch_size, learning_rate, seed, options_json, &
                    final_nll, layout, status, errmsg)
     class(nflow_model), intent(inout) :: self
@@ -1113,8 +1114,7 @@ contains
     if (present(context)) call context_matrix(s, shape(context), c_stride)
     if (.not. present(context)) call no_context(s)
     call fit_options(s, json, epochs, batch_size, learning_rate, seed, options_json)
-    if (s%st == NFLOW_OK .and. s%n == 0) call fail(s, NFLOW_ERROR_SIZE, 'x has no points')
-    if (s%st == NFLOW_OK) then
+    if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
       if (present(final_nll)) nll = c_loc(final_nll)
       call from_c(s, c_fit_d(self%handle, int(s%n, c_size_t), s%layout, c_loc(x), x_stride, c, &
@@ -1354,6 +1354,7 @@ contains
   !> Fits the model to the points x by maximum likelihood; options as keywords (those given are
   !> passed, docs/training.md) or as a JSON object in options_json; final_nll gets the mean
   !> negative log-likelihood of x after training. The handle must not be in use by another thread.
+  !> No points (n = 0): nothing is done, as in every call.
   subroutine fit_f(self, x, context, epochs, batch_size, learning_rate, seed, options_json, &
                    final_nll, layout, status, errmsg)
     class(nflow_model), intent(inout) :: self
@@ -1379,8 +1380,7 @@ contains
     if (present(context)) call context_matrix(s, shape(context), c_stride)
     if (.not. present(context)) call no_context(s)
     call fit_options(s, json, epochs, batch_size, learning_rate, seed, options_json)
-    if (s%st == NFLOW_OK .and. s%n == 0) call fail(s, NFLOW_ERROR_SIZE, 'x has no points')
-    if (s%st == NFLOW_OK) then
+    if (s%st == NFLOW_OK .and. s%n > 0) then
       if (present(context)) c = c_loc(context)
       if (present(final_nll)) nll = c_loc(final_nll)
       call from_c(s, c_fit_f(self%handle, int(s%n, c_size_t), s%layout, c_loc(x), x_stride, c, &
