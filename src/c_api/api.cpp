@@ -13,11 +13,9 @@
 #include <new>
 #include <nflow/core/errors.hpp>
 #include <nflow/io/errors.hpp>
-#if !__has_include(<nflow/io/model.hpp>)
-#include "runtime_standin.hpp"  // VersionError, until the run-time model (helper A) lands
-#endif
 #include <nflow/io/json.hpp>
 #include <nflow/io/tensor_file.hpp>
+#include <nflow/version.hpp>
 #include <string>
 #include <vector>
 
@@ -287,7 +285,7 @@ extern "C" {
 
 int nflow_abi_version(void) { return NFLOW_ABI_VERSION; }
 
-const char* nflow_version(void) { return NFLOW_C_LIBRARY_VERSION; }
+const char* nflow_version(void) { return NFLOW_VERSION_STRING; }
 
 const char* nflow_last_error(void) { return nflow::c_api::last_error.c_str(); }
 

@@ -12,11 +12,7 @@
 #include <limits>
 #include <memory>
 #include <nflow/core/random.hpp>
-#if __has_include(<nflow/io/model.hpp>)
 #include <nflow/io/model.hpp>
-#else
-#include "runtime_standin.hpp"  // until the run-time model (helper A) lands
-#endif
 #include <nflow/train/fit.hpp>
 #include <optional>
 #include <random>
@@ -365,9 +361,7 @@ struct ScalarApi {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
       const FitArguments args = parse_fit_options(options_json);
-      if (c.n == 0) {
-        throw Failure(NFLOW_ERROR_SIZE, "n is 0: fitting needs at least one data point");
-      }
+      if (c.n == 0) return;  // as every call: n = 0 does nothing (the model is unchanged)
       check_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       check_context(c, context, context_stride);
       const Matrix<S> xm = read_matrix("x", layout, x, x_stride, dim(c), c.n, false);
@@ -426,8 +420,29 @@ nflow_model* create_preset(std::string_view family, std::size_t dim, const char*
 }  // namespace nflow::c_api
 
 namespace nflow::c_api {
+
+/// The base's quantile, in double then rounded to S: a standard normal Φ⁻¹(u); a diagonal normal
+/// loc + exp(log_scale)·Φ⁻¹(u); a uniform box lower + (upper − lower)·u.
 template <typename S>
-Matrix<S> base_quantile(const io::RuntimeBase<S>& /*base*/, const Matrix<S>& u) {
-  return u.unaryExpr([](S v) { return S(standard_normal_quantile(double(v))); });
+Matrix<S> base_quantile(const io::RuntimeBase<S>& base, const Matrix<S>& u) {
+  Matrix<S> z(u.rows(), u.cols());
+  const auto* normal = base.diagonal_normal();
+  const auto* box = base.box();
+  for (Index j = 0; j < u.cols(); ++j) {
+    for (Index i = 0; i < u.rows(); ++i) {
+      const double v = double(u(i, j));
+      if (box) {
+        const double lower = double(box->lower()(i));
+        z(i, j) = S(lower + (double(box->upper()(i)) - lower) * v);
+      } else if (normal) {
+        z(i, j) = S(double(normal->loc()(i)) +
+                    std::exp(double(normal->log_scale()(i))) * standard_normal_quantile(v));
+      } else {
+        z(i, j) = S(standard_normal_quantile(v));
+      }
+    }
+  }
+  return z;
 }
+
 }  // namespace nflow::c_api

@@ -30,6 +30,7 @@
 
 #include "nflow/core/errors.hpp"
 #include "nflow/flows/presets.hpp"
+#include "nflow/interop/imported_flow.hpp"
 #include "nflow/io/describe.hpp"
 #include "nflow/io/safetensors.hpp"
 
@@ -837,6 +838,12 @@ RuntimeModel<Scalar> load_model(std::span<const std::byte> bytes) {
       reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size())));
 }
 
+// GCC 12 at -O2/-O3 warns "may be used uninitialized" on the std::string temporaries of the
+// JSON initializer lists below (a false positive); clang does not.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// @brief A fresh (untrained) run-time model of a preset family: "real_nvp", "nice", "glow",
 /// "maf", "iaf", "coupling_nsf" or "autoregressive_nsf" (conditional when options.context > 0),
 /// with the architecture, parameter names and — for the same seed — the same parameters as
@@ -919,6 +926,29 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
              {"base", std::move(base)},
              {"transform", typed("repeat", {{"count", integer(transforms)}, {"step", block}})}});
   return model_detail::build_model<Scalar>(root, nullptr, options.seed);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/// @brief The run-time model of an imported nflows or zuko model (interop::ImportedFlow): the
+/// same transform, and the base as a RuntimeBase (the standard normal when loc = 0 and
+/// scale = 1, else a diagonal normal with log_scale = log(scale)), so that io::save writes it
+/// with its description and load_model reads it back.
+template <typename Scalar>
+RuntimeModel<Scalar> to_runtime_model(interop::ImportedFlow<Scalar> imported) {
+  const auto& b = imported.base();
+  const bool standard =
+      (b.loc().array() == Scalar(0)).all() && (b.scale().array() == Scalar(1)).all();
+  RuntimeBase<Scalar> base = standard ? RuntimeBase<Scalar>::standard_normal(b.dim())
+                                      : RuntimeBase<Scalar>::diagonal_normal(b.dim());
+  if (!standard) {
+    base.visit_parameters([&](const std::string& name, auto t) {
+      if (name == "loc") t = b.loc();
+      if (name == "log_scale") t = b.scale().array().log().matrix();
+    });
+  }
+  return RuntimeModel<Scalar>(std::move(base), std::move(imported.transform()));
 }
 
 #ifdef NFLOW_RUNTIME_PRECOMPILED

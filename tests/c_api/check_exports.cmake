@@ -1,0 +1,46 @@
+# The shared library nflow_c must export exactly the functions include/nflow/c/nflow.h declares:
+# every NFLOW_C_API function, and no other symbol (nflow's templates, the C++ runtime it carries).
+# Usage: cmake -DNM=<nm> -DLIBRARY=<libnflow_c.so> -DHEADER=<nflow.h> -P check_exports.cmake
+file(READ "${HEADER}" header)
+string(REGEX MATCHALL "NFLOW_C_API[^;(]*[ *](nflow_[a-z0-9_]+)\\(" decls "${header}")
+set(declared "")
+foreach(d IN LISTS decls)
+  string(REGEX REPLACE ".*[ *](nflow_[a-z0-9_]+)\\($" "\\1" name "${d}")
+  list(APPEND declared "${name}")
+endforeach()
+list(SORT declared)
+list(LENGTH declared n_declared)
+if(n_declared LESS 30)
+  message(FATAL_ERROR "found only ${n_declared} functions in ${HEADER}: the pattern is out of date")
+endif()
+
+execute_process(COMMAND "${NM}" -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE nm_out
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${NM} -D failed on ${LIBRARY}")
+endif()
+string(REPLACE "\n" ";" lines "${nm_out}")
+set(exported "")
+foreach(line IN LISTS lines)
+  # "<address> <type> <name>[@version]"; only code and data count (not the version nodes)
+  if(line MATCHES "^[0-9a-fA-F]+ ([A-Za-z]) ([^ @]+)")
+    set(type "${CMAKE_MATCH_1}")
+    set(name "${CMAKE_MATCH_2}")
+    if(NOT type STREQUAL "A")
+      list(APPEND exported "${name}")
+    endif()
+  endif()
+endforeach()
+list(SORT exported)
+list(REMOVE_DUPLICATES exported)
+
+set(missing ${declared})
+list(REMOVE_ITEM missing ${exported})
+set(extra ${exported})
+list(REMOVE_ITEM extra ${declared})
+if(missing OR extra)
+  message(FATAL_ERROR "nflow_c's exports differ from include/nflow/c/nflow.h:\n"
+                      "  declared but not exported: ${missing}\n"
+                      "  exported but not declared: ${extra}")
+endif()
+message(STATUS "nflow_c exports the ${n_declared} functions of nflow.h and nothing else")
