@@ -91,13 +91,13 @@ nflow_model* open_bytes(std::span<const std::byte> bytes, nflow_scalar scalar) {
 
 }  // namespace
 
-void check_scalar_argument(nflow_scalar scalar, bool file_allowed) {
-  if (scalar == NFLOW_FLOAT32 || scalar == NFLOW_FLOAT64) return;
-  if (file_allowed && scalar == NFLOW_SCALAR_FILE) return;
+void check_scalar_argument(const nflow_scalar& scalar, bool file_allowed) {
+  const int v = raw_enum(scalar);
+  if (v == NFLOW_FLOAT32 || v == NFLOW_FLOAT64) return;
+  if (file_allowed && v == NFLOW_SCALAR_FILE) return;
   throw Failure(NFLOW_ERROR_ARGUMENT,
                 "scalar must be " + std::string(file_allowed ? "NFLOW_SCALAR_FILE (0), " : "") +
-                    "NFLOW_FLOAT32 (1) or NFLOW_FLOAT64 (2), got " +
-                    std::to_string(static_cast<int>(scalar)));
+                    "NFLOW_FLOAT32 (1) or NFLOW_FLOAT64 (2), got " + std::to_string(v));
 }
 
 /// The options object of `what` (null: an empty one); invalid JSON or another value is ARGUMENT.
@@ -290,7 +290,7 @@ const char* nflow_version(void) { return NFLOW_VERSION_STRING; }
 const char* nflow_last_error(void) { return nflow::c_api::last_error.c_str(); }
 
 const char* nflow_status_name(nflow_status status) {
-  switch (status) {
+  switch (raw_enum(status)) {
     case NFLOW_OK:
       return "NFLOW_OK";
     case NFLOW_ERROR_NULL_POINTER:

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -73,9 +74,20 @@ nflow_status guarded(const char* function, Phase phase, F&& body) noexcept {
 /// (`suffix`: "d" or "f", the entry point's).
 void check_handle(const nflow_model* model, nflow_scalar expected, const char* suffix);
 
+/// The value a C caller passed for an enum, read without a load of the enum type: a C caller may
+/// pass any int, and in C++ a value outside the enumeration's range is undefined behaviour (UBSan
+/// reports it). Take enum arguments by reference until they are checked.
+template <typename E>
+int raw_enum(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "nflow.h's enums are int-sized");
+  int v = 0;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 /// Throws ARGUMENT unless `scalar` is NFLOW_FLOAT32, NFLOW_FLOAT64 or (if `file_allowed`)
 /// NFLOW_SCALAR_FILE.
-void check_scalar_argument(nflow_scalar scalar, bool file_allowed);
+void check_scalar_argument(const nflow_scalar& scalar, bool file_allowed);
 
 /// Throws NULL_POINTER naming `name` if `p` is null.
 void require(const void* p, const char* name);

@@ -58,12 +58,13 @@ inline Index to_index(std::size_t v, const char* name) {
   return Index(v);
 }
 
-inline void check_layout(nflow_layout layout) {
-  if (layout != NFLOW_POINTS_CONTIGUOUS && layout != NFLOW_FEATURES_CONTIGUOUS) {
+inline void check_layout(const nflow_layout& layout) {
+  const int v = raw_enum(layout);
+  if (v != NFLOW_POINTS_CONTIGUOUS && v != NFLOW_FEATURES_CONTIGUOUS) {
     throw Failure(
         NFLOW_ERROR_ARGUMENT,
         "layout must be NFLOW_POINTS_CONTIGUOUS (0) or NFLOW_FEATURES_CONTIGUOUS (1), got " +
-            std::to_string(static_cast<int>(layout)));
+            std::to_string(v));
   }
 }
 
@@ -166,7 +167,7 @@ struct ScalarApi {
     Index n;
   };
 
-  static Call begin(const nflow_model* handle, nflow_layout layout, std::size_t n) {
+  static Call begin(const nflow_model* handle, const nflow_layout& layout, std::size_t n) {
     check_handle(handle, scalar_of<S>, suffix());
     const Model& m = static_cast<const Model&>(*handle);
     check_layout(layout);
@@ -207,7 +208,7 @@ struct ScalarApi {
   static Index dim(const Call& c) { return c.model.model.dim(); }
 
   static nflow_status log_prob(const char* fn, const nflow_model* handle, std::size_t n,
-                               nflow_layout layout, const S* x, std::size_t x_stride,
+                               const nflow_layout& layout, const S* x, std::size_t x_stride,
                                const S* context, std::size_t context_stride, S* out) {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
@@ -226,7 +227,7 @@ struct ScalarApi {
   /// forward (Inverse = false) or inverse: the shared body of both.
   template <bool Inverse>
   static nflow_status transform(const char* fn, const nflow_model* handle, std::size_t n,
-                                nflow_layout layout, const S* in, std::size_t in_stride,
+                                const nflow_layout& layout, const S* in, std::size_t in_stride,
                                 const S* context, std::size_t context_stride, S* out,
                                 std::size_t out_stride, S* log_det) {
     const char* in_name = Inverse ? "z" : "x";
@@ -267,9 +268,10 @@ struct ScalarApi {
   }
 
   static nflow_status sample_from_uniforms(const char* fn, const nflow_model* handle, std::size_t n,
-                                           nflow_layout layout, const S* u, std::size_t u_stride,
-                                           const S* context, std::size_t context_stride, S* x,
-                                           std::size_t x_stride, S* log_prob) {
+                                           const nflow_layout& layout, const S* u,
+                                           std::size_t u_stride, const S* context,
+                                           std::size_t context_stride, S* x, std::size_t x_stride,
+                                           S* log_prob) {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
       if (c.n == 0) return;
@@ -295,7 +297,7 @@ struct ScalarApi {
   }
 
   static nflow_status sample(const char* fn, const nflow_model* handle, std::size_t n,
-                             std::uint64_t seed, nflow_layout layout, const S* context,
+                             std::uint64_t seed, const nflow_layout& layout, const S* context,
                              std::size_t context_stride, S* x, std::size_t x_stride, S* log_prob) {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
@@ -310,8 +312,9 @@ struct ScalarApi {
   }
 
   static nflow_status score(const char* fn, const nflow_model* handle, std::size_t n,
-                            nflow_layout layout, const S* x, std::size_t x_stride, const S* context,
-                            std::size_t context_stride, S* grad, std::size_t grad_stride) {
+                            const nflow_layout& layout, const S* x, std::size_t x_stride,
+                            const S* context, std::size_t context_stride, S* grad,
+                            std::size_t grad_stride) {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
       if (c.n == 0) return;
@@ -334,7 +337,7 @@ struct ScalarApi {
   }
 
   static nflow_status context_gradient(const char* fn, const nflow_model* handle, std::size_t n,
-                                       nflow_layout layout, const S* x, std::size_t x_stride,
+                                       const nflow_layout& layout, const S* x, std::size_t x_stride,
                                        const S* context, std::size_t context_stride, S* grad,
                                        std::size_t grad_stride) {
     return guarded(fn, Phase::Call, [&] {
@@ -355,9 +358,10 @@ struct ScalarApi {
     });
   }
 
-  static nflow_status fit(const char* fn, nflow_model* handle, std::size_t n, nflow_layout layout,
-                          const S* x, std::size_t x_stride, const S* context,
-                          std::size_t context_stride, const char* options_json, S* final_nll) {
+  static nflow_status fit(const char* fn, nflow_model* handle, std::size_t n,
+                          const nflow_layout& layout, const S* x, std::size_t x_stride,
+                          const S* context, std::size_t context_stride, const char* options_json,
+                          S* final_nll) {
     return guarded(fn, Phase::Call, [&] {
       const Call c = begin(handle, layout, n);
       const FitArguments args = parse_fit_options(options_json);
