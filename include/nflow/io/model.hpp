@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <span>
@@ -239,8 +240,11 @@ inline void claim(BuildContext& ctx, double values, const std::string& where) {
     return;
   }
   if (values > ctx.budget) {
+    // A hostile size may exceed every integer type: print the double itself.
+    char count[48];
+    std::snprintf(count, sizeof count, values < 1e15 ? "%.0f" : "%.3g", values);
     bad(ctx, where,
-        "the description needs at least " + std::to_string(std::uint64_t(values)) +
+        "the description needs at least " + std::string(count) +
             " more values than the file's tensors hold (a description that does not match the "
             "tensors)");
   }
