@@ -155,7 +155,7 @@ TEST_CASE("Pareto k-hat: small for bounded weights, the exact tail index for Par
   // Heavy tail: p = N(0, I₂), q = N(0, s²I₂) narrower. w ∝ exp(r²(1/s² − 1)/2) with r²/s² ~ χ²₂
   // (exponential): the weights are exactly Pareto with tail index k = 1 − s².
   {
-    const double s = 0.4;
+    const double s = 0.35;
     const double k_true = 1 - s * s;
     std::mt19937_64 gen(6);
     const auto q = normal(Eigen::Vector2d::Zero(), Eigen::Vector2d::Constant(s));
