@@ -2,8 +2,10 @@
 // Gaussians written as log-density functors, proposals nflow's DiagonalNormal (and, for the flow
 // path, a Density over an elementwise affine flow): log Z, the weights' moments (hence ESS), the
 // KLs and the tail index of the weights are then known exactly.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <nflow/bijectors/elementwise_affine.hpp>
 #include <nflow/core/flow.hpp>
@@ -217,11 +219,22 @@ TEST_CASE("streaming in batches of 7 equals one batch; merging equals one sequen
   CHECK(std::isfinite(one.log_z()));
   CHECK(one.log_z() - shifted.log_z() == Approx(1e4).epsilon(1e-14));
   CHECK(shifted.ess() == Approx(one.ess()).epsilon(1e-10));
-  // The heap of the tail has a bound: a capacity of 50 fits the 49 largest weights.
+  // k̂ is the fit to the M largest weights over the (M+1)-th, computed here from the sorted
+  // log-weights: M = ⌈min(N/5, 3√N)⌉ = 95, and with a heap of capacity 50, M = 49.
+  std::vector<double> sorted(lw.data(), lw.data() + n);
+  std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+  const auto psis_k = [&](std::size_t m) {
+    std::vector<double> exceed;
+    for (std::size_t i = 0; i < m; ++i)
+      exceed.push_back(std::exp(sorted[i] - sorted[0]) - std::exp(sorted[m] - sorted[0]));
+    return fit_generalized_pareto(exceed).k;
+  };
+  CHECK(one.tail_size() == 95);
+  CHECK(one.pareto_k() == Approx(psis_k(95)).epsilon(1e-12));
   ImportanceAccumulator small(0, 50);
-  small.add(lw);
+  for (Index i = 0; i < n; i += 100) small.add(lw.segment(i, 100));
   CHECK(small.tail_size() == 49);
-  CHECK(std::isfinite(small.pareto_k()));
+  CHECK(small.pareto_k() == Approx(psis_k(49)).epsilon(1e-12));
 }
 
 TEST_CASE("bad input to the accumulator gives clear errors", "[sampling][importance][errors]") {
@@ -379,6 +392,9 @@ TEST_CASE("independence Metropolis and the mixed kernel recover a Gaussian's mea
     };
     const Traces t = run(imh, 2000, 50, [&](auto& s) { s.mixed_step(local, 2); });
     CHECK(local_calls == 2 * 2050);
+    // After a local step the sampler holds log p̃ and log q of the new states.
+    CHECK((imh.log_target() - kTarget(imh.state())).cwiseAbs().maxCoeff() < 1e-12);
+    CHECK((imh.log_proposal() - q.log_prob(imh.state())).cwiseAbs().maxCoeff() < 1e-12);
     const ChainMean m = chain_mean(t.x0), v = chain_mean(t.sq0);
     CHECK(std::abs(m.mean - kTarget.mu(0)) < 4 * m.standard_error);
     CHECK(std::abs(v.mean - var0) < 4 * v.standard_error);
@@ -406,19 +422,24 @@ TEST_CASE("bad input to the sampler gives clear errors", "[sampling][mcmc][error
     x.conservativeResize(2, x.cols() + 1);
   };
   CHECK_THROWS_AS(imh.local_step(grow), ShapeError);
-  // A chain at a zero of the target (log p̃ = −inf) moves at its first flow step.
-  imh.set_state(Points::Constant(2, 3, 100.0));
+  // A chain at a zero of the target (log p̃ = −inf) moves at its first flow step, even to
+  // another zero (half of the proposals land where the target below vanishes).
   const auto cut = [](const Points& x) {
     Eigen::RowVectorXd lp = kTarget(x);
     for (Index c = 0; c < x.cols(); ++c)
-      if (x(0, c) > 50) lp(c) = -kInf;
+      if (x(0, c) > 50 || x(1, c) > 0) lp(c) = -kInf;
     return lp;
   };
-  IndependenceMetropolis cut_imh(q, cut, 3, 1);
-  cut_imh.set_state(Points::Constant(2, 3, 100.0));
+  IndependenceMetropolis cut_imh(q, cut, 16, 1);
+  cut_imh.set_state(Points::Constant(2, 16, 100.0));
   CHECK(cut_imh.log_target()(0) == -kInf);
   cut_imh.step();
   CHECK(cut_imh.acceptance_rate() == 1.0);
+  CHECK((cut_imh.state().row(0).array() < 50).all());
+  // Proposals at a zero are never accepted from a point where the target is positive.
+  cut_imh.set_state(Points::Constant(2, 16, -0.5));
+  for (int i = 0; i < 20; ++i) cut_imh.step();
+  CHECK((cut_imh.state().row(1).array() <= 0).all());
 }
 
 TEST_CASE("the integrated autocorrelation time of AR(1) is (1 + rho)/(1 - rho)",
