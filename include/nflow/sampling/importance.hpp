@@ -448,22 +448,27 @@ class ImportanceAccumulator {
       const double new_max = std::max(max_, batch_max);
       sums_ = rescaled(sums_, max_, new_max);
       max_ = new_max;
-      for (Index i = 0; i < n; ++i) {
-        if (lw(i) == -std::numeric_limits<double>::infinity()) continue;
-        const double rel = lw(i) - max_;
-        const double e = std::exp(rel);
-        sums_.s1 += e;
-        sums_.s2 += e * e;
-        sums_.wl += e * rel;
-        if (f != nullptr) {
-          const auto d = f->col(i) - f_ref_;
-          sums_.wf += e * d;
-          sums_.w2f += (e * e) * d;
-          sums_.w2f2 += (e * e) * d.cwiseProduct(d);
-        }
+      // Zero weights (lw = −∞) give e = 0 and are left out of Σ e·rel (0·∞ is not formed).
+      const Eigen::ArrayXd rel = (lw.array() - max_).transpose();
+      const Eigen::ArrayXd e = rel.exp();
+      const Eigen::ArrayXd e2 = e.square();
+      sums_.s1 += e.sum();
+      sums_.s2 += e2.sum();
+      sums_.wl += (e > 0.0).select(e * rel, 0.0).sum();
+      if (f != nullptr) {
+        const Eigen::MatrixXd d = f->colwise() - f_ref_;
+        sums_.wf.noalias() += d * e.matrix();
+        sums_.w2f.noalias() += d * e2.matrix();
+        sums_.w2f2.noalias() += d.cwiseAbs2() * e2.matrix();
       }
     }
-    for (Index i = 0; i < n; ++i) push_tail(lw(i), tail_capacity_);
+    // The tail: only values above the heap's smallest can enter once it is full.
+    const double* v = lw.data();
+    for (Index i = 0; i < n; ++i) {
+      if (Index(tail_.size()) < tail_capacity_ || v[i] > tail_.front()) {
+        push_tail(v[i], tail_capacity_);
+      }
+    }
     count_ += n;
   }
 
