@@ -257,6 +257,12 @@ TEST_CASE("bad input to the accumulator gives clear errors", "[sampling][importa
   CHECK_THROWS_AS(acc.add(Eigen::RowVector2d(kInf, 0.0)), std::invalid_argument);
   CHECK(acc.count() == 3);
   CHECK(acc.log_z() == before);
+  // Float log-weights and column vectors are accepted: (1 + 3)/2 = 2, ESS = 16/10.
+  ImportanceAccumulator fl;
+  fl.add(Eigen::RowVector2f(0.f, std::log(3.f)));
+  CHECK(fl.log_z() == Approx(std::log(2.0)).epsilon(1e-6));
+  fl.add(Eigen::Vector2d(0.0, std::log(3.0)));
+  CHECK(fl.ess() == Approx(2 * 1.6).epsilon(1e-6));
   // −inf is a zero weight: allowed; the reverse KL is then infinite.
   ImportanceAccumulator z;
   z.add(Eigen::RowVector2d(0.0, -kInf));
