@@ -1,10 +1,11 @@
 #pragma once
 /// @file
 /// @brief nflow: normalizing flows for C++20 on Eigen. Include this header for the flows, their
-/// bijectors, networks, distributions and training. File I/O and the importers are modules of
-/// their own, like Eigen's: `#include <nflow/io.hpp>` to save and load (safetensors) and
-/// `#include <nflow/interop.hpp>` to import nflows and zuko models, so that a program that does
-/// neither does not compile the JSON parser and the importers.
+/// bijectors, networks, distributions, training and sampling (importance sampling with its
+/// diagnostics, flow MCMC). File I/O and the importers are modules of their own, like Eigen's:
+/// `#include <nflow/io.hpp>` to save and load (safetensors) and `#include <nflow/interop.hpp>`
+/// to import nflows and zuko models, so that a program that does neither does not compile the
+/// JSON parser and the importers.
 ///
 /// Conventions (details in docs/conventions.md): `forward` maps data to latent, `Flow<B1, B2>`
 /// applies B1 first, batches are Dim × N with one sample per column, and log-dets are the natural
@@ -52,6 +53,9 @@
 #include "nflow/nn/masks.hpp"
 #include "nflow/nn/mlp.hpp"
 #include "nflow/nn/network.hpp"
+#include "nflow/sampling/importance.hpp"
+#include "nflow/sampling/mcmc.hpp"
+#include "nflow/sampling/proposal.hpp"
 #include "nflow/train/adam.hpp"
 #include "nflow/train/fit.hpp"
 #include "nflow/train/flow_matching.hpp"
