@@ -11,6 +11,7 @@
 
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/composite.hpp"
+#include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 
 namespace nflow::detail {
@@ -29,18 +30,59 @@ auto step_record(const B& b, const V& v, T& tape, const C& ctx) {
   }
 }
 
-/// A step's vjp from its tape (see step_record).
-template <typename B, typename T, typename G, typename L, typename P, typename C>
-auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& gp, const C& ctx) {
-  if constexpr (requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
-    return with_context<B>(ctx, [&](const auto&... c) {
-      return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c...);
-    });
+/// A step's forward_vjp (or inverse_vjp when Inverse), called with `c...` (the context, or
+/// nothing; after `gc`, so that the pack is deduced), adding ∂L/∂c into `gc` as step_vjp_recorded does.
+template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename S,
+          typename... C>
+auto step_vjp(const B& b, const X& x, const G& gv, const L& gl, P&& gp, ContextGradient<S>* gc,
+              const C&... c) {
+  if constexpr (sizeof...(c) == 1 && Inverse &&
+                requires { b.inverse_vjp(x, gv, gl, gp, c..., gc); }) {
+    return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c..., gc);
+  } else if constexpr (sizeof...(c) == 1 && !Inverse &&
+                       requires { b.forward_vjp(x, gv, gl, gp, c..., gc); }) {
+    return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c..., gc);
   } else {
-    return with_context<B>(ctx, [&](const auto&... c) {
-      return b.forward_vjp(tape.input, gv, gl, std::forward<P>(gp), c...);
-    });
+    if (sizeof...(c) == 1 && gc != nullptr)
+      no_context_gradient(Inverse ? "inverse_vjp" : "forward_vjp");
+    if constexpr (Inverse) {
+      return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c...);
+    } else {
+      return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c...);
+    }
   }
+}
+
+/// A step's vjp from its tape (see step_record). A conditional step given the context also
+/// adds its ∂L/∂c into `gc` when that is not null (every conditional step of a composite adds its
+/// part: the same context reaches them all); an unconditional one contributes nothing.
+template <typename B, typename T, typename G, typename L, typename P, typename C, typename S>
+auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& gp, const C& ctx,
+                       ContextGradient<S>* gc) {
+  return with_context<B>(ctx, [&](const auto&... c) {
+    if constexpr (requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
+      if constexpr (sizeof...(c) == 1 &&
+                    requires { b.forward_vjp_recorded(tape, gv, gl, gp, c..., gc); }) {
+        return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c..., gc);
+      } else {
+        if (sizeof...(c) == 1 && gc != nullptr) no_context_gradient("forward_vjp_recorded");
+        return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c...);
+      }
+    } else {
+      return step_vjp<false>(b, tape.input, gv, gl, std::forward<P>(gp), gc, c...);
+    }
+  });
+}
+
+/// step_vjp with a flow's context `ctx` (NoContext or a matrix), which reaches the step only when
+/// it is conditional.
+template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename C,
+          typename S>
+auto step_vjp_in_context(const B& b, const X& x, const G& gv, const L& gl, P&& gp, const C& ctx,
+                         ContextGradient<S>* gc) {
+  return with_context<B>(ctx, [&](const auto&... c) {
+    return step_vjp<Inverse>(b, x, gv, gl, std::forward<P>(gp), gc, c...);
+  });
 }
 
 /// Where each step's slice of the flat parameter vector starts (and, last, the total).
@@ -80,14 +122,15 @@ template <typename Scalar, int Dim, typename... Bs, typename Tapes, typename GV,
           typename C>
 Batch<Scalar, Dim, Dynamic> taped_vjp_steps(const std::tuple<Bs...>& steps, const Tapes& tapes,
                                             const GV& gv, const GL& gl,
-                                            Eigen::Ref<Vector<Scalar>> gp, const C& ctx) {
+                                            Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                            ContextGradient<Scalar>* gc) {
   constexpr std::size_t N = sizeof...(Bs);
   const auto offsets = step_parameter_offsets(steps);
   Batch<Scalar, Dim, Dynamic> g = gv;
   [&]<std::size_t... Is>(std::index_sequence<Is...>) {
     ((g = step_vjp_recorded(std::get<N - 1 - Is>(steps), std::get<N - 1 - Is>(tapes), g, gl,
                             gp.segment(offsets[N - 1 - Is], offsets[N - Is] - offsets[N - 1 - Is]),
-                            ctx)),
+                            ctx, gc)),
      ...);
   }
   (std::make_index_sequence<N>{});
@@ -99,7 +142,7 @@ Batch<Scalar, Dim, Dynamic> taped_vjp_steps(const std::tuple<Bs...>& steps, cons
 template <typename V, typename... Bs, typename Z, typename GV, typename GL, typename Scalar,
           typename C>
 V inverse_vjp_steps(const std::tuple<Bs...>& steps, const Z& z, const GV& gv, const GL& gl,
-                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx) {
+                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx, ContextGradient<Scalar>* gc) {
   constexpr std::size_t N = sizeof...(Bs);
   std::array<V, N> inputs;  // inputs[i]: what step i's inverse receives
   inputs[N - 1] = z;
@@ -117,10 +160,8 @@ V inverse_vjp_steps(const std::tuple<Bs...>& steps, const Z& z, const GV& gv, co
   V g = gv;
   auto vjp_step = [&]<std::size_t I>(std::integral_constant<std::size_t, I>) {
     const auto& b = std::get<I>(steps);
-    g = with_context<decltype(b)>(ctx, [&](const auto&... c) {
-      return b.inverse_vjp(inputs[I], g, gl, gp.segment(offsets[I], offsets[I + 1] - offsets[I]),
-                           c...);
-    });
+    g = step_vjp_in_context<true>(b, inputs[I], g, gl,
+                                  gp.segment(offsets[I], offsets[I + 1] - offsets[I]), ctx, gc);
   };
   [&]<std::size_t... Is>(std::index_sequence<Is...>) {
     (vjp_step(std::integral_constant<std::size_t, Is>{}), ...);
