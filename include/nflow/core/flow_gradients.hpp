@@ -30,26 +30,55 @@ auto step_record(const B& b, const V& v, T& tape, const C& ctx) {
   }
 }
 
+/// A conditional step's forward_vjp (or inverse_vjp when Inverse) with its context `c`, adding
+/// ∂L/∂c into `gc` when that is not null (UnsupportedError if the step cannot).
+template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename S,
+          typename C>
+auto step_vjp_with_context(const B& b, const X& x, const G& gv, const L& gl, P&& gp,
+                           ContextGradient<S>* gc, const C& c) {
+  if constexpr (Inverse) {
+    if constexpr (requires { b.inverse_vjp(x, gv, gl, gp, c, gc); }) {
+      return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c, gc);
+    } else {
+      if (gc != nullptr) no_context_gradient("inverse_vjp");
+      return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c);
+    }
+  } else {
+    if constexpr (requires { b.forward_vjp(x, gv, gl, gp, c, gc); }) {
+      return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c, gc);
+    } else {
+      if (gc != nullptr) no_context_gradient("forward_vjp");
+      return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c);
+    }
+  }
+}
+
 /// A step's forward_vjp (or inverse_vjp when Inverse), called with `c...` (the context, or
-/// nothing; after `gc`, so that the pack is deduced), adding ∂L/∂c into `gc` as step_vjp_recorded does.
+/// nothing; after `gc`, so that the pack is deduced), adding ∂L/∂c into `gc` as
+/// step_vjp_recorded does. (Nested `if constexpr`, so that no call is ever formed with gc in the
+/// place of the context.)
 template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename S,
           typename... C>
 auto step_vjp(const B& b, const X& x, const G& gv, const L& gl, P&& gp, ContextGradient<S>* gc,
               const C&... c) {
-  if constexpr (sizeof...(c) == 1 && Inverse &&
-                requires { b.inverse_vjp(x, gv, gl, gp, c..., gc); }) {
-    return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c..., gc);
-  } else if constexpr (sizeof...(c) == 1 && !Inverse &&
-                       requires { b.forward_vjp(x, gv, gl, gp, c..., gc); }) {
-    return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c..., gc);
+  if constexpr (sizeof...(c) == 1) {
+    return step_vjp_with_context<Inverse>(b, x, gv, gl, std::forward<P>(gp), gc, c...);
+  } else if constexpr (Inverse) {
+    return b.inverse_vjp(x, gv, gl, std::forward<P>(gp));
   } else {
-    if (sizeof...(c) == 1 && gc != nullptr)
-      no_context_gradient(Inverse ? "inverse_vjp" : "forward_vjp");
-    if constexpr (Inverse) {
-      return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c...);
-    } else {
-      return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c...);
-    }
+    return b.forward_vjp(x, gv, gl, std::forward<P>(gp));
+  }
+}
+
+/// A conditional step's vjp from its tape with its context `c` (see step_vjp_recorded).
+template <typename B, typename T, typename G, typename L, typename P, typename S, typename C>
+auto step_vjp_recorded_with_context(const B& b, const T& tape, const G& gv, const L& gl, P&& gp,
+                                    ContextGradient<S>* gc, const C& c) {
+  if constexpr (requires { b.forward_vjp_recorded(tape, gv, gl, gp, c, gc); }) {
+    return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c, gc);
+  } else {
+    if (gc != nullptr) no_context_gradient("forward_vjp_recorded");
+    return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c);
   }
 }
 
@@ -60,16 +89,12 @@ template <typename B, typename T, typename G, typename L, typename P, typename C
 auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& gp, const C& ctx,
                        ContextGradient<S>* gc) {
   return with_context<B>(ctx, [&](const auto&... c) {
-    if constexpr (requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
-      if constexpr (sizeof...(c) == 1 &&
-                    requires { b.forward_vjp_recorded(tape, gv, gl, gp, c..., gc); }) {
-        return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c..., gc);
-      } else {
-        if (sizeof...(c) == 1 && gc != nullptr) no_context_gradient("forward_vjp_recorded");
-        return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c...);
-      }
-    } else {
+    if constexpr (!requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
       return step_vjp<false>(b, tape.input, gv, gl, std::forward<P>(gp), gc, c...);
+    } else if constexpr (sizeof...(c) == 1) {
+      return step_vjp_recorded_with_context(b, tape, gv, gl, std::forward<P>(gp), gc, c...);
+    } else {
+      return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp));
     }
   });
 }
