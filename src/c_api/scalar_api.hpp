@@ -351,10 +351,17 @@ struct ScalarApi {
       check_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       check_context(c, context, context_stride);
       check_matrix("grad", layout, grad, grad_stride, cd, c.n, false);
-      throw Failure(NFLOW_ERROR_UNSUPPORTED,
-                    "the gradient with respect to the context is not built yet for run-time "
-                    "flows (the steps' vector-Jacobian products do not return it; nflow issue "
-                    "20, item 3)");
+      const auto& transform = c.model.model.transform();
+      if (!transform.has_forward_vjp()) {
+        throw Failure(NFLOW_ERROR_UNSUPPORTED,
+                      "the model has no fast gradient of its density (a step without a forward "
+                      "vjp, such as an inverse autoregressive layer): " +
+                          transform.summary());
+      }
+      const Matrix<S> xm = read_matrix("x", layout, x, x_stride, dim(c), c.n, false);
+      const Context cm = read_context(c, context, context_stride);
+      const Matrix<S> g = c.model.model.context_score(xm, *cm);
+      write_matrix(layout, grad, grad_stride, g);
     });
   }
 

@@ -316,6 +316,7 @@ int main(int argc, char** argv) {
       check_layouts_and_round_trip_d(hc, d2, cd, 9, x2, c2);
       check_score_d(hc, d2, 9, x2, c2, cd);
       check_score_d(hc, d2, 9, x2, c2, 0);
+      check_context_gradient_d(hc, d2, cd, 9, x2, c2);
       check_sampling_d(hc, d2, 9, c2, cd);
       check_sampling_d(hc, d2, 9, c2, 0);
       check_errors_d(hc, d2, cd, x2, c2);
@@ -337,6 +338,7 @@ int main(int argc, char** argv) {
       check_density_identity_f(hcf, d2, 9, xf, cf, cd);
       check_layouts_and_round_trip_f(hcf, d2, cd, 9, xf, cf);
       check_score_f(hcf, d2, 9, xf, cf, 0);
+      check_context_gradient_f(hcf, d2, cd, 9, xf, cf);
       check_sampling_f(hcf, d2, 9, cf, cd);
       check_errors_f(hcf, d2, cd, xf, cf);
       nflow_close(hcf);

@@ -126,6 +126,67 @@ static void F(check_score)(const nflow_model* h, size_t d, size_t n, const REAL*
   free(g), free(gf), free(xs), free(up), free(down);
 }
 
+/* The context gradient against central differences of log_prob in the context; the same numbers
+ * in the features layout with padded strides (padding neither read nor written) and with a
+ * shared context (stride 0); n = 0 writes nothing. */
+static void F(check_context_gradient)(const nflow_model* h, size_t d, size_t cd, size_t n,
+                                      const REAL* x, const REAL* c) {
+  const size_t fs = n + 1, cfs = n + 2, gfs = n + 3;
+  REAL* g = (REAL*)malloc(n * cd * sizeof(REAL));
+  REAL* gf = (REAL*)malloc(cd * gfs * sizeof(REAL));
+  REAL* gs = (REAL*)malloc(n * cd * sizeof(REAL));
+  REAL* xf = (REAL*)malloc(d * fs * sizeof(REAL));
+  REAL* cf = (REAL*)malloc(cd * cfs * sizeof(REAL));
+  REAL* cs = (REAL*)malloc(n * cd * sizeof(REAL));
+  REAL *up = (REAL*)malloc(n * sizeof(REAL)), *down = (REAL*)malloc(n * sizeof(REAL));
+  CHECK_OK(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, c, cd, g, cd));
+  for (size_t k = 0; k < d * fs; ++k) xf[k] = (REAL)NAN;
+  for (size_t k = 0; k < cd * cfs; ++k) cf[k] = (REAL)NAN;
+  for (size_t k = 0; k < cd * gfs; ++k) gf[k] = (REAL)-9;
+  for (size_t j = 0; j < n; ++j) {
+    for (size_t i = 0; i < d; ++i) xf[i * fs + j] = AT(x, d, j, i);
+    for (size_t i = 0; i < cd; ++i) cf[i * cfs + j] = AT(c, cd, j, i);
+  }
+  CHECK_OK(F(nflow_context_gradient)(h, n, NFLOW_FEATURES_CONTIGUOUS, xf, fs, cf, cfs, gf, gfs));
+  int same = 1, padding_kept = 1, nonzero = 0;
+  for (size_t i = 0; i < cd; ++i) {
+    for (size_t j = 0; j < n; ++j) {
+      same &= gf[i * gfs + j] == AT(g, cd, j, i);
+      nonzero |= fabs((double)AT(g, cd, j, i)) > 1e-3;
+    }
+    for (size_t j = n; j < gfs; ++j) padding_kept &= gf[i * gfs + j] == (REAL)-9;
+  }
+  CHECK(same);
+  CHECK(padding_kept);
+  CHECK(nonzero); /* the model depends on its context */
+  /* a shared context (stride 0) is every point given context 0 */
+  CHECK_OK(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, c, 0, gs, cd));
+  for (size_t j = 0; j < n; ++j)
+    for (size_t i = 0; i < cd; ++i) AT(cs, cd, j, i) = AT(c, cd, 0, i);
+  CHECK_OK(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, cs, cd, g, cd));
+  CHECK(memcmp(g, gs, n * cd * sizeof(REAL)) == 0);
+  CHECK_OK(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, c, cd, g, cd));
+  /* central differences of log p(x | c) in each context feature */
+  for (size_t i = 0; i < cd; ++i) {
+    memcpy(cs, c, n * cd * sizeof(REAL));
+    for (size_t j = 0; j < n; ++j) AT(cs, cd, j, i) = (REAL)(AT(c, cd, j, i) + FD_STEP);
+    CHECK_OK(F(nflow_log_prob)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, cs, cd, up));
+    for (size_t j = 0; j < n; ++j) AT(cs, cd, j, i) = (REAL)(AT(c, cd, j, i) - FD_STEP);
+    CHECK_OK(F(nflow_log_prob)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, cs, cd, down));
+    for (size_t j = 0; j < n; ++j) {
+      const double step =
+          (double)(REAL)(AT(c, cd, j, i) + FD_STEP) - (double)(REAL)(AT(c, cd, j, i) - FD_STEP);
+      const double fd = ((double)up[j] - (double)down[j]) / step;
+      CHECK(fabs(fd - (double)AT(g, cd, j, i)) < FD_TOL * (1 + fabs(fd)));
+    }
+  }
+  /* n = 0: nothing to do, nothing written, even with null arrays */
+  gs[0] = (REAL)-5;
+  CHECK_OK(F(nflow_context_gradient)(h, 0, NFLOW_POINTS_CONTIGUOUS, NULL, 0, NULL, 0, gs, 0));
+  CHECK(gs[0] == (REAL)-5);
+  free(g), free(gf), free(gs), free(xf), free(cf), free(cs), free(up), free(down);
+}
+
 /* Sampling: the same seed gives the same samples, another seed others; log_prob comes with
  * them; uniforms u = Phi(z) give inverse(z), and u = 0.5 gives inverse(0). */
 static void F(check_sampling)(const nflow_model* h, size_t d, size_t n, const REAL* c, size_t cs) {
@@ -248,8 +309,14 @@ static void F(check_errors)(const nflow_model* h, size_t d, size_t cd, const REA
     bad[0] = (REAL)NAN;
     CHECK_STATUS(F(nflow_log_prob)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, bad, cd, out),
                  NFLOW_ERROR_INPUT);
-    CHECK_STATUS(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, c, cd, g, cd),
-                 NFLOW_ERROR_UNSUPPORTED);
+    CHECK_STATUS(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, c, cd, NULL, cd),
+                 NFLOW_ERROR_NULL_POINTER);
+    CHECK_STATUS(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, NULL, 0, g, cd),
+                 NFLOW_ERROR_NULL_POINTER);
+    CHECK_STATUS(F(nflow_context_gradient)(h, n, NFLOW_FEATURES_CONTIGUOUS, x, n, c, n, g, n - 1),
+                 NFLOW_ERROR_SIZE);
+    CHECK_STATUS(F(nflow_context_gradient)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, bad, cd, g, cd),
+                 NFLOW_ERROR_INPUT);
   } else {
     CHECK_STATUS(F(nflow_log_prob)(h, n, NFLOW_POINTS_CONTIGUOUS, x, d, x, d, out),
                  NFLOW_ERROR_ARGUMENT);

@@ -1048,6 +1048,35 @@ TEST_CASE("interop: the score of an imported model matches finite differences of
   }
 }
 
+TEST_CASE(
+    "interop: the context score of an imported conditional model matches finite "
+    "differences",
+    "[interop][native][context_gradient]") {
+  // ∇_c log p(x | c) through nn::BlockNetwork's context paths: zuko's initial layer (MLP and
+  // MaskedMLP), nflows' MADE context layer with residual blocks.
+  for (const std::string name : {"zuko_nsf_cond", "zuko_maf_cond", "zuko_realnvp_cond",
+                                 "nflows_maf_cond", "nflows_nsf_ar_cond"}) {
+    DYNAMIC_SECTION(name) {
+      const Flow flow = load(model_named(name));
+      const Io io = read_io(name);
+      REQUIRE(io.conditional);
+      const Mat x = io.x.leftCols(6);
+      const Mat c = io.context.leftCols(6);
+      const Mat g = flow.context_score(x, c);
+      const double h = 1e-6;
+      Mat fd(c.rows(), c.cols());
+      for (Index i = 0; i < c.rows(); ++i) {
+        Mat up = c, down = c;
+        up.row(i).array() += h;
+        down.row(i).array() -= h;
+        fd.row(i) = (flow.log_prob(x, up) - flow.log_prob(x, down)) / (2 * h);
+      }
+      CHECK(max_rel_error(g, fd) <= 1e-6);
+      CHECK(fd.cwiseAbs().maxCoeff() > 1e-3);
+    }
+  }
+}
+
 TEST_CASE("interop: an imported model fine-tunes, saves as an nflow file and loads back",
           "[interop][native]") {
   using namespace nflow::interop;

@@ -261,17 +261,19 @@ class Coupling : public BijectorBase<
     return forward_from<Dynamic>(xa, tape.xb, tape.params);
   }
 
-  /// ∂L/∂x through both paths: the transformer's direct ∂z_B/∂x_B and the conditioner's θ(x_A).
+  /// ∂L/∂x through both paths: the transformer's direct ∂z_B/∂x_B and the conditioner's θ(x_A);
+  /// ∂L/∂c (added into gc when not null) through the conditioner only.
   template <typename GV, typename GL, typename C>
   auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                      const C& ctx) const {
+                      const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     const Index n = tape.cols();
     const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
     Part<Dynamic> gxb(tape.xb.rows(), n);
     ParamBatch<Dynamic> gparams(tape.params.rows(), n);
     transformer_.forward_backward(tape.xb, tape.params, gzb, gl, gxb, gparams);
-    const Part<Dynamic> gxa = gather<Dynamic>(gv, mask_.conditioning()) +
-                              conditioner_.backward_recorded(tape.net, gparams, gp, ctx);
+    const Part<Dynamic> gxa =
+        gather<Dynamic>(gv, mask_.conditioning()) +
+        nn::backward_recorded_into(conditioner_, tape.net, gparams, gp, ctx, gc);
     Batch<Scalar, Dim, Dynamic> gx(dim(), n);
     scatter(gx, mask_.conditioning(), gxa);
     scatter(gx, mask_.transformed(), gxb);
@@ -280,15 +282,15 @@ class Coupling : public BijectorBase<
 
   template <typename X, typename GV, typename GL, typename C>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
+                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     Tape tape;
     record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
-    return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx));
+    return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx, gc));
   }
 
   template <typename Z, typename GV, typename GL, typename C>
   auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
+                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     constexpr int Cols = Z::ColsAtCompileTime;
     const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
     const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
@@ -299,7 +301,7 @@ class Coupling : public BijectorBase<
     ParamBatch<Dynamic> gparams(params.rows(), params.cols());
     transformer_.inverse_backward(zb, params, gxb, gl, gzb, gparams);
     const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) +
-                           conditioner_.backward_recorded(net, gparams, gp, ctx);
+                           nn::backward_recorded_into(conditioner_, net, gparams, gp, ctx, gc);
     detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
     scatter(gz, mask_.conditioning(), gza);
     scatter(gz, mask_.transformed(), gzb);

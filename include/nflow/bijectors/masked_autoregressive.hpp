@@ -248,10 +248,11 @@ class MaskedAutoregressive
   }
 
   /// ∂L/∂x through both paths: the transformer's direct ∂z/∂x and the conditioner's θ(x) (the
-  /// MADE block by block; another conditioner through its tape).
+  /// MADE block by block; another conditioner through its tape); ∂L/∂c (added into gc when not
+  /// null) through the conditioner.
   template <typename X, typename GV, typename GL, typename C>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
+                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     detail::BatchFor<Scalar, Dim, X> gx;
     if constexpr (HasMade) {
       constexpr int Cols = X::ColsAtCompileTime;
@@ -266,11 +267,11 @@ class MaskedAutoregressive
                                           gl.middleCols(first, m), gx.middleCols(first, m),
                                           grad_params);
           },
-          gp, gx);
+          gp, gx, gc);
     } else {
       Tape tape;
       record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
-      gx = taped_vjp_impl(tape, gv, gl, gp, ctx);
+      gx = taped_vjp_impl(tape, gv, gl, gp, ctx, gc);
     }
     return gx;
   }
@@ -307,11 +308,11 @@ class MaskedAutoregressive
 
   template <typename GV, typename GL, typename C>
   auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                      const C& ctx) const {
+                      const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
     ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
     transformer_.forward_backward(tape.x(), tape.params, gv, gl, gx, grad_params);
-    gx += net_.backward_recorded(tape.net, grad_params, gp, ctx);
+    gx += nn::backward_recorded_into(net_, tape.net, grad_params, gp, ctx, gc);
     return gx;
   }
 

@@ -189,7 +189,9 @@ NFLOW_C_API nflow_status nflow_score_f(const nflow_model* model, size_t n, nflow
                                        const float* x, size_t x_stride, const float* context,
                                        size_t context_stride, float* grad, size_t grad_stride);
 
-/** grad_context log p(x | context), context_dim values per point. */
+/** grad_context log p(x | context), context_dim values per point (in the layout of the call;
+ * a shared context, stride 0, still gives each point its own gradient). ARGUMENT for an
+ * unconditional model, UNSUPPORTED for a model without a fast density gradient (an IAF). */
 NFLOW_C_API nflow_status nflow_context_gradient_d(const nflow_model* model, size_t n,
                                                   nflow_layout layout, const double* x,
                                                   size_t x_stride, const double* context,

@@ -87,15 +87,16 @@ struct AnyBijectorConcept {
   virtual Result forward(const Mat& x, const Mat* ctx) const = 0;
   virtual Result inverse(const Mat& z, const Mat* ctx) const = 0;
   // The vjps are called only when has_forward_vjp() / has_inverse_vjp() (AnyBijector checks).
-  virtual Mat forward_vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp,
-                          const Mat* ctx) const = 0;
-  virtual Mat inverse_vjp(const Mat& z, const Mat& gv, const Row& gl, GradRef gp,
-                          const Mat* ctx) const = 0;
+  // gc: where ∂L/∂c is added (nullptr: not wanted).
+  virtual Mat forward_vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx,
+                          Mat* gc) const = 0;
+  virtual Mat inverse_vjp(const Mat& z, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx,
+                          Mat* gc) const = 0;
   /// Records into `tape`, reusing it when it already holds this held type's tape.
   virtual Result record(const Mat& x, const Mat* ctx, std::unique_ptr<AnyTapeBase>& tape) const = 0;
   virtual const void* tape_type() const = 0;
   virtual Mat taped_vjp(const AnyTapeBase& tape, const Mat& gv, const Row& gl, GradRef gp,
-                        const Mat* ctx) const = 0;
+                        const Mat* ctx, Mat* gc) const = 0;
   virtual void visit_mutable_parameters(const ParamVisitor& f) = 0;
   virtual void visit_const_parameters(const ConstParamVisitor& f) const = 0;
   virtual void visit_mutable_buffers(const BufferVisitor& f) = 0;
@@ -180,13 +181,13 @@ class AnyBijectorModel final : public AnyBijectorConcept<typename B::Scalar> {
 
   Result forward(const Mat& x, const Mat* ctx) const override { return call<false>(x, ctx); }
   Result inverse(const Mat& z, const Mat* ctx) const override { return call<true>(z, ctx); }
-  Mat forward_vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp,
-                  const Mat* ctx) const override {
-    return vjp<false>(x, gv, gl, gp, ctx);
+  Mat forward_vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx,
+                  Mat* gc) const override {
+    return vjp<false>(x, gv, gl, gp, ctx, gc);
   }
-  Mat inverse_vjp(const Mat& z, const Mat& gv, const Row& gl, GradRef gp,
-                  const Mat* ctx) const override {
-    return vjp<true>(z, gv, gl, gp, ctx);
+  Mat inverse_vjp(const Mat& z, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx,
+                  Mat* gc) const override {
+    return vjp<true>(z, gv, gl, gp, ctx, gc);
   }
   Result record(const Mat& x, const Mat* ctx, std::unique_ptr<AnyTapeBase>& tape) const override {
     if (!tape || tape->type() != tape_type()) tape = std::make_unique<AnyTapeModel<Tape>>();
@@ -196,12 +197,12 @@ class AnyBijectorModel final : public AnyBijectorConcept<typename B::Scalar> {
     });
   }
   const void* tape_type() const override { return type_tag<Tape>(); }
-  Mat taped_vjp(const AnyTapeBase& tape, const Mat& gv, const Row& gl, GradRef gp,
-                const Mat* ctx) const override {
+  Mat taped_vjp(const AnyTapeBase& tape, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx,
+                Mat* gc) const override {
     if constexpr (ForwardDifferentiable<B>) {
       const Tape& t = static_cast<const AnyTapeModel<Tape>&>(tape).tape;
       return on_context(ctx, [&](const auto&... c) {
-        return Mat(step_vjp_recorded(b_, t, as_batch<S, B::Dim>(gv), gl, gp, context_of(c...)));
+        return Mat(step_vjp_recorded(b_, t, as_batch<S, B::Dim>(gv), gl, gp, context_of(c...), gc));
       });
     } else {
       throw UnsupportedError("nflow::AnyBijector: taped vjp called without a check");
@@ -245,16 +246,12 @@ class AnyBijectorModel final : public AnyBijectorConcept<typename B::Scalar> {
     });
   }
   template <bool Inverse>
-  Mat vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx) const {
+  Mat vjp(const Mat& x, const Mat& gv, const Row& gl, GradRef gp, const Mat* ctx, Mat* gc) const {
     if constexpr (Inverse ? InverseDifferentiable<B> : ForwardDifferentiable<B>) {
       return on_context(ctx, [&](const auto&... c) {
         const auto& xb = as_batch<S, B::Dim>(x);
         const auto& gb = as_batch<S, B::Dim>(gv);
-        if constexpr (Inverse) {
-          return Mat(b_.inverse_vjp(xb, gb, gl, gp, c...));
-        } else {
-          return Mat(b_.forward_vjp(xb, gb, gl, gp, c...));
-        }
+        return Mat(step_vjp<Inverse>(b_, xb, gb, gl, gp, gc, c...));
       });
     } else {
       throw UnsupportedError("nflow::AnyBijector: a vjp the held bijector lacks was called");
@@ -396,13 +393,15 @@ class AnyBijector : public BijectorBase<AnyBijector<Scalar_>> {
   }
   template <typename X, typename GV, typename GL, typename C>
   BatchFor<Scalar, Dynamic, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
-                                                Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
-    return vjp_impl<false>(x, gv, gl, gp, ctx);
+                                                Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                                ContextGradient<Scalar>* gc = nullptr) const {
+    return vjp_impl<false>(x, gv, gl, gp, ctx, gc);
   }
   template <typename Z, typename GV, typename GL, typename C>
   BatchFor<Scalar, Dynamic, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
-                                                Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
-    return vjp_impl<true>(z, gv, gl, gp, ctx);
+                                                Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                                ContextGradient<Scalar>* gc = nullptr) const {
+    return vjp_impl<true>(z, gv, gl, gp, ctx, gc);
   }
 
   /// What forward_recorded() keeps: the held bijector's tape (nflow::tape_t), type-erased. A
@@ -420,7 +419,7 @@ class AnyBijector : public BijectorBase<AnyBijector<Scalar_>> {
   }
   template <typename GV, typename GL, typename C>
   Mat taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                     const C& ctx) const {
+                     const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     require(has_forward_vjp(), "forward_vjp_recorded", false);
     if (!tape.held || tape.held->type() != model().tape_type()) {
       throw ShapeError("nflow::AnyBijector (" + name_ +
@@ -429,22 +428,23 @@ class AnyBijector : public BijectorBase<AnyBijector<Scalar_>> {
     }
     return on_context(ctx, [&](const Mat* c) {
       return model().taped_vjp(*tape.held, detail::as_batch<Scalar, Dynamic>(gv),
-                               detail::as_batch<Scalar, 1>(gl), gp, c);
+                               detail::as_batch<Scalar, 1>(gl), gp, c, gc);
     });
   }
 
  private:
   template <bool Inverse, typename X, typename GV, typename GL, typename C>
   BatchFor<Scalar, Dynamic, X> vjp_impl(const X& x, const GV& gv, const GL& gl,
-                                        Eigen::Ref<Vector<Scalar>> gp, const C& ctx) const {
+                                        Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                        ContextGradient<Scalar>* gc) const {
     require(Inverse ? has_inverse_vjp() : has_forward_vjp(),
             Inverse ? "inverse_vjp" : "forward_vjp", Inverse);
     return on_context(ctx, [&](const Mat* c) {
       const auto& xb = detail::as_batch<Scalar, Dynamic>(x);
       const auto& gb = detail::as_batch<Scalar, Dynamic>(gv);
       const auto& glb = detail::as_batch<Scalar, 1>(gl);
-      return BatchFor<Scalar, Dynamic, X>(Inverse ? model().inverse_vjp(xb, gb, glb, gp, c)
-                                                  : model().forward_vjp(xb, gb, glb, gp, c));
+      return BatchFor<Scalar, Dynamic, X>(Inverse ? model().inverse_vjp(xb, gb, glb, gp, c, gc)
+                                                  : model().forward_vjp(xb, gb, glb, gp, c, gc));
     });
   }
 

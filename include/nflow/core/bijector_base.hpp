@@ -8,8 +8,8 @@
 /// | `Index dim() const` | the dimension |
 /// | `forward_impl(x, ctx)` | `ValueAndLogDet` of x → z (ctx is a context batch or NoContext) |
 /// | `inverse_impl(z, ctx)` | `ValueAndLogDet` of z → x |
-/// | `forward_vjp_impl(x, gv, gl, gp, ctx)` (optional) | ∂L/∂x; adds ∂L/∂θ into `gp` |
-/// | `inverse_vjp_impl(z, gv, gl, gp, ctx)` (optional) | ∂L/∂z; adds ∂L/∂θ into `gp` |
+/// | `forward_vjp_impl(x, gv, gl, gp, ctx [, gc])` (optional) | ∂L/∂x; adds ∂L/∂θ into `gp` |
+/// | `inverse_vjp_impl(z, gv, gl, gp, ctx [, gc])` (optional) | ∂L/∂z; adds ∂L/∂θ into `gp` |
 /// | `static parameters_impl(self, f)` (optional) | calls `f(name, tensor)` per trainable tensor |
 /// | `update_parameters_impl(write)` (optional) | runs `write()`, then validates and refreshes |
 /// | `context_dim()` (optional) | rows of the context; defaults to `D::ContextDim` (or 0) |
@@ -34,6 +34,13 @@
 /// output `value` and on `log_det`: given gv = ∂L/∂value (Dim × N) and gl = ∂L/∂log_det (1 × N),
 /// they return ∂L/∂input and *add* ∂L/∂θ into `gp`, a flat vector laid out in the order of
 /// `visit_parameters` (each tensor column-major). See docs/gradients.md.
+///
+/// Gradients with respect to the context: a conditional bijector's vjp hooks (and
+/// `taped_vjp_impl`) may take a trailing `ContextGradient<Scalar>* gc = nullptr`; when it is not
+/// null they *add* ∂L/∂c (context_dim × N) into it. The deduced vjps take the same optional
+/// trailing `grad_context` pointer after the context, check its shape, and pass it to a hook that
+/// takes it (a hook without it is called as before; asking such a bijector for ∂L/∂c throws
+/// nflow::UnsupportedError). A null pointer costs nothing: it is the same instantiation.
 
 #include <concepts>
 #include <type_traits>
@@ -114,6 +121,38 @@ using ContextRefT = std::conditional_t<
                        Eigen::Matrix<typename D::Scalar, context_dim_v<D>, X::ColsAtCompileTime>,
                        NoContext>,
     C>;
+}  // namespace detail
+
+namespace detail {
+/// The UnsupportedError of a conditional bijector asked for ∂L/∂c by a hook that cannot give it.
+inline void no_context_gradient(const char* where) {
+  throw UnsupportedError(std::string("nflow: ") + where +
+                         ": this bijector does not compute the gradient with respect to its "
+                         "context (its vjp takes no grad_context; nflow::ContinuousFlow is one, "
+                         "see docs/gradients.md)");
+}
+
+/// Calls a vjp hook (forward_vjp_impl, or inverse_vjp_impl when Inverse) with the context
+/// gradient sink `gc` when the hook takes one, without it otherwise (then gc must be null).
+template <bool Inverse, typename D, typename X, typename GV, typename GL, typename C, typename S>
+auto call_vjp_hook(const D& d, const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<S>> gp,
+                   const C& ctx, ContextGradient<S>* gc) {
+  if constexpr (Inverse) {
+    if constexpr (requires { d.inverse_vjp_impl(x, gv, gl, gp, ctx, gc); }) {
+      return d.inverse_vjp_impl(x, gv, gl, gp, ctx, gc);
+    } else {
+      if (gc != nullptr) no_context_gradient("inverse_vjp");
+      return d.inverse_vjp_impl(x, gv, gl, gp, ctx);
+    }
+  } else {
+    if constexpr (requires { d.forward_vjp_impl(x, gv, gl, gp, ctx, gc); }) {
+      return d.forward_vjp_impl(x, gv, gl, gp, ctx, gc);
+    } else {
+      if (gc != nullptr) no_context_gradient("forward_vjp");
+      return d.forward_vjp_impl(x, gv, gl, gp, ctx);
+    }
+  }
+}
 }  // namespace detail
 
 /// @brief The default tape of a bijector without its own: the input of the recorded call (the
@@ -212,29 +251,42 @@ class BijectorBase {
   }
 
   // ---- reverse-mode gradients ----------------------------------------------------------------
-  /// ∂L/∂x for L(forward_and_log_det(x)); adds ∂L/∂θ into `grad_params`.
+  /// ∂L/∂x for L(forward_and_log_det(x)); adds ∂L/∂θ into `grad_params`, and, when
+  /// `grad_context` is given (with a context), ∂L/∂c into it (context_dim × N, sized by the
+  /// caller).
+  /// @throws nflow::ShapeError on a shape mismatch, or a grad_context given to an unconditional
+  ///   bijector; nflow::UnsupportedError if the bijector cannot differentiate its context.
   template <typename X, typename GV, typename GL, typename GP, ContextArg C = NoContext>
-  auto forward_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& grad_value,
-                   const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
-                   const C& context = C{}) const requires
-      detail::HasForwardVjpImpl<detail::delay_t<Derived, X>, X, GV, GL,
-                                detail::ContextRefT<detail::delay_t<Derived, X>, X, C>> {
+  auto forward_vjp(
+      const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& grad_value,
+      const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params, const C& context = C{},
+      ContextGradient<typename detail::delay_t<Derived, X>::Scalar>* grad_context = nullptr) const
+      requires detail::HasForwardVjpImpl<detail::delay_t<Derived, X>, X, GV, GL,
+                                         detail::ContextRefT<detail::delay_t<Derived, X>, X, C>> {
+    check_context_gradient("forward_vjp", grad_context);
     check_vjp("forward_vjp", x, grad_value, grad_log_det, grad_params, context);
+    check_context_gradient_shape("forward_vjp", grad_context, x.cols());
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
-    return derived().forward_vjp_impl(x.derived(), grad_value.derived(), grad_log_det.derived(), gp,
-                                      context_or_placeholder(x, context));
+    return detail::call_vjp_hook<false>(derived(), x.derived(), grad_value.derived(),
+                                        grad_log_det.derived(), gp,
+                                        context_or_placeholder(x, context), grad_context);
   }
-  /// ∂L/∂z for L(inverse_and_log_det(z)); adds ∂L/∂θ into `grad_params`.
+  /// ∂L/∂z for L(inverse_and_log_det(z)); adds ∂L/∂θ into `grad_params` (and ∂L/∂c into
+  /// `grad_context`, as forward_vjp).
   template <typename Z, typename GV, typename GL, typename GP, ContextArg C = NoContext>
-  auto inverse_vjp(const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& grad_value,
-                   const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
-                   const C& context = C{}) const requires
-      detail::HasInverseVjpImpl<detail::delay_t<Derived, Z>, Z, GV, GL,
-                                detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>> {
+  auto inverse_vjp(
+      const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& grad_value,
+      const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params, const C& context = C{},
+      ContextGradient<typename detail::delay_t<Derived, Z>::Scalar>* grad_context = nullptr) const
+      requires detail::HasInverseVjpImpl<detail::delay_t<Derived, Z>, Z, GV, GL,
+                                         detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>> {
+    check_context_gradient("inverse_vjp", grad_context);
     check_vjp("inverse_vjp", z, grad_value, grad_log_det, grad_params, context);
+    check_context_gradient_shape("inverse_vjp", grad_context, z.cols());
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
-    return derived().inverse_vjp_impl(z.derived(), grad_value.derived(), grad_log_det.derived(), gp,
-                                      context_or_placeholder(z, context));
+    return detail::call_vjp_hook<true>(derived(), z.derived(), grad_value.derived(),
+                                       grad_log_det.derived(), gp,
+                                       context_or_placeholder(z, context), grad_context);
   }
 
   // ---- recorded forward pass and its vjp (training) ------------------------------------------
@@ -260,30 +312,44 @@ class BijectorBase {
 
   /// @brief forward_vjp() at the batch a forward_recorded() call recorded into `tape`, reading
   /// what was recorded instead of running the forward pass again. The context must be the one
-  /// given to forward_recorded(). Returns ∂L/∂x; adds ∂L/∂θ into `grad_params`.
-  /// @throws nflow::ShapeError if grad_value, grad_log_det, grad_params or the context do not
-  ///   match the bijector and the tape's batch.
+  /// given to forward_recorded(). Returns ∂L/∂x; adds ∂L/∂θ into `grad_params` (and ∂L/∂c into
+  /// `grad_context` when given, as forward_vjp).
+  /// @throws nflow::ShapeError if grad_value, grad_log_det, grad_params, the context or
+  ///   grad_context do not match the bijector and the tape's batch.
   template <typename T, typename GV, typename GL, typename GP, ContextArg C = NoContext>
-  auto forward_vjp_recorded(const T& tape, const Eigen::MatrixBase<GV>& grad_value,
-                            const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params,
-                            const C& context = C{}) const {
+  auto forward_vjp_recorded(
+      const T& tape, const Eigen::MatrixBase<GV>& grad_value,
+      const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params, const C& context = C{},
+      ContextGradient<typename detail::delay_t<Derived, T>::Scalar>* grad_context = nullptr) const {
     static_assert(std::is_same_v<T, tape_t<Derived>>,
                   "nflow: forward_vjp_recorded(tape, ...): the tape must be a nflow::tape_t<B> of "
                   "this bijector");
+    check_context_gradient("forward_vjp_recorded", grad_context);
     check_vjp("forward_vjp_recorded", grad_value, grad_value, grad_log_det, grad_params, context);
     detail::check_cols("forward_vjp_recorded", "grad_value", tape.cols(), grad_value.rows(),
                        grad_value.cols());
+    check_context_gradient_shape("forward_vjp_recorded", grad_context, grad_value.cols());
     Eigen::Ref<Vector<typename Derived::Scalar>> gp(grad_params);
     const auto ctx = context_or_placeholder(grad_value, context);
     if constexpr (detail::HasTapeHooks<Derived>) {
-      return derived().taped_vjp_impl(tape, grad_value.derived(), grad_log_det.derived(), gp, ctx);
+      if constexpr (requires {
+                      derived().taped_vjp_impl(tape, grad_value.derived(), grad_log_det.derived(),
+                                               gp, ctx, grad_context);
+                    }) {
+        return derived().taped_vjp_impl(tape, grad_value.derived(), grad_log_det.derived(), gp, ctx,
+                                        grad_context);
+      } else {
+        if (grad_context != nullptr) detail::no_context_gradient("forward_vjp_recorded");
+        return derived().taped_vjp_impl(tape, grad_value.derived(), grad_log_det.derived(), gp,
+                                        ctx);
+      }
     } else {
       static_assert(detail::HasForwardVjpImpl<Derived, decltype(tape.input), GV, GL,
                                               std::remove_cvref_t<decltype(ctx)>>,
                     "nflow: forward_vjp_recorded: this bijector has no forward vjp (it is not "
                     "ForwardDifferentiable)");
-      return derived().forward_vjp_impl(tape.input, grad_value.derived(), grad_log_det.derived(),
-                                        gp, ctx);
+      return detail::call_vjp_hook<false>(derived(), tape.input, grad_value.derived(),
+                                          grad_log_det.derived(), gp, ctx, grad_context);
     }
   }
 
@@ -302,10 +368,12 @@ class BijectorBase {
                            tape);
   }
   /// @brief forward_and_vjp() recording into a caller's tape: give the same tape to every step
-  /// of a training loop and its buffers are reused (one tape per thread).
+  /// of a training loop and its buffers are reused (one tape per thread). With `grad_context`
+  /// (and a context), ∂L/∂c is added into it as well (see forward_vjp).
   template <typename X, typename Seed, typename GP, ContextArg C, typename T>
-  auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params,
-                       const C& context, T& tape) const {
+  auto forward_and_vjp(
+      const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params, const C& context, T& tape,
+      ContextGradient<typename detail::delay_t<Derived, X>::Scalar>* grad_context = nullptr) const {
     using S = typename Derived::Scalar;
     const auto r = forward_recorded(x, tape, context);
     Batch<S, Derived::Dim, Dynamic> grad_value =
@@ -313,7 +381,7 @@ class BijectorBase {
     PerSample<S, Dynamic> grad_log_det = PerSample<S, Dynamic>::Zero(1, r.value.cols());
     seed(r.value, r.log_det, grad_value, grad_log_det);
     return forward_vjp_recorded(tape, grad_value, grad_log_det, std::forward<GP>(grad_params),
-                                context);
+                                context, grad_context);
   }
 
   // ---- parameters, derived from the one hook parameters_impl ----------------------------------
@@ -440,6 +508,25 @@ class BijectorBase {
       detail::check_rows(where, "context", cd, context.rows(), context.cols());
       detail::check_cols(where, "context", x.cols(), context.rows(), context.cols());
     }
+  }
+
+  /// A grad_context given to an unconditional bijector: a ShapeError with a sentence (before the
+  /// context's own checks, which would only say that a context is not taken).
+  template <typename G>
+  void check_context_gradient(const char* where, const G* grad_context) const {
+    if (grad_context != nullptr && derived().context_dim() == 0) {
+      throw ShapeError(std::string("nflow: ") + where +
+                       ": grad_context was given, but this bijector is unconditional "
+                       "(context_dim 0): there is no context to differentiate");
+    }
+  }
+  /// grad_context (when given) is context_dim × n.
+  template <typename G>
+  void check_context_gradient_shape(const char* where, const G* grad_context, Index n) const {
+    if (grad_context == nullptr) return;
+    detail::check_rows(where, "grad_context", derived().context_dim(), grad_context->rows(),
+                       grad_context->cols());
+    detail::check_cols(where, "grad_context", n, grad_context->rows(), grad_context->cols());
   }
 
   template <typename X, typename GV, typename GL, typename GP, typename C>

@@ -148,26 +148,26 @@ class Flow : public BijectorBase<Flow<Bs...>> {
   auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
     return detail::record_steps(steps_, x, ctx, tape.steps);
   }
+  /// (gc: where every conditional step adds its part of ∂L/∂c, or nullptr.)
   template <typename GV, typename GL, typename C>
   auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                      const C& ctx) const {
-    return detail::taped_vjp_steps<Scalar, Dim>(steps_, tape.steps, gv, gl, gp, ctx);
+                      const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+    return detail::taped_vjp_steps<Scalar, Dim>(steps_, tape.steps, gv, gl, gp, ctx, gc);
   }
   template <typename X, typename GV, typename GL, typename C>
-  requires(ForwardDifferentiable<Bs>&&...) auto forward_vjp_impl(const X& x, const GV& gv,
-                                                                 const GL& gl,
-                                                                 Eigen::Ref<Vector<Scalar>> gp,
-                                                                 const C& ctx) const {
+  requires(ForwardDifferentiable<Bs>&&...) auto forward_vjp_impl(
+      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr) const {
     Tape tape;  // a recorded forward pass, then the steps' vjps from their tapes
     record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
-    return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx));
+    return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx, gc));
   }
   template <typename Z, typename GV, typename GL, typename C>
-  requires(InverseDifferentiable<Bs>&&...) auto inverse_vjp_impl(const Z& z, const GV& gv,
-                                                                 const GL& gl,
-                                                                 Eigen::Ref<Vector<Scalar>> gp,
-                                                                 const C& ctx) const {
-    return detail::inverse_vjp_steps<detail::BatchFor<Scalar, Dim, Z>>(steps_, z, gv, gl, gp, ctx);
+  requires(InverseDifferentiable<Bs>&&...) auto inverse_vjp_impl(
+      const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr) const {
+    return detail::inverse_vjp_steps<detail::BatchFor<Scalar, Dim, Z>>(steps_, z, gv, gl, gp, ctx,
+                                                                       gc);
   }
 
  private:

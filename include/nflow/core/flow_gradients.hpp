@@ -11,6 +11,7 @@
 
 #include "nflow/core/bijector_base.hpp"
 #include "nflow/core/composite.hpp"
+#include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
 
 namespace nflow::detail {
@@ -29,18 +30,84 @@ auto step_record(const B& b, const V& v, T& tape, const C& ctx) {
   }
 }
 
-/// A step's vjp from its tape (see step_record).
-template <typename B, typename T, typename G, typename L, typename P, typename C>
-auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& gp, const C& ctx) {
-  if constexpr (requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
-    return with_context<B>(ctx, [&](const auto&... c) {
-      return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c...);
-    });
+/// A conditional step's forward_vjp (or inverse_vjp when Inverse) with its context `c`, adding
+/// ∂L/∂c into `gc` when that is not null (UnsupportedError if the step cannot).
+template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename S,
+          typename C>
+auto step_vjp_with_context(const B& b, const X& x, const G& gv, const L& gl, P&& gp,
+                           ContextGradient<S>* gc, const C& c) {
+  if constexpr (Inverse) {
+    if constexpr (requires { b.inverse_vjp(x, gv, gl, gp, c, gc); }) {
+      return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c, gc);
+    } else {
+      if (gc != nullptr) no_context_gradient("inverse_vjp");
+      return b.inverse_vjp(x, gv, gl, std::forward<P>(gp), c);
+    }
   } else {
-    return with_context<B>(ctx, [&](const auto&... c) {
-      return b.forward_vjp(tape.input, gv, gl, std::forward<P>(gp), c...);
-    });
+    if constexpr (requires { b.forward_vjp(x, gv, gl, gp, c, gc); }) {
+      return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c, gc);
+    } else {
+      if (gc != nullptr) no_context_gradient("forward_vjp");
+      return b.forward_vjp(x, gv, gl, std::forward<P>(gp), c);
+    }
   }
+}
+
+/// A step's forward_vjp (or inverse_vjp when Inverse), called with `c...` (the context, or
+/// nothing; after `gc`, so that the pack is deduced), adding ∂L/∂c into `gc` as
+/// step_vjp_recorded does. (Nested `if constexpr`, so that no call is ever formed with gc in the
+/// place of the context.)
+template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename S,
+          typename... C>
+auto step_vjp(const B& b, const X& x, const G& gv, const L& gl, P&& gp, ContextGradient<S>* gc,
+              const C&... c) {
+  if constexpr (sizeof...(c) == 1) {
+    return step_vjp_with_context<Inverse>(b, x, gv, gl, std::forward<P>(gp), gc, c...);
+  } else if constexpr (Inverse) {
+    return b.inverse_vjp(x, gv, gl, std::forward<P>(gp));
+  } else {
+    return b.forward_vjp(x, gv, gl, std::forward<P>(gp));
+  }
+}
+
+/// A conditional step's vjp from its tape with its context `c` (see step_vjp_recorded).
+template <typename B, typename T, typename G, typename L, typename P, typename S, typename C>
+auto step_vjp_recorded_with_context(const B& b, const T& tape, const G& gv, const L& gl, P&& gp,
+                                    ContextGradient<S>* gc, const C& c) {
+  if constexpr (requires { b.forward_vjp_recorded(tape, gv, gl, gp, c, gc); }) {
+    return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c, gc);
+  } else {
+    if (gc != nullptr) no_context_gradient("forward_vjp_recorded");
+    return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp), c);
+  }
+}
+
+/// A step's vjp from its tape (see step_record). A conditional step given the context also
+/// adds its ∂L/∂c into `gc` when that is not null (every conditional step of a composite adds its
+/// part: the same context reaches them all); an unconditional one contributes nothing.
+template <typename B, typename T, typename G, typename L, typename P, typename C, typename S>
+auto step_vjp_recorded(const B& b, const T& tape, const G& gv, const L& gl, P&& gp, const C& ctx,
+                       ContextGradient<S>* gc) {
+  return with_context<B>(ctx, [&](const auto&... c) {
+    if constexpr (!requires { b.forward_vjp_recorded(tape, gv, gl, gp); }) {
+      return step_vjp<false>(b, tape.input, gv, gl, std::forward<P>(gp), gc, c...);
+    } else if constexpr (sizeof...(c) == 1) {
+      return step_vjp_recorded_with_context(b, tape, gv, gl, std::forward<P>(gp), gc, c...);
+    } else {
+      return b.forward_vjp_recorded(tape, gv, gl, std::forward<P>(gp));
+    }
+  });
+}
+
+/// step_vjp with a flow's context `ctx` (NoContext or a matrix), which reaches the step only when
+/// it is conditional.
+template <bool Inverse, typename B, typename X, typename G, typename L, typename P, typename C,
+          typename S>
+auto step_vjp_in_context(const B& b, const X& x, const G& gv, const L& gl, P&& gp, const C& ctx,
+                         ContextGradient<S>* gc) {
+  return with_context<B>(ctx, [&](const auto&... c) {
+    return step_vjp<Inverse>(b, x, gv, gl, std::forward<P>(gp), gc, c...);
+  });
 }
 
 /// Where each step's slice of the flat parameter vector starts (and, last, the total).
@@ -80,14 +147,15 @@ template <typename Scalar, int Dim, typename... Bs, typename Tapes, typename GV,
           typename C>
 Batch<Scalar, Dim, Dynamic> taped_vjp_steps(const std::tuple<Bs...>& steps, const Tapes& tapes,
                                             const GV& gv, const GL& gl,
-                                            Eigen::Ref<Vector<Scalar>> gp, const C& ctx) {
+                                            Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                            ContextGradient<Scalar>* gc) {
   constexpr std::size_t N = sizeof...(Bs);
   const auto offsets = step_parameter_offsets(steps);
   Batch<Scalar, Dim, Dynamic> g = gv;
   [&]<std::size_t... Is>(std::index_sequence<Is...>) {
     ((g = step_vjp_recorded(std::get<N - 1 - Is>(steps), std::get<N - 1 - Is>(tapes), g, gl,
                             gp.segment(offsets[N - 1 - Is], offsets[N - Is] - offsets[N - 1 - Is]),
-                            ctx)),
+                            ctx, gc)),
      ...);
   }
   (std::make_index_sequence<N>{});
@@ -99,7 +167,7 @@ Batch<Scalar, Dim, Dynamic> taped_vjp_steps(const std::tuple<Bs...>& steps, cons
 template <typename V, typename... Bs, typename Z, typename GV, typename GL, typename Scalar,
           typename C>
 V inverse_vjp_steps(const std::tuple<Bs...>& steps, const Z& z, const GV& gv, const GL& gl,
-                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx) {
+                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx, ContextGradient<Scalar>* gc) {
   constexpr std::size_t N = sizeof...(Bs);
   std::array<V, N> inputs;  // inputs[i]: what step i's inverse receives
   inputs[N - 1] = z;
@@ -117,10 +185,8 @@ V inverse_vjp_steps(const std::tuple<Bs...>& steps, const Z& z, const GV& gv, co
   V g = gv;
   auto vjp_step = [&]<std::size_t I>(std::integral_constant<std::size_t, I>) {
     const auto& b = std::get<I>(steps);
-    g = with_context<decltype(b)>(ctx, [&](const auto&... c) {
-      return b.inverse_vjp(inputs[I], g, gl, gp.segment(offsets[I], offsets[I + 1] - offsets[I]),
-                           c...);
-    });
+    g = step_vjp_in_context<true>(b, inputs[I], g, gl,
+                                  gp.segment(offsets[I], offsets[I + 1] - offsets[I]), ctx, gc);
   };
   [&]<std::size_t... Is>(std::index_sequence<Is...>) {
     (vjp_step(std::integral_constant<std::size_t, Is>{}), ...);

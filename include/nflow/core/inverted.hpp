@@ -8,6 +8,7 @@
 #include "nflow/core/buffers.hpp"
 #include "nflow/core/composite.hpp"
 #include "nflow/core/concepts.hpp"
+#include "nflow/core/flow_gradients.hpp"
 
 namespace nflow {
 
@@ -70,19 +71,18 @@ class Inverted : public BijectorBase<Inverted<B>> {
     return with_context<B>(ctx,
                            [&](const auto&... c) { return inner_.forward_and_log_det(z, c...); });
   }
+  /// (gc: ∂L/∂c is added into it when not null; B's vjp of the other direction computes it.)
   template <typename X, typename GV, typename GL, typename C>
   requires InverseDifferentiable<B>
   auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
-    return with_context<B>(
-        ctx, [&](const auto&... c) { return inner_.inverse_vjp(x, gv, gl, gp, c...); });
+                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+    return detail::step_vjp_in_context<true>(inner_, x, gv, gl, gp, ctx, gc);
   }
   template <typename Z, typename GV, typename GL, typename C>
   requires ForwardDifferentiable<B>
   auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
-    return with_context<B>(
-        ctx, [&](const auto&... c) { return inner_.forward_vjp(z, gv, gl, gp, c...); });
+                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+    return detail::step_vjp_in_context<false>(inner_, z, gv, gl, gp, ctx, gc);
   }
 
  private:

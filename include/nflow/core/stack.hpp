@@ -251,9 +251,10 @@ class Stack : public BijectorBase<Stack<Block>> {
     }
     return out;
   }
+  /// (gc: where every conditional block adds its part of ∂L/∂c, or nullptr.)
   template <typename GV, typename GL, typename C>
   Mat taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                     const C& ctx) const {
+                     const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
     require_vjp(false, "forward_vjp_recorded");
     if (tape.steps.size() != steps_.size()) {
       throw ShapeError("nflow::Stack: forward_vjp_recorded: the tape holds " +
@@ -267,40 +268,43 @@ class Stack : public BijectorBase<Stack<Block>> {
     for (std::size_t k = steps_.size(); k-- > 0;) {
       g = on_step(steps_[k], c, [&](const auto& sc) {
         return detail::step_vjp_recorded(steps_[k], tape.steps[k], g, gls,
-                                         gp.segment(offsets[k], offsets[k + 1] - offsets[k]), sc);
+                                         gp.segment(offsets[k], offsets[k + 1] - offsets[k]), sc,
+                                         gc);
       });
     }
     return g;
   }
   template <typename X, typename GV, typename GL, typename C>
   requires ForwardDifferentiable<Block> BatchFor<Scalar, Dim, X> forward_vjp_impl(
-      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx)
+      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr)
   const {
     return BatchFor<Scalar, Dim, X>(
-        recorded_vjp(detail::as_batch<Scalar, Dim>(x), gv, gl, gp, evaluated_context(ctx)));
+        recorded_vjp(detail::as_batch<Scalar, Dim>(x), gv, gl, gp, evaluated_context(ctx), gc));
   }
   template <typename Z, typename GV, typename GL, typename C>
   requires InverseDifferentiable<Block> BatchFor<Scalar, Dim, Z> inverse_vjp_impl(
-      const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx)
+      const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr)
   const {
-    return BatchFor<Scalar, Dim, Z>(inverse_chain_vjp(z, gv, gl, gp, evaluated_context(ctx)));
+    return BatchFor<Scalar, Dim, Z>(inverse_chain_vjp(z, gv, gl, gp, evaluated_context(ctx), gc));
   }
 
  private:
   /// forward_vjp: a recorded forward pass, then the blocks' vjps from their tapes.
   template <typename GV, typename GL, typename C>
   Mat recorded_vjp(const Mat& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                   const C& c) const {
+                   const C& c, ContextGradient<Scalar>* gc) const {
     require_vjp(false, "forward_vjp");
     Tape tape;
     record_forward_impl(x, c, tape);
-    return taped_vjp_impl(tape, gv, gl, gp, c);
+    return taped_vjp_impl(tape, gv, gl, gp, c, gc);
   }
   /// inverse_vjp: the inverse pass (last block first) keeping what each block's inverse
   /// receives, then the blocks' inverse vjps from block 0 up.
   template <typename Z, typename GV, typename GL, typename C>
   Mat inverse_chain_vjp(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& c) const {
+                        const C& c, ContextGradient<Scalar>* gc) const {
     require_vjp(true, "inverse_vjp");
     const std::size_t n = steps_.size();
     std::vector<Mat> inputs(n);  // inputs[i]: what block i's inverse receives
@@ -317,10 +321,9 @@ class Stack : public BijectorBase<Stack<Block>> {
     Mat g = gv;
     for (std::size_t i = 0; i < n; ++i) {
       g = on_step(steps_[i], c, [&](const auto& sc) {
-        return with_context<Block>(sc, [&](const auto&... cs) {
-          return steps_[i].inverse_vjp(inputs[i], g, gls,
-                                       gp.segment(offsets[i], offsets[i + 1] - offsets[i]), cs...);
-        });
+        return detail::step_vjp_in_context<true>(
+            steps_[i], inputs[i], g, gls, gp.segment(offsets[i], offsets[i + 1] - offsets[i]), sc,
+            gc);
       });
     }
     return g;

@@ -30,6 +30,12 @@ using Vector = Eigen::Matrix<Scalar, Dynamic, 1>;
 template <typename Scalar>
 using ParameterMatrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
 
+/// @brief Where a vector-Jacobian product adds ∂L/∂c, the gradient with respect to the context
+/// (context_dim × N, one column per sample): the optional trailing `grad_context` pointer of the
+/// vjps (nullptr: not wanted). Sized by the caller; the call adds into it (docs/gradients.md).
+template <typename Scalar>
+using ContextGradient = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
+
 /// @brief What a fused call returns: the transformed batch and one log|det J| per sample.
 ///
 /// `log_det(j)` is the natural log of the absolute Jacobian determinant of the map that was

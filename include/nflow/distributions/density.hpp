@@ -156,12 +156,42 @@ class Density {
     return log_prob_vjp(x, ones, scratch, context);
   }
 
+  /// ∇_c log p(x | c), the gradient of the log-density with respect to the context, per column
+  /// (context_dim × N): what HMC over c needs of a conditional flow (a likelihood emulator).
+  /// Needs a ForwardDifferentiable transform whose conditional steps differentiate their context
+  /// (couplings, autoregressive layers and their compositions do; a ContinuousFlow does not:
+  /// nflow::UnsupportedError).
+  /// @throws nflow::ShapeError if the density is unconditional (there is no context to
+  ///   differentiate) or x and the context do not fit it (the context needs one column per
+  ///   sample).
+  template <typename X, typename C>
+  ContextGradient<Scalar> context_score(const Eigen::MatrixBase<X>& x,
+                                        const Eigen::MatrixBase<C>& context) const requires
+      ForwardDifferentiable<Transform> {
+    if (context_dim() == 0) {
+      throw ShapeError(
+          "nflow::Density::context_score: the density is unconditional (context_dim 0): there "
+          "is no context to differentiate");
+    }
+    detail::check_rows("Density::context_score", "context", context_dim(), context.rows(),
+                       context.cols());
+    detail::check_cols("Density::context_score", "context", x.cols(), context.rows(),
+                       context.cols());
+    ContextGradient<Scalar> g = ContextGradient<Scalar>::Zero(context_dim(), x.cols());
+    Vector<Scalar> scratch = Vector<Scalar>::Zero(parameter_count());
+    const PerSample<Scalar, Dynamic> ones = PerSample<Scalar, Dynamic>::Ones(1, x.cols());
+    log_prob_vjp(x, ones, scratch, context.derived(), &g);
+    return g;
+  }
+
   /// Reverse mode of log_prob: given ∂L/∂log p(x) (1 × N) returns ∂L/∂x and adds ∂L/∂θ into
-  /// `grad_params` (base parameters first, then the transform's).
+  /// `grad_params` (base parameters first, then the transform's). With `grad_context` (a
+  /// context_dim × N matrix, given with the context) it adds ∂L/∂c into it as well.
   template <typename X, typename G, ContextArg C = NoContext>
   auto log_prob_vjp(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<G>& grad_log_prob,
-                    Eigen::Ref<Vector<Scalar>> grad_params,
-                    const C& context = C{}) const requires ForwardDifferentiable<Transform> {
+                    Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{},
+                    ContextGradient<Scalar>* grad_context = nullptr) const requires
+      ForwardDifferentiable<Transform> {
     detail::check_size("Density::log_prob_vjp", "grad_params", parameter_count(),
                        grad_params.size());
     detail::check_cols("Density::log_prob_vjp", "grad_log_prob", x.cols(), grad_log_prob.rows(),
@@ -172,8 +202,9 @@ class Density {
       grad_log_det = grad_log_prob;
       grad_z = base_.log_prob_vjp(z, grad_log_prob, grad_params.head(nb));
     };
-    return detail::BatchFor<Scalar, Transform::Dim, X>(
-        transform_.forward_and_vjp(x, seed, grad_params.tail(grad_params.size() - nb), context));
+    tape_t<Transform> tape;
+    return detail::BatchFor<Scalar, Transform::Dim, X>(transform_.forward_and_vjp(
+        x, seed, grad_params.tail(grad_params.size() - nb), context, tape, grad_context));
   }
 
   Index parameter_count() const {

@@ -285,11 +285,15 @@ class BlockNetwork {
   /// @brief backward() at the point recorded in `tape`, without recomputing the forward pass:
   /// returns ∂L/∂x (in × N) and ADDS ∂L/∂θ into `grad_params` (flat, visit order, each tensor
   /// column-major; masked weight entries get exactly 0). The context must be the recorded one.
-  /// @throws nflow::ShapeError if grad_out, grad_params or the context do not match the tape,
-  ///   or the tape was not recorded by a network of this shape.
+  /// With `grad_context` (context_dim × N, given with the context) ∂L/∂c is ADDED into it,
+  /// through every place the context enters (the initial layer, MadeInput's context layer, the
+  /// residual blocks' additive or gated context layers).
+  /// @throws nflow::ShapeError if grad_out, grad_params, the context or grad_context do not match
+  ///   the tape, or the tape was not recorded by a network of this shape.
   template <typename GD, typename C = NoContext>
   Matrix backward_recorded(const Tape& tape, const Eigen::MatrixBase<GD>& grad_out,
-                           Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const {
+                           Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{},
+                           Matrix* grad_context = nullptr) const {
     const Index n = tape.cols();
     if (!tape_fits(tape)) {
       throw ShapeError("nflow: " + where("backward_recorded") +
@@ -298,24 +302,30 @@ class BlockNetwork {
     }
     check_grad_out("backward_recorded", grad_out, n);
     check_grad_params("backward_recorded", grad_params);
+    check_grad_context<C>("backward_recorded", grad_context, n);
     Matrix gx(in_dim(), n);
     with_checked_context("backward_recorded", context, n, [&](const ConstRef* c) {
       GradientTarget g(*this, grad_params);
-      back_propagate(tape, c, ConstRef(grad_out.derived()), g.data(), gx);
+      std::optional<Eigen::Ref<Matrix>> gc;
+      if (grad_context != nullptr) gc.emplace(*grad_context);
+      back_propagate(tape, c, ConstRef(grad_out.derived()), g.data(), gx, gc ? &*gc : nullptr);
       g.finish();
     });
     return gx;
   }
 
   /// @brief Reverse-mode gradient at x: returns ∂L/∂x (in × N) and ADDS ∂L/∂θ into
-  /// `grad_params` (as backward_recorded(); the forward pass is recomputed, block by block).
+  /// `grad_params` (as backward_recorded(); the forward pass is recomputed, block by block), and
+  /// ∂L/∂c into `grad_context` when given.
   /// @throws nflow::ShapeError on a shape mismatch.
   template <typename XD, typename GD, typename C = NoContext>
   Matrix backward(const Eigen::MatrixBase<XD>& x, const Eigen::MatrixBase<GD>& grad_out,
-                  Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{}) const {
+                  Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{},
+                  Matrix* grad_context = nullptr) const {
     check_input("backward", x);
     check_grad_out("backward", grad_out, x.cols());
     check_grad_params("backward", grad_params);
+    check_grad_context<C>("backward", grad_context, x.cols());
     Matrix gx(in_dim(), x.cols());
     with_checked_context("backward", context, x.cols(), [&](const ConstRef* c) {
       const ConstRef xr(x.derived());
@@ -329,7 +339,10 @@ class BlockNetwork {
         if (c != nullptr) cb.emplace(c->middleCols(j, m));
         const ConstRef* cp = cb ? &*cb : nullptr;
         record(ConstRef(xr.middleCols(j, m)), cp, scratch, y);
-        back_propagate(scratch, cp, ConstRef(gr.middleCols(j, m)), g.data(), gx.middleCols(j, m));
+        std::optional<Eigen::Ref<Matrix>> gc;
+        if (grad_context != nullptr) gc.emplace(grad_context->middleCols(j, m));
+        back_propagate(scratch, cp, ConstRef(gr.middleCols(j, m)), g.data(), gx.middleCols(j, m),
+                       gc ? &*gc : nullptr);
       });
       g.finish();
     });
@@ -793,6 +806,23 @@ class BlockNetwork {
       nflow::detail::check_cols(where(member).c_str(), what, expected, rows, cols);
   }
 
+  /// A grad_context (when given) needs a context, and is context_dim × n.
+  template <typename C>
+  void check_grad_context(const char* member, const Matrix* g, Index n) const {
+    if (g == nullptr) return;
+    if (is_no_context_v<C> || context_dim() == 0) {
+      throw ShapeError("nflow: " + where(member) +
+                       ": grad_context was given without a context (the network has "
+                       "context_dim = " +
+                       std::to_string(context_dim()) + "): there is no context to differentiate");
+    }
+    if (g->rows() != context_dim()) {
+      nflow::detail::check_rows(where(member).c_str(), "grad_context", context_dim(), g->rows(),
+                                g->cols());
+    }
+    check_cols(member, "grad_context", n, g->rows(), g->cols());
+  }
+
   template <typename XD>
   void check_input(const char* member, const Eigen::MatrixBase<XD>& x) const {
     static_assert(std::is_same_v<typename XD::Scalar, Scalar>,
@@ -1000,10 +1030,10 @@ class BlockNetwork {
     linear(final_, t.hidden[std::size_t(B)], y);
   }
 
-  /// The backward pass from a record: ADDS the parameter gradients into g (flat, unmasked) and
-  /// writes ∂L/∂x into gx, for G = ∂L/∂y.
+  /// The backward pass from a record: ADDS the parameter gradients into g (flat, unmasked),
+  /// writes ∂L/∂x into gx, and ADDS ∂L/∂c into gc when not null, for G = ∂L/∂y.
   void back_propagate(const Tape& t, const ConstRef* c, const ConstRef& grad_out, Scalar* g,
-                      Eigen::Ref<Matrix> gx) const {
+                      Eigen::Ref<Matrix> gx, Eigen::Ref<Matrix>* gc) const {
     const Index B = blocks();
     const bool residual = options_.residual;
     dense_accumulate_parameter_gradients(grad_out, t.hidden[std::size_t(B)],
@@ -1021,6 +1051,7 @@ class BlockNetwork {
         if (options_.block_context == BlockContextMode::Gated) {
           db = (d.array() * r.t2.array() * r.gate.array() * (Scalar(1) - r.gate.array())).matrix();
           linear_gradient(k.context, db, *c, g);
+          if (gc != nullptr) gc->noalias() += weight(k.context.weight).transpose() * db;
           db = (d.array() * r.gate.array()).matrix();  // ∂L/∂t2
         } else {
           db = d;
@@ -1029,8 +1060,10 @@ class BlockNetwork {
         da.noalias() = weight(k.linear1.weight).transpose() * db;  // ∂L/∂a1
         activation_backward(r.a1, r.pre1, da);
         normalize_backward(k.norm1, r.t1, da, g);  // ∂L/∂t1
-        if (options_.block_context == BlockContextMode::Additive)
+        if (options_.block_context == BlockContextMode::Additive) {
           linear_gradient(k.context, da, *c, g);
+          if (gc != nullptr) gc->noalias() += weight(k.context.weight).transpose() * da;
+        }
         linear_gradient(k.linear0, da, r.a0, g);
         db.noalias() = weight(k.linear0.weight).transpose() * da;  // ∂L/∂a0
         activation_backward(r.a0, r.pre0, db);
@@ -1049,10 +1082,13 @@ class BlockNetwork {
       da = d;
       activation_backward(t.made, t.made_pre, da);
       linear_gradient(made_, da, *c, g);
+      if (gc != nullptr) gc->noalias() += weight(made_.weight).transpose() * da;
     }
     linear_gradient(initial_, d, t.input, g);
-    if (initial_.context_weight >= 0)
+    if (initial_.context_weight >= 0) {
       gradient(g, initial_.context_weight).noalias() += d * c->transpose();
+      if (gc != nullptr) gc->noalias() += weight(initial_.context_weight).transpose() * d;
+    }
     gx.noalias() = weight(initial_.weight).transpose() * d;
   }
 

@@ -90,6 +90,38 @@ concept ConnectedConditioner = Conditioner<N> && requires(const N& n) {
   { n.connectivity() } -> std::convertible_to<Connectivity>;
 };
 
+/// @brief A Conditioner that also differentiates its context: `backward_recorded(tape, grad_out,
+/// gp, ctx, grad_context)` with a trailing `ContextGradient<Scalar>*` (nullptr: not wanted)
+/// ADDS ∂L/∂c (context_dim × N) into it. nn::MLP, nn::MADE and nn::BlockNetwork have it; a
+/// structure whose conditioner lacks it throws UnsupportedError when asked for ∂L/∂c.
+template <typename N>
+concept ContextDifferentiableConditioner = Conditioner<N> &&
+    requires(const N& cn, const ParameterMatrix<typename N::Scalar>& x,
+             const typename N::Tape& ctape, Eigen::Ref<Vector<typename N::Scalar>> gp,
+             ContextGradient<typename N::Scalar>* gc) {
+  cn.backward_recorded(ctape, x, gp, x, gc);
+};
+
+/// @brief net.backward_recorded(tape, grad_out, gp, ctx), also adding ∂L/∂c into `gc` when it is
+/// not null (a structure's one call of its conditioner's backward pass). A conditioner that is
+/// not a ContextDifferentiableConditioner throws nflow::UnsupportedError when gc is not null.
+template <typename N, typename G, typename C>
+auto backward_recorded_into(const N& net, const typename N::Tape& tape, const G& grad_out,
+                            Eigen::Ref<Vector<typename N::Scalar>> gp, const C& ctx,
+                            ContextGradient<typename N::Scalar>* gc) {
+  if constexpr (ContextDifferentiableConditioner<N> && !is_no_context_v<C>) {
+    return net.backward_recorded(tape, grad_out, gp, ctx, gc);
+  } else {
+    if (gc != nullptr) {
+      throw UnsupportedError(
+          "nflow: this structure's conditioner does not compute the gradient with respect to the "
+          "context (its backward_recorded takes no grad_context; see "
+          "nflow::nn::ContextDifferentiableConditioner)");
+    }
+    return net.backward_recorded(tape, grad_out, gp, ctx);
+  }
+}
+
 /// @brief A Conditioner that draws its own parameters, `initialize(seed, zero_last_layer)` (with
 /// zero_last_layer its outputs are exactly 0: a fresh structure is the identity).
 template <typename N>

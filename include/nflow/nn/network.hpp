@@ -354,7 +354,7 @@ class DenseNetwork {
     constexpr int Cols = XD::ColsAtCompileTime;
     check_grad_params("backward_with_context_grad", grad_params);
     InputAndContextGradient<Cols> out;
-    out.context.resize(context_dim_, x.cols());
+    out.context.setZero(context_dim_, x.cols());
     out.input = backward_public<Cols>("backward_with_context_grad", x, grad_out, grad_params.data(),
                                       context.derived(), &out.context);
     return out;
@@ -413,14 +413,15 @@ class DenseNetwork {
 
   /// @brief backward() at the point a forward_recorded() call recorded into `tape`, without
   /// recomputing the forward pass: returns ∂L/∂x (in × N) and ADDS ∂L/∂θ into `grad_params`.
-  /// The context must be the one given to forward_recorded().
-  /// @throws nflow::ShapeError if grad_out, grad_params or the context do not match the tape, or
-  ///   if the tape was not recorded by a network of this shape.
+  /// The context must be the one given to forward_recorded(). With `grad_context` (a
+  /// context_dim × N matrix, given with the context) ∂L/∂c = C₀ᵀ·δ₀ is ADDED into it.
+  /// @throws nflow::ShapeError if grad_out, grad_params, the context or grad_context do not match
+  ///   the tape, or if the tape was not recorded by a network of this shape.
   template <typename GD, typename C = NoContext>
-  InputBatch<Eigen::Dynamic> backward_recorded(const Tape& tape,
-                                               const Eigen::MatrixBase<GD>& grad_out,
-                                               Eigen::Ref<Vector<Scalar>> grad_params,
-                                               const C& context = C{}) const {
+  InputBatch<Eigen::Dynamic> backward_recorded(
+      const Tape& tape, const Eigen::MatrixBase<GD>& grad_out,
+      Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{},
+      ContextBatch<Eigen::Dynamic>* grad_context = nullptr) const {
     const Index n = tape.cols();
     if (tape.input.rows() != in_dim_ || tape.post.rows() != hidden_width_ ||
         tape.post.cols() != hidden_layers_ * n ||
@@ -431,6 +432,7 @@ class DenseNetwork {
     }
     check_grad_out("backward_recorded", grad_out, n);
     check_grad_params("backward_recorded", grad_params);
+    check_grad_context<C>("backward_recorded", grad_context, n);
     InputBatch<Eigen::Dynamic> gx(in_dim_, n);
     with_checked_context<Eigen::Dynamic>(
         "backward_recorded", context, n, [&](const ContextRef<Eigen::Dynamic>* c) {
@@ -441,9 +443,11 @@ class DenseNetwork {
           ws.delta.resize(hidden_width_, hidden_layers_ > 0 ? n : 0);
           ws.below.resize(hidden_width_, hidden_layers_ > 1 ? n : 0);
           start_weight_gradients(ws);
+          std::optional<Eigen::Ref<ContextBatch<Eigen::Dynamic>>> gc;
+          if (grad_context != nullptr) gc.emplace(*grad_context);
           backward_from_hidden(InputRef<Eigen::Dynamic>(tape.input), c,
                                ConstBlockRef(grad_out.derived()), grad_params.data(), gx, false,
-                               nullptr, tape.post, tape.pre, ws);
+                               gc ? &*gc : nullptr, tape.post, tape.pre, ws);
           finish_weight_gradients(ws, grad_params.data());
           tape.delta.swap(ws.delta);
           tape.below.swap(ws.below);
@@ -519,14 +523,18 @@ class DenseNetwork {
   /// activations and y, calls `grad_fn(first, y, g)` which must write ∂L/∂y for those columns
   /// into `g` (out × m), then back-propagates: ADDS ∂L/∂θ into `grad_params` (masked weight
   /// entries get exactly 0) and ADDS the network's ∂L/∂x into those columns of `grad_x`
-  /// (in × N, sized by the caller; grad_fn may write into it first).
+  /// (in × N, sized by the caller; grad_fn may write into it first). With `grad_context`
+  /// (context_dim × N, given with the context; not checked here) ∂L/∂c is ADDED into it.
   template <int Cols, typename C>
   void backward_blocks(const InputRef<Cols>& x, const C& context, BackwardGrad grad_fn,
                        Eigen::Ref<Vector<Scalar>> grad_params,
-                       Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x) const {
+                       Eigen::Ref<InputBatch<Eigen::Dynamic>> grad_x,
+                       ContextBatch<Eigen::Dynamic>* grad_context = nullptr) const {
     with_context<Eigen::Dynamic>(context, [&](const ContextRef<Eigen::Dynamic>* c) {
+      std::optional<Eigen::Ref<ContextBatch<Eigen::Dynamic>>> gc;
+      if (grad_context != nullptr && c != nullptr) gc.emplace(*grad_context);
       backward_loop(InputRef<Eigen::Dynamic>(x), c, nullptr, &grad_fn, grad_params.data(), grad_x,
-                    true, nullptr);
+                    true, gc ? &*gc : nullptr);
     });
   }
 
@@ -687,6 +695,21 @@ class DenseNetwork {
                   "nflow::nn::MLP / MADE: grad_out's scalar type must be the network's Scalar");
     check_rows(member, "grad_out", out_dim_, g.rows(), g.cols());
     check_cols(member, "grad_out", n, g.rows(), g.cols());
+  }
+
+  /// A grad_context (when given) needs a context, and is context_dim × n.
+  template <typename C>
+  void check_grad_context(const char* member, const ContextBatch<Eigen::Dynamic>* g,
+                          Index n) const {
+    if (g == nullptr) return;
+    if (is_no_context_v<C> || context_dim_ == 0) {
+      throw ShapeError("nflow: " + where(member) +
+                       ": grad_context was given without a context (the network has "
+                       "context_dim = " +
+                       std::to_string(context_dim_) + "): there is no context to differentiate");
+    }
+    check_rows(member, "grad_context", context_dim_, g->rows(), g->cols());
+    check_cols(member, "grad_context", n, g->rows(), g->cols());
   }
 
   void check_grad_params(const char* member, const Eigen::Ref<Vector<Scalar>>& g) const {
@@ -893,7 +916,7 @@ class DenseNetwork {
 
   /// The backward pass over the columns first … first + x.cols() − 1 of a batch (x, context and
   /// g = ∂L/∂y are those columns), from their hidden activations recorded by record_hidden():
-  /// writes (or, with add_to_grad_x, adds) ∂L/∂x into grad_x (those columns), writes ∂L/∂c into
+  /// writes (or, with add_to_grad_x, adds) ∂L/∂x into grad_x (those columns), adds ∂L/∂c into
   /// grad_context if given, and adds the parameter gradients if grad_params is given.
   void backward_from_hidden(const InputRef<Eigen::Dynamic>& x,
                             const ContextRef<Eigen::Dynamic>* context, const ConstBlockRef& g,
@@ -917,7 +940,8 @@ class DenseNetwork {
           grad_c.noalias() += delta * context->transpose();
         }
       }
-      if (grad_context != nullptr) grad_context->noalias() = context_weight_.transpose() * delta;
+      if (grad_context != nullptr && context_dim_ > 0)
+        grad_context->noalias() += context_weight_.transpose() * delta;
       if (add_to_grad_x) {
         dynamic_rows(grad_x).noalias() += state_.weight(weights_, 0).transpose() * delta;
       } else {
