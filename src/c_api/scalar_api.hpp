@@ -206,6 +206,17 @@ struct ScalarApi {
   }
 
   static Index dim(const Call& c) { return c.model.model.dim(); }
+  /// The score and the context gradient differentiate the density direction: UNSUPPORTED
+  /// when a step has no forward vjp.
+  static void require_forward_vjp(const Call& c) {
+    const auto& transform = c.model.model.transform();
+    if (!transform.has_forward_vjp()) {
+      throw Failure(NFLOW_ERROR_UNSUPPORTED,
+                    "the model has no fast gradient of its density (a step without a forward "
+                    "vjp, such as an inverse autoregressive layer): " +
+                        transform.summary());
+    }
+  }
 
   static nflow_status log_prob(const char* fn, const nflow_model* handle, std::size_t n,
                                const nflow_layout& layout, const S* x, std::size_t x_stride,
@@ -321,13 +332,7 @@ struct ScalarApi {
       check_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       check_context(c, context, context_stride);
       check_matrix("grad", layout, grad, grad_stride, dim(c), c.n, false);
-      const auto& transform = c.model.model.transform();
-      if (!transform.has_forward_vjp()) {
-        throw Failure(NFLOW_ERROR_UNSUPPORTED,
-                      "the model has no fast gradient of its density (a step without a forward "
-                      "vjp, such as an inverse autoregressive layer): " +
-                          transform.summary());
-      }
+      require_forward_vjp(c);
       const Matrix<S> xm = read_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       const Context cm = read_context(c, context, context_stride);
       const Matrix<S> g =
@@ -351,13 +356,7 @@ struct ScalarApi {
       check_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       check_context(c, context, context_stride);
       check_matrix("grad", layout, grad, grad_stride, cd, c.n, false);
-      const auto& transform = c.model.model.transform();
-      if (!transform.has_forward_vjp()) {
-        throw Failure(NFLOW_ERROR_UNSUPPORTED,
-                      "the model has no fast gradient of its density (a step without a forward "
-                      "vjp, such as an inverse autoregressive layer): " +
-                          transform.summary());
-      }
+      require_forward_vjp(c);
       const Matrix<S> xm = read_matrix("x", layout, x, x_stride, dim(c), c.n, false);
       const Context cm = read_context(c, context, context_stride);
       const Matrix<S> g = c.model.model.context_score(xm, *cm);
