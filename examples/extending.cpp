@@ -30,9 +30,11 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
   nflow::Index dim() const { return skew_.size(); }
 
   // The minimum API: forward_impl and inverse_impl return {value, log_det} for a batch X (or one
-  // point); the base checks shapes and scalar types before calling them.
+  // point); the base checks shapes and scalar types before calling them. The return types are
+  // written out, not `auto`: a deduced one makes every concept check on the type instantiate the
+  // body (and all it calls), so a program that only evaluates log p would compile the gradients.
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C& /*context*/) const {
+  nflow::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& /*context*/) const {
     nflow::ResultFor<Scalar, Dim, X> r;
     const auto w =
         (x.array().asinh().colwise() * log_tail_.array().exp()).colwise() - skew_.array();
@@ -42,7 +44,7 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& /*context*/) const {
+  nflow::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& /*context*/) const {
     nflow::ResultFor<Scalar, Dim, Z> r;
     const auto u =
         (z.array().asinh().colwise() + skew_.array()).colwise() * (-log_tail_.array()).exp();
@@ -55,8 +57,9 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
   // Reverse mode (optional: makes the bijector trainable). For L(z, log_det) with gv = ∂L/∂z and
   // gl = ∂L/∂log_det, return ∂L/∂x and add ∂L/∂θ into gp, in the order of the parameters below.
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
-                        Eigen::Ref<nflow::Vector<Scalar>> gp, const C& /*context*/) const {
+  nflow::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                   Eigen::Ref<nflow::Vector<Scalar>> gp,
+                                                   const C& /*context*/) const {
     using A = Eigen::Array<Scalar, Dim, X::ColsAtCompileTime>;
     const Column delta = log_tail_.array().exp();
     const A u = x.array().asinh();
@@ -76,8 +79,9 @@ class SinhArcsinh : public nflow::BijectorBase<SinhArcsinh<Scalar_, Dim_>> {
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
-                        Eigen::Ref<nflow::Vector<Scalar>> gp, const C& /*context*/) const {
+  nflow::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                   Eigen::Ref<nflow::Vector<Scalar>> gp,
+                                                   const C& /*context*/) const {
     using A = Eigen::Array<Scalar, Dim, Z::ColsAtCompileTime>;
     const Column inv_delta = (-log_tail_.array()).exp();
     const A u = (z.array().asinh().colwise() + skew_.array()).colwise() * inv_delta.array();

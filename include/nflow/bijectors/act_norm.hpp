@@ -139,22 +139,22 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
 
   // ---- hooks for BijectorBase ----------------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
     r.value = ((x.colwise() + bias_).array().colwise() * scale_.array()).matrix();
     r.log_det.setConstant(1, x.cols(), log_scale_.sum());
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     detail::ResultFor<Scalar, Dim, Z> r;
     r.value = (z.array().colwise() * inv_scale_.array()).matrix().colwise() - bias_;
     r.log_det.setConstant(1, z.cols(), -log_scale_.sum());
     return r;
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C&) const {
     // z = (x + b) e^s: ∂z/∂x = ∂z/∂b = e^s, ∂z/∂s = z.
     detail::BatchFor<Scalar, Dim, X> gx = gv.array().colwise() * scale_.array();
     // Column by column: contiguous (and fixed-size when Dim is) vector operations, several times
@@ -169,8 +169,8 @@ class ActNorm : public BijectorBase<ActNorm<Scalar_, Dim_>> {
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C&) const {
     // x = z e^{−s} − b: ∂x/∂z = e^{−s}, ∂x/∂b = −1, ∂x/∂s = −z e^{−s}.
     detail::BatchFor<Scalar, Dim, Z> gz = gv.array().colwise() * inv_scale_.array();
     Column g_bias = Column::Zero(dim());

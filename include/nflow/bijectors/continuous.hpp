@@ -205,21 +205,23 @@ class ContinuousFlow
 
   // ---- hooks ------------------------------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
     return run<X>(x, ctx, false);
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
     return run<Z>(z, ctx, true);
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp,
+                                                    const C& ctx) const {
     return vjp<X>(x, gv, gl, gp, ctx, false);
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp,
+                                                    const C& ctx) const {
     return vjp<Z>(z, gv, gl, gp, ctx, true);
   }
 

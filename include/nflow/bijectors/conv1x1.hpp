@@ -83,7 +83,7 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
 
   // ---- hooks for BijectorBase ----------------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
     r.value.resize(x.rows(), x.cols());
     with_pixels(x, [&](const auto& xp) {
@@ -94,7 +94,7 @@ class Conv1x1 : public LUBijectorBase<Conv1x1<Scalar_, Channels_>, Scalar_> {
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     detail::ResultFor<Scalar, Dim, Z> r;
     r.value.resize(z.rows(), z.cols());
     with_pixels(z, [&](const auto& zp) {

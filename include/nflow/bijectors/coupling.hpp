@@ -220,7 +220,7 @@ class Coupling : public BijectorBase<
 
   // ---- hooks ------------------------------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
     constexpr int Cols = X::ColsAtCompileTime;
     const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
     const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
@@ -228,7 +228,7 @@ class Coupling : public BijectorBase<
   }
 
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
     constexpr int Cols = Z::ColsAtCompileTime;
     const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
     const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
@@ -254,7 +254,8 @@ class Coupling : public BijectorBase<
   };
 
   template <typename C>
-  auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
+  ValueAndLogDet<Scalar, Dim, Dynamic> record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x,
+                                                           const C& ctx, Tape& tape) const {
     const Part<Dynamic> xa = gather<Dynamic>(x, mask_.conditioning());
     tape.xb = gather<Dynamic>(x, mask_.transformed());
     tape.params = conditioner_.forward_recorded(xa, tape.net, ctx);
@@ -264,8 +265,9 @@ class Coupling : public BijectorBase<
   /// ∂L/∂x through both paths: the transformer's direct ∂z_B/∂x_B and the conditioner's θ(x_A);
   /// ∂L/∂c (added into gc when not null) through the conditioner only.
   template <typename GV, typename GL, typename C>
-  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                      const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+  Batch<Scalar, Dim, Dynamic> taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl,
+                                             Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                             ContextGradient<Scalar>* gc = nullptr) const {
     const Index n = tape.cols();
     const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
     Part<Dynamic> gxb(tape.xb.rows(), n);
@@ -281,16 +283,18 @@ class Coupling : public BijectorBase<
   }
 
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                                    ContextGradient<Scalar>* gc = nullptr) const {
     Tape tape;
     record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
     return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx, gc));
   }
 
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                                    ContextGradient<Scalar>* gc = nullptr) const {
     constexpr int Cols = Z::ColsAtCompileTime;
     const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
     const Part<Cols> zb = gather<Cols>(z, mask_.transformed());

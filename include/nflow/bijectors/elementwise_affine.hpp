@@ -51,22 +51,22 @@ class ElementwiseAffine : public BijectorBase<ElementwiseAffine<Scalar_, Dim_>> 
   }
 
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
     r.value = (x.array().colwise() * log_scale_.array().exp()).matrix().colwise() + shift_;
     r.log_det.setConstant(1, x.cols(), log_scale_.sum());
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     detail::ResultFor<Scalar, Dim, Z> r;
     r.value = (z.colwise() - shift_).array().colwise() * (-log_scale_.array()).exp();
     r.log_det.setConstant(1, z.cols(), -log_scale_.sum());
     return r;
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C&) const {
     const Column scale = log_scale_.array().exp();
     detail::GradientSlicer<Scalar> slicer(gp);
     slicer.next(dim()) += gv.rowwise().sum();
@@ -76,8 +76,8 @@ class ElementwiseAffine : public BijectorBase<ElementwiseAffine<Scalar_, Dim_>> 
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C&) const {
     const Column inv_scale = (-log_scale_.array()).exp();
     detail::BatchFor<Scalar, Dim, Z> gz = gv.array().colwise() * inv_scale.array();
     detail::GradientSlicer<Scalar> slicer(gp);

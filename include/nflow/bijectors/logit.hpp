@@ -62,7 +62,7 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
   Scalar alpha() const { return alpha_; }
 
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
     const detail::BatchFor<Scalar, Dim, X> y =
         (alpha_ + (Scalar(1) - Scalar(2) * alpha_) * x.array()).matrix();
@@ -73,15 +73,15 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     detail::ResultFor<Scalar, Dim, Z> r;
     r.value = ((sigmoid(z.array()) - alpha_) / (Scalar(1) - Scalar(2) * alpha_)).matrix();
     r.log_det = (-(softplus(z.array()) + softplus((-z).array())) - log_squeeze_).colwise().sum();
     return r;
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     // dz/dx = c/(y(1 − y)) with c = 1 − 2α; d log|det|/dx = c·(2y − 1)/(y(1 − y)).
     const Scalar c = Scalar(1) - Scalar(2) * alpha_;
     const detail::BatchFor<Scalar, Dim, X> y = (alpha_ + c * x.array()).matrix();
@@ -91,8 +91,8 @@ class Logit : public BijectorBase<Logit<Scalar_, Dim_>> {
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     // dx/dz = σ(1 − σ)/c; d log|det|/dz = 1 − 2σ.
     const Scalar c = Scalar(1) - Scalar(2) * alpha_;
     const detail::BatchFor<Scalar, Dim, Z> s = sigmoid(z.array()).matrix();

@@ -101,13 +101,13 @@ class LUBijectorBase : public BijectorBase<Derived> {
 
   // ---- hooks for BijectorBase: both directions' vjps are Derived::vjp<Inverse> ----------------
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp,
-                        const C&) const {
+  detail::BatchFor<Scalar_, detail::delay_t<Derived, X>::Dim, X> forward_vjp_impl(
+      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp, const C&) const {
     return derived().template vjp<false>(x, gv, gl, gp);
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp,
-                        const C&) const {
+  detail::BatchFor<Scalar_, detail::delay_t<Derived, Z>::Dim, Z> inverse_vjp_impl(
+      const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar_>> gp, const C&) const {
     return derived().template vjp<true>(z, gv, gl, gp);
   }
 

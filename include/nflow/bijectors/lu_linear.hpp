@@ -89,7 +89,7 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
 
   // ---- hooks for BijectorBase ----------------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
     r.value.resize(x.rows(), x.cols());
     if constexpr (X::ColsAtCompileTime == 1) {
@@ -102,7 +102,7 @@ class LULinear : public LUBijectorBase<LULinear<Scalar_, Dim_>, Scalar_> {
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     detail::ResultFor<Scalar, Dim, Z> r;
     r.value.resize(z.rows(), z.cols());
     if constexpr (Z::ColsAtCompileTime == 1) {

@@ -205,7 +205,7 @@ class MaskedAutoregressive
 
   // ---- hooks for BijectorBase ------------------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
     detail::ResultFor<Scalar, Dim, X> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
@@ -225,7 +225,7 @@ class MaskedAutoregressive
   }
 
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
     constexpr int Cols = Z::ColsAtCompileTime;
     ValueAndLogDet<Scalar, Dim, Cols> r;
     r.value.resize(z.rows(), z.cols());
@@ -251,8 +251,9 @@ class MaskedAutoregressive
   /// MADE block by block; another conditioner through its tape); ∂L/∂c (added into gc when not
   /// null) through the conditioner.
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                                    ContextGradient<Scalar>* gc = nullptr) const {
     detail::BatchFor<Scalar, Dim, X> gx;
     if constexpr (HasMade) {
       constexpr int Cols = X::ColsAtCompileTime;
@@ -296,7 +297,8 @@ class MaskedAutoregressive
   };
 
   template <typename C>
-  auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
+  ValueAndLogDet<Scalar, Dim, Dynamic> record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x,
+                                                           const C& ctx, Tape& tape) const {
     ValueAndLogDet<Scalar, Dim, Dynamic> r;
     r.value.resize(x.rows(), x.cols());
     r.log_det.setZero(1, x.cols());
@@ -307,8 +309,9 @@ class MaskedAutoregressive
   }
 
   template <typename GV, typename GL, typename C>
-  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                      const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+  Batch<Scalar, Dim, Dynamic> taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl,
+                                             Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                             ContextGradient<Scalar>* gc = nullptr) const {
     Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
     ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
     transformer_.forward_backward(tape.x(), tape.params, gv, gl, gx, grad_params);

@@ -73,23 +73,23 @@ class Permutation : public BijectorBase<Permutation<Scalar_, Dim_>> {
   }
 
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     return detail::ResultFor<Scalar, Dim, X>{gather<X>(x, perm_),
                                              detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     return detail::ResultFor<Scalar, Dim, Z>{gather<Z>(z, inv_),
                                              detail::PerSampleFor<Scalar, Z>::Zero(1, z.cols())};
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X&, const GV& gv, const GL&,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     return gather<X>(gv, inv_);
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z&, const GV& gv, const GL&,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     return gather<Z>(gv, perm_);
   }
 

@@ -30,22 +30,23 @@ class Reverse : public BijectorBase<Reverse<Scalar_, Dim_>> {
   Index dim() const { return Dim_ == Dynamic ? dim_ : Index(Dim_); }
 
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     return detail::ResultFor<Scalar, Dim, X>{x.colwise().reverse(),
                                              detail::PerSampleFor<Scalar, X>::Zero(1, x.cols())};
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& c) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& c) const {
     return forward_impl(z, c);
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X&, const GV& gv, const GL&, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X&, const GV& gv, const GL&,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     return detail::BatchFor<Scalar, Dim, X>(gv.colwise().reverse());
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& c) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>> gp,
+                                                    const C& c) const {
     return forward_vjp_impl(z, gv, gl, gp, c);
   }
 

@@ -34,14 +34,14 @@ class Sigmoid : public BijectorBase<Sigmoid<Scalar_, Dim_>> {
   Index dim() const { return Dim_ == Dynamic ? dim_ : Index(Dim_); }
 
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C&) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C&) const {
     detail::ResultFor<Scalar, Dim, X> r;
     r.value = sigmoid(x.array()).matrix();
     r.log_det = -(softplus(x.array()) + softplus((-x).array())).colwise().sum();
     return r;
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C&) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C&) const {
     detail::ResultFor<Scalar, Dim, Z> r;
     const auto log_z = z.array().log();
     const auto log_1mz = (-z.array()).log1p();
@@ -50,8 +50,8 @@ class Sigmoid : public BijectorBase<Sigmoid<Scalar_, Dim_>> {
     return r;
   }
   template <typename X, typename GV, typename GL, typename C>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     // dz/dx = σ(1 − σ); d log|det|/dx = 1 − 2σ.
     const detail::BatchFor<Scalar, Dim, X> s = sigmoid(x.array()).matrix();
     detail::BatchFor<Scalar, Dim, X> gx =
@@ -60,8 +60,8 @@ class Sigmoid : public BijectorBase<Sigmoid<Scalar_, Dim_>> {
     return gx;
   }
   template <typename Z, typename GV, typename GL, typename C>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>>,
-                        const C&) const {
+  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
+                                                    Eigen::Ref<Vector<Scalar>>, const C&) const {
     // dx/dz = 1/(z(1 − z)); d log|det|/dz = −1/z + 1/(1 − z) = (2z − 1)/(z(1 − z)).
     const auto inv_jac = (z.array() * (Scalar(1) - z.array())).inverse();
     detail::BatchFor<Scalar, Dim, Z> gz =

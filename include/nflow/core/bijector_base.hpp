@@ -124,6 +124,17 @@ using ContextRefT = std::conditional_t<
 }  // namespace detail
 
 namespace detail {
+/// A hook's `{value, log_det}` as the declared result type R (moved through when it is R, as the
+/// built-in hooks' are; member by member when a user's hook returns another such struct).
+template <typename R, typename H>
+R as_result(H&& h) {
+  if constexpr (std::is_same_v<std::remove_cvref_t<H>, R>) {
+    return std::forward<H>(h);
+  } else {
+    return R{std::move(h.value), std::move(h.log_det)};
+  }
+}
+
 /// The UnsupportedError of a conditional bijector asked for ∂L/∂c by a hook that cannot give it.
 inline void no_context_gradient(const char* where) {
   throw UnsupportedError(std::string("nflow: ") + where +
@@ -203,25 +214,28 @@ class BijectorBase {
   /// (Available when the derived class writes forward_impl for this input and context.)
   template <typename X, ContextArg C = NoContext>
   requires(!detail::InputTypeFits<detail::delay_t<Derived, X>, X> ||
-           detail::HasForwardImpl<
-               detail::delay_t<Derived, X>, X,
-               detail::ContextRefT<detail::delay_t<Derived, X>, X,
-                                   C>>) auto forward_and_log_det(const Eigen::MatrixBase<X>& x,
-                                                                 const C& context = C{}) const {
+           detail::HasForwardImpl<detail::delay_t<Derived, X>, X,
+                                  detail::ContextRefT<detail::delay_t<Derived, X>, X, C>>)
+      detail::ResultOf<detail::delay_t<Derived, X>, X> forward_and_log_det(
+          const Eigen::MatrixBase<X>& x, const C& context = C{})
+  const {
     static_assert(detail::CheckCallTypes<Derived, X, C>::ok);
     check_call("forward_and_log_det", x, context);
     if constexpr (X::ColsAtCompileTime == Dynamic) {
       if (detail::tiles_batch(derived().splits_batches(), x.cols()))
-        return tiled<false>(x, context);
+        return detail::as_result<detail::ResultOf<Derived, X>>(tiled<false>(x, context));
     }
-    return derived().forward_impl(x.derived(), context_or_placeholder(x, context));
+    return detail::as_result<detail::ResultOf<Derived, X>>(
+        derived().forward_impl(x.derived(), context_or_placeholder(x, context)));
   }
   template <typename X, ContextArg C = NoContext>
-  auto forward(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+  detail::BatchOf<detail::delay_t<Derived, X>, X> forward(const Eigen::MatrixBase<X>& x,
+                                                          const C& context = C{}) const {
     return forward_and_log_det(x, context).value;
   }
   template <typename X, ContextArg C = NoContext>
-  auto forward_log_det(const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
+  PerSampleFor<typename detail::delay_t<Derived, X>::Scalar, X> forward_log_det(
+      const Eigen::MatrixBase<X>& x, const C& context = C{}) const {
     return forward_and_log_det(x, context).log_det;
   }
 
@@ -229,24 +243,28 @@ class BijectorBase {
   /// (Available when the derived class writes inverse_impl for this input and context.)
   template <typename Z, ContextArg C = NoContext>
   requires(!detail::InputTypeFits<detail::delay_t<Derived, Z>, Z> ||
-           detail::HasInverseImpl<
-               detail::delay_t<Derived, Z>, Z,
-               detail::ContextRefT<detail::delay_t<Derived, Z>, Z,
-                                   C>>) auto inverse_and_log_det(const Eigen::MatrixBase<Z>& z,
-                                                                 const C& context = C{}) const {
+           detail::HasInverseImpl<detail::delay_t<Derived, Z>, Z,
+                                  detail::ContextRefT<detail::delay_t<Derived, Z>, Z, C>>)
+      detail::ResultOf<detail::delay_t<Derived, Z>, Z> inverse_and_log_det(
+          const Eigen::MatrixBase<Z>& z, const C& context = C{})
+  const {
     static_assert(detail::CheckCallTypes<Derived, Z, C>::ok);
     check_call("inverse_and_log_det", z, context);
     if constexpr (Z::ColsAtCompileTime == Dynamic) {
-      if (detail::tiles_batch(derived().splits_batches(), z.cols())) return tiled<true>(z, context);
+      if (detail::tiles_batch(derived().splits_batches(), z.cols()))
+        return detail::as_result<detail::ResultOf<Derived, Z>>(tiled<true>(z, context));
     }
-    return derived().inverse_impl(z.derived(), context_or_placeholder(z, context));
+    return detail::as_result<detail::ResultOf<Derived, Z>>(
+        derived().inverse_impl(z.derived(), context_or_placeholder(z, context)));
   }
   template <typename Z, ContextArg C = NoContext>
-  auto inverse(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+  detail::BatchOf<detail::delay_t<Derived, Z>, Z> inverse(const Eigen::MatrixBase<Z>& z,
+                                                          const C& context = C{}) const {
     return inverse_and_log_det(z, context).value;
   }
   template <typename Z, ContextArg C = NoContext>
-  auto inverse_log_det(const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
+  PerSampleFor<typename detail::delay_t<Derived, Z>::Scalar, Z> inverse_log_det(
+      const Eigen::MatrixBase<Z>& z, const C& context = C{}) const {
     return inverse_and_log_det(z, context).log_det;
   }
 
@@ -257,7 +275,7 @@ class BijectorBase {
   /// @throws nflow::ShapeError on a shape mismatch, or a grad_context given to an unconditional
   ///   bijector; nflow::UnsupportedError if the bijector cannot differentiate its context.
   template <typename X, typename GV, typename GL, typename GP, ContextArg C = NoContext>
-  auto forward_vjp(
+  detail::BatchOf<detail::delay_t<Derived, X>, X> forward_vjp(
       const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<GV>& grad_value,
       const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params, const C& context = C{},
       ContextGradient<typename detail::delay_t<Derived, X>::Scalar>* grad_context = nullptr) const
@@ -274,7 +292,7 @@ class BijectorBase {
   /// ∂L/∂z for L(inverse_and_log_det(z)); adds ∂L/∂θ into `grad_params` (and ∂L/∂c into
   /// `grad_context`, as forward_vjp).
   template <typename Z, typename GV, typename GL, typename GP, ContextArg C = NoContext>
-  auto inverse_vjp(
+  detail::BatchOf<detail::delay_t<Derived, Z>, Z> inverse_vjp(
       const Eigen::MatrixBase<Z>& z, const Eigen::MatrixBase<GV>& grad_value,
       const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params, const C& context = C{},
       ContextGradient<typename detail::delay_t<Derived, Z>::Scalar>* grad_context = nullptr) const
@@ -295,7 +313,8 @@ class BijectorBase {
   /// exceptions as forward_and_log_det. A tape holds values, not references (it stays valid when
   /// x goes away) and describes the parameters as they were: change them and record again.
   template <typename X, typename T, ContextArg C = NoContext>
-  auto forward_recorded(const Eigen::MatrixBase<X>& x, T& tape, const C& context = C{}) const {
+  detail::ResultOf<detail::delay_t<Derived, X>, Batch<double, Dynamic, Dynamic>> forward_recorded(
+      const Eigen::MatrixBase<X>& x, T& tape, const C& context = C{}) const {
     using S = typename Derived::Scalar;
     static_assert(
         std::is_same_v<T, tape_t<Derived>>,
@@ -317,7 +336,8 @@ class BijectorBase {
   /// @throws nflow::ShapeError if grad_value, grad_log_det, grad_params, the context or
   ///   grad_context do not match the bijector and the tape's batch.
   template <typename T, typename GV, typename GL, typename GP, ContextArg C = NoContext>
-  auto forward_vjp_recorded(
+  detail::BatchOf<detail::delay_t<Derived, T>, Batch<double, Dynamic, Dynamic>>
+  forward_vjp_recorded(
       const T& tape, const Eigen::MatrixBase<GV>& grad_value,
       const Eigen::MatrixBase<GL>& grad_log_det, GP&& grad_params, const C& context = C{},
       ContextGradient<typename detail::delay_t<Derived, T>::Scalar>* grad_context = nullptr) const {
@@ -361,8 +381,8 @@ class BijectorBase {
   /// (forward_and_log_det followed by forward_vjp runs coupling conditioners three times).
   /// This is what train::nll uses. Exceptions: as forward_and_log_det and forward_vjp.
   template <typename X, typename Seed, typename GP, ContextArg C = NoContext>
-  auto forward_and_vjp(const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params,
-                       const C& context = C{}) const {
+  detail::BatchOf<detail::delay_t<Derived, X>, Batch<double, Dynamic, Dynamic>> forward_and_vjp(
+      const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params, const C& context = C{}) const {
     tape_t<Derived> tape;
     return forward_and_vjp(x, std::forward<Seed>(seed), std::forward<GP>(grad_params), context,
                            tape);
@@ -371,7 +391,7 @@ class BijectorBase {
   /// of a training loop and its buffers are reused (one tape per thread). With `grad_context`
   /// (and a context), ∂L/∂c is added into it as well (see forward_vjp).
   template <typename X, typename Seed, typename GP, ContextArg C, typename T>
-  auto forward_and_vjp(
+  detail::BatchOf<detail::delay_t<Derived, X>, Batch<double, Dynamic, Dynamic>> forward_and_vjp(
       const Eigen::MatrixBase<X>& x, Seed&& seed, GP&& grad_params, const C& context, T& tape,
       ContextGradient<typename detail::delay_t<Derived, X>::Scalar>* grad_context = nullptr) const {
     using S = typename Derived::Scalar;

@@ -115,7 +115,7 @@ class Flow : public BijectorBase<Flow<Bs...>> {
 
   // ---- hooks for BijectorBase: the fold -------------------------------------------------------
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
     auto first = apply_step<false, 0>(x, ctx);
     detail::BatchFor<Scalar, Dim, X> v = std::move(first.value);
     detail::PerSampleFor<Scalar, X> ld = std::move(first.log_det);
@@ -126,7 +126,7 @@ class Flow : public BijectorBase<Flow<Bs...>> {
     return detail::ResultFor<Scalar, Dim, X>{std::move(v), std::move(ld)};
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
     auto last = apply_step<true, N - 1>(z, ctx);
     detail::BatchFor<Scalar, Dim, Z> v = std::move(last.value);
     detail::PerSampleFor<Scalar, Z> ld = std::move(last.log_det);
@@ -145,27 +145,31 @@ class Flow : public BijectorBase<Flow<Bs...>> {
     Index cols() const { return std::get<0>(steps).cols(); }
   };
   template <typename C>
-  auto record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx, Tape& tape) const {
+  ValueAndLogDet<Scalar, Dim, Dynamic> record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x,
+                                                           const C& ctx, Tape& tape) const {
     return detail::record_steps(steps_, x, ctx, tape.steps);
   }
   /// (gc: where every conditional step adds its part of ∂L/∂c, or nullptr.)
   template <typename GV, typename GL, typename C>
-  auto taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                      const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
+  Batch<Scalar, Dim, Dynamic> taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl,
+                                             Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+                                             ContextGradient<Scalar>* gc = nullptr) const {
     return detail::taped_vjp_steps<Scalar, Dim>(steps_, tape.steps, gv, gl, gp, ctx, gc);
   }
   template <typename X, typename GV, typename GL, typename C>
-  requires(ForwardDifferentiable<Bs>&&...) auto forward_vjp_impl(
+  requires(ForwardDifferentiable<Bs>&&...) detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(
       const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-      ContextGradient<Scalar>* gc = nullptr) const {
+      ContextGradient<Scalar>* gc = nullptr)
+  const {
     Tape tape;  // a recorded forward pass, then the steps' vjps from their tapes
     record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
     return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx, gc));
   }
   template <typename Z, typename GV, typename GL, typename C>
-  requires(InverseDifferentiable<Bs>&&...) auto inverse_vjp_impl(
+  requires(InverseDifferentiable<Bs>&&...) detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(
       const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-      ContextGradient<Scalar>* gc = nullptr) const {
+      ContextGradient<Scalar>* gc = nullptr)
+  const {
     return detail::inverse_vjp_steps<detail::BatchFor<Scalar, Dim, Z>>(steps_, z, gv, gl, gp, ctx,
                                                                        gc);
   }

@@ -62,28 +62,26 @@ class Inverted : public BijectorBase<Inverted<B>> {
   }
 
   template <typename X, typename C>
-  auto forward_impl(const X& x, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
     return with_context<B>(ctx,
                            [&](const auto&... c) { return inner_.inverse_and_log_det(x, c...); });
   }
   template <typename Z, typename C>
-  auto inverse_impl(const Z& z, const C& ctx) const {
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
     return with_context<B>(ctx,
                            [&](const auto&... c) { return inner_.forward_and_log_det(z, c...); });
   }
   /// (gc: ∂L/∂c is added into it when not null; B's vjp of the other direction computes it.)
   template <typename X, typename GV, typename GL, typename C>
-  requires InverseDifferentiable<B>
-  auto forward_vjp_impl(const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
-    return detail::step_vjp_in_context<true>(inner_, x, gv, gl, gp, ctx, gc);
-  }
+  requires InverseDifferentiable<B> detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(
+      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr)
+  const { return detail::step_vjp_in_context<true>(inner_, x, gv, gl, gp, ctx, gc); }
   template <typename Z, typename GV, typename GL, typename C>
-  requires ForwardDifferentiable<B>
-  auto inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
-                        const C& ctx, ContextGradient<Scalar>* gc = nullptr) const {
-    return detail::step_vjp_in_context<false>(inner_, z, gv, gl, gp, ctx, gc);
-  }
+  requires ForwardDifferentiable<B> detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(
+      const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr)
+  const { return detail::step_vjp_in_context<false>(inner_, z, gv, gl, gp, ctx, gc); }
 
  private:
   B inner_;

@@ -81,6 +81,14 @@ template <typename Scalar, typename X>
 using PerSampleFor = PerSample<Scalar, std::remove_cvref_t<X>::ColsAtCompileTime>;
 
 namespace detail {
+/// The result types of bijector B's calls on input X (B's Scalar and Dim; X's column count), for
+/// declarations that must not deduce their return type: a requires-clause or concept check of a
+/// call whose return type is deduced instantiates the whole body and everything it calls.
+template <typename B, typename X>
+using ResultOf =
+    ValueAndLogDet<typename B::Scalar, B::Dim, std::remove_cvref_t<X>::ColsAtCompileTime>;
+template <typename B, typename X>
+using BatchOf = Batch<typename B::Scalar, B::Dim, std::remove_cvref_t<X>::ColsAtCompileTime>;
 // The names the headers used before they were public.
 using nflow::BatchFor;
 using nflow::PerSampleFor;
