@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <nflow/nflow.hpp>
 #include <random>
 #include <string>
@@ -228,7 +229,7 @@ Eigen::Matrix<double, 2, Eigen::Dynamic> histogram(const std::vector<double>& m,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   const long steps = argc > 1 ? std::stol(argv[1]) : 1500;
   const std::string out = argc > 2 ? argv[2] : "lattice_phi4.png";
   const Index L = argc > 3 ? std::stol(argv[3]) : 8;
@@ -390,4 +391,16 @@ int main(int argc, char** argv) {
       out.c_str(), -mr, mr);
   std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
   return ok ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // a malformed argument (std::stol), or nflow's own errors
+    std::fprintf(stderr,
+                 "lattice_phi4: %s (usage: lattice_phi4 [steps] [output.png] [L] [mcmc steps] [m2] "
+                 "[lambda] [local sweeps])\n",
+                 e.what());
+    return 2;
+  }
 }
