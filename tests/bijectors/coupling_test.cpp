@@ -90,6 +90,33 @@ TEST_CASE("coupling masks are validated", "[coupling][errors]") {
   CHECK(a.conditioning() == std::vector<int>{0, 2, 4});
 }
 
+TEST_CASE("checkerboard masks alternate across a periodic lattice's boundary", "[coupling]") {
+  // Independent truth: on a 4 x 6 torus every site's four neighbours (with wrap-around) have the
+  // other role, and a flipped mask swaps the roles.
+  const Index rows = 4, cols = 6;
+  const auto m = CouplingMask::checkerboard(rows, cols);
+  const auto f = CouplingMask::checkerboard(rows, cols, true);
+  REQUIRE(m.dim() == rows * cols);
+  CHECK(m.transformed().size() == std::size_t(rows * cols / 2));
+  CHECK(m.conditioning() == f.transformed());
+  CHECK(m.flipped().transformed() == f.transformed());
+  std::vector<bool> t(std::size_t(rows * cols), false);
+  for (int s : m.transformed()) t[std::size_t(s)] = true;
+  CHECK_FALSE(t[0]);  // site (0, 0) conditions
+  for (Index i = 0; i < rows; ++i) {
+    for (Index j = 0; j < cols; ++j) {
+      const bool here = t[std::size_t(i * cols + j)];
+      CHECK(t[std::size_t(((i + 1) % rows) * cols + j)] != here);
+      CHECK(t[std::size_t(i * cols + (j + 1) % cols)] != here);
+    }
+  }
+  CHECK_THROWS_WITH(CouplingMask::checkerboard(3, 4), Catch::Contains("even"));
+  CHECK(CouplingMask::checkerboard(3, 3, false, false).transformed() ==
+        std::vector<int>{1, 3, 5, 7});
+  CHECK_THROWS_AS(CouplingMask::checkerboard(0, 4), ParameterError);
+  CHECK_THROWS_AS(CouplingMask::checkerboard(1, 1, false, false), ParameterError);
+}
+
 TEST_CASE("the score of a conditional Real NVP density matches finite differences",
           "[coupling][flow][gradients]") {
   using A = AffineCoupling<double, 3, 8, nn::Tanh>;

@@ -41,6 +41,34 @@ class CouplingMask {
     for (Index i = 0; i < dim; ++i) t[std::size_t(i)] = (i % 2 == 1) != flip;
     return CouplingMask(std::move(t));
   }
+  /// A checkerboard on a `rows` × `cols` lattice stored row by row (site (i, j) is feature
+  /// i·cols + j): sites with i + j even condition, those with i + j odd are transformed (`flip`
+  /// swaps the roles), so every transformed site's four nearest neighbours condition it. On a
+  /// periodic lattice (a torus) this holds across the boundary too exactly when `rows` and `cols`
+  /// are both even; `periodic = true` (the default) asks for that and throws otherwise. Two
+  /// couplings with flipped checkerboards transform every site.
+  /// @throws ParameterError for rows or cols < 1, fewer than 2 sites, or an odd extent on a
+  ///   periodic lattice.
+  static CouplingMask checkerboard(Index rows, Index cols, bool flip = false,
+                                   bool periodic = true) {
+    if (rows < 1 || cols < 1) {
+      throw ParameterError(
+          "nflow::CouplingMask::checkerboard: the lattice must be at least 1 x 1, got " +
+          std::to_string(rows) + " x " + std::to_string(cols));
+    }
+    if (periodic && (rows % 2 != 0 || cols % 2 != 0)) {
+      throw ParameterError(
+          "nflow::CouplingMask::checkerboard: a periodic lattice needs even extents for the "
+          "colouring to alternate across the boundary, got " +
+          std::to_string(rows) + " x " + std::to_string(cols) +
+          " (pass periodic = false for an "
+          "open lattice)");
+    }
+    std::vector<bool> t(std::size_t(check_dim(rows * cols)), false);
+    for (Index i = 0; i < rows; ++i)
+      for (Index j = 0; j < cols; ++j) t[std::size_t(i * cols + j)] = ((i + j) % 2 == 1) != flip;
+    return CouplingMask(std::move(t));
+  }
   /// `transformed[i]` says whether feature i is transformed. At least one feature must be
   /// transformed (else the layer is the identity) and, unless a context is given, at least one
   /// must condition. Throws ParameterError naming "mask" otherwise.
