@@ -3,9 +3,10 @@
 //     E(x) = x₁⁴ − 6x₁² + x₁ + ½x₂²,   p(x) = exp(−E(x)/kT) / Z,  kT = 1.
 //
 // The flow (Real NVP, 8 affine couplings, MLP 2 × 64) is first fitted by maximum likelihood to a
-// few samples (1,000) from the LEFT well only, then trained on a weighted sum of that likelihood
-// and the reverse KL to exp(−E/kT), annealed from kT = 4 down to 1, which puts mass into the right
-// well that the data never showed. The free-energy difference between the wells,
+// few samples (1,000) from the LEFT well only (a quarter of the steps), then trained on a weighted
+// sum of that likelihood (0.1) and the reverse KL (1) to exp(−E/kT), annealed from kT = 10 down to
+// kT = 1.5 (at 1 the reverse KL drops the right well again; see main()), which puts mass into
+// the right well that the data never showed. The free-energy difference between the wells,
 //
 //     ΔF = F_right − F_left = −kT log(Z_right / Z_left),   Z_well = ∫_well exp(−E(x)/kT) dx,
 //
@@ -27,6 +28,7 @@
 //   boltzmann 2000 docs/images/boltzmann.png
 //
 //   boltzmann [steps (2000)] [output.png] [training samples (1000)] [reweighting samples (200000)]
+//             [final training temperature (1.5)]
 #include <algorithm>
 #include <array>
 #include <cmath>
