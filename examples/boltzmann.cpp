@@ -127,9 +127,10 @@ int main(int argc, char** argv) {
   // right one, 11 kT above the barrier, and one trained down to kT = 1 drops it again (losing a
   // mode of mass 3.3 % costs only −log(1 − 0.033) = 0.034 nats of KL, less than the bridge of
   // mass across the barrier that keeping it needs; measured: 0.00 % of the samples in the right
-  // well when the KL stage starts at kT = 4 and ends at 1, 0.2 % from kT = 10). So its target
-  // starts hot (kT = 10: the barrier is about 1 kT) and is cooled geometrically to kT_final = 1.5
-  // over the first 60 % of the KL stage; the reweighting then corrects from 1.5 to 1.
+  // well when the KL stage starts at kT = 4 and ends at 1, 0.2 % from kT = 10 without the
+  // likelihood term). So its target starts hot (kT = 10: the barrier is about 1 kT) and is cooled
+  // geometrically to kT_final = 1.5 over the first 60 % of the KL stage; the reweighting then
+  // corrects from 1.5 to 1.
   const double kT_start = 10.0;
   double kT = 1.0;
   const auto target = train::make_target([&](const Points& x) { return log_target(x, kT); },
