@@ -16,26 +16,44 @@
 //     p(x | θ) = [φ((ρ − 0.1)/0.01)·1{q₁ > 0} + φ((ρ + 0.1)/0.01)·1{q₁ < 0}] / (0.01·π·ρ),
 //
 // and the posterior is p(θ | x) ∝ p(x | θ) on the prior's box. For x_o = (0, 0) it is two
-// crescents (half rings of radius 0.1 and width 0.01 about ±(0.25/√2)(1, 1)). The reference is this
-// density on a fine grid of [−1, 1]² (cell centres, normalised by the grid sum); the program
-// reports KL(p ‖ q) and the total-variation distance on that grid, the flow's mass inside the
-// prior box, and what fraction of the flow's samples fall inside the exact 50 % and 90 % highest-
-// posterior-density regions. It writes one picture: flow density | flow samples | exact posterior,
-// on [−0.5, 0.5]². It exits with 1 if the closed-form likelihood does not integrate to 1 (checked
-// by quadrature first) or a reported number is not finite or out of its range. The picture in
-// docs/images/ was made by
+// crescents (half rings of radius 0.1 and width 0.01 about ±(0.25/√2)(1, 1)).
+//
+// Checks, against exact answers:
+// - x_o on a grid: the exact density on a fine grid of [−1, 1]² (cell centres, normalised by the
+//   grid sum); the program reports KL(p ‖ q) and the total-variation distance on that grid, the
+//   flow's mass inside the prior box, and what fraction of the flow's samples fall inside the
+//   exact 50 % and 90 % highest-posterior-density regions.
+// - Six observations (x_o and five simulated ones): the flow draws 2,000 posterior samples for
+//   each in ONE call (a context batch, one column per draw), and exact posterior samples come from
+//   inverting the simulator's noise (reference_posterior(); their first and second moments are
+//   checked against the closed-form posterior on the grid). A classifier two-sample test (C2ST,
+//   k-nearest neighbours with 5-fold cross-validation, c2st()) scores the flow's samples against
+//   the exact ones: 0.5 means indistinguishable. The same classifier scores two controls, a second
+//   exact sample (≈ 0.5) and the prior (≈ 1).
+// The program exits with 1 if the closed-form likelihood does not integrate to 1 (checked by
+// quadrature first), a grid number is not finite or out of its range, a moment of the exact
+// samples is more than 4 standard errors from the grid's, a control is on the wrong side of the
+// C2ST bound 0.65, or the flow's C2ST accuracy reaches 0.65 for any observation (the prior and
+// the untrained flow, `simulation_inference 0`, score about 1). It writes two pictures: flow
+// density | flow samples | exact posterior for x_o, on [−0.5, 0.5]²; and, for each observation,
+// flow samples over exact samples on [−1, 1]² (`<output>_observations.png`). The pictures in
+// docs/images/ were made by
 //
 //   simulation_inference 6000 docs/images/simulation_inference.png
 //
-//   simulation_inference [steps (6000)] [output.png] [simulations (10000)] [grid points per side
-//                        (1000)] [spline bound B (3)]
+//   simulation_inference [steps (6000; 0: untrained)] [output.png] [simulations (10000)]
+//                        [grid points per side (1000)] [spline bound B (3)]
+//                        [C2ST samples per class (2000)]
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <nflow/nflow.hpp>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/panels.hpp"
@@ -133,6 +151,110 @@ double likelihood_integral(double t1, double t2) {
   return sum * h * h;
 }
 
+/// `n` exact draws from the posterior p(θ | x), by inverting the simulator: draw the noise (a, r)
+/// from its prior, solve x = (r cos a + 0.25, r sin a) + (−|θ₁ + θ₂|/√2, (−θ₁ + θ₂)/√2) for θ on
+/// a branch of |θ₁ + θ₂| chosen by a fair coin, and keep θ if it lies in the prior's box (a draw
+/// with x₁ − 0.25 − r cos a > 0 has no solution and is dropped). Why this is exact: on each branch
+/// the map θ ↦ q = r·(cos a, sin a) is an isometry and (r, a) ↦ q has Jacobian ρ = |q|, so a draw
+/// lands at θ with density ½·p(a, r)/ρ, which is ½·p(x | θ) (the closed form above); restricted to
+/// the box, that is ∝ p(x | θ)·prior(θ). The sbibm reference posterior is made this way.
+/// @throws std::runtime_error if fewer than 1 draw in 1,000 is kept (x far outside the simulator's
+///   range).
+Matrix2X reference_posterior(const Eigen::Vector2d& x, Index n, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  Matrix2X theta(2, n);
+  Index kept = 0, tried = 0;
+  while (kept < n) {
+    if (++tried > 1000 * (n + 1)) {
+      throw std::runtime_error("reference_posterior: fewer than 1 draw in 1000 is kept; x = (" +
+                               std::to_string(x(0)) + ", " + std::to_string(x(1)) +
+                               ") is too unlikely under the simulator");
+    }
+    const double a = pi * (uniform_open01(gen) - 0.5);
+    double e = 0, unused = 0;
+    standard_normal_pair(gen, e, unused);
+    const double r = radius_mean + radius_sd * e;
+    const double branch = uniform_open01(gen) < 0.5 ? 1.0 : -1.0;
+    // x − p = (−|s|/√2, d/√2) with s = θ₁ + θ₂, d = θ₂ − θ₁.
+    const double u1 = x(0) - r * std::cos(a) - offset, u2 = x(1) - r * std::sin(a);
+    if (u1 > 0) continue;
+    const double s = branch * -std::sqrt(2.0) * u1, d = std::sqrt(2.0) * u2;
+    const double t1 = 0.5 * (s - d), t2 = 0.5 * (s + d);
+    if (std::abs(t1) > 1 || std::abs(t2) > 1) continue;
+    theta.col(kept++) << t1, t2;
+  }
+  return theta;
+}
+
+/// The moments f(θ) = (θ₁, θ₂, θ₁², θ₂², θ₁θ₂) of each column.
+Eigen::Matrix<double, 5, Eigen::Dynamic> moments(const Matrix2X& theta) {
+  Eigen::Matrix<double, 5, Eigen::Dynamic> f(5, theta.cols());
+  f.topRows(2) = theta;
+  f.row(2) = theta.row(0).array().square();
+  f.row(3) = theta.row(1).array().square();
+  f.row(4) = theta.row(0).array() * theta.row(1).array();
+  return f;
+}
+
+/// For each moment of moments(), (sample mean − exact) / its standard error, the exact value from
+/// the closed-form posterior on a `side` × `side` grid (midpoint rule): a check of
+/// reference_posterior() against log_likelihood().
+Eigen::Matrix<double, 5, 1> moment_z(const Matrix2X& samples, const Eigen::Vector2d& x,
+                                     Index side) {
+  const Matrix2X points = box_grid(side);
+  const Eigen::RowVectorXd lp = log_posterior(x, points);
+  const Eigen::RowVectorXd p = (lp.array() - lp.maxCoeff()).exp();
+  const Eigen::Matrix<double, 5, 1> exact = moments(points) * p.transpose() / p.sum();
+  const auto f = moments(samples);
+  const Eigen::Matrix<double, 5, 1> mean = f.rowwise().mean();
+  const double n = double(samples.cols());
+  const Eigen::Matrix<double, 5, 1> sd =
+      ((f.colwise() - mean).array().square().rowwise().sum() / (n - 1)).sqrt();
+  return (mean - exact).array() / (sd.array() / std::sqrt(n));
+}
+
+/// The classifier two-sample test (C2ST; Lopez-Paz and Oquab 2017, arXiv:1610.06545): the
+/// accuracy of a k-nearest-neighbour classifier (Euclidean, k = 25, majority vote) that tells the
+/// columns of `a` from those of `b`, measured by 5-fold cross-validation: the pooled samples are
+/// standardised (each coordinate to mean 0 and standard deviation 1), dealt into 5 folds by a
+/// random permutation from `seed`, and every sample is classified by its 25 nearest neighbours
+/// among the other 4 folds. 0.5 means the classifier cannot tell the two sets apart; 1 that it
+/// separates them completely. With equal set sizes the best classifier reaches ½(1 + TV(p, q)).
+double c2st(const Matrix2X& a, const Matrix2X& b, std::uint64_t seed) {
+  constexpr int k = 25, folds = 5;
+  const Index n = a.cols() + b.cols();
+  Matrix2X z(2, n);
+  z << a, b;
+  const Eigen::Vector2d mean = z.rowwise().mean();
+  z.colwise() -= mean;
+  const Eigen::Vector2d sd = (z.array().square().rowwise().sum() / double(n - 1)).sqrt();
+  z = sd.cwiseInverse().asDiagonal() * z;
+  // A permutation from nflow's uniform draws (Fisher–Yates), the same with every standard library.
+  std::mt19937_64 gen(seed);
+  std::vector<Index> order(std::size_t(n), 0);
+  for (Index i = 0; i < n; ++i) order[std::size_t(i)] = i;
+  for (Index i = n - 1; i > 0; --i) {
+    const Index j = std::min(i, Index(uniform_open01(gen) * double(i + 1)));
+    std::swap(order[std::size_t(i)], order[std::size_t(j)]);
+  }
+  std::vector<int> fold(std::size_t(n), 0);
+  for (Index i = 0; i < n; ++i) fold[std::size_t(order[std::size_t(i)])] = int(i % folds);
+  Index correct = 0;
+  std::vector<std::pair<double, bool>> d;  // (squared distance, neighbour is from b)
+  d.reserve(std::size_t(n));
+  for (Index i = 0; i < n; ++i) {
+    d.clear();
+    for (Index j = 0; j < n; ++j)
+      if (fold[std::size_t(j)] != fold[std::size_t(i)])
+        d.emplace_back((z.col(i) - z.col(j)).squaredNorm(), j >= a.cols());
+    std::nth_element(d.begin(), d.begin() + (k - 1), d.end());
+    int votes_b = 0;
+    for (int m = 0; m < k; ++m) votes_b += d[std::size_t(m)].second ? 1 : 0;
+    correct += (2 * votes_b > k) == (i >= a.cols()) ? 1 : 0;
+  }
+  return double(correct) / double(n);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,6 +263,13 @@ int main(int argc, char** argv) {
   const Index simulations = argc > 3 ? std::stol(argv[3]) : 10000;
   const Index grid = argc > 4 ? std::stol(argv[4]) : 1000;
   const double bound = argc > 5 ? std::stod(argv[5]) : 3.0;
+  const Index per_class = argc > 6 ? std::stol(argv[6]) : 2000;
+  if (steps < 0 || simulations < 20 || grid < 10 || !(bound > 1) || per_class < 50) {
+    std::fprintf(stderr,
+                 "simulation_inference: need steps >= 0, simulations >= 20, grid >= 10, "
+                 "bound > 1 and C2ST samples >= 50\n");
+    return 2;
+  }
 
   // The closed-form likelihood is a density in x (a wrong Jacobian or constant would show here).
   const double integral = likelihood_integral(0.3, -0.6);
@@ -167,10 +296,14 @@ int main(int argc, char** argv) {
     std::printf("step %5ld  train NLL %.4f  validation NLL %.4f  (%.1f s)\n", long(p.step),
                 p.train_loss, p.validation_loss, p.seconds);
   };
-  const auto result = train::fit(density, {.samples = theta_train, .context = x_train}, options,
-                                 {.samples = theta_valid, .context = x_valid});
-  std::printf("best validation NLL %.4f at step %ld\n", result.best_validation_loss,
-              long(result.best_step));
+  if (steps > 0) {
+    const auto result = train::fit(density, {.samples = theta_train, .context = x_train}, options,
+                                   {.samples = theta_valid, .context = x_valid});
+    std::printf("best validation NLL %.4f at step %ld\n", result.best_validation_loss,
+                long(result.best_step));
+  } else {
+    std::printf("steps = 0: the flow stays untrained (the C2ST check must then fail)\n");
+  }
 
   // Held-out simulations: the expected negative log posterior density, E[−log q(θ | x)].
   Matrix2X theta_test, x_test;
@@ -229,7 +362,55 @@ int main(int argc, char** argv) {
   const double in90 = (p_samples.array() >= level90).cast<double>().mean();
   std::printf("flow samples inside the exact 50%% / 90%% HPD regions: %.3f / %.3f\n", in50, in90);
 
-  // ---- the picture: flow density | flow samples | exact posterior, on [−0.5, 0.5]² -----------
+  // ---- several observations: posterior samples for all in one call, against exact samples ----
+  // x_o and five observations simulated from the prior (seed 4). The flow draws `per_class`
+  // samples for each from one sample() call: the context has one column per draw, observation k
+  // repeated in the k-th block of columns.
+  const Index n_obs = 6;
+  Matrix2X theta_sim, x_sim, observations(2, n_obs);
+  simulate(n_obs - 1, 4, theta_sim, x_sim);
+  observations << x_o, x_sim;
+  Eigen::MatrixXd contexts(2, n_obs * per_class);
+  for (Index k = 0; k < n_obs; ++k)
+    contexts.middleCols(k * per_class, per_class) = observations.col(k).replicate(1, per_class);
+  std::mt19937_64 flow_gen(8);
+  const Matrix2X flow_draws = density.sample(flow_gen, contexts);
+  // Controls for the classifier: a second exact sample (it should score about 0.5) and the prior
+  // (it should score near 1, and fail the bound).
+  std::mt19937_64 prior_gen(9);
+  Matrix2X prior_draws(2, per_class);
+  for (Index j = 0; j < per_class; ++j)
+    prior_draws.col(j) << 2 * uniform_open01(prior_gen) - 1, 2 * uniform_open01(prior_gen) - 1;
+  const double c2st_bound = 0.65;
+  const Index moment_grid = std::min<Index>(grid, 1000);
+  std::printf(
+      "C2ST accuracies (k-NN, k = 25, 5-fold CV, %ld + %ld samples; 0.5 = "
+      "indistinguishable, bound %.2f)\n",
+      long(per_class), long(per_class), c2st_bound);
+  std::printf("  %-18s %9s %9s %9s %9s  %s\n", "observation x", "flow", "exact 2", "prior",
+              "flow box", "reference moments: max |z| (grid)");
+  bool c2st_ok = true, reference_ok = true, controls_ok = true;
+  std::vector<Matrix2X> references;
+  for (Index k = 0; k < n_obs; ++k) {
+    const Eigen::Vector2d x_k = observations.col(k);
+    const Matrix2X reference = reference_posterior(x_k, per_class, 100 + std::uint64_t(k));
+    const Matrix2X reference2 = reference_posterior(x_k, per_class, 200 + std::uint64_t(k));
+    const Matrix2X flow_k = flow_draws.middleCols(k * per_class, per_class);
+    const double z = moment_z(reference, x_k, moment_grid).cwiseAbs().maxCoeff();
+    const double acc_flow = c2st(flow_k, reference, 300 + std::uint64_t(k));
+    const double acc_exact = c2st(reference2, reference, 400 + std::uint64_t(k));
+    const double acc_prior = c2st(prior_draws, reference, 500 + std::uint64_t(k));
+    const double in_box = (flow_k.array().abs() <= 1).colwise().all().cast<double>().mean();
+    std::printf("  (%+.3f, %+.3f)   %9.3f %9.3f %9.3f %9.3f  %.2f\n", x_k(0), x_k(1), acc_flow,
+                acc_exact, acc_prior, in_box, z);
+    c2st_ok = c2st_ok && acc_flow < c2st_bound;
+    controls_ok = controls_ok && acc_exact < c2st_bound && acc_prior > c2st_bound;
+    reference_ok = reference_ok && z < 4;
+    references.push_back(reference);
+  }
+
+  // ---- the pictures ------------------------------------------------------------------------------
+  // 1. x_o: flow density | flow samples | exact posterior, on [−0.5, 0.5]².
   nflow_examples::Panels panels(3, 320, -0.5, 0.5);
   panels.density(0, [&](const Matrix2X& g) -> Eigen::RowVectorXd {
     return density.log_prob(g, Eigen::MatrixXd(x_o.replicate(1, g.cols())));
@@ -239,7 +420,41 @@ int main(int argc, char** argv) {
   nflow_examples::write_png(out, panels.image);
   std::printf("wrote %s: q(theta | x_o) | samples from it | exact posterior, on [-0.5, 0.5]^2\n",
               out.c_str());
-  const bool sane =
-      std::isfinite(kl) && kl > -0.01 && std::isfinite(test_nll) && in50 <= in90 && q_box < 1.01;
-  return sane ? 0 : 1;
+  // 2. every observation: the flow's samples (top row) over the exact ones (bottom), on [−1, 1]².
+  const int side = 240;
+  nflow_examples::Panels top(int(n_obs), side, -1, 1), bottom(int(n_obs), side, -1, 1);
+  for (Index k = 0; k < n_obs; ++k) {
+    top.scatter(int(k), flow_draws.middleCols(k * per_class, per_class));
+    bottom.scatter(int(k), references[std::size_t(k)]);
+  }
+  nflow_examples::Image both(top.image.width, 2 * side + 4);
+  for (int py = 0; py < side; ++py)
+    for (int px = 0; px < both.width; ++px) {
+      both.set(px, py, top.image.get(px, py));
+      both.set(px, py + side + 4, bottom.image.get(px, py));
+    }
+  const std::string out_all =
+      (out.size() > 4 && out.substr(out.size() - 4) == ".png" ? out.substr(0, out.size() - 4)
+                                                              : out) +
+      "_observations.png";
+  nflow_examples::write_png(out_all, both);
+  std::printf(
+      "wrote %s: for each observation, flow samples (top) over exact samples (bottom), on "
+      "[-1, 1]^2\n",
+      out_all.c_str());
+
+  // ---- the checks ------------------------------------------------------------------------------
+  bool ok = true;
+  auto check = [&ok](bool pass, const char* what) {
+    std::printf("  [%s] %s\n", pass ? "ok" : "FAILED", what);
+    ok = ok && pass;
+  };
+  check(std::isfinite(kl) && kl > -0.01 && std::isfinite(test_nll) && in50 <= in90 && q_box < 1.01,
+        "grid KL, TV, test NLL and HPD fractions finite and in range");
+  check(reference_ok, "exact samples: every moment within 4 s.e. of the grid posterior's");
+  check(controls_ok, "C2ST controls: a second exact sample below the bound, the prior above it");
+  check(c2st_ok,
+        "C2ST of the flow against the exact samples below the bound for every observation");
+  if (!ok) std::printf("a check FAILED\n");
+  return ok ? 0 : 1;
 }
