@@ -204,6 +204,10 @@ int main(int argc, char** argv) {
   std::mt19937_64 batch_gen(3);
   Vector<double> grad(density.parameter_count()), grad_kl(density.parameter_count());
   Points batch(2, 256);
+  // Reused by every step (their buffers are allocated once; docs/training.md). The workspace also
+  // keeps the step's samples and log-weights: their ESS is printed below without sampling again.
+  train::NllTape<decltype(density)> tape;
+  train::ReverseKlWorkspace<decltype(density)> workspace;
   for (long step = 0; step < kl_steps; ++step) {
     for (Index j = 0; j < batch.cols(); ++j)
       batch.col(j) =
@@ -212,17 +216,20 @@ int main(int argc, char** argv) {
     kT = kT_start * std::pow(kT_final / kT_start, progress);
     grad.setZero();
     grad_kl.setZero();
-    const double nll = train::nll(density, batch, grad);
-    const double kl = train::reverse_kl(density, target, 256, batch_gen, grad_kl);
+    const double nll = train::nll(density, batch, grad, NoContext{}, tape);
+    const double kl = train::reverse_kl(density, target, 256, batch_gen, grad_kl, workspace);
     grad = w_ml * grad + w_kl * grad_kl;
     adam.step_model(density, grad, schedule.rate(5e-4, step, kl_steps));
     if ((step + 1) % 250 == 0 || step + 1 == kl_steps) {
       std::mt19937_64 g(99);
       const Points probe = density.sample(4000, g);
+      sampling::ImportanceAccumulator batch_weights;
+      batch_weights.add(workspace.log_weights());
       std::printf(
           "step %5ld  kT %.2f  NLL(left well) %.4f  reverse KL (up to log Z) %.4f  "
-          "right %.2f %%\n",
-          step + 1, kT, nll, kl, 100.0 * (probe.row(0).array() > 0).cast<double>().mean());
+          "ESS/N %.3f  right %.2f %%\n",
+          step + 1, kT, nll, kl, batch_weights.ess_per_sample(),
+          100.0 * (probe.row(0).array() > 0).cast<double>().mean());
       std::fflush(stdout);
     }
   }
