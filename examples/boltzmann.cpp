@@ -205,7 +205,8 @@ int main(int argc, char** argv) {
   Vector<double> grad(density.parameter_count()), grad_kl(density.parameter_count());
   Points batch(2, 256);
   // Reused by every step (their buffers are allocated once; docs/training.md). The workspace also
-  // keeps the step's samples and log-weights: their ESS is printed below without sampling again.
+  // keeps the step's samples and their log-weights against the current target exp(−E/kT): their
+  // ESS ("batch ESS/N") is printed below without sampling again.
   train::NllTape<decltype(density)> tape;
   train::ReverseKlWorkspace<decltype(density)> workspace;
   for (long step = 0; step < kl_steps; ++step) {
@@ -227,7 +228,7 @@ int main(int argc, char** argv) {
       batch_weights.add(workspace.log_weights());
       std::printf(
           "step %5ld  kT %.2f  NLL(left well) %.4f  reverse KL (up to log Z) %.4f  "
-          "ESS/N %.3f  right %.2f %%\n",
+          "batch ESS/N %.3f  right %.2f %%\n",
           step + 1, kT, nll, kl, batch_weights.ess_per_sample(),
           100.0 * (probe.row(0).array() > 0).cast<double>().mean());
       std::fflush(stdout);
