@@ -224,12 +224,10 @@ int main(int argc, char** argv) {
     if ((step + 1) % 250 == 0 || step + 1 == kl_steps) {
       std::mt19937_64 g(99);
       const Points probe = density.sample(4000, g);
-      sampling::ImportanceAccumulator batch_weights;
-      batch_weights.add(workspace.log_weights());
       std::printf(
           "step %5ld  kT %.2f  NLL(left well) %.4f  reverse KL (up to log Z) %.4f  "
           "batch ESS/N %.3f  right %.2f %%\n",
-          step + 1, kT, nll, kl, batch_weights.ess_per_sample(),
+          step + 1, kT, nll, kl, workspace.ess() / double(workspace.size()),
           100.0 * (probe.row(0).array() > 0).cast<double>().mean());
       std::fflush(stdout);
     }

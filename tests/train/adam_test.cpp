@@ -439,6 +439,7 @@ TEST_CASE("reverse KL's workspace: the step's samples and log-weights, the plain
   // A workspace used before for another batch size gives the plain call's numbers, bit for bit.
   train::ReverseKlWorkspace<decltype(d)> ws;
   CHECK(ws.size() == 0);
+  CHECK_THROWS_AS(ws.ess(), UnsupportedError);
   Vector<double> other = Vector<double>::Zero(d.parameter_count());
   std::mt19937_64 g0(1);
   train::reverse_kl(d, target, 7, g0, other, ws);
@@ -462,6 +463,11 @@ TEST_CASE("reverse KL's workspace: the step's samples and log-weights, the plain
   CHECK(ws.target_log_prob() == log_p);
   CHECK((ws.log_weights() - (log_p - log_q)).cwiseAbs().maxCoeff() < 1e-12);
   CHECK(loss == Approx(-(log_p - log_q).mean()).epsilon(1e-13));
+  // log Ẑ and Kish's ESS of the batch, from the weights themselves (moderate here: no overflow).
+  const Eigen::ArrayXd w = (log_p - log_q).array().exp().transpose();
+  CHECK(ws.log_z() == Approx(std::log(w.mean())).epsilon(1e-12));
+  CHECK(ws.ess() == Approx(w.sum() * w.sum() / w.square().sum()).epsilon(1e-12));
+  CHECK(ws.ess() <= double(n));
 
   // The gradient (summed over the chunks) against central differences of the loss at fixed
   // latents (the same seed).

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -14,6 +16,7 @@
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/math/functions.hpp"
 
 namespace nflow::train {
 
@@ -192,9 +195,35 @@ class ReverseKlWorkspace {
   /// The importance log-weights log p̃(xⱼ) − log q(xⱼ) of the last step's samples (1 × n); the
   /// step's loss is minus their mean.
   const Values& log_weights() const { return log_w_; }
+  /// log Ẑ = log((1/n) Σⱼ exp(log wⱼ)) of the last step's batch (log-sum-exp, in double): an
+  /// estimate of the target's log-normaliser, low in expectation. −∞ if every weight is 0; NaN if
+  /// a log-weight is NaN or +∞. @throws UnsupportedError before the first step.
+  double log_z() const {
+    const Eigen::Matrix<double, 1, Dynamic> lw = checked_log_weights("log_z");
+    if (lw.hasNaN()) return std::numeric_limits<double>::quiet_NaN();
+    return log_sum_exp(lw) - std::log(double(lw.size()));
+  }
+  /// Kish's effective sample size (Σⱼ wⱼ)² / Σⱼ wⱼ² of the last step's batch, in [1, n] (in log
+  /// space, in double); 0 if every weight is 0, NaN if a log-weight is NaN or +∞.
+  /// @throws UnsupportedError before the first step.
+  double ess() const {
+    const Eigen::Matrix<double, 1, Dynamic> lw = checked_log_weights("ess");
+    if (lw.hasNaN()) return std::numeric_limits<double>::quiet_NaN();
+    const double a = log_sum_exp(lw);
+    if (a == -std::numeric_limits<double>::infinity()) return 0;
+    return std::exp(2 * a - log_sum_exp(2 * lw));
+  }
 
  private:
   friend struct detail::ReverseKl;
+  Eigen::Matrix<double, 1, Dynamic> checked_log_weights(const char* what) const {
+    if (log_w_.size() == 0) {
+      throw UnsupportedError(std::string("nflow::train::ReverseKlWorkspace::") + what +
+                             ": the workspace holds no step yet (pass it to train::reverse_kl "
+                             "first)");
+    }
+    return log_w_.template cast<double>();
+  }
   Samples z_, x_, grad_x_, chunk_z_, chunk_grad_x_;
   Values log_q_, log_p_, log_w_, grad_log_det_, chunk_grad_log_det_;
 };
