@@ -493,5 +493,8 @@ TEST_CASE("reverse KL's workspace: the step's samples and log-weights, the plain
       [](const Points& x) -> Eigen::MatrixXd { return Eigen::MatrixXd::Zero(3, x.cols()); });
   CHECK_THROWS_AS(train::reverse_kl(d, wide, n, g, grad_ws, ws), ShapeError);
   CHECK_THROWS_AS(train::reverse_kl(d, tall, n, g, grad_ws, ws), ShapeError);
+  // A call that threw leaves no step to report on.
+  CHECK(ws.size() == 0);
+  CHECK_THROWS_AS(ws.log_z(), UnsupportedError);
   CHECK_THROWS_AS(train::reverse_kl(d, target, 0, g, grad_ws, ws), ShapeError);
 }

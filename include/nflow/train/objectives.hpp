@@ -103,6 +103,7 @@ struct ReverseKl {
       throw ShapeError("nflow::train::reverse_kl: the number of samples must be positive");
     }
     const auto& transform = density.transform();
+    ws.complete_ = false;  // until the step has finished (a call that throws leaves it false)
     ws.z_ = density.base().sample(n, gen);
     ws.x_.resize(ws.z_.rows(), n);
     ws.log_q_ = density.base().log_prob(ws.z_);
@@ -144,6 +145,7 @@ struct ReverseKl {
       }
     });
     ws.log_w_ = ws.log_p_ - ws.log_q_;
+    ws.complete_ = true;
     // mean(log q − log p) = −mean(log w), exactly (negation commutes with rounding).
     return -double(ws.log_w_.template cast<double>().mean());
   }
@@ -182,8 +184,9 @@ class ReverseKlWorkspace {
   using Samples = Batch<Scalar, D::Dim, Dynamic>;
   using Values = PerSample<Scalar, Dynamic>;
 
-  /// The number of samples of the last step (0 before the first).
-  Index size() const { return x_.cols(); }
+  /// The number of samples of the last step (0 before the first, and after a call that threw:
+  /// the other accessors then hold a partial step, and ess() and log_z() throw).
+  Index size() const { return complete_ ? x_.cols() : 0; }
   /// The last step's samples xⱼ = T⁻¹(zⱼ) (Dim × n).
   const Samples& samples() const { return x_; }
   /// The last step's latents zⱼ, drawn from the base (Dim × n).
@@ -217,15 +220,16 @@ class ReverseKlWorkspace {
  private:
   friend struct detail::ReverseKl;
   Eigen::Matrix<double, 1, Dynamic> checked_log_weights(const char* what) const {
-    if (log_w_.size() == 0) {
+    if (!complete_) {
       throw UnsupportedError(std::string("nflow::train::ReverseKlWorkspace::") + what +
-                             ": the workspace holds no step yet (pass it to train::reverse_kl "
-                             "first)");
+                             ": the workspace holds no complete step (pass it to "
+                             "train::reverse_kl first; a call that threw leaves none)");
     }
     return log_w_.template cast<double>();
   }
   Samples z_, x_, grad_x_, chunk_z_, chunk_grad_x_;
   Values log_q_, log_p_, log_w_, grad_log_det_, chunk_grad_log_det_;
+  bool complete_ = false;
 };
 
 /// @brief Reverse KL, KL(q‖p) up to the target's unknown log Z:
