@@ -204,6 +204,11 @@ int main(int argc, char** argv) {
   std::mt19937_64 batch_gen(3);
   Vector<double> grad(density.parameter_count()), grad_kl(density.parameter_count());
   Points batch(2, 256);
+  // Reused by every step (their buffers are allocated once; docs/training.md). The workspace also
+  // keeps the step's samples and their log-weights against the current target exp(−E/kT): their
+  // ESS ("batch ESS/N") is printed below without sampling again.
+  train::NllTape<decltype(density)> tape;
+  train::ReverseKlWorkspace<decltype(density)> workspace;
   for (long step = 0; step < kl_steps; ++step) {
     for (Index j = 0; j < batch.cols(); ++j)
       batch.col(j) =
@@ -212,8 +217,8 @@ int main(int argc, char** argv) {
     kT = kT_start * std::pow(kT_final / kT_start, progress);
     grad.setZero();
     grad_kl.setZero();
-    const double nll = train::nll(density, batch, grad);
-    const double kl = train::reverse_kl(density, target, 256, batch_gen, grad_kl);
+    const double nll = train::nll(density, batch, grad, NoContext{}, tape);
+    const double kl = train::reverse_kl(density, target, 256, batch_gen, grad_kl, workspace);
     grad = w_ml * grad + w_kl * grad_kl;
     adam.step_model(density, grad, schedule.rate(5e-4, step, kl_steps));
     if ((step + 1) % 250 == 0 || step + 1 == kl_steps) {
@@ -221,8 +226,9 @@ int main(int argc, char** argv) {
       const Points probe = density.sample(4000, g);
       std::printf(
           "step %5ld  kT %.2f  NLL(left well) %.4f  reverse KL (up to log Z) %.4f  "
-          "right %.2f %%\n",
-          step + 1, kT, nll, kl, 100.0 * (probe.row(0).array() > 0).cast<double>().mean());
+          "batch ESS/N %.3f  right %.2f %%\n",
+          step + 1, kT, nll, kl, workspace.ess() / double(workspace.size()),
+          100.0 * (probe.row(0).array() > 0).cast<double>().mean());
       std::fflush(stdout);
     }
   }

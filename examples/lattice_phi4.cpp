@@ -139,9 +139,10 @@ void train_flow(Phi4Flow& flow, const Phi4& t, long steps, Index batch, std::uin
   std::mt19937_64 gen(seed);
   Vector<double> grad(flow.parameter_count());
   double avg = 0;
+  train::ReverseKlWorkspace<Phi4Flow> workspace;  // reused by every step
   for (long step = 0; step < steps; ++step) {
     grad.setZero();
-    const double loss = train::reverse_kl(flow, target, batch, gen, grad);
+    const double loss = train::reverse_kl(flow, target, batch, gen, grad, workspace);
     if (!std::isfinite(loss)) {
       std::printf("%s: the reverse-KL loss is not finite at step %ld\n", name, step);
       std::exit(1);

@@ -4,8 +4,11 @@
 /// unnormalised log-density, and their weighted sum. Each returns the loss and adds its gradient
 /// into a flat gradient vector laid out like the density's parameters.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -13,6 +16,7 @@
 #include "nflow/core/concepts.hpp"
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/math/functions.hpp"
 
 namespace nflow::train {
 
@@ -33,7 +37,7 @@ template <typename D, typename X, ContextArg C>
 double nll(const D& density, const Eigen::MatrixBase<X>& x,
            Eigen::Ref<Vector<typename D::Scalar>> grad, const C& context, NllTape<D>& tape) {
   using Scalar = typename D::Scalar;
-  detail::check_size("train::nll", "grad", density.parameter_count(), grad.size());
+  nflow::detail::check_size("train::nll", "grad", density.parameter_count(), grad.size());
   const Index n = x.cols();
   if (n == 0) throw ShapeError("nflow::train::nll: the batch is empty");
   const Index nb = density.base().parameter_count();
@@ -75,34 +79,186 @@ Target<LogProb, Grad> make_target(LogProb log_prob, Grad grad_log_prob) {
   return {std::move(log_prob), std::move(grad_log_prob)};
 }
 
+template <typename D>
+class ReverseKlWorkspace;
+
+namespace detail {
+
+/// Columns per inverse pass (and inverse vjp) of train::reverse_kl: a batch is sent through the
+/// transform in chunks of this many samples, so that a layer's temporaries (hidden width × 64
+/// values: 32 KiB for a width of 64) stay below glibc's mmap threshold (128 KiB) and a step's
+/// transient memory stays small; one big batch made glibc trim and re-grow the heap every step
+/// (docs/performance.md). The gradient is a sum over samples, so the chunks change only its
+/// rounding.
+inline constexpr Index reverse_kl_chunk = 64;
+
+/// The computation of train::reverse_kl, into a workspace (a friend of ReverseKlWorkspace).
+struct ReverseKl {
+  template <typename D, typename T, typename G>
+  static double run(const D& density, const T& target, Index n, G& gen,
+                    Eigen::Ref<Vector<typename D::Scalar>> grad, ReverseKlWorkspace<D>& ws) {
+    using Scalar = typename D::Scalar;
+    nflow::detail::check_size("train::reverse_kl", "grad", density.parameter_count(), grad.size());
+    if (n <= 0) {
+      throw ShapeError("nflow::train::reverse_kl: the number of samples must be positive");
+    }
+    const auto& transform = density.transform();
+    ws.complete_ = false;  // until the step has finished (a call that throws leaves it false)
+    ws.z_ = density.base().sample(n, gen);
+    ws.x_.resize(ws.z_.rows(), n);
+    ws.log_q_ = density.base().log_prob(ws.z_);
+    // x = T⁻¹(z) and log q = log p_base(z) − log|det ∂T⁻¹/∂z|, chunk by chunk.
+    for_each_chunk(ws, n, [&](const auto& z, Index begin, Index m) {
+      const auto r = transform.inverse_and_log_det(z);
+      ws.x_.middleCols(begin, m) = r.value;
+      ws.log_q_.middleCols(begin, m) -= r.log_det;
+    });
+    {
+      // Checked before they are stored (a wrong number of rows cannot go into a fixed-size
+      // buffer); evaluated at once (a returned expression may refer to a converted argument).
+      const auto log_p = target.log_prob(ws.x_).eval();
+      nflow::detail::check_rows("train::reverse_kl", "target log_prob", 1, log_p.rows(),
+                                log_p.cols());
+      nflow::detail::check_cols("train::reverse_kl", "target log_prob", n, log_p.rows(),
+                                log_p.cols());
+      ws.log_p_ = log_p;
+    }
+    const auto score = target.grad_log_prob(ws.x_).eval();
+    nflow::detail::check_rows("train::reverse_kl", "target gradient", density.dim(), score.rows(),
+                              score.cols());
+    nflow::detail::check_cols("train::reverse_kl", "target gradient", n, score.rows(),
+                              score.cols());
+    // ∂loss/∂x = −∇ log p̃ / n; ∂loss/∂(inverse log-det) = −1/n.
+    const Scalar inv_n = Scalar(1) / Scalar(n);
+    ws.grad_x_.resize(score.rows(), n);
+    ws.grad_x_.noalias() = -inv_n * score;
+    ws.grad_log_det_.setConstant(1, n, -inv_n);
+    const Index nb = density.base().parameter_count();
+    auto grad_transform = grad.tail(grad.size() - nb);
+    for_each_chunk(ws, n, [&](const auto& z, Index begin, Index m) {
+      if (m == n) {
+        transform.inverse_vjp(z, ws.grad_x_, ws.grad_log_det_, grad_transform);
+      } else {
+        ws.chunk_grad_x_ = ws.grad_x_.middleCols(begin, m);
+        ws.chunk_grad_log_det_ = ws.grad_log_det_.middleCols(begin, m);
+        transform.inverse_vjp(z, ws.chunk_grad_x_, ws.chunk_grad_log_det_, grad_transform);
+      }
+    });
+    ws.log_w_ = ws.log_p_ - ws.log_q_;
+    ws.complete_ = true;
+    // mean(log q − log p) = −mean(log w), exactly (negation commutes with rounding).
+    return -double(ws.log_w_.template cast<double>().mean());
+  }
+
+ private:
+  /// f(z_chunk, begin, m) for consecutive chunks of reverse_kl_chunk columns of ws.z_; z_chunk
+  /// is a plain matrix (ws.z_ itself when one chunk holds the batch), so that the transform's
+  /// calls are instantiated for one argument type.
+  template <typename W, typename F>
+  static void for_each_chunk(W& ws, Index n, F&& f) {
+    if (n <= reverse_kl_chunk) {
+      f(ws.z_, Index(0), n);
+      return;
+    }
+    for (Index begin = 0; begin < n; begin += reverse_kl_chunk) {
+      const Index m = std::min(reverse_kl_chunk, n - begin);
+      ws.chunk_z_ = ws.z_.middleCols(begin, m);
+      f(ws.chunk_z_, begin, m);
+    }
+  }
+};
+
+}  // namespace detail
+
+/// @brief What train::reverse_kl computes in a step, and the buffers it computes into: give the
+/// same workspace to every step of a training loop (one per thread) and the step reuses them
+/// instead of allocating afresh. After a call it holds that step's samples: the latents zⱼ, the
+/// samples xⱼ = T⁻¹(zⱼ), log q(xⱼ), log p̃(xⱼ) and the log-weights log p̃(xⱼ) − log q(xⱼ), so
+/// that a training loop can watch the effective sample size (or feed an
+/// nflow::sampling::ImportanceAccumulator) without a second sampling pass. Empty before the
+/// first call.
+template <typename D>
+class ReverseKlWorkspace {
+ public:
+  using Scalar = typename D::Scalar;
+  using Samples = Batch<Scalar, D::Dim, Dynamic>;
+  using Values = PerSample<Scalar, Dynamic>;
+
+  /// The number of samples of the last step (0 before the first, and after a call that threw:
+  /// the other accessors then hold a partial step, and ess() and log_z() throw).
+  Index size() const { return complete_ ? x_.cols() : 0; }
+  /// The last step's samples xⱼ = T⁻¹(zⱼ) (Dim × n).
+  const Samples& samples() const { return x_; }
+  /// The last step's latents zⱼ, drawn from the base (Dim × n).
+  const Samples& latents() const { return z_; }
+  /// log q(xⱼ) = log p_base(zⱼ) − log|det ∂T⁻¹/∂z| of the last step's samples (1 × n).
+  const Values& log_prob() const { return log_q_; }
+  /// The target's log p̃(xⱼ) of the last step's samples (1 × n).
+  const Values& target_log_prob() const { return log_p_; }
+  /// The importance log-weights log p̃(xⱼ) − log q(xⱼ) of the last step's samples (1 × n); the
+  /// step's loss is minus their mean.
+  const Values& log_weights() const { return log_w_; }
+  /// log Ẑ = log((1/n) Σⱼ exp(log wⱼ)) of the last step's batch (log-sum-exp, in double): an
+  /// estimate of the target's log-normaliser, low in expectation. −∞ if every weight is 0; NaN if
+  /// a log-weight is NaN or +∞. @throws UnsupportedError before the first step.
+  double log_z() const {
+    const Eigen::Matrix<double, 1, Dynamic> lw = checked_log_weights("log_z");
+    if (lw.hasNaN()) return std::numeric_limits<double>::quiet_NaN();
+    return log_sum_exp(lw) - std::log(double(lw.size()));
+  }
+  /// Kish's effective sample size (Σⱼ wⱼ)² / Σⱼ wⱼ² of the last step's batch, in [1, n] (in log
+  /// space, in double); 0 if every weight is 0, NaN if a log-weight is NaN or +∞.
+  /// @throws UnsupportedError before the first step.
+  double ess() const {
+    const Eigen::Matrix<double, 1, Dynamic> lw = checked_log_weights("ess");
+    if (lw.hasNaN()) return std::numeric_limits<double>::quiet_NaN();
+    const double a = log_sum_exp(lw);
+    if (a == -std::numeric_limits<double>::infinity()) return 0;
+    return std::exp(2 * a - log_sum_exp(2 * lw));
+  }
+
+ private:
+  friend struct detail::ReverseKl;
+  Eigen::Matrix<double, 1, Dynamic> checked_log_weights(const char* what) const {
+    if (!complete_) {
+      throw UnsupportedError(std::string("nflow::train::ReverseKlWorkspace::") + what +
+                             ": the workspace holds no complete step (pass it to "
+                             "train::reverse_kl first; a call that threw leaves none)");
+    }
+    return log_w_.template cast<double>();
+  }
+  Samples z_, x_, grad_x_, chunk_z_, chunk_grad_x_;
+  Values log_q_, log_p_, log_w_, grad_log_det_, chunk_grad_log_det_;
+  bool complete_ = false;
+};
+
 /// @brief Reverse KL, KL(q‖p) up to the target's unknown log Z:
 ///   loss = (1/n) Σ [log q(xⱼ) − log p̃(xⱼ)],  xⱼ = T⁻¹(zⱼ), zⱼ ~ base,
 /// with log q(x) = log p_base(z) − log|det ∂T⁻¹/∂z|. Adds the reparameterised gradient with
 /// respect to the transform's parameters into `grad` (the base's parameters get none: the base is
 /// held fixed in this objective). Needs an InverseDifferentiable transform (coupling layers, IAF).
 /// Returns the loss; KL(q‖p) = loss + log Z ≥ 0.
+///
+/// Computes into `workspace` (reused buffers; see ReverseKlWorkspace), which afterwards holds the
+/// step's samples and log-weights. The samples go through the transform in chunks of 64 (see
+/// detail::reverse_kl_chunk).
+/// @throws ShapeError if n ≤ 0, `grad` has the wrong size, or the target's log_prob is not 1 × n
+///   or its gradient not Dim × n.
+template <typename D, typename T, std::uniform_random_bit_generator G>
+double reverse_kl(const D& density, const T& target, Index n, G& gen,
+                  Eigen::Ref<Vector<typename D::Scalar>> grad,
+                  ReverseKlWorkspace<D>& workspace) requires
+    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+  return detail::ReverseKl::run(density, target, n, gen, grad, workspace);
+}
+
+/// @brief reverse_kl() with a workspace of its own (allocated for this call).
 template <typename D, typename T, std::uniform_random_bit_generator G>
 double reverse_kl(const D& density, const T& target, Index n, G& gen,
                   Eigen::Ref<Vector<typename D::Scalar>> grad) requires
     InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
-  using Scalar = typename D::Scalar;
-  detail::check_size("train::reverse_kl", "grad", density.parameter_count(), grad.size());
-  if (n <= 0) throw ShapeError("nflow::train::reverse_kl: the number of samples must be positive");
-  const Batch<Scalar, D::Dim, Dynamic> z = density.base().sample(n, gen);
-  const auto r = density.transform().inverse_and_log_det(z);
-  const PerSample<Scalar, Dynamic> log_q = density.base().log_prob(z) - r.log_det;
-  const PerSample<Scalar, Dynamic> log_p = target.log_prob(r.value);
-  detail::check_cols("train::reverse_kl", "target log_prob", n, log_p.rows(), log_p.cols());
-  const Batch<Scalar, D::Dim, Dynamic> score = target.grad_log_prob(r.value);
-  detail::check_rows("train::reverse_kl", "target gradient", density.dim(), score.rows(),
-                     score.cols());
-  // ∂loss/∂x = −∇ log p̃ / n; ∂loss/∂(inverse log-det) = −1/n.
-  const Scalar inv_n = Scalar(1) / Scalar(n);
-  const Batch<Scalar, D::Dim, Dynamic> gv = -inv_n * score;
-  const PerSample<Scalar, Dynamic> gl = PerSample<Scalar, Dynamic>::Constant(1, n, -inv_n);
-  const Index nb = density.base().parameter_count();
-  density.transform().inverse_vjp(z, gv, gl, grad.tail(grad.size() - nb));
-  return double((log_q - log_p).template cast<double>().mean());
+  ReverseKlWorkspace<D> workspace;
+  return reverse_kl(density, target, n, gen, grad, workspace);
 }
 
 }  // namespace nflow::train
