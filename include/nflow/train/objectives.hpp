@@ -93,8 +93,10 @@ namespace detail {
 inline constexpr Index reverse_kl_chunk = 64;
 
 /// The computation of train::reverse_kl, into a workspace (a friend of ReverseKlWorkspace).
+/// Conditional: the workspace's contexts (context_dim × n) are given to the transform and to the
+/// target, one column per sample.
 struct ReverseKl {
-  template <typename D, typename T, typename G>
+  template <bool Conditional, typename D, typename T, typename G>
   static double run(const D& density, const T& target, Index n, G& gen,
                     Eigen::Ref<Vector<typename D::Scalar>> grad, ReverseKlWorkspace<D>& ws) {
     using Scalar = typename D::Scalar;
@@ -104,26 +106,27 @@ struct ReverseKl {
     }
     const auto& transform = density.transform();
     ws.complete_ = false;  // until the step has finished (a call that throws leaves it false)
+    if constexpr (!Conditional) ws.context_.resize(0, 0);
     ws.z_ = density.base().sample(n, gen);
     ws.x_.resize(ws.z_.rows(), n);
     ws.log_q_ = density.base().log_prob(ws.z_);
     // x = T⁻¹(z) and log q = log p_base(z) − log|det ∂T⁻¹/∂z|, chunk by chunk.
-    for_each_chunk(ws, n, [&](const auto& z, Index begin, Index m) {
-      const auto r = transform.inverse_and_log_det(z);
+    for_each_chunk<Conditional>(ws, n, [&](const auto& z, Index begin, Index m, const auto* c) {
+      const auto r = inverse(transform, z, c);
       ws.x_.middleCols(begin, m) = r.value;
       ws.log_q_.middleCols(begin, m) -= r.log_det;
     });
     {
       // Checked before they are stored (a wrong number of rows cannot go into a fixed-size
       // buffer); evaluated at once (a returned expression may refer to a converted argument).
-      const auto log_p = target.log_prob(ws.x_).eval();
+      const auto log_p = call_target<Conditional>(target.log_prob, ws).eval();
       nflow::detail::check_rows("train::reverse_kl", "target log_prob", 1, log_p.rows(),
                                 log_p.cols());
       nflow::detail::check_cols("train::reverse_kl", "target log_prob", n, log_p.rows(),
                                 log_p.cols());
       ws.log_p_ = log_p;
     }
-    const auto score = target.grad_log_prob(ws.x_).eval();
+    const auto score = call_target<Conditional>(target.grad_log_prob, ws).eval();
     nflow::detail::check_rows("train::reverse_kl", "target gradient", density.dim(), score.rows(),
                               score.cols());
     nflow::detail::check_cols("train::reverse_kl", "target gradient", n, score.rows(),
@@ -135,13 +138,13 @@ struct ReverseKl {
     ws.grad_log_det_.setConstant(1, n, -inv_n);
     const Index nb = density.base().parameter_count();
     auto grad_transform = grad.tail(grad.size() - nb);
-    for_each_chunk(ws, n, [&](const auto& z, Index begin, Index m) {
+    for_each_chunk<Conditional>(ws, n, [&](const auto& z, Index begin, Index m, const auto* c) {
       if (m == n) {
-        transform.inverse_vjp(z, ws.grad_x_, ws.grad_log_det_, grad_transform);
+        inverse_vjp(transform, z, ws.grad_x_, ws.grad_log_det_, grad_transform, c);
       } else {
         ws.chunk_grad_x_ = ws.grad_x_.middleCols(begin, m);
         ws.chunk_grad_log_det_ = ws.grad_log_det_.middleCols(begin, m);
-        transform.inverse_vjp(z, ws.chunk_grad_x_, ws.chunk_grad_log_det_, grad_transform);
+        inverse_vjp(transform, z, ws.chunk_grad_x_, ws.chunk_grad_log_det_, grad_transform, c);
       }
     });
     ws.log_w_ = ws.log_p_ - ws.log_q_;
@@ -150,20 +153,67 @@ struct ReverseKl {
     return -double(ws.log_w_.template cast<double>().mean());
   }
 
+  /// The conditional step: copies the contexts into the workspace, then run<true>.
+  template <typename D, typename T, typename CM, typename G>
+  static double run_conditional(const D& density, const T& target,
+                                const Eigen::MatrixBase<CM>& contexts, G& gen,
+                                Eigen::Ref<Vector<typename D::Scalar>> grad,
+                                ReverseKlWorkspace<D>& ws) {
+    ws.complete_ = false;
+    ws.context_ = contexts.template cast<typename D::Scalar>();
+    return run<true>(density, target, contexts.cols(), gen, grad, ws);
+  }
+
  private:
-  /// f(z_chunk, begin, m) for consecutive chunks of reverse_kl_chunk columns of ws.z_; z_chunk
-  /// is a plain matrix (ws.z_ itself when one chunk holds the batch), so that the transform's
-  /// calls are instantiated for one argument type.
-  template <typename W, typename F>
+  template <typename B, typename Z, typename C>
+  static auto inverse(const B& transform, const Z& z, const C* c) {
+    if constexpr (std::is_same_v<C, NoContext>) {
+      return transform.inverse_and_log_det(z);
+    } else {
+      return transform.inverse_and_log_det(z, *c);
+    }
+  }
+  template <typename B, typename Z, typename GV, typename GL, typename GP, typename C>
+  static void inverse_vjp(const B& transform, const Z& z, const GV& gv, const GL& gl, GP& gp,
+                          const C* c) {
+    if constexpr (std::is_same_v<C, NoContext>) {
+      transform.inverse_vjp(z, gv, gl, gp);
+    } else {
+      transform.inverse_vjp(z, gv, gl, gp, *c);
+    }
+  }
+  template <bool Conditional, typename F, typename W>
+  static decltype(auto) call_target(const F& f, const W& ws) {
+    if constexpr (Conditional) {
+      return f(ws.x_, ws.context_);
+    } else {
+      return f(ws.x_);
+    }
+  }
+  /// f(z_chunk, begin, m, context_chunk) for consecutive chunks of reverse_kl_chunk columns of
+  /// ws.z_ (and of ws.context_; a NoContext pointer when unconditional); the chunks are plain
+  /// matrices (ws.z_ and ws.context_ themselves when one chunk holds the batch), so that the
+  /// transform's calls are instantiated for one argument type.
+  template <bool Conditional, typename W, typename F>
   static void for_each_chunk(W& ws, Index n, F&& f) {
+    static constexpr NoContext none{};
+    auto context = [&](bool whole) {
+      if constexpr (Conditional) {
+        return whole ? &ws.context_ : &ws.chunk_context_;
+      } else {
+        (void)whole;
+        return &none;
+      }
+    };
     if (n <= reverse_kl_chunk) {
-      f(ws.z_, Index(0), n);
+      f(ws.z_, Index(0), n, context(true));
       return;
     }
     for (Index begin = 0; begin < n; begin += reverse_kl_chunk) {
       const Index m = std::min(reverse_kl_chunk, n - begin);
       ws.chunk_z_ = ws.z_.middleCols(begin, m);
-      f(ws.chunk_z_, begin, m);
+      if constexpr (Conditional) ws.chunk_context_ = ws.context_.middleCols(begin, m);
+      f(ws.chunk_z_, begin, m, context(false));
     }
   }
 };
@@ -191,6 +241,8 @@ class ReverseKlWorkspace {
   const Samples& samples() const { return x_; }
   /// The last step's latents zⱼ, drawn from the base (Dim × n).
   const Samples& latents() const { return z_; }
+  /// The last step's contexts cⱼ (context_dim × n; empty after an unconditional step).
+  const Batch<Scalar, Dynamic, Dynamic>& contexts() const { return context_; }
   /// log q(xⱼ) = log p_base(zⱼ) − log|det ∂T⁻¹/∂z| of the last step's samples (1 × n).
   const Values& log_prob() const { return log_q_; }
   /// The target's log p̃(xⱼ) of the last step's samples (1 × n).
@@ -229,6 +281,7 @@ class ReverseKlWorkspace {
   }
   Samples z_, x_, grad_x_, chunk_z_, chunk_grad_x_;
   Values log_q_, log_p_, log_w_, grad_log_det_, chunk_grad_log_det_;
+  Batch<Scalar, Dynamic, Dynamic> context_, chunk_context_;  // the conditional overload's
   bool complete_ = false;
 };
 
@@ -249,7 +302,49 @@ double reverse_kl(const D& density, const T& target, Index n, G& gen,
                   Eigen::Ref<Vector<typename D::Scalar>> grad,
                   ReverseKlWorkspace<D>& workspace) requires
     InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
-  return detail::ReverseKl::run(density, target, n, gen, grad, workspace);
+  return detail::ReverseKl::run<false>(density, target, n, gen, grad, workspace);
+}
+
+/// @brief Conditional (amortised) reverse KL: trains q(x | c) against p̃(x | c) over a batch of
+/// contexts, one sample per context column,
+///   loss = (1/n) Σ [log q(xⱼ | cⱼ) − log p̃(xⱼ | cⱼ)],  xⱼ = T⁻¹(zⱼ; cⱼ), zⱼ ~ base,
+/// with n = contexts.cols(). The target's callables take the context too:
+/// `log_prob(x, c)` (1 × n) and `grad_log_prob(x, c)` (∇ₓ log p̃, Dim × n), c context_dim × n.
+/// Draw the contexts from the distribution to amortise over (a prior, a design), e.g. fresh
+/// each step. The loss estimates E_c[KL(q(·|c)‖p(·|c))] − E_c[log Z(c)]. The workspace's
+/// log-weights are per sample, each with its own context, so its ess() and log_z() mix contexts:
+/// they mean what they say when every column holds the same context. Everything else as the
+/// unconditional overload.
+/// @throws ShapeError if the density is not conditional, `contexts` does not have context_dim()
+///   rows or has no column, `grad` has the wrong size, or the target's outputs have the wrong
+///   shapes; ParameterError if a context is NaN or infinite.
+template <typename D, typename T, typename CM, std::uniform_random_bit_generator G>
+double reverse_kl(const D& density, const T& target, const Eigen::MatrixBase<CM>& contexts, G& gen,
+                  Eigen::Ref<Vector<typename D::Scalar>> grad,
+                  ReverseKlWorkspace<D>& workspace) requires
+    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+  if (density.context_dim() == 0) {
+    throw ShapeError(
+        "nflow::train::reverse_kl: contexts were given, but the density is not conditional");
+  }
+  nflow::detail::check_rows("train::reverse_kl", "contexts", density.context_dim(), contexts.rows(),
+                            contexts.cols());
+  if (contexts.cols() == 0) {
+    throw ShapeError("nflow::train::reverse_kl: contexts has no column (one per sample)");
+  }
+  if (!contexts.allFinite()) {
+    throw ParameterError("nflow::train::reverse_kl: a context is NaN or infinite");
+  }
+  return detail::ReverseKl::run_conditional(density, target, contexts, gen, grad, workspace);
+}
+
+/// @brief The conditional reverse_kl() with a workspace of its own (allocated for this call).
+template <typename D, typename T, typename CM, std::uniform_random_bit_generator G>
+double reverse_kl(const D& density, const T& target, const Eigen::MatrixBase<CM>& contexts, G& gen,
+                  Eigen::Ref<Vector<typename D::Scalar>> grad) requires
+    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+  ReverseKlWorkspace<D> workspace;
+  return reverse_kl(density, target, contexts, gen, grad, workspace);
 }
 
 /// @brief reverse_kl() with a workspace of its own (allocated for this call).
