@@ -84,6 +84,11 @@ class ReverseKlWorkspace;
 
 namespace detail {
 
+/// A density whose transform has an inverse vjp (what reverse_kl differentiates).
+template <typename D>
+concept InverseTrainable =
+    InverseDifferentiable<std::remove_cvref_t<decltype(std::declval<const D&>().transform())>>;
+
 /// Columns per inverse pass (and inverse vjp) of train::reverse_kl: a batch is sent through the
 /// transform in chunks of this many samples, so that a layer's temporaries (hidden width × 64
 /// values: 32 KiB for a width of 64) stay below glibc's mmap threshold (128 KiB) and a step's
@@ -298,10 +303,9 @@ class ReverseKlWorkspace {
 /// @throws ShapeError if n ≤ 0, `grad` has the wrong size, or the target's log_prob is not 1 × n
 ///   or its gradient not Dim × n.
 template <typename D, typename T, std::uniform_random_bit_generator G>
+requires detail::InverseTrainable<D>
 double reverse_kl(const D& density, const T& target, Index n, G& gen,
-                  Eigen::Ref<Vector<typename D::Scalar>> grad,
-                  ReverseKlWorkspace<D>& workspace) requires
-    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+                  Eigen::Ref<Vector<typename D::Scalar>> grad, ReverseKlWorkspace<D>& workspace) {
   return detail::ReverseKl::run<false>(density, target, n, gen, grad, workspace);
 }
 
@@ -319,10 +323,9 @@ double reverse_kl(const D& density, const T& target, Index n, G& gen,
 ///   rows or has no column, `grad` has the wrong size, or the target's outputs have the wrong
 ///   shapes; ParameterError if a context is NaN or infinite.
 template <typename D, typename T, typename CM, std::uniform_random_bit_generator G>
+requires detail::InverseTrainable<D>
 double reverse_kl(const D& density, const T& target, const Eigen::MatrixBase<CM>& contexts, G& gen,
-                  Eigen::Ref<Vector<typename D::Scalar>> grad,
-                  ReverseKlWorkspace<D>& workspace) requires
-    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+                  Eigen::Ref<Vector<typename D::Scalar>> grad, ReverseKlWorkspace<D>& workspace) {
   if (density.context_dim() == 0) {
     throw ShapeError(
         "nflow::train::reverse_kl: contexts were given, but the density is not conditional");
@@ -340,18 +343,18 @@ double reverse_kl(const D& density, const T& target, const Eigen::MatrixBase<CM>
 
 /// @brief The conditional reverse_kl() with a workspace of its own (allocated for this call).
 template <typename D, typename T, typename CM, std::uniform_random_bit_generator G>
+requires detail::InverseTrainable<D>
 double reverse_kl(const D& density, const T& target, const Eigen::MatrixBase<CM>& contexts, G& gen,
-                  Eigen::Ref<Vector<typename D::Scalar>> grad) requires
-    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+                  Eigen::Ref<Vector<typename D::Scalar>> grad) {
   ReverseKlWorkspace<D> workspace;
   return reverse_kl(density, target, contexts, gen, grad, workspace);
 }
 
 /// @brief reverse_kl() with a workspace of its own (allocated for this call).
 template <typename D, typename T, std::uniform_random_bit_generator G>
+requires detail::InverseTrainable<D>
 double reverse_kl(const D& density, const T& target, Index n, G& gen,
-                  Eigen::Ref<Vector<typename D::Scalar>> grad) requires
-    InverseDifferentiable<std::remove_cvref_t<decltype(density.transform())>> {
+                  Eigen::Ref<Vector<typename D::Scalar>> grad) {
   ReverseKlWorkspace<D> workspace;
   return reverse_kl(density, target, n, gen, grad, workspace);
 }
