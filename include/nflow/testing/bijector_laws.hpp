@@ -248,11 +248,11 @@ double stencil(F&& f, double h) {
 /// not, a kink lies within 2h of the point, and the step is halved (a kink at distance δ leaves
 /// the stencils at h < δ/2 alone) up to 8 times. Returns the h/2 estimate; `smooth` says whether
 /// the two agreed (false: the point sits on a kink, where no derivative exists to compare with).
-template <typename F>
-double kink_safe_stencil(F&& f, double h, double agree, bool& smooth) {
-  double f2p = f(2 * h), f2m = f(-2 * h), f1p = f(h), f1m = f(-h);
+inline double kink_safe_stencil(double (*call)(const void*, double), const void* f, double h,
+                                double agree, bool& smooth) {
+  double f2p = call(f, 2 * h), f2m = call(f, -2 * h), f1p = call(f, h), f1m = call(f, -h);
   for (int halvings = 0;; ++halvings) {
-    const double fhp = f(h / 2), fhm = f(-h / 2);
+    const double fhp = call(f, h / 2), fhm = call(f, -h / 2);
     const double coarse = (8.0 * (f1p - f1m) - (f2p - f2m)) / (12.0 * h);
     const double fine = (8.0 * (fhp - fhm) - (f1p - f1m)) / (6.0 * h);
     smooth = std::abs(coarse - fine) <= agree * std::max(1.0, std::abs(fine));
@@ -263,6 +263,13 @@ double kink_safe_stencil(F&& f, double h, double agree, bool& smooth) {
     f1m = fhm;
     h /= 2;
   }
+}
+
+/// The same for any callable double(double) (the loop above is compiled once, not per callable).
+template <typename F>
+double kink_safe_stencil(const F& f, double h, double agree, bool& smooth) {
+  return kink_safe_stencil([](const void* p, double s) { return (*static_cast<const F*>(p))(s); },
+                           &f, h, agree, smooth);
 }
 
 /// A gradient law's result: max |analytic − fd| / max(1, max |fd|) over the coordinates whose
