@@ -1,6 +1,7 @@
 #pragma once
 /// @file
-/// @brief The fit loop: seeded mini-batches, Adam, a learning-rate schedule, validation with
+/// @brief The fit loop: seeded mini-batches of a data set or fresh batches from a sampler
+/// (train::sampler), Adam, a learning-rate schedule, validation with
 /// early stopping, a progress callback, and a clean stop on a non-finite loss.
 
 #include <chrono>
@@ -36,7 +37,8 @@ class TrainingError : public std::runtime_error {
 
 /// @brief What the progress callback receives.
 struct Progress {
-  Index epoch = 0;        ///< 0-based epoch just finished (or in progress, with `every_steps`)
+  Index epoch =
+      0;  ///< 0-based epoch just finished (or in progress, with `every_steps`); 0 with a sampler
   Index step = 0;         ///< optimiser steps taken so far
   double train_loss = 0;  ///< mean training loss since the previous report
   double validation_loss = std::numeric_limits<double>::quiet_NaN();  ///< NaN without validation
@@ -46,15 +48,17 @@ struct Progress {
 
 struct FitOptions {
   Index batch_size = 256;
-  Index epochs = 10;       ///< passes over the training set
-  Index max_steps = -1;    ///< if positive, stop after this many steps whatever the epochs
-  std::uint64_t seed = 1;  ///< shuffling
+  Index epochs = 10;       ///< passes over the training set (ignored with a sampler)
+  Index max_steps = -1;    ///< if positive, stop after this many steps whatever the epochs;
+                           ///< with a sampler, the run's length (required)
+  std::uint64_t seed = 1;  ///< shuffling; with a sampler, the generator handed to it
   AdamOptions adam{};
   Schedule schedule = Schedule::constant();
   /// Early stopping: stop after this many validations without improvement (0: never) and restore
   /// the parameters with the best validation loss.
   Index patience = 0;
-  /// Report (and validate) every this many steps; 0 means once per epoch.
+  /// Report (and validate) every this many steps; 0 means once per epoch (with a sampler: only
+  /// at the end).
   Index report_every_steps = 0;
   std::function<void(const Progress&)> callback{};
 };
