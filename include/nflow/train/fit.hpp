@@ -1,8 +1,8 @@
 #pragma once
 /// @file
 /// @brief The fit loop: seeded mini-batches of a data set or fresh batches from a sampler
-/// (train::sampler), Adam, a learning-rate schedule, validation with
-/// early stopping, a progress callback, and a clean stop on a non-finite loss.
+/// (train::sampler), Adam, a learning-rate schedule, validation with early stopping, a progress
+/// callback, and a clean stop on a non-finite loss.
 
 #include <chrono>
 #include <cmath>
@@ -37,8 +37,8 @@ class TrainingError : public std::runtime_error {
 
 /// @brief What the progress callback receives.
 struct Progress {
-  Index epoch =
-      0;  ///< 0-based epoch just finished (or in progress, with `every_steps`); 0 with a sampler
+  /// 0-based epoch just finished (or in progress, with `every_steps`); 0 with a sampler
+  Index epoch = 0;
   Index step = 0;         ///< optimiser steps taken so far
   double train_loss = 0;  ///< mean training loss since the previous report
   double validation_loss = std::numeric_limits<double>::quiet_NaN();  ///< NaN without validation
