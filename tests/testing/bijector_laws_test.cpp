@@ -247,7 +247,7 @@ TEST_CASE("a bijector without a const visit does not pass the parameter laws", "
 }
 
 namespace {
-using ReluCoupling = AffineCoupling<double, 4, 16, nn::ReLU>;
+using ReluCoupling = AffineCoupling<double, Dynamic, Dynamic, nn::ReLU>;
 /// nflow's ReLU affine coupling, whose forward_vjp multiplies its parameter gradient by `factor`
 /// (1: the correct layer; 1.02: a mutant whose gradient is 2 % off).
 struct ScaledParameterGradient : ReluCoupling {
@@ -259,10 +259,10 @@ struct ScaledParameterGradient : ReluCoupling {
                    Vector<double>(standard_normal_matrix<double>(parameter_count(), 1, gen)));
   }
   template <typename X, typename GV, typename GL>
-  Batch<double, 4, Dynamic> forward_vjp(const X& x, const GV& gv, const GL& gl,
-                                        Eigen::Ref<Vector<double>> gp) const {
+  Batch<double, Dynamic, Dynamic> forward_vjp(const X& x, const GV& gv, const GL& gl,
+                                              Eigen::Ref<Vector<double>> gp) const {
     Vector<double> mine = Vector<double>::Zero(gp.size());
-    Batch<double, 4, Dynamic> gx = ReluCoupling::forward_vjp(x, gv, gl, mine);
+    Batch<double, Dynamic, Dynamic> gx = ReluCoupling::forward_vjp(x, gv, gl, mine);
     gp += factor_ * mine;
     return gx;
   }
