@@ -372,6 +372,16 @@ TEST_CASE("the flow-matching gradient matches finite differences", "[continuous]
   }
   set_parameters(flow, theta);
   CHECK((grad - fd).cwiseAbs().maxCoeff() / std::max(1.0, fd.cwiseAbs().maxCoeff()) < 1e-8);
+  // The loss alone (validation, no gradient buffer) is the same number, for given noise and
+  // times and for noise and times drawn from a generator in the same state.
+  CHECK(train::flow_matching_loss_value(flow.field(), x1, x0, tau, c, 0.01) ==
+        train::flow_matching_loss(flow.field(), x1, x0, tau, c, 0.01, scratch));
+  std::mt19937_64 g1(5), g2(5);
+  CHECK(train::flow_matching_loss_value(flow.field(), x1, c, 0.01, g1) ==
+        train::flow_matching_loss(flow.field(), x1, c, 0.01, g2, scratch));
+  CHECK(g1() == g2());
+  CHECK_THROWS_AS(train::flow_matching_loss_value(flow.field(), x1, x0, tau, MatrixXd(), 0.0),
+                  ShapeError);
   // A conditional field without its context.
   CHECK_THROWS_AS(train::flow_matching_loss(flow.field(), x1, x0, tau, MatrixXd(), 0.0, grad),
                   ShapeError);
@@ -455,6 +465,44 @@ TEST_CASE(
   true_ll /= double(test_data.cols());
   INFO("held-out mean log-likelihood: flow " << flow_ll << ", true " << true_ll);
   CHECK(std::abs(flow_ll - true_ll) < 0.05);
+}
+
+TEST_CASE("flow matching from a sampler: replaying the data set's batches gives the same field",
+          "[continuous][flow_matching][sampler]") {
+  std::mt19937_64 gen(26);
+  const MatrixXd data = standard_normal_matrix<double>(2, 64, gen);
+  using Flow = ContinuousFlow<double, 2, 32, nn::Tanh>;
+  const train::FlowMatchingOptions fm{.batch_size = 16, .steps = 9, .seed = 4};
+  Flow a(2, {.hidden_width = 32, .hidden_layers = 2, .seed = 27});
+  Flow b = a;
+  train::fit_flow_matching(a, {.samples = data}, fm);
+  // The sampler draws the loop's permutation from the generator it is handed, as the data set's
+  // batches are drawn (a fresh one every 64 / 16 = 4 steps).
+  Eigen::VectorXi order;
+  const auto r = train::fit_flow_matching(
+      b, train::sampler([&](auto& x, auto& c, Index step, std::mt19937_64& g) {
+        CHECK(c.size() == 0);
+        if (step % 4 == 0) order = random_permutation(64, g);
+        for (Index j = 0; j < 16; ++j) x.col(j) = data.col(order((step % 4) * 16 + j));
+      }),
+      fm);
+  CHECK(r.steps == 9);
+  CHECK(get_parameters(a) == get_parameters(b));
+  // Bad batches are named: the wrong rows, a context for this unconditional flow, a gap.
+  CHECK_THROWS_WITH(
+      (train::fit_flow_matching(
+          b, train::sampler([](auto& x, auto&, std::mt19937_64&) { x.setZero(3, 16); }), fm)),
+      Catch::Contains("the sampler") && Catch::Contains("3 x 16") && Catch::Contains("2 rows"));
+  CHECK_THROWS_WITH((train::fit_flow_matching(b, train::sampler([](auto& x, auto& c, auto&) {
+                                                x.setZero();
+                                                c.setZero(1, 16);
+                                              }),
+                                              fm)),
+                    Catch::Contains("the sampler") && Catch::Contains("no context"));
+  CHECK_THROWS_WITH((train::fit_flow_matching(
+                        b, train::sampler([](auto& x, auto&, auto&) { x.col(0).setZero(); }), fm)),
+                    Catch::Contains("the sampler") && Catch::Contains("samples x"));
+  CHECK(get_parameters(a) == get_parameters(b));
 }
 
 TEST_CASE("conditional flow matching: the context selects the Gaussian",

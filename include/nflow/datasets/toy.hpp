@@ -23,9 +23,10 @@ namespace nflow::datasets {
 
 enum class Toy {
   TwoMoons,        ///< two interleaved half circles (radius 2), noise σ = 0.2
-  EightGaussians,  ///< 8 Gaussians, σ = 0.5/√2, centres on a circle of radius 4/√2
+  EightGaussians,  ///< 8 Gaussians, σ = 0.5/1.414, centres on a circle of radius 4/1.414 (FFJORD's
+                   ///< literal 1.414, not √2)
   Checkerboard,    ///< uniform on 8 squares of side 2 in [−4, 4]²; entropy log 32
-  Pinwheel,        ///< 5 curved arms
+  Pinwheel,        ///< 5 curved arms, FFJORD's orientation (each arm's point rotated by −angle)
   Rings,           ///< 4 concentric rings, radii 0.75, 1.5, 2.25, 3 (FFJORD's), noise σ = 0.08
   TwoSpirals,      ///< two interleaved spirals
   Circles,         ///< two concentric circles, radii 3 and 1.5, noise σ = 0.24
@@ -89,8 +90,10 @@ Batch<Scalar, 2, Dynamic> toy(Toy which, Index n, std::uint64_t seed) {
       case Toy::EightGaussians: {
         const int k = int(u() * 8.0);
         const double angle = 2.0 * pi * k / 8.0;
-        x.col(j) << (4.0 * std::cos(angle) + 0.5 * a) / std::sqrt(2.0),
-            (4.0 * std::sin(angle) + 0.5 * b) / std::sqrt(2.0);
+        // FFJORD divides by the literal 1.414, not √2 (0.015 % apart): kept, so that the data
+        // (and every score on it) are the standard's.
+        x.col(j) << (4.0 * std::cos(angle) + 0.5 * a) / 1.414,
+            (4.0 * std::sin(angle) + 0.5 * b) / 1.414;
         break;
       }
       case Toy::Checkerboard: {
@@ -105,8 +108,10 @@ Batch<Scalar, 2, Dynamic> toy(Toy which, Index n, std::uint64_t seed) {
         const double radial = 0.3 * a + 1.0;
         const double tangential = 0.1 * b;
         const double angle = 2.0 * pi * arm / 5.0 + 0.25 * std::exp(radial);
-        x.col(j) << 2.0 * (radial * std::cos(angle) - tangential * std::sin(angle)),
-            2.0 * (radial * std::sin(angle) + tangential * std::cos(angle));
+        // FFJORD's einsum("ti,tij->tj", features, [[cos, −sin], [sin, cos]]): the point
+        // (radial, tangential) rotated by −angle.
+        x.col(j) << 2.0 * (radial * std::cos(angle) + tangential * std::sin(angle)),
+            2.0 * (tangential * std::cos(angle) - radial * std::sin(angle));
         break;
       }
       case Toy::Rings: {

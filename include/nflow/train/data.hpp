@@ -1,10 +1,14 @@
 #pragma once
 /// @file
 /// @brief train::Data: a data set (samples and, for a conditional model, their contexts) as the
-/// fit loops take it, and the check that it fits a model.
+/// fit loops take it, and the check that it fits a model; train::sampler, the other data source
+/// (a callable that draws a fresh batch each step).
 
 #include <Eigen/Core>
+#include <random>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
@@ -37,6 +41,77 @@ struct Data {
   bool empty() const { return samples.size() == 0 && context.size() == 0; }
 };
 
+/// @brief A batch source for train::fit: a callable that fills a batch of samples (and, for a
+/// conditional model, their contexts) each step. Build it with train::sampler(f); see fit's
+/// sampler overload.
+template <typename F>
+struct Sampler {
+  F fill;
+};
+
+/// @brief Wraps a callable as the data source of train::fit or train::fit_flow_matching. The
+/// callable is invoked once per optimiser step as `f(x, c, gen)` or `f(x, c, step, gen)`:
+///   - `x`: the samples' buffer, dim × batch_size on entry (for train::fit a
+///     `Batch<Scalar, D::Dim, Dynamic>`, for flow matching an `Eigen::Matrix<Scalar, Dynamic,
+///     Dynamic>`: write `auto& x`), to overwrite column by column; it keeps its storage from step
+///     to step, so a sampler that writes into it allocates nothing;
+///   - `c`: the contexts' buffer, context_dim × batch_size on entry (0 × 0 for an unconditional
+///     model: leave it alone), one column per sample;
+///   both hold NaN on entry: an entry the sampler does not write is caught (an error naming the
+///   sampler), never trained on;
+///   - `step`: the 0-based index of the step the batch is for (an nflow::Index);
+///   - `gen`: the loop's `std::mt19937_64`, seeded with `options.seed` (draw with nflow's own
+///     core/random.hpp functions and the run is reproducible on every compiler).
+/// It may resize `x` (any positive number of columns) as long as `c` has as many columns.
+template <typename F>
+Sampler<std::decay_t<F>> sampler(F&& f) {
+  return {std::forward<F>(f)};
+}
+
+namespace internal {
+
+/// Calls a user's sampler with or without the step index.
+template <typename F, typename X, typename C>
+void call_sampler(F& f, X& x, C& c, Index step, std::mt19937_64& gen) {
+  if constexpr (std::is_invocable_v<F&, X&, C&, Index, std::mt19937_64&>) {
+    f(x, c, step, gen);
+  } else {
+    static_assert(std::is_invocable_v<F&, X&, C&, std::mt19937_64&>,
+                  "nflow::train::sampler: the callable must be invocable as f(x, c, gen) or "
+                  "f(x, c, step, gen), with x and c the batch's sample and context matrices "
+                  "(write auto& x, auto& c), step an nflow::Index and gen a std::mt19937_64&");
+    f(x, c, gen);
+  }
+}
+
+/// Throws ShapeError, naming the sampler, unless the batch it filled fits the model.
+inline void check_sampled(const char* where, Index dim, Index context_dim, Index x_rows,
+                          Index x_cols, Index c_rows, Index c_cols) {
+  const std::string w = std::string("nflow: ") + where + ": the sampler ";
+  if (x_cols == 0) {
+    throw ShapeError(w + "returned an empty batch (its samples x must have at least one column)");
+  }
+  if (x_rows != dim) {
+    throw ShapeError(w + "returned samples x of " + nflow::detail::shape_string(x_rows, x_cols) +
+                     "; the model needs " + std::to_string(dim) + " rows (one sample per column)");
+  }
+  if (context_dim == 0) {
+    if (c_rows * c_cols > 0) {
+      throw ShapeError(w + "returned a context c of " +
+                       nflow::detail::shape_string(c_rows, c_cols) +
+                       " for a model that takes no context");
+    }
+    return;
+  }
+  if (c_rows != context_dim || c_cols != x_cols) {
+    throw ShapeError(w + "returned a context c of " + nflow::detail::shape_string(c_rows, c_cols) +
+                     "; the model is conditional and needs " + std::to_string(context_dim) +
+                     " rows and one column per sample (" + std::to_string(x_cols) + ")");
+  }
+}
+
+}  // namespace internal
+
 }  // namespace nflow::train
 
 namespace nflow::detail {
@@ -58,7 +133,8 @@ void check_data(const char* where, const std::string& name, const train::Data<Sc
   if (context_dim == 0) {
     if (data.context.size() > 0) {
       throw ShapeError(std::string("nflow: ") + where + ": the model takes no context, but " +
-                       context + " is " + shape_string(data.context.rows(), data.context.cols()));
+                       context + " is " +
+                       nflow::detail::shape_string(data.context.rows(), data.context.cols()));
     }
     return;
   }

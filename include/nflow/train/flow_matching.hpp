@@ -35,20 +35,20 @@
 
 namespace nflow::train {
 
-/// @brief The flow-matching loss for given data x₁, noise x₀ and path times τ (one per column),
-/// and its gradient with respect to the field's parameters, ADDED into `grad` (the field's flat
-/// layout, which is also its ContinuousFlow's). Deterministic; see the file comment for the maths.
-/// @param field any nflow::ode::VectorField: an ode::MLPVectorField, or `flow.field()`.
-/// @param x1 data, Dim × N; @param x0 noise, Dim × N; @param tau path times in [0, 1], 1 × N.
-/// @param context context_dim × N (an empty matrix when the field has none).
-/// @throws nflow::ShapeError on mismatched shapes or an empty batch.
+namespace internal {
+
+/// The flow-matching residual f(x_τ, 1 − τ, c) − (−u_τ) (Dim × N) after the shape checks, with
+/// the path points and flow times it was evaluated at (for the backward pass).
 template <typename Field>
-double flow_matching_loss(const Field& field,
-                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
-                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x0,
-                          const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& tau,
-                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
-                          double sigma_min, Eigen::Ref<Vector<typename Field::Scalar>> grad) {
+void flow_matching_residual(const Field& field,
+                            const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
+                            const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x0,
+                            const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& tau,
+                            const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
+                            double sigma_min,
+                            Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& xt,
+                            Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& t,
+                            Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& residual) {
   static_assert(ode::VectorField<Field>,
                 "nflow::train::flow_matching_loss: the field must model nflow::ode::VectorField "
                 "(Scalar, dim(), "
@@ -56,7 +56,6 @@ double flow_matching_loss(const Field& field,
                 "grad) with one "
                 "time per column)");
   using S = typename Field::Scalar;
-  using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   const Index n = x1.cols();
   if (n == 0) throw ShapeError("nflow::train::flow_matching_loss: the batch is empty");
   nflow::detail::check_rows("train::flow_matching_loss", "x1", field.dim(), x1.rows(), x1.cols());
@@ -68,18 +67,84 @@ double flow_matching_loss(const Field& field,
   if (field.context_dim() > 0)
     nflow::detail::check_cols("train::flow_matching_loss", "context", n, context.rows(),
                               context.cols());
-  nflow::detail::check_size("train::flow_matching_loss", "grad", field.parameter_count(),
-                            grad.size());
   const S keep = S(1) - S(sigma_min);
   // x_τ = (1 − keep·τ) x₀ + τ x₁ ; target −u = keep·x₀ − x₁ ; flow time t = 1 − τ.
-  const M xt = (x0.array().rowwise() * (S(1) - keep * tau.array())).matrix() +
-               (x1.array().rowwise() * tau.array()).matrix();
-  const M target = keep * x0 - x1;
-  const Eigen::Matrix<S, 1, Dynamic> t = (S(1) - tau.array()).matrix();
-  const M residual = field.value(t, xt, context) - target;
-  const M g = (S(2) / S(n)) * residual;
+  xt = (x0.array().rowwise() * (S(1) - keep * tau.array())).matrix() +
+       (x1.array().rowwise() * tau.array()).matrix();
+  t = (S(1) - tau.array()).matrix();
+  residual = field.value(t, xt, context) - (keep * x0 - x1);
+}
+
+}  // namespace internal
+
+/// @brief The flow-matching loss for given data x₁, noise x₀ and path times τ (one per column),
+/// and its gradient with respect to the field's parameters, ADDED into `grad` (the field's flat
+/// layout, which is also its ContinuousFlow's). Deterministic; see the file comment for the maths.
+/// For the loss alone (validation), flow_matching_loss_value needs no gradient buffer.
+/// @param field any nflow::ode::VectorField: an ode::MLPVectorField, or `flow.field()`.
+/// @param x1 data, Dim × N; @param x0 noise, Dim × N; @param tau path times in [0, 1], 1 × N.
+/// @param context context_dim × N (an empty matrix when the field has none).
+/// @throws nflow::ShapeError on mismatched shapes or an empty batch.
+template <typename Field>
+double flow_matching_loss(const Field& field,
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x0,
+                          const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& tau,
+                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
+                          double sigma_min, Eigen::Ref<Vector<typename Field::Scalar>> grad) {
+  using S = typename Field::Scalar;
+  using M = Eigen::Matrix<S, Dynamic, Dynamic>;
+  M xt, residual;
+  Eigen::Matrix<S, 1, Dynamic> t;
+  internal::flow_matching_residual(field, x1, x0, tau, context, sigma_min, xt, t, residual);
+  nflow::detail::check_size("train::flow_matching_loss", "grad", field.parameter_count(),
+                            grad.size());
+  const M g = (S(2) / S(x1.cols())) * residual;
   field.value_backward(t, xt, context, g, grad);
   return double(residual.template cast<double>().colwise().squaredNorm().mean());
+}
+
+/// @brief The flow-matching loss alone (no gradient, no buffer for one): the same number as
+/// flow_matching_loss with the same arguments, for validation.
+/// @throws nflow::ShapeError on mismatched shapes or an empty batch.
+template <typename Field>
+double flow_matching_loss_value(
+    const Field& field, const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
+    const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x0,
+    const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& tau,
+    const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context, double sigma_min) {
+  using S = typename Field::Scalar;
+  Eigen::Matrix<S, Dynamic, Dynamic> xt, residual;
+  Eigen::Matrix<S, 1, Dynamic> t;
+  internal::flow_matching_residual(field, x1, x0, tau, context, sigma_min, xt, t, residual);
+  return double(residual.template cast<double>().colwise().squaredNorm().mean());
+}
+
+namespace internal {
+/// Draws the noise x₀ ~ N(0, I) and the times τ ~ U(0, 1) of a batch of `n` columns (noise
+/// first, then times, each in storage order).
+template <typename S, typename G>
+void flow_matching_draw(Index dim, Index n, G& gen, Eigen::Matrix<S, Dynamic, Dynamic>& x0,
+                        Eigen::Matrix<S, 1, Dynamic>& tau) {
+  x0 = standard_normal_matrix<S>(dim, n, gen);
+  tau.resize(n);
+  for (Index j = 0; j < tau.size(); ++j) tau(j) = S(uniform_open01(gen));
+}
+}  // namespace internal
+
+/// @brief The loss alone with x₀ ~ N(0, I) and τ ~ U(0, 1) drawn from `gen` (as
+/// flow_matching_loss draws them): a validation loss, with a generator seeded afresh each time so
+/// that every evaluation uses the same noise.
+template <typename Field, std::uniform_random_bit_generator G>
+double flow_matching_loss_value(
+    const Field& field, const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x1,
+    const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context, double sigma_min,
+    G& gen) {
+  using S = typename Field::Scalar;
+  Eigen::Matrix<S, Dynamic, Dynamic> x0;
+  Eigen::Matrix<S, 1, Dynamic> tau;
+  internal::flow_matching_draw(x1.rows(), x1.cols(), gen, x0, tau);
+  return flow_matching_loss_value(field, x1, x0, tau, context, sigma_min);
 }
 
 /// @brief The same loss with x₀ ~ N(0, I) and τ ~ U(0, 1) drawn from `gen` (noise first, then
@@ -91,10 +156,9 @@ double flow_matching_loss(const Field& field,
                           double sigma_min, G& gen,
                           Eigen::Ref<Vector<typename Field::Scalar>> grad) {
   using S = typename Field::Scalar;
-  const Eigen::Matrix<S, Dynamic, Dynamic> x0 =
-      standard_normal_matrix<S>(x1.rows(), x1.cols(), gen);
-  Eigen::Matrix<S, 1, Dynamic> tau(x1.cols());
-  for (Index j = 0; j < tau.size(); ++j) tau(j) = S(uniform_open01(gen));
+  Eigen::Matrix<S, Dynamic, Dynamic> x0;
+  Eigen::Matrix<S, 1, Dynamic> tau;
+  internal::flow_matching_draw(x1.rows(), x1.cols(), gen, x0, tau);
   return flow_matching_loss(field, x1, x0, tau, context, sigma_min, grad);
 }
 
@@ -117,6 +181,82 @@ struct FlowMatchingResult {
   double final_loss =
       std::numeric_limits<double>::quiet_NaN();  ///< mean loss over the last report window
 };
+
+namespace internal {
+
+/// The flow-matching loop's view of a batch source (a data set or a user's sampler): fills the
+/// batch for `step`. A function pointer, so the loop is compiled once per flow type.
+template <typename S>
+struct FlowMatchingSource {
+  using M = Eigen::Matrix<S, Dynamic, Dynamic>;
+  void* self = nullptr;
+  void (*fill)(void*, M&, M&, Index, std::mt19937_64&) = nullptr;
+};
+
+/// The one flow-matching loop: batches from `source`, the loss, Adam, the reports. `sampled`:
+/// check each batch's shape (the source is a user's sampler).
+template <typename Flow>
+FlowMatchingResult flow_matching_loop(Flow& flow, const FlowMatchingOptions& options, bool sampled,
+                                      FlowMatchingSource<typename Flow::Scalar> source) {
+  using S = typename Flow::Scalar;
+  using M = Eigen::Matrix<S, Dynamic, Dynamic>;
+  Adam<S> adam(flow.parameter_count(), options.adam);
+  std::mt19937_64 gen(options.seed);
+  Vector<S> grad(flow.parameter_count());
+  FlowMatchingResult result;
+  double sum = 0;
+  Index count = 0;
+  M xb(flow.dim(), options.batch_size);
+  M cb(flow.context_dim(), flow.context_dim() > 0 ? options.batch_size : 0);
+  for (Index step = 0; step < options.steps; ++step) {
+    if (sampled) {  // what the sampler leaves unwritten stays NaN, and is caught below
+      xb.setConstant(std::numeric_limits<S>::quiet_NaN());
+      cb.setConstant(std::numeric_limits<S>::quiet_NaN());
+    }
+    source.fill(source.self, xb, cb, step, gen);
+    if (sampled) {
+      check_sampled("train::fit_flow_matching", flow.dim(), flow.context_dim(), xb.rows(),
+                    xb.cols(), cb.rows(), cb.cols());
+      if (!xb.allFinite() || !cb.allFinite()) {
+        throw std::runtime_error(
+            "nflow::train::fit_flow_matching: the sampler returned a NaN or an infinity in its " +
+            std::string(xb.allFinite() ? "context c" : "samples x") + " at step " +
+            std::to_string(step) + " (the buffers hold NaN on entry: write every entry)");
+      }
+    }
+    grad.setZero();
+    const double loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
+    if (!std::isfinite(loss) || !grad.allFinite()) {
+      throw std::runtime_error(
+          "nflow::train::fit_flow_matching: the loss or its gradient became non-finite at step " +
+          std::to_string(step) + "; the parameters are those before this step");
+    }
+    adam.step_model(flow, grad,
+                    options.schedule.rate(options.adam.learning_rate, step, options.steps));
+    sum += loss;
+    ++count;
+    result.steps = step + 1;
+    if ((options.report_every > 0 && (step + 1) % options.report_every == 0) ||
+        step + 1 == options.steps) {
+      result.final_loss = sum / double(count);
+      if (options.callback) options.callback(step + 1, result.final_loss);
+      sum = 0;
+      count = 0;
+    }
+  }
+  return result;
+}
+
+inline void check_flow_matching_options(const FlowMatchingOptions& options) {
+  if (options.batch_size <= 0 || options.steps < 0 ||
+      !(options.sigma_min >= 0 && options.sigma_min < 1)) {
+    throw ParameterError(
+        "nflow::train::fit_flow_matching: options need batch_size > 0, steps >= 0, 0 <= sigma_min "
+        "< 1");
+  }
+}
+
+}  // namespace internal
 
 /// @brief Trains the field of a flow that exposes one (ode::HasVectorField: a ContinuousFlow) by
 /// conditional flow matching on the samples of `data`, with one context column per sample when
@@ -144,54 +284,64 @@ FlowMatchingResult fit_flow_matching(Flow& flow, const Data<typename Flow::Scala
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   nflow::detail::check_data("train::fit_flow_matching", "data", data, flow.dim(),
                             flow.context_dim());
+  internal::check_flow_matching_options(options);
+  // Batches without replacement from a seeded permutation, redrawn when it runs out.
+  struct Permuted {
+    const Data<S>& data;
+    Index size;
+    bool first = true;
+    Index cursor = 0;
+    Eigen::VectorXi order{};
+  };
   const Index n = data.samples.cols();
-  if (options.batch_size <= 0 || options.steps < 0 ||
-      !(options.sigma_min >= 0 && options.sigma_min < 1)) {
-    throw ParameterError(
-        "nflow::train::fit_flow_matching: options need batch_size > 0, steps >= 0, 0 <= sigma_min "
-        "< 1");
-  }
-  Adam<S> adam(flow.parameter_count(), options.adam);
-  std::mt19937_64 gen(options.seed);
-  Vector<S> grad(flow.parameter_count());
-  Eigen::VectorXi order = random_permutation(n, gen);
-  Index cursor = 0;
-  FlowMatchingResult result;
-  double sum = 0;
-  Index count = 0;
-  M xb;
-  M cb;
-  for (Index step = 0; step < options.steps; ++step) {
-    const Index size = std::min(options.batch_size, n);
-    if (cursor + size > n) {
-      order = random_permutation(n, gen);
-      cursor = 0;
+  Permuted state{data, std::min(options.batch_size, n)};
+  internal::FlowMatchingSource<S> source;
+  source.self = &state;
+  source.fill = [](void* self, M& x, M& c, Index, std::mt19937_64& gen) {
+    Permuted& s = *static_cast<Permuted*>(self);
+    const Index n = s.data.samples.cols();
+    if (s.first) s.order = random_permutation(n, gen);
+    s.first = false;
+    if (s.cursor + s.size > n) {
+      s.order = random_permutation(n, gen);
+      s.cursor = 0;
     }
-    const auto idx = order.segment(cursor, size);
-    cursor += size;
-    xb = data.samples(Eigen::all, idx);
-    if (flow.context_dim() > 0) cb = data.context(Eigen::all, idx);
-    grad.setZero();
-    const double loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
-    if (!std::isfinite(loss) || !grad.allFinite()) {
-      throw std::runtime_error(
-          "nflow::train::fit_flow_matching: the loss or its gradient became non-finite at step " +
-          std::to_string(step) + "; the parameters are those before this step");
-    }
-    adam.step_model(flow, grad,
-                    options.schedule.rate(options.adam.learning_rate, step, options.steps));
-    sum += loss;
-    ++count;
-    result.steps = step + 1;
-    if ((options.report_every > 0 && (step + 1) % options.report_every == 0) ||
-        step + 1 == options.steps) {
-      result.final_loss = sum / double(count);
-      if (options.callback) options.callback(step + 1, result.final_loss);
-      sum = 0;
-      count = 0;
-    }
-  }
-  return result;
+    const auto idx = s.order.segment(s.cursor, s.size);
+    s.cursor += s.size;
+    x = s.data.samples(Eigen::all, idx);
+    if (s.data.context.size() > 0) c = s.data.context(Eigen::all, idx);
+  };
+  return internal::flow_matching_loop(flow, options, false, source);
+}
+
+/// @brief Trains the field by flow matching on batches drawn fresh each step by a sampler
+/// (train::sampler, see fit.hpp: `f(x, c, gen)` or `f(x, c, step, gen)`, with x a Dim ×
+/// batch_size and c a context_dim × batch_size `Eigen::Matrix<Scalar, Dynamic, Dynamic>`):
+///
+///     train::fit_flow_matching(flow, train::sampler([](auto& x, auto&, std::mt19937_64& gen) {
+///                                x = draw_data(x.cols(), gen); }), {.steps = 2000});
+///
+/// `steps` bounds the run; `seed` seeds the generator handed to the sampler, which the loop then
+/// also draws the noise and times from (the sampler first). Deterministic for a given seed.
+/// @throws nflow::ParameterError on bad options; nflow::ShapeError (naming the sampler) when a
+///   batch the sampler returns does not fit the flow; std::runtime_error on a non-finite loss.
+template <typename Flow, typename F>
+FlowMatchingResult fit_flow_matching(Flow& flow, Sampler<F> sampler,
+                                     const FlowMatchingOptions& options) {
+  static_assert(
+      ode::HasVectorField<Flow>,
+      "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as "
+      "field() "
+      "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
+  using S = typename Flow::Scalar;
+  using M = Eigen::Matrix<S, Dynamic, Dynamic>;
+  internal::check_flow_matching_options(options);
+  internal::FlowMatchingSource<S> source;
+  source.self = &sampler.fill;
+  source.fill = [](void* self, M& x, M& c, Index step, std::mt19937_64& gen) {
+    internal::call_sampler(*static_cast<F*>(self), x, c, step, gen);
+  };
+  return internal::flow_matching_loop(flow, options, true, source);
 }
 
 }  // namespace nflow::train
