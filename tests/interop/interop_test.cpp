@@ -827,13 +827,9 @@ struct Builder {
 
 void check_laws(const Flow& flow, Index c, std::uint64_t seed) {
   std::mt19937_64 gen(seed);
-  std::normal_distribution<double> n01;
   const Index d = flow.dim();
-  Mat x(d, 12), ctx(std::max<Index>(c, 1), 12);
-  for (Index j = 0; j < 12; ++j) {
-    for (Index i = 0; i < d; ++i) x(i, j) = 1.5 * n01(gen);
-    for (Index i = 0; i < ctx.rows(); ++i) ctx(i, j) = n01(gen);
-  }
+  const Mat x = 1.5 * nflow::standard_normal_matrix<double>(d, 12, gen);
+  const Mat ctx = nflow::standard_normal_matrix<double>(std::max<Index>(c, 1), 12, gen);
   auto fwd = [&](const Mat& v, const Mat& cc) {
     return c > 0 ? flow.forward_and_log_det(v, cc) : flow.forward_and_log_det(v);
   };
@@ -1018,10 +1014,7 @@ TEST_CASE("interop: imported models pass the bijector laws, gradients included",
       if (flow.context_dim() > 0) {
         const Index c = flow.context_dim();
         NFLOW_CHECK_LAWS(flow.transform(), opt, [c](Index n, std::mt19937_64& gen) {
-          std::normal_distribution<double> n01;
-          Mat ctx(c, n);
-          for (Index k = 0; k < ctx.size(); ++k) ctx.data()[k] = n01(gen);
-          return ctx;
+          return Mat(nflow::standard_normal_matrix<double>(c, n, gen));
         });
       } else {
         NFLOW_CHECK_LAWS(flow.transform(), opt);

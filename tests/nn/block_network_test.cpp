@@ -125,10 +125,7 @@ Net make_net(const BlockNetworkOptions& o, std::uint64_t seed) {
 }
 
 Mat random_matrix(Index rows, Index cols, std::mt19937_64& gen) {
-  std::normal_distribution<double> n(0.0, 1.0);
-  Mat m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m(i) = n(gen);
-  return m;
+  return nflow::standard_normal_matrix<double>(rows, cols, gen);
 }
 
 // ---- the independent reference: the documented formulas, one sample at a time ----------------

@@ -37,6 +37,16 @@ namespace nflow::train {
 
 namespace internal {
 
+/// The compile-time check of fit_flow_matching's flow argument (both overloads).
+template <typename Flow>
+constexpr void require_vector_field() {
+  static_assert(
+      ode::HasVectorField<Flow>,
+      "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as "
+      "field() (as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and "
+      "parameter_count()");
+}
+
 /// The flow-matching residual f(x_τ, 1 − τ, c) − (−u_τ) (Dim × N) after the shape checks, with
 /// the path points and flow times it was evaluated at (for the backward pass).
 template <typename Field>
@@ -275,11 +285,7 @@ inline void check_flow_matching_options(const FlowMatchingOptions& options) {
 template <typename Flow>
 FlowMatchingResult fit_flow_matching(Flow& flow, const Data<typename Flow::Scalar>& data,
                                      const FlowMatchingOptions& options) {
-  static_assert(
-      ode::HasVectorField<Flow>,
-      "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as "
-      "field() "
-      "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
+  internal::require_vector_field<Flow>();
   using S = typename Flow::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   nflow::detail::check_data("train::fit_flow_matching", "data", data, flow.dim(),
@@ -328,11 +334,7 @@ FlowMatchingResult fit_flow_matching(Flow& flow, const Data<typename Flow::Scala
 template <typename Flow, typename F>
 FlowMatchingResult fit_flow_matching(Flow& flow, Sampler<F> sampler,
                                      const FlowMatchingOptions& options) {
-  static_assert(
-      ode::HasVectorField<Flow>,
-      "nflow::train::fit_flow_matching: the flow must expose its nflow::ode::VectorField as "
-      "field() "
-      "(as nflow::ContinuousFlow does), with Scalar, dim(), context_dim() and parameter_count()");
+  internal::require_vector_field<Flow>();
   using S = typename Flow::Scalar;
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   internal::check_flow_matching_options(options);
