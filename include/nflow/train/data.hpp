@@ -5,6 +5,7 @@
 /// (a callable that draws a fresh batch each step).
 
 #include <Eigen/Core>
+#include <limits>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -84,6 +85,14 @@ void call_sampler(F& f, X& x, C& c, Index step, std::mt19937_64& gen) {
   }
 }
 
+/// Fills a sampler's buffers with NaN before it is called: an entry it leaves unwritten is then
+/// caught by check_sampled_batch, never trained on.
+template <typename X, typename C>
+void poison_batch(X& x, C& c) {
+  x.setConstant(std::numeric_limits<typename X::Scalar>::quiet_NaN());
+  c.setConstant(std::numeric_limits<typename C::Scalar>::quiet_NaN());
+}
+
 /// Throws ShapeError, naming the sampler, unless the batch it filled fits the model.
 inline void check_sampled(const char* where, Index dim, Index context_dim, Index x_rows,
                           Index x_cols, Index c_rows, Index c_cols) {
@@ -108,6 +117,20 @@ inline void check_sampled(const char* where, Index dim, Index context_dim, Index
                      "; the model is conditional and needs " + std::to_string(context_dim) +
                      " rows and one column per sample (" + std::to_string(x_cols) + ")");
   }
+}
+
+/// The checks of a batch a sampler filled at `step`: its shapes (ShapeError, check_sampled),
+/// then its entries. Returns the sentence for a NaN or an infinity (an entry left unwritten
+/// stays NaN: poison_batch), empty when every entry is finite; the caller throws its loop's
+/// error type with it.
+template <typename X, typename C>
+std::string check_sampled_batch(const char* where, Index dim, Index context_dim, const X& x,
+                                const C& c, Index step) {
+  check_sampled(where, dim, context_dim, x.rows(), x.cols(), c.rows(), c.cols());
+  if (x.allFinite() && c.allFinite()) return {};
+  return std::string("nflow::") + where + ": the sampler returned a NaN or an infinity in its " +
+         (x.allFinite() ? "context c" : "samples x") + " at step " + std::to_string(step) +
+         " (the buffers hold NaN on entry: write every entry)";
 }
 
 }  // namespace internal

@@ -146,22 +146,13 @@ FitResult fit_loop(D& density, const FitOptions& options,
   NllTape<D> tape;  // reused by every step
   Index epoch = 0;  // the epoch in progress (always 0 without epochs)
   while (result.steps < total_steps) {
-    if (sampled) {  // what the sampler leaves unwritten stays NaN, and is caught below
-      xb.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
-      cb.setConstant(std::numeric_limits<Scalar>::quiet_NaN());
-    }
+    if (sampled) poison_batch(xb, cb);
     const bool epoch_end =
         source.fill(source.self, xb, cb, result.steps, gen) || result.steps + 1 == total_steps;
     if (sampled) {
-      check_sampled("train::fit", density.dim(), density.context_dim(), xb.rows(), xb.cols(),
-                    cb.rows(), cb.cols());
-      if (!xb.allFinite() || !cb.allFinite()) {
-        throw TrainingError("nflow::train::fit: the sampler returned a NaN or an infinity in its " +
-                                std::string(xb.allFinite() ? "context c" : "samples x") +
-                                " at step " + std::to_string(result.steps) +
-                                " (the buffers hold NaN on entry: write every entry)",
-                            result.steps);
-      }
+      const std::string bad = check_sampled_batch("train::fit", density.dim(),
+                                                  density.context_dim(), xb, cb, result.steps);
+      if (!bad.empty()) throw TrainingError(bad, result.steps);
     }
     grad.setZero();
     const double loss =

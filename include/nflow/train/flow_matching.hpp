@@ -219,20 +219,12 @@ FlowMatchingResult flow_matching_loop(Flow& flow, const FlowMatchingOptions& opt
   M xb(flow.dim(), options.batch_size);
   M cb(flow.context_dim(), flow.context_dim() > 0 ? options.batch_size : 0);
   for (Index step = 0; step < options.steps; ++step) {
-    if (sampled) {  // what the sampler leaves unwritten stays NaN, and is caught below
-      xb.setConstant(std::numeric_limits<S>::quiet_NaN());
-      cb.setConstant(std::numeric_limits<S>::quiet_NaN());
-    }
+    if (sampled) poison_batch(xb, cb);
     source.fill(source.self, xb, cb, step, gen);
     if (sampled) {
-      check_sampled("train::fit_flow_matching", flow.dim(), flow.context_dim(), xb.rows(),
-                    xb.cols(), cb.rows(), cb.cols());
-      if (!xb.allFinite() || !cb.allFinite()) {
-        throw std::runtime_error(
-            "nflow::train::fit_flow_matching: the sampler returned a NaN or an infinity in its " +
-            std::string(xb.allFinite() ? "context c" : "samples x") + " at step " +
-            std::to_string(step) + " (the buffers hold NaN on entry: write every entry)");
-      }
+      const std::string bad = check_sampled_batch("train::fit_flow_matching", flow.dim(),
+                                                  flow.context_dim(), xb, cb, step);
+      if (!bad.empty()) throw std::runtime_error(bad);
     }
     grad.setZero();
     const double loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);

@@ -117,7 +117,7 @@ struct ReverseKl {
     ws.log_q_ = density.base().log_prob(ws.z_);
     // x = T⁻¹(z) and log q = log p_base(z) − log|det ∂T⁻¹/∂z|, chunk by chunk.
     for_each_chunk<Conditional>(ws, n, [&](const auto& z, Index begin, Index m, const auto* c) {
-      const auto r = inverse(transform, z, c);
+      const auto r = transform.inverse_and_log_det(z, *c);
       ws.x_.middleCols(begin, m) = r.value;
       ws.log_q_.middleCols(begin, m) -= r.log_det;
     });
@@ -145,11 +145,11 @@ struct ReverseKl {
     auto grad_transform = grad.tail(grad.size() - nb);
     for_each_chunk<Conditional>(ws, n, [&](const auto& z, Index begin, Index m, const auto* c) {
       if (m == n) {
-        inverse_vjp(transform, z, ws.grad_x_, ws.grad_log_det_, grad_transform, c);
+        transform.inverse_vjp(z, ws.grad_x_, ws.grad_log_det_, grad_transform, *c);
       } else {
         ws.chunk_grad_x_ = ws.grad_x_.middleCols(begin, m);
         ws.chunk_grad_log_det_ = ws.grad_log_det_.middleCols(begin, m);
-        inverse_vjp(transform, z, ws.chunk_grad_x_, ws.chunk_grad_log_det_, grad_transform, c);
+        transform.inverse_vjp(z, ws.chunk_grad_x_, ws.chunk_grad_log_det_, grad_transform, *c);
       }
     });
     ws.log_w_ = ws.log_p_ - ws.log_q_;
@@ -170,23 +170,6 @@ struct ReverseKl {
   }
 
  private:
-  template <typename B, typename Z, typename C>
-  static auto inverse(const B& transform, const Z& z, const C* c) {
-    if constexpr (std::is_same_v<C, NoContext>) {
-      return transform.inverse_and_log_det(z);
-    } else {
-      return transform.inverse_and_log_det(z, *c);
-    }
-  }
-  template <typename B, typename Z, typename GV, typename GL, typename GP, typename C>
-  static void inverse_vjp(const B& transform, const Z& z, const GV& gv, const GL& gl, GP& gp,
-                          const C* c) {
-    if constexpr (std::is_same_v<C, NoContext>) {
-      transform.inverse_vjp(z, gv, gl, gp);
-    } else {
-      transform.inverse_vjp(z, gv, gl, gp, *c);
-    }
-  }
   template <bool Conditional, typename F, typename W>
   static decltype(auto) call_target(const F& f, const W& ws) {
     if constexpr (Conditional) {
@@ -196,9 +179,10 @@ struct ReverseKl {
     }
   }
   /// f(z_chunk, begin, m, context_chunk) for consecutive chunks of reverse_kl_chunk columns of
-  /// ws.z_ (and of ws.context_; a NoContext pointer when unconditional); the chunks are plain
-  /// matrices (ws.z_ and ws.context_ themselves when one chunk holds the batch), so that the
-  /// transform's calls are instantiated for one argument type.
+  /// ws.z_ and ws.context_ (unconditional: a pointer to a NoContext, the transform's calls'
+  /// default context); the chunks are plain matrices (ws.z_ and ws.context_ themselves when one
+  /// chunk holds the batch), so that the transform's calls are instantiated for one argument
+  /// type.
   template <bool Conditional, typename W, typename F>
   static void for_each_chunk(W& ws, Index n, F&& f) {
     static constexpr NoContext none{};
