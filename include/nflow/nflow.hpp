@@ -60,3 +60,4 @@
 #include "nflow/train/fit.hpp"
 #include "nflow/train/flow_matching.hpp"
 #include "nflow/train/objectives.hpp"
+#include "nflow/train/reflow.hpp"
