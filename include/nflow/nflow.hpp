@@ -46,6 +46,7 @@
 #include "nflow/distributions/uniform_box.hpp"
 #include "nflow/flows/presets.hpp"
 #include "nflow/math/constants.hpp"
+#include "nflow/math/assignment.hpp"
 #include "nflow/math/functions.hpp"
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/conditioner.hpp"

@@ -2,13 +2,18 @@
 // (a field whose paths are straight lines at constant speed: 0; a rotation: the arc's excess
 // energy), one Euler step against z + f(z, 1)·Δt by hand, reflow pairs against the flow's own
 // inverse, straightness dropping after one reflow on a toy, and bad input.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/datasets/toy.hpp>
+#include <nflow/math/assignment.hpp>
 #include <nflow/train/flow_matching.hpp>
 #include <nflow/train/reflow.hpp>
+#include <numeric>
 #include <random>
+#include <vector>
 
 using namespace nflow;
 
@@ -155,4 +160,78 @@ TEST_CASE("one reflow straightens the paths of a flow trained on two moons", "[r
   // The flow-matching loss is at least the variance of the target x₁ − x₀ given x_τ; on
   // independent pairs it is large, on the flow's own (nearly deterministic) coupling small.
   CHECK(result.fits[0].final_loss < 0.5 * first.final_loss);
+}
+
+TEST_CASE(
+    "linear_assignment is optimal (against every permutation); minibatch OT permutes the noise",
+    "[reflow][ot]") {
+  std::mt19937_64 gen(21);
+  for (int trial = 0; trial < 20; ++trial) {
+    const Index n = 1 + trial % 7;
+    MatrixXd cost = standard_normal_matrix<double>(n, n, gen);
+    if (trial % 3 == 0) cost = cost.array().round();  // ties
+    const Eigen::VectorXi pi = linear_assignment(cost);
+    std::vector<int> perm(std::size_t(n), 0);
+    std::iota(perm.begin(), perm.end(), 0);
+    double best = std::numeric_limits<double>::infinity();
+    do {
+      double c = 0;
+      for (Index i = 0; i < n; ++i) c += cost(i, perm[std::size_t(i)]);
+      best = std::min(best, c);
+    } while (std::next_permutation(perm.begin(), perm.end()));
+    std::vector<int> seen(pi.data(), pi.data() + n);
+    std::sort(seen.begin(), seen.end());
+    std::vector<int> all(static_cast<std::size_t>(n));
+    std::iota(all.begin(), all.end(), 0);
+    CHECK(seen == all);  // a permutation
+    double c = 0;
+    for (Index i = 0; i < n; ++i) c += cost(i, pi(i));
+    CHECK(c == Approx(best).margin(1e-12));
+  }
+  CHECK_THROWS_AS(linear_assignment(MatrixXd::Zero(2, 3)), ShapeError);
+  MatrixXd bad = MatrixXd::Zero(2, 2);
+  bad(1, 0) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_AS(linear_assignment(bad), ParameterError);
+
+  // The pairing keeps both marginals (the noise is only permuted) and lowers the cost.
+  const MatrixXd x1 = datasets::toy(datasets::Toy::TwoMoons, 256, 2);
+  const MatrixXd x0 = noise(256, 9);
+  MatrixXd paired = x0;
+  MatrixXd cost;
+  const auto t0 = std::chrono::steady_clock::now();
+  train::internal::minibatch_ot_pairing(x1, paired, cost);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  INFO("one pairing of 256: " << ms << " ms");
+  auto sorted_columns = [](const MatrixXd& m) {
+    std::vector<std::pair<double, double>> v;
+    for (Index j = 0; j < m.cols(); ++j) v.emplace_back(m(0, j), m(1, j));
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  CHECK(sorted_columns(paired) == sorted_columns(x0));
+  const double before = (x1 - x0).squaredNorm();
+  const double after = (x1 - paired).squaredNorm();
+  CHECK(after < 0.5 * before);
+  Cnf flow(2, {.hidden_width = 16});
+  CHECK_THROWS_AS(
+      train::fit_flow_matching(flow, train::reflow_pairs(flow, 10, 1),
+                               {.coupling = train::FlowMatchingCoupling::MinibatchOT, .steps = 1}),
+      ParameterError);
+}
+
+TEST_CASE("minibatch OT flow matching learns straighter paths than independent pairs",
+          "[reflow][ot][train]") {
+  const MatrixXd data = datasets::toy(datasets::Toy::TwoMoons, 4000, 1);
+  double s[2];
+  for (int ot = 0; ot < 2; ++ot) {
+    Cnf flow(2, {.hidden_width = 32, .seed = 1});
+    train::FlowMatchingOptions fit{
+        .batch_size = 128, .steps = 600, .adam = {.learning_rate = 5e-3}};
+    if (ot == 1) fit.coupling = train::FlowMatchingCoupling::MinibatchOT;
+    train::fit_flow_matching(flow, {.samples = data}, fit);
+    s[ot] = train::straightness(flow, 2000, 12345).value;
+  }
+  INFO("straightness: independent " << s[0] << ", minibatch OT " << s[1]);
+  CHECK(s[1] < 0.5 * s[0]);
 }

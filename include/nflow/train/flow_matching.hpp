@@ -30,6 +30,7 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/math/assignment.hpp"
 #include "nflow/ode/concepts.hpp"
 #include "nflow/train/adam.hpp"
 #include "nflow/train/data.hpp"
@@ -173,9 +174,21 @@ double flow_matching_loss(const Field& field,
   return flow_matching_loss(field, x1, x0, tau, context, sigma_min, grad);
 }
 
+/// @brief How fit_flow_matching pairs the noise it draws with a batch's samples.
+enum class FlowMatchingCoupling {
+  Independent,  ///< as drawn: x₀ ~ N(0, I) independent of x₁ (conditional flow matching)
+  /// Minibatch optimal transport (Tong et al. 2023, Pooladian et al. 2023): the batch's noise
+  /// columns are permuted to the assignment minimising Σⱼ ‖x₀,π(j) − x₁,j‖² (exact, by
+  /// nflow::linear_assignment), so each marginal is unchanged and the pairs' straight paths cross
+  /// less. O(B³) per step in the worst case (B the batch size); unconditional flows only.
+  MinibatchOT,
+};
+
 /// @brief Settings of fit_flow_matching.
 struct FlowMatchingOptions {
   double sigma_min = 0.0;  ///< width of the path at the data end (0: straight lines to the data)
+  /// Pairing of noise and samples within a batch (not for fit_flow_matching on given pairs).
+  FlowMatchingCoupling coupling = FlowMatchingCoupling::Independent;
   Index batch_size = 256;
   Index steps = 2000;      ///< optimiser steps
   std::uint64_t seed = 1;  ///< mini-batches, noise and times
@@ -229,6 +242,20 @@ struct PermutedBatches {
   }
 };
 
+/// Permutes the noise columns x0 (in place) to the exact minimiser of Σⱼ ‖x0_π(j) − x1_j‖².
+template <typename S>
+void minibatch_ot_pairing(const Eigen::Matrix<S, Dynamic, Dynamic>& x1,
+                          Eigen::Matrix<S, Dynamic, Dynamic>& x0, Eigen::MatrixXd& cost) {
+  const Index n = x1.cols();
+  cost.resize(n, n);
+  for (Index j = 0; j < n; ++j) {
+    for (Index i = 0; i < n; ++i)
+      cost(i, j) = (x1.col(i) - x0.col(j)).template cast<double>().squaredNorm();
+  }
+  const Eigen::VectorXi match = linear_assignment(cost);  // row i (sample) → column (noise)
+  x0 = Eigen::Matrix<S, Dynamic, Dynamic>(x0(Eigen::all, match));
+}
+
 /// The one flow-matching loop: batches from `source`, the loss, Adam, the reports. `sampled`:
 /// check each batch's shape (the source is a user's sampler).
 template <typename Flow>
@@ -246,6 +273,17 @@ FlowMatchingResult flow_matching_loop(Flow& flow, const FlowMatchingOptions& opt
   M cb(flow.context_dim(), flow.context_dim() > 0 ? options.batch_size : 0);
   M x0b;
   Eigen::Matrix<S, 1, Dynamic> taub;
+  Eigen::MatrixXd cost;
+  if (options.coupling == FlowMatchingCoupling::MinibatchOT && source.coupled) {
+    throw ParameterError(
+        "nflow::train::fit_flow_matching: options.coupling = MinibatchOT pairs the noise the loop "
+        "draws; fit_flow_matching on given pairs takes their own coupling (leave it Independent)");
+  }
+  if (options.coupling == FlowMatchingCoupling::MinibatchOT && flow.context_dim() > 0) {
+    throw ParameterError(
+        "nflow::train::fit_flow_matching: options.coupling = MinibatchOT is for unconditional "
+        "flows (pairing across contexts would mix the conditionals)");
+  }
   for (Index step = 0; step < options.steps; ++step) {
     if (sampled) poison_batch(xb, cb);
     source.fill(source.self, xb, x0b, cb, step, gen);
@@ -259,6 +297,10 @@ FlowMatchingResult flow_matching_loop(Flow& flow, const FlowMatchingOptions& opt
     if (source.coupled) {  // the pairs' own noise; only the times are drawn
       taub.resize(xb.cols());
       for (Index j = 0; j < taub.size(); ++j) taub(j) = S(uniform_open01(gen));
+      loss = flow_matching_loss(flow.field(), xb, x0b, taub, cb, options.sigma_min, grad);
+    } else if (options.coupling == FlowMatchingCoupling::MinibatchOT) {
+      flow_matching_draw(xb.rows(), xb.cols(), gen, x0b, taub);
+      minibatch_ot_pairing(xb, x0b, cost);
       loss = flow_matching_loss(flow.field(), xb, x0b, taub, cb, options.sigma_min, grad);
     } else {
       loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
