@@ -134,7 +134,7 @@ TEST_CASE("reflow pairs are the flow's own samples; errors are ParameterErrors",
   CHECK_THROWS_AS(train::reflow(flow, {.rounds = 0}), ParameterError);
   CHECK_THROWS_AS(train::reflow(flow, {.pairs = 0}), ParameterError);
   CHECK_THROWS_AS(train::reflow_pairs(flow, MatrixXd::Zero(1, 4), 1), ShapeError);
-  train::Coupling<double> bad(MatrixXd::Zero(2, 3), MatrixXd::Zero(2, 4));
+  train::CoupledPairs<double> bad(MatrixXd::Zero(2, 3), MatrixXd::Zero(2, 4));
   CHECK_THROWS_AS(train::fit_flow_matching(flow, bad, {.steps = 1}), ShapeError);
   bad.noise = MatrixXd::Zero(3, 4);
   CHECK_THROWS_AS(train::fit_flow_matching(flow, bad, {.steps = 1}), ShapeError);

@@ -409,16 +409,16 @@ FlowMatchingResult fit_flow_matching(Flow& flow, Sampler<F> sampler,
 /// (context_dim × N; empty otherwise). train::reflow_pairs (nflow/train/reflow.hpp) makes them
 /// from a trained flow (x₁ = flow.inverse(x₀)); any other coupling (e.g. an optimal-transport
 /// one) can be given the same way. Owns its matrices; built with a constructor,
-/// `train::Coupling<double>(z, x)` or `(z, x, c)` (not an aggregate, so that
+/// `train::CoupledPairs<double>(z, x)` or `(z, x, c)` (not an aggregate, so that
 /// `fit_flow_matching(flow, {.samples = x}, options)` still means a data set).
 template <typename Scalar>
-struct Coupling {
+struct CoupledPairs {
   using Matrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
   Matrix noise;
   Matrix samples;
   Matrix context;
-  Coupling() = default;
-  Coupling(Matrix noise_, Matrix samples_, Matrix context_ = Matrix())
+  CoupledPairs() = default;
+  CoupledPairs(Matrix noise_, Matrix samples_, Matrix context_ = Matrix())
       : noise(std::move(noise_)), samples(std::move(samples_)), context(std::move(context_)) {}
 };
 
@@ -435,7 +435,7 @@ struct Coupling {
 ///   columns, or one for an unconditional flow); nflow::ParameterError on bad options;
 ///   std::runtime_error (with the step) if the loss or its gradient becomes non-finite.
 template <typename Flow>
-FlowMatchingResult fit_flow_matching(Flow& flow, const Coupling<typename Flow::Scalar>& pairs,
+FlowMatchingResult fit_flow_matching(Flow& flow, const CoupledPairs<typename Flow::Scalar>& pairs,
                                      const FlowMatchingOptions& options) {
   internal::require_vector_field<Flow>();
   using S = typename Flow::Scalar;
@@ -449,7 +449,7 @@ FlowMatchingResult fit_flow_matching(Flow& flow, const Coupling<typename Flow::S
                             pairs.noise.rows(), pairs.noise.cols());
   internal::check_flow_matching_options(options);
   struct Permuted {
-    const Coupling<S>& pairs;
+    const CoupledPairs<S>& pairs;
     internal::PermutedBatches batches;
   };
   const Index n = pairs.samples.cols();

@@ -100,10 +100,10 @@ void integrate_field_backwards(
 }
 
 template <typename Flow>
-Coupling<typename Flow::Scalar> reflow_pairs_impl(
+CoupledPairs<typename Flow::Scalar> reflow_pairs_impl(
     const Flow& flow, Index n,
     const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& context, std::uint64_t seed) {
-  Coupling<typename Flow::Scalar> pairs;
+  CoupledPairs<typename Flow::Scalar> pairs;
   pairs.noise = reflow_noise<typename Flow::Scalar>(flow.dim(), n, seed);
   pairs.samples = pairs.noise;
   pairs.context = context;
@@ -141,7 +141,7 @@ inline void check_unconditional(const char* where, Index context_dim) {
 /// @throws nflow::ParameterError if n < 1; nflow::ShapeError for a conditional flow (use the
 ///   overload with a context); nflow::ode::OdeError if the solve fails.
 template <typename Flow>
-Coupling<typename Flow::Scalar> reflow_pairs(const Flow& flow, Index n, std::uint64_t seed) {
+CoupledPairs<typename Flow::Scalar> reflow_pairs(const Flow& flow, Index n, std::uint64_t seed) {
   internal::require_solver_flow<Flow>();
   internal::check_count("reflow_pairs", n);
   internal::check_unconditional("reflow_pairs", flow.context_dim());
@@ -152,7 +152,7 @@ Coupling<typename Flow::Scalar> reflow_pairs(const Flow& flow, Index n, std::uin
 /// which the pairs keep (pairs.context), so that fit_flow_matching trains on them.
 /// @throws nflow::ShapeError if the flow is unconditional or the context's shape does not fit.
 template <typename Flow>
-Coupling<typename Flow::Scalar> reflow_pairs(
+CoupledPairs<typename Flow::Scalar> reflow_pairs(
     const Flow& flow, const Eigen::Matrix<typename Flow::Scalar, Dynamic, Dynamic>& context,
     std::uint64_t seed) {
   internal::require_solver_flow<Flow>();
