@@ -107,7 +107,7 @@ Mat shift(const Mat& x, Index rows, Index cols, Index a, Index b) {
 
 }  // namespace
 
-TEST_CASE("PeriodicConvNet: forward equals a direct periodic convolution", "[nn][conv]") {
+TEST_CASE("PeriodicConvNet: forward equals a direct periodic convolution", "[nn][conv][forward]") {
   struct Case {
     Index rows, cols, channels, hidden, layers, kernel, context;
   };
@@ -142,8 +142,8 @@ TEST_CASE("PeriodicConvNet: forward equals a direct periodic convolution", "[nn]
   }
 }
 
-TEST_CASE("PeriodicConvNet: backward against finite differences (parameters, inputs, context)",
-          "[nn][conv]") {
+TEST_CASE("PeriodicConvNet: backward against finite differences (parameters; inputs; context)",
+          "[nn][conv][backward]") {
   const Index rows = 4, cols = 6, ch = 2, ctx_dim = 2, n = 3;
   const CouplingMask mask = CouplingMask::per_site(CouplingMask::checkerboard(rows, cols), ch);
   Net net(rows, cols, mask, 2,
@@ -219,7 +219,8 @@ TEST_CASE("ConvAffineCoupling: the bijector laws with random parameters and a co
   }
 }
 
-TEST_CASE("ConvAffineCoupling: translation equivariance on the periodic lattice", "[nn][conv]") {
+TEST_CASE("ConvAffineCoupling: translation equivariance on the periodic lattice",
+          "[nn][conv][equivariance]") {
   const Index rows = 6, cols = 8, n = 5;
   Layer layer = conv_checkerboard_coupling<AffineTransformer<double>, nn::SiLU>(
       rows, cols, false, {.hidden_channels = 4, .hidden_layers = 2, .seed = 8});
@@ -241,7 +242,7 @@ TEST_CASE("ConvAffineCoupling: translation equivariance on the periodic lattice"
   CHECK((g.value - shift(f.value, rows, cols, 1, 0)).cwiseAbs().maxCoeff() > 1e-3);
 }
 
-TEST_CASE("conv couplings: identity at initialisation; float smoke test", "[nn][conv]") {
+TEST_CASE("conv couplings: identity at initialisation; float smoke test", "[nn][conv][init]") {
   const Layer fresh = conv_checkerboard_coupling<AffineTransformer<double>, nn::SiLU>(
       4, 6, false, {.channels = 2, .context_dim = 1, .seed = 1});
   const Mat x = normals(48, 4, 40), c = normals(1, 4, 41);
