@@ -72,8 +72,10 @@ struct PeriodicConvOptions {
 /// conditioning() and transformed() (nn/ sits below bijectors/).
 ///
 /// Batches run in blocks of samples: each block's convolutions are one im2col copy (K²·C × block
-/// columns) and one GEMM per layer; the buffers are allocated once per call (per block size), never
-/// per sample. The backward pass recomputes the im2col copy from the tape's activations.
+/// columns) and one GEMM per layer, in buffers kept per thread (nothing is allocated per sample,
+/// nor per call once they have grown to the block size). The tape holds the input only: the
+/// backward pass recomputes each block's activations (a forward pass more, about a third of
+/// the backward pass's cost) instead of keeping C × sites × N values per layer.
 ///
 /// Parameters, in visit order: "layers.k.weight" (C_out × K²·C_in, the layout above) and
 /// "layers.k.bias" (C_out × 1) for k = 0 … hidden_layers. Not a PointConditioner: one point goes
@@ -92,18 +94,14 @@ class PeriodicConvNet {
   using Activation = Activation_;
   using Matrix = ParameterMatrix<Scalar>;
 
-  /// @brief What backward_recorded() needs from forward_recorded(): every layer's input (the
-  /// scattered field, then each hidden layer's output; C × lattice sites·N, column n·sites + s for
-  /// sample n at site s) and, when the activation's derivative needs them, the pre-activations.
-  /// Recording into a tape again reuses its buffers.
+  /// @brief What backward_recorded() needs from forward_recorded(): the input x_A and the
+  /// context (context_dim × N, empty without one), as values. The backward pass recomputes the
+  /// activations block by block, so a tape is as small as its input.
   struct Tape {
-    std::vector<Matrix> input;
-    std::vector<Matrix> pre;
-    Index samples = 0;
-    /// Scratch of backward_recorded() (not part of the record).
-    mutable Matrix patches, grad_patches, delta, below;
+    Matrix input;
+    Matrix context;
     /// The number of samples recorded.
-    Index cols() const { return samples; }
+    Index cols() const { return input.cols(); }
   };
 
   /// @brief A network for the lattice `rows` × `cols` (× options.channels per site) and `mask`,
@@ -220,61 +218,27 @@ class PeriodicConvNet {
     Matrix cbuf;
     const Matrix* c = checked_context("forward", context, n, cbuf);
     Matrix y(out_dim(), n);
-    Matrix a, b, patches;
+    Scratch& s = scratch();
     const Index block = block_samples();
     for (Index n0 = 0; n0 < n; n0 += block) {
       const Index nb = std::min(block, n - n0);
-      a.resize(in_channels(0), nb * sites_);
-      scatter_input(x.derived(), c, n0, nb, a);
-      for (Index k = 0; k <= layers_; ++k) {
-        im2col(a, in_channels(k), nb, patches);
-        b.resize(out_channels(k), nb * sites_);
-        dense_forward(b, weights_[std::size_t(k)], patches, biases_[std::size_t(k)].col(0));
-        if (k < layers_) Activation::apply(b);
-        a.swap(b);
-      }
-      gather_output(a, n0, nb, y);
+      forward_block(x.derived(), c, n0, nb, s);
+      gather_output(s.act.back().view(out_channels(layers_), nb * sites_), n0, nb, y);
     }
     return y;
   }
 
-  /// @brief forward(x, c), keeping in `tape` what backward_recorded() needs. Same checks; a call
-  /// that throws leaves the tape unchanged.
+  /// @brief forward(x, c), keeping in `tape` what backward_recorded() needs (x and c). Same
+  /// checks; a call that throws leaves the tape unchanged.
   template <typename XD, typename C = NoContext>
   Matrix forward_recorded(const Eigen::MatrixBase<XD>& x, Tape& tape,
                           const C& context = C{}) const {
-    check_input("forward_recorded", x);
-    const Index n = x.cols();
-    Matrix cbuf;
-    const Matrix* c = checked_context("forward_recorded", context, n, cbuf);
-    constexpr bool keep_pre = !Activation::BackwardFromOutput;
-    tape.samples = n;
-    tape.input.resize(std::size_t(layers_ + 1));
-    tape.pre.resize(keep_pre ? std::size_t(layers_) : 0);
-    for (Index k = 0; k <= layers_; ++k)
-      tape.input[std::size_t(k)].resize(in_channels(k), n * sites_);
-    for (auto& p : tape.pre) p.resize(hidden_, n * sites_);
-    scatter_input(x.derived(), c, 0, n, tape.input[0]);
-    Matrix y(out_dim(), n), last;
-    const Index block = block_samples();
-    for (Index n0 = 0; n0 < n; n0 += block) {
-      const Index nb = std::min(block, n - n0);
-      const Index c0 = n0 * sites_, m = nb * sites_;
-      for (Index k = 0; k <= layers_; ++k) {
-        im2col(tape.input[std::size_t(k)].middleCols(c0, m), in_channels(k), nb, tape.patches);
-        if (k < layers_) {
-          auto out = tape.input[std::size_t(k + 1)].middleCols(c0, m);
-          dense_forward(out, weights_[std::size_t(k)], tape.patches,
-                        biases_[std::size_t(k)].col(0));
-          if constexpr (keep_pre) tape.pre[std::size_t(k)].middleCols(c0, m) = out;
-          Activation::apply(out);
-        } else {
-          last.resize(out_channels(k), m);
-          dense_forward(last, weights_[std::size_t(k)], tape.patches,
-                        biases_[std::size_t(k)].col(0));
-        }
-      }
-      gather_output(last, n0, nb, y);
+    Matrix y = forward(x, context);
+    tape.input = x;
+    if constexpr (is_no_context_v<C>) {
+      tape.context.resize(0, x.cols());
+    } else {
+      tape.context = context;
     }
     return y;
   }
@@ -284,7 +248,8 @@ class PeriodicConvNet {
   /// @brief At the point recorded in `tape`: returns ∂L/∂x_A (in_dim() × N) and ADDS ∂L/∂θ into
   /// `grad_params` (visit order, each tensor column-major). With `grad_context` (context_dim × N,
   /// given with the context) ∂L/∂c, the sum over sites of the first layer's input gradient on
-  /// the context channels, is ADDED into it.
+  /// the context channels, is ADDED into it. Block by block it recomputes the block's activations
+  /// from the tape's x and c (a third of the pass's cost; it keeps the tape as small as the input).
   /// @throws nflow::ShapeError if grad_out, grad_params, the context or grad_context do not match
   ///   the tape, or the tape was not recorded by a network of this shape.
   template <typename GD, typename C = NoContext>
@@ -292,14 +257,8 @@ class PeriodicConvNet {
                            Eigen::Ref<Vector<Scalar>> grad_params, const C& context = C{},
                            ContextGradient<Scalar>* grad_context = nullptr) const {
     const Index n = tape.cols();
-    constexpr bool keep_pre = !Activation::BackwardFromOutput;
-    bool ok = tape.input.size() == std::size_t(layers_ + 1) &&
-              tape.pre.size() == (keep_pre ? std::size_t(layers_) : 0);
-    for (Index k = 0; ok && k <= layers_; ++k) {
-      ok = tape.input[std::size_t(k)].rows() == in_channels(k) &&
-           tape.input[std::size_t(k)].cols() == n * sites_;
-    }
-    if (!ok) {
+    if (tape.input.rows() != in_dim() || tape.context.rows() != context_dim_ ||
+        tape.context.cols() != n) {
       throw ShapeError(std::string(Who) +
                        "::backward_recorded: the tape was not recorded by forward_recorded() of a "
                        "network of this shape");
@@ -323,42 +282,51 @@ class PeriodicConvNet {
                        std::to_string(grad_context->rows()) + " x " +
                        std::to_string(grad_context->cols()));
     }
+    const Matrix* c = context_dim_ > 0 ? &tape.context : nullptr;
     Matrix gx(in_dim(), n);
-    Matrix& delta = tape.delta;
-    Matrix& below = tape.below;
+    Scratch& s = scratch();
     const Index block = block_samples();
     for (Index n0 = 0; n0 < n; n0 += block) {
       const Index nb = std::min(block, n - n0);
-      const Index c0 = n0 * sites_, m = nb * sites_;
-      delta.setZero(out_channels(layers_), m);
+      const Index m = nb * sites_;
+      forward_block(tape.input, c, n0, nb, s);
+      Buffer* delta_buf = &s.delta;
+      Buffer* below_buf = &s.below;
+      auto delta = delta_buf->view(out_channels(layers_), m);
+      delta.setZero();
       scatter_output_gradient(grad_out.derived(), n0, nb, delta);
       for (Index k = layers_; k >= 0; --k) {
         const std::size_t ks = std::size_t(k);
+        auto d = delta_buf->view(out_channels(k), m);
         if (k < layers_) {
-          if constexpr (keep_pre) {
-            Activation::backward(tape.pre[ks].middleCols(c0, m), delta);
+          if constexpr (!Activation::BackwardFromOutput) {
+            Activation::backward(s.pre[ks].view(hidden_, m), d);
           } else {
-            Activation::backward(tape.input[ks + 1].middleCols(c0, m), delta);
+            Activation::backward(s.act[ks + 1].view(hidden_, m), d);
           }
         }
-        im2col(tape.input[ks].middleCols(c0, m), in_channels(k), nb, tape.patches);
+        const Index rows = kernel_ * kernel_ * in_channels(k);
+        auto patches = s.patches.view(rows, m);
+        im2col(s.act[ks].view(in_channels(k), m), in_channels(k), nb, patches);
         Eigen::Map<Matrix> gw(grad_params.data() + weight_offset_[ks], weights_[ks].rows(),
                               weights_[ks].cols());
         Eigen::Map<Matrix> gb(grad_params.data() + bias_offset_[ks], biases_[ks].rows(), 1);
-        gw.noalias() += delta * tape.patches.transpose();
-        gb += delta.rowwise().sum();
-        tape.grad_patches.noalias() = weights_[ks].transpose() * delta;
-        col2im(tape.grad_patches, in_channels(k), nb, below);
-        delta.swap(below);
+        gw.noalias() += d * patches.transpose();
+        gb += d.rowwise().sum();
+        patches.noalias() = weights_[ks].transpose() * d;
+        auto below = below_buf->view(in_channels(k), m);
+        col2im(patches, in_channels(k), nb, below);
+        std::swap(delta_buf, below_buf);
       }
-      // delta: ∂L/∂a₀ for this block (C₀ × m).
+      // ∂L/∂a₀ for this block (C₀ × m).
+      const auto g0 = delta_buf->view(in_channels(0), m);
       for (Index j = 0; j < nb; ++j) {
         for (std::size_t a = 0; a < conditioning_.size(); ++a) {
           const Index f = conditioning_[a];
-          gx(Index(a), n0 + j) = delta(f % channels_, j * sites_ + f / channels_);
+          gx(Index(a), n0 + j) = g0(f % channels_, j * sites_ + f / channels_);
         }
         if (grad_context != nullptr && context_dim_ > 0) {
-          grad_context->col(n0 + j) += delta.middleRows(channels_ + 1, context_dim_)
+          grad_context->col(n0 + j) += g0.middleRows(channels_ + 1, context_dim_)
                                            .middleCols(j * sites_, sites_)
                                            .rowwise()
                                            .sum();
@@ -421,6 +389,49 @@ class PeriodicConvNet {
     }
   }
 
+  /// Block-sized buffers of the forward and backward passes: one set per thread and network type,
+  /// kept for the thread's lifetime (they grow to the largest block seen and are then reused, so
+  /// a training loop allocates none after its first step; fresh large buffers every call cost
+  /// more in page faults than the convolutions themselves).
+  /// A buffer that grows and never shrinks, seen as a matrix of any shape that fits (a resized
+  /// Eigen matrix would reallocate at every change of shape, e.g. the last, smaller block).
+  struct Buffer {
+    std::vector<Scalar> data;
+    Eigen::Map<Matrix> view(Index rows, Index cols) {
+      if (data.size() < std::size_t(rows * cols)) data.resize(std::size_t(rows * cols));
+      return Eigen::Map<Matrix>(data.data(), rows, cols);
+    }
+  };
+  struct Scratch {
+    std::vector<Buffer> act;  ///< act[k]: layer k's input; act[L + 1]: the last layer's output
+    std::vector<Buffer> pre;  ///< pre-activations of the hidden layers (when f' needs them)
+    Buffer patches, delta, below;
+  };
+  static Scratch& scratch() {
+    thread_local Scratch s;
+    return s;
+  }
+
+  /// The forward pass of samples n0 … n0+nb−1 into s.act (and s.pre).
+  template <typename X>
+  void forward_block(const X& x, const Matrix* c, Index n0, Index nb, Scratch& s) const {
+    const Index m = nb * sites_;
+    s.act.resize(std::size_t(layers_ + 2));
+    if constexpr (!Activation::BackwardFromOutput) s.pre.resize(std::size_t(layers_));
+    scatter_input(x, c, n0, nb, s.act[0].view(in_channels(0), m));
+    for (Index k = 0; k <= layers_; ++k) {
+      const std::size_t ks = std::size_t(k);
+      auto patches = s.patches.view(kernel_ * kernel_ * in_channels(k), m);
+      im2col(s.act[ks].view(in_channels(k), m), in_channels(k), nb, patches);
+      auto out = s.act[ks + 1].view(out_channels(k), m);
+      dense_forward(out, weights_[ks], patches, biases_[ks].col(0));
+      if (k < layers_) {
+        if constexpr (!Activation::BackwardFromOutput) s.pre[ks].view(hidden_, m) = out;
+        Activation::apply(out);
+      }
+    }
+  }
+
   /// Samples per block: the im2col copy of the widest layer stays near 2¹⁸ scalars.
   Index block_samples() const {
     Index widest = 0;
@@ -478,7 +489,8 @@ class PeriodicConvNet {
   }
 
   /// The output rows of samples n0 … n0+nb−1 from the last layer's field h (P·channels × nb·sites).
-  void gather_output(const Matrix& h, Index n0, Index nb, Matrix& y) const {
+  template <typename H>
+  void gather_output(const H& h, Index n0, Index nb, Matrix& y) const {
     const Index nt = Index(transformed_.size());
     for (Index j = 0; j < nb; ++j)
       for (Index b = 0; b < nt; ++b) {
@@ -491,8 +503,8 @@ class PeriodicConvNet {
 
   /// The transpose of gather_output: ∂L/∂y into the last layer's field gradient (zeroed by the
   /// caller).
-  template <typename G>
-  void scatter_output_gradient(const G& g, Index n0, Index nb, Matrix& delta) const {
+  template <typename G, typename D>
+  void scatter_output_gradient(const G& g, Index n0, Index nb, D& delta) const {
     const Index nt = Index(transformed_.size());
     for (Index j = 0; j < nb; ++j)
       for (Index b = 0; b < nt; ++b) {
@@ -503,12 +515,11 @@ class PeriodicConvNet {
       }
   }
 
-  /// patches (K²·C × nb·sites): column (j, s), rows [k·C, (k+1)·C) hold a's column of sample j at
+  /// patches (K²·C × nb·sites, sized by the caller): column (j, s), rows [k·C, (k+1)·C) hold a's column of sample j at
   /// the site tap k of s reads.
-  template <typename A>
-  void im2col(const A& a, Index channels, Index nb, Matrix& patches) const {
+  template <typename A, typename P>
+  void im2col(const A& a, Index channels, Index nb, P& patches) const {
     const Index taps = kernel_ * kernel_;
-    patches.resize(taps * channels, nb * sites_);
     for (Index j = 0; j < nb; ++j) {
       const Index base = j * sites_;
       for (Index s = 0; s < sites_; ++s) {
@@ -520,10 +531,11 @@ class PeriodicConvNet {
     }
   }
 
-  /// The transpose of im2col: out (C × nb·sites) = the sum of every patch entry into its site.
-  void col2im(const Matrix& patches, Index channels, Index nb, Matrix& out) const {
+  /// The transpose of im2col: out (C × nb·sites, sized by the caller) = the sum of every patch entry into its site.
+  template <typename P, typename O>
+  void col2im(const P& patches, Index channels, Index nb, O& out) const {
     const Index taps = kernel_ * kernel_;
-    out.setZero(channels, nb * sites_);
+    out.setZero();
     for (Index j = 0; j < nb; ++j) {
       const Index base = j * sites_;
       for (Index s = 0; s < sites_; ++s) {
