@@ -126,7 +126,8 @@ using DenseLayer = AffineCoupling<double>;
 template <typename Layer>
 using Phi4Flow = Density<StandardNormal<double>, Stack<Layer>>;
 
-constexpr Index conv_hidden_channels = 16, dense_hidden = 64;
+constexpr Index dense_hidden = 64;
+Index conv_hidden_channels = 8;  // argument 9
 
 template <typename Layer>
 Phi4Flow<Layer> make_flow(Index L, Index layers, std::uint64_t seed) {
@@ -256,6 +257,7 @@ static int run(int argc, char** argv) {
   const double m2 = argc > 5 ? std::stod(argv[5]) : -4.0;
   const double lambda = argc > 6 ? std::stod(argv[6]) : 8.0;
   const Index local_sweeps = argc > 7 ? std::stol(argv[7]) : 1;
+  if (argc > 9) conv_hidden_channels = std::stol(argv[9]);
   if (steps < 1 || L < 2 || L % 2 != 0 || mcmc_steps < 100 || !(lambda > 0) || local_sweeps < 0) {
     std::fprintf(stderr,
                  "lattice_phi4: need steps >= 1, an even L >= 2, mcmc steps >= 100, lambda > 0 "
