@@ -519,30 +519,42 @@ class PeriodicConvNet {
   /// the site tap k of s reads.
   template <typename A, typename P>
   void im2col(const A& a, Index channels, Index nb, P& patches) const {
+    // Raw copies of `channels` contiguous values (Eigen's dynamic segments cost more than the
+    // copy for a few channels); a and patches are column-major with no gaps between columns.
     const Index taps = kernel_ * kernel_;
+    const Scalar* src = a.data();
+    Scalar* dst = patches.data();
+    const Index as = a.outerStride(), ps = patches.outerStride();
     for (Index j = 0; j < nb; ++j) {
       const Index base = j * sites_;
       for (Index s = 0; s < sites_; ++s) {
-        auto col = patches.col(base + s);
-        for (Index k = 0; k < taps; ++k)
-          col.segment(k * channels, channels) =
-              a.col(base + neighbour_[std::size_t(k * sites_ + s)]);
+        Scalar* col = dst + (base + s) * ps;
+        const Index* nbr = neighbour_.data() + s;
+        for (Index k = 0; k < taps; ++k, col += channels) {
+          std::copy_n(src + (base + nbr[k * sites_]) * as, channels, col);
+        }
       }
     }
   }
 
-  /// The transpose of im2col: out (C × nb·sites, sized by the caller) = the sum of every patch entry into its site.
+  /// The transpose of im2col: out (C × nb·sites, sized by the caller) = the sum of every patch
+  /// entry into the site it was copied from.
   template <typename P, typename O>
   void col2im(const P& patches, Index channels, Index nb, O& out) const {
     const Index taps = kernel_ * kernel_;
     out.setZero();
+    const Scalar* src = patches.data();
+    Scalar* dst = out.data();
+    const Index ps = patches.outerStride(), os = out.outerStride();
     for (Index j = 0; j < nb; ++j) {
       const Index base = j * sites_;
       for (Index s = 0; s < sites_; ++s) {
-        const auto col = patches.col(base + s);
-        for (Index k = 0; k < taps; ++k)
-          out.col(base + neighbour_[std::size_t(k * sites_ + s)]) +=
-              col.segment(k * channels, channels);
+        const Scalar* col = src + (base + s) * ps;
+        const Index* nbr = neighbour_.data() + s;
+        for (Index k = 0; k < taps; ++k, col += channels) {
+          Scalar* o = dst + (base + nbr[k * sites_]) * os;
+          for (Index c = 0; c < channels; ++c) o[c] += col[c];
+        }
       }
     }
   }
