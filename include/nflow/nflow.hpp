@@ -45,6 +45,7 @@
 #include "nflow/distributions/standard_normal.hpp"
 #include "nflow/distributions/uniform_box.hpp"
 #include "nflow/flows/presets.hpp"
+#include "nflow/math/assignment.hpp"
 #include "nflow/math/constants.hpp"
 #include "nflow/math/functions.hpp"
 #include "nflow/nn/activations.hpp"
@@ -61,3 +62,4 @@
 #include "nflow/train/fit.hpp"
 #include "nflow/train/flow_matching.hpp"
 #include "nflow/train/objectives.hpp"
+#include "nflow/train/reflow.hpp"

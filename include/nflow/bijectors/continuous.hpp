@@ -25,6 +25,9 @@ namespace nflow {
 enum class OdeSolver {
   RK4,     ///< fixed-step classical Runge–Kutta, `rk4_steps` steps over [0, 1]
   Dopri5,  ///< adaptive Dormand–Prince 5(4) with `dopri5` tolerances
+  /// fixed-step explicit Euler, `rk4_steps` steps over [0, 1] (the few-step sampler of a
+  /// rectified flow: `flow.set_solver(OdeSolver::Euler, 2)`)
+  Euler,
 };
 
 /// @brief Settings of a ContinuousFlow: the field's sizes and seed, the solver and the trace.
@@ -37,7 +40,7 @@ struct ContinuousFlowOptions {
   NFLOW_CONDITIONER_OPTIONS_FIELDS;
   bool zero_last_layer = false;  ///< start with f ≡ 0 (the identity map)
   OdeSolver solver = OdeSolver::RK4;
-  Index rk4_steps = 20;
+  Index rk4_steps = 20;  ///< steps over [0, 1] of the fixed-step solvers (RK4 and Euler), >= 1
   ode::Dopri5Options dopri5{};
   ode::TraceEstimator trace = ode::TraceEstimator::Exact;
   std::uint64_t probe_seed = 0;  ///< Hutchinson probes: drawn from this seed, fixed per solve
@@ -117,9 +120,12 @@ class ContinuousFlow
   Index context_dim() const { return field_.context_dim(); }
   const ContinuousFlowOptions& options() const { return options_; }
   /// Changes the solver and trace settings (the field's sizes are fixed at construction).
-  void set_solver(OdeSolver solver, Index rk4_steps = 20, ode::Dopri5Options dopri5 = {}) {
+  /// `steps` (>= 1) is the number of steps of a fixed-step solver (RK4 or Euler; stored as
+  /// options().rk4_steps): `flow.set_solver(OdeSolver::Euler, 2)` samples with two Euler steps.
+  /// @throws nflow::ParameterError if steps < 1.
+  void set_solver(OdeSolver solver, Index steps = 20, ode::Dopri5Options dopri5 = {}) {
     options_.solver = solver;
-    options_.rk4_steps = rk4_steps;
+    options_.rk4_steps = steps;
     options_.dopri5 = dopri5;
     checked(dim(), options_);
   }
@@ -197,10 +203,11 @@ class ContinuousFlow
     return div;
   }
 
-  /// Batches are split into tiles (nflow/core/parallel.hpp) only with RK4 and the exact trace:
+  /// Batches are split into tiles (nflow/core/parallel.hpp) only with a fixed-step solver (RK4,
+  /// Euler) and the exact trace:
   /// Dopri5's step sizes and Hutchinson's probes depend on the whole batch.
   bool splits_batches() const {
-    return options_.solver == OdeSolver::RK4 && options_.trace == ode::TraceEstimator::Exact;
+    return options_.solver != OdeSolver::Dopri5 && options_.trace == ode::TraceEstimator::Exact;
   }
 
   // ---- hooks ------------------------------------------------------------------------------
@@ -236,7 +243,10 @@ class ContinuousFlow
     o.context_dim =
         detail::resolve_context_dim<ContextDim_>("nflow::ContinuousFlow", o.context_dim);
     if (o.rk4_steps < 1)
-      throw ParameterError("nflow::ContinuousFlow: options.rk4_steps must be >= 1");
+      throw ParameterError(
+          "nflow::ContinuousFlow: options.rk4_steps (the steps of the fixed-step solvers RK4 and "
+          "Euler) must be >= 1, got " +
+          std::to_string(o.rk4_steps));
     return o;
   }
 
@@ -280,6 +290,8 @@ class ContinuousFlow
     const Scalar t1 = inverse ? Scalar(0) : Scalar(1);
     if (options_.solver == OdeSolver::RK4)
       return ode::rk4_integrate(rhs, t0, t1, y, options_.rk4_steps, record);
+    if (options_.solver == OdeSolver::Euler)
+      return ode::euler_integrate(rhs, t0, t1, y, options_.rk4_steps, record);
     return ode::dopri5_integrate(rhs, t0, t1, y, options_.dopri5, record);
   }
 
@@ -326,6 +338,8 @@ class ContinuousFlow
     adjoint.row(d) = gl;
     if (options_.solver == OdeSolver::RK4) {
       ode::rk_backprop(ode::rk4_tableau<Scalar>(), record, stage_rhs, stage_vjp, adjoint);
+    } else if (options_.solver == OdeSolver::Euler) {
+      ode::rk_backprop(ode::euler_tableau<Scalar>(), record, stage_rhs, stage_vjp, adjoint);
     } else {
       ode::rk_backprop(ode::dopri5_tableau<Scalar>(), record, stage_rhs, stage_vjp, adjoint);
     }

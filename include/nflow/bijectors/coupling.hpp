@@ -457,10 +457,20 @@ class Coupling : public BijectorBase<
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
           int ContextDim = Dynamic>
 using AdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dim, Hidden, Activation, ContextDim>;
-/// Real NVP's affine coupling with a tanh-bounded log-scale.
+/// An affine coupling in the shift-then-scale form z_B = (x_B − μ)·e^{−α} (the shift in data
+/// units; MAF's and Glow's form), the log-scale α bounded by 3·tanh(·/3) (AffineTransformer).
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
           int ContextDim = Dynamic>
 using AffineCoupling = Coupling<AffineTransformer<Scalar>, Dim, Hidden, Activation, ContextDim>;
+/// An affine coupling in Real NVP's scale-then-shift form z_B = x_B·e^{s} + t (the shift in
+/// latent units; Dinh et al. 2017, eq. 4 inverted), the log-scale s bounded by 3·tanh(·/3)
+/// (ScaleShiftTransformer with its default options, ScaleShiftOptions::real_nvp()). The same
+/// family of maps as AffineCoupling, parameterised differently; on conditional density
+/// estimation it trains better (docs/training.md, "The two affine forms").
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
+          int ContextDim = Dynamic>
+using ScaleShiftCoupling =
+    Coupling<ScaleShiftTransformer<Scalar>, Dim, Hidden, Activation, ContextDim>;
 /// A neural spline flow's coupling layer (Durkan et al. 2019): a rational-quadratic spline of
 /// `Bins` bins on [−5, 5], the identity outside (RationalQuadraticSpline; for a bounded or
 /// circular domain use Coupling<RationalQuadraticSpline<Scalar, Bins, Domain>, ...>).

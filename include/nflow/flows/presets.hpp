@@ -48,6 +48,16 @@
 
 namespace nflow::flows {
 
+/// @brief The form of Real NVP's affine couplings (docs/training.md, "The two affine forms"):
+/// the same family of maps, parameterised differently.
+enum class AffineForm {
+  /// z = (x − μ)·e^{−α}, the shift in data units: AffineCoupling (AffineTransformer).
+  ShiftScale,
+  /// z = x·e^{s} + t, the shift in latent units, Real NVP's paper: ScaleShiftCoupling
+  /// (ScaleShiftTransformer, ScaleShiftOptions::real_nvp()).
+  ScaleShift,
+};
+
 /// What a preset puts between two blocks (the last block ends with the identity, so a flow
 /// ends with its last layer).
 enum class Permutations {
@@ -182,6 +192,10 @@ Permutation<Scalar, Dim> gap(Index dim, Permutations kind, std::uint64_t seed, I
 // The layers of the presets (one place to name them).
 template <typename Scalar, int Dim, int Hidden>
 using AffineLayer = AffineCoupling<Scalar, Dim, Hidden>;
+template <typename Scalar, int Dim, int Hidden, AffineForm Form>
+using RealNvpLayer =
+    std::conditional_t<Form == AffineForm::ShiftScale, AffineLayer<Scalar, Dim, Hidden>,
+                       ScaleShiftCoupling<Scalar, Dim, Hidden>>;
 template <typename Scalar, int Dim, int Hidden>
 using AdditiveLayer = AdditiveCoupling<Scalar, Dim, Hidden>;
 template <typename Scalar, int Dim, int Hidden>
@@ -279,10 +293,12 @@ using SplineFlowBase = std::conditional_t<Domain == SplineDomain::Unbounded,
 
 // ---- the types ---------------------------------------------------------------------------
 
-/// The type of real_nvp(): a StandardNormal base and a Stack of (affine coupling, permutation).
-template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
+/// The type of real_nvp(): a StandardNormal base and a Stack of (affine coupling of the Form,
+/// permutation).
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic,
+          AffineForm Form = AffineForm::ScaleShift>
 using RealNVP = Density<StandardNormal<Scalar, Dim>,
-                        Stack<detail::Permuted<detail::AffineLayer<Scalar, Dim, Hidden>>>>;
+                        Stack<detail::Permuted<detail::RealNvpLayer<Scalar, Dim, Hidden, Form>>>>;
 /// The type of nice(): a DiagonalNormal base (NICE's diagonal scaling) and a Stack of
 /// (additive coupling, permutation).
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
@@ -325,23 +341,27 @@ using CNF = Density<StandardNormal<Scalar, Dim>,
 // ---- the presets -------------------------------------------------------------------------
 
 /// @brief Real NVP (Dinh et al. 2017) on R^dim: `transforms` affine couplings, each transforming
-/// the features after ⌊dim/2⌋ by z = (x − μ)·e^{−α} with (μ, α) an MLP of the first half (and
-/// the context), α bounded by tanh; a permutation between two couplings. A fresh flow only
+/// the features after ⌊dim/2⌋ by z = x·e^{s} + t (Form = AffineForm::ScaleShift, the default:
+/// ScaleShiftCoupling) or z = (x − μ)·e^{−α} (AffineForm::ShiftScale: AffineCoupling), the shift
+/// and log-scale an MLP of the first half (and the context), the log-scale bounded by 3·tanh(·/3);
+/// a permutation between two couplings. docs/training.md ("The two affine forms") has the
+/// measurement that chose the default. A fresh flow only
 /// permutes (every coupling starts as the identity). dim ≥ 2. Both directions one pass, with
 /// gradients. References: arXiv:1605.08803.
 /// @tparam Hidden the conditioners' hidden width, fixed or Dynamic (options.hidden_features).
 /// @throws nflow::ParameterError on a bad dim or option.
-template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic>
-RealNVP<Scalar, Dim, Hidden> real_nvp(Index dim, const CouplingFlowOptions& options = {}) {
+template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic,
+          AffineForm Form = AffineForm::ScaleShift>
+RealNVP<Scalar, Dim, Hidden, Form> real_nvp(Index dim, const CouplingFlowOptions& options = {}) {
   const Index w = detail::checked_width<Dim, Hidden>("real_nvp", dim, options, 2, 1);
-  return detail::coupling_density<detail::AffineLayer<Scalar, Dim, Hidden>>(
+  return detail::coupling_density<detail::RealNvpLayer<Scalar, Dim, Hidden, Form>>(
       dim, w, options, StandardNormal<Scalar, Dim>(dim));
 }
 /// real_nvp() of the compile-time dimension Dim.
-template <typename Scalar, int Dim, int Hidden = Dynamic>
-requires(Dim !=
-         Dynamic) RealNVP<Scalar, Dim, Hidden> real_nvp(const CouplingFlowOptions& options = {}) {
-  return real_nvp<Scalar, Dim, Hidden>(Index(Dim), options);
+template <typename Scalar, int Dim, int Hidden = Dynamic, AffineForm Form = AffineForm::ScaleShift>
+requires(Dim != Dynamic) RealNVP<Scalar, Dim, Hidden, Form> real_nvp(
+    const CouplingFlowOptions& options = {}) {
+  return real_nvp<Scalar, Dim, Hidden, Form>(Index(Dim), options);
 }
 
 /// @brief NICE (Dinh et al. 2015) on R^dim: `transforms` additive couplings z_B = x_B − μ(x_A, c)

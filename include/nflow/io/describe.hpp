@@ -350,6 +350,7 @@ bool with_known_step(const AnyBijector<S>& step, F&& f) {
   };
   try_one(std::type_identity<DynamicFlow<S>>{});
   try_one(std::type_identity<AffineCoupling<S>>{});
+  try_one(std::type_identity<ScaleShiftCoupling<S>>{});
   try_one(std::type_identity<AdditiveCoupling<S>>{});
   try_one(std::type_identity<MAF<S, Dy, Dy, R, Dy>>{});
   try_one(std::type_identity<IAF<S, Dy, Dy, R, Dy>>{});

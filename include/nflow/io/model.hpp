@@ -564,6 +564,12 @@ AnyBijector<S> build_coupling(const Value& node, BuildContext& ctx, const std::s
         return AffineCoupling<S>(mask(), options, AffineTransformer<S>(bound));
       }));
     }
+    if (tr_type == "scale_shift") {
+      const auto so = scale_shift_options<S>(ctx, tr, wt);
+      return finish(guarded(ctx, where, [&] {
+        return ScaleShiftCoupling<S>(mask(), options, ScaleShiftTransformer<S>(so));
+      }));
+    }
     if (tr_type == "additive") {
       return finish(guarded(ctx, where, [&] { return AdditiveCoupling<S>(mask(), options); }));
     }
@@ -902,6 +908,8 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
         transformer = node(RationalQuadraticSpline<Scalar, 10>(so), Rank<1>{});
         p = RationalQuadraticSpline<Scalar, 10>::ParamsPerDim;
       }
+    } else if (family == "real_nvp") {
+      transformer = node(ScaleShiftTransformer<Scalar>(), Rank<1>{});
     } else {
       transformer = node(AffineTransformer<Scalar>(), Rank<1>{});
     }

@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// @brief Explicit Runge–Kutta solvers for batches of ODEs: fixed-step RK4 and adaptive
+/// @brief Explicit Runge–Kutta solvers for batches of ODEs: fixed-step RK4 and Euler and adaptive
 /// Dormand–Prince 5(4), with a record of the steps taken and back-propagation through them.
 ///
 /// The state is a matrix Y (rows × N), one sample per column; continuous flows use rows = Dim + 1
@@ -82,6 +82,19 @@ ButcherTableau<Scalar> rk4_tableau() {
   t.b << Scalar(1) / 6, Scalar(1) / 3, Scalar(1) / 3, Scalar(1) / 6;
   t.c.resize(4);
   t.c << Scalar(0), Scalar(0.5), Scalar(0.5), Scalar(1);
+  return t;
+}
+
+/// The explicit (forward) Euler method: one stage, y ← y + h F(t, y). First order; with few
+/// steps it is the sampler of rectified flows (a field whose paths are straight lines at
+/// constant speed is integrated exactly by one step).
+template <typename Scalar>
+ButcherTableau<Scalar> euler_tableau() {
+  ButcherTableau<Scalar> t;
+  t.stages = 1;
+  t.a = Eigen::Matrix<Scalar, Dynamic, Dynamic>::Zero(1, 1);
+  t.b = Eigen::Matrix<Scalar, Dynamic, 1>::Ones(1);
+  t.c = Eigen::Matrix<Scalar, Dynamic, 1>::Zero(1);
   return t;
 }
 
@@ -174,22 +187,19 @@ void rk_stages(const ButcherTableau<Scalar>& tab, Rhs& rhs, Scalar t, Scalar h,
 
 }  // namespace detail
 
-/// @brief Integrates dY/dt = rhs(t, Y) from t0 to t1 in `steps` equal RK4 steps, in place.
-///
-/// Costs 4·steps evaluations. If `record` is given, the steps are stored in it for rk_backprop.
-/// @throws nflow::ParameterError if steps < 1; nflow::ode::OdeError if a column that was finite
-///   at t0 ends non-finite.
+namespace detail {
+
+/// `steps` equal steps of an explicit Runge–Kutta method from t0 to t1, in place (RK4, Euler).
 template <typename Scalar, typename Rhs>
-SolveStats rk4_integrate(Rhs&& rhs, Scalar t0, Scalar t1,
-                         Eigen::Matrix<Scalar, Dynamic, Dynamic>& y, Index steps,
-                         StepRecord<Scalar>* record = nullptr) {
+SolveStats fixed_step_integrate(const char* where, const ButcherTableau<Scalar>& tab, Rhs& rhs,
+                                Scalar t0, Scalar t1, Mat<Scalar>& y, Index steps,
+                                StepRecord<Scalar>* record) {
   if (steps < 1)
-    throw ParameterError("nflow::ode::rk4_integrate: parameter 'steps' must be >= 1, got " +
-                         std::to_string(steps));
-  static const ButcherTableau<Scalar> tab = rk4_tableau<Scalar>();
-  const auto active = detail::finite_columns<Scalar>(y);
-  std::vector<detail::Mat<Scalar>> k(4);
-  detail::Mat<Scalar> stage;
+    throw ParameterError(std::string("nflow::ode::") + where +
+                         ": parameter 'steps' must be >= 1, got " + std::to_string(steps));
+  const auto active = finite_columns<Scalar>(y);
+  std::vector<Mat<Scalar>> k(std::size_t(tab.stages));
+  Mat<Scalar> stage;
   const Scalar h = (t1 - t0) / Scalar(steps);
   SolveStats stats;
   if (record != nullptr) record->clear();
@@ -200,13 +210,44 @@ SolveStats rk4_integrate(Rhs&& rhs, Scalar t0, Scalar t1,
       record->h.push_back(h);
       record->y.push_back(y);
     }
-    detail::rk_stages(tab, rhs, t, h, y, k, stage, 0);
-    for (int i = 0; i < 4; ++i) y += (h * tab.b(i)) * k[std::size_t(i)];
-    stats.function_evaluations += 4;
+    rk_stages(tab, rhs, t, h, y, k, stage, 0);
+    for (int i = 0; i < tab.stages; ++i) y += (h * tab.b(i)) * k[std::size_t(i)];
+    stats.function_evaluations += tab.stages;
     ++stats.accepted_steps;
   }
-  detail::check_active_finite<Scalar>("rk4_integrate", y, active, double(t1));
+  check_active_finite<Scalar>(where, y, active, double(t1));
   return stats;
+}
+
+}  // namespace detail
+
+/// @brief Integrates dY/dt = rhs(t, Y) from t0 to t1 in `steps` equal RK4 steps, in place.
+///
+/// Costs 4·steps evaluations. If `record` is given, the steps are stored in it for rk_backprop.
+/// @throws nflow::ParameterError if steps < 1; nflow::ode::OdeError if a column that was finite
+///   at t0 ends non-finite.
+template <typename Scalar, typename Rhs>
+SolveStats rk4_integrate(Rhs&& rhs, Scalar t0, Scalar t1,
+                         Eigen::Matrix<Scalar, Dynamic, Dynamic>& y, Index steps,
+                         StepRecord<Scalar>* record = nullptr) {
+  static const ButcherTableau<Scalar> tab = rk4_tableau<Scalar>();
+  return detail::fixed_step_integrate("rk4_integrate", tab, rhs, t0, t1, y, steps, record);
+}
+
+/// @brief Integrates dY/dt = rhs(t, Y) from t0 to t1 in `steps` equal explicit Euler steps,
+/// Y ← Y + h·rhs(t, Y) with h = (t1 − t0)/steps, in place.
+///
+/// Costs `steps` evaluations; first order (error O(h)), exact when rhs is constant along each
+/// step (straight paths at constant speed). If `record` is given, the steps are stored in it for
+/// rk_backprop (with euler_tableau()).
+/// @throws nflow::ParameterError if steps < 1; nflow::ode::OdeError if a column that was finite
+///   at t0 ends non-finite.
+template <typename Scalar, typename Rhs>
+SolveStats euler_integrate(Rhs&& rhs, Scalar t0, Scalar t1,
+                           Eigen::Matrix<Scalar, Dynamic, Dynamic>& y, Index steps,
+                           StepRecord<Scalar>* record = nullptr) {
+  static const ButcherTableau<Scalar> tab = euler_tableau<Scalar>();
+  return detail::fixed_step_integrate("euler_integrate", tab, rhs, t0, t1, y, steps, record);
 }
 
 /// @brief Integrates dY/dt = rhs(t, Y) from t0 to t1 with the adaptive Dormand–Prince 5(4)

@@ -25,10 +25,12 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
+#include "nflow/math/assignment.hpp"
 #include "nflow/ode/concepts.hpp"
 #include "nflow/train/adam.hpp"
 #include "nflow/train/data.hpp"
@@ -172,9 +174,21 @@ double flow_matching_loss(const Field& field,
   return flow_matching_loss(field, x1, x0, tau, context, sigma_min, grad);
 }
 
+/// @brief How fit_flow_matching pairs the noise it draws with a batch's samples.
+enum class FlowMatchingCoupling {
+  Independent,  ///< as drawn: x₀ ~ N(0, I) independent of x₁ (conditional flow matching)
+  /// Minibatch optimal transport (Tong et al. 2023, Pooladian et al. 2023): the batch's noise
+  /// columns are permuted to the assignment minimising Σⱼ ‖x₀,π(j) − x₁,j‖² (exact, by
+  /// nflow::linear_assignment), so each marginal is unchanged and the pairs' straight paths cross
+  /// less. O(B³) per step in the worst case (B the batch size); unconditional flows only.
+  MinibatchOT,
+};
+
 /// @brief Settings of fit_flow_matching.
 struct FlowMatchingOptions {
   double sigma_min = 0.0;  ///< width of the path at the data end (0: straight lines to the data)
+  /// Pairing of noise and samples within a batch (not for fit_flow_matching on given pairs).
+  FlowMatchingCoupling coupling = FlowMatchingCoupling::Independent;
   Index batch_size = 256;
   Index steps = 2000;      ///< optimiser steps
   std::uint64_t seed = 1;  ///< mini-batches, noise and times
@@ -194,14 +208,53 @@ struct FlowMatchingResult {
 
 namespace internal {
 
-/// The flow-matching loop's view of a batch source (a data set or a user's sampler): fills the
-/// batch for `step`. A function pointer, so the loop is compiled once per flow type.
+/// The flow-matching loop's view of a batch source (a data set, a user's sampler or coupled
+/// pairs): fills the batch (x₁, x₀, c) for `step`. A function pointer, so the loop is compiled
+/// once per flow type. `coupled`: the source also fills the noise x₀ (its partner of each
+/// sample); otherwise the loop draws x₀ ~ N(0, I) itself.
 template <typename S>
 struct FlowMatchingSource {
   using M = Eigen::Matrix<S, Dynamic, Dynamic>;
   void* self = nullptr;
-  void (*fill)(void*, M&, M&, Index, std::mt19937_64&) = nullptr;
+  void (*fill)(void*, M& x1, M& x0, M& c, Index, std::mt19937_64&) = nullptr;
+  bool coupled = false;
 };
+
+/// Mini-batches of column indices without replacement, from a seeded permutation redrawn when it
+/// runs out (the first drawn at the first batch).
+struct PermutedBatches {
+  Index n = 0;
+  Index size = 0;
+  bool first = true;
+  Index cursor = 0;
+  Eigen::VectorXi order{};
+  template <typename G>
+  auto next(G& gen) {
+    if (first) order = random_permutation(n, gen);
+    first = false;
+    if (cursor + size > n) {
+      order = random_permutation(n, gen);
+      cursor = 0;
+    }
+    const auto idx = order.segment(cursor, size);
+    cursor += size;
+    return idx;
+  }
+};
+
+/// Permutes the noise columns x0 (in place) to the exact minimiser of Σⱼ ‖x0_π(j) − x1_j‖².
+template <typename S>
+void minibatch_ot_pairing(const Eigen::Matrix<S, Dynamic, Dynamic>& x1,
+                          Eigen::Matrix<S, Dynamic, Dynamic>& x0, Eigen::MatrixXd& cost) {
+  const Index n = x1.cols();
+  cost.resize(n, n);
+  for (Index j = 0; j < n; ++j) {
+    for (Index i = 0; i < n; ++i)
+      cost(i, j) = (x1.col(i) - x0.col(j)).template cast<double>().squaredNorm();
+  }
+  const Eigen::VectorXi match = linear_assignment(cost);  // row i (sample) → column (noise)
+  x0 = Eigen::Matrix<S, Dynamic, Dynamic>(x0(Eigen::all, match));
+}
 
 /// The one flow-matching loop: batches from `source`, the loss, Adam, the reports. `sampled`:
 /// check each batch's shape (the source is a user's sampler).
@@ -218,16 +271,40 @@ FlowMatchingResult flow_matching_loop(Flow& flow, const FlowMatchingOptions& opt
   Index count = 0;
   M xb(flow.dim(), options.batch_size);
   M cb(flow.context_dim(), flow.context_dim() > 0 ? options.batch_size : 0);
+  M x0b;
+  Eigen::Matrix<S, 1, Dynamic> taub;
+  Eigen::MatrixXd cost;
+  if (options.coupling == FlowMatchingCoupling::MinibatchOT && source.coupled) {
+    throw ParameterError(
+        "nflow::train::fit_flow_matching: options.coupling = MinibatchOT pairs the noise the loop "
+        "draws; fit_flow_matching on given pairs takes their own coupling (leave it Independent)");
+  }
+  if (options.coupling == FlowMatchingCoupling::MinibatchOT && flow.context_dim() > 0) {
+    throw ParameterError(
+        "nflow::train::fit_flow_matching: options.coupling = MinibatchOT is for unconditional "
+        "flows (pairing across contexts would mix the conditionals)");
+  }
   for (Index step = 0; step < options.steps; ++step) {
     if (sampled) poison_batch(xb, cb);
-    source.fill(source.self, xb, cb, step, gen);
+    source.fill(source.self, xb, x0b, cb, step, gen);
     if (sampled) {
       const std::string bad = check_sampled_batch("train::fit_flow_matching", flow.dim(),
                                                   flow.context_dim(), xb, cb, step);
       if (!bad.empty()) throw std::runtime_error(bad);
     }
     grad.setZero();
-    const double loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
+    double loss = 0;
+    if (source.coupled) {  // the pairs' own noise; only the times are drawn
+      taub.resize(xb.cols());
+      for (Index j = 0; j < taub.size(); ++j) taub(j) = S(uniform_open01(gen));
+      loss = flow_matching_loss(flow.field(), xb, x0b, taub, cb, options.sigma_min, grad);
+    } else if (options.coupling == FlowMatchingCoupling::MinibatchOT) {
+      flow_matching_draw(xb.rows(), xb.cols(), gen, x0b, taub);
+      minibatch_ot_pairing(xb, x0b, cost);
+      loss = flow_matching_loss(flow.field(), xb, x0b, taub, cb, options.sigma_min, grad);
+    } else {
+      loss = flow_matching_loss(flow.field(), xb, cb, options.sigma_min, gen, grad);
+    }
     if (!std::isfinite(loss) || !grad.allFinite()) {
       throw std::runtime_error(
           "nflow::train::fit_flow_matching: the loss or its gradient became non-finite at step " +
@@ -286,26 +363,15 @@ FlowMatchingResult fit_flow_matching(Flow& flow, const Data<typename Flow::Scala
   // Batches without replacement from a seeded permutation, redrawn when it runs out.
   struct Permuted {
     const Data<S>& data;
-    Index size;
-    bool first = true;
-    Index cursor = 0;
-    Eigen::VectorXi order{};
+    internal::PermutedBatches batches;
   };
   const Index n = data.samples.cols();
-  Permuted state{data, std::min(options.batch_size, n)};
+  Permuted state{data, {n, std::min(options.batch_size, n)}};
   internal::FlowMatchingSource<S> source;
   source.self = &state;
-  source.fill = [](void* self, M& x, M& c, Index, std::mt19937_64& gen) {
+  source.fill = [](void* self, M& x, M&, M& c, Index, std::mt19937_64& gen) {
     Permuted& s = *static_cast<Permuted*>(self);
-    const Index n = s.data.samples.cols();
-    if (s.first) s.order = random_permutation(n, gen);
-    s.first = false;
-    if (s.cursor + s.size > n) {
-      s.order = random_permutation(n, gen);
-      s.cursor = 0;
-    }
-    const auto idx = s.order.segment(s.cursor, s.size);
-    s.cursor += s.size;
+    const auto idx = s.batches.next(gen);
     x = s.data.samples(Eigen::all, idx);
     if (s.data.context.size() > 0) c = s.data.context(Eigen::all, idx);
   };
@@ -332,10 +398,73 @@ FlowMatchingResult fit_flow_matching(Flow& flow, Sampler<F> sampler,
   internal::check_flow_matching_options(options);
   internal::FlowMatchingSource<S> source;
   source.self = &sampler.fill;
-  source.fill = [](void* self, M& x, M& c, Index step, std::mt19937_64& gen) {
+  source.fill = [](void* self, M& x, M&, M& c, Index step, std::mt19937_64& gen) {
     internal::call_sampler(*static_cast<F*>(self), x, c, step, gen);
   };
   return internal::flow_matching_loop(flow, options, true, source);
+}
+
+/// @brief Coupled pairs for flow matching: column j of `noise` (x₀, Dim × N) is the partner of
+/// column j of `samples` (x₁, Dim × N), with, for a conditional flow, column j of `context`
+/// (context_dim × N; empty otherwise). train::reflow_pairs (nflow/train/reflow.hpp) makes them
+/// from a trained flow (x₁ = flow.inverse(x₀)); any other coupling (e.g. an optimal-transport
+/// one) can be given the same way. Owns its matrices; built with a constructor,
+/// `train::CoupledPairs<double>(z, x)` or `(z, x, c)` (not an aggregate, so that
+/// `fit_flow_matching(flow, {.samples = x}, options)` still means a data set).
+template <typename Scalar>
+struct CoupledPairs {
+  using Matrix = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
+  Matrix noise;
+  Matrix samples;
+  Matrix context;
+  CoupledPairs() = default;
+  CoupledPairs(Matrix noise_, Matrix samples_, Matrix context_ = Matrix())
+      : noise(std::move(noise_)), samples(std::move(samples_)), context(std::move(context_)) {}
+};
+
+/// @brief Trains the field by flow matching on fixed coupled pairs (x₀, x₁) instead of
+/// independent noise: the same loss, x_τ = (1 − (1 − σ_min) τ) x₀ + τ x₁ with the target
+/// (1 − σ_min) x₀ − x₁ at flow time 1 − τ, where each mini-batch takes whole pairs (and their
+/// contexts), drawn without replacement from a seeded permutation redrawn each epoch, and only the
+/// times τ ~ U(0, 1) are drawn per step. With the pairs of train::reflow_pairs this is one round
+/// of reflow (Liu et al. 2023, rectified flow), which straightens the flow's paths; it continues
+/// from the flow's current parameters (build a fresh flow to train a new field). The same loop as
+/// the other overloads; deterministic for a given seed.
+/// @throws nflow::ShapeError, before any step, when the pairs do not fit the flow (empty, noise
+///   and samples of other shapes than dim() × N, a context without context_dim() rows or N
+///   columns, or one for an unconditional flow); nflow::ParameterError on bad options;
+///   std::runtime_error (with the step) if the loss or its gradient becomes non-finite.
+template <typename Flow>
+FlowMatchingResult fit_flow_matching(Flow& flow, const CoupledPairs<typename Flow::Scalar>& pairs,
+                                     const FlowMatchingOptions& options) {
+  internal::require_vector_field<Flow>();
+  using S = typename Flow::Scalar;
+  using M = Eigen::Matrix<S, Dynamic, Dynamic>;
+  const Data<S> data{.samples = pairs.samples, .context = pairs.context};
+  nflow::detail::check_data("train::fit_flow_matching", "pairs", data, flow.dim(),
+                            flow.context_dim());
+  nflow::detail::check_rows("train::fit_flow_matching", "pairs.noise", flow.dim(),
+                            pairs.noise.rows(), pairs.noise.cols());
+  nflow::detail::check_cols("train::fit_flow_matching", "pairs.noise", pairs.samples.cols(),
+                            pairs.noise.rows(), pairs.noise.cols());
+  internal::check_flow_matching_options(options);
+  struct Permuted {
+    const CoupledPairs<S>& pairs;
+    internal::PermutedBatches batches;
+  };
+  const Index n = pairs.samples.cols();
+  Permuted state{pairs, {n, std::min(options.batch_size, n)}};
+  internal::FlowMatchingSource<S> source;
+  source.self = &state;
+  source.coupled = true;
+  source.fill = [](void* self, M& x1, M& x0, M& c, Index, std::mt19937_64& gen) {
+    Permuted& s = *static_cast<Permuted*>(self);
+    const auto idx = s.batches.next(gen);
+    x1 = s.pairs.samples(Eigen::all, idx);
+    x0 = s.pairs.noise(Eigen::all, idx);
+    if (s.pairs.context.size() > 0) c = s.pairs.context(Eigen::all, idx);
+  };
+  return internal::flow_matching_loop(flow, options, false, source);
 }
 
 }  // namespace nflow::train

@@ -137,7 +137,14 @@ class ScaleShiftTransformer {
         z.array() = x.array() * z.array().exp() + t;
       } else {
         z.array() = direct_scale(kind, v);
-        log_det += z.array().log().matrix().colwise().sum();
+        // Column by column with scalar logs: Eigen's vectorised sum over a one-row block of a
+        // fixed-capacity vector (a coupling's one-point path at Dim 2) draws a false
+        // -Wmaybe-uninitialized from g++ 12 at -O2.
+        for (Index j = 0; j < z.cols(); ++j) {
+          Scalar s(0);
+          for (Index i = 0; i < n; ++i) s += std::log(z(i, j));
+          log_det(0, j) += s;
+        }
         z.array() = x.array() * z.array() + t;
       }
     });
