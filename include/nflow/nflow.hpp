@@ -50,6 +50,7 @@
 #include "nflow/math/functions.hpp"
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/conditioner.hpp"
+#include "nflow/nn/conv.hpp"
 #include "nflow/nn/made.hpp"
 #include "nflow/nn/masks.hpp"
 #include "nflow/nn/mlp.hpp"

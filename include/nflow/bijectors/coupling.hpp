@@ -21,6 +21,7 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
 #include "nflow/nn/conditioner.hpp"
+#include "nflow/nn/conv.hpp"
 #include "nflow/nn/mlp.hpp"
 
 namespace nflow {
@@ -68,6 +69,21 @@ class CouplingMask {
     std::vector<bool> t(std::size_t(check_dim(rows * cols)), false);
     for (Index i = 0; i < rows; ++i)
       for (Index j = 0; j < cols; ++j) t[std::size_t(i * cols + j)] = ((i + j) % 2 == 1) != flip;
+    return CouplingMask(std::move(t));
+  }
+  /// The mask of a field with `channels` components per site (features site-major, channels
+  /// innermost: feature s·channels + c) whose sites follow `sites`: every channel of site s is
+  /// transformed exactly when site s is (a per-site mask, as nn::PeriodicConvNet needs).
+  /// @throws ParameterError for channels < 1.
+  static CouplingMask per_site(const CouplingMask& sites, Index channels) {
+    if (channels < 1) {
+      throw ParameterError("nflow::CouplingMask::per_site: channels must be >= 1, got " +
+                           std::to_string(channels));
+    }
+    std::vector<bool> t(std::size_t(sites.dim() * channels));
+    for (Index s = 0; s < sites.dim(); ++s)
+      for (Index c = 0; c < channels; ++c)
+        t[std::size_t(s * channels + c)] = sites.is_transformed(s);
     return CouplingMask(std::move(t));
   }
   /// `transformed[i]` says whether feature i is transformed. At least one feature must be
@@ -462,5 +478,40 @@ template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, int Bins = 8
           typename Activation = nn::ReLU, int ContextDim = Dynamic>
 using SplineCoupling =
     Coupling<RationalQuadraticSpline<Scalar, Bins>, Dim, Hidden, Activation, ContextDim>;
+
+/// @brief A coupling layer with a periodic convolutional conditioner (nn::PeriodicConvNet) and
+/// any transformer (a dynamic Dim and context).
+template <typename Transformer, typename Activation = nn::ReLU>
+using ConvCoupling = Coupling<Transformer, Dynamic, Dynamic, Activation, Dynamic,
+                              nn::PeriodicConvNet<typename Transformer::Scalar, Activation>>;
+/// @brief The affine coupling (AffineTransformer: z = (x − μ)·e^{−α}) with a periodic
+/// convolutional conditioner.
+template <typename Scalar, typename Activation = nn::ReLU>
+using ConvAffineCoupling = ConvCoupling<AffineTransformer<Scalar>, Activation>;
+/// @brief Real NVP's scale-then-shift coupling (ScaleShiftTransformer: z = x·σ + t) with a
+/// periodic convolutional conditioner.
+template <typename Scalar, typename Activation = nn::ReLU>
+using ConvScaleShiftCoupling = ConvCoupling<ScaleShiftTransformer<Scalar>, Activation>;
+
+/// @brief One checkerboard coupling layer on a periodic `rows` × `cols` lattice (× options.channels
+/// per site) with a convolutional conditioner: the mask CouplingMask::checkerboard(rows,
+/// cols, flip) repeated over the channels (CouplingMask::per_site) and a fresh network (the layer is the identity), e.g.
+///
+///     auto layer = conv_checkerboard_coupling<AffineTransformer<double>>(8, 8, false,
+///                                                                       {.seed = 3});
+///
+/// @throws nflow::ParameterError as nn::PeriodicConvNet and CouplingMask::checkerboard (odd
+///   extents: a periodic checkerboard needs even ones).
+template <typename Transformer, typename Activation = nn::ReLU>
+ConvCoupling<Transformer, Activation> conv_checkerboard_coupling(
+    Index rows, Index cols, bool flip, nn::PeriodicConvOptions options = {},
+    Transformer transformer = Transformer()) {
+  using Net = nn::PeriodicConvNet<typename Transformer::Scalar, Activation>;
+  CouplingMask mask =
+      CouplingMask::per_site(CouplingMask::checkerboard(rows, cols, flip), options.channels);
+  Net net(rows, cols, mask, Transformer::ParamsPerDim, options);
+  return ConvCoupling<Transformer, Activation>(std::move(mask), std::move(net),
+                                               std::move(transformer));
+}
 
 }  // namespace nflow
