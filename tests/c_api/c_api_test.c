@@ -10,6 +10,7 @@
 #define QUANTILE_TOL 1e-9
 #define FD_STEP 1e-5
 #define FD_TOL 1e-6
+#define FD_MAX_SKIPPED 0.25
 #include "c_api_typed.h"
 #undef REAL
 #undef F
@@ -17,6 +18,7 @@
 #undef QUANTILE_TOL
 #undef FD_STEP
 #undef FD_TOL
+#undef FD_MAX_SKIPPED
 
 #define REAL float
 #define F(name) name##_f
@@ -24,6 +26,7 @@
 #define QUANTILE_TOL 1e-4
 #define FD_STEP 1e-2
 #define FD_TOL 2e-2
+#define FD_MAX_SKIPPED 0.5
 #include "c_api_typed.h"
 #undef REAL
 #undef F

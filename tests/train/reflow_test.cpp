@@ -8,7 +8,7 @@
 #include <cmath>
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/datasets/toy.hpp>
-#include <nflow/math/assignment.hpp>
+#include <nflow/train/assignment.hpp>
 #include <nflow/train/flow_matching.hpp>
 #include <nflow/train/reflow.hpp>
 #include <numeric>

@@ -30,9 +30,9 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
-#include "nflow/math/assignment.hpp"
 #include "nflow/ode/concepts.hpp"
 #include "nflow/train/adam.hpp"
+#include "nflow/train/assignment.hpp"
 #include "nflow/train/data.hpp"
 
 namespace nflow::train {
