@@ -16,6 +16,7 @@
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/nn/conditioner.hpp"
+#include "nflow/ode/adjoint.hpp"
 #include "nflow/ode/solvers.hpp"
 #include "nflow/ode/vector_field.hpp"
 
@@ -44,6 +45,10 @@ struct ContinuousFlowOptions {
   ode::Dopri5Options dopri5{};
   ode::TraceEstimator trace = ode::TraceEstimator::Exact;
   std::uint64_t probe_seed = 0;  ///< Hutchinson probes: drawn from this seed, fixed per solve
+  /// How forward_vjp / inverse_vjp compute gradients: back-propagation through the recorded
+  /// steps (exact for the computed value) or, with Dopri5 only, the adjoint ODE (memory
+  /// independent of the number of steps; the fixed-step solvers always back-propagate).
+  ode::GradientMethod gradient = ode::GradientMethod::Backprop;
 };
 
 /// @brief What ContinuousFlow::solve returns: the mapped batch, its log-dets and the solver's
@@ -311,9 +316,17 @@ class ContinuousFlow
     const Index d = dim();
     const Index n = in.cols();
     const Matrix context = context_matrix(ctx);
-    Matrix y = augmented_state(in, context);
     const Matrix probes = probe_matrix(n);
     const Matrix* pp = options_.trace == ode::TraceEstimator::Exact ? nullptr : &probes;
+    if (options_.gradient == ode::GradientMethod::Adjoint && options_.solver == OdeSolver::Dopri5) {
+      Matrix gx;
+      ode::adjoint_vjp(field_, inverse ? Scalar(1) : Scalar(0), inverse ? Scalar(0) : Scalar(1),
+                       Matrix(in), context, Matrix(gv), typename Field::Row(gl), pp,
+                       options_.dopri5, gx, gp);
+      detail::BatchFor<Scalar, Dim, X> out = gx;
+      return out;
+    }
+    Matrix y = augmented_state(in, context);
     Matrix f;
     typename Field::Row div;
     auto rhs = [&](Scalar t, const Matrix& state, Matrix& dstate) {
