@@ -14,6 +14,7 @@
 // ("rel_diff"). Run: continuous_benchmark --benchmark_filter=long_gradient
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <map>
 #include <nflow/bijectors/continuous.hpp>
 #include <nflow/ode/adjoint.hpp>
@@ -105,8 +106,12 @@ void flow_matching_step(benchmark::State& state, Sizes sizes) {
 }
 
 #ifndef NFLOW_BENCHMARK_SMOKE
-/// A long integration: H = 16, weights N(0, 1), the output layer's × 20 (a fast field), Dopri5 at
-/// rtol = atol = tol; run-time sizes, so d = 2 and 16 share one instantiation.
+/// A long integration: a near-rotation of angular speed ω = 150 (about 24 turns over [0, 1]),
+/// H = 16, so that Dopri5 takes thousands of steps while the flow stays close to
+/// volume-preserving (re-integrating z backwards, as the adjoint does, is then stable).
+/// f(z) = W₂ tanh(W₁ tanh(W₀z + C₀t + b₀) + b₁) + b₂ with W₀ = εU, W₁ = I + noise,
+/// W₂ = (ω/ε)·K·Uᵀ (K antisymmetric, U random): near 0, f ≈ ω K UᵀU z, whose eigenvalues are
+/// imaginary. Run-time sizes, so d = 2 and 16 share one instantiation.
 using LongFlow = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh>;
 
 struct LongCase {
@@ -116,21 +121,41 @@ struct LongCase {
 };
 
 LongFlow long_flow(const LongCase& c, ode::GradientMethod method) {
+  using M = Eigen::MatrixXd;
   ode::Dopri5Options o;
   o.rtol = o.atol = c.tol;
   o.max_steps = 100000;
   const Index h = 16;
-  LongFlow f(c.dim, {.hidden_width = h,
-                     .hidden_layers = 2,
-                     .seed = 1,
-                     .solver = OdeSolver::Dopri5,
-                     .dopri5 = o,
-                     .trace = c.trace,
-                     .probe_seed = 3,
-                     .gradient = method});
+  const Index d = c.dim;
+  LongFlow f(d, {.hidden_width = h,
+                 .hidden_layers = 2,
+                 .seed = 1,
+                 .solver = OdeSolver::Dopri5,
+                 .dopri5 = o,
+                 .trace = c.trace,
+                 .probe_seed = 3,
+                 .gradient = method});
   std::mt19937_64 gen(7);
-  Vector<double> p = standard_normal_matrix<double>(f.parameter_count(), 1, gen);
-  p.segment(p.size() - c.dim - c.dim * h, c.dim * h) *= 20.0;  // the output layer's weight
+  const double eps = 0.3;
+  const double omega = 150;
+  const M u = standard_normal_matrix<double>(h, d, gen) / std::sqrt(double(d));
+  const M a = standard_normal_matrix<double>(d, d, gen);
+  M k = a - a.transpose();
+  if (d == 2) k << 0, -1, 1, 0;
+  k /= k.norm() / std::sqrt(double(d));
+  const M w0 = eps * u;
+  const M c0 = 0.1 * standard_normal_matrix<double>(h, 1, gen);
+  const M b0 = 0.1 * standard_normal_matrix<double>(h, 1, gen);
+  const M w1 = M::Identity(h, h) + 0.05 * standard_normal_matrix<double>(h, h, gen);
+  const M b1 = 0.1 * standard_normal_matrix<double>(h, 1, gen);
+  const M w2 = (omega / eps) * k * u.transpose() / double(h);
+  const M b2 = 0.1 * standard_normal_matrix<double>(d, 1, gen);
+  Vector<double> p(f.parameter_count());
+  Index at = 0;
+  for (const M* m : {&w0, &c0, &b0, &w1, &b1, &w2, &b2}) {
+    p.segment(at, m->size()) = m->reshaped();
+    at += m->size();
+  }
   set_parameters(f, p);
   return f;
 }
@@ -167,6 +192,7 @@ void long_gradient(benchmark::State& state, LongCase c, ode::GradientMethod meth
       state.counters["steps"] = double(s.forward.accepted_steps);
       state.counters["backward_steps"] = double(s.backward.accepted_steps);
       state.counters["adjoint_bytes"] = double(s.working_scalars()) * double(sizeof(double));
+      state.counters["reconstruction_error"] = s.reconstruction_error;
     }
   }
   if (method == ode::GradientMethod::Backprop) {

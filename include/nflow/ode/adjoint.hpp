@@ -35,6 +35,8 @@
 /// 2021, "Hey, that's not an ODE" arXiv:2009.09457 (the seminorm, not used here).
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <functional>
 #include <limits>
@@ -65,6 +67,10 @@ struct AdjointStats {
   SolveStats backward;   ///< [z, a, θ̄] from t1 back to t0
   Index state_rows = 0;  ///< 2·Dim
   Index state_cols = 0;  ///< N finite samples + ⌈P / (2·Dim)⌉ columns of θ̄
+  /// How far the backward solve's z came back from the input: the largest
+  /// |z_back(t0) − x| / (atol + rtol·max(|x|, |z_back(t0)|)) over the finite samples, i.e. the
+  /// round trip's global error in units of the tolerance (see adjoint_vjp).
+  double reconstruction_error = 0;
   /// Scalars Dopri5 keeps during the backward solve (11 matrices of the state's size).
   Index working_scalars() const { return 11 * state_rows * state_cols; }
 };
@@ -81,7 +87,13 @@ struct AdjointStats {
 /// solves, so they add nothing to `grad_params` and do not steer the step size.
 /// Field: ode::MLPVectorField or anything with value(t, z, c), vjp(t, z, c, gf, gdiv, probes,
 /// gp) and parameter_count().
-/// @throws nflow::ShapeError for inconsistent shapes; nflow::ode::OdeError as
+/// Check: the backward solve re-integrates z, and where the forward flow contracts strongly
+/// (large negative log-dets) that is unstable: z(t0) comes back far from x and the gradient is
+/// wrong beyond the tolerance. AdjointStats::reconstruction_error measures the miss in units of
+/// the tolerance (healthy solves: 1 to 10³, growing with the length of the path); above
+/// `max_reconstruction_error` (default 10⁴) the call throws instead of returning that gradient.
+/// @throws nflow::ode::OdeError when the reconstruction misses by more than that;
+///   nflow::ShapeError for inconsistent shapes; nflow::ode::OdeError as
 ///   ode::dopri5_integrate (max_steps, a state that blows up); nflow::ParameterError for invalid
 ///   options.
 template <typename Field>
@@ -93,7 +105,8 @@ AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename
                          const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>* probes,
                          const Dopri5Options& options,
                          Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& grad_x,
-                         Eigen::Ref<Vector<typename Field::Scalar>> grad_params) {
+                         Eigen::Ref<Vector<typename Field::Scalar>> grad_params,
+                         double max_reconstruction_error = 1e4) {
   using Scalar = typename Field::Scalar;
   using Mat = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
   using Row = Eigen::Matrix<Scalar, 1, Dynamic>;
@@ -139,6 +152,7 @@ AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename
     if (probes != nullptr) pr.col(k) = probes->col(j);
   }
   const Mat* pp = probes != nullptr ? &pr : nullptr;
+  const Mat x_good = z;
 
   AdjointStats stats;
   if (n == 0) return stats;
@@ -167,6 +181,22 @@ AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename
   };
   stats.backward = dopri5_integrate(backward, t1, t0, y, options);
 
+  for (Index k = 0; k < n; ++k) {
+    for (Index i = 0; i < d; ++i) {
+      const double a = double(x_good(i, k));
+      const double b = double(y(i, k));
+      const double sc = options.atol + options.rtol * std::max(std::abs(a), std::abs(b));
+      stats.reconstruction_error = std::max(stats.reconstruction_error, std::abs(a - b) / sc);
+    }
+  }
+  if (!(stats.reconstruction_error <= max_reconstruction_error)) {
+    throw OdeError(
+        "nflow::ode::adjoint_vjp: integrated back to t0, z misses the input by " +
+        std::to_string(stats.reconstruction_error) + " tolerances (more than " +
+        std::to_string(max_reconstruction_error) +
+        "): the flow contracts too strongly to be re-integrated backwards, so the adjoint "
+        "gradient would be wrong; use back-propagation (GradientMethod::Backprop)");
+  }
   for (Index k = 0; k < n; ++k) grad_x.col(good[std::size_t(k)]) = y.bottomRows(d).col(k);
   grad_params += Eigen::Map<const Vector<Scalar>>(y.data() + rows * n, p);
   return stats;
