@@ -110,8 +110,8 @@ void flow_matching_step(benchmark::State& state, Sizes sizes) {
 /// H = 16, so that Dopri5 takes thousands of steps while the flow stays close to
 /// volume-preserving (re-integrating z backwards, as the adjoint does, is then stable).
 /// f(z) = W₂ tanh(W₁ tanh(W₀z + C₀t + b₀) + b₁) + b₂ with W₀ = εU, W₁ = I + noise,
-/// W₂ = (ω/ε)·K·Uᵀ (K antisymmetric, U random): near 0, f ≈ ω K UᵀU z, whose eigenvalues are
-/// imaginary. Run-time sizes, so d = 2 and 16 share one instantiation.
+/// W₂ = (ω/ε)(d/h)·K·Uᵀ (K antisymmetric, U random): near 0, f ≈ ω (d/h) K UᵀU z ≈ ω K z, whose eigenvalues are
+/// imaginary (U has entries of variance 1/d, so UᵀU ≈ (h/d)·I). Run-time sizes, so d = 2 and 16 share one instantiation.
 using LongFlow = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh>;
 
 struct LongCase {
@@ -148,7 +148,7 @@ LongFlow long_flow(const LongCase& c, ode::GradientMethod method) {
   const M b0 = 0.1 * standard_normal_matrix<double>(h, 1, gen);
   const M w1 = M::Identity(h, h) + 0.05 * standard_normal_matrix<double>(h, h, gen);
   const M b1 = 0.1 * standard_normal_matrix<double>(h, 1, gen);
-  const M w2 = (omega / eps) * k * u.transpose() / double(h);
+  const M w2 = (omega / eps) * k * u.transpose() * (double(d) / double(h));  // UᵀU ≈ (h/d)·I
   const M b2 = 0.1 * standard_normal_matrix<double>(d, 1, gen);
   Vector<double> p(f.parameter_count());
   Index at = 0;
