@@ -109,9 +109,10 @@ void flow_matching_step(benchmark::State& state, Sizes sizes) {
 /// A long integration: a near-rotation of angular speed ω = 150 (about 24 turns over [0, 1]),
 /// H = 16, so that Dopri5 takes thousands of steps while the flow stays close to
 /// volume-preserving (re-integrating z backwards, as the adjoint does, is then stable).
-/// f(z) = W₂ tanh(W₁ tanh(W₀z + C₀t + b₀) + b₁) + b₂ with W₀ = εU, W₁ = I + noise,
-/// W₂ = (ω/ε)(d/h)·K·Uᵀ (K antisymmetric, U random): near 0, f ≈ ω (d/h) K UᵀU z ≈ ω K z, whose eigenvalues are
-/// imaginary (U has entries of variance 1/d, so UᵀU ≈ (h/d)·I). Run-time sizes, so d = 2 and 16 share one instantiation.
+/// f(z) = W₂ tanh(W₁ tanh(W₀z + C₀t + b₀) + b₁) + b₂ with W₀ = εU, W₁ = I + noise and
+/// W₂ = (ω/ε)(d/h)·K·Uᵀ (K antisymmetric, U with entries of variance 1/d, so UᵀU ≈ (h/d)·I):
+/// near 0, f ≈ ω K z, whose eigenvalues are imaginary. Run-time sizes, so d = 2 and 16 share
+/// one instantiation.
 using LongFlow = ContinuousFlow<double, Dynamic, Dynamic, nn::Tanh>;
 
 struct LongCase {

@@ -119,8 +119,8 @@ TEST_CASE("the adjoint gradient converges to the back-propagated one as the tole
       for (double tol : {1e-4, 1e-6, 1e-8}) {
         err.push_back(discrepancy(c, s.context_dim, s.inverse, tol, s.trace));
       }
-      INFO("relative differences at 1e-4, 1e-6, 1e-8: " << err[0] << ", " << err[1] << ", "
-                                                        << err[2]);
+      INFO("relative differences at 1e-8, 1e-6, 1e-4: " << err[2] << ", " << err[1] << ", "
+                                                        << err[0]);
       CHECK(err[1] < err[0]);
       CHECK(err[2] < err[1]);
       CHECK(err[2] < 1e-5);

@@ -81,10 +81,12 @@ struct ContinuousSolveResult {
 /// the solver computed (RK4, and Dopri5 with its accepted steps held fixed), testable against
 /// finite differences. The log-det's gradient needs the MLP's second derivatives; they are
 /// implemented for Tanh, SiLU, ELU (and ReLU / Identity, where f″ = 0), for both the exact and the
-/// Hutchinson divergence. Not the adjoint method: back-propagation stores the state at each step
-/// (steps × (Dim + 1) × N scalars) but is exact for the computed value, whereas the adjoint
-/// solves a second ODE backwards and its gradient differs from the computed value's by the
-/// solver's error (and re-integrating z backwards can be unstable).
+/// Hutchinson divergence. Back-propagation stores the state at each step (steps × (Dim + 1) × N
+/// scalars) but is exact for the computed value. With Dopri5, `options.gradient =
+/// ode::GradientMethod::Adjoint` uses the adjoint method instead (ode::adjoint_vjp): a second
+/// ODE solved backwards, memory independent of the number of steps, a gradient that differs from
+/// the computed value's by the solver's error; it throws ode::OdeError where re-integrating z
+/// backwards fails (a strongly contracting flow). See docs/continuous.md.
 ///
 /// Batches: one solve per batch. With Dopri5 the step size is shared by the batch, so a column
 /// depends on its neighbours to within the tolerance; with RK4 columns are independent. A column
