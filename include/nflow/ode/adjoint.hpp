@@ -77,47 +77,40 @@ struct AdjointStats {
   Index working_scalars() const { return 11 * state_rows * state_cols; }
 };
 
-/// @brief Gradients of a flow dz/dt = field(z, t, c), dl/dt = tr ∂field/∂z by the adjoint
-/// method, with Dopri5 at `options` for both solves.
-///
-/// Integrates x (Dim × N) from t0 to t1 without recording, then the adjoint state backwards
-/// (see the file's comment). On exit `grad_x` (resized to Dim × N) holds ∂L/∂x for the
-/// cotangents `grad_value` = ∂L/∂z(t1) (Dim × N) and `grad_log_det` = ∂L/∂l(t1) (1 × N), and
-/// ∂L/∂θ has been ADDED into `grad_params` (the field's flat layout, parameter_count() long).
-/// `probes`: null for the exact trace, else the Hutchinson probes (Dim × N) of the forward solve.
-/// Columns whose x (or context) are not finite get NaN in `grad_x` and are left out of both
-/// solves, so they add nothing to `grad_params` and do not steer the step size.
-/// Field: ode::MLPVectorField or anything with value(t, z, c), vjp(t, z, c, gf, gdiv, probes,
-/// gp) and parameter_count().
-/// Check: the backward solve re-integrates z, and where the forward flow contracts strongly
-/// (large negative log-dets) that is unstable: z(t0) comes back far from x and the gradient is
-/// wrong beyond the tolerance. AdjointStats::reconstruction_error measures the miss in units of
-/// the tolerance (healthy solves: 1 to a few 10³, growing with the length of the path) and
-/// reconstruction_miss relative to |x|; when the first exceeds `max_reconstruction_error`
-/// (default 10⁴) and the second 1 %, the call throws instead of returning that gradient.
-/// @throws nflow::ode::OdeError when the reconstruction misses by more than both;
-///   nflow::ShapeError for inconsistent shapes; nflow::ode::OdeError as
-///   ode::dopri5_integrate (max_steps, a state that blows up); nflow::ParameterError for invalid
-///   options.
-template <typename Field>
-AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename Field::Scalar t1,
-                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x,
-                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
-                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& grad_value,
-                         const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& grad_log_det,
-                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>* probes,
-                         const Dopri5Options& options,
-                         Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& grad_x,
-                         Eigen::Ref<Vector<typename Field::Scalar>> grad_params,
-                         double max_reconstruction_error = 1e4) {
-  using Scalar = typename Field::Scalar;
+namespace detail {
+
+/// The field's value, f = field(t, z, c), and vjp (returns ∂/∂z, adds ∂/∂θ into gp), type-erased:
+/// the adjoint's body and its two dopri5_integrate calls are then instantiated once per Scalar,
+/// whatever the field (every ContinuousFlow type instantiates its vjp, hence this).
+template <typename Scalar>
+using AdjointValue = std::function<void(Scalar, const Eigen::Matrix<Scalar, Dynamic, Dynamic>&,
+                                        const Eigen::Matrix<Scalar, Dynamic, Dynamic>&,
+                                        Eigen::Matrix<Scalar, Dynamic, Dynamic>&)>;
+template <typename Scalar>
+using AdjointVjp = std::function<Eigen::Matrix<Scalar, Dynamic, Dynamic>(
+    Scalar, const Eigen::Matrix<Scalar, Dynamic, Dynamic>&,
+    const Eigen::Matrix<Scalar, Dynamic, Dynamic>&, const Eigen::Matrix<Scalar, Dynamic, Dynamic>&,
+    const Eigen::Matrix<Scalar, 1, Dynamic>&, const Eigen::Matrix<Scalar, Dynamic, Dynamic>*,
+    Eigen::Ref<Vector<Scalar>>)>;
+
+template <typename Scalar>
+AdjointStats adjoint_vjp_erased(Index parameter_count, const AdjointValue<Scalar>& value,
+                                const AdjointVjp<Scalar>& vjp, Scalar t0, Scalar t1,
+                                const Eigen::Matrix<Scalar, Dynamic, Dynamic>& x,
+                                const Eigen::Matrix<Scalar, Dynamic, Dynamic>& context,
+                                const Eigen::Matrix<Scalar, Dynamic, Dynamic>& grad_value,
+                                const Eigen::Matrix<Scalar, 1, Dynamic>& grad_log_det,
+                                const Eigen::Matrix<Scalar, Dynamic, Dynamic>* probes,
+                                const Dopri5Options& options,
+                                Eigen::Matrix<Scalar, Dynamic, Dynamic>& grad_x,
+                                Eigen::Ref<Vector<Scalar>> grad_params,
+                                double max_reconstruction_error) {
   using Mat = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
   using Row = Eigen::Matrix<Scalar, 1, Dynamic>;
-  // One std::function type for every field: dopri5_integrate is instantiated once per Scalar.
   using Rhs = std::function<void(Scalar, const Mat&, Mat&)>;
   const Index d = x.rows();
   const Index n_all = x.cols();
-  const Index p = field.parameter_count();
+  const Index p = parameter_count;
   auto shape = [](bool ok, const char* what, Index rows, Index cols) {
     if (!ok)
       throw ShapeError(std::string("nflow::ode::adjoint_vjp: ") + what + " must be " +
@@ -159,7 +152,7 @@ AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename
 
   AdjointStats stats;
   if (n == 0) return stats;
-  Rhs forward = [&](Scalar t, const Mat& state, Mat& dstate) { dstate = field.value(t, state, c); };
+  Rhs forward = [&](Scalar t, const Mat& state, Mat& dstate) { value(t, state, c, dstate); };
   stats.forward = dopri5_integrate(forward, t0, t1, z, options);
 
   // The adjoint state: [z; a] in the first n columns, θ̄ packed column-major after them.
@@ -172,14 +165,16 @@ AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename
   y.bottomLeftCorner(d, n) = gv;
   Mat zs;
   Mat as;
+  Mat fs;
   Vector<Scalar> gp_stage(p);
   Rhs backward = [&](Scalar t, const Mat& state, Mat& dstate) {
     zs = state.topLeftCorner(d, n);
     as = state.bottomLeftCorner(d, n);
     dstate.setZero();
-    dstate.topLeftCorner(d, n) = field.value(t, zs, c);
+    value(t, zs, c, fs);
+    dstate.topLeftCorner(d, n) = fs;
     gp_stage.setZero();
-    dstate.bottomLeftCorner(d, n) = -field.vjp(t, zs, c, as, gl, pp, gp_stage);
+    dstate.bottomLeftCorner(d, n) = -vjp(t, zs, c, as, gl, pp, gp_stage);
     Eigen::Map<Vector<Scalar>>(dstate.data() + rows * n, p) = -gp_stage;
   };
   stats.backward = dopri5_integrate(backward, t1, t0, y, options);
@@ -207,6 +202,54 @@ AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename
   for (Index k = 0; k < n; ++k) grad_x.col(good[std::size_t(k)]) = y.bottomRows(d).col(k);
   grad_params += Eigen::Map<const Vector<Scalar>>(y.data() + rows * n, p);
   return stats;
+}
+
+}  // namespace detail
+
+/// @brief Gradients of a flow dz/dt = field(z, t, c), dl/dt = tr ∂field/∂z by the adjoint
+/// method, with Dopri5 at `options` for both solves.
+///
+/// Integrates x (Dim × N) from t0 to t1 without recording, then the adjoint state backwards
+/// (see the file's comment). On exit `grad_x` (resized to Dim × N) holds ∂L/∂x for the
+/// cotangents `grad_value` = ∂L/∂z(t1) (Dim × N) and `grad_log_det` = ∂L/∂l(t1) (1 × N), and
+/// ∂L/∂θ has been ADDED into `grad_params` (the field's flat layout, parameter_count() long).
+/// `probes`: null for the exact trace, else the Hutchinson probes (Dim × N) of the forward solve.
+/// Columns whose x (or context) are not finite get NaN in `grad_x` and are left out of both
+/// solves, so they add nothing to `grad_params` and do not steer the step size.
+/// Field: ode::MLPVectorField or anything with value(t, z, c), vjp(t, z, c, gf, gdiv, probes,
+/// gp) and parameter_count().
+/// Check: the backward solve re-integrates z, and where the forward flow contracts strongly
+/// (large negative log-dets) that is unstable: z(t0) comes back far from x and the gradient is
+/// wrong beyond the tolerance. AdjointStats::reconstruction_error measures the miss in units of
+/// the tolerance (healthy solves: 1 to a few 10³, growing with the length of the path) and
+/// reconstruction_miss relative to |x|; when the first exceeds `max_reconstruction_error`
+/// (default 10⁴) and the second 1 %, the call throws instead of returning that gradient.
+/// @throws nflow::ode::OdeError when the reconstruction misses by more than both;
+///   nflow::ShapeError for inconsistent shapes; nflow::ode::OdeError as
+///   ode::dopri5_integrate (max_steps, a state that blows up); nflow::ParameterError for invalid
+///   options.
+template <typename Field>
+AdjointStats adjoint_vjp(const Field& field, typename Field::Scalar t0, typename Field::Scalar t1,
+                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& x,
+                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& context,
+                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& grad_value,
+                         const Eigen::Matrix<typename Field::Scalar, 1, Dynamic>& grad_log_det,
+                         const Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>* probes,
+                         const Dopri5Options& options,
+                         Eigen::Matrix<typename Field::Scalar, Dynamic, Dynamic>& grad_x,
+                         Eigen::Ref<Vector<typename Field::Scalar>> grad_params,
+                         double max_reconstruction_error = 1e4) {
+  using Scalar = typename Field::Scalar;
+  using Mat = Eigen::Matrix<Scalar, Dynamic, Dynamic>;
+  using Row = Eigen::Matrix<Scalar, 1, Dynamic>;
+  const detail::AdjointValue<Scalar> value = [&field](Scalar t, const Mat& z, const Mat& c,
+                                                      Mat& f) { f = field.value(t, z, c); };
+  const detail::AdjointVjp<Scalar> vjp =
+      [&field](Scalar t, const Mat& z, const Mat& c, const Mat& a, const Row& gl, const Mat* pp,
+               Eigen::Ref<Vector<Scalar>> gp) { return Mat(field.vjp(t, z, c, a, gl, pp, gp)); };
+  return detail::adjoint_vjp_erased<Scalar>(field.parameter_count(), value, vjp, t0, t1, x, context,
+                                            grad_value, grad_log_det, probes, options, grad_x,
+                                            grad_params, max_reconstruction_error);
 }
 
 }  // namespace nflow::ode
