@@ -26,10 +26,12 @@
 ///
 /// Memory: Dopri5 holds 11 matrices of the state's size (stages, candidate, error), so
 /// 11 · 2·Dim · (N + ⌈P/(2·Dim)⌉) scalars whatever the number of steps, against steps ·
-/// (Dim + 1) · N stored by back-propagation (StepRecord). Cost: about 2× the function
-/// evaluations of back-propagation (the forward solve again, then the backward one, whose steps
-/// are chosen for [z, a, θ̄]), and the gradient is that of the exact flow: it differs from the
-/// gradient of the computed value by the solvers' error, which shrinks with the tolerance.
+/// (Dim + 1) · N stored by back-propagation (StepRecord). Cost: close to back-propagation's (a
+/// forward solve of f alone, then per backward step six value passes and six vjps, against a
+/// forward solve with the trace, then five value passes and six vjps per recorded step), over
+/// the backward solve's own steps (chosen for [z, a, θ̄]). The gradient is that of the exact
+/// flow: it differs from the gradient of the computed value by the solvers' error, which
+/// shrinks with the tolerance.
 ///
 /// Reference: Chen et al. 2018 (Neural ODEs) arXiv:1806.07366, appendix B; Kidger, Chen, Lyons
 /// 2021, "Hey, that's not an ODE" arXiv:2009.09457 (the seminorm, not used here).
