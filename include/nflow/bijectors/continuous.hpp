@@ -16,6 +16,7 @@
 #include "nflow/core/parameters.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/nn/conditioner.hpp"
+#include "nflow/ode/adjoint.hpp"
 #include "nflow/ode/solvers.hpp"
 #include "nflow/ode/vector_field.hpp"
 
@@ -44,6 +45,10 @@ struct ContinuousFlowOptions {
   ode::Dopri5Options dopri5{};
   ode::TraceEstimator trace = ode::TraceEstimator::Exact;
   std::uint64_t probe_seed = 0;  ///< Hutchinson probes: drawn from this seed, fixed per solve
+  /// How forward_vjp / inverse_vjp compute gradients: back-propagation through the recorded
+  /// steps (exact for the computed value) or, with Dopri5 only, the adjoint ODE (memory
+  /// independent of the number of steps; the fixed-step solvers always back-propagate).
+  ode::GradientMethod gradient = ode::GradientMethod::Backprop;
 };
 
 /// @brief What ContinuousFlow::solve returns: the mapped batch, its log-dets and the solver's
@@ -76,10 +81,12 @@ struct ContinuousSolveResult {
 /// the solver computed (RK4, and Dopri5 with its accepted steps held fixed), testable against
 /// finite differences. The log-det's gradient needs the MLP's second derivatives; they are
 /// implemented for Tanh, SiLU, ELU (and ReLU / Identity, where f″ = 0), for both the exact and the
-/// Hutchinson divergence. Not the adjoint method: back-propagation stores the state at each step
-/// (steps × (Dim + 1) × N scalars) but is exact for the computed value, whereas the adjoint
-/// solves a second ODE backwards and its gradient differs from the computed value's by the
-/// solver's error (and re-integrating z backwards can be unstable).
+/// Hutchinson divergence. Back-propagation stores the state at each step (steps × (Dim + 1) × N
+/// scalars) but is exact for the computed value. With Dopri5, `options.gradient =
+/// ode::GradientMethod::Adjoint` uses the adjoint method instead (ode::adjoint_vjp): a second
+/// ODE solved backwards, memory independent of the number of steps, a gradient that differs from
+/// the computed value's by the solver's error; it throws ode::OdeError where re-integrating z
+/// backwards fails (a strongly contracting flow). See docs/continuous.md.
 ///
 /// Batches: one solve per batch. With Dopri5 the step size is shared by the batch, so a column
 /// depends on its neighbours to within the tolerance; with RK4 columns are independent. A column
@@ -311,9 +318,17 @@ class ContinuousFlow
     const Index d = dim();
     const Index n = in.cols();
     const Matrix context = context_matrix(ctx);
-    Matrix y = augmented_state(in, context);
     const Matrix probes = probe_matrix(n);
     const Matrix* pp = options_.trace == ode::TraceEstimator::Exact ? nullptr : &probes;
+    if (options_.gradient == ode::GradientMethod::Adjoint && options_.solver == OdeSolver::Dopri5) {
+      Matrix gx;
+      ode::adjoint_vjp(field_, inverse ? Scalar(1) : Scalar(0), inverse ? Scalar(0) : Scalar(1),
+                       Matrix(in), context, Matrix(gv), typename Field::Row(gl), pp,
+                       options_.dopri5, gx, gp);
+      detail::BatchFor<Scalar, Dim, X> out = gx;
+      return out;
+    }
+    Matrix y = augmented_state(in, context);
     Matrix f;
     typename Field::Row div;
     auto rhs = [&](Scalar t, const Matrix& state, Matrix& dstate) {
