@@ -68,7 +68,8 @@ struct ContinuousSolveResult {
 /// Lipschitz field is a bijection; numerically, forward and inverse are inverse to the solver's
 /// accuracy (RK4: O(h⁴); Dopri5: about the tolerance), not to round-off.
 ///
-/// Divergence: exact (Dim forward-mode passes through the MLP, the default) or Hutchinson's
+/// Divergence: exact (the default: in closed form for one or two hidden layers, else Dim
+/// forward-mode passes through the MLP) or Hutchinson's
 /// unbiased εᵀ(∂f/∂z)ε with one probe per sample, drawn from `probe_seed` and fixed for the whole
 /// solve (FFJORD). Change the seed between training steps with set_probe_seed().
 ///
@@ -81,6 +82,10 @@ struct ContinuousSolveResult {
 /// (steps × (Dim + 1) × N scalars) but is exact for the computed value, whereas the adjoint
 /// solves a second ODE backwards and its gradient differs from the computed value's by the
 /// solver's error (and re-integrating z backwards can be unstable).
+///
+/// One point: a fixed-size point (fixed Dim and Hidden) with RK4 or Euler, the exact trace and
+/// one or two hidden layers runs on fixed-size vectors and allocates nothing (run_point); it
+/// equals the same column of a batch to rounding. Otherwise one point is a batch of one.
 ///
 /// Batches: one solve per batch. With Dopri5 the step size is shared by the batch, so a column
 /// depends on its neighbours to within the tolerance; with RK4 columns are independent. A column

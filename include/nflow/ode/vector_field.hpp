@@ -23,7 +23,9 @@ namespace nflow::ode {
 
 /// How the divergence tr(∂f/∂z) is computed.
 enum class TraceEstimator {
-  Exact,  ///< Σᵢ (∂f/∂z)ᵢᵢ from Dim forward-mode passes: exact, Dim× a forward pass
+  /// Σᵢ (∂f/∂z)ᵢᵢ: exact; in closed form with one or two hidden layers (value and gradient),
+  /// else from Dim forward-mode passes (Dim× a forward pass)
+  Exact,
   HutchinsonRademacher,  ///< εᵀ(∂f/∂z)ε with ε ∈ {−1, 1}^Dim: unbiased, one forward-mode pass
   HutchinsonGaussian,  ///< εᵀ(∂f/∂z)ε with ε ~ N(0, I): unbiased, larger variance
 };
@@ -119,7 +121,11 @@ struct SecondOrder {
 /// tangents ȧ₀ = W₀v, ḣₖ = f′(aₖ) ⊙ ȧₖ, ȧₖ₊₁ = Wₖ₊₁ḣₖ give Jv = W_L ḣ_{L−1} for a whole batch in
 /// GEMMs. Exact: tr J = Σᵢ eᵢᵀ J eᵢ (Dim tangent passes). Hutchinson: εᵀJε, one pass per probe.
 ///
-/// Gradient of the divergence (`vjp`): reverse mode over the tangent computation; besides the
+/// The exact trace with one or two hidden layers: in closed form (trace_matrix()), its gradient
+/// differentiated by hand (see vjp). One point with fixed Dim and Hidden: prepare_point() and
+/// point_value_and_divergence() on fixed-size vectors, no heap allocation.
+///
+/// Gradient of the divergence otherwise (`vjp`): reverse mode over the tangent computation; besides the
 /// first-order terms it needs f″(aₖ) ⊙ ȧₖ ⊙ ∂L/∂ḣₖ, which enters the ordinary backward pass as a
 /// source at each hidden layer. Activations: see detail::SecondOrder (Tanh, SiLU, ELU, ReLU,
 /// Identity).
