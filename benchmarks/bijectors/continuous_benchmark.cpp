@@ -1,10 +1,11 @@
-// Continuous flows (FFJORD-style, MLP 2×H tanh vector field): log_prob of one point and of a
-// batch of 256 with the exact and the Hutchinson trace, RK4 (20 steps) and Dopri5 (rtol = atol =
-// 1e-5); one maximum-likelihood gradient (forward_vjp, RK4) and one flow-matching training step at
-// 256. d = 2 (H = 64) and 16 (H = 128), float and double, with fixed sizes; d = 64 (H = 128),
-// double, with run-time sizes (ContinuousFlow<double, Dynamic, Dynamic>), log_prob and the
-// flow-matching step only (its exact-trace gradient would cost about 4× the d = 16 one, seconds
-// per call, too slow for CI's brief run; leaving the gradients out also saves compile time).
+// Continuous flows (FFJORD-style, MLP 2×H tanh vector field): log_prob of one point (a
+// fixed-size vector through forward_and_log_det: allocation-free with RK4 and the exact trace)
+// and of a batch of 256 (solve()), with the exact and the Hutchinson trace, RK4 (20 steps) and
+// Dopri5 (rtol = atol = 1e-5); one maximum-likelihood gradient (forward_vjp, RK4) and one
+// flow-matching training step at 256. d = 2 (H = 64) and 16 (H = 128), float and double, with
+// fixed sizes; d = 64 (H = 128), double, with run-time sizes (ContinuousFlow<double, Dynamic,
+// Dynamic>), log_prob and the flow-matching step only (leaving its gradients out saves compile
+// time and CI's brief run).
 // Counters: items (samples) per second and function evaluations per solve ("nfe").
 // long_gradient (double only, so not in CI's smoke run; one iteration, tens of seconds each): the
 // maximum-likelihood gradient of a long Dopri5 integration (a fast field, about a thousand steps
@@ -61,11 +62,22 @@ void log_prob(benchmark::State& state, Sizes sizes, OdeSolver solver, ode::Trace
   const auto flow = make_flow<S, D, H>(sizes, solver, trace);
   std::mt19937_64 gen(2);
   const Batch<S, D, Dynamic> x = standard_normal_matrix<S, D>(sizes.dim, n, gen);
-  Index nfe = 0;
-  for (auto _ : state) {
-    const auto r = flow.solve(x, Eigen::Matrix<S, Dynamic, Dynamic>(), false);
-    nfe = r.stats.function_evaluations;
-    benchmark::DoNotOptimize(standard_normal_log_prob_sum<S, D>(r.value, r.log_det));
+  const Index nfe =
+      flow.solve(x, Eigen::Matrix<S, Dynamic, Dynamic>(), false).stats.function_evaluations;
+  if (n == 1) {
+    // One point as a fixed-size vector, as Density::log_prob(point) sends it: with fixed D and
+    // H, RK4 and the exact trace this is the allocation-free path (fixed-size vectors); the
+    // others (Dopri5, Hutchinson, run-time sizes) take the batch path.
+    const Eigen::Matrix<S, D, 1> p = x.col(0);
+    for (auto _ : state) {
+      const auto r = flow.forward_and_log_det(p);
+      benchmark::DoNotOptimize(-S(0.5) * r.value.squaredNorm() + r.log_det(0));
+    }
+  } else {
+    for (auto _ : state) {
+      const auto r = flow.solve(x, Eigen::Matrix<S, Dynamic, Dynamic>(), false);
+      benchmark::DoNotOptimize(standard_normal_log_prob_sum<S, D>(r.value, r.log_det));
+    }
   }
   state.SetItemsProcessed(state.iterations() * n);
   state.counters["nfe"] = double(nfe);

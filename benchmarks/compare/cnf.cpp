@@ -1,6 +1,6 @@
 // The continuous flow as ../shared/bench/flows.py builds it: dz/dt = MLP([z, t]) (d + 1 → H → H
-// → d, tanh), 20 fixed RK4 steps (80 field evaluations), exact trace (nflow: Dim forward-mode
-// passes through the MLP per evaluation). The PyTorch side has two exact traces: "CNF" (autograd,
+// → d, tanh), 20 fixed RK4 steps (80 field evaluations), exact trace (nflow: the closed form,
+// d₁ᵀ C d₀; one fixed-size point runs on fixed-size vectors without allocating). The PyTorch side has two exact traces: "CNF" (autograd,
 // d vector-Jacobian products per evaluation) and "CNF-closed" (closed form); compare.py sets both
 // next to this. The roofline counts the field's products plus the closed-form trace (an H × H
 // product per evaluation), the least arithmetic an exact trace needs here. Batches follow

@@ -610,3 +610,155 @@ TEST_CASE("flow-matching posterior estimation on a linear Gaussian task (known p
     CHECK((sample_cov - cov).cwiseAbs().maxCoeff() < 0.08);
   }
 }
+
+namespace {
+
+/// The closed-form trace's gradient (vjp with TraceGradient::Auto) against the tangent path
+/// (TraceGradient::Tangents) and against central differences of the loss
+/// Σ gf ∘ f + Σ gdiv ∘ div, in θ (every parameter, the context and time weights included) and z.
+template <typename Act>
+void check_trace_gradient(Index layers) {
+  using Field = ode::MLPVectorField<double, Dynamic, Dynamic, Act>;
+  const Index d = 3, n = 4;
+  Field field(d, 7, layers, 2, 1);
+  std::mt19937_64 gen(31 + std::uint64_t(layers));
+  const Eigen::VectorXd theta =
+      standard_normal_matrix<double>(field.parameter_count(), 1, gen) * 0.6;
+  set_parameters(field, theta);
+  const MatrixXd z = standard_normal_matrix<double>(d, n, gen);
+  const MatrixXd c = standard_normal_matrix<double>(2, n, gen);
+  const MatrixXd gf = standard_normal_matrix<double>(d, n, gen);
+  const Eigen::RowVectorXd gdiv = standard_normal_matrix<double>(1, n, gen);
+  const double t = 0.4;
+  Eigen::VectorXd gp = Eigen::VectorXd::Zero(theta.size());
+  Eigen::VectorXd gp_tangent = Eigen::VectorXd::Zero(theta.size());
+  const MatrixXd gz = field.vjp(t, z, c, gf, gdiv, nullptr, gp);
+  const MatrixXd gz_tangent =
+      field.vjp(t, z, c, gf, gdiv, nullptr, gp_tangent, ode::TraceGradient::Tangents);
+  const auto rel = [](const MatrixXd& a, const MatrixXd& b) {
+    return (a - b).cwiseAbs().maxCoeff() / std::max(1.0, b.cwiseAbs().maxCoeff());
+  };
+  CHECK(rel(gz, gz_tangent) < 1e-12);
+  CHECK(rel(gp, gp_tangent) < 1e-12);
+  // The loss through the tangent-pass divergence (independent of the closed form).
+  const auto loss = [&](const Field& fl, const MatrixXd& zz) {
+    MatrixXd f;
+    Eigen::RowVectorXd div;
+    fl.value_and_divergence(t, zz, c, nullptr, f, div);
+    return (gf.array() * f.array()).sum() + (gdiv.array() * div.array()).sum();
+  };
+  const double h = 1e-5;
+  double worst = 0;
+  for (Index i = 0; i < theta.size(); ++i) {
+    Field plus = field, minus = field;
+    Eigen::VectorXd tp = theta, tm = theta;
+    tp(i) += h;
+    tm(i) -= h;
+    set_parameters(plus, tp);
+    set_parameters(minus, tm);
+    const double fd = (loss(plus, z) - loss(minus, z)) / (2 * h);
+    worst = std::max(worst, std::abs(fd - gp(i)) / std::max(1.0, std::abs(fd)));
+  }
+  for (Index i = 0; i < z.size(); ++i) {
+    MatrixXd zp = z, zm = z;
+    zp(i) += h;
+    zm(i) -= h;
+    const double fd = (loss(field, zp) - loss(field, zm)) / (2 * h);
+    worst = std::max(worst, std::abs(fd - gz(i)) / std::max(1.0, std::abs(fd)));
+  }
+  CHECK(worst < 1e-7);
+}
+
+}  // namespace
+
+TEST_CASE("the closed-form exact trace's gradient equals the tangent path's and finite differences",
+          "[continuous][trace][gradient]") {
+  // (Loops inside the sections: Catch enters a section once per run.)
+  SECTION("tanh") {
+    for (Index layers : {Index(1), Index(2)}) {
+      INFO("tanh, hidden layers: " << layers);
+      check_trace_gradient<nn::Tanh>(layers);
+    }
+  }
+  SECTION("silu") {
+    for (Index layers : {Index(1), Index(2)}) {
+      INFO("silu, hidden layers: " << layers);
+      check_trace_gradient<nn::SiLU>(layers);
+    }
+  }
+  SECTION("elu") {
+    for (Index layers : {Index(1), Index(2)}) {
+      INFO("elu, hidden layers: " << layers);
+      check_trace_gradient<nn::ELU>(layers);
+    }
+  }
+}
+
+namespace {
+
+/// One fixed-size point (the allocation-free path) against the same column of a batch (the
+/// batch path), forward and inverse, with `ctx` (zero or one context batch of 5 columns).
+template <typename Flow, typename... Ctx>
+void check_point_matches_batch(const Flow& flow, double tol, const Ctx&... ctx) {
+  using S = typename Flow::Scalar;
+  constexpr int D = Flow::Dim;
+  std::mt19937_64 gen(41);
+  const Batch<S, D, Dynamic> x = standard_normal_matrix<S, D>(D, 5, gen);
+  for (bool inverse : {false, true}) {
+    INFO("inverse: " << inverse);
+    const auto batch =
+        inverse ? flow.inverse_and_log_det(x, ctx...) : flow.forward_and_log_det(x, ctx...);
+    for (Index j = 0; j < x.cols(); ++j) {
+      const Eigen::Matrix<S, D, 1> p = x.col(j);
+      const auto one =
+          inverse
+              ? flow.inverse_and_log_det(p, Eigen::Matrix<S, Flow::ContextDim, 1>(ctx.col(j))...)
+              : flow.forward_and_log_det(p, Eigen::Matrix<S, Flow::ContextDim, 1>(ctx.col(j))...);
+      CHECK(double((one.value - batch.value.col(j)).cwiseAbs().maxCoeff()) < tol);
+      CHECK(std::abs(double(one.log_det(0) - batch.log_det(j))) < tol);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("one fixed-size point (no allocation) equals the same column of a batch",
+          "[continuous][point]") {
+  for (Index layers : {Index(1), Index(2)}) {
+    for (auto solver : {OdeSolver::RK4, OdeSolver::Euler}) {
+      INFO("hidden layers: " << layers << ", solver: " << int(solver));
+      using F64 = ContinuousFlow<double, 2, 8, nn::Tanh>;
+      F64 f64 = randomize(F64(2, {.hidden_width = 8, .hidden_layers = layers, .seed = 1}), 51, 0.5);
+      f64.set_solver(solver, 7);
+      check_point_matches_batch(f64, 1e-13);
+      using F32 = ContinuousFlow<float, 2, 8, nn::Tanh>;
+      F32 f32 = randomize(F32(2, {.hidden_width = 8, .hidden_layers = layers, .seed = 1}), 51, 0.5);
+      f32.set_solver(solver, 7);
+      check_point_matches_batch(f32, 2e-6);
+      // With a context (a run-time context size takes the same code, its rows read at run time).
+      using C1 = ContinuousFlow<double, 2, 32, nn::Tanh, 1>;
+      C1 c1 = randomize(C1(2, {.hidden_width = 32, .hidden_layers = layers, .seed = 1}), 52, 0.3);
+      c1.set_solver(solver, 7);
+      std::mt19937_64 gen(53);
+      check_point_matches_batch(c1, 1e-13, MatrixXd(standard_normal_matrix<double>(1, 5, gen)));
+    }
+  }
+}
+
+TEST_CASE("one fixed-size point: bad input and failures as in a batch",
+          "[continuous][point][errors]") {
+  using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, 1>;
+  Flow flow = randomize(Flow(2, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 16, 0.5);
+  const Eigen::Vector2d x(0.3, -0.2);
+  const Eigen::Matrix<double, 1, 1> c(0.5);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const auto bad_x = flow.forward_and_log_det(Eigen::Vector2d(nan, 0.1), c);
+  CHECK(std::isnan(bad_x.log_det(0)));
+  CHECK(!bad_x.value.allFinite());
+  const auto bad_c = flow.forward_and_log_det(x, Eigen::Matrix<double, 1, 1>(nan));
+  CHECK(std::isnan(bad_c.log_det(0)));
+  // A field that blows up: huge weights make the state overflow within the solve.
+  Flow big = randomize(Flow(2, {.hidden_width = 8, .hidden_layers = 2, .seed = 1}), 16, 1e200);
+  CHECK_THROWS_AS(big.forward(x, c), ode::OdeError);
+  CHECK_THROWS_AS(big.forward(Eigen::Matrix<double, 2, Dynamic>(x), MatrixXd(c)), ode::OdeError);
+}

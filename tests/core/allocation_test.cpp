@@ -187,3 +187,34 @@ TEST_CASE("one point through a Stack of fixed-size blocks does not allocate",
   randomize(stack);
   CHECK(point_allocations(stack, x) == 0);
 }
+
+TEST_CASE("one point through a fixed-size continuous flow (RK4, Euler) does not allocate",
+          "[allocation][continuous]") {
+  // The fixed-size path: the MLP pass and the closed-form exact trace on fixed-size vectors, the
+  // H × H trace matrix on the stack; one and two hidden layers, with a context. Double only (the
+  // float path is the same code; tests/bijectors/continuous_test.cpp checks it against the batch).
+  using S = double;
+  using Cnf = ContinuousFlow<S, 2, 16, nn::Tanh, 1>;
+  const Eigen::Matrix<S, 2, 1> x(S(0.3), S(-0.7));
+  const Eigen::Matrix<S, 1, 1> c(S(0.4));
+  for (Index layers : {Index(1), Index(2)}) {
+    for (auto solver : {OdeSolver::RK4, OdeSolver::Euler}) {
+      INFO("hidden layers: " << layers << ", solver: " << int(solver));
+      Cnf cnf(2, {.hidden_width = 16, .hidden_layers = layers, .seed = 1});
+      randomize(cnf);
+      cnf.set_solver(solver, 10);
+      const Density density(StandardNormal<S, 2>{}, Flow<Cnf>(cnf));
+      S sink = 0;
+      Eigen::Matrix<S, 2, 1> back = Eigen::Matrix<S, 2, 1>::Zero();
+      CHECK(count_allocations([&] {
+              sink += density.log_prob(x, c);
+              const auto r = cnf.forward_and_log_det(x, c);
+              const auto b = cnf.inverse_and_log_det(r.value, c);
+              back = b.value;
+              sink += r.log_det(0) + b.log_det(0);
+            }) == 0);
+      CHECK(std::isfinite(double(sink)));
+      CHECK((back - x).norm() < S(0.05));  // inverse to the solver's accuracy
+    }
+  }
+}

@@ -5,6 +5,7 @@
 /// exact gradients through the solver's steps.
 
 #include <Eigen/Core>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -72,7 +73,8 @@ struct ContinuousSolveResult {
 /// Lipschitz field is a bijection; numerically, forward and inverse are inverse to the solver's
 /// accuracy (RK4: O(h⁴); Dopri5: about the tolerance), not to round-off.
 ///
-/// Divergence: exact (Dim forward-mode passes through the MLP, the default) or Hutchinson's
+/// Divergence: exact (the default: in closed form for one or two hidden layers, else Dim
+/// forward-mode passes through the MLP) or Hutchinson's
 /// unbiased εᵀ(∂f/∂z)ε with one probe per sample, drawn from `probe_seed` and fixed for the whole
 /// solve (FFJORD). Change the seed between training steps with set_probe_seed().
 ///
@@ -87,6 +89,10 @@ struct ContinuousSolveResult {
 /// ODE solved backwards, memory independent of the number of steps, a gradient that differs from
 /// the computed value's by the solver's error; it throws ode::OdeError where re-integrating z
 /// backwards fails (a strongly contracting flow). See docs/continuous.md.
+///
+/// One point: a fixed-size point (fixed Dim and Hidden) with RK4 or Euler, the exact trace and
+/// one or two hidden layers runs on fixed-size vectors and allocates nothing (run_point); it
+/// equals the same column of a batch to rounding. Otherwise one point is a batch of one.
 ///
 /// Batches: one solve per batch. With Dopri5 the step size is shared by the batch, so a column
 /// depends on its neighbours to within the tolerance; with RK4 columns are independent. A column
@@ -304,10 +310,83 @@ class ContinuousFlow
 
   template <typename X, typename In, typename C>
   detail::ResultFor<Scalar, Dim, X> run(const In& in, const C& ctx, bool inverse) const {
+    if constexpr (std::remove_cvref_t<In>::ColsAtCompileTime == 1 && Field::HasPointPath) {
+      if (point_path()) return run_point<X>(in, ctx, inverse);
+    }
     const auto s = solve(Matrix(in), context_matrix(ctx), inverse);
     detail::ResultFor<Scalar, Dim, X> r;
     r.value = s.value;
     r.log_det = s.log_det;
+    return r;
+  }
+
+  /// Whether a fixed-size point takes run_point: a fixed-step solver, the exact trace and a
+  /// closed form for it (one or two hidden layers).
+  bool point_path() const {
+    return options_.solver != OdeSolver::Dopri5 && options_.trace == ode::TraceEstimator::Exact &&
+           (field_.network().hidden_layers() == 1 || field_.network().hidden_layers() == 2);
+  }
+
+  /// One point (fixed Dim and Hidden) through RK4 or Euler with the closed-form exact trace, on
+  /// fixed-size vectors: no heap allocation. The same steps, stages and formulas as solve(), so
+  /// the result equals the batch path's to rounding; a point that is not finite (or whose
+  /// context is not) has a NaN log-det, one that becomes non-finite throws ode::OdeError.
+  template <typename X, typename In, typename C>
+  detail::ResultFor<Scalar, Dim, X> run_point(const In& in, const C& ctx, bool inverse) const {
+    using PV = typename Field::PointVector;
+    typename Field::PointSetup setup;
+    bool context_finite = true;
+    if constexpr (is_no_context_v<C>) {
+      field_.prepare_point(setup);
+    } else {
+      field_.prepare_point(setup, ctx);
+      context_finite = ctx.allFinite();
+    }
+    PV z = in;
+    Scalar l = context_finite ? Scalar(0) : std::numeric_limits<Scalar>::quiet_NaN();
+    const bool start_finite = context_finite && z.allFinite();
+    const Scalar t0 = inverse ? Scalar(1) : Scalar(0);
+    const Scalar t1 = inverse ? Scalar(0) : Scalar(1);
+    const Index steps = options_.rk4_steps;
+    const Scalar h = (t1 - t0) / Scalar(steps);
+    PV k1, k2, k3, k4, stage;
+    Scalar l1 = 0, l2 = 0, l3 = 0, l4 = 0;
+    const bool rk4 = options_.solver == OdeSolver::RK4;
+    // RK4's weights, as ode::rk4_tableau (b = 1/6, 1/3, 1/3, 1/6; c = 0, 1/2, 1/2, 1).
+    const Scalar half = Scalar(0.5), b1 = Scalar(1) / 6, b2 = Scalar(1) / 3;
+    for (Index n = 0; n < steps; ++n) {
+      const Scalar t = t0 + Scalar(n) * h;
+      field_.point_value_and_divergence(setup, t, z, k1, l1);
+      if (!rk4) {
+        z += h * k1;
+        l += h * l1;
+        continue;
+      }
+      stage = z + (h * half) * k1;
+      field_.point_value_and_divergence(setup, t + half * h, stage, k2, l2);
+      stage = z + (h * half) * k2;
+      field_.point_value_and_divergence(setup, t + half * h, stage, k3, l3);
+      stage = z + h * k3;
+      field_.point_value_and_divergence(setup, t + h, stage, k4, l4);
+      z += (h * b1) * k1;
+      z += (h * b2) * k2;
+      z += (h * b2) * k3;
+      z += (h * b1) * k4;
+      l += (h * b1) * l1;
+      l += (h * b2) * l2;
+      l += (h * b2) * l3;
+      l += (h * b1) * l4;
+    }
+    if (start_finite && !(z.allFinite() && std::isfinite(l))) {
+      throw ode::OdeError(
+          std::string("nflow::ode::") + (rk4 ? "rk4_integrate" : "euler_integrate") +
+          ": the state of sample 0 became non-finite by t = " + std::to_string(double(t1)) +
+          " (the vector field blows up; lower the learning rate or the "
+          "integration time)");
+    }
+    detail::ResultFor<Scalar, Dim, X> r;
+    r.value = z;
+    r.log_det(0) = start_finite ? l : std::numeric_limits<Scalar>::quiet_NaN();
     return r;
   }
 

@@ -5,6 +5,7 @@
 /// reverse-mode gradient of both, second derivatives included.
 
 #include <Eigen/Core>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -22,7 +23,9 @@ namespace nflow::ode {
 
 /// How the divergence tr(∂f/∂z) is computed.
 enum class TraceEstimator {
-  Exact,  ///< Σᵢ (∂f/∂z)ᵢᵢ from Dim forward-mode passes: exact, Dim× a forward pass
+  /// Σᵢ (∂f/∂z)ᵢᵢ: exact; in closed form with one or two hidden layers (value and gradient),
+  /// else from Dim forward-mode passes (Dim× a forward pass)
+  Exact,
   HutchinsonRademacher,  ///< εᵀ(∂f/∂z)ε with ε ∈ {−1, 1}^Dim: unbiased, one forward-mode pass
   HutchinsonGaussian,  ///< εᵀ(∂f/∂z)ε with ε ~ N(0, I): unbiased, larger variance
 };
@@ -43,6 +46,14 @@ Eigen::Matrix<Scalar, Dynamic, Dynamic> hutchinson_probes(Index dim, Index n, Tr
   return p;
 }
 
+/// How MLPVectorField::vjp differentiates the exact trace.
+enum class TraceGradient {
+  /// the closed form (one or two hidden layers: a few H × H products per batch), else tangents
+  Auto,
+  /// reverse mode over the Dim tangent passes, whatever the depth (the reference)
+  Tangents,
+};
+
 namespace detail {
 
 /// f′(a) and f″(a) of an activation, from the pre-activation a and the output y = f(a).
@@ -56,6 +67,23 @@ struct SecondOrder {
                 "nn::SiLU, nn::ELU, "
                 "nn::ReLU or nn::Identity (its second derivative is needed for the gradient of the "
                 "divergence)");
+  /// f′(a) only (the one-point value path needs no f″).
+  template <typename A, typename Y, typename D1>
+  static void first(const A& a, const Y& y, D1& d1) {
+    using S = typename std::remove_cvref_t<A>::Scalar;
+    if constexpr (std::is_same_v<Act, nn::Tanh>) {
+      d1 = S(1) - y.square();
+    } else if constexpr (std::is_same_v<Act, nn::SiLU>) {
+      const auto s = nflow::sigmoid(a).eval();
+      d1 = s * (S(1) + a * (S(1) - s));
+    } else if constexpr (std::is_same_v<Act, nn::ELU>) {
+      d1 = (y > S(0)).select(S(1), y + S(1));
+    } else if constexpr (std::is_same_v<Act, nn::ReLU>) {
+      d1 = (a > S(0)).select(S(1), a * S(0));
+    } else {
+      d1 = a * S(0) + S(1);
+    }
+  }
   template <typename A, typename Y, typename D1, typename D2>
   static void eval(const A& a, const Y& y, D1& d1, D2& d2) {
     using S = typename std::remove_cvref_t<A>::Scalar;
@@ -93,7 +121,11 @@ struct SecondOrder {
 /// tangents ȧ₀ = W₀v, ḣₖ = f′(aₖ) ⊙ ȧₖ, ȧₖ₊₁ = Wₖ₊₁ḣₖ give Jv = W_L ḣ_{L−1} for a whole batch in
 /// GEMMs. Exact: tr J = Σᵢ eᵢᵀ J eᵢ (Dim tangent passes). Hutchinson: εᵀJε, one pass per probe.
 ///
-/// Gradient of the divergence (`vjp`): reverse mode over the tangent computation; besides the
+/// The exact trace with one or two hidden layers: in closed form (trace_matrix()), its gradient
+/// differentiated by hand (see vjp). One point with fixed Dim and Hidden: prepare_point() and
+/// point_value_and_divergence() on fixed-size vectors, no heap allocation.
+///
+/// Gradient of the divergence otherwise (`vjp`): reverse mode over the tangent computation; besides the
 /// first-order terms it needs f″(aₖ) ⊙ ȧₖ ⊙ ∂L/∂ḣₖ, which enters the ordinary backward pass as a
 /// source at each hidden layer. Activations: see detail::SecondOrder (Tanh, SiLU, ELU, ReLU,
 /// Identity).
@@ -220,11 +252,95 @@ class MLPVectorField {
     }
   }
 
+  // ---- one point on fixed-size vectors ------------------------------------------------------
+  static constexpr int Hidden = Hidden_;
+  /// Whether one point can be evaluated on fixed-size vectors without heap allocation
+  /// (point_value_and_divergence): Dim and Hidden fixed, and the H × H trace matrix within
+  /// Eigen's stack limit (H ≤ 128 in double, 181 in float).
+  static constexpr bool HasPointPath =
+      Dim_ != Dynamic && Hidden_ != Dynamic &&
+      (EIGEN_STACK_ALLOCATION_LIMIT == 0 || std::size_t(Hidden_ > 0 ? Hidden_ : 1) *
+                                                    std::size_t(Hidden_ > 0 ? Hidden_ : 1) *
+                                                    sizeof(Scalar) <=
+                                                std::size_t(EIGEN_STACK_ALLOCATION_LIMIT));
+  using PointVector = Eigen::Matrix<Scalar, Dim_, 1>;
+  using HiddenVector = Eigen::Matrix<Scalar, Hidden_, 1>;
+  /// What a one-point solve computes once from the weights and the context: the closed-form
+  /// trace matrix, transposed, Cᵀ = (W₀W₂) ∘ W₁ᵀ (two hidden layers, so tr = d₀ᵀ(Cᵀd₁); one:
+  /// c = diag(W₀W₁) in column 0) and the first layer's
+  /// constant part b₀ + C₀[0; c]. Lives on the caller's stack (H × H scalars).
+  struct PointSetup {
+    Eigen::Matrix<Scalar, Hidden_, Hidden_> trace;
+    HiddenVector base;
+  };
+  /// Fills `s` for a field with one or two hidden layers and no context.
+  void prepare_point(PointSetup& s) const {
+    const Matrix& w0 = net_.weight(0);
+    if (net_.hidden_layers() == 2) {
+      const Matrix& w2 = net_.weight(2);
+      // Cᵀ = (W₀W₂) ∘ W₁ᵀ, column by column (GEMVs on contiguous columns: no heap, unlike a
+      // GEMM of run-time sizes).
+      for (Index j = 0; j < s.trace.cols(); ++j) s.trace.col(j).noalias() = w0 * w2.col(j);
+      s.trace.array() *= net_.weight(1).transpose().array();
+    } else {
+      s.trace.col(0) = (w0.array() * net_.weight(1).transpose().array()).rowwise().sum().matrix();
+    }
+    s.base = net_.bias(0);
+  }
+  /// The same with the context `c` (context_dim() × 1).
+  template <typename C>
+  void prepare_point(PointSetup& s, const Eigen::MatrixBase<C>& c) const {
+    prepare_point(s);
+    if (context_dim_ > 0) s.base.noalias() += net_.context_weight().rightCols(context_dim_) * c;
+  }
+  /// f(z, t, c) and the exact divergence of one point, from `s` (prepare_point): the MLP pass
+  /// plus the closed-form trace (one H × H product with two hidden layers), on fixed-size
+  /// vectors. Requires HasPointPath and one or two hidden layers.
+  void point_value_and_divergence(const PointSetup& s, Scalar t, const PointVector& z,
+                                  PointVector& f, Scalar& div) const {
+    using SO = detail::SecondOrder<Activation>;
+    HiddenVector a = s.base + t * net_.context_weight().col(0);
+    a.noalias() += net_.weight(0) * z;
+    HiddenVector h;
+    point_activation(a, h);
+    HiddenVector d0;
+    auto d0a = d0.array();
+    SO::first(a.array(), h.array(), d0a);
+    if (net_.hidden_layers() == 2) {
+      a = net_.bias(1);
+      a.noalias() += net_.weight(1) * h;
+      HiddenVector h1;
+      point_activation(a, h1);
+      HiddenVector d1;
+      auto d1a = d1.array();
+      SO::first(a.array(), h1.array(), d1a);
+      f = net_.bias(2);
+      f.noalias() += net_.weight(2) * h1;
+      a.noalias() = s.trace * d1;  // Cᵀd₁
+      div = d0.dot(a);
+    } else {
+      f = net_.bias(1);
+      f.noalias() += net_.weight(1) * h;
+      div = s.trace.col(0).dot(d0);
+    }
+  }
+
   /// Reverse mode for L with ∂L/∂f = gf (Dim × n) and ∂L/∂div = gdiv (1 × n), the divergence
   /// computed as in value_and_divergence (exact, or with `probes`). Returns ∂L/∂z and ADDS ∂L/∂θ
   /// into `gp` (the network's flat layout). `gdiv` may be empty (no divergence term).
+  ///
+  /// The exact trace's gradient: with one or two hidden layers (and `how` = Auto) by hand from its
+  /// closed form, tr = d₁ᵀ C d₀ with C = W₁ ∘ (W₀W₂)ᵀ (two layers) or tr = cᵀ d₀ with
+  /// c = diag(W₀W₁) (one):
+  ///   ∂tr/∂a₁ = f″(a₁) ⊙ C d₀,  ∂tr/∂a₀ = f″(a₀) ⊙ Cᵀ d₁   (sources of the primal backward pass),
+  ///   G = Σₙ gdivₙ d₁ₙ d₀ₙᵀ,  ∂/∂W₁ += G ∘ (W₀W₂)ᵀ,  Γ = (G ∘ W₁)ᵀ,
+  ///   ∂/∂W₀ += Γ W₂ᵀ,  ∂/∂W₂ += W₀ᵀ Γ
+  /// (one layer: g = Σₙ gdivₙ d₀ₙ, ∂/∂W₀ += diag(g) W₁ᵀ, ∂/∂W₁ += W₀ᵀ diag(g)): three H × H
+  /// products per batch besides the primal pass, whatever Dim. Otherwise (deeper MLPs,
+  /// Hutchinson, or `how` = Tangents) reverse mode over the tangent passes.
   Matrix vjp(Scalar t, const Matrix& z, const Matrix& c, const Matrix& gf, const Row& gdiv,
-             const Matrix* probes, Eigen::Ref<Vector<Scalar>> gp) const {
+             const Matrix* probes, Eigen::Ref<Vector<Scalar>> gp,
+             TraceGradient how = TraceGradient::Auto) const {
     const Matrix tc = time_context(t, c, z.cols());
     const Index layers = net_.hidden_layers();
     const Index d = dim();
@@ -234,7 +350,11 @@ class MLPVectorField {
     std::vector<Matrix> source(static_cast<std::size_t>(layers));
     for (auto& s : source) s.setZero(net_.hidden_width(), z.cols());
 
-    if (gdiv.size() > 0 && (gdiv.array() != Scalar(0)).any()) {
+    const bool closed_form =
+        probes == nullptr && how == TraceGradient::Auto && (layers == 1 || layers == 2);
+    if (gdiv.size() > 0 && (gdiv.array() != Scalar(0)).any() && closed_form) {
+      closed_form_trace_backward(fw, gdiv, g, source);
+    } else if (gdiv.size() > 0 && (gdiv.array() != Scalar(0)).any()) {
       std::vector<Matrix> adot(static_cast<std::size_t>(layers));  // ȧₖ
       std::vector<Matrix> hdot(static_cast<std::size_t>(layers));  // ḣₖ
       Matrix hbar;
@@ -341,6 +461,52 @@ class MLPVectorField {
     }
     fw.out.noalias() = net_.weight(last()) * fw.h[std::size_t(layers - 1)];
     fw.out.colwise() += net_.bias(last());
+  }
+
+  /// h = f(a) for the one-point path. Tanh in double as 1 − 2/(e^{2a} + 1): Eigen vectorizes
+  /// exp but not tanh in double, and libm's tanh was 40 % of a one-point solve (the result
+  /// differs from std::tanh by a few units in the last place of 1: the one-point path equals the
+  /// batch path to rounding, not bit for bit). Other activations and float: the activation's own.
+  static void point_activation(const HiddenVector& a, HiddenVector& h) {
+    if constexpr (std::is_same_v<Activation, nn::Tanh> && std::is_same_v<Scalar, double>) {
+      h = Scalar(1) - Scalar(2) / ((Scalar(2) * a.array()).exp() + Scalar(1));
+    } else {
+      h = a;
+      Activation::apply(h);
+    }
+  }
+
+  /// The closed-form exact trace's reverse mode (one or two hidden layers; see vjp): adds the
+  /// weight gradients into `g` and writes the second-order sources of the primal backward pass.
+  void closed_form_trace_backward(const Forward& fw, const Row& gdiv, Grads& g,
+                                  std::vector<Matrix>& source) const {
+    const Matrix& w0 = net_.weight(0);
+    const Matrix& w1 = net_.weight(1);
+    if (net_.hidden_layers() == 1) {
+      // tr = cᵀ d₀, c_k = Σᵢ W₀ₖᵢ W₁ᵢₖ.
+      const Vector<Scalar> cvec = (w0.array() * w1.transpose().array()).rowwise().sum().matrix();
+      source[0] = (fw.d2[0].array().colwise() * cvec.array()).rowwise() * gdiv.array();
+      const Vector<Scalar> gc = fw.d1[0] * gdiv.transpose();
+      g.w[0].noalias() += gc.asDiagonal() * w1.transpose();
+      g.w[1].noalias() += w0.transpose() * gc.asDiagonal();
+      return;
+    }
+    // Two: tr = d₁ᵀ C d₀, C = W₁ ∘ Mᵀ, M = W₀W₂.
+    const Matrix& w2 = net_.weight(2);
+    const Matrix mt = (w0 * w2).transpose();
+    const Matrix cm = w1.cwiseProduct(mt);
+    Matrix tmp;
+    tmp.noalias() = cm * fw.d1[0];
+    source[1] = (fw.d2[1].array() * tmp.array()).rowwise() * gdiv.array();
+    tmp.noalias() = cm.transpose() * fw.d1[1];
+    source[0] = (fw.d2[0].array() * tmp.array()).rowwise() * gdiv.array();
+    tmp = fw.d1[1].array().rowwise() * gdiv.array();
+    Matrix gcm;
+    gcm.noalias() = tmp * fw.d1[0].transpose();          // G = ∂L/∂C
+    g.w[1].array() += gcm.array() * mt.array();          // ∂C/∂W₁
+    const Matrix gm = gcm.cwiseProduct(w1).transpose();  // Γ = ∂L/∂M
+    g.w[0].noalias() += gm * w2.transpose();
+    g.w[2].noalias() += w0.transpose() * gm;
   }
 
   /// Carries a first-layer tangent ḣ₀ (in `tangent`) up to ḣ_{L−1}.
