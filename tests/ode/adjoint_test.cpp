@@ -16,16 +16,16 @@ using namespace nflow;
 namespace {
 
 using MatrixXd = Eigen::MatrixXd;
-using Flow = ContinuousFlow<double, 2, Dynamic, nn::Tanh, Dynamic>;
+using Cnf = ContinuousFlow<double, 2, Dynamic, nn::Tanh, Dynamic>;
 
 /// A tanh field 2 → 12 → 12 → 2 (on [z; t; c]) with random weights of scale 0.6: not trivial
 /// (Dopri5 takes several steps) and not stiff.
-Flow make_flow(ode::GradientMethod method, double tol, Index context_dim,
+Cnf make_flow(ode::GradientMethod method, double tol, Index context_dim,
                ode::TraceEstimator trace = ode::TraceEstimator::Exact) {
   ode::Dopri5Options o;
   o.rtol = tol;
   o.atol = tol;
-  Flow f(2, {.hidden_width = 12,
+  Cnf f(2, {.hidden_width = 12,
              .hidden_layers = 2,
              .context_dim = context_dim,
              .seed = 4,
@@ -70,7 +70,7 @@ struct Gradient {
   }
 };
 
-Gradient gradients_of(const Flow& flow, const Case& c, bool inverse) {
+Gradient gradients_of(const Cnf& flow, const Case& c, bool inverse) {
   Gradient r;
   r.params = Vector<double>::Zero(flow.parameter_count());
   if (flow.context_dim() == 0) {
@@ -83,7 +83,7 @@ Gradient gradients_of(const Flow& flow, const Case& c, bool inverse) {
   return r;
 }
 
-double loss_of(const Flow& flow, const Case& c, const MatrixXd& x, bool inverse) {
+double loss_of(const Cnf& flow, const Case& c, const MatrixXd& x, bool inverse) {
   const auto s = flow.solve(x, c.context, inverse);
   return (c.gv.array() * s.value.array()).sum() + (c.gl.array() * s.log_det.array()).sum();
 }
@@ -134,7 +134,7 @@ TEST_CASE("the adjoint gradient matches central finite differences of the loss",
     const Index context_dim = inverse ? 1 : 0;
     const Case c = make_case(3, context_dim, 41);
     const double tol = 1e-10;
-    const Flow adj = make_flow(ode::GradientMethod::Adjoint, tol, context_dim);
+    const Cnf adj = make_flow(ode::GradientMethod::Adjoint, tol, context_dim);
     const Gradient g = gradients_of(adj, c, inverse);
     const double h = 1e-5;
     // ∂L/∂x, every entry.
@@ -150,7 +150,7 @@ TEST_CASE("the adjoint gradient matches central finite differences of the loss",
     // ∂L/∂θ, every fifth parameter.
     const Vector<double> theta = get_parameters(adj);
     for (Index i = 0; i < theta.size(); i += 5) {
-      Flow moved = adj;
+      Cnf moved = adj;
       Vector<double> t = theta;
       t(i) += h;
       set_parameters(moved, t);
@@ -166,7 +166,7 @@ TEST_CASE("the adjoint gradient matches central finite differences of the loss",
 
 TEST_CASE("the adjoint: bad input, fallbacks and errors", "[ode][adjoint][errors]") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  const Flow adj = make_flow(ode::GradientMethod::Adjoint, 1e-6, 1);
+  const Cnf adj = make_flow(ode::GradientMethod::Adjoint, 1e-6, 1);
   Case c = make_case(5, 1, 51);
 
   SECTION("non-finite samples get NaN and leave the other samples' gradients alone") {
@@ -197,8 +197,8 @@ TEST_CASE("the adjoint: bad input, fallbacks and errors", "[ode][adjoint][errors
   }
 
   SECTION("fixed-step solvers back-propagate whatever the option says") {
-    Flow a = adj;
-    Flow b = make_flow(ode::GradientMethod::Backprop, 1e-6, 1);
+    Cnf a = adj;
+    Cnf b = make_flow(ode::GradientMethod::Backprop, 1e-6, 1);
     for (auto solver : {OdeSolver::RK4, OdeSolver::Euler}) {
       a.set_solver(solver, 7);
       b.set_solver(solver, 7);
@@ -207,7 +207,7 @@ TEST_CASE("the adjoint: bad input, fallbacks and errors", "[ode][adjoint][errors
   }
 
   SECTION("solver failures and invalid options throw") {
-    Flow a = adj;
+    Cnf a = adj;
     ode::Dopri5Options few;
     few.max_steps = 3;
     few.rtol = few.atol = 1e-12;
@@ -223,7 +223,7 @@ TEST_CASE("the adjoint: bad input, fallbacks and errors", "[ode][adjoint][errors
     // Weights N(0, 1), the output layer's × 5: log-dets about −15, and z integrated back to
     // t = 0 misses x by ~1 whatever the tolerance (the adjoint's gradient is then off by 26 %
     // at 1e-4, 0.4 % at 1e-10). Default tolerances (1e-5).
-    Flow f(2, {.hidden_width = 16,
+    Cnf f(2, {.hidden_width = 16,
                .seed = 1,
                .solver = OdeSolver::Dopri5,
                .gradient = ode::GradientMethod::Adjoint});
