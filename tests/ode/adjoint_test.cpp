@@ -21,19 +21,19 @@ using Cnf = ContinuousFlow<double, 2, Dynamic, nn::Tanh, Dynamic>;
 /// A tanh field 2 → 12 → 12 → 2 (on [z; t; c]) with random weights of scale 0.6: not trivial
 /// (Dopri5 takes several steps) and not stiff.
 Cnf make_flow(ode::GradientMethod method, double tol, Index context_dim,
-               ode::TraceEstimator trace = ode::TraceEstimator::Exact) {
+              ode::TraceEstimator trace = ode::TraceEstimator::Exact) {
   ode::Dopri5Options o;
   o.rtol = tol;
   o.atol = tol;
   Cnf f(2, {.hidden_width = 12,
-             .hidden_layers = 2,
-             .context_dim = context_dim,
-             .seed = 4,
-             .solver = OdeSolver::Dopri5,
-             .dopri5 = o,
-             .trace = trace,
-             .probe_seed = 9,
-             .gradient = method});
+            .hidden_layers = 2,
+            .context_dim = context_dim,
+            .seed = 4,
+            .solver = OdeSolver::Dopri5,
+            .dopri5 = o,
+            .trace = trace,
+            .probe_seed = 9,
+            .gradient = method});
   std::mt19937_64 g(21);
   set_parameters(f,
                  Vector<double>(standard_normal_matrix<double>(f.parameter_count(), 1, g) * 0.6));
@@ -224,9 +224,9 @@ TEST_CASE("the adjoint: bad input, fallbacks and errors", "[ode][adjoint][errors
     // t = 0 misses x by ~1 whatever the tolerance (the adjoint's gradient is then off by 26 %
     // at 1e-4, 0.4 % at 1e-10). Default tolerances (1e-5).
     Cnf f(2, {.hidden_width = 16,
-               .seed = 1,
-               .solver = OdeSolver::Dopri5,
-               .gradient = ode::GradientMethod::Adjoint});
+              .seed = 1,
+              .solver = OdeSolver::Dopri5,
+              .gradient = ode::GradientMethod::Adjoint});
     std::mt19937_64 g(7);
     Vector<double> p = standard_normal_matrix<double>(f.parameter_count(), 1, g);
     p.segment(p.size() - 2 - 32, 32) *= 5.0;
