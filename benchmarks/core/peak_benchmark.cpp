@@ -1,8 +1,8 @@
 // The machine's fused multiply-add peak, one thread: the ceiling every dense-layer figure in
 // docs/performance.md and docs/continuous.md is stated against. Twelve independent chains of
 // a ← a·b + c on Eigen's widest packet for the build's target (Eigen::internal::pmadd: one
-// vfmadd on 8 floats or 4 doubles with AVX2 + FMA, i.e. -march=native here), so that neither the
-// FMA latency nor a dependency limits the rate. Counter "GFLOP/s": 2 flops per lane per FMA.
+// vfmadd on 8 floats or 4 doubles with AVX2 + FMA, 16 or 8 with AVX-512; -march=native picks
+// what the machine has), so that neither the FMA latency nor a dependency limits the rate. Counter "GFLOP/s": 2 flops per lane per FMA.
 //
 //   build/benchmarks/peak_benchmark --benchmark_repetitions=5
 //
