@@ -778,6 +778,75 @@ TEST_CASE("spline: monotone, continuous across knots and bounds, periodic on the
   });
 }
 
+TEST_CASE("spline: a run-time bin count computes exactly what the fixed type computes",
+          "[spline]") {
+  // Equal bit for bit (NaN where NaN): values, log-dets, both backward passes and the knots, at
+  // interior, edge, knot, tail, NaN and ±Inf points, for every kind of raw parameters.
+  const auto same = [](const auto& a, const auto& b) {
+    REQUIRE(a.rows() == b.rows());
+    REQUIRE(a.cols() == b.cols());
+    for (Index j = 0; j < a.cols(); ++j)
+      for (Index i = 0; i < a.rows(); ++i)
+        if (!(a(i, j) == b(i, j) || (std::isnan(a(i, j)) && std::isnan(b(i, j))))) return false;
+    return true;
+  };
+  for_each_spline([&](const auto& t) {
+    using T = std::decay_t<decltype(t)>;
+    using D = RationalQuadraticSpline<double, Dynamic, T::Domain>;
+    const D d(T::Bins, t.options());
+    CHECK(d.bins() == T::Bins);
+    CHECK(d.params_per_dim() == T::ParamsPerDim);
+    constexpr Index n = 3, m = 6;
+    for (Raw kind : every_raw) {
+      INFO("raw parameters: " << raw_name(kind));
+      const M params = blocked<T>(n, m, [&](Index i, Index j) {
+        return raw_parameters<T>(kind, std::uint64_t(1 + i + n * j));
+      });
+      const auto k = t.knots(params, 1, 2);
+      const auto kd = d.knots(params, 1, 2);
+      REQUIRE(kd.x.size() == std::size_t(T::Bins + 1));
+      for (int b = 0; b <= T::Bins; ++b) {
+        const auto q = std::size_t(b);
+        CHECK((k.x[q] == kd.x[q] && k.y[q] == kd.y[q] && k.derivative[q] == kd.derivative[q]));
+      }
+      const double lo = t.lower(), hi = t.upper();
+      M in(n, m);
+      in << lo, hi, k.x[1], std::nextafter(hi, inf), lo - 2.5, 0.37 * lo + 0.63 * hi,      //
+          k.y[std::size_t(T::Bins / 2)], std::nextafter(lo, -inf), 1e6, nan_v, inf, -inf,  //
+          0.5 * (lo + hi), hi + 0.25, k.x[std::size_t(T::Bins)], -1e6, 0.9 * lo + 0.1 * hi, hi;
+      M gv(n, m);
+      for (Index q = 0; q < gv.size(); ++q) gv(q) = 0.5 + 0.25 * double(q % 5);
+      const Row gl = Row::LinSpaced(m, -1.0, 1.5);
+      for (bool inverse : {false, true}) {
+        INFO((inverse ? "inverse" : "forward"));
+        const Result a = run(t, in, params, inverse), b = run(d, in, params, inverse);
+        CHECK(same(a.value, b.value));
+        CHECK(same(a.log_det, b.log_det));
+        const auto [ga_in, ga_p] = gradients(t, in, params, gv, gl, inverse);
+        const auto [gb_in, gb_p] = gradients(d, in, params, gv, gl, inverse);
+        CHECK(same(ga_in, gb_in));
+        CHECK(same(ga_p, gb_p));
+      }
+    }
+  });
+  SECTION("the largest run-time bin count round-trips; bin counts outside [1, 64] are refused") {
+    using D = RationalQuadraticSpline<double, Dynamic, SplineDomain::Unbounded>;
+    const D d(64, {.min_bin_width = 1e-4, .min_bin_height = 1e-4});
+    CHECK(d.params_per_dim() == 3 * 64 - 1);
+    std::mt19937_64 gen(5);
+    std::normal_distribution<double> normal;
+    M params(d.params_per_dim() * 2, 40), x(2, 40);
+    for (Index q = 0; q < params.size(); ++q) params(q) = 1.5 * normal(gen);
+    for (Index q = 0; q < x.size(); ++q) x(q) = 3 * normal(gen);
+    const Result z = run(d, x, params, false), back = run(d, z.value, params, true);
+    CHECK((back.value - x).cwiseAbs().maxCoeff() <= 1e-10);
+    CHECK((z.log_det + back.log_det).cwiseAbs().maxCoeff() <= 1e-10);
+    CHECK(D().bins() == 8);
+    CHECK_THROWS_WITH(D(0), Catch::Matchers::Contains("bins must be in [1, 64], got 0"));
+    CHECK_THROWS_WITH(D(65), Catch::Matchers::Contains("got 65"));
+  }
+}
+
 TEST_CASE("spline: options are checked with a sentence naming the option", "[spline]") {
   using Catch::Matchers::Contains;
   CHECK_THROWS_WITH(UnboundedK8({.lower = 2, .upper = 2}), Contains("'lower' < 'upper'"));

@@ -410,6 +410,13 @@ TEST_CASE("MADE over many column blocks equals MADE column by column", "[nn][mad
 
 TEST_CASE("MADE rejects bad sizes, orders and shapes with named errors", "[nn][made][errors]") {
   CHECK_THROWS_AS((MADE<double, Dyn, Dyn, Tanh>(0, 4, 1)), nflow::ParameterError);
+  // Outputs per dimension: the fixed ParamsPerDim or, when Dynamic, a given count >= 1.
+  CHECK_THROWS_WITH((MADE<double, Dyn, Dyn, Tanh>(3, 4, 1, 0, {}, HiddenDegrees::Sequential, 0, 3)),
+                    Catch::Contains("ParamsPerDim = 2, got 3"));
+  CHECK_THROWS_WITH((MADE<double, Dyn, Dyn, Tanh, Dyn>(3, 4, 1)),
+                    Catch::Contains("given (>= 1) when ParamsPerDim is Dynamic, got -1"));
+  CHECK((MADE<double, Dyn, Dyn, Tanh, Dyn>(3, 4, 1, 0, {}, HiddenDegrees::Sequential, 0, 5)
+             .out_dim() == 15));
   CHECK_THROWS_AS((MADE<double, 5, 16, Tanh>(4, 16, 1)), nflow::ParameterError);
   CHECK_THROWS_AS((MADE<double, 5, 16, Tanh>(5, 4, 1)), nflow::ParameterError);
   CHECK_THROWS_WITH((MADE<double, Dyn, Dyn, Tanh>(3, 4, 1, 0, Eigen::Vector3i(0, 0, 1))),

@@ -183,6 +183,7 @@ class Coupling : public BijectorBase<
   static constexpr int Dim = Dim_;
   static constexpr int ContextDim = ContextDim_;
   static constexpr bool IsConstantLogDet = requires { Transformer::IsVolumePreserving; };
+  /// The transformer's parameters per feature (Dynamic when it has a run-time count).
   static constexpr int P = Transformer::ParamsPerDim;
   using Conditioner = Conditioner_;
 
@@ -200,7 +201,8 @@ class Coupling : public BijectorBase<
       nn::InitializableConditioner<Conditioner_>
       : mask_(checked_mask(std::move(mask), resolved_context_dim(options))),
         transformer_(std::move(transformer)),
-        conditioner_(Index(mask_.conditioning().size()), P* Index(mask_.transformed().size()),
+        conditioner_(Index(mask_.conditioning().size()),
+                     transformer_params() * Index(mask_.transformed().size()),
                      detail::resolve_hidden_width<Hidden>(Who, options.hidden_width),
                      options.hidden_layers, resolved_context_dim(options)) {
     conditioner_.initialize(options.seed, /*zero_last_layer=*/true);
@@ -215,7 +217,7 @@ class Coupling : public BijectorBase<
   Coupling(CouplingMask mask, Net conditioner, Transformer transformer = Transformer())
       : mask_(checked_mask(std::move(mask), conditioner.context_dim())),
         transformer_(std::move(transformer)),
-        conditioner_(checked_conditioner(std::move(conditioner), mask_)) {}
+        conditioner_(checked_conditioner(std::move(conditioner), mask_, transformer_params())) {}
 
   Index dim() const { return mask_.dim(); }
   Index context_dim() const { return conditioner_.context_dim(); }
@@ -384,15 +386,24 @@ class Coupling : public BijectorBase<
     return mask;
   }
 
-  static Conditioner checked_conditioner(Conditioner net, const CouplingMask& mask) {
+  /// The transformer's parameters per feature (a fixed P without reading the transformer).
+  Index transformer_params() const {
+    if constexpr (P == Dynamic) {
+      return Index(transformer_.params_per_dim());
+    } else {
+      return Index(P);
+    }
+  }
+
+  static Conditioner checked_conditioner(Conditioner net, const CouplingMask& mask, Index p) {
     const Index in = Index(mask.conditioning().size());
-    const Index out = P * Index(mask.transformed().size());
+    const Index out = p * Index(mask.transformed().size());
     if (net.in_dim() != in || net.out_dim() != out) {
       throw ParameterError(
           "nflow::Coupling: parameter 'conditioner' maps " + std::to_string(net.in_dim()) +
           " inputs to " + std::to_string(net.out_dim()) + " outputs; the mask needs " +
           std::to_string(in) + " inputs (conditioning features) and " + std::to_string(out) +
-          " outputs (" + std::to_string(P) + " per transformed feature)");
+          " outputs (" + std::to_string(p) + " per transformed feature)");
     }
     if (ContextDim_ != Dynamic && net.context_dim() != ContextDim_) {
       throw ParameterError("nflow::Coupling: parameter 'conditioner' takes a context of " +
@@ -429,7 +440,9 @@ class Coupling : public BijectorBase<
   template <int Cols, typename XA, typename C>
   auto condition(const XA& xa, const C& ctx) const {
     if constexpr (Cols == 1 && Dim_ != Dynamic && nn::PointConditioner<Conditioner>) {
-      Eigen::Matrix<Scalar, Dynamic, 1, Eigen::ColMajor, P * Dim_, 1> params;
+      // (A transformer with a run-time parameter count: a heap vector.)
+      Eigen::Matrix<Scalar, Dynamic, 1, Eigen::ColMajor, P == Dynamic ? Dynamic : P * Dim_, 1>
+          params;
       conditioner_.forward_point_into(xa, params, ctx);
       return params;
     } else {

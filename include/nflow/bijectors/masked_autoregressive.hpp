@@ -149,7 +149,7 @@ class MaskedAutoregressive
   /// @throws nflow::ParameterError on an invalid size, order or context dimension.
   explicit MaskedAutoregressive(Index dim, const AutoregressiveOptions& options = {},
                                 Transformer transformer = Transformer()) requires HasMade
-      : net_(make_made(dim, options)),
+      : net_(make_made(dim, options, params_per_dim(transformer))),
         transformer_(std::move(transformer)) {}
 
   /// @brief A layer of the compile-time dimension Dim.
@@ -164,9 +164,9 @@ class MaskedAutoregressive
   /// fixes passes().
   /// @throws nflow::ParameterError naming 'conditioner' otherwise.
   explicit MaskedAutoregressive(Conditioner net, Transformer transformer = Transformer())
-      : net_(checked_conditioner(std::move(net))),
+      : net_(checked_conditioner(std::move(net), params_per_dim(transformer))),
         transformer_(std::move(transformer)),
-        passes_(count_passes(net_)) {}
+        passes_(count_passes(net_, params_per_dim(transformer_))) {}
 
   Index dim() const { return net_.in_dim(); }
   Index context_dim() const { return net_.context_dim(); }
@@ -200,7 +200,7 @@ class MaskedAutoregressive
   template <typename F>
   void visit_buffers(F&& f) requires nn::BufferedConditioner<Conditioner> {
     net_.visit_buffers(detail::prefixed_visitor(Prefix, f));
-    if constexpr (!HasMade) passes_ = count_passes(net_);
+    if constexpr (!HasMade) passes_ = count_passes(net_, params_per_dim(transformer_));
   }
 
   // ---- hooks for BijectorBase ------------------------------------------------------------------
@@ -322,7 +322,7 @@ class MaskedAutoregressive
  private:
   static constexpr const char* Prefix = HasMade ? "made." : "conditioner.";
 
-  static Conditioner checked_conditioner(Conditioner net) {
+  static Conditioner checked_conditioner(Conditioner net, Index P) {
     const Index d = net.in_dim();
     std::string problem;
     if (d <= 0 || (Dim_ != Dynamic && d != Dim_)) {
@@ -343,14 +343,16 @@ class MaskedAutoregressive
 
   /// 1 + the longest chain of the feature dependency graph (another conditioner than the MADE) of `net` (feature i depends on j when
   /// a row p·D + i connects to input j), by longest-path layering in topological order.
-  static Index count_passes(const Conditioner& net) {
+  static Index count_passes(const Conditioner& net, Index P) {
     if constexpr (HasMade) {
+      (void)net;
+      (void)P;
       return 0;  // unused: passes() is D
     } else {
-      return count_dependency_passes(net);
+      return count_dependency_passes(net, P);
     }
   }
-  static Index count_dependency_passes(const Conditioner& net) {
+  static Index count_dependency_passes(const Conditioner& net, Index P) {
     const Index d = net.in_dim();
     const nn::Connectivity c = net.connectivity();
     const auto fail = [](const std::string& problem) {
@@ -394,7 +396,7 @@ class MaskedAutoregressive
     return longest + 1;
   }
 
-  static Made make_made(Index dim, const AutoregressiveOptions& o) {
+  static Made make_made(Index dim, const AutoregressiveOptions& o, Index params_per_dim) {
     if (dim <= 0 || (Dim_ != Dynamic && dim != Dim_)) {
       throw ParameterError(
           "nflow::MaskedAutoregressive: dim must be positive (and equal Dim when fixed), got " +
@@ -406,8 +408,14 @@ class MaskedAutoregressive
     std::mt19937_64 gen(o.seed);
     Eigen::VectorXi order =
         o.custom_order.size() > 0 ? o.custom_order : nn::make_order(o.order, dim, gen);
-    return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
-                random_bits64(gen));
+    if constexpr (Transformer::ParamsPerDim == Dynamic) {
+      return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
+                  random_bits64(gen), params_per_dim);
+    } else {
+      (void)params_per_dim;
+      return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
+                  random_bits64(gen));
+    }
   }
 
   // ---- the Dim-pass autoregressive solve (MAF's inverse, IAF's forward) ----------------------
@@ -415,7 +423,8 @@ class MaskedAutoregressive
   using Work = ParameterMatrix<Scalar>;
   /// Writable view of the columns first … first+m−1 of one row of a D × N matrix.
   using RowRef = Eigen::Ref<Eigen::Matrix<Scalar, 1, Dynamic>, 0, Eigen::InnerStride<>>;
-  static constexpr int P = Transformer::ParamsPerDim;
+  /// The transformer's parameters per feature when fixed (else Dynamic).
+  static constexpr int FixedP = Transformer::ParamsPerDim;
   static constexpr std::size_t StackBytes = 64 * 1024;
   static constexpr std::size_t SolveBlockBytes = 512 * 1024;
   static constexpr Index MaxStackLayers = 8;
@@ -425,7 +434,7 @@ class MaskedAutoregressive
   }
   template <int Cols>
   using ParamBuffer =
-      std::conditional_t<small_fixed(P, Cols), Eigen::Matrix<Scalar, P, Cols>, Work>;
+      std::conditional_t<small_fixed(FixedP, Cols), Eigen::Matrix<Scalar, FixedP, Cols>, Work>;
   template <int Cols>
   static constexpr bool StackStoreFits = Hidden_ != Dynamic&& Hidden_ >= 2 &&
                                          Cols != Dynamic&& small_fixed(Hidden_,
@@ -447,6 +456,7 @@ class MaskedAutoregressive
     const Index n = z.cols();
     const Index h = net_.hidden_width();
     const Index L = net_.hidden_layers();
+    const Index P = params_per_dim(transformer_);
     r.value.setZero();
     if constexpr (Cols != Dynamic) {
       ParamBuffer<Cols> params;
@@ -488,6 +498,7 @@ class MaskedAutoregressive
     const Index D = net_.dim();
     const Index L = net_.hidden_layers();
     const Index cd = net_.context_dim();
+    const Index P = params_per_dim(transformer_);
     const Work& grouped_out = net_.grouped_output_weight();
     const Vector<Scalar>& out_bias = net_.bias(L);
     for (Index k = 1; k <= D; ++k) {

@@ -64,19 +64,37 @@ concept InverseDifferentiable = Parameterized<B> &&
 /// `forward_backward(x, params, grad_z, grad_log_det, grad_x, grad_params)` and
 /// `inverse_backward(z, params, grad_x, grad_log_det, grad_z, grad_params)` (outputs written into
 /// the last arguments, log-dets added). Coupling and MaskedAutoregressive assert it first.
+/// `ParamsPerDim` may be Dynamic (a count known at run time, as for a spline of run-time bin
+/// count): the transformer then has `params_per_dim()`.
 template <typename T>
 concept Transformer = requires {
   typename T::Scalar;
   { T::ParamsPerDim } -> std::convertible_to<int>;
 }
-&&requires(const T& t, const Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& in,
-           Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& out,
-           const Eigen::Matrix<typename T::Scalar, 1, Dynamic>& grad_log_det,
-           Eigen::Matrix<typename T::Scalar, 1, Dynamic>& log_det) {
+&&(T::ParamsPerDim >= 1 || (T::ParamsPerDim == Dynamic &&
+                            requires(const T& t) {
+                              { t.params_per_dim() } -> std::convertible_to<Index>;
+                            })) &&
+    requires(const T& t, const Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& in,
+             Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& out,
+             const Eigen::Matrix<typename T::Scalar, 1, Dynamic>& grad_log_det,
+             Eigen::Matrix<typename T::Scalar, 1, Dynamic>& log_det) {
   t.forward(in, in, out, log_det);
   t.inverse(in, in, out, log_det);
   t.forward_backward(in, in, in, grad_log_det, out, out);
   t.inverse_backward(in, in, in, grad_log_det, out, out);
 };
+
+/// The raw parameters per feature of transformer `t`: T::ParamsPerDim, or t.params_per_dim()
+/// when that is Dynamic.
+template <Transformer T>
+Index params_per_dim(const T& t) {
+  if constexpr (T::ParamsPerDim == Dynamic) {
+    return Index(t.params_per_dim());
+  } else {
+    (void)t;
+    return Index(T::ParamsPerDim);
+  }
+}
 
 }  // namespace nflow

@@ -52,41 +52,32 @@ using ImportedAffineCoupling = Coupling<ScaleShiftTransformer<Scalar>, Dynamic, 
 template <typename Scalar>
 using ImportedAdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU,
                                           Dynamic, ImportedNetwork<Scalar>>;
-/// nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform and zuko's NSF layers.
-template <typename Scalar, int Bins>
+/// nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform and zuko's NSF layers (the
+/// importers build Bins = Dynamic: any number of bins up to
+/// RationalQuadraticSpline::MaxDynamicBins).
+template <typename Scalar, int Bins = Dynamic>
 using ImportedSplineAutoregressive =
     MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic, nn::ReLU, Dynamic,
                          ImportedNetwork<Scalar>>;
-/// nflows PiecewiseRationalQuadraticCouplingTransform.
-template <typename Scalar, int Bins>
+/// nflows PiecewiseRationalQuadraticCouplingTransform (the importers build Bins = Dynamic).
+template <typename Scalar, int Bins = Dynamic>
 using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic,
                                         nn::ReLU, Dynamic, ImportedNetwork<Scalar>>;
 
 namespace detail {
 
-/// The numbers of spline bins an imported spline layer may have (each is a compiled type).
-inline constexpr int imported_spline_bins[] = {4, 8, 10, 16};
-
-inline std::string imported_spline_bins_text() {
-  std::string s;
-  for (int k : imported_spline_bins) s += (s.empty() ? "" : ", ") + std::to_string(k);
-  return s;
-}
-
-/// Calls `f.template operator()<K>()` with the compile-time K equal to `bins`; false if `bins` is
-/// not one of imported_spline_bins.
-template <std::size_t I = 0, typename F>
-bool with_spline_bins(int bins, F&& f) {
-  constexpr std::size_t n = sizeof(imported_spline_bins) / sizeof(int);
-  if constexpr (I < n) {
-    if (bins == imported_spline_bins[I]) {
-      f.template operator()<imported_spline_bins[I]>();
-      return true;
-    }
-    return with_spline_bins<I + 1>(bins, std::forward<F>(f));
-  } else {
-    return false;
+/// The spline of an imported layer: K bins (any K up to MaxDynamicBins), options `so`; a file
+/// error naming the layer for more bins.
+template <typename Scalar>
+RationalQuadraticSpline<Scalar, Dynamic> imported_spline(StateDict& sd, const std::string& prefix,
+                                                         int bins,
+                                                         const SplineOptions<Scalar>& so) {
+  constexpr int max = RationalQuadraticSpline<Scalar, Dynamic>::MaxDynamicBins;
+  if (bins > max) {
+    sd.fail("layer '" + prefix + "' has a spline of " + std::to_string(bins) +
+            " bins; nflow imports splines of up to " + std::to_string(max) + " bins");
   }
+  return RationalQuadraticSpline<Scalar, Dynamic>(bins, so);
 }
 
 /// The number of bins K of a linear-tail spline with P = 3K − 1 parameters per feature (0 if P
@@ -94,11 +85,6 @@ bool with_spline_bins(int bins, F&& f) {
 inline int spline_bins_of(Index params_per_feature) {
   return params_per_feature >= 5 && params_per_feature % 3 == 2 ? int((params_per_feature + 1) / 3)
                                                                 : 0;
-}
-
-[[noreturn]] inline void unsupported_bins(StateDict& sd, const std::string& prefix, int bins) {
-  sd.fail("layer '" + prefix + "' has a spline of " + std::to_string(bins) +
-          " bins; nflow imports splines of " + imported_spline_bins_text() + " bins");
 }
 
 /// Where the library writes parameter p of feature i among a conditioner's outputs.

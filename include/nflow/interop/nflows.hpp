@@ -280,15 +280,11 @@ AnyBijector<Scalar> load_nflows_autoregressive(StateDict& sd, const std::string&
   permute_outputs(t, output_rows(dim, order, OutputLayout::FeatureMajor));
   const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(sd, o, prefix, K, Scalar(1));
   std::optional<AnyBijector<Scalar>> step;
-  if (!with_spline_bins(K, [&]<int Bins>() {
-        in_layer(sd, p, [&] {
-          step.emplace(
-              ImportedSplineAutoregressive<Scalar, Bins>(build_network(t, prefix),
-                                                         RationalQuadraticSpline<Scalar, Bins>(so)),
-              "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" + prefix + "'");
-        });
-      }))
-    unsupported_bins(sd, prefix, K);
+  in_layer(sd, p, [&] {
+    step.emplace(ImportedSplineAutoregressive<Scalar>(build_network(t, prefix),
+                                                      imported_spline(sd, prefix, K, so)),
+                 "nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform '" + prefix + "'");
+  });
   return std::move(*step);
 }
 
@@ -373,15 +369,10 @@ AnyBijector<Scalar> load_nflows_coupling(StateDict& sd, const std::string& prefi
   // nflows divides the raw widths and heights by sqrt(hidden_features) of a ResidualNet.
   const SplineOptions<Scalar> so = nflows_spline_options<Scalar>(
       sd, o, prefix, K, Scalar(1) / std::sqrt(Scalar(t.options.hidden_width)));
-  std::optional<AnyBijector<Scalar>> step;
-  if (!with_spline_bins(K, [&]<int Bins>() {
-        step.emplace(
-            ImportedSplineCoupling<Scalar, Bins>(std::move(mask), build_network(t, prefix),
-                                                 RationalQuadraticSpline<Scalar, Bins>(so)),
-            name);
-      }))
-    unsupported_bins(sd, prefix, K);
-  return std::move(*step);
+  return AnyBijector<Scalar>(
+      ImportedSplineCoupling<Scalar>(std::move(mask), build_network(t, prefix),
+                                     imported_spline(sd, prefix, K, so)),
+      name);
 }
 
 /// nflows' BatchNorm transform in eval mode: z = w (x − m)/σ + b with w = softplus(u) + ε,

@@ -319,19 +319,15 @@ ImportedFlow<Scalar> load_zuko_nsf(StateDict sd, const ZukoNsfOptions& o = {}) {
   const SplineOptions<Scalar> so = SplineOptions<Scalar>::zuko(Scalar(o.bound), Scalar(o.slope));
   const Index P = 3 * Index(K) - 1;
   const std::vector<Index> order = detail::identity_order(P);
-  std::vector<AnyBijector<Scalar>> steps;
-  const bool supported = detail::with_spline_bins(K, [&]<int Bins>() {
-    const RationalQuadraticSpline<Scalar, Bins> spline(so);
-    steps = detail::load_zuko_autoregressive<Scalar>(
-        sd, layout, context_dim, o.randperm, o.hidden_features, o.passes, P, order,
-        "D·(3K − 1) = " + std::to_string(P * dim),
-        [&](const std::string& p, const detail::NetworkTensors<Scalar>& t) {
-          return AnyBijector<Scalar>(
-              ImportedSplineAutoregressive<Scalar, Bins>(detail::build_network(t, p), spline),
-              "zuko MaskedAutoregressiveTransform (MonotonicRQSTransform) '" + p + "'");
-        });
-  });
-  if (!supported) detail::unsupported_bins(sd, first, K);
+  const RationalQuadraticSpline<Scalar, Dynamic> spline = detail::imported_spline(sd, first, K, so);
+  std::vector<AnyBijector<Scalar>> steps = detail::load_zuko_autoregressive<Scalar>(
+      sd, layout, context_dim, o.randperm, o.hidden_features, o.passes, P, order,
+      "D·(3K − 1) = " + std::to_string(P * dim),
+      [&](const std::string& p, const detail::NetworkTensors<Scalar>& t) {
+        return AnyBijector<Scalar>(
+            ImportedSplineAutoregressive<Scalar>(detail::build_network(t, p), spline),
+            "zuko MaskedAutoregressiveTransform (MonotonicRQSTransform) '" + p + "'");
+      });
   return detail::finish_zuko(sd, "load_zuko_nsf", dim, std::move(steps));
 }
 

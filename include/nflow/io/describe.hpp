@@ -79,15 +79,6 @@ inline Value integer(Index v) { return json::integer(std::int64_t(v)); }
 /// Anything not listed below: not describable.
 inline Value node(AnyObject, Rank<1>) { return Value{}; }
 
-/// Calls f(std::integral_constant<int, K>{}) for each K an imported spline may have.
-template <typename F>
-void for_each_imported_bins(F&& f) {
-  [&]<std::size_t... I>(std::index_sequence<I...>) {
-    (f(std::integral_constant<int, interop::detail::imported_spline_bins[I]>{}), ...);
-  }
-  (std::make_index_sequence<std::size(interop::detail::imported_spline_bins)>{});
-}
-
 /// A composite of steps: "repeat" when every step's description is the same, else "sequence";
 /// Null when a step is.
 inline Value steps_node(std::vector<Value> steps) {
@@ -182,7 +173,7 @@ template <typename S, int K, SplineDomain Dom>
 Value node(const RationalQuadraticSpline<S, K, Dom>& t, Rank<1>) {
   const SplineOptions<S>& o = t.options();
   return typed("rational_quadratic_spline",
-               {{"bins", integer(K)},
+               {{"bins", integer(t.bins())},
                 {"domain", json::string(domain_name(Dom))},
                 {"lower", json::number(o.lower)},
                 {"upper", json::number(o.upper)},
@@ -222,7 +213,8 @@ Value node(const nn::DenseNetwork<S, I, O, H, A, nn::Unmasked>& n, Rank<1>) {
 }
 template <typename S, int D, int H, typename A, int P>
 Value node(const nn::MADE<S, D, H, A, P>& n, Rank<1>) {
-  return made_node(n.dim(), P, n.hidden_width(), n.hidden_layers(), n.context_dim(), A::name);
+  return made_node(n.dim(), n.params_per_dim(), n.hidden_width(), n.hidden_layers(),
+                   n.context_dim(), A::name);
 }
 inline const char* block_context_name(nn::BlockContext c) {
   switch (c) {
@@ -343,10 +335,10 @@ bool with_known_step(const AnyBijector<S>& step, F&& f) {
   constexpr int Dy = Dynamic;
   using U = std::integral_constant<SplineDomain, SplineDomain::Unbounded>;
   using Bd = std::integral_constant<SplineDomain, SplineDomain::Bounded>;
-  const auto splines = [&]<int K, typename Dom>(std::integral_constant<int, K>, Dom) {
-    try_one(std::type_identity<Coupling<RationalQuadraticSpline<S, K, Dom::value>, Dy, Dy, R>>{});
-    try_one(std::type_identity<
-            MaskedAutoregressive<RationalQuadraticSpline<S, K, Dom::value>, Dy, Dy, R, Dy>>{});
+  const auto splines = [&]<typename Dom>(Dom) {
+    using T = RationalQuadraticSpline<S, Dy, Dom::value>;
+    try_one(std::type_identity<Coupling<T, Dy, Dy, R>>{});
+    try_one(std::type_identity<MaskedAutoregressive<T, Dy, Dy, R, Dy>>{});
   };
   try_one(std::type_identity<DynamicFlow<S>>{});
   try_one(std::type_identity<AffineCoupling<S>>{});
@@ -359,17 +351,13 @@ bool with_known_step(const AnyBijector<S>& step, F&& f) {
   try_one(std::type_identity<ActNorm<S>>{});
   try_one(std::type_identity<LULinear<S>>{});
   try_one(std::type_identity<ElementwiseAffine<S>>{});
-  splines(std::integral_constant<int, 8>{}, U{});
-  splines(std::integral_constant<int, 10>{}, U{});
-  splines(std::integral_constant<int, 8>{}, Bd{});
-  splines(std::integral_constant<int, 10>{}, Bd{});
+  splines(U{});
+  splines(Bd{});
   try_one(std::type_identity<interop::ImportedAffineCoupling<S>>{});
   try_one(std::type_identity<interop::ImportedAdditiveCoupling<S>>{});
   try_one(std::type_identity<interop::ImportedAffineAutoregressive<S>>{});
-  for_each_imported_bins([&]<int K>(std::integral_constant<int, K>) {
-    try_one(std::type_identity<interop::ImportedSplineCoupling<S, K>>{});
-    try_one(std::type_identity<interop::ImportedSplineAutoregressive<S, K>>{});
-  });
+  try_one(std::type_identity<interop::ImportedSplineCoupling<S>>{});
+  try_one(std::type_identity<interop::ImportedSplineAutoregressive<S>>{});
   return found;
 }
 

@@ -286,11 +286,9 @@ auto guarded(const BuildContext& ctx, const std::string& where, F&& make) -> dec
   }
 }
 
-/// The supported spline bins (each a compiled type).
-inline constexpr int runtime_spline_bins[] = {8, 10};
-
-/// Calls f(integral_constant<int, K>, integral_constant<SplineDomain, D>) for the spline node's
-/// bins and domain (bounded domains only when `bounded_ok`); options into `o`.
+/// Calls f(K, integral_constant<SplineDomain, D>, options) for the spline node's bins (1 to
+/// MaxDynamicBins: one compiled spline type per domain, RationalQuadraticSpline<S, Dynamic, D>) and
+/// domain (bounded domains only when `bounded_ok`); options into `o`.
 template <typename S, typename F>
 auto with_spline(BuildContext& ctx, const Value& tr, const std::string& where, bool bounded_ok,
                  F&& f) {
@@ -314,10 +312,12 @@ auto with_spline(BuildContext& ctx, const Value& tr, const std::string& where, b
   }
   o.raw_scale = S(number(ctx, tr, "raw_scale", where));
   o.soft_clip_slope = S(number(ctx, tr, "soft_clip_slope", where));
-  if (bins != 8 && bins != 10) {
+  constexpr int max_bins = RationalQuadraticSpline<S, Dynamic>::MaxDynamicBins;
+  if (bins > max_bins) {
     bad(ctx, where,
         "splines of " + std::to_string(bins) +
-            " bins are not supported by the run-time model (supported: 8, 10)");
+            " bins are not supported by the run-time model (1 to " + std::to_string(max_bins) +
+            ")");
   }
   const bool bounded = domain == "bounded";
   if (!bounded && domain != "unbounded") {
@@ -330,12 +330,7 @@ auto with_spline(BuildContext& ctx, const Value& tr, const std::string& where, b
   }
   using U = std::integral_constant<SplineDomain, SplineDomain::Unbounded>;
   using B = std::integral_constant<SplineDomain, SplineDomain::Bounded>;
-  using K8 = std::integral_constant<int, 8>;
-  using K10 = std::integral_constant<int, 10>;
-  if (bins == 8) {
-    return bounded ? f(K8{}, B{}, o) : f(K8{}, U{}, o);
-  }
-  return bounded ? f(K10{}, B{}, o) : f(K10{}, U{}, o);
+  return bounded ? f(int(bins), B{}, o) : f(int(bins), U{}, o);
 }
 
 template <typename S>
@@ -574,10 +569,10 @@ AnyBijector<S> build_coupling(const Value& node, BuildContext& ctx, const std::s
       return finish(guarded(ctx, where, [&] { return AdditiveCoupling<S>(mask(), options); }));
     }
     if (tr_type == "rational_quadratic_spline") {
-      return with_spline<S>(ctx, tr, wt, true, [&](auto k, auto d, const SplineOptions<S>& o) {
-        using T = RationalQuadraticSpline<S, decltype(k)::value, decltype(d)::value>;
+      return with_spline<S>(ctx, tr, wt, true, [&](int k, auto d, const SplineOptions<S>& o) {
+        using T = RationalQuadraticSpline<S, Dy, decltype(d)::value>;
         return finish(
-            guarded(ctx, where, [&] { return Coupling<T, Dy, Dy, R>(mask(), options, T(o)); }));
+            guarded(ctx, where, [&] { return Coupling<T, Dy, Dy, R>(mask(), options, T(k, o)); }));
       });
     }
   } else if (net_type == "block_network") {
@@ -599,11 +594,10 @@ AnyBijector<S> build_coupling(const Value& node, BuildContext& ctx, const std::s
           [&](Net c) { return interop::ImportedAdditiveCoupling<S>(mask(), std::move(c)); });
     }
     if (tr_type == "rational_quadratic_spline") {
-      return with_spline<S>(ctx, tr, wt, false, [&](auto k, auto, const SplineOptions<S>& so) {
-        constexpr int K = decltype(k)::value;
+      return with_spline<S>(ctx, tr, wt, false, [&](int k, auto, const SplineOptions<S>& so) {
         return finish([&](Net c) {
-          return interop::ImportedSplineCoupling<S, K>(mask(), std::move(c),
-                                                       RationalQuadraticSpline<S, K>(so));
+          return interop::ImportedSplineCoupling<S>(mask(), std::move(c),
+                                                    RationalQuadraticSpline<S, Dy>(k, so));
         });
       });
     }
@@ -673,12 +667,12 @@ AnyBijector<S> build_autoregressive(const Value& outer, BuildContext& ctx,
       return AnyBijector<S>(std::move(layer), "autoregressive");
     }
     if (tr_type == "rational_quadratic_spline") {
-      return with_spline<S>(ctx, tr, wt, true, [&](auto k, auto d, const SplineOptions<S>& o) {
-        using T = RationalQuadraticSpline<S, decltype(k)::value, decltype(d)::value>;
-        check_p(T::ParamsPerDim);
+      return with_spline<S>(ctx, tr, wt, true, [&](int k, auto d, const SplineOptions<S>& o) {
+        using T = RationalQuadraticSpline<S, Dy, decltype(d)::value>;
+        check_p(T::params_for(k));
         return AnyBijector<S>(
             guarded(ctx, where,
-                    [&] { return MaskedAutoregressive<T, Dy, Dy, R, Dy>(dim, options, T(o)); }),
+                    [&] { return MaskedAutoregressive<T, Dy, Dy, R, Dy>(dim, options, T(k, o)); }),
             "autoregressive");
       });
     }
@@ -698,11 +692,10 @@ AnyBijector<S> build_autoregressive(const Value& outer, BuildContext& ctx,
       });
     }
     if (tr_type == "rational_quadratic_spline") {
-      return with_spline<S>(ctx, tr, wt, false, [&](auto k, auto, const SplineOptions<S>& so) {
-        constexpr int K = decltype(k)::value;
+      return with_spline<S>(ctx, tr, wt, false, [&](int k, auto, const SplineOptions<S>& so) {
         return finish([&](Net c) {
-          return interop::ImportedSplineAutoregressive<S, K>(std::move(c),
-                                                             RationalQuadraticSpline<S, K>(so));
+          return interop::ImportedSplineAutoregressive<S>(std::move(c),
+                                                          RationalQuadraticSpline<S, Dy>(k, so));
         });
       });
     }
@@ -857,8 +850,8 @@ RuntimeModel<Scalar> load_model(std::span<const std::byte> bytes) {
 /// @brief A fresh (untrained) run-time model of a preset family: "real_nvp", "nice", "glow",
 /// "maf", "iaf", "coupling_nsf" or "autoregressive_nsf" (conditional when options.context > 0),
 /// with the architecture, parameter names and — for the same seed — the same parameters as
-/// flows::<family><Scalar>(dim, options) (spline flows: on R^dim, bins 8 or 10, bound
-/// options.bound or 5).
+/// flows::<family><Scalar>(dim, options) (spline flows: on R^dim, 1 to 64 bins, 8 by default;
+/// bound options.bound or 5).
 /// @throws nflow::ParameterError naming the family or option.
 template <typename Scalar>
 RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
@@ -884,9 +877,10 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
   const Index layers = options.hidden_layers ? options.hidden_layers : 2;
   const Index context = options.context;
   const Index bins = options.bins ? options.bins : 8;
-  if (bins != 8 && bins != 10) {
+  constexpr int max_bins = RationalQuadraticSpline<Scalar, Dynamic>::MaxDynamicBins;
+  if (bins < 1 || bins > max_bins) {
     fail("options.bins = " + std::to_string(bins) +
-         " is not supported by the run-time model (supported: 8, 10)");
+         " is not supported by the run-time model (1 to " + std::to_string(max_bins) + ")");
   }
   SplineOptions<Scalar> so;
   if (options.bound > 0) {
@@ -901,13 +895,9 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
       transformer = node(AdditiveTransformer<Scalar>(), Rank<1>{});
       p = 1;
     } else if (family == "coupling_nsf" || family == "autoregressive_nsf") {
-      if (bins == 8) {
-        transformer = node(RationalQuadraticSpline<Scalar, 8>(so), Rank<1>{});
-        p = RationalQuadraticSpline<Scalar, 8>::ParamsPerDim;
-      } else {
-        transformer = node(RationalQuadraticSpline<Scalar, 10>(so), Rank<1>{});
-        p = RationalQuadraticSpline<Scalar, 10>::ParamsPerDim;
-      }
+      const RationalQuadraticSpline<Scalar, Dynamic> spline(int(bins), so);
+      transformer = node(spline, Rank<1>{});
+      p = spline.params_per_dim();
     } else if (family == "real_nvp") {
       transformer = node(ScaleShiftTransformer<Scalar>(), Rank<1>{});
     } else {

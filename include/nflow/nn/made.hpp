@@ -71,12 +71,16 @@ namespace nflow::nn {
 template <typename Scalar_, int Dim_ = Eigen::Dynamic, int Hidden_ = Eigen::Dynamic,
           typename Activation_ = ReLU, int ParamsPerDim_ = 2>
 class MADE : public DenseNetwork<Scalar_, Dim_,
-                                 Dim_ == Eigen::Dynamic ? Eigen::Dynamic : Dim_ * ParamsPerDim_,
+                                 Dim_ == Eigen::Dynamic || ParamsPerDim_ == Eigen::Dynamic
+                                     ? Eigen::Dynamic
+                                     : Dim_ * ParamsPerDim_,
                                  Hidden_, Activation_, Masked<ParamsPerDim_>> {
   static_assert(Dim_ == Eigen::Dynamic || Dim_ >= 1,
                 "nflow::nn::MADE<Scalar, Dim, ...>: Dim must be >= 1 or Eigen::Dynamic");
   using Base =
-      DenseNetwork<Scalar_, Dim_, Dim_ == Eigen::Dynamic ? Eigen::Dynamic : Dim_ * ParamsPerDim_,
+      DenseNetwork<Scalar_, Dim_,
+                   Dim_ == Eigen::Dynamic || ParamsPerDim_ == Eigen::Dynamic ? Eigen::Dynamic
+                                                                             : Dim_ * ParamsPerDim_,
                    Hidden_, Activation_, Masked<ParamsPerDim_>>;
 
  public:
@@ -94,17 +98,22 @@ class MADE : public DenseNetwork<Scalar_, Dim_,
   /// @param hidden_degrees Sequential or Random.
   /// @param seed seeds std::mt19937_64, which draws the random degrees (if any) and then the
   ///   weights (initialize(gen, true): a fresh network outputs exactly 0).
+  /// @param params_per_dim outputs per input dimension: ParamsPerDim when that is fixed (the
+  ///   default), required (>= 1) when it is Dynamic.
   /// @throws nflow::ParameterError naming the offending argument.
   MADE(Index dim, Index hidden_width, Index hidden_layers, Index context_dim = 0,
        Eigen::VectorXi order = Eigen::VectorXi(),
-       HiddenDegrees hidden_degrees = HiddenDegrees::Sequential, std::uint64_t seed = 0)
-      : Base(dim, dim * ParamsPerDim, hidden_width, hidden_layers, context_dim) {
+       HiddenDegrees hidden_degrees = HiddenDegrees::Sequential, std::uint64_t seed = 0,
+       Index params_per_dim = ParamsPerDim_)
+      : Base(dim, dim * checked_params_per_dim(params_per_dim), hidden_width, hidden_layers,
+             context_dim) {
     if (order.size() == 0) order = natural_order(dim);
     check_order(order, dim);
     std::mt19937_64 gen(seed);
     this->policy_state().build(
         hidden_width, context_dim, std::move(order),
-        make_hidden_degrees(hidden_degrees, dim, hidden_width, hidden_layers, context_dim, gen));
+        make_hidden_degrees(hidden_degrees, dim, hidden_width, hidden_layers, context_dim, gen),
+        params_per_dim);
     this->initialize(gen, true);
   }
 
@@ -155,11 +164,14 @@ class MADE : public DenseNetwork<Scalar_, Dim_,
       lo = deg(0);
     }
     this->policy_state().build(this->hidden_width(), this->context_dim(), std::move(new_order),
-                               std::move(degrees));
+                               std::move(degrees), this->params_per_dim());
     this->refresh_all();
   }
 
   // ---- accessors ----------------------------------------------------------------------------
+
+  /// Outputs per input dimension (ParamsPerDim when that is fixed).
+  Index params_per_dim() const { return this->out_dim() / this->in_dim(); }
 
   Index dim() const { return this->in_dim(); }
   /// The generation order: dimension order(k) has degree k + 1.
@@ -192,6 +204,16 @@ class MADE : public DenseNetwork<Scalar_, Dim_,
   }
 
  private:
+  static Index checked_params_per_dim(Index p) {
+    if (ParamsPerDim_ == Eigen::Dynamic ? p < 1 : p != ParamsPerDim_) {
+      throw ParameterError("nflow::nn::MADE: params_per_dim must be " +
+                           (ParamsPerDim_ == Eigen::Dynamic
+                                ? std::string("given (>= 1) when ParamsPerDim is Dynamic")
+                                : "ParamsPerDim = " + std::to_string(ParamsPerDim_)) +
+                           ", got " + std::to_string(p));
+    }
+    return p;
+  }
   static void check_order(const Eigen::VectorXi& order, Index dim) {
     bool ok = order.size() == dim;
     std::vector<bool> seen(std::size_t(dim), false);

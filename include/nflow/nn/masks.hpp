@@ -100,10 +100,11 @@ std::vector<Eigen::VectorXi> make_hidden_degrees(HiddenDegrees kind, Index dim, 
 /// layer and the output rows regrouped by dimension (row i·P + p = output row p·D + i).
 /// See nn::Unmasked for the policy contract.
 ///
-/// @tparam ParamsPerDim_ outputs per input dimension, >= 1.
+/// @tparam ParamsPerDim_ outputs per input dimension, >= 1, or Dynamic (given to build()).
 template <int ParamsPerDim_>
 struct Masked {
-  static_assert(ParamsPerDim_ >= 1, "nflow::nn::Masked<ParamsPerDim>: ParamsPerDim must be >= 1");
+  static_assert(ParamsPerDim_ >= 1 || ParamsPerDim_ == Dynamic,
+                "nflow::nn::Masked<ParamsPerDim>: ParamsPerDim must be >= 1 or Dynamic");
   static constexpr const char* Name = "nn::MADE";
   static constexpr Index MinInDim = 1;
   static constexpr Index MinHiddenLayers = 0;
@@ -118,7 +119,8 @@ struct Masked {
     /// Sets the order and the hidden degrees (already valid) and rebuilds the masks; the caller
     /// then refreshes every layer.
     void build(Index hidden_width, Index context_dim, Eigen::VectorXi order,
-               std::vector<Eigen::VectorXi> degrees) {
+               std::vector<Eigen::VectorXi> degrees, Index params_per_dim) {
+      params_per_dim_ = params_per_dim;
       order_ = std::move(order);
       hidden_degrees_ = std::move(degrees);
       const Index D = order_.size();
@@ -137,7 +139,7 @@ struct Masked {
       }
       masks_.clear();
       for (Index l = 0; l <= L; ++l) {
-        const Index rows = l == L ? D * ParamsPerDim : H;
+        const Index rows = l == L ? D * params_per_dim_ : H;
         const Index cols = l == 0 ? D : H;
         Work mask(rows, cols);
         for (Index c = 0; c < cols; ++c) {
@@ -169,10 +171,10 @@ struct Masked {
         grouped_out_.resize(w.rows(), w.cols());
         grouped_context_.resize(L == 0 ? context_weight.rows() : 0, context_dim_);
         for (Index i = 0; i < D; ++i) {
-          for (Index p = 0; p < ParamsPerDim; ++p) {
-            grouped_out_.row(i * ParamsPerDim + p) = w.row(p * D + i);
+          for (Index p = 0; p < params_per_dim_; ++p) {
+            grouped_out_.row(i * params_per_dim_ + p) = w.row(p * D + i);
             if (L == 0 && context_dim_ > 0)
-              grouped_context_.row(i * ParamsPerDim + p) = context_weight.row(p * D + i);
+              grouped_context_.row(i * params_per_dim_ + p) = context_weight.row(p * D + i);
           }
         }
       }
@@ -197,6 +199,7 @@ struct Masked {
 
    private:
     Index context_dim_ = 0;
+    Index params_per_dim_ = 1;
     Eigen::VectorXi order_;
     Eigen::VectorXi input_degrees_;
     std::vector<Eigen::VectorXi> hidden_degrees_;  ///< L of them, ascending

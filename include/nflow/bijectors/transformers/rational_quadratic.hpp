@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "nflow/core/errors.hpp"
 #include "nflow/core/types.hpp"
@@ -147,23 +148,37 @@ struct SplineOptions {
 /// exp, log) vectorises across features and samples, nothing is allocated, and a NaN in one
 /// element never reaches another.
 ///
-/// @tparam Scalar_ float or double. @tparam Bins_ K ≥ 1. @tparam Domain_ see SplineDomain.
+/// **Run-time bin count**: `Bins_ = Dynamic` takes K from the constructor (1 ≤ K ≤
+/// MaxDynamicBins = 64; 8 by default); ParamsPerDim is then Dynamic and params_per_dim() gives it.
+/// Same arithmetic in the same order as the fixed-K type (bit-identical results); the stack tiles
+/// are sized for 64 bins. Run-time models and imported models use it, so any K loads.
+///
+/// @tparam Scalar_ float or double. @tparam Bins_ K in [1, 256], or Dynamic (K at run time).
+/// @tparam Domain_ see SplineDomain.
 template <typename Scalar_, int Bins_ = 8, SplineDomain Domain_ = SplineDomain::Unbounded>
 class RationalQuadraticSpline {
   static_assert(std::is_same_v<Scalar_, float> || std::is_same_v<Scalar_, double>,
                 "nflow::RationalQuadraticSpline<Scalar, ...>: Scalar must be float or double");
-  static_assert(Bins_ >= 1 && Bins_ <= 256,
-                "nflow::RationalQuadraticSpline<Scalar, Bins>: Bins must be in [1, 256]");
+  static_assert(Bins_ == Dynamic || (Bins_ >= 1 && Bins_ <= 256),
+                "nflow::RationalQuadraticSpline<Scalar, Bins>: Bins must be in [1, 256] or "
+                "Eigen::Dynamic");
 
  public:
   using Scalar = Scalar_;
   static constexpr int Bins = Bins_;
   static constexpr SplineDomain Domain = Domain_;
-  /// Raw knot-derivative parameters per feature.
-  static constexpr int DerivativeParams = Domain_ == SplineDomain::Unbounded ? Bins_ - 1
-                                          : Domain_ == SplineDomain::Bounded ? Bins_ + 1
-                                                                             : Bins_;
-  static constexpr int ParamsPerDim = 2 * Bins_ + DerivativeParams;
+  /// The largest run-time bin count (Bins = Dynamic): the stack tiles hold this many bins.
+  static constexpr int MaxDynamicBins = 64;
+  /// Raw knot-derivative parameters per feature for K bins.
+  static constexpr int derivative_params(int bins) {
+    return Domain_ == SplineDomain::Unbounded ? bins - 1
+           : Domain_ == SplineDomain::Bounded ? bins + 1
+                                              : bins;
+  }
+  /// Raw parameters per feature for K bins: K widths, K heights, derivative_params(K).
+  static constexpr int params_for(int bins) { return 2 * bins + derivative_params(bins); }
+  static constexpr int DerivativeParams = Bins_ == Dynamic ? Dynamic : derivative_params(Bins_);
+  static constexpr int ParamsPerDim = Bins_ == Dynamic ? Dynamic : params_for(Bins_);
 
   /// @throws nflow::ParameterError (naming the option) if lower ≥ upper or either is not
   /// finite, a minimum is not in (0, 1/K) ([0, 1/K) with the soft clip; derivative: (0, 1),
@@ -171,7 +186,37 @@ class RationalQuadraticSpline {
   /// (0, 1), Exp is asked for without the soft clip (exp of an unclipped raw value over- and
   /// underflows), or the narrowest bin the options allow is too narrow for Scalar to keep its
   /// knots distinct.
-  explicit RationalQuadraticSpline(SplineOptions<Scalar> options = {}) : o_(options) {
+  explicit RationalQuadraticSpline(SplineOptions<Scalar> options = {}) : o_(options) { init(); }
+
+  /// A spline of `bins` bins (Bins = Dynamic only), options as above.
+  /// @throws nflow::ParameterError if bins is not in [1, MaxDynamicBins], or as above.
+  explicit RationalQuadraticSpline(int bins,
+                                   SplineOptions<Scalar> options = {}) requires(Bins_ == Dynamic)
+      : o_(options), bins_(bins) {
+    if (bins < 1 || bins > MaxDynamicBins) {
+      throw ParameterError("nflow::RationalQuadraticSpline: the number of bins must be in [1, " +
+                           std::to_string(MaxDynamicBins) + "], got " + std::to_string(bins));
+    }
+    init();
+  }
+
+  const SplineOptions<Scalar>& options() const { return o_; }
+  Scalar lower() const { return o_.lower; }
+  Scalar upper() const { return o_.upper; }
+  /// K, the number of bins.
+  int bins() const {
+    if constexpr (Bins_ == Dynamic) {
+      return bins_;
+    } else {
+      return Bins_;
+    }
+  }
+  /// Raw parameters per feature (ParamsPerDim when Bins is fixed).
+  Index params_per_dim() const { return params_for(bins()); }
+
+ private:
+  void init() {
+    const int Bins = bins();
     if (std::isnan(o_.lower)) o_.lower = default_lower();
     if (std::isnan(o_.upper)) o_.upper = default_upper();
     const std::string who = "nflow::RationalQuadraticSpline: ";
@@ -225,20 +270,23 @@ class RationalQuadraticSpline {
     }
   }
 
-  const SplineOptions<Scalar>& options() const { return o_; }
-  Scalar lower() const { return o_.lower; }
-  Scalar upper() const { return o_.upper; }
+  /// Bins the stack arrays hold.
+  static constexpr int Capacity = Bins_ == Dynamic ? MaxDynamicBins : Bins_;
+  template <int N>
+  using KnotArray =
+      std::conditional_t<Bins_ == Dynamic, std::vector<Scalar>, std::array<Scalar, N>>;
 
-  /// The knots (X, Y) and knot derivatives δ of one feature's spline.
+ public:
+  /// The knots (X, Y) and knot derivatives δ of one feature's spline (K + 1 each).
   struct Knots {
-    std::array<Scalar, Bins + 1> x, y, derivative;
+    KnotArray<Capacity + 1> x, y, derivative;
   };
 
   /// The knots of feature `feature` of sample `col`, from blocked raw parameters `params`
   /// ((ParamsPerDim·n) × m, as given to forward()).
   template <typename P>
   Knots knots(const Eigen::MatrixBase<P>& params, Index feature, Index col) const {
-    const Index n = params.rows() / ParamsPerDim;
+    const Index n = params.rows() / params_per_dim();
     Tile t;
     t.resize(1);
     t.i[0] = feature;
@@ -246,7 +294,10 @@ class RationalQuadraticSpline {
     Spline sp;
     build(params, n, t, sp);
     Knots k;
-    for (int b = 0; b <= Bins; ++b) {
+    if constexpr (Bins_ == Dynamic) {
+      for (auto* v : {&k.x, &k.y, &k.derivative}) v->resize(std::size_t(bins_ + 1));
+    }
+    for (int b = 0; b <= bins(); ++b) {
       k.x[std::size_t(b)] = sp.x[std::size_t(b)](0);
       k.y[std::size_t(b)] = sp.y[std::size_t(b)](0);
       k.derivative[std::size_t(b)] = sp.d[std::size_t(b)](0);
@@ -350,8 +401,8 @@ class RationalQuadraticSpline {
 
   /// The knots of every element of a tile, and the softmax weights (for the backward pass).
   struct Spline {
-    std::array<Lane, Bins + 1> x, y, d;
-    std::array<Lane, Bins> pw, ph;
+    std::array<Lane, Capacity + 1> x, y, d;
+    std::array<Lane, Capacity> pw, ph;
   };
 
   /// One evaluation: the input v (reduced by periods on the circle), the bin's quantities and
@@ -429,26 +480,29 @@ class RationalQuadraticSpline {
   }
 
   /// softmax over the K lanes u[0..K) (in place: u becomes the weights), stable for any input.
-  static void softmax(std::array<Lane, Bins>& u) {
+  void softmax(std::array<Lane, Capacity>& u) const {
+    const int K = bins();
     Lane mx = u[0];
-    for (int k = 1; k < Bins; ++k) mx = mx.max(u[std::size_t(k)]);
+    for (int k = 1; k < K; ++k) mx = mx.max(u[std::size_t(k)]);
     Lane sum = Lane::Zero(mx.size());
-    for (auto& v : u) {
+    for (int k = 0; k < K; ++k) {
+      Lane& v = u[std::size_t(k)];
       v = (v - mx).exp();
       sum += v;
     }
-    for (auto& v : u) v /= sum;
+    for (int k = 0; k < K; ++k) u[std::size_t(k)] /= sum;
   }
 
   /// Knot positions from softmax weights: lower + span·Σ(min + (1 − K·min)·p), last = upper.
-  void cumulate(const std::array<Lane, Bins>& p, Scalar minimum, std::array<Lane, Bins + 1>& k,
-                Index size) const {
+  void cumulate(const std::array<Lane, Capacity>& p, Scalar minimum,
+                std::array<Lane, Capacity + 1>& k, Index size) const {
+    const int Bins = bins();
     const Scalar scale = span_ * (Scalar(1) - Scalar(Bins) * minimum);
     const Scalar floor = span_ * minimum;
     k[0].setConstant(size, o_.lower);
     for (int b = 1; b < Bins; ++b)
       k[std::size_t(b)] = k[std::size_t(b - 1)] + (floor + scale * p[std::size_t(b - 1)]);
-    k[Bins].setConstant(size, o_.upper);
+    k[std::size_t(Bins)].setConstant(size, o_.upper);
   }
 
   /// δ(r) of the (clipped) raw derivative r, per SplineDerivative. Shifted:
@@ -502,13 +556,16 @@ class RationalQuadraticSpline {
 
   template <typename P>
   void build(const Eigen::MatrixBase<P>& params, Index n, const Tile& t, Spline& sp) const {
+    const int Bins = bins();
     for (int k = 0; k < Bins; ++k) {
       gather_raw(params, n, t, k, sp.pw[std::size_t(k)]);
       gather_raw(params, n, t, Bins + k, sp.ph[std::size_t(k)]);
     }
     if (clipped() || o_.raw_scale != Scalar(1)) {
-      for (auto& v : sp.pw) prepare_raw(v);
-      for (auto& v : sp.ph) prepare_raw(v);
+      for (int k = 0; k < Bins; ++k) {
+        prepare_raw(sp.pw[std::size_t(k)]);
+        prepare_raw(sp.ph[std::size_t(k)]);
+      }
     }
     softmax(sp.pw);
     softmax(sp.ph);
@@ -518,17 +575,17 @@ class RationalQuadraticSpline {
     const Lane softplus_zero = softplus(Lane::Zero(t.lanes));
     if constexpr (Unbounded) {
       sp.d[0].setOnes(t.lanes);
-      sp.d[Bins].setOnes(t.lanes);
+      sp.d[std::size_t(Bins)].setOnes(t.lanes);
       for (int k = 1; k < Bins; ++k) {
         gather_raw(params, n, t, 2 * Bins + k - 1, r);
         sp.d[std::size_t(k)] = derivative(prepare_derivative(r), softplus_zero);
       }
     } else {
-      for (int k = 0; k < DerivativeParams; ++k) {
+      for (int k = 0; k < derivative_params(Bins); ++k) {
         gather_raw(params, n, t, 2 * Bins + k, r);
         sp.d[std::size_t(k)] = derivative(prepare_derivative(r), softplus_zero);
       }
-      if constexpr (Circular) sp.d[Bins] = sp.d[0];
+      if constexpr (Circular) sp.d[std::size_t(Bins)] = sp.d[0];
     }
   }
 
@@ -566,7 +623,8 @@ class RationalQuadraticSpline {
 
   /// The bin of v among the knots `k` (its index, left and right knots in both coordinates and
   /// derivatives), by counting knots ≤ v: branch-free, so it vectorises.
-  static void find_bin(const Spline& sp, const std::array<Lane, Bins + 1>& k, Point& pt) {
+  void find_bin(const Spline& sp, const std::array<Lane, Capacity + 1>& k, Point& pt) const {
+    const int Bins = bins();
     const Index size = pt.v.size();
     pt.bin.setZero(size);
     for (int b = 1; b < Bins; ++b) pt.bin += (k[std::size_t(b)] <= pt.v).template cast<Scalar>();
@@ -588,7 +646,7 @@ class RationalQuadraticSpline {
     }
     pt.s = pt.h / pt.w;
     pt.below = !(pt.v >= k[0]);
-    pt.above = pt.v >= k[Bins];
+    pt.above = pt.v >= k[std::size_t(Bins)];
   }
 
   /// D, M, log|τ′| = log(s²M/D²), τ′ and ∂log τ′/∂x at pt.xi (inside), tails overriding.
@@ -619,7 +677,7 @@ class RationalQuadraticSpline {
       pt.dlog_dx = out.select(Scalar(0), pt.dlog_dx);
     } else {
       const Lane& d0 = sp.d[0];
-      const Lane& dk = sp.d[Bins];
+      const Lane& dk = sp.d[std::size_t(bins())];
       const Scalar lo = o_.lower, hi = o_.upper;
       const Lane left = inverse ? Lane(lo + (pt.v - lo) / d0) : Lane(lo + d0 * (pt.v - lo));
       const Lane right = inverse ? Lane(hi + (pt.v - hi) / dk) : Lane(hi + dk * (pt.v - hi));
@@ -677,6 +735,7 @@ class RationalQuadraticSpline {
   template <typename P, typename GP>
   void backward(const Eigen::MatrixBase<P>& params, Index n, const Tile& t, const Spline& sp,
                 const Point& pt, const Lane& gy, const Lane& gl, Lane& gx, GP&& grad_params) const {
+    const int Bins = bins();
     const Lane& s = pt.s;
     const Lane& xi = pt.xi;
     const Lane& tt = pt.t;
@@ -709,11 +768,11 @@ class RationalQuadraticSpline {
     if constexpr (Unbounded) {
       gx = inside.select(g_x, gy);
     } else {
-      gx = pt.below.select(gy * sp.d[0], pt.above.select(gy * sp.d[Bins], g_x));
+      gx = pt.below.select(gy * sp.d[0], pt.above.select(gy * sp.d[std::size_t(Bins)], g_x));
     }
     // Knot j < k moves Xₖ (and Yₖ); knot j = k is the bin's own width (height).
     const Index size = pt.v.size();
-    std::array<Lane, Bins> gw, gh;
+    std::array<Lane, Capacity> gw, gh;
     for (int j = 0; j < Bins; ++j) {
       gw[std::size_t(j)].resize(size);
       gh[std::size_t(j)].resize(size);
@@ -739,8 +798,8 @@ class RationalQuadraticSpline {
       }
     }
     // Knot derivatives: δₖ from the bin's left knot, δₖ₊₁ from its right; tails: δ₀ or δ_K.
-    std::array<Lane, Bins + 1> gd;
-    for (auto& g : gd) g.setZero(size);
+    std::array<Lane, Capacity + 1> gd;
+    for (int k = 0; k <= Bins; ++k) gd[std::size_t(k)].setZero(size);
     for (Index q = 0; q < size; ++q) {
       const std::size_t b = std::size_t(pt.bin(q));
       gd[b](q) += g_d0(q);
@@ -748,12 +807,12 @@ class RationalQuadraticSpline {
     }
     if constexpr (!Unbounded) {
       const Lane& d0 = sp.d[0];
-      const Lane& dk = sp.d[Bins];
+      const Lane& dk = sp.d[std::size_t(Bins)];
       gd[0] += pt.below.select(gy * (pt.v - o_.lower) + gl / d0, Scalar(0));
-      gd[Bins] += pt.above.select(gy * (pt.v - o_.upper) + gl / dk, Scalar(0));
+      gd[std::size_t(Bins)] += pt.above.select(gy * (pt.v - o_.upper) + gl / dk, Scalar(0));
     }
-    if constexpr (Circular) gd[0] += gd[Bins];
-    for (int k = 0; k < DerivativeParams; ++k) {
+    if constexpr (Circular) gd[0] += gd[std::size_t(Bins)];
+    for (int k = 0; k < derivative_params(Bins); ++k) {
       const int p = 2 * Bins + k;
       const int knot = Unbounded ? k + 1 : k;
       gather_raw(params, n, t, p, r);
@@ -764,8 +823,9 @@ class RationalQuadraticSpline {
   }
 
   /// ∂/∂u of w = span·(min + (1 − K·min)·softmax(u)) given ∂/∂w (in place).
-  void softmax_backward(const std::array<Lane, Bins>& p, Scalar minimum,
-                        std::array<Lane, Bins>& g) const {
+  void softmax_backward(const std::array<Lane, Capacity>& p, Scalar minimum,
+                        std::array<Lane, Capacity>& g) const {
+    const int Bins = bins();
     const Scalar scale = span_ * (Scalar(1) - Scalar(Bins) * minimum);
     Lane dot = p[0] * g[0];
     for (int k = 1; k < Bins; ++k) dot += p[std::size_t(k)] * g[std::size_t(k)];
@@ -780,6 +840,7 @@ class RationalQuadraticSpline {
   }
 
   SplineOptions<Scalar> o_;
+  int bins_ = Bins_ == Dynamic ? 8 : Bins_;  ///< K (read through bins(); used when Dynamic)
   Scalar span_ = Scalar(0);
   Scalar clip_width_ = Scalar(0);       ///< 2/|log s| (0: no soft clip)
   Scalar clip_derivative_ = Scalar(0);  ///< 1/|log s|
