@@ -373,7 +373,7 @@ contains
   end subroutine open_memory_string
 
   !> A fresh (untrained) preset: `family` one of "real_nvp", "nice", "glow", "maf", "iaf",
-  !> "coupling_nsf", "autoregressive_nsf"; the options as keywords (those given are passed; the
+  !> "coupling_nsf", "autoregressive_nsf", "cnf"; the options as keywords (those given are passed; the
   !> others keep the preset's defaults, docs/presets.md) or as a JSON object in `options_json`
   !> (not both). `scalar`: NFLOW_FLOAT64 (the default) or NFLOW_FLOAT32.
   subroutine nflow_create_preset(model, family, dim, transforms, hidden_features, hidden_layers, &

@@ -124,7 +124,7 @@ class Model:
     @classmethod
     def preset(cls, family, dim, dtype=_np.float64, **options):
         """A fresh (untrained) flow of a preset family: "real_nvp", "nice", "glow", "maf",
-        "iaf", "coupling_nsf" or "autoregressive_nsf"; options as docs/presets.md:
+        "iaf", "coupling_nsf", "autoregressive_nsf" or "cnf"; options as docs/presets.md:
         transforms, hidden_features, hidden_layers, context, seed, and for splines bins and bound.
         """
         dim = _operator.index(dim)

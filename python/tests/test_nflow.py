@@ -171,6 +171,20 @@ class ModelTest(unittest.TestCase):
             again.log_prob(self.x, self.c), self.conditional.log_prob(self.x, self.c)
         )
 
+    def test_continuous_flow_saves_and_opens_without_its_type(self):
+        # A cnf preset (RK4, exact trace) is described in its file: it reopens to the same model.
+        model = nflow.Model.preset("cnf", DIM, hidden_features=8, seed=4)
+        self.assertIn('"continuous"', model.description)
+        path = os.path.join(self.tmp.name, "cnf.safetensors")
+        model.save(path)
+        again = nflow.Model.open(path)
+        self.assertEqual(again.description, model.description)
+        np.testing.assert_array_equal(again.log_prob(self.x), model.log_prob(self.x))
+        z, log_det = model.forward_and_log_det(self.x)
+        x, inverse_log_det = model.inverse_and_log_det(z)
+        np.testing.assert_allclose(x, self.x, atol=1e-6)  # RK4 backwards: to the solver's error
+        np.testing.assert_allclose(inverse_log_det, -log_det, atol=1e-6)
+
     # ---- shapes, layouts and copies --------------------------------------------------------
     def test_one_point(self):
         for model, c in [(self.plain, None), (self.conditional, self.c[3])]:

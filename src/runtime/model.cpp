@@ -4,6 +4,8 @@
 
 namespace nflow::io {
 #define NFLOW_RUNTIME_INSTANTIATE(S)                                                           \
+  template AnyBijector<S> model_detail::build_continuous<S>(                                   \
+      const json::Value&, model_detail::BuildContext&, const std::string&);                    \
   template AnyBijector<S> model_detail::build_simple<S>(                                       \
       const json::Value&, model_detail::BuildContext&, const std::string&);                    \
   template DynamicFlow<S> model_detail::build_composite<S>(                                    \

@@ -103,7 +103,7 @@ NFLOW_C_API nflow_status nflow_open(const char* path, nflow_scalar scalar, nflow
 NFLOW_C_API nflow_status nflow_open_memory(const void* bytes, size_t size, nflow_scalar scalar,
                                            nflow_model** out);
 /** A fresh (untrained) preset: `family` one of "real_nvp", "nice", "glow", "maf", "iaf",
- * "coupling_nsf", "autoregressive_nsf"; `options_json` null or a JSON object of the preset's
+ * "coupling_nsf", "autoregressive_nsf", "cnf"; `options_json` null or a JSON object of the preset's
  * options (docs/presets.md: "transforms", "hidden_features", "hidden_layers", "context",
  * "seed", and for splines "bins" and "bound"). */
 NFLOW_C_API nflow_status nflow_create_preset(const char* family, size_t dim,

@@ -3,7 +3,7 @@
 /// @brief The architecture descriptions of nflow's layers, flows and densities (schema 1, see
 /// docs/model_files.md): `describe_architecture(object)` (found by argument-dependent lookup in
 /// namespace nflow) returns a json::Value, or Null when the object holds something schema 1
-/// cannot describe (a continuous flow, a user's bijector, a conditioner other than nflow's).
+/// cannot describe (a user's bijector, a conditioner other than nflow's, image layers).
 /// io::save writes it into a file's metadata and a typed io::load compares it with the file's,
 /// in every translation unit that includes this header (nflow/io/model.hpp includes it).
 ///
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nflow/bijectors/act_norm.hpp"
+#include "nflow/bijectors/continuous.hpp"
 #include "nflow/bijectors/coupling.hpp"
 #include "nflow/bijectors/elementwise_affine.hpp"
 #include "nflow/bijectors/lu_linear.hpp"
@@ -303,6 +304,55 @@ Value node(const ElementwiseAffine<S, D>& p, Rank<1>) {
   return typed("elementwise_affine", {{"dim", integer(p.dim())}});
 }
 
+inline const char* trace_name(ode::TraceEstimator t) {
+  switch (t) {
+    case ode::TraceEstimator::Exact:
+      return "exact";
+    case ode::TraceEstimator::HutchinsonRademacher:
+      return "hutchinson_rademacher";
+    case ode::TraceEstimator::HutchinsonGaussian:
+      return "hutchinson_gaussian";
+  }
+  return "?";
+}
+/// The ODE solver of a continuous flow: {"type": "rk4" | "euler", "steps": n} or
+/// {"type": "dopri5", "rtol", "atol", "max_steps", "safety", "min_factor", "max_factor",
+/// "initial_step"}.
+inline Value solver_node(const ContinuousFlowOptions& o) {
+  if (o.solver == OdeSolver::Dopri5) {
+    const ode::Dopri5Options& d = o.dopri5;
+    return typed("dopri5", {{"rtol", json::number(d.rtol)},
+                            {"atol", json::number(d.atol)},
+                            {"max_steps", integer(d.max_steps)},
+                            {"safety", json::number(d.safety)},
+                            {"min_factor", json::number(d.min_factor)},
+                            {"max_factor", json::number(d.max_factor)},
+                            {"initial_step", json::number(d.initial_step)}});
+  }
+  return typed(o.solver == OdeSolver::Euler ? "euler" : "rk4", {{"steps", integer(o.rk4_steps)}});
+}
+/// A continuous flow: {"type": "continuous", "dim", "field": {"type": "mlp_field",
+/// "hidden_width", "hidden_layers", "context", "activation"}, "solver": …, "trace": name,
+/// "probe_seed": decimal string}, from its options (sizes resolved) and context rows. (How
+/// gradients are computed, back-propagation or the adjoint, does not change what the flow
+/// computes and is not recorded.)
+inline Value continuous_node(Index dim, const ContinuousFlowOptions& o, Index context,
+                             const char* activation) {
+  return typed("continuous",
+               {{"dim", integer(dim)},
+                {"field", typed("mlp_field", {{"hidden_width", integer(o.hidden_width)},
+                                              {"hidden_layers", integer(o.hidden_layers)},
+                                              {"context", integer(context)},
+                                              {"activation", json::string(activation)}})},
+                {"solver", solver_node(o)},
+                {"trace", json::string(trace_name(o.trace))},
+                {"probe_seed", json::string(std::to_string(o.probe_seed))}});
+}
+template <typename S, int D, int H, typename A, int C>
+Value node(const ContinuousFlow<S, D, H, A, C>& f, Rank<1>) {
+  return continuous_node(f.dim(), f.options(), f.context_dim(), A::name);
+}
+
 // ---- composites -------------------------------------------------------------------------------
 template <typename... Bs>
 Value node(const Flow<Bs...>& f, Rank<1>) {
@@ -351,6 +401,7 @@ bool with_known_step(const AnyBijector<S>& step, F&& f) {
   try_one(std::type_identity<ActNorm<S>>{});
   try_one(std::type_identity<LULinear<S>>{});
   try_one(std::type_identity<ElementwiseAffine<S>>{});
+  try_one(std::type_identity<ContinuousFlow<S, Dy, Dy, nn::Tanh, Dy>>{});
   splines(U{});
   splines(Bd{});
   try_one(std::type_identity<interop::ImportedAffineCoupling<S>>{});

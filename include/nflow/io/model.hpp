@@ -18,6 +18,8 @@
 /// NFLOW_RUNTIME_PRECOMPILED, under which this header declares load_model, make_preset and the
 /// builders `extern template` for float and double, so a TU that includes it instantiates none.
 
+#include <charconv>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -26,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -449,6 +452,9 @@ AnyBijector<S> build_coupling(const Value& node, BuildContext& ctx, const std::s
 /// An autoregressive layer or an inverted one ("inverse").
 template <typename S>
 AnyBijector<S> build_autoregressive(const Value& node, BuildContext& ctx, const std::string& where);
+/// A continuous flow (tanh field; its solver and trace).
+template <typename S>
+AnyBijector<S> build_continuous(const Value& node, BuildContext& ctx, const std::string& where);
 /// Permutation, reverse, act_norm, lu_linear, elementwise_affine.
 template <typename S>
 AnyBijector<S> build_simple(const Value& node, BuildContext& ctx, const std::string& where);
@@ -468,6 +474,7 @@ AnyBijector<S> build_step(const Value& node, BuildContext& ctx, const std::strin
     return AnyBijector<S>(build_composite<S>(node, ctx, where, depth), type);
   }
   if (type == "coupling") return build_coupling<S>(node, ctx, where);
+  if (type == "continuous") return build_continuous<S>(node, ctx, where);
   if (type == "autoregressive" || type == "inverse") {
     return build_autoregressive<S>(node, ctx, where);
   }
@@ -707,6 +714,88 @@ AnyBijector<S> build_autoregressive(const Value& outer, BuildContext& ctx,
           " conditioner by the run-time model");
 }
 
+/// A continuous flow: ContinuousFlow<S, Dynamic, Dynamic, nn::Tanh, Dynamic> (the cnf preset's
+/// layer at run-time sizes), its solver and trace as the description says.
+template <typename S>
+AnyBijector<S> build_continuous(const Value& node, BuildContext& ctx, const std::string& where) {
+  check_dim(ctx, node, where);
+  const Index dim = ctx.dim;
+  const Value& field = member(ctx, node, "field", where);
+  const std::string wf = where + ", field";
+  if (const std::string t = text(ctx, field, "type", wf); t != "mlp_field") {
+    bad(ctx, wf, "unknown vector field '" + t + "' (mlp_field)");
+  }
+  if (const std::string a = text(ctx, field, "activation", wf); a != "tanh") {
+    bad(ctx, wf,
+        "activation '" + a +
+            "' is not supported by the run-time model (continuous flows: tanh fields only)");
+  }
+  check_context(ctx, field, wf);
+  const Index h = size(ctx, field, "hidden_width", wf, 1);
+  const Index layers = size(ctx, field, "hidden_layers", wf, 1, max_layers);
+  // The field's MLP: dim inputs, the time and the context as its context, dim outputs.
+  claim(ctx,
+        double(h) * double(dim + ctx.context + 1) + double(layers - 1) * double(h) * double(h) +
+            double(dim) * double(h + 1),
+        where);
+  ContinuousFlowOptions o{
+      .hidden_width = h,
+      .hidden_layers = layers,
+      .context_dim = ctx.context,
+      .seed = ctx.file ? 0 : flows::detail::layer_seed(ctx.seed, std::uint64_t(ctx.block))};
+  const Value& solver = member(ctx, node, "solver", where);
+  const std::string ws = where + ", solver";
+  const std::string st = text(ctx, solver, "type", ws);
+  if (st == "rk4" || st == "euler") {
+    o.solver = st == "rk4" ? OdeSolver::RK4 : OdeSolver::Euler;
+    o.rk4_steps = size(ctx, solver, "steps", ws, 1, Index(1) << 20);
+  } else if (st == "dopri5") {
+    o.solver = OdeSolver::Dopri5;
+    ode::Dopri5Options& d = o.dopri5;
+    d.rtol = number(ctx, solver, "rtol", ws);
+    d.atol = number(ctx, solver, "atol", ws);
+    d.max_steps = size(ctx, solver, "max_steps", ws, 1);
+    d.safety = number(ctx, solver, "safety", ws);
+    d.min_factor = number(ctx, solver, "min_factor", ws);
+    d.max_factor = number(ctx, solver, "max_factor", ws);
+    d.initial_step = number(ctx, solver, "initial_step", ws);
+    if (!(d.rtol >= 0 && d.atol >= 0 && d.rtol + d.atol > 0 && d.safety > 0 && d.safety <= 1 &&
+          d.min_factor > 0 && d.min_factor <= 1 && d.max_factor >= 1 && d.initial_step >= 0 &&
+          std::isfinite(d.rtol + d.atol + d.max_factor + d.initial_step))) {
+      bad(ctx, ws,
+          "the dopri5 options must be finite with rtol, atol >= 0 (not both 0), safety in (0, "
+          "1], min_factor in (0, 1], max_factor >= 1 and initial_step >= 0");
+    }
+  } else {
+    bad(ctx, ws, "unknown solver '" + st + "' (rk4, euler, dopri5)");
+  }
+  const std::string tr = text(ctx, node, "trace", where);
+  bool known_trace = false;
+  for (ode::TraceEstimator t :
+       {ode::TraceEstimator::Exact, ode::TraceEstimator::HutchinsonRademacher,
+        ode::TraceEstimator::HutchinsonGaussian}) {
+    if (tr == describe_detail::trace_name(t)) {
+      o.trace = t;
+      known_trace = true;
+    }
+  }
+  if (!known_trace) {
+    bad(ctx, where,
+        "unknown trace '" + tr + "' (exact, hutchinson_rademacher, hutchinson_gaussian)");
+  }
+  const std::string seed = text(ctx, node, "probe_seed", where);
+  std::uint64_t probe_seed = 0;
+  const auto [end, ec] = std::from_chars(seed.data(), seed.data() + seed.size(), probe_seed);
+  if (ec != std::errc() || end != seed.data() + seed.size() || seed.empty()) {
+    bad(ctx, where, "'probe_seed' must be a decimal unsigned 64-bit integer, got '" + seed + "'");
+  }
+  o.probe_seed = probe_seed;
+  return AnyBijector<S>(
+      guarded(ctx, where,
+              [&] { return ContinuousFlow<S, Dynamic, Dynamic, nn::Tanh, Dynamic>(dim, o); }),
+      "continuous");
+}
+
 template <typename S>
 AnyBijector<S> build_simple(const Value& node, BuildContext& ctx, const std::string& where) {
   const std::string type = text(ctx, node, "type", where);
@@ -848,7 +937,8 @@ RuntimeModel<Scalar> load_model(std::span<const std::byte> bytes) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 /// @brief A fresh (untrained) run-time model of a preset family: "real_nvp", "nice", "glow",
-/// "maf", "iaf", "coupling_nsf" or "autoregressive_nsf" (conditional when options.context > 0),
+/// "maf", "iaf", "coupling_nsf", "autoregressive_nsf" or "cnf" (conditional when options.context
+/// > 0; cnf: one block by default, RK4 with 20 steps and the exact trace, as flows::cnf),
 /// with the architecture, parameter names and — for the same seed — the same parameters as
 /// flows::<family><Scalar>(dim, options) (spline flows: on R^dim, 1 to 64 bins, 8 by default;
 /// bound options.bound or 5).
@@ -862,8 +952,9 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
   const bool coupling =
       family == "real_nvp" || family == "nice" || family == "glow" || family == "coupling_nsf";
   const bool autoregressive = family == "maf" || family == "iaf" || family == "autoregressive_nsf";
-  if (!coupling && !autoregressive) {
-    fail("unknown family (real_nvp, nice, glow, maf, iaf, coupling_nsf, autoregressive_nsf)");
+  const bool continuous = family == "cnf";
+  if (!coupling && !autoregressive && !continuous) {
+    fail("unknown family (real_nvp, nice, glow, maf, iaf, coupling_nsf, autoregressive_nsf, cnf)");
   }
   if (dim < (coupling ? 2 : 1)) {
     fail("dim must be >= " + std::to_string(coupling ? 2 : 1) + ", got " + std::to_string(dim));
@@ -872,7 +963,7 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
       options.context < 0 || options.bins < 0 || !(options.bound >= 0)) {
     fail("options must not be negative (0 means the default)");
   }
-  const Index transforms = options.transforms ? options.transforms : 3;
+  const Index transforms = options.transforms ? options.transforms : continuous ? 1 : 3;
   const Index width = options.hidden_features ? options.hidden_features : 64;
   const Index layers = options.hidden_layers ? options.hidden_layers : 2;
   const Index context = options.context;
@@ -907,7 +998,11 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
     fail(e.what());
   }
   Value layer;
-  if (coupling) {
+  if (continuous) {
+    // flows::cnf's layer: a tanh field, RK4 with 20 steps, the exact trace.
+    const ContinuousFlowOptions o{.hidden_width = width, .hidden_layers = layers};
+    layer = continuous_node(dim, o, context, nn::Tanh::name);
+  } else if (coupling) {
     layer = structure_node("coupling", dim, transformer,
                            mlp_node(a, p * (dim - a), width, layers, context, nn::ReLU::name));
   } else {
@@ -916,7 +1011,8 @@ RuntimeModel<Scalar> make_preset(std::string_view family, Index dim,
     if (family == "iaf") layer = typed("inverse", {{"step", layer}});
   }
   const Value permutation = typed("permutation", {{"dim", integer(dim)}});
-  const Value block = family == "glow"
+  const Value block = continuous ? layer
+                      : family == "glow"
                           ? steps_node({typed("act_norm", {{"dim", integer(dim)}}),
                                         typed("lu_linear", {{"dim", integer(dim)}}), layer})
                           : steps_node({layer, permutation});
@@ -958,6 +1054,8 @@ RuntimeModel<Scalar> to_runtime_model(interop::ImportedFlow<Scalar> imported) {
   extern template AnyBijector<S> model_detail::build_coupling<S>(                                 \
       const json::Value&, model_detail::BuildContext&, const std::string&);                       \
   extern template AnyBijector<S> model_detail::build_autoregressive<S>(                           \
+      const json::Value&, model_detail::BuildContext&, const std::string&);                       \
+  extern template AnyBijector<S> model_detail::build_continuous<S>(                               \
       const json::Value&, model_detail::BuildContext&, const std::string&);                       \
   extern template AnyBijector<S> model_detail::build_simple<S>(                                   \
       const json::Value&, model_detail::BuildContext&, const std::string&);                       \
