@@ -153,8 +153,8 @@ void check_data_parallel_start(Collective& collective, const D& density, const F
                                           "patience",
                                           "the training data (a hash)",
                                           "the validation data (a hash)",
-                                          "the initial parameters (a hash; broadcast them from "
-                                          "one rank, e.g. nflow::mpi::broadcast_parameters)"};
+                                          ("the initial parameters (a hash; broadcast them from "
+                                           "one rank, e.g. nflow::mpi::broadcast_parameters)")};
   check_same_on_every_rank(collective, "nflow::train::fit", values, names);
 }
 
