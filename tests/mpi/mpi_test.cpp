@@ -146,6 +146,26 @@ TEST_CASE("the ranks must agree; diverged parameters are caught", "[mpi]") {
   }
 }
 
+TEST_CASE("data-parallel fit on a sampler: a stream per rank", "[mpi]") {
+  TestFlow flow = make_flow();
+  train::FitOptions o{.batch_size = 32, .max_steps = 6, .seed = 5};
+  o.collective = &world();
+  o.consistency_check_every_steps = 3;
+  Index columns = 0;
+  Eigen::VectorXd first(2);
+  train::fit(flow, train::sampler([&](auto& x, auto&, Index step, std::mt19937_64& gen) {
+               fill_standard_normal(x, gen);
+               columns = x.cols();
+               if (step == 0) first = x.col(0);
+             }),
+             o);
+  CHECK(columns == 32 / world().size());
+  CHECK_NOTHROW(mpi::check_parameters(world(), flow, 6));
+  // Rank r's generator is seeded with stream_seed(seed, r).
+  std::mt19937_64 gen(stream_seed(5, std::uint64_t(world().rank())));
+  CHECK(first == standard_normal_matrix<double>(2, columns, gen).col(0));
+}
+
 TEST_CASE("resume from a checkpoint equals the uninterrupted run", "[mpi]") {
   const std::filesystem::path dir = shared_directory("checkpoint");
   train::FitOptions o = options();
@@ -187,6 +207,9 @@ TEST_CASE("distributed mean NLL, importance sampling and reverse KL", "[mpi]") {
   const double nll = mpi::mean_nll(world(), flow, data().middleCols(mine.first, mine.count));
   const double whole = train::nll_value(flow, data());
   CHECK(std::abs(nll - whole) < 1e-13 * std::abs(whole));
+  const Eigen::RowVectorXd lp =
+      mpi::gather_log_prob(world(), flow, data().middleCols(mine.first, mine.count));
+  CHECK((lp - flow.log_prob(data())).cwiseAbs().maxCoeff() == 0);
 
   const Index n = 1001;
   const sampling::ImportanceAccumulator acc =

@@ -1,9 +1,9 @@
 #pragma once
 /// @file
 /// @brief Distributed evaluation and sampling on MPI: the mean negative log-likelihood of a data
-/// set sharded over the ranks, importance sampling with per-rank streams reduced into one
-/// sampling::ImportanceAccumulator (log Ẑ, ESS, ...), and sampling of N points split over the
-/// ranks, written as one safetensors shard per rank with a JSON index.
+/// set sharded over the ranks or its log-densities gathered, importance sampling with per-rank
+/// streams reduced into one sampling::ImportanceAccumulator (log Ẑ, ESS, ...), and sampling of
+/// N points split over the ranks, written as one safetensors shard per rank with a JSON index.
 
 #include <Eigen/Core>
 #include <cstdint>
@@ -42,6 +42,26 @@ double mean_nll(Communicator& comm, const D& density, const Eigen::MatrixBase<X>
   comm.sum(std::span<double>(sums, 2));
   if (sums[1] == 0) throw ShapeError("nflow::mpi::mean_nll: no rank holds a sample");
   return sums[0] / sums[1];
+}
+
+/// @brief log p(xⱼ [| cⱼ]) of a data set of which each rank holds a shard `x` (Dim × nᵣ, any
+/// nᵣ ≥ 0), gathered in rank order on every rank (1 × Σ nᵣ, in double): shard r's values start
+/// at Σ_{q<r} n_q. Collective.
+template <typename D, typename X, typename C = NoContext>
+Eigen::RowVectorXd gather_log_prob(Communicator& comm, const D& density,
+                                   const Eigen::MatrixBase<X>& x, const C& context = C{}) {
+  Eigen::RowVectorXd mine(x.cols());
+  if (x.cols() > 0) mine = density.log_prob(x, context).template cast<double>();
+  const std::vector<std::vector<double>> all =
+      comm.all_gather_varying(std::span<const double>(mine.data(), std::size_t(mine.size())));
+  std::size_t total = 0;
+  for (const auto& v : all) total += v.size();
+  Eigen::RowVectorXd out(static_cast<Index>(total));
+  Index at = 0;
+  for (const auto& v : all) {
+    for (double value : v) out(at++) = value;
+  }
+  return out;
 }
 
 /// @brief Importance sampling split over the ranks: rank r draws its train::batch_slice of
