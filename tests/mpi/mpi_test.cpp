@@ -115,6 +115,15 @@ TEST_CASE("the ranks must agree; diverged parameters are caught", "[mpi]") {
     mpi::broadcast_parameters(world(), flow);
     CHECK(get_parameters(flow) == get_parameters(make_flow()));
   }
+  SECTION("bad data on one rank: every rank throws") {
+    const Eigen::MatrixXd bad = Eigen::MatrixXd::Zero(3, 100);
+    if (world().rank() == 1) {
+      CHECK_THROWS_AS(train::fit(flow, {.samples = bad}, o), ShapeError);
+    } else {
+      CHECK_THROWS_WITH(train::fit(flow, {.samples = data()}, o),
+                        Catch::Contains("failed on 1 other process"));
+    }
+  }
   SECTION("different seeds") {
     o.seed = 3 + std::uint64_t(world().rank());
     CHECK_THROWS_WITH(train::fit(flow, {.samples = data()}, o),

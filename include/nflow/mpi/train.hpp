@@ -8,7 +8,6 @@
 
 #include <Eigen/Core>
 #include <cstdint>
-#include <exception>
 #include <random>
 #include <span>
 #include <string>
@@ -24,26 +23,11 @@
 
 namespace nflow::mpi {
 
-/// @brief Runs `f()` on this rank, then tells every rank whether it threw anywhere (one sum):
-/// if it threw here, rethrows its exception; if it threw only elsewhere, throws MpiError naming
-/// how many ranks failed. So a failure of one rank (a file that cannot be written or read)
-/// stops every rank at the same point instead of leaving the others waiting in the next
-/// collective call. Collective: every rank must call it.
+/// @brief train::agree_on_failure on `comm`: runs `f()` on this rank, and if it throws on any
+/// rank, every rank throws (its own exception where it failed). Collective.
 template <typename F>
 void collective_call(Communicator& comm, const char* who, F&& f) {
-  std::exception_ptr error;
-  try {
-    std::forward<F>(f)();
-  } catch (...) {
-    error = std::current_exception();
-  }
-  std::uint64_t failed = error ? 1 : 0;
-  comm.sum(std::span(&failed, 1));
-  if (error) std::rethrow_exception(error);
-  if (failed > 0) {
-    throw MpiError(std::string(who) + ": failed on " + std::to_string(failed) +
-                   " other rank(s) (their exceptions say why)");
-  }
+  train::agree_on_failure(&comm, who, std::forward<F>(f));
 }
 
 /// @brief Copies the parameters of `model` on rank `root` to every rank (in place), so that

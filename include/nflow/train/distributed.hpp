@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nflow/core/errors.hpp"
@@ -36,6 +38,33 @@ class Collective {
   /// The values of every process, concatenated in rank order (size() · mine.size() entries).
   virtual std::vector<std::uint64_t> all_gather(std::span<const std::uint64_t> mine) = 0;
 };
+
+/// @brief Runs `f()`; with a collective (not null), then tells every process whether it threw
+/// on any of them (one sum): if it threw here, rethrows its exception; if it threw only on other
+/// processes, throws ParameterError saying on how many. A failure on one process (bad
+/// arguments, a file that cannot be written) then stops every process at the same point instead
+/// of leaving the others waiting in their next collective call. Without a collective: f().
+/// With one, collective: every process must call it.
+template <typename F>
+void agree_on_failure(Collective* collective, const char* who, F&& f) {
+  if (collective == nullptr) {
+    std::forward<F>(f)();
+    return;
+  }
+  std::exception_ptr error;
+  try {
+    std::forward<F>(f)();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  double failed = error ? 1 : 0;
+  collective->sum(std::span(&failed, 1));
+  if (error) std::rethrow_exception(error);
+  if (failed > 0) {
+    throw ParameterError(std::string(who) + ": failed on " + std::to_string(int(failed)) +
+                         " other process(es) (their exceptions say why)");
+  }
+}
 
 namespace detail {
 

@@ -361,12 +361,15 @@ inline void check_fit_options(const FitOptions& options) {
 template <typename D>
 FitResult fit(D& density, const Data<typename D::Scalar>& train, const FitOptions& options,
               const Data<typename D::Scalar>& validation = {}) {
-  internal::check_fit_options(options);
-  nflow::detail::check_data("train::fit", "train", train, density.dim(), density.context_dim());
-  if (!validation.empty()) {
-    nflow::detail::check_data("train::fit", "validation", validation, density.dim(),
-                              density.context_dim());
-  }
+  // With a collective, a process whose arguments fail throws and the others with it.
+  agree_on_failure(options.collective, "nflow::train::fit", [&] {
+    internal::check_fit_options(options);
+    nflow::detail::check_data("train::fit", "train", train, density.dim(), density.context_dim());
+    if (!validation.empty()) {
+      nflow::detail::check_data("train::fit", "validation", validation, density.dim(),
+                                density.context_dim());
+    }
+  });
   // Each epoch: a fresh seeded permutation, then its batches in order (the last may be short).
   // With a collective, this process takes its slice of each batch (train::batch_slice).
   struct Epochs {
@@ -436,21 +439,23 @@ FitResult fit(D& density, const Data<typename D::Scalar>& train, const FitOption
 template <typename D, typename F>
 FitResult fit(D& density, Sampler<F> sampler, const FitOptions& options,
               const Data<typename D::Scalar>& validation = {}) {
-  internal::check_fit_options(options);
-  if (options.max_steps <= 0) {
-    throw ParameterError(
-        "nflow::train::fit: with a sampler, 'max_steps' must be positive: a sampler has no "
-        "epochs, so the number of steps is what bounds the run");
-  }
-  if (options.patience > 0 && options.report_every_steps <= 0) {
-    throw ParameterError(
-        "nflow::train::fit: with a sampler, 'patience' needs 'report_every_steps' > 0 (there "
-        "are no epochs at whose ends to validate)");
-  }
-  if (!validation.empty()) {
-    nflow::detail::check_data("train::fit", "validation", validation, density.dim(),
-                              density.context_dim());
-  }
+  agree_on_failure(options.collective, "nflow::train::fit", [&] {
+    internal::check_fit_options(options);
+    if (options.max_steps <= 0) {
+      throw ParameterError(
+          "nflow::train::fit: with a sampler, 'max_steps' must be positive: a sampler has no "
+          "epochs, so the number of steps is what bounds the run");
+    }
+    if (options.patience > 0 && options.report_every_steps <= 0) {
+      throw ParameterError(
+          "nflow::train::fit: with a sampler, 'patience' needs 'report_every_steps' > 0 (there "
+          "are no epochs at whose ends to validate)");
+    }
+    if (!validation.empty()) {
+      nflow::detail::check_data("train::fit", "validation", validation, density.dim(),
+                                density.context_dim());
+    }
+  });
   internal::BatchSource<D> source;
   source.self = &sampler.fill;
   source.fill = [](void* self, typename internal::BatchSource<D>::X& x,
