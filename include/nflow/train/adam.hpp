@@ -97,7 +97,7 @@ class Adam {
   const AdamOptions& options() const { return options_; }
   Index steps() const { return state_.step; }
 
-  /// The step count and moments (a copy; see AdamState).
+  /// The step count and moments (see AdamState).
   const AdamState& state() const { return state_; }
   /// Replaces the step count and moments, e.g. with those of a checkpoint.
   /// @throws ParameterError when the moments do not have the optimiser's parameter count or the
