@@ -60,6 +60,16 @@ TEST_CASE("training resumed from saved parameters and optimiser state is bit-ide
   CHECK(adam_resumed.steps() == 10);
   train_steps(resumed, adam_resumed, 10, gen);
   CHECK(get_parameters(resumed) == get_parameters(straight));
+  // train::AdamState, what train::fit's checkpoints hold, is saved and loaded under the same
+  // names: set into a fresh optimiser it continues identically.
+  std::stringstream state_file;
+  io::save_optimizer(adam_first.state(), state_file);
+  train::Adam<double> adam_from_state(first.parameter_count(),
+                                      {.learning_rate = 1e-2, .weight_decay = 1e-3});
+  io::load_optimizer(adam_from_state, state_file);
+  CHECK(adam_from_state.state().m == adam_first.state().m);
+  CHECK(adam_from_state.steps() == 10);
+  CHECK_THROWS_AS(adam_from_state.set_state(train::AdamState{}), ParameterError);
 
   // The same resume with a fresh Adam (same parameters, same batches) ends elsewhere: the
   // optimiser state matters, so the check above can fail.

@@ -16,6 +16,7 @@
 #include <nflow/sampling/mcmc.hpp>
 #include <numbers>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -204,7 +205,13 @@ TEST_CASE("streaming in batches of 7 equals one batch; merging equals one sequen
   first.merge(second);
   empty.merge(first);                     // into an empty accumulator
   first.merge(ImportanceAccumulator(2));  // an empty one changes nothing
-  for (const ImportanceAccumulator* a : {&sevens, &first, &empty}) {
+  // Its state, as another process would receive it, rebuilds it (what nflow::mpi merges).
+  const std::vector<double> state = one.state();
+  ImportanceAccumulator rebuilt = ImportanceAccumulator::from_state(state);
+  CHECK(rebuilt.state() == state);
+  CHECK_THROWS_AS(ImportanceAccumulator::from_state(std::span(state).first(state.size() - 1)),
+                  std::invalid_argument);
+  for (const ImportanceAccumulator* a : {&sevens, &first, &empty, &rebuilt}) {
     CHECK(a->count() == n);
     CHECK(a->log_z() == Approx(one.log_z()).epsilon(1e-13));
     CHECK(a->log_z_standard_error() == Approx(one.log_z_standard_error()).epsilon(1e-10));

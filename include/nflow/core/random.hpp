@@ -105,6 +105,26 @@ Index uniform_below(G& gen, Index bound) {
   return Index(r % b);
 }
 
+namespace detail {
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a bijective mixer of 64-bit integers.
+constexpr std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace detail
+
+/// @brief The seed of stream `stream` of a run seeded with `seed`: SplitMix64(SplitMix64(seed) +
+/// stream). Streams of one seed are well separated, and stream s depends only on (seed, s), so
+/// chains, threads or MPI ranks that each seed a generator with their own stream index draw
+/// independent, reproducible numbers however many run beside them.
+constexpr std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) {
+  return detail::splitmix64(detail::splitmix64(seed) + stream);
+}
+
 /// @brief A uniformly random permutation of 0..n-1 (Fisher–Yates with unbiased bounded draws),
 /// reproducible across standard libraries (unlike std::shuffle).
 template <std::uniform_random_bit_generator G>

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <functional>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -247,6 +248,55 @@ class ImportanceAccumulator {
     sums_ = add_sums(mine, theirs);
     max_ = new_max;
     count_ += other.count_;
+  }
+
+  /// Everything the accumulator holds, as doubles (sums, references, the kept tail), so that
+  /// it can be sent to another process and rebuilt there with from_state(): merge the
+  /// accumulators of MPI ranks (nflow::mpi::importance_sample does).
+  std::vector<double> state() const {
+    std::vector<double> out = {
+        double(observables_), double(tail_capacity_), double(count_), max_,     ref_,
+        double(has_ref_),     double(has_f_ref_),     sums_.s1,       sums_.s2, sums_.wl,
+        sums_.sum_lw,         double(tail_.size())};
+    for (const Eigen::VectorXd* v : {&sums_.wf, &sums_.w2f, &sums_.w2f2, &f_ref_})
+      out.insert(out.end(), v->data(), v->data() + v->size());
+    out.insert(out.end(), tail_.begin(), tail_.end());
+    return out;
+  }
+  /// The accumulator whose state() is `state`.
+  /// @throws std::invalid_argument when `state` is not one (wrong length or counts).
+  static ImportanceAccumulator from_state(std::span<const double> state) {
+    auto bad = [] {
+      return std::invalid_argument(
+          "nflow::sampling::ImportanceAccumulator::from_state: not the state() of an "
+          "accumulator");
+    };
+    constexpr std::size_t head = 12;
+    if (state.size() < head || !(state[0] >= 0) || !(state[1] >= 6) || !(state[2] >= 0) ||
+        !(state[11] >= 0)) {
+      throw bad();
+    }
+    const std::size_t k = std::size_t(state[0]);
+    const std::size_t tail = std::size_t(state[11]);
+    if (state.size() != head + 4 * k + tail || double(tail) > state[1]) throw bad();
+    ImportanceAccumulator a{Index(k), Index(state[1])};
+    a.count_ = Index(state[2]);
+    a.max_ = state[3];
+    a.ref_ = state[4];
+    a.has_ref_ = state[5] != 0;
+    a.has_f_ref_ = state[6] != 0;
+    a.sums_.s1 = state[7];
+    a.sums_.s2 = state[8];
+    a.sums_.wl = state[9];
+    a.sums_.sum_lw = state[10];
+    std::size_t at = head;
+    for (Eigen::VectorXd* v : {&a.sums_.wf, &a.sums_.w2f, &a.sums_.w2f2, &a.f_ref_}) {
+      *v = Eigen::Map<const Eigen::VectorXd>(state.data() + at, Index(k));
+      at += k;
+    }
+    a.tail_.assign(state.begin() + std::ptrdiff_t(at), state.end());
+    std::make_heap(a.tail_.begin(), a.tail_.end(), std::greater<double>());
+    return a;
   }
 
   /// Samples added so far (N).

@@ -38,15 +38,6 @@ using ChainGenerator = std::mt19937_64;
 
 namespace detail {
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a bijective mixer of 64-bit integers, used to turn
-/// (seed, chain index) into well-separated seeds for each chain's generator.
-constexpr std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 /// Throws ShapeError when `q` is conditional: the samplers draw without a context.
 template <typename Q>
 void check_unconditional(const Q& q, const char* where) {
@@ -102,7 +93,7 @@ SamplesAndLogProb<typename Q::Scalar, Q::Dim> draw_per_stream(const Q& q, std::v
 /// @brief The generators of chains first, ..., first + chains − 1 for one seed: chain c's stream
 /// depends only on (seed, c), never on how many chains run beside it or in which call, so a run
 /// of 4 chains reproduces the first 4 of a run of 64, and chains can be split across threads or
-/// processes. Each is std::mt19937_64 seeded with SplitMix64(SplitMix64(seed) + c).
+/// processes. Each is std::mt19937_64 seeded with nflow::stream_seed(seed, c).
 /// @throws std::invalid_argument when `chains` or `first` is negative.
 inline std::vector<ChainGenerator> chain_generators(std::uint64_t seed, Index chains,
                                                     Index first = 0) {
@@ -113,10 +104,7 @@ inline std::vector<ChainGenerator> chain_generators(std::uint64_t seed, Index ch
   }
   std::vector<ChainGenerator> gens;
   gens.reserve(std::size_t(chains));
-  const std::uint64_t base = detail::splitmix64(seed);
-  for (Index c = 0; c < chains; ++c) {
-    gens.emplace_back(detail::splitmix64(base + std::uint64_t(first + c)));
-  }
+  for (Index c = 0; c < chains; ++c) gens.emplace_back(stream_seed(seed, std::uint64_t(first + c)));
   return gens;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "nflow/core/errors.hpp"
 #include "nflow/core/parameters.hpp"
@@ -44,6 +45,29 @@ double clip_global_norm(Eigen::Ref<Vector<Scalar>> grad, double max_norm) {
   return norm;
 }
 
+/// @brief The state of an Adam optimiser: its step count and moments, in double whatever the
+/// model's Scalar. Visited by name like Adam itself ("adam.step", "adam.m", "adam.v"), so that
+/// io::save_optimizer and io::load_optimizer take either, with the same files; FitOptions::resume
+/// starts train::fit from one, and FitOptions::checkpoint receives one.
+struct AdamState {
+  Index step = 0;
+  Eigen::VectorXd m{};
+  Eigen::VectorXd v{};
+
+  /// Visits "adam.step" (1 × 1), "adam.m", "adam.v" (n × 1), then validates the step count.
+  template <typename F>
+  void visit_state(F&& f) {
+    Eigen::Matrix<double, 1, 1> s;
+    s(0) = double(step);
+    f(std::string("adam.step"), Eigen::Ref<Eigen::MatrixXd>(s));
+    f(std::string("adam.m"), Eigen::Ref<Eigen::MatrixXd>(m));
+    f(std::string("adam.v"), Eigen::Ref<Eigen::MatrixXd>(v));
+    if (!(s(0) >= 0) || s(0) != std::floor(s(0)))
+      throw ParameterError("nflow::train::Adam: 'adam.step' must be a non-negative integer");
+    step = Index(s(0));
+  }
+};
+
 /// @brief The Adam / AdamW optimiser over a flat parameter vector.
 ///
 /// With g the (clipped) gradient, t the step count and lr the step's learning rate:
@@ -66,19 +90,35 @@ class Adam {
           "epsilon > 0, "
           "weight_decay >= 0, clip_norm >= 0");
     }
-    m_ = Eigen::VectorXd::Zero(parameter_count);
-    v_ = Eigen::VectorXd::Zero(parameter_count);
+    state_.m = Eigen::VectorXd::Zero(parameter_count);
+    state_.v = Eigen::VectorXd::Zero(parameter_count);
   }
 
   const AdamOptions& options() const { return options_; }
-  Index steps() const { return step_; }
+  Index steps() const { return state_.step; }
+
+  /// The step count and moments (see AdamState).
+  const AdamState& state() const { return state_; }
+  /// Replaces the step count and moments, e.g. with those of a checkpoint.
+  /// @throws ParameterError when the moments do not have the optimiser's parameter count or the
+  ///   step count is negative; the optimiser is then unchanged.
+  void set_state(const AdamState& state) {
+    const Index n = state_.m.size();
+    if (state.m.size() != n || state.v.size() != n || state.step < 0) {
+      throw ParameterError(
+          "nflow::train::Adam::set_state: expected moments of " + std::to_string(n) +
+          " parameters and a non-negative step, got " + std::to_string(state.m.size()) + " and " +
+          std::to_string(state.v.size()) + " moments at step " + std::to_string(state.step));
+    }
+    state_ = state;
+  }
 
   /// One update of `params` (flat, in place) from `grad` (flat, clipped in place if clipping is
   /// on), at learning rate `lr` (the options' rate when negative). Returns the gradient's norm
   /// before clipping.
   double step(Eigen::Ref<Vector<Scalar>> params, Eigen::Ref<Vector<Scalar>> grad, double lr = -1) {
-    detail::check_size("Adam::step", "params", m_.size(), params.size());
-    detail::check_size("Adam::step", "grad", m_.size(), grad.size());
+    nflow::detail::check_size("Adam::step", "params", state_.m.size(), params.size());
+    nflow::detail::check_size("Adam::step", "grad", state_.m.size(), grad.size());
     const Update u = begin_step(grad, lr);
     apply(params, grad, 0, u);
     return u.norm;
@@ -89,9 +129,9 @@ class Adam {
   /// get_parameters(model).
   template <typename Model>
   double step_model(Model& model, Eigen::Ref<Vector<Scalar>> grad, double lr = -1) {
-    detail::check_size("Adam::step_model", "grad", m_.size(), grad.size());
-    detail::check_size("Adam::step_model", "the model's parameters", m_.size(),
-                       model.parameter_count());
+    nflow::detail::check_size("Adam::step_model", "grad", state_.m.size(), grad.size());
+    nflow::detail::check_size("Adam::step_model", "the model's parameters", state_.m.size(),
+                              model.parameter_count());
     const Update u = begin_step(grad, lr);
     Index offset = 0;
     model.visit_parameters([&](const std::string&, auto&& tensor) {
@@ -109,17 +149,11 @@ class Adam {
     return u.norm;
   }
 
-  /// Visits the optimiser state: "adam.step" (1 × 1), "adam.m", "adam.v" (n × 1), in double.
+  /// Visits the optimiser state: "adam.step" (1 × 1), "adam.m", "adam.v" (n × 1), in double
+  /// (AdamState::visit_state).
   template <typename F>
   void visit_state(F&& f) {
-    Eigen::Matrix<double, 1, 1> s;
-    s(0) = double(step_);
-    f(std::string("adam.step"), Eigen::Ref<Eigen::MatrixXd>(s));
-    f(std::string("adam.m"), Eigen::Ref<Eigen::MatrixXd>(m_));
-    f(std::string("adam.v"), Eigen::Ref<Eigen::MatrixXd>(v_));
-    if (!(s(0) >= 0) || s(0) != std::floor(s(0)))
-      throw ParameterError("nflow::train::Adam: 'adam.step' must be a non-negative integer");
-    step_ = Index(s(0));
+    state_.visit_state(std::forward<F>(f));
   }
 
  private:
@@ -130,9 +164,9 @@ class Adam {
   Update begin_step(Eigen::Ref<Vector<Scalar>> grad, double lr) {
     if (lr < 0) lr = options_.learning_rate;
     const double norm = clip_global_norm<Scalar>(grad, options_.clip_norm);
-    ++step_;
-    return {norm, lr, 1.0 - std::pow(options_.beta1, double(step_)),
-            1.0 - std::pow(options_.beta2, double(step_))};
+    ++state_.step;
+    return {norm, lr, 1.0 - std::pow(options_.beta1, double(state_.step)),
+            1.0 - std::pow(options_.beta2, double(state_.step))};
   }
   /// The update of the parameters `first` … `first + params.size() − 1`, in chunks of 256
   /// coefficients. Each chunk is computed in double with fixed-size vectorised array arithmetic:
@@ -144,8 +178,8 @@ class Adam {
   void apply(P&& params, const G& grad, Index first, const Update& u) {
     Scalar* const pp = params.data();
     const Scalar* const gp = grad.data();
-    double* const mp = m_.data() + first;
-    double* const vp = v_.data() + first;
+    double* const mp = state_.m.data() + first;
+    double* const vp = state_.v.data() + first;
     const Index n = params.size();
     Index s = 0;
     for (; s + Chunk::SizeAtCompileTime <= n; s += Chunk::SizeAtCompileTime) {
@@ -197,9 +231,7 @@ class Adam {
   }
 
   AdamOptions options_;
-  Eigen::VectorXd m_;
-  Eigen::VectorXd v_;
-  Index step_ = 0;
+  AdamState state_;
 };
 
 /// @brief Learning-rate schedules: a function of the step (0-based) and the total number of steps.
