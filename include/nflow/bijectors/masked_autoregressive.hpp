@@ -408,14 +408,8 @@ class MaskedAutoregressive
     std::mt19937_64 gen(o.seed);
     Eigen::VectorXi order =
         o.custom_order.size() > 0 ? o.custom_order : nn::make_order(o.order, dim, gen);
-    if constexpr (Transformer::ParamsPerDim == Dynamic) {
-      return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
-                  random_bits64(gen), params_per_dim);
-    } else {
-      (void)params_per_dim;
-      return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
-                  random_bits64(gen));
-    }
+    return Made(dim, width, o.hidden_layers, cd, std::move(order), o.hidden_degrees,
+                random_bits64(gen), params_per_dim);
   }
 
   // ---- the Dim-pass autoregressive solve (MAF's inverse, IAF's forward) ----------------------

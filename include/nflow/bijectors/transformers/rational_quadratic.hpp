@@ -272,14 +272,13 @@ class RationalQuadraticSpline {
 
   /// Bins the stack arrays hold.
   static constexpr int Capacity = Bins_ == Dynamic ? MaxDynamicBins : Bins_;
-  template <int N>
   using KnotArray =
-      std::conditional_t<Bins_ == Dynamic, std::vector<Scalar>, std::array<Scalar, N>>;
+      std::conditional_t<Bins_ == Dynamic, std::vector<Scalar>, std::array<Scalar, Capacity + 1>>;
 
  public:
   /// The knots (X, Y) and knot derivatives δ of one feature's spline (K + 1 each).
   struct Knots {
-    KnotArray<Capacity + 1> x, y, derivative;
+    KnotArray x, y, derivative;
   };
 
   /// The knots of feature `feature` of sample `col`, from blocked raw parameters `params`
