@@ -2,11 +2,13 @@
 // (DynamicFlow of type-erased steps, run-time sizes) costs next to a compile-time Flow with fixed
 // sizes. The imported model is the zuko NSF fixture (tests/data/fixtures/zuko_nsf: D = 4, three
 // autoregressive rational-quadratic transforms of 8 bins, MADE-masked networks of two hidden
-// layers of 16, alternating orders); the native one is a Flow of three SplineAutoregressive<S, 4,
-// 16, 8> layers with a reversal between them (MADE of the same widths; parameters random, which
-// costs the same as the fixture's). log_prob of one point and of batches of 256 and 65,536, and
-// sampling of 256, in float and double. Items processed = points. Run with e.g.
-// --benchmark_min_time=0.2 for figures (docs/performance.md); CI runs it once, briefly.
+// layers of 16, alternating orders); "Typed" is the same model converted by interop::to_typed to
+// a compile-time Flow of its own layers with D = 4 and K = 8 fixed; the native one is a Flow of
+// three SplineAutoregressive<S, 4, 16, 8> layers with a reversal between them (MADE of the same
+// widths; parameters random, which costs the same as the fixture's). log_prob of one point and of
+// batches of 256 and 65,536, and sampling of 256, in float and double. Items processed = points.
+// Run with e.g. --benchmark_min_time=0.2 for figures (docs/performance.md); CI runs it once,
+// briefly.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include "nflow/core/random.hpp"
 #include "nflow/distributions/density.hpp"
 #include "nflow/distributions/standard_normal.hpp"
+#include "nflow/interop/typed.hpp"
 #include "nflow/interop/zuko.hpp"
 
 namespace {
@@ -55,11 +58,19 @@ Native<S> native() {
   return d;
 }
 
-/// The imported model or the native one.
-template <typename S, bool Imported>
+/// The imported model's layers with compile-time sizes.
+template <typename S>
+using TypedLayer = interop::ImportedSplineAutoregressive<S, 8, 4, 0>;
+
+enum class Kind { Imported, Typed, Native };
+
+/// The imported model, the same converted to a compile-time Flow, or the native one.
+template <typename S, Kind kind>
 auto make() {
-  if constexpr (Imported) {
+  if constexpr (kind == Kind::Imported) {
     return imported<S>();
+  } else if constexpr (kind == Kind::Typed) {
+    return interop::to_typed<Flow<TypedLayer<S>, TypedLayer<S>, TypedLayer<S>>>(imported<S>());
   } else {
     return native<S>();
   }
@@ -71,9 +82,9 @@ Batch<S, 4, Dynamic> points(Index n) {
   return standard_normal_matrix<S, 4>(4, n, gen);
 }
 
-template <typename S, bool Imported>
+template <typename S, Kind kind>
 void BM_LogProbPoint(benchmark::State& state) {
-  const auto flow = make<S, Imported>();
+  const auto flow = make<S, kind>();
   const Eigen::Matrix<S, 4, 1> x = points<S>(1);
   for (auto _ : state) {
     S lp = flow.log_prob(x);
@@ -82,9 +93,9 @@ void BM_LogProbPoint(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-template <typename S, bool Imported>
+template <typename S, Kind kind>
 void BM_LogProbBatch(benchmark::State& state) {
-  const auto flow = make<S, Imported>();
+  const auto flow = make<S, kind>();
   const Index n = state.range(0);
   const Batch<S, 4, Dynamic> x = points<S>(n);
   for (auto _ : state) {
@@ -94,9 +105,9 @@ void BM_LogProbBatch(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-template <typename S, bool Imported>
+template <typename S, Kind kind>
 void BM_Sample(benchmark::State& state) {
-  const auto flow = make<S, Imported>();
+  const auto flow = make<S, kind>();
   const Index n = state.range(0);
   std::mt19937_64 gen(11);
   for (auto _ : state) {
@@ -106,19 +117,28 @@ void BM_Sample(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-#define NFLOW_IMPORTED_BENCHMARKS(S, name)                                                  \
-  BENCHMARK(BM_LogProbPoint<S, true>)->Name("Imported/zuko_nsf/" name "/log_prob/batch:1"); \
-  BENCHMARK(BM_LogProbPoint<S, false>)->Name("Native/nsf_ar/" name "/log_prob/batch:1");    \
-  BENCHMARK(BM_LogProbBatch<S, true>)                                                       \
-      ->Name("Imported/zuko_nsf/" name "/log_prob/batch")                                   \
-      ->Arg(256)                                                                            \
-      ->Arg(65536);                                                                         \
-  BENCHMARK(BM_LogProbBatch<S, false>)                                                      \
-      ->Name("Native/nsf_ar/" name "/log_prob/batch")                                       \
-      ->Arg(256)                                                                            \
-      ->Arg(65536);                                                                         \
-  BENCHMARK(BM_Sample<S, true>)->Name("Imported/zuko_nsf/" name "/sample/batch")->Arg(256); \
-  BENCHMARK(BM_Sample<S, false>)->Name("Native/nsf_ar/" name "/sample/batch")->Arg(256);
+#define NFLOW_IMPORTED_BENCHMARKS(S, name)                                                      \
+  BENCHMARK(BM_LogProbPoint<S, Kind::Imported>)                                                 \
+      ->Name("Imported/zuko_nsf/" name "/log_prob/batch:1");                                    \
+  BENCHMARK(BM_LogProbPoint<S, Kind::Typed>)->Name("Typed/zuko_nsf/" name "/log_prob/batch:1"); \
+  BENCHMARK(BM_LogProbPoint<S, Kind::Native>)->Name("Native/nsf_ar/" name "/log_prob/batch:1"); \
+  BENCHMARK(BM_LogProbBatch<S, Kind::Imported>)                                                 \
+      ->Name("Imported/zuko_nsf/" name "/log_prob/batch")                                       \
+      ->Arg(256)                                                                                \
+      ->Arg(65536);                                                                             \
+  BENCHMARK(BM_LogProbBatch<S, Kind::Typed>)                                                    \
+      ->Name("Typed/zuko_nsf/" name "/log_prob/batch")                                          \
+      ->Arg(256)                                                                                \
+      ->Arg(65536);                                                                             \
+  BENCHMARK(BM_LogProbBatch<S, Kind::Native>)                                                   \
+      ->Name("Native/nsf_ar/" name "/log_prob/batch")                                           \
+      ->Arg(256)                                                                                \
+      ->Arg(65536);                                                                             \
+  BENCHMARK(BM_Sample<S, Kind::Imported>)                                                       \
+      ->Name("Imported/zuko_nsf/" name "/sample/batch")                                         \
+      ->Arg(256);                                                                               \
+  BENCHMARK(BM_Sample<S, Kind::Typed>)->Name("Typed/zuko_nsf/" name "/sample/batch")->Arg(256); \
+  BENCHMARK(BM_Sample<S, Kind::Native>)->Name("Native/nsf_ar/" name "/sample/batch")->Arg(256);
 
 NFLOW_IMPORTED_BENCHMARKS(float, "float32")
 NFLOW_UNLESS_SMOKE(NFLOW_IMPORTED_BENCHMARKS(double, "float64"))

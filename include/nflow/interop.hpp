@@ -11,4 +11,5 @@
 #include "nflow/interop/native.hpp"
 #include "nflow/interop/nflows.hpp"
 #include "nflow/interop/state_dict.hpp"
+#include "nflow/interop/typed.hpp"
 #include "nflow/interop/zuko.hpp"

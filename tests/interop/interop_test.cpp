@@ -1100,3 +1100,135 @@ TEST_CASE("interop: an imported model fine-tunes, saves as an nflow file and loa
   CHECK((a.value - b.value).cwiseAbs().maxCoeff() == 0.0);
   std::filesystem::remove(path);
 }
+
+namespace {
+
+/// The fixture `name` imported and converted to the compile-time flow F (interop::to_typed):
+/// the library's io tensors to kTol on every row (edges and tails included), the imported model's
+/// log-densities and scores to 1e-12, one fixed-size point at a time as in the batch, and the
+/// typed model's file loading back into a fresh import.
+template <typename F>
+void check_typed(const std::string& name) {
+  using Point = Eigen::Matrix<double, 4, 1>;
+  const Flow imported = load(model_named(name));
+  const auto typed = nflow::interop::to_typed<F>(imported);
+  const Io io = read_io(name);
+  auto call = [&](const auto& model, auto&& fn) {
+    return io.conditional ? fn(model, io.context) : fn(model, nflow::NoContext{});
+  };
+  const auto fwd = call(typed, [&](const auto& m, const auto& c) {
+    return m.transform().forward_and_log_det(io.x, c);
+  });
+  const auto inv = call(typed, [&](const auto& m, const auto& c) {
+    return m.transform().inverse_and_log_det(io.eps, c);
+  });
+  const Row lp =
+      call(typed, [&](const auto& m, const auto& c) { return Row(m.log_prob(io.x, c)); });
+  const Row lp_imported =
+      call(imported, [&](const auto& m, const auto& c) { return Row(m.log_prob(io.x, c)); });
+  CHECK(max_rel_error(fwd.value, io.z) <= kTol);
+  CHECK(max_rel_error(fwd.log_det, io.logabsdet) <= kTol);
+  CHECK(max_rel_error(lp, io.log_prob) <= kTol);
+  CHECK(max_rel_error(inv.value, io.x_from_eps) <= kTol);
+  CHECK(max_rel_error(inv.log_det, io.x_from_eps_logabsdet) <= kTol);
+  CHECK(max_rel_error(lp, lp_imported) <= 1e-12);
+  // One point (fixed size, Dim = 4) equals its column of the batch.
+  double point_error = 0;
+  for (Index j = 0; j < io.x.cols(); ++j) {
+    const Point x = io.x.col(j);
+    const double one =
+        io.conditional ? typed.log_prob(x, Eigen::VectorXd(io.context.col(j))) : typed.log_prob(x);
+    point_error = std::max(point_error, std::abs(one - lp(j)) / std::max(1.0, std::abs(lp(j))));
+  }
+  CHECK(point_error <= 1e-12);
+  // Gradients: the score of the typed model is the imported model's.
+  const Mat x = io.x.leftCols(16);
+  const Mat score = call(typed, [&](const auto& m, const auto& c) {
+    if constexpr (nflow::is_no_context_v<std::decay_t<decltype(c)>>) {
+      return Mat(m.score(x));
+    } else {
+      return Mat(m.score(x, c.leftCols(16)));
+    }
+  });
+  const Mat score_imported = call(imported, [&](const auto& m, const auto& c) {
+    if constexpr (nflow::is_no_context_v<std::decay_t<decltype(c)>>) {
+      return Mat(m.score(x));
+    } else {
+      return Mat(m.score(x, c.leftCols(16)));
+    }
+  });
+  CHECK(max_rel_error(score, score_imported) <= 1e-12);
+  // Its file (an ordinary nflow file with the same description) loads into a fresh import.
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("nflow_typed_" + name + ".safetensors")).string();
+  nflow::io::save(typed, path);
+  Flow fresh = load(model_named(name));
+  nflow::io::load(fresh, path);
+  std::filesystem::remove(path);
+  const Row lp_fresh =
+      call(fresh, [&](const auto& m, const auto& c) { return Row(m.log_prob(io.x, c)); });
+  CHECK(max_rel_error(lp_fresh, lp_imported) == 0.0);
+}
+
+}  // namespace
+
+TEST_CASE("interop: imported models convert to compile-time flows (to_typed)", "[interop][typed]") {
+  using namespace nflow::interop;
+  using S = double;
+  using SplineAr = ImportedSplineAutoregressive<S, 8, 4, 0>;
+  using SplineCoupling = ImportedSplineCoupling<S, 8, 4, 0>;
+  using P = nflow::Permutation<S, 4>;
+  using Affine = ImportedAffineCoupling<S, 4, 0>;
+  using BatchNorm = nflow::ElementwiseAffine<S, 4>;
+  using AffineArContext = ImportedAffineAutoregressive<S, 4, 3>;
+  SECTION("nflows NSF, autoregressive") {
+    check_typed<nflow::Flow<SplineAr, P, SplineAr, P, SplineAr>>("nflows_nsf_ar");
+  }
+  SECTION("nflows NSF, coupling") {
+    check_typed<
+        nflow::Flow<SplineCoupling, P, SplineCoupling, P, SplineCoupling, P, SplineCoupling>>(
+        "nflows_nsf_coupling");
+  }
+  SECTION("nflows SimpleRealNVP with batch norm") {
+    check_typed<nflow::Flow<Affine, BatchNorm, Affine, BatchNorm, Affine, BatchNorm>>(
+        "nflows_simple_realnvp");
+  }
+  SECTION("zuko MAF with a context") {
+    check_typed<nflow::Flow<AffineArContext, AffineArContext, AffineArContext>>("zuko_maf_cond");
+  }
+  SECTION("a model that is not the named type: an error naming the first step that differs") {
+    const Flow nsf = load(model_named("nflows_nsf_ar"));
+    auto message = [&](auto convert) {
+      try {
+        convert();
+      } catch (const nflow::io::FormatError& e) {
+        return std::string(e.what());
+      }
+      return std::string("(no error)");
+    };
+    using Bins10 = ImportedSplineAutoregressive<S, 10, 4, 0>;
+    CHECK_THAT(message([&] { to_typed<nflow::Flow<Bins10, P, Bins10, P, Bins10>>(nsf); }),
+               Catch::Contains("step 0") && Catch::Contains("8 bins, the named type's 10"));
+    CHECK_THAT(message([&] { to_typed<nflow::Flow<SplineAr, P, SplineAr>>(nsf); }),
+               Catch::Contains("the model has 5 layers, the named type 3"));
+    CHECK_THAT(
+        message([&] { to_typed<nflow::Flow<SplineAr, SplineAr, SplineAr, P, SplineAr>>(nsf); }),
+        Catch::Contains("step 1 ('nflows Permutation") &&
+            Catch::Contains("is not of the kind the named type has there"));
+    // A coupling named where the model has an autoregressive layer.
+    CHECK_THAT(message([&] {
+                 to_typed<nflow::Flow<SplineCoupling, P, SplineCoupling, P, SplineCoupling>>(nsf);
+               }),
+               Catch::Contains("step 0") && Catch::Contains("is not of the kind"));
+    using Dim3 = ImportedSplineAutoregressive<S, 8, 3, 0>;
+    using P3 = nflow::Permutation<S, 3>;
+    CHECK_THAT(message([&] { to_typed<nflow::Flow<Dim3, P3, Dim3, P3, Dim3>>(nsf); }),
+               Catch::Contains("step 0") && Catch::Contains("does not fit the named type") &&
+                   Catch::Contains("in_dim 4"));
+    const Flow maf = load(model_named("zuko_maf_cond"));
+    using Context2 = ImportedAffineAutoregressive<S, 4, 2>;
+    CHECK_THAT(message([&] { to_typed<nflow::Flow<Context2, Context2, Context2>>(maf); }),
+               Catch::Contains("step 0") && Catch::Contains("context_dim 3") &&
+                   Catch::Contains("ContextDim is 2"));
+  }
+}

@@ -39,30 +39,34 @@ namespace nflow::interop {
 template <typename Scalar>
 using ImportedNetwork = nn::BlockNetwork<Scalar, nn::ReLU>;
 
+// The layers the importers build. They build every size at run time (Dim, ContextDim and Bins
+// Dynamic); the same templates with compile-time sizes are what a caller names to convert an
+// imported model into a compile-time Flow (nflow/interop/typed.hpp).
+
 /// nflows MaskedAffineAutoregressiveTransform and zuko's affine MaskedAutoregressiveTransform.
-template <typename Scalar>
+template <typename Scalar, int Dim = Dynamic, int ContextDim = Dynamic>
 using ImportedAffineAutoregressive =
-    MaskedAutoregressive<ScaleShiftTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU, Dynamic,
+    MaskedAutoregressive<ScaleShiftTransformer<Scalar>, Dim, Dynamic, nn::ReLU, ContextDim,
                          ImportedNetwork<Scalar>>;
 /// nflows AffineCouplingTransform and zuko's GeneralCouplingTransform (RealNVP).
-template <typename Scalar>
-using ImportedAffineCoupling = Coupling<ScaleShiftTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU,
-                                        Dynamic, ImportedNetwork<Scalar>>;
+template <typename Scalar, int Dim = Dynamic, int ContextDim = Dynamic>
+using ImportedAffineCoupling = Coupling<ScaleShiftTransformer<Scalar>, Dim, Dynamic, nn::ReLU,
+                                        ContextDim, ImportedNetwork<Scalar>>;
 /// nflows AdditiveCouplingTransform.
-template <typename Scalar>
-using ImportedAdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dynamic, Dynamic, nn::ReLU,
-                                          Dynamic, ImportedNetwork<Scalar>>;
+template <typename Scalar, int Dim = Dynamic, int ContextDim = Dynamic>
+using ImportedAdditiveCoupling = Coupling<AdditiveTransformer<Scalar>, Dim, Dynamic, nn::ReLU,
+                                          ContextDim, ImportedNetwork<Scalar>>;
 /// nflows MaskedPiecewiseRationalQuadraticAutoregressiveTransform and zuko's NSF layers (the
 /// importers build Bins = Dynamic: any number of bins up to
 /// RationalQuadraticSpline::MaxDynamicBins).
-template <typename Scalar, int Bins = Dynamic>
+template <typename Scalar, int Bins = Dynamic, int Dim = Dynamic, int ContextDim = Dynamic>
 using ImportedSplineAutoregressive =
-    MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic, nn::ReLU, Dynamic,
+    MaskedAutoregressive<RationalQuadraticSpline<Scalar, Bins>, Dim, Dynamic, nn::ReLU, ContextDim,
                          ImportedNetwork<Scalar>>;
 /// nflows PiecewiseRationalQuadraticCouplingTransform (the importers build Bins = Dynamic).
-template <typename Scalar, int Bins = Dynamic>
-using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dynamic, Dynamic,
-                                        nn::ReLU, Dynamic, ImportedNetwork<Scalar>>;
+template <typename Scalar, int Bins = Dynamic, int Dim = Dynamic, int ContextDim = Dynamic>
+using ImportedSplineCoupling = Coupling<RationalQuadraticSpline<Scalar, Bins>, Dim, Dynamic,
+                                        nn::ReLU, ContextDim, ImportedNetwork<Scalar>>;
 
 namespace detail {
 
