@@ -2,12 +2,15 @@
 // every operator new and, through Eigen's EIGEN_RUNTIME_NO_MALLOC hook, every Eigen heap
 // allocation, so it is kept separate from the other tests.
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <random>
 
 namespace {
 std::atomic<long> allocations{0};
-}
+std::atomic<long> allocated_bytes{0};
+}  // namespace
 // Eigen checks each of its heap allocations with eigen_assert(is_malloc_allowed() && ...); with
 // malloc "forbidden" that check counts instead of aborting.
 #define EIGEN_RUNTIME_NO_MALLOC
@@ -27,6 +30,7 @@ std::atomic<long> allocations{0};
 namespace {
 void* counted_malloc(std::size_t size) noexcept {
   allocations.fetch_add(1, std::memory_order_relaxed);
+  allocated_bytes.fetch_add(long(size), std::memory_order_relaxed);
   return std::malloc(size == 0 ? 1 : size);
 }
 }  // namespace
@@ -44,6 +48,28 @@ void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
 void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
   return counted_malloc(size);
 }
+// The aligned forms too (the scratch arena's chunks, nflow/core/scratch.hpp), so that its
+// allocations are counted as well.
+namespace {
+void* counted_aligned(std::size_t size, std::align_val_t al) noexcept {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  allocated_bytes.fetch_add(long(size), std::memory_order_relaxed);
+  const std::size_t a = std::size_t(al);
+  return std::aligned_alloc(a, (size + a - 1) / a * a);
+}
+}  // namespace
+void* operator new(std::size_t size, std::align_val_t al) {
+  if (void* p = counted_aligned(size, al)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size, std::align_val_t al) {
+  if (void* p = counted_aligned(size, al)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
@@ -217,4 +243,63 @@ TEST_CASE("one point through a fixed-size continuous flow (RK4, Euler) does not 
       CHECK((back - x).norm() < S(0.05));  // inverse to the solver's accuracy
     }
   }
+}
+
+TEST_CASE("a batch through MAF layers takes its temporaries from the thread's scratch memory",
+          "[allocation][scratch]") {
+  using S = double;
+  constexpr int D = 6;
+  constexpr int H = 16;
+  using M = MAF<S, D, H>;
+  const Flow<M, M> flow(M({.hidden_width = H, .seed = 5}),
+                        M({.hidden_width = H, .seed = 6, .order = nn::InputOrder::Reversed}));
+  std::mt19937_64 gen(3);
+  const Batch<S, D, Dynamic> x = standard_normal_matrix<S, D>(D, 256, gen);
+  auto bytes_of = [](auto&& f) {
+    const long before = allocated_bytes.load();
+    f();
+    return allocated_bytes.load() - before;
+  };
+  auto forward = [&] { return flow.forward_and_log_det(x); };
+  auto inverse = [&] { return flow.inverse_and_log_det(x); };
+  const auto z = forward();  // the first calls size the thread's arena
+  (void)inverse();
+  // Each layer's MADE needs two hidden blocks of H × 256 and an output block of 2D × 256 (88 KB in
+  // all), its inverse a record of both hidden layers and a parameter block; after the first call
+  // none of them comes from the heap: what is left are the results (a value and a log-det per
+  // layer, and the flow's).
+  const long warm_forward = count_allocations(forward);
+  const long warm_inverse = count_allocations(inverse);
+  INFO("heap allocations of a warm call: forward " << warm_forward << ", inverse " << warm_inverse);
+  CHECK(warm_forward <= 6);
+  CHECK(warm_inverse <= 6);
+  CHECK(bytes_of(forward) <= long(3 * (D + 1) * 256 * sizeof(S)));
+  CHECK(detail::ScratchArena::local().capacity() >= std::size_t(2 * H * 256 * sizeof(S)));
+  // The same numbers as before the arena was warm.
+  CHECK((forward().value - z.value).cwiseAbs().maxCoeff() == 0.0);
+
+  // The arena itself: LIFO blocks, aligned, distinct; a block larger than the free space takes a
+  // new chunk, and once every block is back the chunks merge into one that holds them all.
+  detail::ScratchArena& arena = detail::ScratchArena::local();
+  const std::size_t big = arena.capacity() + 1000;
+  {
+    detail::ScratchMatrix<S> a(3, 5);
+    detail::ScratchMatrix<S> b(1000, 1);
+    a.setConstant(1.0);
+    b.setConstant(2.0);
+    CHECK(reinterpret_cast<std::uintptr_t>(a.data()) % detail::ScratchArena::Alignment == 0);
+    CHECK(reinterpret_cast<std::uintptr_t>(b.data()) % detail::ScratchArena::Alignment == 0);
+    CHECK(b.data() >= a.data() + 15);
+    {
+      detail::ScratchMatrix<S> c(Index(big / sizeof(S)), 1);
+      c.setZero();
+      CHECK(arena.capacity() >= big + 1000 * sizeof(S));
+    }
+    CHECK(a.sum() == 15.0);
+    CHECK(b.sum() == 2000.0);
+  }
+  const std::size_t merged = arena.capacity();
+  CHECK(merged >= big);
+  CHECK(bytes_of([&] { detail::ScratchMatrix<S> c(Index(big / sizeof(S)), 1); }) == 0);
+  CHECK(arena.capacity() == merged);
 }

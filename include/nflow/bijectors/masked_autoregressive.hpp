@@ -23,6 +23,7 @@
 #include "nflow/core/errors.hpp"
 #include "nflow/core/inverted.hpp"
 #include "nflow/core/parameters.hpp"
+#include "nflow/core/scratch.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/conditioner.hpp"
@@ -466,8 +467,8 @@ class MaskedAutoregressive
       solve_block(z, r.value, context, store, params, Index(0), r.log_det);
     } else {
       const Index block = std::min(n, Made::block_columns(L * h + P, SolveBlockBytes));
-      Work store(h, L * block);
-      Work params(P, block);
+      detail::ScratchMatrix<Scalar> store(h, L * block);
+      detail::ScratchMatrix<Scalar> params(P, block);
       for (Index j = 0; j < n; j += block) {
         const Index m = std::min(block, n - j);
         auto sb = store.leftCols(L * m);

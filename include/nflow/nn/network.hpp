@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "nflow/core/errors.hpp"
+#include "nflow/core/scratch.hpp"
 #include "nflow/core/types.hpp"
 #include "nflow/nn/activations.hpp"
 #include "nflow/nn/dense.hpp"
@@ -597,6 +598,8 @@ class DenseNetwork {
 
  protected:
   using Work = ParameterMatrix<Scalar>;
+  /// A batch pass's temporary block, in the thread's scratch memory (nflow/core/scratch.hpp).
+  using Scratch = nflow::detail::ScratchMatrix<Scalar>;
   using PolicyState = typename Policy::template State<Scalar>;
   static constexpr Index ContextLayer = -1;
 
@@ -787,8 +790,8 @@ class DenseNetwork {
       forward_columns(x, context, a, b, y);
     } else {
       const Index block = std::min(n, block_columns(h));
-      Work a(h, hidden_layers_ > 0 ? block : 0);
-      Work b(h, hidden_layers_ > 1 ? block : 0);
+      Scratch a(h, hidden_layers_ > 0 ? block : 0);
+      Scratch b(h, hidden_layers_ > 1 ? block : 0);
       for (Index j = 0; j < n; j += block) {
         const Index m = std::min(block, n - j);
         auto a_block = a.leftCols(hidden_layers_ > 0 ? m : 0);
@@ -822,9 +825,9 @@ class DenseNetwork {
       consume(Index(0), ConstBlockRef(y));
     } else {
       const Index block = std::min(n, block_columns(2 * h + out_dim_));
-      Work a(h, hidden_layers_ > 0 ? block : 0);
-      Work b(h, hidden_layers_ > 1 ? block : 0);
-      Work y(out_dim_, block);
+      Scratch a(h, hidden_layers_ > 0 ? block : 0);
+      Scratch b(h, hidden_layers_ > 1 ? block : 0);
+      Scratch y(out_dim_, block);
       for (Index j = 0; j < n; j += block) {
         const Index m = std::min(block, n - j);
         auto ab = a.leftCols(hidden_layers_ > 0 ? m : 0);
