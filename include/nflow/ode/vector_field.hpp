@@ -278,7 +278,7 @@ class MLPVectorField {
   /// per-evaluation sweep reads both matrices front to back. One hidden layer: c = diag(W₀W₁)
   /// in trace's first H entries (tr = cᵀd₀), weight1 unused. And the first layer's constant
   /// part b₀ + C₀[0; c]. Lives on the caller's stack: 2 H² scalars (256 KB in double at
-  /// H = 128; the copy of W₁ makes the sweep one sequential read, 1.6× faster than reading W₁
+  /// H = 128; the copy of W₁ makes the sweep one sequential read, 1.5× faster than reading W₁
   /// in place).
   struct PointSetup {
     static constexpr std::size_t Size =
