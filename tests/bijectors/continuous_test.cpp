@@ -745,6 +745,40 @@ TEST_CASE("one fixed-size point (no allocation) equals the same column of a batc
   }
 }
 
+namespace {
+
+/// The one-point path at width H (its row panels: PointPanelRows rows each, the last one
+/// shorter when that does not divide H) against the batch path, one and two hidden layers,
+/// Dim = 3 (odd: the first layer's and the output's remainder columns).
+template <typename S, int H>
+void check_point_panels(double tol) {
+  using Flow = ContinuousFlow<S, 3, H, nn::Tanh>;
+  INFO("hidden width " << H << ", panel rows " << Flow::Field::PointPanelRows << ", "
+                       << (sizeof(S) == 8 ? "double" : "float"));
+  for (Index layers : {Index(1), Index(2)}) {
+    INFO("hidden layers: " << layers);
+    // Weights ~ N(0, 1/H): pre-activations of order one at every width.
+    Flow f = randomize(Flow(3, {.hidden_width = H, .hidden_layers = layers, .seed = 1}), 61,
+                       1.0 / std::sqrt(double(H)));
+    f.set_solver(OdeSolver::RK4, 5);
+    check_point_matches_batch(f, tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("one fixed-size point: widths that fill the row panels or leave a remainder",
+          "[continuous][point]") {
+  check_point_panels<double, 21>(1e-13);
+  check_point_panels<double, 40>(1e-13);
+  check_point_panels<double, 64>(1e-13);
+  check_point_panels<double, 128>(1e-13);
+  check_point_panels<float, 21>(2e-6);
+  check_point_panels<float, 40>(2e-6);
+  check_point_panels<float, 64>(2e-6);
+  check_point_panels<float, 128>(2e-6);
+}
+
 TEST_CASE("one fixed-size point: bad input and failures as in a batch",
           "[continuous][point][errors]") {
   using Flow = ContinuousFlow<double, 2, 8, nn::Tanh, 1>;
