@@ -5,6 +5,7 @@
 /// exact gradients through the solver's steps.
 
 #include <Eigen/Core>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -350,33 +351,54 @@ class ContinuousFlow
     const Index steps = options_.rk4_steps;
     const Scalar h = (t1 - t0) / Scalar(steps);
     PV k1, k2, k3, k4, stage;
-    Scalar l1 = 0, l2 = 0, l3 = 0, l4 = 0;
     const bool rk4 = options_.solver == OdeSolver::RK4;
     // RK4's weights, as ode::rk4_tableau (b = 1/6, 1/3, 1/3, 1/6; c = 0, 1/2, 1/2, 1).
     const Scalar half = Scalar(0.5), b1 = Scalar(1) / 6, b2 = Scalar(1) / 3;
+    // Two hidden layers: the trace never feeds back into z, so it is deferred: each evaluation
+    // runs the MLP only and keeps d₀, d₁ in `chunk`; every PointChunkSize evaluations (and at the
+    // end) point_traces computes their traces with one pass over C, and w_i·tr_i is added to l in
+    // evaluation order. One hidden layer: tr = c·d₀ at once.
+    const bool defer = field_.network().hidden_layers() == 2;
+    constexpr int M = Field::PointChunkSize;
+    typename Field::PointChunk chunk;
+    std::array<Scalar, M> weight{};
+    std::array<Scalar, M> trace{};
+    int pending = 0;
+    const auto flush = [&] {
+      field_.point_traces(setup, chunk, pending, trace.data());
+      for (int i = 0; i < pending; ++i) l += weight[std::size_t(i)] * trace[std::size_t(i)];
+      pending = 0;
+    };
+    const auto eval = [&](Scalar t, const PV& x, PV& k, Scalar w) {
+      if (defer) {
+        field_.point_value(setup, t, x, k, chunk, pending);
+        weight[std::size_t(pending++)] = w;
+        if (pending == M) flush();
+      } else {
+        Scalar div;
+        field_.point_value_and_divergence(setup, t, x, k, div);
+        l += w * div;
+      }
+    };
     for (Index n = 0; n < steps; ++n) {
       const Scalar t = t0 + Scalar(n) * h;
-      field_.point_value_and_divergence(setup, t, z, k1, l1);
+      eval(t, z, k1, rk4 ? h * b1 : h);
       if (!rk4) {
         z += h * k1;
-        l += h * l1;
         continue;
       }
       stage = z + (h * half) * k1;
-      field_.point_value_and_divergence(setup, t + half * h, stage, k2, l2);
+      eval(t + half * h, stage, k2, h * b2);
       stage = z + (h * half) * k2;
-      field_.point_value_and_divergence(setup, t + half * h, stage, k3, l3);
+      eval(t + half * h, stage, k3, h * b2);
       stage = z + h * k3;
-      field_.point_value_and_divergence(setup, t + h, stage, k4, l4);
+      eval(t + h, stage, k4, h * b1);
       z += (h * b1) * k1;
       z += (h * b2) * k2;
       z += (h * b2) * k3;
       z += (h * b1) * k4;
-      l += (h * b1) * l1;
-      l += (h * b2) * l2;
-      l += (h * b2) * l3;
-      l += (h * b1) * l4;
     }
+    if (pending > 0) flush();
     if (start_finite && !(z.allFinite() && std::isfinite(l))) {
       throw ode::OdeError(
           std::string("nflow::ode::") + (rk4 ? "rk4_integrate" : "euler_integrate") +

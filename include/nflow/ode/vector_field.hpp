@@ -330,6 +330,49 @@ class MLPVectorField {
     }
   }
 
+  /// Evaluations per chunk of the deferred trace (point_value, point_traces).
+  static constexpr int PointChunkSize = 16;
+  /// The deferred trace's chunk: d₀ = f′(a₀) and d₁ = f′(a₁) of up to PointChunkSize
+  /// evaluations, H × PointChunkSize each, column i for evaluation i. Lives on the caller's
+  /// stack: 2 · 16 · H scalars (32 KB in double at H = 128).
+  struct PointChunk {
+    static constexpr std::size_t Size = std::size_t(Hidden_ > 0 ? Hidden_ : 1) * PointChunkSize;
+    alignas(64) std::array<Scalar, Size> d0;
+    alignas(64) std::array<Scalar, Size> d1;
+  };
+  /// f(z, t, c) of one point with two hidden layers, from `s` (prepare_point), the trace
+  /// deferred: the MLP pass only (a sweep over W₁, not C), d₀ and d₁ stored in column `col` of
+  /// `chunk`. The trace tr = d₁ᵀ C d₀ never feeds back into z, so point_traces computes it later
+  /// for a whole chunk with one pass over C. Requires HasPointPath and two hidden layers.
+  void point_value(const PointSetup& s, Scalar t, const PointVector& z, PointVector& f,
+                   PointChunk& chunk, int col) const {
+    HiddenVector h0;
+    HiddenVector d0;
+    point_input(net_.weight(0).data(), s.base, net_.context_weight().data(), t, z, h0, d0);
+    Eigen::Map<HiddenVector>(chunk.d0.data() + std::size_t(col) * Hidden_) = d0;
+    HiddenVector h1;
+    point_hidden_value(s, net_.bias(1).data(), h0, h1,
+                       chunk.d1.data() + std::size_t(col) * Hidden_);
+    point_output(net_.weight(2).data(), net_.bias(2), h1, f);
+  }
+  /// The traces tr_i = d₁ᵢᵀ C d₀ᵢ of the first `count` evaluations in `chunk` (point_value) into
+  /// tr[0 … count − 1]: U = C D₀ row panel by row panel (each panel of C read from L2 once per
+  /// chunk, then from L1 for each block of columns), dotted with D₁ in registers. Clears the
+  /// columns count … up to the next block of four.
+  void point_traces(const PointSetup& s, PointChunk& chunk, int count, Scalar* tr) const {
+    const int padded = (count + PointTraceBlock - 1) / PointTraceBlock * PointTraceBlock;
+    for (int i = count; i < padded; ++i) {
+      Eigen::Map<HiddenVector>(chunk.d0.data() + std::size_t(i) * Hidden_).setZero();
+      Eigen::Map<HiddenVector>(chunk.d1.data() + std::size_t(i) * Hidden_).setZero();
+    }
+    Scalar acc[PointChunkSize] = {};
+    constexpr int Rows = point_block_rows();
+    constexpr int Whole = Hidden_ / Rows * Rows;
+    for (int r = 0; r < Whole; r += Rows) point_trace_panel<Rows>(r, s, chunk, padded, acc);
+    if constexpr (Whole < Hidden_) point_trace_panel<Hidden_ - Whole>(Whole, s, chunk, padded, acc);
+    for (int i = 0; i < count; ++i) tr[i] = acc[i];
+  }
+
   /// Reverse mode for L with ∂L/∂f = gf (Dim × n) and ∂L/∂div = gdiv (1 × n), the divergence
   /// computed as in value_and_divergence (exact, or with `probes`). Returns ∂L/∂z and ADDS ∂L/∂θ
   /// into `gp` (the network's flat layout). `gdiv` may be empty (no divergence term).
@@ -539,6 +582,72 @@ class MLPVectorField {
     point_activation(a, h, d);
     h1.template segment<Rows>(r) = h;
     return d.dot(u);
+  }
+
+  /// Columns of U = C D₀ accumulated together in point_traces (4 × 4 packets in registers).
+  static constexpr int PointTraceBlock = 4;
+
+  /// The second hidden layer without the trace: a₁ = b₁ + W₁h₀ panel by panel (the columns of
+  /// W₁ in two independent chains, even and odd), h₁ = f(a₁), d₁ = f′(a₁) written to `d1`.
+  static void point_hidden_value(const PointSetup& s, const Scalar* b1, const HiddenVector& h0,
+                                 HiddenVector& h1, Scalar* d1) {
+    constexpr int Rows = point_block_rows();
+    constexpr int Whole = Hidden_ / Rows * Rows;
+    for (int r = 0; r < Whole; r += Rows) point_hidden_value_panel<Rows>(r, s, b1, h0, h1, d1);
+    if constexpr (Whole < Hidden_) {
+      point_hidden_value_panel<Hidden_ - Whole>(Whole, s, b1, h0, h1, d1);
+    }
+  }
+  template <int Rows>
+  static void point_hidden_value_panel(int r, const PointSetup& s, const Scalar* b1,
+                                       const HiddenVector& h0, HiddenVector& h1, Scalar* d1) {
+    using Part = Eigen::Matrix<Scalar, Rows, 1>;
+    using Col = Eigen::Map<const Part>;
+    const Scalar* w = s.weight1.data() + std::size_t(r) * Hidden_;
+    Part a0 = Col(b1 + r);
+    Part a1 = Part::Zero();
+    int k = 0;
+    for (; k + 2 <= Hidden_; k += 2) {
+      a0.noalias() += Col(w + std::size_t(k) * Rows) * h0[k];
+      a1.noalias() += Col(w + std::size_t(k + 1) * Rows) * h0[k + 1];
+    }
+    if (k < Hidden_) a0.noalias() += Col(w + std::size_t(k) * Rows) * h0[k];
+    const Part a = a0 + a1;
+    Part h;
+    Part d;
+    point_activation(a, h, d);
+    h1.template segment<Rows>(r) = h;
+    Eigen::Map<Part>(d1 + r) = d;
+  }
+
+  /// Rows r … r + Rows − 1 of U = C D₀ for the first `count` (a multiple of PointTraceBlock)
+  /// columns of the chunk, PointTraceBlock columns at a time in registers (the panel of C stays
+  /// in L1 across the blocks), each column's part dotted with D₁'s and added to acc.
+  template <int Rows>
+  static void point_trace_panel(int r, const PointSetup& s, const PointChunk& chunk, int count,
+                                Scalar* acc) {
+    using Part = Eigen::Matrix<Scalar, Rows, 1>;
+    using Col = Eigen::Map<const Part>;
+    const Scalar* c = s.trace.data() + std::size_t(r) * Hidden_;
+    for (int m = 0; m < count; m += PointTraceBlock) {
+      const Scalar* e0 = chunk.d0.data() + std::size_t(m) * Hidden_;
+      const Scalar* e1 = e0 + Hidden_;
+      const Scalar* e2 = e1 + Hidden_;
+      const Scalar* e3 = e2 + Hidden_;
+      Part u0 = Part::Zero(), u1 = Part::Zero(), u2 = Part::Zero(), u3 = Part::Zero();
+      for (int k = 0; k < Hidden_; ++k) {
+        const Part ck = Col(c + std::size_t(k) * Rows);
+        u0.noalias() += ck * e0[k];
+        u1.noalias() += ck * e1[k];
+        u2.noalias() += ck * e2[k];
+        u3.noalias() += ck * e3[k];
+      }
+      const Scalar* g = chunk.d1.data() + std::size_t(m) * Hidden_ + r;
+      acc[m] += Col(g).dot(u0);
+      acc[m + 1] += Col(g + Hidden_).dot(u1);
+      acc[m + 2] += Col(g + 2 * Hidden_).dot(u2);
+      acc[m + 3] += Col(g + 3 * Hidden_).dot(u3);
+    }
   }
 
   /// The first hidden layer: a₀ = base + t·C₀[:, 0] + W₀z (W₀ H × Dim and C₀ column-major at
