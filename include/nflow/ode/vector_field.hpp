@@ -312,19 +312,20 @@ class MLPVectorField {
   }
   /// f(z, t, c) and the exact divergence of one point, from `s` (prepare_point): the MLP pass
   /// plus the closed-form trace, on fixed-size vectors, row panel by row panel with the
-  /// activation applied to each panel while it is in registers. With two hidden layers one sweep
-  /// over W₁ and C gives a₁ = b₁ + W₁h₀ and u = C d₀ together (d₀ = f′(a₀) is known after the
-  /// first layer), then tr = d₁·u. Requires HasPointPath and one or two hidden layers.
+  /// activation applied to each panel while it is in registers. With two hidden layers it is
+  /// point_value and point_traces for a chunk of one evaluation (a solve defers the traces of
+  /// 16 evaluations instead: ContinuousFlow::run_point). Requires HasPointPath and one or two
+  /// hidden layers.
   void point_value_and_divergence(const PointSetup& s, Scalar t, const PointVector& z,
                                   PointVector& f, Scalar& div) const {
-    HiddenVector h0;
-    HiddenVector d0;
-    point_input(net_.weight(0).data(), s.base, net_.context_weight().data(), t, z, h0, d0);
     if (net_.hidden_layers() == 2) {
-      HiddenVector h1;
-      div = point_hidden(s, net_.bias(1).data(), h0, d0, h1);
-      point_output(net_.weight(2).data(), net_.bias(2), h1, f);
+      PointChunk chunk;
+      point_value(s, t, z, f, chunk, 0);
+      point_traces(s, chunk, 1, &div);
     } else {
+      HiddenVector h0;
+      HiddenVector d0;
+      point_input(net_.weight(0).data(), s.base, net_.context_weight().data(), t, z, h0, d0);
       point_output(net_.weight(1).data(), net_.bias(1), h0, f);
       div = Eigen::Map<const HiddenVector>(s.trace.data()).dot(d0);
     }
@@ -546,42 +547,6 @@ class MLPVectorField {
         m0.noalias() += w2t.col(i).template segment<Rows>(r) * w0(k, i);
       panel(k, m0);
     }
-  }
-
-  /// The second hidden layer and the trace, in one sweep over s.weight1 and s.trace (row
-  /// panels): for each panel, a₁ = b₁ + W₁h₀ and u = C d₀ are accumulated over the columns k in
-  /// fixed-size vectors (registers), then h₁ = f(a₁) and d₁ = f′(a₁) are taken there and d₁·u
-  /// added to the trace (returned); the last panel has H mod PointPanelRows rows if that is not 0.
-  static Scalar point_hidden(const PointSetup& s, const Scalar* b1, const HiddenVector& h0,
-                             const HiddenVector& d0, HiddenVector& h1) {
-    constexpr int Rows = point_block_rows();
-    constexpr int Whole = Hidden_ / Rows * Rows;
-    Scalar div = 0;
-    for (int r = 0; r < Whole; r += Rows) div += point_hidden_panel<Rows>(r, s, b1, h0, d0, h1);
-    if constexpr (Whole < Hidden_) {
-      div += point_hidden_panel<Hidden_ - Whole>(Whole, s, b1, h0, d0, h1);
-    }
-    return div;
-  }
-  template <int Rows>
-  static Scalar point_hidden_panel(int r, const PointSetup& s, const Scalar* b1,
-                                   const HiddenVector& h0, const HiddenVector& d0,
-                                   HiddenVector& h1) {
-    using Part = Eigen::Matrix<Scalar, Rows, 1>;
-    using Col = Eigen::Map<const Part>;
-    const Scalar* w = s.weight1.data() + std::size_t(r) * Hidden_;
-    const Scalar* c = s.trace.data() + std::size_t(r) * Hidden_;
-    Part a = Col(b1 + r);
-    Part u = Part::Zero();
-    for (int k = 0; k < Hidden_; ++k) {
-      a.noalias() += Col(w + std::size_t(k) * Rows) * h0[k];
-      u.noalias() += Col(c + std::size_t(k) * Rows) * d0[k];
-    }
-    Part h;
-    Part d;
-    point_activation(a, h, d);
-    h1.template segment<Rows>(r) = h;
-    return d.dot(u);
   }
 
   /// Columns of U = C D₀ accumulated together in point_traces (4 × 4 packets in registers).
