@@ -10,7 +10,7 @@
 
 using namespace nflow;
 
-TEST_CASE("Logit rejects an alpha outside [0, 0.5)", "[bijectors][errors]") {
+TEST_CASE("Logit rejects an alpha outside 0 <= alpha < 0.5", "[bijectors][errors]") {
   CHECK_THROWS_AS(Logit<double>(2, 0.5), ParameterError);
 }
 

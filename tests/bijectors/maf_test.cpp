@@ -79,7 +79,7 @@ Eigen::VectorXd as_double(const Eigen::Matrix<S, Dyn, 1>& v) {
 
 // ---- compile-time facts --------------------------------------------------------------------------
 
-TEST_CASE("MAF is one pass forward and Dim passes inverse; IAF the other way round",
+TEST_CASE("MAF is one pass forward and Dim passes inverse, IAF the other way round",
           "[bijectors][maf][traits]") {
   using M = MAF<double, 3>;
   using I = IAF<double, 3>;

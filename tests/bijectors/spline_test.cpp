@@ -603,7 +603,7 @@ TEST_CASE("spline: round trip, values, log-dets and gradients at interior, tail 
   });
 }
 
-TEST_CASE("spline: ±Inf and NaN inputs behave as documented; a NaN touches only its element",
+TEST_CASE("spline: ±Inf and NaN inputs behave as documented, a NaN touches only its element",
           "[spline]") {
   for_each_spline([](const auto& t) {
     using T = std::decay_t<decltype(t)>;
@@ -870,7 +870,7 @@ TEST_CASE("spline: options are checked with a sentence naming the option", "[spl
   CHECK_NOTHROW(UnboundedK8({.lower = -1e3, .upper = 1e3, .min_bin_width = 1e-6}));
 }
 
-TEST_CASE("spline: a 2-D density of SplineCoupling layers integrates to 1; samples match it",
+TEST_CASE("spline: a 2-D density of SplineCoupling layers integrates to 1, samples match it",
           "[spline]") {
   using Layer = SplineCoupling<double, 2, 16, 8, nn::Tanh>;
   using Flow2 = Flow<Layer, Reverse<double, 2>, Layer>;

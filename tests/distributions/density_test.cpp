@@ -160,7 +160,7 @@ TEST_CASE("sampling one sample per context column equals sampling each context a
   }
 }
 
-TEST_CASE("a context of neither 1 nor n columns is an error naming both; NaN stays in its column",
+TEST_CASE("a context of neither 1 nor n columns is an error naming both, NaN stays in its column",
           "[density][context]") {
   using CA = test::ContextAffine<double, 2, 1>;
   Density density(StandardNormal<double, 2>{},

@@ -39,7 +39,7 @@ double fd_log_det(const T& transform, const Eigen::VectorXd& x, const Eigen::Mat
 
 }  // namespace
 
-TEST_CASE("coupling_nsf: a fresh flow is the identity; drawn parameters give a density",
+TEST_CASE("coupling_nsf: a fresh flow is the identity, drawn parameters give a density",
           "[flows][spline]") {
   auto nsf = flows::coupling_nsf<double, 2>({.transforms = 4, .hidden_features = 16, .seed = 3});
   std::mt19937_64 rng(1);

@@ -286,7 +286,7 @@ TEST_CASE("the run-time model's context_score matches finite differences of log_
   CHECK_THROWS_AS(plain.context_score(x, c), nflow::ShapeError);
 }
 
-TEST_CASE("typed load checks the description; old files; newer schemas", "[io][model]") {
+TEST_CASE("typed load checks the description, old files, newer schemas", "[io][model]") {
   auto typed = flows::real_nvp<double>(4, {.transforms = 2, .hidden_features = 8});
   randomize(typed, 1);
   const std::string file = saved(typed);

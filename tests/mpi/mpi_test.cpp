@@ -102,7 +102,7 @@ TEST_CASE("data-parallel fit equals one process to rounding", "[mpi]") {
   CHECK(relative_difference(get_parameters(make_flow()), get_parameters(parallel)) > 1e-3);
 }
 
-TEST_CASE("the ranks must agree; diverged parameters are caught", "[mpi]") {
+TEST_CASE("the ranks must agree, diverged parameters are caught", "[mpi]") {
   if (world().size() < 2) return;
   TestFlow flow = make_flow();
   train::FitOptions o = options();

@@ -142,7 +142,7 @@ TEST_CASE("PeriodicConvNet: forward equals a direct periodic convolution", "[nn]
   }
 }
 
-TEST_CASE("PeriodicConvNet: backward against finite differences (parameters; inputs; context)",
+TEST_CASE("PeriodicConvNet: backward against finite differences (parameters, inputs, context)",
           "[nn][conv][backward]") {
   const Index rows = 4, cols = 6, ch = 2, ctx_dim = 2, n = 3;
   const CouplingMask mask = CouplingMask::per_site(CouplingMask::checkerboard(rows, cols), ch);
@@ -242,7 +242,7 @@ TEST_CASE("ConvAffineCoupling: translation equivariance on the periodic lattice"
   CHECK((g.value - shift(f.value, rows, cols, 1, 0)).cwiseAbs().maxCoeff() > 1e-3);
 }
 
-TEST_CASE("conv couplings: identity at initialisation; float smoke test", "[nn][conv][init]") {
+TEST_CASE("conv couplings: identity at initialisation, float smoke test", "[nn][conv][init]") {
   const Layer fresh = conv_checkerboard_coupling<AffineTransformer<double>, nn::SiLU>(
       4, 6, false, {.channels = 2, .context_dim = 1, .seed = 1});
   const Mat x = normals(48, 4, 40), c = normals(1, 4, 41);

@@ -310,7 +310,7 @@ TEST_CASE("A fresh MADE outputs exactly zero and names its parameters like PyTor
 
 // ---- gradients ---------------------------------------------------------------------------------
 
-TEST_CASE("MADE backward matches finite differences; masked weight entries get exactly 0",
+TEST_CASE("MADE backward matches finite differences, masked weight entries get exactly 0",
           "[nn][made][gradients]") {
   auto check = [](auto net, Index n, std::uint64_t seed) {
     using Net = decltype(net);

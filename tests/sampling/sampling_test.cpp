@@ -186,7 +186,7 @@ TEST_CASE("Pareto k-hat: small for bounded weights, the exact tail index for Par
   }
 }
 
-TEST_CASE("streaming in batches of 7 equals one batch; merging equals one sequential pass",
+TEST_CASE("streaming in batches of 7 equals one batch, merging equals one sequential pass",
           "[sampling][importance]") {
   std::mt19937_64 gen(11);
   const auto q = normal(Eigen::Vector2d::Zero(), Eigen::Vector2d::Constant(0.6));
@@ -310,7 +310,7 @@ TEST_CASE("bad input to the accumulator gives clear errors", "[sampling][importa
       ShapeError);
 }
 
-TEST_CASE("independence Metropolis with q = target accepts every proposal; draws are per chain",
+TEST_CASE("independence Metropolis with q = target accepts every proposal, draws are per chain",
           "[sampling][mcmc]") {
   // A flow proposal: x = affine⁻¹(z), z ~ N(0, I), through a Density (one batched inverse).
   ElementwiseAffine<double, 2> a;

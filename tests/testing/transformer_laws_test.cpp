@@ -124,7 +124,7 @@ TEST_CASE("the transformer laws catch what they promise", "[testing][transformer
         Laws{"extreme_parameters"});
 }
 
-TEST_CASE("any transformer law can be skipped by name with a reason; an unknown name fails",
+TEST_CASE("any transformer law can be skipped by name with a reason, an unknown name fails",
           "[testing][transformers][laws]") {
   testing::LawOptions opt;
   opt.skip("edge_finite", "the mutant's far gradient is NaN on purpose")

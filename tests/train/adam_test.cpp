@@ -312,7 +312,7 @@ void conditional_data(Index n, std::uint64_t seed, Eigen::MatrixXd& x, Eigen::Ma
 }
 }  // namespace
 
-TEST_CASE("fit on data sets: a conditional fit validates on its own contexts; views fit as copies",
+TEST_CASE("fit on data sets: a conditional fit validates on its own contexts, views fit as copies",
           "[train][fit][context]") {
   Eigen::MatrixXd x, c;
   conditional_data(700, 12, x, c);

@@ -117,7 +117,7 @@ TEST_CASE("N Euler steps: one step is z + f(z, 1)·Δt by hand, two steps compos
   CHECK_THROWS_AS(Cnf(2, {.solver = OdeSolver::Euler, .rk4_steps = 0}), ParameterError);
 }
 
-TEST_CASE("reflow pairs are the flow's own samples; errors are ParameterErrors",
+TEST_CASE("reflow pairs are the flow's own samples, errors are ParameterErrors",
           "[reflow][pairs]") {
   Cnf flow(2, {.hidden_width = 16, .seed = 2});
   const auto pairs = train::reflow_pairs(flow, 50, 11);
@@ -163,7 +163,7 @@ TEST_CASE("one reflow straightens the paths of a flow trained on two moons", "[r
 }
 
 TEST_CASE(
-    "linear_assignment is optimal (against every permutation); minibatch OT permutes the noise",
+    "linear_assignment is optimal (against every permutation), minibatch OT permutes the noise",
     "[reflow][ot]") {
   std::mt19937_64 gen(21);
   for (int trial = 0; trial < 20; ++trial) {
