@@ -767,6 +767,47 @@ void check_point_panels(double tol) {
 
 }  // namespace
 
+namespace {
+
+/// MLPVectorField::point_value_and_divergence (one evaluation: a solve uses point_value and
+/// deferred point_traces instead) against the batch path's value_and_divergence with the exact
+/// trace, at single points, one and two hidden layers.
+template <int H>
+void check_point_divergence() {
+  using Flow = ContinuousFlow<double, 3, H, nn::Tanh>;
+  using Field = typename Flow::Field;
+  std::mt19937_64 gen(43);
+  for (Index layers : {Index(1), Index(2)}) {
+    INFO("hidden width " << H << ", hidden layers " << layers);
+    const Flow flow = randomize(Flow(3, {.hidden_width = H, .hidden_layers = layers, .seed = 1}),
+                                67, 1.0 / std::sqrt(double(H)));
+    const Field& field = flow.field();
+    typename Field::PointSetup setup;
+    field.prepare_point(setup);
+    for (double t : {0.0, 0.37, 1.0}) {
+      const typename Field::PointVector z = standard_normal_matrix<double, 3>(3, 1, gen).col(0);
+      typename Field::PointVector f;
+      double div = 0;
+      field.point_value_and_divergence(setup, t, z, f, div);
+      typename Field::Matrix fb;
+      typename Field::Row divb;
+      field.value_and_divergence(t, typename Field::Matrix(z), typename Field::Matrix(0, 1),
+                                 nullptr, fb, divb);
+      CHECK((f - fb.col(0)).cwiseAbs().maxCoeff() <= 1e-13);
+      CHECK(std::abs(div - divb(0)) <= 1e-13 * (1 + std::abs(divb(0))));
+      CHECK(std::abs(divb(0)) > 1e-3);  // a trace of order one: the check can fail
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("one fixed-size point: point_value_and_divergence equals the batch evaluation",
+          "[continuous][point]") {
+  check_point_divergence<21>();
+  check_point_divergence<64>();
+}
+
 TEST_CASE("one fixed-size point: widths that fill the row panels or leave a remainder",
           "[continuous][point]") {
   check_point_panels<double, 21>(1e-13);
