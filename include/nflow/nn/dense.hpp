@@ -10,13 +10,119 @@
 /// `∂L/∂X = Wᵀ·G`. Column j of `Y` depends on column j of `X` only.
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstddef>
 #include <random>
+#include <type_traits>
 
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 
 namespace nflow::nn {
+
+namespace blas_detail {
+#ifdef NFLOW_USE_BLAS
+// The Fortran BLAS GEMMs (every BLAS exports them), under names of nflow's own so that no
+// declaration in a BLAS header (cblas.h, Eigen's blas.h) can clash; the two trailing arguments are
+// the lengths of the character arguments that gfortran-compiled BLAS libraries expect.
+extern "C" void nflow_blas_sgemm(const char*, const char*, const int*, const int*, const int*,
+                                 const float*, const float*, const int*, const float*, const int*,
+                                 const float*, float*, const int*, std::size_t,
+                                 std::size_t) __asm__("sgemm_");
+extern "C" void nflow_blas_dgemm(const char*, const char*, const int*, const int*, const int*,
+                                 const double*, const double*, const int*, const double*,
+                                 const int*, const double*, double*, const int*, std::size_t,
+                                 std::size_t) __asm__("dgemm_");
+// OpenBLAS's thread count (a weak reference: null with another BLAS).
+extern "C" void nflow_openblas_set_num_threads(int) __asm__("openblas_set_num_threads")
+    __attribute__((weak));
+
+/// Sets OpenBLAS to one thread, once per process: nflow splits batches over threads of its own
+/// (nflow/core/parallel.hpp), and BLAS threads inside them would oversubscribe the cores.
+inline void single_threaded() {
+  static const bool done = [] {
+    if (nflow_openblas_set_num_threads != nullptr) nflow_openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)done;
+}
+#endif
+
+/// Whether an Eigen expression type can be handed to a BLAS GEMM as it is: float or double,
+/// stored column-major with unit inner stride (a plain matrix, a Map, a Ref or a block of one).
+template <typename T>
+constexpr bool blas_operand() {
+  using U = std::remove_cvref_t<T>;
+  using S = typename U::Scalar;
+  return (std::is_same_v<S, float> ||
+          std::is_same_v<S, double>)&&(int(U::Flags) & Eigen::DirectAccessBit) != 0 &&
+         (int(U::Flags) & Eigen::RowMajorBit) == 0 && int(U::InnerStrideAtCompileTime) == 1;
+}
+}  // namespace blas_detail
+
+/// @brief `out = op(a)·op(b)` (or `out += op(a)·op(b)` with `accumulate`), where op is the
+/// transpose when `TransA` / `TransB`. `out` must already have the product's shape and must not
+/// alias `a` or `b` (as with Eigen's `noalias()`).
+///
+/// Eigen computes it, unless nflow is built with `NFLOW_USE_BLAS` (CMake option of that name):
+/// then products of at least 16 columns and 2¹³ multiply-adds whose operands are plain column-major
+/// float or double storage go to the BLAS library's GEMM (single-threaded: nflow's own threads
+/// split batches). One point (one column) always stays in Eigen, whose small fixed-size products
+/// are faster than a library call. Column j of `op(a)·op(b)` depends on column j of `op(b)` only,
+/// in either path, so a NaN in one sample never reaches another; the two paths round differently
+/// (a batch and the same columns one at a time agree to rounding, not bit for bit).
+template <bool TransA, bool TransB, typename Out, typename A, typename B>
+void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
+  auto eigen_product = [&](const auto& lhs, const auto& rhs) {
+    if (accumulate) {
+      out.noalias() += lhs * rhs;
+    } else {
+      out.noalias() = lhs * rhs;
+    }
+  };
+  auto eigen = [&] {
+    if constexpr (TransA && TransB) {
+      eigen_product(a.transpose(), b.transpose());
+    } else if constexpr (TransA) {
+      eigen_product(a.transpose(), b);
+    } else if constexpr (TransB) {
+      eigen_product(a, b.transpose());
+    } else {
+      eigen_product(a, b);
+    }
+  };
+#ifdef NFLOW_USE_BLAS
+  using S = typename std::remove_cvref_t<Out>::Scalar;
+  if constexpr (blas_detail::blas_operand<Out>() && blas_detail::blas_operand<A>() &&
+                blas_detail::blas_operand<B>() && std::is_same_v<S, typename A::Scalar> &&
+                std::is_same_v<S, typename B::Scalar>) {
+    const Index m = out.rows(), n = out.cols(), k = TransA ? a.rows() : a.cols();
+    const bool large = n >= 16 && m * n * k >= (Index(1) << 13) && m <= INT_MAX && n <= INT_MAX &&
+                       k <= INT_MAX && a.outerStride() <= INT_MAX && b.outerStride() <= INT_MAX &&
+                       out.outerStride() <= INT_MAX;
+    if (large) {
+      blas_detail::single_threaded();
+      const char ta = TransA ? 'T' : 'N', tb = TransB ? 'T' : 'N';
+      const int mi = int(m), ni = int(n), ki = int(k);
+      const int lda = int(std::max<Index>({a.outerStride(), a.rows(), 1}));
+      const int ldb = int(std::max<Index>({b.outerStride(), b.rows(), 1}));
+      const int ldc = int(std::max<Index>({out.outerStride(), m, 1}));
+      const S one = 1, beta = accumulate ? S(1) : S(0);
+      if constexpr (std::is_same_v<S, float>) {
+        blas_detail::nflow_blas_sgemm(&ta, &tb, &mi, &ni, &ki, &one, a.data(), &lda, b.data(), &ldb,
+                                      &beta, out.data(), &ldc, 1, 1);
+      } else {
+        blas_detail::nflow_blas_dgemm(&ta, &tb, &mi, &ni, &ki, &one, a.data(), &lda, b.data(), &ldb,
+                                      &beta, out.data(), &ldc, 1, 1);
+      }
+      return;
+    }
+  }
+#endif
+  eigen();
+}
 
 /// @brief Sets every column of `out` to `bias` (a vectorised column copy each; `out.colwise() +=
 /// bias` on a block of a matrix compiled to scalar code with g++ 12 and Eigen 3.4, 13 % of a
@@ -36,7 +142,7 @@ void dense_forward(Eigen::MatrixBase<OutDerived>& out,
                    const Eigen::MatrixBase<InputDerived>& input,
                    const Eigen::MatrixBase<BiasDerived>& bias) {
   fill_columns(out, bias);
-  out.noalias() += weight.derived() * input.derived();
+  gemm<false, false>(out.derived(), weight.derived(), input.derived(), true);
 }
 
 /// @brief Rvalue overload of dense_forward, for a block of a larger buffer.
@@ -54,7 +160,7 @@ template <typename DeltaDerived, typename InputDerived, typename GradWeight, typ
 void dense_accumulate_parameter_gradients(const Eigen::MatrixBase<DeltaDerived>& delta,
                                           const Eigen::MatrixBase<InputDerived>& input,
                                           GradWeight&& grad_weight, GradBias&& grad_bias) {
-  grad_weight.noalias() += delta.derived() * input.derived().transpose();
+  gemm<false, true>(grad_weight, delta.derived(), input.derived(), true);
   grad_bias += delta.derived().rowwise().sum();
 }
 

@@ -749,7 +749,7 @@ class DenseNetwork {
   template <typename XB, typename CB, typename O>
   void first_layer(const XB& x, const CB* context, O& out) const {
     fill_columns(out, biases_[0]);
-    out.noalias() += state_.weight(weights_, 0) * dynamic_rows(x);
+    gemm<false, false>(out, state_.weight(weights_, 0), dynamic_rows(x), true);
     if (context != nullptr && context_dim_ > 0) out.noalias() += context_weight_ * (*context);
   }
 
@@ -946,9 +946,9 @@ class DenseNetwork {
       if (grad_context != nullptr && context_dim_ > 0)
         grad_context->noalias() += context_weight_.transpose() * delta;
       if (add_to_grad_x) {
-        dynamic_rows(grad_x).noalias() += state_.weight(weights_, 0).transpose() * delta;
+        gemm<true, false>(dynamic_rows(grad_x), state_.weight(weights_, 0), delta, true);
       } else {
-        dynamic_rows(grad_x).noalias() = state_.weight(weights_, 0).transpose() * delta;
+        gemm<true, false>(dynamic_rows(grad_x), state_.weight(weights_, 0), delta, false);
       }
     };
     if (L == 0) {
@@ -964,7 +964,7 @@ class DenseNetwork {
     }
     Work* delta_full = &ws.delta;
     Work* below_full = &ws.below;
-    delta_full->leftCols(n).noalias() = state_.weight(weights_, L).transpose() * g;
+    gemm<true, false>(delta_full->leftCols(n), state_.weight(weights_, L), g, false);
 
     // Hidden layers, last to first: delta enters as ∂L/∂hₖ and leaves as ∂L/∂hₖ₋₁.
     for (Index k = L - 1; k >= 0; --k) {
@@ -983,7 +983,7 @@ class DenseNetwork {
                                              weight_gradient(grad_params, ws, k),
                                              bias_gradient(grad_params, k));
       }
-      below_full->leftCols(n).noalias() = state_.weight(weights_, k).transpose() * delta;
+      gemm<true, false>(below_full->leftCols(n), state_.weight(weights_, k), delta, false);
       std::swap(delta_full, below_full);
     }
   }
