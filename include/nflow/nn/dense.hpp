@@ -35,18 +35,41 @@ extern "C" void nflow_blas_dgemm(const char*, const char*, const int*, const int
                                  const double*, const double*, const int*, const double*,
                                  const int*, const double*, double*, const int*, std::size_t,
                                  std::size_t) __asm__("dgemm_");
-// OpenBLAS's thread count (a weak reference: null with another BLAS).
+// OpenBLAS's and OpenMP's thread controls, as weak references (null when the program has no
+// OpenBLAS, or no OpenMP runtime).
+extern "C" int nflow_openblas_get_parallel() __asm__("openblas_get_parallel") __attribute__((weak));
 extern "C" void nflow_openblas_set_num_threads(int) __asm__("openblas_set_num_threads")
     __attribute__((weak));
+extern "C" int nflow_omp_get_max_threads() __asm__("omp_get_max_threads") __attribute__((weak));
+extern "C" void nflow_omp_set_num_threads(int) __asm__("omp_set_num_threads") __attribute__((weak));
 
-/// Sets OpenBLAS to one thread, once per process: nflow splits batches over threads of its own
+/// Runs `call` (one BLAS call) on one thread: nflow splits batches over threads of its own
 /// (nflow/core/parallel.hpp), and BLAS threads inside them would oversubscribe the cores.
-inline void single_threaded() {
-  static const bool done = [] {
-    if (nflow_openblas_set_num_threads != nullptr) nflow_openblas_set_num_threads(1);
-    return true;
-  }();
-  (void)done;
+/// OpenBLAS built on OpenMP sizes each call by the calling thread's OpenMP setting, so that is set
+/// to 1 for the call and restored after it (the caller's own OpenMP loops keep their threads);
+/// OpenBLAS built on pthreads has one process-wide count, set to 1 at the first call. Another
+/// BLAS is called as it is (link a sequential one).
+template <typename Call>
+void single_threaded(Call&& call) {
+  static const int parallel =
+      nflow_openblas_get_parallel != nullptr ? nflow_openblas_get_parallel() : 0;
+  if (parallel == 1) {
+    static const bool once = [] {
+      if (nflow_openblas_set_num_threads != nullptr) nflow_openblas_set_num_threads(1);
+      return true;
+    }();
+    (void)once;
+  } else if (parallel == 2 && nflow_omp_get_max_threads != nullptr &&
+             nflow_omp_set_num_threads != nullptr) {
+    const int saved = nflow_omp_get_max_threads();
+    if (saved > 1) {
+      nflow_omp_set_num_threads(1);
+      call();
+      nflow_omp_set_num_threads(saved);
+      return;
+    }
+  }
+  call();
 }
 #endif
 
@@ -103,20 +126,21 @@ void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
                        k <= INT_MAX && a.outerStride() <= INT_MAX && b.outerStride() <= INT_MAX &&
                        out.outerStride() <= INT_MAX;
     if (large) {
-      blas_detail::single_threaded();
       const char ta = TransA ? 'T' : 'N', tb = TransB ? 'T' : 'N';
       const int mi = int(m), ni = int(n), ki = int(k);
       const int lda = int(std::max<Index>({a.outerStride(), a.rows(), 1}));
       const int ldb = int(std::max<Index>({b.outerStride(), b.rows(), 1}));
       const int ldc = int(std::max<Index>({out.outerStride(), m, 1}));
       const S one = 1, beta = accumulate ? S(1) : S(0);
-      if constexpr (std::is_same_v<S, float>) {
-        blas_detail::nflow_blas_sgemm(&ta, &tb, &mi, &ni, &ki, &one, a.data(), &lda, b.data(), &ldb,
-                                      &beta, out.data(), &ldc, 1, 1);
-      } else {
-        blas_detail::nflow_blas_dgemm(&ta, &tb, &mi, &ni, &ki, &one, a.data(), &lda, b.data(), &ldb,
-                                      &beta, out.data(), &ldc, 1, 1);
-      }
+      blas_detail::single_threaded([&] {
+        if constexpr (std::is_same_v<S, float>) {
+          blas_detail::nflow_blas_sgemm(&ta, &tb, &mi, &ni, &ki, &one, a.data(), &lda, b.data(),
+                                        &ldb, &beta, out.data(), &ldc, 1, 1);
+        } else {
+          blas_detail::nflow_blas_dgemm(&ta, &tb, &mi, &ni, &ki, &one, a.data(), &lda, b.data(),
+                                        &ldb, &beta, out.data(), &ldc, 1, 1);
+        }
+      });
       return;
     }
   }
