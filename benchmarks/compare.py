@@ -11,7 +11,11 @@ Per model (NICE, RealNVP, Glow, MAF, CNF, and the neural spline flows NSF and NS
 reference is benchmarks/torch_nsf.py), d in {2, 16, 64} (H = 64, 128, 256) and scalar type:
 log_prob latency of one point, throughput at batches of 256 and 65,536, sampling throughput, one
 training step at batch 256, at 1 and 2 threads; speed-up nflow/PyTorch; each figure as a fraction
-of the roofline (the model's FLOPs per sample at this machine's measured Eigen GEMM rate).
+of the roofline (the model's FLOPs per sample at this machine's measured Eigen GEMM rate) and of
+the machine's FMA peak (benchmarks/core/peak_benchmark.cpp, measured in the same run).
+`--blas` builds nflow with its OpenBLAS backend (NFLOW_USE_BLAS); `--isa avx2` keeps both sides
+on AVX2 on a machine that has AVX-512 (nflow -mno-avx512f, OpenBLAS's Haswell kernels, PyTorch's
+AVX2 kernels), the machine class of docs/performance.md's figures.
 Raw results stay in <build>/compare/ (nflow_*.json, torch*.jsonl, meta.json);
 `--from-json` rebuilds the report from them without running anything. Standard library only.
 """
@@ -176,8 +180,39 @@ def run(cmd, env=None, check=True):
 
 def build(a):
     run(["cmake", "-S", REPO, "-B", a.build, "-DCMAKE_BUILD_TYPE=Release",
-         f"-DCMAKE_CXX_FLAGS_RELEASE={a.cxx_flags}", "-DNFLOW_BUILD_TESTS=OFF"])
-    run(["cmake", "--build", a.build, "--target", "compare_benchmarks", "-j", os.cpu_count() or 1])
+         f"-DCMAKE_CXX_FLAGS_RELEASE={a.cxx_flags}", "-DNFLOW_BUILD_TESTS=OFF",
+         f"-DNFLOW_USE_BLAS={'ON' if a.blas else 'OFF'}"])
+    run(["cmake", "--build", a.build, "--target", "compare_benchmarks", "peak_benchmark", "-j", os.cpu_count() or 1])
+
+
+def isa_env(a, torch=False):
+    """Environment that keeps a run on the --isa instruction set: OpenBLAS's kernels (nflow with
+    --blas, and PyTorch's BLAS) and PyTorch's own kernels."""
+    if a.isa != "avx2":
+        return {}
+    env = {"OPENBLAS_CORETYPE": "Haswell"}
+    if torch:
+        env["ATEN_CPU_CAPABILITY"] = "avx2"
+    return env
+
+
+def run_peak(a, out_dir):
+    """The machine's FMA peak, one thread (peak_benchmark, median of 5): {dtype: FLOP/s}."""
+    exe = a.build / "benchmarks" / "peak_benchmark"
+    if not exe.exists():
+        log(f"missing {exe}: no FMA peak column")
+        return {}
+    out = out_dir / "peak.json"
+    run([exe, "--benchmark_repetitions=5", "--benchmark_report_aggregates_only=true",
+         f"--benchmark_out={out}", "--benchmark_out_format=json"], check=False)
+    peak = {}
+    try:
+        for b in json.load(open(out)).get("benchmarks", []):
+            if b.get("aggregate_name") == "median" and "GFLOP/s" in b:
+                peak[b["run_name"].split("/")[-1]] = b["GFLOP/s"] * 1e9
+    except (OSError, ValueError):
+        pass
+    return peak
 
 
 def nflow_filter(a):
@@ -195,7 +230,7 @@ def run_nflow(a, out_dir):
         run([exe, "--benchmark_format=console", f"--benchmark_out={out_dir / f'nflow_{model.lower()}.json'}",
              "--benchmark_out_format=json", f"--benchmark_repetitions={a.repetitions}",
              "--benchmark_report_aggregates_only=true", f"--benchmark_min_time={a.min_time}",
-             f"--benchmark_filter={nflow_filter(a)}"], check=False)
+             f"--benchmark_filter={nflow_filter(a)}"], env=dict(os.environ, **isa_env(a)), check=False)
 
 
 def find_jemalloc():
@@ -248,7 +283,7 @@ def run_torch(a, info, out_dir):
         out = out_dir / fname
         for dtype in a.dtypes:
             for t in a.threads:
-                env = dict(os.environ, OMP_NUM_THREADS=str(t), **extra)
+                env = dict(os.environ, OMP_NUM_THREADS=str(t), **isa_env(a, torch=True), **extra)
                 common = ["--threads", t, "--dtype", dtype, "--dims", dims, "--out", out]
                 if ops & {"log_prob", "sample"}:
                     for script, names in groups(models):
@@ -292,16 +327,19 @@ def machine_meta(a, info, why):
     return {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": os.cpu_count(),
             "build_type": cache.get("CMAKE_BUILD_TYPE", "?"), "flags": cache.get("CMAKE_CXX_FLAGS_RELEASE", "? (no CMakeCache.txt)"),
             "compiler": compiler, "repetitions": a.repetitions, "min_time": a.min_time, "torch": info,
-            "torch_skipped": why}
+            "torch_skipped": why, "blas": bool(a.blas), "isa": a.isa}
 
 
 def compile_times(a):
     """Wall seconds of `<c++> -std=c++20 -O2 -c` of benchmarks/compile_time/realnvp16.cpp (a 16-layer
-    Real NVP), with the umbrella header and with only the headers it needs."""
+    Real NVP), with the umbrella header and with only the headers it needs, its log_prob alone and
+    with train::fit too (NFLOW_PROBE_FIT)."""
     compiler = cmake_cache(a.build).get("CMAKE_CXX_COMPILER") or "g++"
     src = REPO / "benchmarks" / "compile_time" / "realnvp16.cpp"
     out = {}
-    for label, extra in (("nflow.hpp", []), ("narrow includes", ["-DNFLOW_NARROW_INCLUDES"])):
+    for label, extra in (("nflow.hpp", []), ("narrow includes", ["-DNFLOW_NARROW_INCLUDES"]),
+                         ("nflow.hpp + fit", ["-DNFLOW_PROBE_FIT"]),
+                         ("narrow includes + fit", ["-DNFLOW_NARROW_INCLUDES", "-DNFLOW_PROBE_FIT"])):
         cmd = [compiler, "-std=c++20", "-O2", "-DNDEBUG", f"-I{REPO / 'include'}", "-I/usr/include/eigen3",
                *extra, "-c", str(src), "-o", os.devnull]
         t0 = datetime.datetime.now()
@@ -330,7 +368,14 @@ class Report:
         self.out(f"- date: {m.get('date', '?')}; machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores")
         self.out(f"- nflow: {m.get('build_type', 'Release')} build, flags `{m.get('flags', '?')}`"
                  + (f", {m['compiler']}" if m.get("compiler") else "")
-                 + f"; Google Benchmark median of {m.get('repetitions', '?')} repetition(s), min time {m.get('min_time', '?')} s")
+                 + f"; Google Benchmark median of {m.get('repetitions', '?')} repetition(s), min time {m.get('min_time', '?')} s"
+                 + ("; dense products of ≥ 16 columns in OpenBLAS (NFLOW_USE_BLAS)" if m.get("blas") else "; Eigen's products (no BLAS backend)")
+                 + ("; AVX2 on both sides (nflow -mno-avx512f, OPENBLAS_CORETYPE=Haswell, PyTorch ATEN_CPU_CAPABILITY=avx2)"
+                    if m.get("isa") == "avx2" else ""))
+        peak = m.get("peak") or {}
+        if peak:
+            self.out("- FMA peak, one thread (benchmarks/core/peak_benchmark.cpp, median of 5): "
+                     + ", ".join(f"{dt} {v / 1e9:.0f} GFLOP/s" for dt, v in sorted(peak.items())))
         if t:
             jem = f"second column with jemalloc ({t['jemalloc']})" if t.get("jemalloc") else "no jemalloc column"
             py = f" ({t['python']})" if t.get("python") else ""
@@ -341,10 +386,16 @@ class Report:
         if ct:
             self.out(f"- compile time of a TU with a 16-layer Real NVP (`{ct.get('compiler')} -O2 -c "
                      f"benchmarks/compile_time/realnvp16.cpp`): {ct.get('nflow.hpp', 0):.1f} s with nflow.hpp, "
-                     f"{ct.get('narrow includes', 0):.1f} s with only the headers it needs")
+                     f"{ct.get('narrow includes', 0):.1f} s with only the headers it needs"
+                     + (f"; with train::fit too (-DNFLOW_PROBE_FIT): {ct['nflow.hpp + fit']:.1f} s and "
+                        f"{ct.get('narrow includes + fit', 0):.1f} s" if "nflow.hpp + fit" in ct else ""))
         self.out("- rates in samples/s; PyTorch cells show nflow's speed-up in brackets (nflow rate / PyTorch rate); "
                  "% roof = nflow rate / (threads × roofline rate at the measured 1-thread GEMM rate); "
+                 "% peak = nflow rate × the roofline's FLOPs per sample / (threads × FMA peak); "
                  f"[B=n]: batch size when not the nominal one; — : not measured\n")
+
+    def peak(self, dtype):
+        return (self.meta.get("peak") or {}).get(dtype)
 
     def rows(self, op, dtype, cat):
         """(label, nflow model, PyTorch model, d, H) for every row with at least one figure."""
@@ -369,7 +420,8 @@ class Report:
             return
         hdr = ["model", "d", "H"]
         for t in self.a.threads:
-            hdr += [f"nflow t={t}", f"% roof t={t}"] + [f"{label} t={t}" for label, _ in self.torch]
+            hdr += [f"nflow t={t}", f"% roof t={t}"] + ([f"% peak t={t}"] if self.peak(dtype) else []) \
+                + [f"{label} t={t}" for label, _ in self.torch]
         self.out(f"### {title}\n")
         self.out("| " + " | ".join(hdr) + " |")
         self.out("|" + "---|" * len(hdr))
@@ -380,6 +432,8 @@ class Report:
                 r = self.roof.get((model, op, dtype, d))
                 cells.append(self.value(n, cat, nominal) if n else "—")
                 cells.append(fmt_pct(n["rate"] / (t * r["rate"])) if n and r else "—")
+                if self.peak(dtype):
+                    cells.append(fmt_pct(n["rate"] * r["flops"] / (t * self.peak(dtype))) if n and r and r.get("flops") else "—")
                 for _, idx in self.torch:
                     p = idx.get((tmodel, op, dtype, d, t, cat))
                     cells.append(self.value(p, cat, nominal) + (f" ({fmt_ratio(n['rate'] / p['rate'])})" if n else "")
@@ -392,17 +446,19 @@ class Report:
         keys = [k for k in keys if k[0] in self.a.models and k[2] in self.a.dtypes and k[3] in self.a.dims]
         if not keys:
             return
-        self.out("## Roofline: the models' dense-layer products at this machine's Eigen GEMM rate (1 thread, tiles of 256)\n")
+        gemm = "the BLAS library's, NFLOW_USE_BLAS" if self.meta.get("blas") else "Eigen's"
+        self.out(f"## Roofline: the models' dense-layer products at this build's GEMM rate ({gemm}; 1 thread, tiles of 256)\n")
         if any(k[0] in SPLINE_FEATURES for k in keys):
             self.out("Spline flows: the FLOPs add an estimate of the spline arithmetic (benchmarks/compare.py, "
                      "SPLINE_FLOPS_PER_FEATURE), counted at the same rate.\n")
-        self.out("| model | d | H | dtype | op | FLOPs/sample | GEMM GFLOP/s | roofline samples/s | roofline time/sample |")
-        self.out("|---|---|---|---|---|---|---|---|---|")
+        self.out("| model | d | H | dtype | op | FLOPs/sample | GEMM GFLOP/s | GEMM % of FMA peak | roofline samples/s | roofline time/sample |")
+        self.out("|---|---|---|---|---|---|---|---|---|---|")
         for k in keys:
             r = self.roof[k]
             flops = fmt_rate(r["flops"]) if r.get("flops") else "—"
             gemm = f"{r['gemm'] / 1e9:.1f}" if r.get("gemm") else "—"
-            self.out(f"| {k[0]} | {k[3]} | {r['H']} | {k[2]} | {k[1]} | {flops} | {gemm} | "
+            frac = fmt_pct(r["gemm"] / self.peak(k[2])) if r.get("gemm") and self.peak(k[2]) else "—"
+            self.out(f"| {k[0]} | {k[3]} | {r['H']} | {k[2]} | {k[1]} | {flops} | {gemm} | {frac} | "
                      f"{fmt_rate(r['rate'])} | {fmt_time(1 / r['rate'])} |")
         self.out()
 
@@ -434,6 +490,9 @@ def parse_args():
     ap.add_argument("--build", type=Path, default=REPO / "build" / "bench", help="build directory (default build/bench)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in --build")
     ap.add_argument("--cxx-flags", default=DEFAULT_FLAGS, help=f"CMAKE_CXX_FLAGS_RELEASE (default '{DEFAULT_FLAGS}')")
+    ap.add_argument("--blas", action="store_true", help="build nflow with its BLAS backend (-DNFLOW_USE_BLAS=ON, OpenBLAS)")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: keep both sides on AVX2 on an AVX-512 machine (adds -mno-avx512f to --cxx-flags)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--dims", default="2,16,64")
     ap.add_argument("--dtypes", default="float32,float64")
@@ -459,6 +518,8 @@ def parse_args():
     a.repetitions = a.repetitions or (1 if a.quick else 3)
     a.min_time = a.min_time or (0.05 if a.quick else 0.2)
     a.build = a.build.resolve()
+    if a.isa == "avx2" and "-mno-avx512f" not in a.cxx_flags:
+        a.cxx_flags += " -mno-avx512f"
     return a
 
 
@@ -478,6 +539,8 @@ def main():
         if not a.no_compile_time:
             log("timing the compile-time probe (benchmarks/compile_time/realnvp16.cpp)")
             meta["compile_time"] = compile_times(a)
+        (data_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        meta["peak"] = run_peak(a, data_dir)
         (data_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         run_nflow(a, data_dir)
         if info:

@@ -22,6 +22,7 @@
 #include <nflow/core/parallel.hpp>
 #include <nflow/core/parameters.hpp>
 #include <nflow/core/random.hpp>
+#include <nflow/nn/dense.hpp>
 #include <nflow/train/adam.hpp>
 #include <nflow/train/objectives.hpp>
 #include <random>
@@ -144,8 +145,9 @@ void run_train_step(benchmark::State& state, Density density, Index d, Index n, 
 }
 
 /// The roofline: the given matrix products on a tile of `tile` samples, nothing else, at the
-/// best rate Eigen reaches for them: every product reads and writes the same two cache-resident
-/// buffers (as a network's layers do), accumulates into its output (`noalias() +=`, no zero-fill
+/// best rate the build's GEMM reaches for them (nn::gemm: Eigen's, or the BLAS library's in a
+/// NFLOW_USE_BLAS build, as the layers compute them): every product reads and writes the same two
+/// cache-resident buffers (as a network's layers do), accumulates into its output (no zero-fill
 /// pass) and is followed by nothing else. For a training step (`train` true) each product also
 /// runs its two backward products (∂X = Wᵀ·G and ∂W = G·Xᵀ), three times the forward arithmetic.
 /// The buffers' values grow linearly with the iterations (no feedback loop), far from overflow.
@@ -166,10 +168,10 @@ void run_roofline(benchmark::State& state, const Shapes& shapes, bool train, Ind
   for (auto _ : state) {
     for (std::size_t i = 0; i < shapes.size(); ++i) {
       const Index in = shapes[i].in, out = shapes[i].out;
-      y.topRows(out).noalias() += w[i] * x.topRows(in);
+      nn::gemm<false, false>(y.topRows(out), w[i], x.topRows(in), true);
       if (train) {
-        gx.topRows(in).noalias() += w[i].transpose() * y.topRows(out);
-        gw[i].noalias() += y.topRows(out) * x.topRows(in).transpose();
+        nn::gemm<true, false>(gx.topRows(in), w[i], y.topRows(out), true);
+        nn::gemm<false, true>(gw[i], y.topRows(out), x.topRows(in), true);
       }
     }
     benchmark::DoNotOptimize(y.data());

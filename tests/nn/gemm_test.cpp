@@ -118,6 +118,37 @@ TEST_CASE("gemm: products of every shape, transposed operands, blocks, against l
   check_all_shapes<float>();
 }
 
+TEST_CASE("gemm: operands of mismatched shapes are a ShapeError that writes nothing",
+          "[nn][gemm]") {
+  // Each (TransA, TransB) with one dimension wrong at a time, below and above the library
+  // threshold (n = 2 and n = 40): the output keeps its entries.
+  std::mt19937_64 gen(11);
+  for (const Index n : {Index(2), Index(40)}) {
+    const Mat<double> a = standard_normal_matrix<double>(6, 9, gen);   // op(a): 6 x 9 or 9 x 6
+    const Mat<double> b = standard_normal_matrix<double>(9, n, gen);   // op(b) = b: 9 x n
+    const Mat<double> bt = standard_normal_matrix<double>(n, 9, gen);  // op(b) = btᵀ: 9 x n
+    const Mat<double> at = standard_normal_matrix<double>(9, 6, gen);  // op(a) = atᵀ: 6 x 9
+    const Mat<double> filled = Mat<double>::Constant(6, n, 7.0);
+    Mat<double> out = filled;
+    REQUIRE_NOTHROW((nn::gemm<false, false>(out, a, b, false)));
+    REQUIRE_NOTHROW((nn::gemm<true, true>(out, at, bt, true)));
+    out = filled;
+    Mat<double> wrong_rows = filled.topRows(5), wrong_cols = filled.leftCols(n - 1);
+    CHECK_THROWS_AS((nn::gemm<false, false>(wrong_rows, a, b, false)), ShapeError);
+    CHECK_THROWS_AS((nn::gemm<false, false>(wrong_cols, a, b, true)), ShapeError);
+    CHECK_THROWS_AS((nn::gemm<true, false>(out, a, b, false)), ShapeError);  // aᵀ is 9 x 6
+    CHECK_THROWS_AS((nn::gemm<false, true>(out, a, b, false)), ShapeError);  // bᵀ is n x 9
+    CHECK_THROWS_AS((nn::gemm<false, false>(out, a, b.topRows(8), false)), ShapeError);
+    CHECK_THROWS_AS((nn::gemm<true, true>(out, at, bt.leftCols(8), true)), ShapeError);
+    CHECK_THROWS_WITH((nn::gemm<false, false>(out, a, b.topRows(8), false)),
+                      Catch::Contains("nn::gemm") && Catch::Contains("6 x 9") &&
+                          Catch::Contains("8 x " + std::to_string(n)));
+    CHECK(out == filled);
+    CHECK(wrong_rows == filled.topRows(5));
+    CHECK(wrong_cols == filled.leftCols(n - 1));
+  }
+}
+
 TEST_CASE("gemm: a coupling layer on batches past the library threshold passes the laws",
           "[nn][gemm]") {
   // Batches of 40 columns through hidden layers of 48: its hidden and output products go to the

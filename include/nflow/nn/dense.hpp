@@ -17,6 +17,7 @@
 #include <random>
 #include <type_traits>
 
+#include "nflow/core/errors.hpp"
 #include "nflow/core/random.hpp"
 #include "nflow/core/types.hpp"
 
@@ -86,8 +87,9 @@ constexpr bool blas_operand() {
 }  // namespace blas_detail
 
 /// @brief `out = op(a)·op(b)` (or `out += op(a)·op(b)` with `accumulate`), where op is the
-/// transpose when `TransA` / `TransB`. `out` must already have the product's shape and must not
-/// alias `a` or `b` (as with Eigen's `noalias()`).
+/// transpose when `TransA` / `TransB`. `out` must already have the product's shape (else
+/// nflow::ShapeError, naming the three shapes; nothing is written) and must not alias `a` or `b`
+/// (as with Eigen's `noalias()`).
 ///
 /// Eigen computes it, unless nflow is built with `NFLOW_USE_BLAS` (CMake option of that name):
 /// then products of at least 16 columns and 2¹³ multiply-adds whose operands are plain column-major
@@ -98,6 +100,15 @@ constexpr bool blas_operand() {
 /// (a batch and the same columns one at a time agree to rounding, not bit for bit).
 template <bool TransA, bool TransB, typename Out, typename A, typename B>
 void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
+  const Index a_rows = TransA ? a.cols() : a.rows(), a_cols = TransA ? a.rows() : a.cols();
+  const Index b_rows = TransB ? b.cols() : b.rows(), b_cols = TransB ? b.rows() : b.cols();
+  if (a_rows != out.rows() || b_cols != out.cols() || a_cols != b_rows) [[unlikely]] {
+    throw ShapeError("nflow: nn::gemm: op(a) is " + detail::shape_string(a_rows, a_cols) +
+                     ", op(b) " + detail::shape_string(b_rows, b_cols) + " and out " +
+                     detail::shape_string(out.rows(), out.cols()) +
+                     ": op(a)·op(b) needs op(a)'s columns = op(b)'s rows and out of shape "
+                     "op(a)'s rows x op(b)'s columns");
+  }
   auto eigen_product = [&](const auto& lhs, const auto& rhs) {
     if (accumulate) {
       out.noalias() += lhs * rhs;
