@@ -504,6 +504,9 @@ def parse_args():
     ap.add_argument("--python", default="/usr/bin/python3", help="Python that runs the PyTorch side")
     ap.add_argument("--torch-bench-dir", default=os.environ.get("NFLOW_TORCH_BENCH", str(REPO.parent / "shared" / "bench")))
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    ap.add_argument("--torch-only", action="store_true",
+                    help="run only the PyTorch side for the given --models/--dims/--dtypes/--threads, appending to the "
+                         "raw files already in <build>/compare (to complete a stopped run), then render the report")
     ap.add_argument("--no-compile-time", action="store_true", help="skip timing the compile-time probe")
     ap.add_argument("--no-jemalloc", action="store_true", help="skip the PyTorch+jemalloc column")
     ap.add_argument("--torch-batches", default="1,256,L", help="bench_torch.py --batches (L = large)")
@@ -526,6 +529,12 @@ def parse_args():
 def main():
     a = parse_args()
     data_dir = Path(a.from_json).resolve() if a.from_json else a.build / "compare"
+    if a.torch_only and a.from_json is None:
+        info, why = torch_info(a)
+        if why:
+            sys.exit(f"[compare] --torch-only: {why}")
+        run_torch(a, info, data_dir)
+        a.from_json = str(data_dir)
     if a.from_json is None:
         data_dir.mkdir(parents=True, exist_ok=True)
         for old in list(data_dir.glob("nflow_*.json")) + list(data_dir.glob("torch*.jsonl")):
