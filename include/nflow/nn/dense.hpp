@@ -74,6 +74,17 @@ void single_threaded(Call&& call) {
 }
 #endif
 
+/// Throws the ShapeError of nn::gemm. Out of line and not a template, so that every gemm
+/// specialisation carries only the comparison and a call (the message code is compiled once).
+[[noreturn]] inline void gemm_shape_error(Index a_rows, Index a_cols, Index b_rows, Index b_cols,
+                                          Index out_rows, Index out_cols) {
+  throw ShapeError("nflow: nn::gemm: op(a) is " + detail::shape_string(a_rows, a_cols) +
+                   ", op(b) " + detail::shape_string(b_rows, b_cols) + " and out " +
+                   detail::shape_string(out_rows, out_cols) +
+                   ": op(a)·op(b) needs op(a)'s columns = op(b)'s rows and out of shape "
+                   "op(a)'s rows x op(b)'s columns");
+}
+
 /// Whether an Eigen expression type can be handed to a BLAS GEMM as it is: float or double,
 /// stored column-major with unit inner stride (a plain matrix, a Map, a Ref or a block of one).
 template <typename T>
@@ -103,11 +114,7 @@ void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
   const Index a_rows = TransA ? a.cols() : a.rows(), a_cols = TransA ? a.rows() : a.cols();
   const Index b_rows = TransB ? b.cols() : b.rows(), b_cols = TransB ? b.rows() : b.cols();
   if (a_rows != out.rows() || b_cols != out.cols() || a_cols != b_rows) [[unlikely]] {
-    throw ShapeError("nflow: nn::gemm: op(a) is " + detail::shape_string(a_rows, a_cols) +
-                     ", op(b) " + detail::shape_string(b_rows, b_cols) + " and out " +
-                     detail::shape_string(out.rows(), out.cols()) +
-                     ": op(a)·op(b) needs op(a)'s columns = op(b)'s rows and out of shape "
-                     "op(a)'s rows x op(b)'s columns");
+    blas_detail::gemm_shape_error(a_rows, a_cols, b_rows, b_cols, out.rows(), out.cols());
   }
   auto eigen_product = [&](const auto& lhs, const auto& rhs) {
     if (accumulate) {
