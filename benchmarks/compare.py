@@ -11,7 +11,8 @@ Per model (NICE, RealNVP, Glow, MAF, CNF, and the neural spline flows NSF and NS
 reference is benchmarks/torch_nsf.py), d in {2, 16, 64} (H = 64, 128, 256) and scalar type:
 log_prob latency of one point, throughput at batches of 256 and 65,536, sampling throughput, one
 training step at batch 256, at 1 and 2 threads; speed-up nflow/PyTorch; each figure as a fraction
-of the roofline (the model's FLOPs per sample at this machine's measured Eigen GEMM rate) and of
+of the roofline (the model's FLOPs per sample at the build's measured GEMM rate: Eigen's, or the
+BLAS library's with --blas) and of
 the machine's FMA peak (benchmarks/core/peak_benchmark.cpp, measured in the same run).
 `--blas` builds nflow with its OpenBLAS backend (NFLOW_USE_BLAS); `--isa avx2` keeps both sides
 on AVX2 on a machine that has AVX-512 (nflow -mno-avx512f, OpenBLAS's Haswell kernels, PyTorch's
@@ -305,7 +306,7 @@ def cmake_cache(build_dir):
     vals = {}
     try:
         for line in open(build_dir / "CMakeCache.txt"):
-            m = re.match(r"^(CMAKE_CXX_FLAGS_RELEASE|CMAKE_CXX_COMPILER|CMAKE_BUILD_TYPE):\w+=(.*)$", line)
+            m = re.match(r"^(CMAKE_CXX_FLAGS_RELEASE|CMAKE_CXX_COMPILER|CMAKE_BUILD_TYPE|NFLOW_USE_BLAS):\w+=(.*)$", line)
             if m:
                 vals[m[1]] = m[2]
     except OSError:
@@ -327,7 +328,8 @@ def machine_meta(a, info, why):
     return {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cores": os.cpu_count(),
             "build_type": cache.get("CMAKE_BUILD_TYPE", "?"), "flags": cache.get("CMAKE_CXX_FLAGS_RELEASE", "? (no CMakeCache.txt)"),
             "compiler": compiler, "repetitions": a.repetitions, "min_time": a.min_time, "torch": info,
-            "torch_skipped": why, "blas": bool(a.blas), "isa": a.isa}
+            "torch_skipped": why, "isa": a.isa,
+            "blas": cache.get("NFLOW_USE_BLAS", "OFF").upper() in ("ON", "1", "TRUE", "YES")}
 
 
 def compile_times(a):
@@ -548,7 +550,6 @@ def main():
         if not a.no_compile_time:
             log("timing the compile-time probe (benchmarks/compile_time/realnvp16.cpp)")
             meta["compile_time"] = compile_times(a)
-        (data_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         meta["peak"] = run_peak(a, data_dir)
         (data_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         run_nflow(a, data_dir)
