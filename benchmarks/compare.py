@@ -335,13 +335,17 @@ def machine_meta(a, info, why):
 def compile_times(a):
     """Wall seconds of `<c++> -std=c++20 -O2 -c` of benchmarks/compile_time/realnvp16.cpp (a 16-layer
     Real NVP), with the umbrella header and with only the headers it needs, its log_prob alone and
-    with train::fit too (NFLOW_PROBE_FIT)."""
+    with train::fit too (NFLOW_PROBE_FIT), and that last one as a program linking nflow::instances
+    compiles it (NFLOW_PRECOMPILED_INSTANCES)."""
     compiler = cmake_cache(a.build).get("CMAKE_CXX_COMPILER") or "g++"
     src = REPO / "benchmarks" / "compile_time" / "realnvp16.cpp"
     out = {}
     for label, extra in (("nflow.hpp", []), ("narrow includes", ["-DNFLOW_NARROW_INCLUDES"]),
                          ("nflow.hpp + fit", ["-DNFLOW_PROBE_FIT"]),
-                         ("narrow includes + fit", ["-DNFLOW_NARROW_INCLUDES", "-DNFLOW_PROBE_FIT"])):
+                         ("narrow includes + fit", ["-DNFLOW_NARROW_INCLUDES", "-DNFLOW_PROBE_FIT"]),
+                         # A program linking nflow::instances (the coupling's hooks compiled there).
+                         ("narrow includes + fit, nflow::instances",
+                          ["-DNFLOW_NARROW_INCLUDES", "-DNFLOW_PROBE_FIT", "-DNFLOW_PRECOMPILED_INSTANCES"])):
         cmd = [compiler, "-std=c++20", "-O2", "-DNDEBUG", f"-I{REPO / 'include'}", "-I/usr/include/eigen3",
                *extra, "-c", str(src), "-o", os.devnull]
         t0 = datetime.datetime.now()
@@ -390,7 +394,10 @@ class Report:
                      f"benchmarks/compile_time/realnvp16.cpp`): {ct.get('nflow.hpp', 0):.1f} s with nflow.hpp, "
                      f"{ct.get('narrow includes', 0):.1f} s with only the headers it needs"
                      + (f"; with train::fit too (-DNFLOW_PROBE_FIT): {ct['nflow.hpp + fit']:.1f} s and "
-                        f"{ct.get('narrow includes + fit', 0):.1f} s" if "nflow.hpp + fit" in ct else ""))
+                        f"{ct.get('narrow includes + fit', 0):.1f} s" if "nflow.hpp + fit" in ct else "")
+                     + (f"; the last as a program linking nflow::instances: "
+                        f"{ct['narrow includes + fit, nflow::instances']:.1f} s"
+                        if "narrow includes + fit, nflow::instances" in ct else ""))
         self.out("- rates in samples/s; PyTorch cells show nflow's speed-up in brackets (nflow rate / PyTorch rate); "
                  "% roof = nflow rate / (threads × roofline rate at the measured 1-thread GEMM rate); "
                  "% peak = nflow rate × the roofline's FLOPs per sample / (threads × FMA peak); "

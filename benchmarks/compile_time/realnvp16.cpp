@@ -2,7 +2,9 @@
 // MLP 2 × 128, features reversed between them) whose log_prob is evaluated on a batch, as a user
 // would write it. benchmarks/compare.py times `g++ -O2 -c` of this file, once with the umbrella
 // header and once (NFLOW_NARROW_INCLUDES) with only the headers the model needs, and once more
-// with NFLOW_PROBE_FIT: the same model also trained by train::fit (issue 21's probe).
+// with NFLOW_PROBE_FIT: the same model also trained by train::fit (issue 21's probe), and that one
+// once more as a program linking nflow::instances compiles it (NFLOW_PRECOMPILED_INSTANCES: the
+// coupling layers' code comes from the library).
 #ifdef NFLOW_NARROW_INCLUDES
 #include <nflow/bijectors/coupling.hpp>
 #include <nflow/bijectors/reverse.hpp>

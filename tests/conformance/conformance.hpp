@@ -371,7 +371,7 @@ template <typename S>
 struct AffineCouplingFixed {
   using Bijector = AffineCoupling<S, 4, 16, nn::Tanh>;
   static constexpr const char* Name = "laws: AffineCoupling<S, 4, 16, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -384,7 +384,7 @@ template <typename S>
 struct AffineCouplingDynamic {
   using Bijector = AffineCoupling<S, Dyn, Dyn, nn::Tanh>;
   static constexpr const char* Name = "laws: AffineCoupling<S, Dynamic, Dynamic, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -399,7 +399,7 @@ struct AffineCouplingConditional {
   using Bijector = AffineCoupling<S, Dyn, Dyn, nn::Tanh>;
   static constexpr const char* Name =
       "laws: AffineCoupling<S, Dynamic, Dynamic, Tanh> with a context";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
@@ -414,7 +414,7 @@ template <typename S>
 struct AdditiveCouplingDynamic {
   using Bijector = AdditiveCoupling<S, Dyn, Dyn, nn::Tanh>;
   static constexpr const char* Name = "laws: AdditiveCoupling<S, Dynamic, Dynamic, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -429,7 +429,7 @@ struct AdditiveCouplingFixedConditional {
   using Bijector = AdditiveCoupling<S, 6, 8, nn::Tanh, 3>;
   static constexpr const char* Name =
       "laws: AdditiveCoupling<S, 6, 8, Tanh, 3> (a compile-time context)";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 3;
   static std::vector<Case<Bijector>> cases() {
@@ -559,7 +559,7 @@ template <typename S>
 struct SplineCouplingFixed {
   using Bijector = SplineCoupling<S, 4, 16, 4, nn::Tanh>;
   static constexpr const char* Name = "laws: SplineCoupling<S, 4, 16, 4 bins, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/rational_quadratic.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -576,7 +576,7 @@ struct SplineCouplingBoundedConditional {
   static constexpr const char* Name =
       "laws: Coupling<RationalQuadraticSpline<double, Dynamic (5 bins), Bounded>, Dynamic, "
       "Dynamic, Tanh> with a context";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/rational_quadratic.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
@@ -629,7 +629,7 @@ template <typename S>
 struct ScaleShiftCouplingFixed {
   using Bijector = Coupling<ScaleShiftTransformer<S>, 4, 16, nn::Tanh>;
   static constexpr const char* Name = "laws: Coupling<ScaleShiftTransformer<S>, 4, 16, Tanh>";
-  static constexpr std::array Headers{"bijectors/coupling.hpp",
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
                                       "bijectors/transformers/scale_shift.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -771,7 +771,8 @@ struct OpaqueMlpCoupling {
                             test::Opaque<nn::MLP<double, Dyn, Dyn, Dyn, nn::Tanh>>>;
   static constexpr const char* Name =
       "laws: Coupling<AffineTransformer<double>, ..., Opaque<MLP>> with a context";
-  static constexpr std::array Headers{"bijectors/coupling.hpp", "nn/conditioner.hpp"};
+  static constexpr std::array Headers{"bijectors/coupling.hpp", "bijectors/coupling_instances.hpp",
+                                      "nn/conditioner.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
     const AffineCoupling<double, Dyn, Dyn, nn::Tanh> c(

@@ -266,29 +266,14 @@ class Coupling : public BijectorBase<
   }
 
   // ---- hooks ------------------------------------------------------------------------------
+  // The hooks are defined after the class (not inline), so that a program linking
+  // nflow::instances (NFLOW_PRECOMPILED_INSTANCES) can take the common layers' instances from
+  // the library instead of compiling them (nflow/bijectors/coupling_instances.hpp).
   template <typename X, typename C>
-  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
-    constexpr int Cols = X::ColsAtCompileTime;
-    const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
-    const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
-    return forward_from<Cols>(xa, xb, condition<Cols>(xa, ctx));
-  }
+  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const;
 
   template <typename Z, typename C>
-  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
-    constexpr int Cols = Z::ColsAtCompileTime;
-    const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
-    const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
-    const auto params = condition<Cols>(za, ctx);
-    detail::ResultFor<Scalar, Dim, Z> r;
-    r.log_det.setZero(1, z.cols());
-    Part<Cols> xb(zb.rows(), zb.cols());
-    transformer_.inverse(zb, params, xb, r.log_det);
-    r.value.resize(z.rows(), z.cols());
-    scatter(r.value, mask_.conditioning(), za);
-    scatter(r.value, mask_.transformed(), xb);
-    return r;
-  }
+  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const;
 
   /// What forward_recorded() keeps for forward_vjp_recorded(): the conditioner's input x_A and
   /// activations, x_B, and the transformer's parameters θ.
@@ -302,32 +287,14 @@ class Coupling : public BijectorBase<
 
   template <typename C>
   ValueAndLogDet<Scalar, Dim, Dynamic> record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x,
-                                                           const C& ctx, Tape& tape) const {
-    const Part<Dynamic> xa = gather<Dynamic>(x, mask_.conditioning());
-    tape.xb = gather<Dynamic>(x, mask_.transformed());
-    tape.params = conditioner_.forward_recorded(xa, tape.net, ctx);
-    return forward_from<Dynamic>(xa, tape.xb, tape.params);
-  }
+                                                           const C& ctx, Tape& tape) const;
 
   /// ∂L/∂x through both paths: the transformer's direct ∂z_B/∂x_B and the conditioner's θ(x_A);
   /// ∂L/∂c (added into gc when not null) through the conditioner only.
   template <typename GV, typename GL, typename C>
   Batch<Scalar, Dim, Dynamic> taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl,
                                              Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-                                             ContextGradient<Scalar>* gc = nullptr) const {
-    const Index n = tape.cols();
-    const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
-    Part<Dynamic> gxb(tape.xb.rows(), n);
-    ParamBatch<Dynamic> gparams(tape.params.rows(), n);
-    transformer_.forward_backward(tape.xb, tape.params, gzb, gl, gxb, gparams);
-    const Part<Dynamic> gxa =
-        gather<Dynamic>(gv, mask_.conditioning()) +
-        nn::backward_recorded_into(conditioner_, tape.net, gparams, gp, ctx, gc);
-    Batch<Scalar, Dim, Dynamic> gx(dim(), n);
-    scatter(gx, mask_.conditioning(), gxa);
-    scatter(gx, mask_.transformed(), gxb);
-    return gx;
-  }
+                                             ContextGradient<Scalar>* gc = nullptr) const;
 
   template <typename X, typename GV, typename GL, typename C>
   detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
@@ -341,23 +308,7 @@ class Coupling : public BijectorBase<
   template <typename Z, typename GV, typename GL, typename C>
   detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
                                                     Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-                                                    ContextGradient<Scalar>* gc = nullptr) const {
-    constexpr int Cols = Z::ColsAtCompileTime;
-    const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
-    const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
-    typename Conditioner::Tape net;
-    const ParamBatch<Dynamic> params = conditioner_.forward_recorded(za, net, ctx);
-    const Part<Cols> gxb = gather<Cols>(gv, mask_.transformed());
-    Part<Cols> gzb(zb.rows(), zb.cols());
-    ParamBatch<Dynamic> gparams(params.rows(), params.cols());
-    transformer_.inverse_backward(zb, params, gxb, gl, gzb, gparams);
-    const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) +
-                           nn::backward_recorded_into(conditioner_, net, gparams, gp, ctx, gc);
-    detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
-    scatter(gz, mask_.conditioning(), gza);
-    scatter(gz, mask_.transformed(), gzb);
-    return gz;
-  }
+                                                    ContextGradient<Scalar>* gc = nullptr) const;
 
  private:
   BufferVector mask_buffer() const {
@@ -466,6 +417,94 @@ class Coupling : public BijectorBase<
   Conditioner conditioner_;
 };
 
+// ---- Coupling's hooks (declared in the class) ----------------------------------------------
+
+template <typename Transformer, int Dim_, int Hidden, typename Activation, int ContextDim_,
+          typename Conditioner_>
+template <typename X, typename C>
+auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::forward_impl(
+    const X& x, const C& ctx) const -> detail::ResultFor<Scalar, Dim, X> {
+  constexpr int Cols = X::ColsAtCompileTime;
+  const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
+  const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
+  return forward_from<Cols>(xa, xb, condition<Cols>(xa, ctx));
+}
+
+template <typename Transformer, int Dim_, int Hidden, typename Activation, int ContextDim_,
+          typename Conditioner_>
+template <typename Z, typename C>
+auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::inverse_impl(
+    const Z& z, const C& ctx) const -> detail::ResultFor<Scalar, Dim, Z> {
+  constexpr int Cols = Z::ColsAtCompileTime;
+  const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
+  const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
+  const auto params = condition<Cols>(za, ctx);
+  detail::ResultFor<Scalar, Dim, Z> r;
+  r.log_det.setZero(1, z.cols());
+  Part<Cols> xb(zb.rows(), zb.cols());
+  transformer_.inverse(zb, params, xb, r.log_det);
+  r.value.resize(z.rows(), z.cols());
+  scatter(r.value, mask_.conditioning(), za);
+  scatter(r.value, mask_.transformed(), xb);
+  return r;
+}
+
+template <typename Transformer, int Dim_, int Hidden, typename Activation, int ContextDim_,
+          typename Conditioner_>
+template <typename C>
+auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_,
+              Conditioner_>::record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x, const C& ctx,
+                                                 Tape& tape) const
+    -> ValueAndLogDet<Scalar, Dim, Dynamic> {
+  const Part<Dynamic> xa = gather<Dynamic>(x, mask_.conditioning());
+  tape.xb = gather<Dynamic>(x, mask_.transformed());
+  tape.params = conditioner_.forward_recorded(xa, tape.net, ctx);
+  return forward_from<Dynamic>(xa, tape.xb, tape.params);
+}
+
+template <typename Transformer, int Dim_, int Hidden, typename Activation, int ContextDim_,
+          typename Conditioner_>
+template <typename GV, typename GL, typename C>
+auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::taped_vjp_impl(
+    const Tape& tape, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+    ContextGradient<Scalar>* gc) const -> Batch<Scalar, Dim, Dynamic> {
+  const Index n = tape.cols();
+  const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
+  Part<Dynamic> gxb(tape.xb.rows(), n);
+  ParamBatch<Dynamic> gparams(tape.params.rows(), n);
+  transformer_.forward_backward(tape.xb, tape.params, gzb, gl, gxb, gparams);
+  const Part<Dynamic> gxa =
+      gather<Dynamic>(gv, mask_.conditioning()) +
+      nn::backward_recorded_into(conditioner_, tape.net, gparams, gp, ctx, gc);
+  Batch<Scalar, Dim, Dynamic> gx(dim(), n);
+  scatter(gx, mask_.conditioning(), gxa);
+  scatter(gx, mask_.transformed(), gxb);
+  return gx;
+}
+
+template <typename Transformer, int Dim_, int Hidden, typename Activation, int ContextDim_,
+          typename Conditioner_>
+template <typename Z, typename GV, typename GL, typename C>
+auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::inverse_vjp_impl(
+    const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+    ContextGradient<Scalar>* gc) const -> detail::BatchFor<Scalar, Dim, Z> {
+  constexpr int Cols = Z::ColsAtCompileTime;
+  const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
+  const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
+  typename Conditioner::Tape net;
+  const ParamBatch<Dynamic> params = conditioner_.forward_recorded(za, net, ctx);
+  const Part<Cols> gxb = gather<Cols>(gv, mask_.transformed());
+  Part<Cols> gzb(zb.rows(), zb.cols());
+  ParamBatch<Dynamic> gparams(params.rows(), params.cols());
+  transformer_.inverse_backward(zb, params, gxb, gl, gzb, gparams);
+  const Part<Cols> gza = gather<Cols>(gv, mask_.conditioning()) +
+                         nn::backward_recorded_into(conditioner_, net, gparams, gp, ctx, gc);
+  detail::BatchFor<Scalar, Dim, Z> gz(z.rows(), z.cols());
+  scatter(gz, mask_.conditioning(), gza);
+  scatter(gz, mask_.transformed(), gzb);
+  return gz;
+}
+
 /// NICE's additive coupling (log-det exactly 0).
 template <typename Scalar, int Dim = Dynamic, int Hidden = Dynamic, typename Activation = nn::ReLU,
           int ContextDim = Dynamic>
@@ -528,3 +567,6 @@ ConvCoupling<Transformer, Activation> conv_checkerboard_coupling(
 }
 
 }  // namespace nflow
+
+// The compiled instances of the common layers (used when NFLOW_PRECOMPILED_INSTANCES is set).
+#include "nflow/bijectors/coupling_instances.hpp"
