@@ -1,6 +1,6 @@
 // nflow::instances: the symbol whose name says which settings the library was compiled with
-// (see nflow/bijectors/coupling_instances.hpp).
-#include "nflow/bijectors/coupling_instances.hpp"
+// (see nflow/core/instances.hpp).
+#include "nflow/core/instances.hpp"
 
 namespace nflow::instances_detail {
 extern const int NFLOW_DETAIL_INSTANCES_TAG;

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <nflow/bijectors/coupling.hpp>
+#include <nflow/bijectors/masked_autoregressive.hpp>
 #include <nflow/bijectors/reverse.hpp>
 #include <nflow/core/flow.hpp>
 #include <nflow/core/parameters.hpp>
@@ -18,6 +19,7 @@
 #include <nflow/distributions/standard_normal.hpp>
 #include <nflow/train/fit.hpp>
 #include <random>
+#include <type_traits>
 
 #include "support/randomized.hpp"
 
@@ -48,16 +50,27 @@ double loss(const L& layer, const Md& x, const Md& c) {
   return r.value.sum() + r.log_det.sum();
 }
 
-/// LD (double) and LF (its float twin) with the same random parameters, checked on `mask` with a
-/// context of `context` rows (0: none).
+/// A coupling layer of type L on `mask`, or (no mask) an autoregressive one on `dim` features.
+template <typename L>
+L make_layer(const CouplingMask* mask, Index dim, Index context, std::uint64_t seed,
+             Index width = 8) {
+  if constexpr (std::is_constructible_v<L, CouplingMask, CouplingOptions>) {
+    return L(*mask, {.hidden_width = width, .context_dim = context, .seed = seed});
+  } else {
+    (void)mask;
+    return L(dim, {.hidden_width = width, .context_dim = context, .seed = seed});
+  }
+}
+
+/// LD (double) and LF (its float twin) with the same random parameters, checked on `mask` (or,
+/// autoregressive, on `dim` features) with a context of `context` rows (0: none).
 template <typename LD, typename LF>
-void check_layer(const CouplingMask& mask, Index context, std::uint64_t seed) {
-  INFO("mask of " << mask.dim() << " features, context " << context);
-  const LD ld = test::randomized(
-      LD(mask, {.hidden_width = 8, .context_dim = context, .seed = seed}), seed + 1, 0.4);
-  LF lf(mask, {.hidden_width = 8, .context_dim = context, .seed = seed});
+void check_layer(const CouplingMask* mask, Index dim, Index context, std::uint64_t seed) {
+  INFO("layer of " << dim << " features, context " << context);
+  const LD ld = test::randomized(make_layer<LD>(mask, dim, context, seed), seed + 1, 0.4);
+  LF lf = make_layer<LF>(mask, dim, context, seed);
   set_parameters(lf, get_parameters(ld).template cast<float>());
-  const Index d = mask.dim();
+  const Index d = dim;
   const Index n = 6;
   std::mt19937_64 gen(seed + 2);
   const Md x = standard_normal_matrix<double>(d, n, gen);
@@ -134,12 +147,9 @@ void check_fit(bool context) {
   using S = typename L::Scalar;
   const Index d = 4;
   const Index cd = context ? 1 : 0;
-  Density density(
-      StandardNormal<S>(d),
-      Flow<L, Reverse<S>, L>(
-          L(CouplingMask::half(d), {.hidden_width = 16, .context_dim = cd, .seed = 1}),
-          Reverse<S>(d),
-          L(CouplingMask::half(d), {.hidden_width = 16, .context_dim = cd, .seed = 2})));
+  const CouplingMask half = CouplingMask::half(d);
+  auto layer = [&](std::uint64_t seed) { return make_layer<L>(&half, d, cd, seed, 16); };
+  Density density(StandardNormal<S>(d), Flow<L, Reverse<S>, L>(layer(1), Reverse<S>(d), layer(2)));
   std::mt19937_64 gen(7);
   Eigen::Matrix<S, Dynamic, Dynamic> x = standard_normal_matrix<S>(d, 512, gen);
   const Eigen::Matrix<S, Dynamic, Dynamic> c = standard_normal_matrix<S>(cd, 512, gen);
@@ -160,22 +170,34 @@ void check_fit(bool context) {
 }  // namespace
 
 TEST_CASE("instances: the compiled affine and scale-shift couplings", "[instances]") {
+  const CouplingMask half = CouplingMask::half(5);
+  const CouplingMask alternating = CouplingMask::alternating(4);
   for (Index context : {0, 2}) {
-    check_layer<AffineCoupling<double>, AffineCoupling<float>>(CouplingMask::half(5), context, 1);
-    check_layer<ScaleShiftCoupling<double>, ScaleShiftCoupling<float>>(CouplingMask::alternating(4),
-                                                                       context, 2);
+    check_layer<AffineCoupling<double>, AffineCoupling<float>>(&half, 5, context, 1);
+    check_layer<ScaleShiftCoupling<double>, ScaleShiftCoupling<float>>(&alternating, 4, context, 2);
   }
 }
 
 TEST_CASE("instances: the compiled additive and spline couplings", "[instances]") {
+  const CouplingMask flipped = CouplingMask::half(4, true);
+  const CouplingMask half = CouplingMask::half(3);
   for (Index context : {0, 2}) {
-    check_layer<AdditiveCoupling<double>, AdditiveCoupling<float>>(CouplingMask::half(4, true),
-                                                                   context, 3);
-    check_layer<SplineCoupling<double>, SplineCoupling<float>>(CouplingMask::half(3), context, 4);
+    check_layer<AdditiveCoupling<double>, AdditiveCoupling<float>>(&flipped, 4, context, 3);
+    check_layer<SplineCoupling<double>, SplineCoupling<float>>(&half, 3, context, 4);
+  }
+}
+
+TEST_CASE("instances: the compiled autoregressive layers", "[instances]") {
+  using instances_detail::Maf;
+  using instances_detail::SplineMaf;
+  for (Index context : {0, 2}) {
+    check_layer<Maf<double>, Maf<float>>(nullptr, 4, context, 5);
+    check_layer<SplineMaf<double>, SplineMaf<float>>(nullptr, 3, context, 6);
   }
 }
 
 TEST_CASE("instances: flows of the compiled couplings train with fit", "[instances]") {
   check_fit<AffineCoupling<float>>(true);
   check_fit<SplineCoupling<double>>(false);
+  check_fit<instances_detail::Maf<double>>(true);
 }

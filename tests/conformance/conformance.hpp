@@ -458,6 +458,7 @@ struct MafFixed {
   using Bijector = FixedMaf<S>;
   static constexpr const char* Name = "laws: MAF<S, 3, 8, Tanh>";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -474,6 +475,7 @@ struct MafDynamicConditional {
   static constexpr const char* Name =
       "laws: MAF<S, Dynamic, Dynamic, Tanh, Dynamic> with a context";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 4;
   static std::vector<Case<Bijector>> cases() {
@@ -493,6 +495,7 @@ struct MafDynamic {
   static constexpr const char* Name =
       "laws: MAF<double, Dynamic, Dynamic, Tanh, Dynamic> without a context";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -507,6 +510,7 @@ struct MafFixedContext {
   using Bijector = CondMaf<double>;
   static constexpr const char* Name = "laws: MAF<double, 4, Dynamic, Tanh, 2>";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/affine.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
@@ -521,6 +525,7 @@ struct AdditiveAutoregressive {
   static constexpr const char* Name =
       "laws: MaskedAutoregressive<AdditiveTransformer<double>, Dynamic, Dynamic, Tanh>";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/additive.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -535,7 +540,8 @@ template <typename S>
 struct IafFixed {
   using Bijector = Inverted<FixedMaf<S>>;
   static constexpr const char* Name = "laws: IAF<S, 3, 8, Tanh>";
-  static constexpr std::array Headers{"core/inverted.hpp", "bijectors/masked_autoregressive.hpp"};
+  static constexpr std::array Headers{"core/inverted.hpp", "bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
     return {{"reversed order",
@@ -546,7 +552,8 @@ struct IafFixed {
 struct IafFixedContext {
   using Bijector = Inverted<CondMaf<double>>;
   static constexpr const char* Name = "laws: IAF<double, 4, Dynamic, Tanh, 2>";
-  static constexpr std::array Headers{"core/inverted.hpp", "bijectors/masked_autoregressive.hpp"};
+  static constexpr std::array Headers{"core/inverted.hpp", "bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
     return {{"natural order", Bijector(randomized(CondMaf<double>({.hidden_width = 5}), 7, 0.3)),
@@ -594,6 +601,7 @@ struct SplineAutoregressiveFixed {
   using Bijector = SplineAutoregressive<S, 3, 8, 4, nn::Tanh>;
   static constexpr const char* Name = "laws: SplineAutoregressive<S, 3, 8, 4 bins, Tanh>";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/rational_quadratic.hpp"};
   static constexpr Index ContextRows = 0;
   static std::vector<Case<Bijector>> cases() {
@@ -609,6 +617,7 @@ struct SplineAutoregressiveCircularConditional {
       "laws: MaskedAutoregressive<RationalQuadraticSpline<double, Dynamic (6 bins), Circular>, "
       "Dynamic, Dynamic, Tanh, Dynamic> with a context";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/rational_quadratic.hpp"};
   static constexpr Index ContextRows = 3;
   static std::vector<Case<Bijector>> cases() {
@@ -652,6 +661,7 @@ struct ScaleShiftAutoregressiveConditional {
       "laws: MaskedAutoregressive<ScaleShiftTransformer<double>, Dynamic, Dynamic, Tanh, Dynamic> "
       "with a context";
   static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
                                       "bijectors/transformers/scale_shift.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
@@ -701,7 +711,8 @@ struct MafFlow {
   using Bijector = Flow<M, Reverse<double>, M>;
   static constexpr const char* Name =
       "laws: Flow<MAF<double, Dynamic, ...>, Reverse<double>, MAF<...>>";
-  static constexpr std::array Headers{"core/flow.hpp", "bijectors/masked_autoregressive.hpp"};
+  static constexpr std::array Headers{"core/flow.hpp", "bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp"};
   static constexpr Index ContextRows = 2;
   static std::vector<Case<Bijector>> cases() {
     return {{"two layers, context 2",
@@ -753,7 +764,9 @@ struct OpaqueMadeAutoregressive {
                                         test::Opaque<nn::MADE<double, Dyn, Dyn, nn::Tanh, 2>>>;
   static constexpr const char* Name =
       "laws: MaskedAutoregressive<AffineTransformer<double>, ..., Opaque<MADE>> with a context";
-  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp", "nn/conditioner.hpp"};
+  static constexpr std::array Headers{"bijectors/masked_autoregressive.hpp",
+                                      "bijectors/masked_autoregressive_instances.hpp",
+                                      "nn/conditioner.hpp"};
   static constexpr Index ContextRows = 3;
   static std::vector<Case<Bijector>> cases() {
     const DynMaf<double> made(4, {.hidden_width = 7,

@@ -270,10 +270,10 @@ class Coupling : public BijectorBase<
   // nflow::instances (NFLOW_PRECOMPILED_INSTANCES) can take the common layers' instances from
   // the library instead of compiling them (nflow/bijectors/coupling_instances.hpp).
   template <typename X, typename C>
-  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const;
+  ValueAndLogDet<Scalar, Dim, X::ColsAtCompileTime> forward_impl(const X& x, const C& ctx) const;
 
   template <typename Z, typename C>
-  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const;
+  ValueAndLogDet<Scalar, Dim, Z::ColsAtCompileTime> inverse_impl(const Z& z, const C& ctx) const;
 
   /// What forward_recorded() keeps for forward_vjp_recorded(): the conditioner's input x_A and
   /// activations, x_B, and the transformer's parameters θ.
@@ -297,18 +297,18 @@ class Coupling : public BijectorBase<
                                              ContextGradient<Scalar>* gc = nullptr) const;
 
   template <typename X, typename GV, typename GL, typename C>
-  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
-                                                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-                                                    ContextGradient<Scalar>* gc = nullptr) const {
+  Batch<Scalar, Dim, X::ColsAtCompileTime> forward_vjp_impl(
+      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr) const {
     Tape tape;
     record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
     return detail::BatchFor<Scalar, Dim, X>(taped_vjp_impl(tape, gv, gl, gp, ctx, gc));
   }
 
   template <typename Z, typename GV, typename GL, typename C>
-  detail::BatchFor<Scalar, Dim, Z> inverse_vjp_impl(const Z& z, const GV& gv, const GL& gl,
-                                                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-                                                    ContextGradient<Scalar>* gc = nullptr) const;
+  Batch<Scalar, Dim, Z::ColsAtCompileTime> inverse_vjp_impl(
+      const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr) const;
 
  private:
   BufferVector mask_buffer() const {
@@ -423,7 +423,7 @@ template <typename Transformer, int Dim_, int Hidden, typename Activation, int C
           typename Conditioner_>
 template <typename X, typename C>
 auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::forward_impl(
-    const X& x, const C& ctx) const -> detail::ResultFor<Scalar, Dim, X> {
+    const X& x, const C& ctx) const -> ValueAndLogDet<Scalar, Dim, X::ColsAtCompileTime> {
   constexpr int Cols = X::ColsAtCompileTime;
   const Part<Cols> xa = gather<Cols>(x, mask_.conditioning());
   const Part<Cols> xb = gather<Cols>(x, mask_.transformed());
@@ -434,7 +434,7 @@ template <typename Transformer, int Dim_, int Hidden, typename Activation, int C
           typename Conditioner_>
 template <typename Z, typename C>
 auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::inverse_impl(
-    const Z& z, const C& ctx) const -> detail::ResultFor<Scalar, Dim, Z> {
+    const Z& z, const C& ctx) const -> ValueAndLogDet<Scalar, Dim, Z::ColsAtCompileTime> {
   constexpr int Cols = Z::ColsAtCompileTime;
   const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
   const Part<Cols> zb = gather<Cols>(z, mask_.transformed());
@@ -487,7 +487,7 @@ template <typename Transformer, int Dim_, int Hidden, typename Activation, int C
 template <typename Z, typename GV, typename GL, typename C>
 auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>::inverse_vjp_impl(
     const Z& z, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-    ContextGradient<Scalar>* gc) const -> detail::BatchFor<Scalar, Dim, Z> {
+    ContextGradient<Scalar>* gc) const -> Batch<Scalar, Dim, Z::ColsAtCompileTime> {
   constexpr int Cols = Z::ColsAtCompileTime;
   const Part<Cols> za = gather<Cols>(z, mask_.conditioning());
   const Part<Cols> zb = gather<Cols>(z, mask_.transformed());

@@ -205,78 +205,22 @@ class MaskedAutoregressive
   }
 
   // ---- hooks for BijectorBase ------------------------------------------------------------------
+  // The hooks are defined after the class (not inline), so that a program linking
+  // nflow::instances (NFLOW_PRECOMPILED_INSTANCES) can take the common layers' instances from
+  // the library instead of compiling them (nflow/bijectors/masked_autoregressive_instances.hpp).
   template <typename X, typename C>
-  detail::ResultFor<Scalar, Dim, X> forward_impl(const X& x, const C& ctx) const {
-    detail::ResultFor<Scalar, Dim, X> r;
-    r.value.resize(x.rows(), x.cols());
-    r.log_det.setZero(1, x.cols());
-    if constexpr (HasMade) {
-      constexpr int Cols = X::ColsAtCompileTime;
-      const typename Made::template InputRef<Cols> xr(x);
-      net_.template forward_blocks<Cols>(
-          xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
-            const Index m = params.cols();
-            transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
-                                 r.log_det.middleCols(first, m));
-          });
-    } else {
-      transformer_.forward(x, net_.forward(x, ctx), r.value, r.log_det);
-    }
-    return r;
-  }
+  ValueAndLogDet<Scalar, Dim, X::ColsAtCompileTime> forward_impl(const X& x, const C& ctx) const;
 
   template <typename Z, typename C>
-  detail::ResultFor<Scalar, Dim, Z> inverse_impl(const Z& z, const C& ctx) const {
-    constexpr int Cols = Z::ColsAtCompileTime;
-    ValueAndLogDet<Scalar, Dim, Cols> r;
-    r.value.resize(z.rows(), z.cols());
-    r.log_det.setZero(1, z.cols());
-    if constexpr (HasMade) {
-      const typename Made::template InputRef<Cols> zr(z);
-      Made::template with_context<Cols>(ctx,
-                                        [&](const typename Made::template ContextRef<Cols>* c) {
-                                          solve_autoregressive<Cols>(zr, c, r);
-                                        });
-    } else {
-      r.value.setZero();
-      for (Index k = 0; k < passes_; ++k) {
-        const auto params = net_.forward(r.value, ctx);
-        r.log_det.setZero();
-        transformer_.inverse(z, params, r.value, r.log_det);
-      }
-    }
-    return r;
-  }
+  ValueAndLogDet<Scalar, Dim, Z::ColsAtCompileTime> inverse_impl(const Z& z, const C& ctx) const;
 
   /// ∂L/∂x through both paths: the transformer's direct ∂z/∂x and the conditioner's θ(x) (the
   /// MADE block by block; another conditioner through its tape); ∂L/∂c (added into gc when not
   /// null) through the conditioner.
   template <typename X, typename GV, typename GL, typename C>
-  detail::BatchFor<Scalar, Dim, X> forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
-                                                    Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-                                                    ContextGradient<Scalar>* gc = nullptr) const {
-    detail::BatchFor<Scalar, Dim, X> gx;
-    if constexpr (HasMade) {
-      constexpr int Cols = X::ColsAtCompileTime;
-      const typename Made::template InputRef<Cols> xr(x);
-      gx.resize(x.rows(), x.cols());
-      net_.template backward_blocks<Cols>(
-          xr, ctx,
-          [&](Index first, const typename Made::ConstBlockRef& params,
-              typename Made::BlockRef grad_params) {
-            const Index m = params.cols();
-            transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
-                                          gl.middleCols(first, m), gx.middleCols(first, m),
-                                          grad_params);
-          },
-          gp, gx, gc);
-    } else {
-      Tape tape;
-      record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
-      gx = taped_vjp_impl(tape, gv, gl, gp, ctx, gc);
-    }
-    return gx;
-  }
+  Batch<Scalar, Dim, X::ColsAtCompileTime> forward_vjp_impl(
+      const X& x, const GV& gv, const GL& gl, Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
+      ContextGradient<Scalar>* gc = nullptr) const;
 
   /// What forward_recorded() keeps for forward_vjp_recorded(): the conditioner's tape (the
   /// MADE's holds its input and activations), the input x when the conditioner's tape need not
@@ -299,26 +243,12 @@ class MaskedAutoregressive
 
   template <typename C>
   ValueAndLogDet<Scalar, Dim, Dynamic> record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x,
-                                                           const C& ctx, Tape& tape) const {
-    ValueAndLogDet<Scalar, Dim, Dynamic> r;
-    r.value.resize(x.rows(), x.cols());
-    r.log_det.setZero(1, x.cols());
-    if constexpr (!HasMade) tape.input = x;
-    tape.params = net_.forward_recorded(x, tape.net, ctx);
-    transformer_.forward(x, tape.params, r.value, r.log_det);
-    return r;
-  }
+                                                           const C& ctx, Tape& tape) const;
 
   template <typename GV, typename GL, typename C>
   Batch<Scalar, Dim, Dynamic> taped_vjp_impl(const Tape& tape, const GV& gv, const GL& gl,
                                              Eigen::Ref<Vector<Scalar>> gp, const C& ctx,
-                                             ContextGradient<Scalar>* gc = nullptr) const {
-    Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
-    ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
-    transformer_.forward_backward(tape.x(), tape.params, gv, gl, gx, grad_params);
-    gx += nn::backward_recorded_into(net_, tape.net, grad_params, gp, ctx, gc);
-    return gx;
-  }
+                                             ContextGradient<Scalar>* gc = nullptr) const;
 
  private:
   static constexpr const char* Prefix = HasMade ? "made." : "conditioner.";
@@ -547,6 +477,122 @@ class MaskedAutoregressive
   Index passes_ = 0;  ///< another conditioner's passes (see passes())
 };
 
+// ---- MaskedAutoregressive's hooks (declared in the class) --------------------------------
+
+template <typename Transformer_, int Dim_, int Hidden_, typename Activation_, int ContextDim_,
+          typename Conditioner_>
+template <typename X, typename C>
+auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
+                          Conditioner_>::forward_impl(const X& x, const C& ctx) const
+    -> ValueAndLogDet<Scalar, Dim, X::ColsAtCompileTime> {
+  detail::ResultFor<Scalar, Dim, X> r;
+  r.value.resize(x.rows(), x.cols());
+  r.log_det.setZero(1, x.cols());
+  if constexpr (HasMade) {
+    constexpr int Cols = X::ColsAtCompileTime;
+    const typename Made::template InputRef<Cols> xr(x);
+    net_.template forward_blocks<Cols>(
+        xr, ctx, [&](Index first, const typename Made::ConstBlockRef& params) {
+          const Index m = params.cols();
+          transformer_.forward(xr.middleCols(first, m), params, r.value.middleCols(first, m),
+                               r.log_det.middleCols(first, m));
+        });
+  } else {
+    transformer_.forward(x, net_.forward(x, ctx), r.value, r.log_det);
+  }
+  return r;
+}
+
+template <typename Transformer_, int Dim_, int Hidden_, typename Activation_, int ContextDim_,
+          typename Conditioner_>
+template <typename Z, typename C>
+auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
+                          Conditioner_>::inverse_impl(const Z& z, const C& ctx) const
+    -> ValueAndLogDet<Scalar, Dim, Z::ColsAtCompileTime> {
+  constexpr int Cols = Z::ColsAtCompileTime;
+  ValueAndLogDet<Scalar, Dim, Cols> r;
+  r.value.resize(z.rows(), z.cols());
+  r.log_det.setZero(1, z.cols());
+  if constexpr (HasMade) {
+    const typename Made::template InputRef<Cols> zr(z);
+    Made::template with_context<Cols>(ctx, [&](const typename Made::template ContextRef<Cols>* c) {
+      solve_autoregressive<Cols>(zr, c, r);
+    });
+  } else {
+    r.value.setZero();
+    for (Index k = 0; k < passes_; ++k) {
+      const auto params = net_.forward(r.value, ctx);
+      r.log_det.setZero();
+      transformer_.inverse(z, params, r.value, r.log_det);
+    }
+  }
+  return r;
+}
+
+template <typename Transformer_, int Dim_, int Hidden_, typename Activation_, int ContextDim_,
+          typename Conditioner_>
+template <typename X, typename GV, typename GL, typename C>
+auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
+                          Conditioner_>::forward_vjp_impl(const X& x, const GV& gv, const GL& gl,
+                                                          Eigen::Ref<Vector<Scalar>> gp,
+                                                          const C& ctx,
+                                                          ContextGradient<Scalar>* gc) const
+    -> Batch<Scalar, Dim, X::ColsAtCompileTime> {
+  detail::BatchFor<Scalar, Dim, X> gx;
+  if constexpr (HasMade) {
+    constexpr int Cols = X::ColsAtCompileTime;
+    const typename Made::template InputRef<Cols> xr(x);
+    gx.resize(x.rows(), x.cols());
+    net_.template backward_blocks<Cols>(
+        xr, ctx,
+        [&](Index first, const typename Made::ConstBlockRef& params,
+            typename Made::BlockRef grad_params) {
+          const Index m = params.cols();
+          transformer_.forward_backward(xr.middleCols(first, m), params, gv.middleCols(first, m),
+                                        gl.middleCols(first, m), gx.middleCols(first, m),
+                                        grad_params);
+        },
+        gp, gx, gc);
+  } else {
+    Tape tape;
+    record_forward_impl(detail::as_batch<Scalar, Dim>(x), ctx, tape);
+    gx = taped_vjp_impl(tape, gv, gl, gp, ctx, gc);
+  }
+  return gx;
+}
+
+template <typename Transformer_, int Dim_, int Hidden_, typename Activation_, int ContextDim_,
+          typename Conditioner_>
+template <typename C>
+auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
+                          Conditioner_>::record_forward_impl(const Batch<Scalar, Dim, Dynamic>& x,
+                                                             const C& ctx, Tape& tape) const
+    -> ValueAndLogDet<Scalar, Dim, Dynamic> {
+  ValueAndLogDet<Scalar, Dim, Dynamic> r;
+  r.value.resize(x.rows(), x.cols());
+  r.log_det.setZero(1, x.cols());
+  if constexpr (!HasMade) tape.input = x;
+  tape.params = net_.forward_recorded(x, tape.net, ctx);
+  transformer_.forward(x, tape.params, r.value, r.log_det);
+  return r;
+}
+
+template <typename Transformer_, int Dim_, int Hidden_, typename Activation_, int ContextDim_,
+          typename Conditioner_>
+template <typename GV, typename GL, typename C>
+auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
+                          Conditioner_>::taped_vjp_impl(const Tape& tape, const GV& gv,
+                                                        const GL& gl, Eigen::Ref<Vector<Scalar>> gp,
+                                                        const C& ctx,
+                                                        ContextGradient<Scalar>* gc) const
+    -> Batch<Scalar, Dim, Dynamic> {
+  Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
+  ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
+  transformer_.forward_backward(tape.x(), tape.params, gv, gl, gx, grad_params);
+  gx += nn::backward_recorded_into(net_, tape.net, grad_params, gp, ctx, gc);
+  return gx;
+}
+
 /// @brief Masked autoregressive flow layer (Papamakarios et al. 2017): density in one pass
 /// (forward), sampling in Dim passes (inverse). See MaskedAutoregressive.
 /// @tparam Scalar float or double. @tparam Dim fixed or Eigen::Dynamic. @tparam Hidden MADE width.
@@ -573,3 +619,6 @@ using SplineAutoregressive = MaskedAutoregressive<RationalQuadraticSpline<Scalar
                                                   Hidden, Activation, ContextDim>;
 
 }  // namespace nflow
+
+// The compiled instances of the common layers (used when NFLOW_PRECOMPILED_INSTANCES is set).
+#include "nflow/bijectors/masked_autoregressive_instances.hpp"
