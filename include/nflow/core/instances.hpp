@@ -12,6 +12,11 @@
 /// program built with other settings than the library fails to link, naming
 /// nflow::instances_detail::abi_align<N>_blas<B>, instead of failing at run time. In one CMake
 /// build (add_subdirectory, or nflow's own) both use the same flags.
+///
+/// The compiler may differ: the hooks' declared return types avoid alias templates (g++ and
+/// clang++ mangle `std::remove_cvref_t` in a signature differently), so a library built by one
+/// links with programs built by the other (the test command builds it with clang++ and links a
+/// g++ program against it).
 
 #include <Eigen/Core>
 
