@@ -18,4 +18,9 @@ namespace nflow::io {
 NFLOW_RUNTIME_INSTANTIATE(float)
 NFLOW_RUNTIME_INSTANTIATE(double)
 #undef NFLOW_RUNTIME_INSTANTIATE
+
+// The settings this library was compiled with, in a name (see nflow/io/model.hpp).
+namespace runtime_detail {
+const int NFLOW_DETAIL_INSTANCES_TAG = 1;
+}  // namespace runtime_detail
 }  // namespace nflow::io

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "nflow/core/errors.hpp"
+#include "nflow/core/instances.hpp"
 #include "nflow/flows/presets.hpp"
 #include "nflow/interop/imported_flow.hpp"
 #include "nflow/io/describe.hpp"
@@ -1070,6 +1071,16 @@ RuntimeModel<Scalar> to_runtime_model(interop::ImportedFlow<Scalar> imported) {
 NFLOW_RUNTIME_EXTERN(float)
 NFLOW_RUNTIME_EXTERN(double)
 #undef NFLOW_RUNTIME_EXTERN
+// The library and the program must agree on Eigen's alignment (the vector instruction set) and
+// on NFLOW_USE_BLAS, as for nflow::instances (nflow/core/instances.hpp): src/runtime/model.cpp
+// defines this symbol for its own settings, so a program built with others fails to link, naming
+// nflow::io::runtime_detail::abi_align<N>_blas<B>, instead of corrupting the heap at run time.
+namespace runtime_detail {
+extern const int NFLOW_DETAIL_INSTANCES_TAG;
+#if defined(__GNUC__)
+[[gnu::used]] static const int* const abi_check = &NFLOW_DETAIL_INSTANCES_TAG;
+#endif
+}  // namespace runtime_detail
 #endif
 
 }  // namespace nflow::io

@@ -139,7 +139,7 @@ void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
   if constexpr (blas_detail::blas_operand<Out>() && blas_detail::blas_operand<A>() &&
                 blas_detail::blas_operand<B>() && std::is_same_v<S, typename A::Scalar> &&
                 std::is_same_v<S, typename B::Scalar>) {
-    const Index m = out.rows(), n = out.cols(), k = TransA ? a.rows() : a.cols();
+    const Index m = out.rows(), n = out.cols(), k = a_cols;
     const bool large = n >= 16 && m * n * k >= (Index(1) << 13) && m <= INT_MAX && n <= INT_MAX &&
                        k <= INT_MAX && a.outerStride() <= INT_MAX && b.outerStride() <= INT_MAX &&
                        out.outerStride() <= INT_MAX;
