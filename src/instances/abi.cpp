@@ -3,6 +3,5 @@
 #include "nflow/core/instances.hpp"
 
 namespace nflow::instances_detail {
-extern const int NFLOW_DETAIL_INSTANCES_TAG;
-const int NFLOW_DETAIL_INSTANCES_TAG = 1;
+NFLOW_DETAIL_SETTINGS_DEFINITION()
 }  // namespace nflow::instances_detail

@@ -21,6 +21,6 @@ NFLOW_RUNTIME_INSTANTIATE(double)
 
 // The settings this library was compiled with, in a name (see nflow/io/model.hpp).
 namespace runtime_detail {
-const int NFLOW_DETAIL_INSTANCES_TAG = 1;
+NFLOW_DETAIL_SETTINGS_DEFINITION()
 }  // namespace runtime_detail
 }  // namespace nflow::io

@@ -14,7 +14,7 @@ namespace {
 constexpr std::size_t kDim = 3;
 constexpr std::size_t kPoints = 64;
 constexpr int kThreads = 8;
-constexpr int kRounds = 20;
+constexpr int kRounds = 8;
 
 struct Results {
   std::vector<double> log_prob = std::vector<double>(kPoints);

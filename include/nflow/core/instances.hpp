@@ -76,15 +76,24 @@ using RowVector = Eigen::Matrix<S, 1, Dynamic, Eigen::RowMajor>;
   GRADIENTS(EXT, L, S, instances_detail::Matrix<S>)          \
   GRADIENTS(EXT, L, S, instances_detail::Tile<S>)
 
-#ifdef NFLOW_PRECOMPILED_INSTANCES
-namespace nflow {
-namespace instances_detail {
-// Defined in nflow::instances for the settings it was compiled with: a program with other
-// settings fails to link here (see the file's comment).
-extern const int NFLOW_DETAIL_INSTANCES_TAG;
+/// The settings check, expanded in a namespace of each compiled library's headers (here for
+/// nflow::instances, in nflow/io/model.hpp for nflow::runtime): it refers to a constant whose name
+/// carries the settings, which only the library defines (NFLOW_DETAIL_SETTINGS_DEFINITION, in the
+/// same namespace of one of its sources). A program with other settings fails to link, naming
+/// <namespace>::abi_align<N>_blas<B>.
 #if defined(__GNUC__)
-[[gnu::used]] static const int* const abi_check = &NFLOW_DETAIL_INSTANCES_TAG;
+#define NFLOW_DETAIL_SETTINGS_CHECK()          \
+  extern const int NFLOW_DETAIL_INSTANCES_TAG; \
+  [[gnu::used]] static const int* const abi_check = &NFLOW_DETAIL_INSTANCES_TAG;
+#else
+#define NFLOW_DETAIL_SETTINGS_CHECK() extern const int NFLOW_DETAIL_INSTANCES_TAG;
 #endif
-}  // namespace instances_detail
-}  // namespace nflow
+#define NFLOW_DETAIL_SETTINGS_DEFINITION()     \
+  extern const int NFLOW_DETAIL_INSTANCES_TAG; \
+  const int NFLOW_DETAIL_INSTANCES_TAG = 1;
+
+#ifdef NFLOW_PRECOMPILED_INSTANCES
+namespace nflow::instances_detail {
+NFLOW_DETAIL_SETTINGS_CHECK()
+}  // namespace nflow::instances_detail
 #endif

@@ -1076,10 +1076,7 @@ NFLOW_RUNTIME_EXTERN(double)
 // defines this symbol for its own settings, so a program built with others fails to link, naming
 // nflow::io::runtime_detail::abi_align<N>_blas<B>, instead of corrupting the heap at run time.
 namespace runtime_detail {
-extern const int NFLOW_DETAIL_INSTANCES_TAG;
-#if defined(__GNUC__)
-[[gnu::used]] static const int* const abi_check = &NFLOW_DETAIL_INSTANCES_TAG;
-#endif
+NFLOW_DETAIL_SETTINGS_CHECK()
 }  // namespace runtime_detail
 #endif
 
