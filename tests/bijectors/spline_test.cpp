@@ -673,6 +673,75 @@ TEST_CASE("spline: ±Inf and NaN inputs behave as documented, a NaN touches only
   });
 }
 
+TEST_CASE(
+    "spline: the recorded forward pass keeps the knots, and the backward pass from them is "
+    "forward_backward to the bit, at edge inputs too",
+    "[spline][tape]") {
+  // The same bits (NaN where NaN): the tape must change nothing but the work done.
+  auto same = [](const M& a, const M& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() &&
+           ((a.array() == b.array()) || (a.array().isNaN() && b.array().isNaN())).all();
+  };
+  static_assert(RecordingTransformer<UnboundedK8> && RecordingTransformer<FloatSpline>);
+  static_assert(!RecordingTransformer<AffineTransformer<double>>);
+  for_each_spline([&](const auto& t) {
+    using T = std::decay_t<decltype(t)>;
+    typename T::Tape tape;
+    for (Raw kind : every_raw) {
+      INFO("raw parameters: " << raw_name(kind));
+      // 5 features × 21 columns: 105 elements, three whole tiles and a short one.
+      const Index n = 5, m = 21;
+      const M params = blocked<T>(
+          n, m, [&](Index i, Index j) { return raw_parameters<T>(kind, 100 + 7 * i + j); });
+      std::mt19937_64 gen(5);
+      M x = standard_normal_matrix<double>(n, m, gen) * 3.0;
+      // Edge inputs in the first columns: the bounds and one ulp either side, far tails, ±Inf,
+      // NaN, and a knot of the element's own spline.
+      const double lo = t.lower(), hi = t.upper();
+      const std::vector<double> edges = {
+          lo, hi, std::nextafter(lo, -inf), std::nextafter(hi, inf), -1e6, 1e6, inf, -inf, nan_v};
+      for (std::size_t e = 0; e < edges.size(); ++e) x(Index(e) % n, Index(e) / n) = edges[e];
+      for (Index i = 0; i < n; ++i) {
+        const auto k = t.knots(params, i, 3);
+        x(i, 3) = double(k.x[std::size_t(T::Bins) / 2]);
+      }
+      const M gv = standard_normal_matrix<double>(n, m, gen);
+      const Row gl = standard_normal_matrix<double>(1, m, gen);
+      const Result plain = run(t, x, params, false);
+      Result recorded{M(n, m), Row::Zero(m)};
+      t.forward_recorded(x, params, recorded.value, recorded.log_det, tape);
+      CHECK(same(recorded.value, plain.value));
+      CHECK(same(recorded.log_det, plain.log_det));
+      const auto [gx, gp] = gradients(t, x, params, gv, gl, false);
+      M gx_tape(n, m), gp_tape(params.rows(), m);
+      t.forward_backward_recorded(tape, x, params, gv, gl, gx_tape, gp_tape);
+      CHECK(same(gx_tape, gx));
+      CHECK(same(gp_tape, gp));
+      // A tape of another shape is an error, not a wrong gradient.
+      M gx_small(n, m - 1), gp_small(params.rows(), m - 1);
+      CHECK_THROWS_AS(
+          t.forward_backward_recorded(tape, x.leftCols(m - 1), params.leftCols(m - 1),
+                                      gv.leftCols(m - 1), gl.leftCols(m - 1), gx_small, gp_small),
+          ShapeError);
+    }
+    // The tape, recorded again at another shape, holds that shape's knots.
+    const Index n = 2, m = 3;
+    const M params = blocked<T>(
+        n, m, [&](Index i, Index j) { return raw_parameters<T>(Raw::Random, 7 + i + j); });
+    const M x = M::Constant(n, m, 0.25 * (t.lower() + t.upper()));
+    M z(n, m);
+    Row log_det = Row::Zero(m);
+    t.forward_recorded(x, params, z, log_det, tape);
+    const M gv = M::Ones(n, m);
+    const Row gl = Row::Ones(m);
+    const auto [gx, gp] = gradients(t, x, params, gv, gl, false);
+    M gx_tape(n, m), gp_tape(params.rows(), m);
+    t.forward_backward_recorded(tape, x, params, gv, gl, gx_tape, gp_tape);
+    CHECK(same(gx_tape, gx));
+    CHECK(same(gp_tape, gp));
+  });
+}
+
 TEST_CASE("spline: all-zero raw parameters are the identity exactly, and so are fresh layers",
           "[spline]") {
   for_each_spline([](const auto& t) {

@@ -281,6 +281,8 @@ class Coupling : public BijectorBase<
     typename Conditioner::Tape net;
     Eigen::Matrix<Scalar, Dynamic, Dynamic, Eigen::ColMajor, Dim_, Dynamic> xb;
     Eigen::Matrix<Scalar, Dynamic, Dynamic> params;
+    /// The transformer's own (RecordingTransformer: the spline's knots), else empty.
+    [[no_unique_address]] typename detail::TransformerTapeOf<Transformer>::type transformer;
     /// The number of samples recorded.
     Index cols() const { return xb.cols(); }
   };
@@ -373,12 +375,17 @@ class Coupling : public BijectorBase<
 
   /// z = (x_A, τ(x_B; θ)) scattered back to feature order, with log|det|.
   template <int Cols, typename PM>
-  ValueAndLogDet<Scalar, Dim, Cols> forward_from(const Part<Cols>& xa, const Part<Cols>& xb,
-                                                 const PM& params) const {
+  ValueAndLogDet<Scalar, Dim, Cols> forward_from(
+      const Part<Cols>& xa, const Part<Cols>& xb, const PM& params,
+      typename detail::TransformerTapeOf<Transformer>::type* tape = nullptr) const {
     ValueAndLogDet<Scalar, Dim, Cols> r;
     r.log_det.setZero(1, xb.cols());
     Part<Cols> zb(xb.rows(), xb.cols());
-    transformer_.forward(xb, params, zb, r.log_det);
+    if (tape != nullptr) {
+      detail::forward_recorded(transformer_, xb, params, zb, r.log_det, *tape);
+    } else {
+      transformer_.forward(xb, params, zb, r.log_det);
+    }
     r.value.resize(dim(), xb.cols());
     scatter(r.value, mask_.conditioning(), xa);
     scatter(r.value, mask_.transformed(), zb);
@@ -459,7 +466,7 @@ auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_,
   const Part<Dynamic> xa = gather<Dynamic>(x, mask_.conditioning());
   tape.xb = gather<Dynamic>(x, mask_.transformed());
   tape.params = conditioner_.forward_recorded(xa, tape.net, ctx);
-  return forward_from<Dynamic>(xa, tape.xb, tape.params);
+  return forward_from<Dynamic>(xa, tape.xb, tape.params, &tape.transformer);
 }
 
 template <typename Transformer, int Dim_, int Hidden, typename Activation, int ContextDim_,
@@ -472,7 +479,8 @@ auto Coupling<Transformer, Dim_, Hidden, Activation, ContextDim_, Conditioner_>:
   const Part<Dynamic> gzb = gather<Dynamic>(gv, mask_.transformed());
   Part<Dynamic> gxb(tape.xb.rows(), n);
   ParamBatch<Dynamic> gparams(tape.params.rows(), n);
-  transformer_.forward_backward(tape.xb, tape.params, gzb, gl, gxb, gparams);
+  detail::forward_backward_recorded(transformer_, tape.transformer, tape.xb, tape.params, gzb, gl,
+                                    gxb, gparams);
   const Part<Dynamic> gxa =
       gather<Dynamic>(gv, mask_.conditioning()) +
       nn::backward_recorded_into(conditioner_, tape.net, gparams, gp, ctx, gc);

@@ -229,6 +229,8 @@ class MaskedAutoregressive
     typename Conditioner::Tape net;
     Batch<Scalar, Dim, Dynamic> input;  ///< x (another conditioner; the MADE's tape holds it)
     ParameterMatrix<Scalar> params;     ///< the conditioner's outputs, out × N
+    /// The transformer's own (RecordingTransformer: the spline's knots), else empty.
+    [[no_unique_address]] typename detail::TransformerTapeOf<Transformer>::type transformer;
     /// The number of samples recorded.
     Index cols() const { return params.cols(); }
     /// The recorded x.
@@ -573,7 +575,7 @@ auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
   r.log_det.setZero(1, x.cols());
   if constexpr (!HasMade) tape.input = x;
   tape.params = net_.forward_recorded(x, tape.net, ctx);
-  transformer_.forward(x, tape.params, r.value, r.log_det);
+  detail::forward_recorded(transformer_, x, tape.params, r.value, r.log_det, tape.transformer);
   return r;
 }
 
@@ -588,7 +590,8 @@ auto MaskedAutoregressive<Transformer_, Dim_, Hidden_, Activation_, ContextDim_,
     -> Batch<Scalar, Dim, Dynamic> {
   Batch<Scalar, Dim, Dynamic> gx(dim(), tape.cols());
   ParameterMatrix<Scalar> grad_params(tape.params.rows(), tape.cols());
-  transformer_.forward_backward(tape.x(), tape.params, gv, gl, gx, grad_params);
+  detail::forward_backward_recorded(transformer_, tape.transformer, tape.x(), tape.params, gv, gl,
+                                    gx, grad_params);
   gx += nn::backward_recorded_into(net_, tape.net, grad_params, gp, ctx, gc);
   return gx;
 }

@@ -85,6 +85,57 @@ concept Transformer = requires {
   t.inverse_backward(in, in, in, grad_log_det, out, out);
 };
 
+/// @brief A transformer that keeps what its forward pass computed for its backward pass (the
+/// spline keeps its knots), so that a training step evaluates it once, not twice. Besides the
+/// Transformer members it has a nested type `Tape` and
+/// `forward_recorded(x, params, z, log_det, tape)` (forward() that also fills `tape`) and
+/// `forward_backward_recorded(tape, x, params, grad_z, grad_log_det, grad_x, grad_params)`
+/// (forward_backward() at the same x and params, from the tape; the same results to the bit).
+/// Coupling and MaskedAutoregressive keep such a tape in their own (forward_recorded); for other
+/// transformers they call forward() and forward_backward().
+template <typename T>
+concept RecordingTransformer = Transformer<T> && requires {
+  typename T::Tape;
+};
+
+namespace detail {
+/// The tape a layer keeps for its transformer: T::Tape, or an empty struct.
+template <typename T>
+struct TransformerTapeOf {
+  struct type {};
+};
+template <RecordingTransformer T>
+struct TransformerTapeOf<T> {
+  using type = typename T::Tape;
+};
+
+/// t.forward(), filling `tape` when t keeps one.
+template <typename T, typename X, typename P, typename Z, typename L>
+void forward_recorded(const T& t, const X& x, const P& params, Z&& z, L&& log_det,
+                      typename TransformerTapeOf<T>::type& tape) {
+  if constexpr (RecordingTransformer<T>) {
+    t.forward_recorded(x, params, z, log_det, tape);
+  } else {
+    (void)tape;
+    t.forward(x, params, z, log_det);
+  }
+}
+
+/// t.forward_backward(), from `tape` when t keeps one (recorded by forward_recorded above at the
+/// same x and params).
+template <typename T, typename X, typename P, typename GZ, typename GL, typename GX, typename GP>
+void forward_backward_recorded(const T& t, const typename TransformerTapeOf<T>::type& tape,
+                               const X& x, const P& params, const GZ& grad_z,
+                               const GL& grad_log_det, GX&& grad_x, GP&& grad_params) {
+  if constexpr (RecordingTransformer<T>) {
+    t.forward_backward_recorded(tape, x, params, grad_z, grad_log_det, grad_x, grad_params);
+  } else {
+    (void)tape;
+    t.forward_backward(x, params, grad_z, grad_log_det, grad_x, grad_params);
+  }
+}
+}  // namespace detail
+
 /// The raw parameters per feature of transformer `t`: T::ParamsPerDim, or t.params_per_dim()
 /// when that is Dynamic.
 template <Transformer T>

@@ -9,7 +9,11 @@
 /// - `using Scalar` and `static constexpr int ParamsPerDim`: unconstrained parameters per feature;
 /// - `forward(x, params, z, log_det)`, `inverse(z, params, x, log_det)`;
 /// - `forward_backward(x, params, grad_z, grad_log_det, grad_x, grad_params)` and
-///   `inverse_backward(z, params, grad_x, grad_log_det, grad_z, grad_params)`.
+///   `inverse_backward(z, params, grad_x, grad_log_det, grad_z, grad_params)`;
+/// - optionally (nflow::RecordingTransformer, as the spline) a nested `Tape` with
+///   `forward_recorded(x, params, z, log_det, tape)` and
+///   `forward_backward_recorded(tape, x, params, grad_z, grad_log_det, grad_x, grad_params)`:
+///   what the forward pass computed, kept for the backward pass of a training step.
 ///
 /// Shapes, for `n` transformed features of `m` samples: `x`, `z`, `grad_*` of values are `n × m`
 /// (one sample per column); `params` and `grad_params` are `(ParamsPerDim·n) × m`, **blocked**:

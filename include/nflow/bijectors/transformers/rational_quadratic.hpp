@@ -5,6 +5,7 @@
 /// reverse-mode derivatives in both directions, vectorised across features and samples.
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -247,6 +248,9 @@ class RationalQuadraticSpline {
       check_minimum(who, "min_derivative", o_.min_derivative, Scalar(1), false);
     }
     span_ = o_.upper - o_.lower;
+    // softplus(0) by the vectorised code that computes softplus(r) (a whole tile of lanes, so
+    // that every lane takes the same path): r = 0 then gives δ = 1 exactly (derivative()).
+    softplus_zero_ = softplus(Lane::Zero(TileSize))(0);
     // The smallest softmax weight the raw values allow: 0 without the clip (only the minimum
     // holds a bin open), 1/(1 + (K − 1)·e^{2c}) with them clipped into ±c/2 (times raw_scale).
     Scalar smallest_weight = Scalar(0);
@@ -328,6 +332,37 @@ class RationalQuadraticSpline {
     });
   }
 
+  /// What forward_recorded() keeps for forward_backward_recorded() (RecordingTransformer): the
+  /// softmax weights of every element's widths and heights and its knot derivatives, the part of
+  /// the knots that costs exponentials and logarithms (3K + 1 values per element). Reused by the
+  /// next recording of the same shape without allocating.
+  struct Tape {
+    std::vector<Scalar> knots;
+    Index rows = -1, cols = -1;
+  };
+
+  /// forward(), keeping the knots in `tape`.
+  template <typename X, typename P, typename Z, typename L>
+  void forward_recorded(const Eigen::MatrixBase<X>& x, const Eigen::MatrixBase<P>& params, Z&& z,
+                        L&& log_det, Tape& tape) const {
+    const Index per_tile = tape_lanes() * TileSize;
+    tape.knots.resize(std::size_t(tile_count(x.rows(), x.cols()) * per_tile));
+    tape.rows = x.rows();
+    tape.cols = x.cols();
+    Index tile = 0;
+    for_tiles(x.rows(), x.cols(), [&](const Tile& t) {
+      Spline sp;
+      Point pt;
+      evaluate<false>(x, params, t, sp, pt);
+      scatter(t, pt.out, pt.log_det, z, log_det);
+      Scalar* out = tape.knots.data() + tile++ * per_tile;
+      for_tape_lanes(sp, [&](const Lane& lane) {
+        std::copy_n(lane.data(), t.lanes, out);
+        out += TileSize;
+      });
+    });
+  }
+
   /// Reverse mode of forward(): writes ∂L/∂x (parameters fixed) into `grad_x` and ∂L/∂params
   /// (overwritten) into `grad_params`, given ∂L/∂z and ∂L/∂log_det.
   template <typename X, typename P, typename GZ, typename GL, typename GX, typename GP>
@@ -339,12 +374,40 @@ class RationalQuadraticSpline {
       Spline sp;
       Point pt;
       evaluate<false>(x, params, t, sp, pt);
-      Lane gy, gl;
-      gather(grad_z, t, gy);
-      gather_per_column(grad_log_det, t, gl);
-      Lane gx;
-      backward(params, x.rows(), t, sp, pt, gy, gl, gx, grad_params);
-      scatter_values(t, gx, grad_x);
+      backward_tile(params, x.rows(), grad_z, grad_log_det, t, sp, pt, grad_x, grad_params);
+    });
+  }
+
+  /// forward_backward() at the x and params `tape` was recorded with (forward_recorded), the
+  /// knots taken from the tape instead of being computed again: the same results to the bit.
+  /// @throws nflow::ShapeError when x is not of the recorded shape.
+  template <typename X, typename P, typename GZ, typename GL, typename GX, typename GP>
+  void forward_backward_recorded(const Tape& tape, const Eigen::MatrixBase<X>& x,
+                                 const Eigen::MatrixBase<P>& params,
+                                 const Eigen::MatrixBase<GZ>& grad_z,
+                                 const Eigen::MatrixBase<GL>& grad_log_det, GX&& grad_x,
+                                 GP&& grad_params) const {
+    if (tape.rows != x.rows() || tape.cols != x.cols()) {
+      throw ShapeError(
+          "nflow::RationalQuadraticSpline::forward_backward_recorded: the tape holds " +
+          std::to_string(tape.rows) + " x " + std::to_string(tape.cols) +
+          " elements, the input is " + std::to_string(x.rows()) + " x " + std::to_string(x.cols()));
+    }
+    const Index per_tile = tape_lanes() * TileSize;
+    Index tile = 0;
+    for_tiles(x.rows(), x.cols(), [&](const Tile& t) {
+      Spline sp;
+      const Scalar* in = tape.knots.data() + tile++ * per_tile;
+      for_tape_lanes(sp, [&](Lane& lane) {
+        lane = Eigen::Map<const Lane>(in, t.lanes);
+        in += TileSize;
+      });
+      cumulate(sp.pw, o_.min_bin_width, sp.x, t.lanes);
+      cumulate(sp.ph, o_.min_bin_height, sp.y, t.lanes);
+      Point pt;
+      gather(x, t, pt.v);
+      locate_forward(sp, pt);
+      backward_tile(params, x.rows(), grad_z, grad_log_det, t, sp, pt, grad_x, grad_params);
     });
   }
 
@@ -433,6 +496,33 @@ class RationalQuadraticSpline {
     }
   }
 
+  /// The lanes a tape keeps per tile: the K width and K height weights, the K + 1 derivatives.
+  Index tape_lanes() const { return Index(3 * bins() + 1); }
+  /// Calls f(lane) for each lane of `sp` that a tape keeps, in the tape's order.
+  template <typename S, typename F>
+  void for_tape_lanes(S& sp, F&& f) const {
+    const int Bins = bins();
+    for (int k = 0; k < Bins; ++k) f(sp.pw[std::size_t(k)]);
+    for (int k = 0; k < Bins; ++k) f(sp.ph[std::size_t(k)]);
+    for (int k = 0; k <= Bins; ++k) f(sp.d[std::size_t(k)]);
+  }
+  static Index tile_count(Index n, Index m) { return (n * m + TileSize - 1) / TileSize; }
+
+  /// The reverse mode of one tile at its forward point: ∂L/∂x into grad_x, ∂L/∂raw into
+  /// grad_params.
+  template <typename P, typename GZ, typename GL, typename GX, typename GP>
+  void backward_tile(const Eigen::MatrixBase<P>& params, Index n,
+                     const Eigen::MatrixBase<GZ>& grad_z, const Eigen::MatrixBase<GL>& grad_log_det,
+                     const Tile& t, const Spline& sp, const Point& pt, GX&& grad_x,
+                     GP&& grad_params) const {
+    Lane gy, gl;
+    gather(grad_z, t, gy);
+    gather_per_column(grad_log_det, t, gl);
+    Lane gx;
+    backward(params, n, t, sp, pt, gy, gl, gx, grad_params);
+    scatter_values(t, gx, grad_x);
+  }
+
   /// Calls f(tile) for consecutive tiles of the n × m elements (column-major order).
   template <typename F>
   static void for_tiles(Index n, Index m, F&& f) {
@@ -505,9 +595,10 @@ class RationalQuadraticSpline {
   }
 
   /// δ(r) of the (clipped) raw derivative r, per SplineDerivative. Shifted:
-  /// δ(r) = 1 + (1 − min_δ)·(softplus(r) − softplus(0))/log 2, with softplus(0) given as a lane
-  /// computed by the same vectorised code (so r = 0 gives exactly 1 whatever log(2) rounds to).
-  Lane derivative(const Lane& r, const Lane& softplus_zero) const {
+  /// δ(r) = 1 + (1 − min_δ)·(softplus(r) − softplus(0))/log 2, with softplus(0) computed by the
+  /// same vectorised code once, at construction (so r = 0 gives exactly 1 whatever log(2) rounds
+  /// to).
+  Lane derivative(const Lane& r) const {
     switch (o_.derivative) {
       case SplineDerivative::Softplus:
         return o_.min_derivative + torch_softplus(r);
@@ -517,7 +608,7 @@ class RationalQuadraticSpline {
         break;
     }
     return Scalar(1) + (Scalar(1) - o_.min_derivative) / Constants<Scalar>::log_two *
-                           (softplus(r) - softplus_zero);
+                           (softplus(r) - softplus_zero_);
   }
   /// softplus as torch computes it (threshold 20: r itself above), exact to rounding (log1p):
   /// with min_δ = 10⁻³, δ is then nflows' to ~10⁻¹⁶ relative.
@@ -571,18 +662,17 @@ class RationalQuadraticSpline {
     cumulate(sp.pw, o_.min_bin_width, sp.x, t.lanes);
     cumulate(sp.ph, o_.min_bin_height, sp.y, t.lanes);
     Lane r;
-    const Lane softplus_zero = softplus(Lane::Zero(t.lanes));
     if constexpr (Unbounded) {
       sp.d[0].setOnes(t.lanes);
       sp.d[std::size_t(Bins)].setOnes(t.lanes);
       for (int k = 1; k < Bins; ++k) {
         gather_raw(params, n, t, 2 * Bins + k - 1, r);
-        sp.d[std::size_t(k)] = derivative(prepare_derivative(r), softplus_zero);
+        sp.d[std::size_t(k)] = derivative(prepare_derivative(r));
       }
     } else {
       for (int k = 0; k < derivative_params(Bins); ++k) {
         gather_raw(params, n, t, 2 * Bins + k, r);
-        sp.d[std::size_t(k)] = derivative(prepare_derivative(r), softplus_zero);
+        sp.d[std::size_t(k)] = derivative(prepare_derivative(r));
       }
       if constexpr (Circular) sp.d[std::size_t(Bins)] = sp.d[0];
     }
@@ -841,6 +931,7 @@ class RationalQuadraticSpline {
   SplineOptions<Scalar> o_;
   int bins_ = Bins_ == Dynamic ? 8 : Bins_;  ///< K (read through bins(); used when Dynamic)
   Scalar span_ = Scalar(0);
+  Scalar softplus_zero_ = Scalar(0);    ///< softplus(0) as softplus() computes it
   Scalar clip_width_ = Scalar(0);       ///< 2/|log s| (0: no soft clip)
   Scalar clip_derivative_ = Scalar(0);  ///< 1/|log s|
 };
