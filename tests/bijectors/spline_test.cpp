@@ -684,6 +684,11 @@ TEST_CASE(
   };
   static_assert(RecordingTransformer<UnboundedK8> && RecordingTransformer<FloatSpline>);
   static_assert(!RecordingTransformer<AffineTransformer<double>>);
+  // A nested Tape alone does not make a transformer a recording one: the members are required.
+  struct TapeNameOnly : AffineTransformer<double> {
+    using Tape = int;
+  };
+  static_assert(!RecordingTransformer<TapeNameOnly>);
   for_each_spline([&](const auto& t) {
     using T = std::decay_t<decltype(t)>;
     typename T::Tape tape;

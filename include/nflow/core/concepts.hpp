@@ -4,6 +4,7 @@
 
 #include <concepts>
 #include <string>
+#include <utility>
 
 #include "nflow/core/traits.hpp"
 #include "nflow/core/types.hpp"
@@ -92,10 +93,17 @@ concept Transformer = requires {
 /// `forward_backward_recorded(tape, x, params, grad_z, grad_log_det, grad_x, grad_params)`
 /// (forward_backward() at the same x and params, from the tape; the same results to the bit).
 /// Coupling and MaskedAutoregressive keep such a tape in their own (forward_recorded); for other
-/// transformers they call forward() and forward_backward().
+/// transformers (a nested `Tape` without both members is not enough) they call forward() and
+/// forward_backward().
 template <typename T>
-concept RecordingTransformer = Transformer<T> && requires {
-  typename T::Tape;
+concept RecordingTransformer = Transformer<T> && std::default_initializable<typename T::Tape> &&
+    requires(const T& t, typename T::Tape& tape,
+             const Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& in,
+             Eigen::Matrix<typename T::Scalar, Dynamic, Dynamic>& out,
+             const Eigen::Matrix<typename T::Scalar, 1, Dynamic>& grad_log_det,
+             Eigen::Matrix<typename T::Scalar, 1, Dynamic>& log_det) {
+  t.forward_recorded(in, in, out, log_det, tape);
+  t.forward_backward_recorded(std::as_const(tape), in, in, in, grad_log_det, out, out);
 };
 
 namespace detail {
