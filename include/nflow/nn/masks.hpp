@@ -167,15 +167,11 @@ struct Masked {
       if (l >= 0)
         masked_[std::size_t(l)] = stored[std::size_t(l)].cwiseProduct(masks_[std::size_t(l)]);
       if (l == L || (l < 0 && L == 0)) {
-        const Work& w = masked_[std::size_t(L)];
-        grouped_out_.resize(w.rows(), w.cols());
-        grouped_context_.resize(L == 0 ? context_weight.rows() : 0, context_dim_);
-        for (Index i = 0; i < D; ++i) {
-          for (Index p = 0; p < params_per_dim_; ++p) {
-            grouped_out_.row(i * params_per_dim_ + p) = w.row(p * D + i);
-            if (L == 0 && context_dim_ > 0)
-              grouped_context_.row(i * params_per_dim_ + p) = context_weight.row(p * D + i);
-          }
+        regroup(masked_[std::size_t(L)], grouped_out_, D);
+        if (L == 0 && context_dim_ > 0) {
+          regroup(context_weight, grouped_context_, D);
+        } else {
+          grouped_context_.resize(L == 0 ? context_weight.rows() : 0, context_dim_);
         }
       }
     }
@@ -198,6 +194,20 @@ struct Masked {
     const Work& grouped_context_weight() const { return grouped_context_; }
 
    private:
+    /// to = from with row p·D + i moved to row i·P + p, a column at a time (the rows of a
+    /// column-major matrix are strided: one column of the output layer is a few KB, in cache).
+    void regroup(const Work& from, Work& to, Index D) const {
+      to.resize(from.rows(), from.cols());
+      const Index P = params_per_dim_;
+      for (Index c = 0; c < from.cols(); ++c) {
+        const Scalar* src = from.col(c).data();
+        Scalar* dst = to.col(c).data();
+        for (Index i = 0; i < D; ++i) {
+          for (Index p = 0; p < P; ++p) dst[i * P + p] = src[p * D + i];
+        }
+      }
+    }
+
     Index context_dim_ = 0;
     Index params_per_dim_ = 1;
     Eigen::VectorXi order_;
