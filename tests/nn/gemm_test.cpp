@@ -110,7 +110,47 @@ void check_all_shapes() {
   }
 }
 
+/// One point: an output that is a column at compile time (a segment of a column), where gemm
+/// computes the rows past the last multiple of a half packet itself (few_rows_gemv) and the
+/// others in Eigen: every row count from 1 to 11 and depths around multiples of 8, operands
+/// inside larger matrices (a's outer stride above its rows), against the reference.
+template <typename S>
+void check_one_point_rows() {
+  std::mt19937_64 gen(20261206);
+  for (Index m = 1; m <= 11; ++m) {
+    for (Index k : {0, 1, 7, 8, 9, 64, 67}) {
+      for (bool acc : {false, true}) {
+        CAPTURE(m, k, acc);
+        const Mat<S> abig = standard_normal_matrix<S>(m + 3, k + 2, gen);
+        const Mat<S> bbig = standard_normal_matrix<S>(k + 1, 4, gen);
+        Mat<S> out = standard_normal_matrix<S>(m + 5, 3, gen);
+        const Mat<S> before = out;
+        auto column = out.col(1).segment(3, m);
+        static_assert(decltype(column)::ColsAtCompileTime == 1);
+        nn::gemm<false, false>(column, abig.block(2, 1, m, k), bbig.col(3).segment(1, k), acc);
+        Mat<long double> value, bound;
+        reference<false, false, S>(before.block(3, 1, m, 1), abig.block(2, 1, m, k),
+                                   bbig.block(1, 3, k, 1), acc, value, bound);
+        double worst = 0;
+        for (Index i = 0; i < m; ++i) {
+          worst = std::max(worst, double(std::fabs(out(3 + i, 1) - value(i, 0)) / bound(i, 0)));
+        }
+        CHECK(worst <= 1.0);
+        Mat<S> after = out, untouched = before;
+        after.block(3, 1, m, 1).setZero();
+        untouched.block(3, 1, m, 1).setZero();
+        CHECK(after == untouched);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+TEST_CASE("gemm: one point, every row count, against long double", "[nn][gemm]") {
+  check_one_point_rows<double>();
+  check_one_point_rows<float>();
+}
 
 TEST_CASE("gemm: products of every shape, transposed operands, blocks, against long double",
           "[nn][gemm]") {
